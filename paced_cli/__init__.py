@@ -1,0 +1,41 @@
+"""The `paced` command line: one thin command per stage (see DESIGN.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from paced_cli.weight import weight
+
+app = typer.Typer(
+    name="paced",
+    help="Paced: distillation at the frontier of student competence (arXiv 2603.11178).\n\n"
+    "Each command reads artifacts, writes one artifact to --out and prints its path on stdout.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from schemas.io import paced_version
+
+        typer.echo(f"paced {paced_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Paced: distillation at the frontier of student competence (arXiv 2603.11178)."""
+
+
+app.command("weight")(weight)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,67 @@
+"""Artifact schemas (one module per artifact) and the one place that reads and writes them.
+
+Schemas never import stages.
+"""
+
+from schemas import problems, rollouts, scores, weights
+from schemas.base import ArtifactSchema, Column, InputError
+from schemas.io import Artifact, Job, fingerprint, provenance, read, table_from_columns, write_file
+
+PROBLEMS = problems.SCHEMA
+ROLLOUTS = rollouts.SCHEMA
+SCORES = scores.SCHEMA
+WEIGHTS = weights.SCHEMA
+
+ALL = [PROBLEMS, ROLLOUTS, SCORES, WEIGHTS]
+
+__all__ = [
+    "ALL",
+    "PROBLEMS",
+    "ROLLOUTS",
+    "SCORES",
+    "WEIGHTS",
+    "Artifact",
+    "ArtifactSchema",
+    "Column",
+    "InputError",
+    "Job",
+    "fingerprint",
+    "provenance",
+    "read",
+    "table_from_columns",
+    "write_file",
+]
+
+
+def render_docs() -> str:
+    """The column reference in docs/artifacts.md, generated from the schemas themselves."""
+    lines = [
+        "# Artifacts and their columns",
+        "",
+        "Generated from `schemas/` by `python -m schemas > docs/artifacts.md`; a test keeps the two equal.",
+        "",
+        "Every artifact is Parquet. Small ones (weights) are one file; long stages write a",
+        "directory of `part-NNNNN.parquet` files with `_job.json` (written first) and",
+        "`_manifest.json` (written last, when the artifact is complete). Open either with polars:",
+        "",
+        "```python",
+        "import polars as pl",
+        'weights = pl.read_parquet("weights.parquet")',
+        'rollouts = pl.read_parquet("rollouts/*.parquet")',
+        "```",
+        "",
+        "Every Parquet file carries `paced.schema`, `paced.schema_version` and `paced.provenance`",
+        "(the command, resolved options, versions and input fingerprints) in its key-value",
+        "metadata: `pyarrow.parquet.read_schema(path).metadata`. Inputs from other tools need",
+        "only the right columns: strings may be `string` or `large_string`, integers any",
+        "width that holds the values, and extra columns are kept.",
+        "",
+    ]
+    for s in ALL:
+        lines += [f"## {s.name} (version {s.version})", "", s.doc, ""]
+        lines += [f"Unique key: {' + '.join(f'`{k}`' for k in s.key)}.", ""]
+        lines += ["| column | type | nullable | meaning |", "|---|---|---|---|"]
+        for c in s.columns:
+            lines.append(f"| `{c.name}` | `{c.type}` | {'yes' if c.nullable else 'no'} | {c.doc} |")
+        lines.append("")
+    return "\n".join(lines)

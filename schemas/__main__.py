@@ -1,0 +1,3 @@
+from schemas import render_docs
+
+print(render_docs(), end="")

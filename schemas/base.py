@@ -1,0 +1,225 @@
+"""Artifact schemas: columns, versions and validation.
+
+Every artifact paced writes or reads is described by one `ArtifactSchema`: its name, its
+version, its columns (Arrow type, nullability, one line of documentation) and the key that
+must be unique. Reading validates a table against it and collects *every* problem before
+failing once with `InputError`, whose message names the file, the column, the offending rows
+and the fix.
+
+Inputs written by other tools are welcome: polars writes `large_string` and `int64` where
+paced writes `string` and `int32`; such a column is cast to the canonical type when the cast
+is lossless, and refused otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import polars as pl
+import pyarrow as pa
+
+__all__ = ["InputError", "Column", "ArtifactSchema", "check_types", "conform"]
+
+# Rows quoted in an error message; more would bury the fix under the evidence.
+MAX_QUOTED_ROWS = 5
+
+
+class InputError(Exception):
+    """Bad input or usage: the CLI exits with code 2 and prints the message.
+
+    The message must name the file, column or option at fault, and say how to fix it.
+    """
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    doc: str
+    nullable: bool = False
+
+
+# An invariant check receives the conformed table as a polars frame and returns problems.
+Check = Callable[[pl.DataFrame], list[str]]
+
+
+@dataclass(frozen=True)
+class ArtifactSchema:
+    """One artifact kind: fixed columns, a version, a unique key and invariants."""
+
+    name: str
+    version: int
+    doc: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    checks: tuple[Check, ...] = field(default=())
+
+    @property
+    def arrow(self) -> pa.Schema:
+        return pa.schema(
+            [pa.field(c.name, c.type, nullable=c.nullable) for c in self.columns]
+        )
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------
+# Type compatibility: which Arrow types a foreign file may use for each canonical type.
+
+
+def _family(t: pa.DataType) -> str:
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return "list<" + _family(t.value_type) + ">"
+    if pa.types.is_null(t):
+        return "null"
+    return str(t)
+
+
+def _type_name(t: pa.DataType) -> str:
+    return {"string": "string", "integer": "integer", "float": "float", "bool": "bool"}.get(
+        _family(t), _family(t)
+    )
+
+
+def _polars_type(t: pa.DataType) -> pl.DataType:
+    return pl.from_arrow(pa.array([], type=t)).dtype  # type: ignore[union-attr]
+
+
+def check_types(arrow_schema: pa.Schema, schema: ArtifactSchema, source: str) -> None:
+    """Refuse missing columns and columns of the wrong type family (cheap: metadata only)."""
+    problems: list[str] = []
+    names = arrow_schema.names
+    missing = [c.name for c in schema.columns if c.name not in names]
+    if missing:
+        have = ", ".join(names) if names else "(none)"
+        problems.append(
+            f"missing column(s) {', '.join(repr(m) for m in missing)}; the file has: {have}. "
+            f"A {schema.name} file needs {', '.join(c.name for c in schema.columns)} "
+            f"(see docs/artifacts.md)"
+        )
+    for col in schema.columns:
+        if col.name not in names:
+            continue
+        got = arrow_schema.field(col.name).type
+        if _family(got) == "null" and col.nullable:
+            continue
+        if _family(got) != _family(col.type):
+            problems.append(
+                f"column {col.name!r} has type {got}, expected {col.type} "
+                f"({_type_name(col.type)}); cast it before writing, e.g. in polars "
+                f"`pl.col({col.name!r}).cast(...)`"
+            )
+    if problems:
+        raise InputError(_format(source, problems))
+
+
+def conform(frame: pl.DataFrame, schema: ArtifactSchema, source: str) -> pl.DataFrame:
+    """Validate a frame (already type-checked by `check_types`) and cast it to canonical types.
+
+    Extra columns are kept as they are (the design lets users add columns). Raises one
+    `InputError` listing every problem found.
+    """
+    problems: list[str] = []
+    casts = []
+    for col in schema.columns:
+        if col.name not in frame.columns:
+            continue
+        want = _polars_type(col.type)
+        if frame.schema[col.name] != want:
+            casts.append(pl.col(col.name).cast(want, strict=True))
+    if casts:
+        try:
+            frame = frame.with_columns(casts)
+        except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise InputError(
+                f"{source}: a column cannot be converted losslessly to its paced type ({first}); "
+                f"see docs/artifacts.md for the types"
+            ) from None
+    problems.extend(_null_problems(frame, schema))
+    problems.extend(_key_problems(frame, schema))
+    if not problems:  # invariants assume non-null, unique rows
+        for check in schema.checks:
+            problems.extend(check(frame))
+    if problems:
+        raise InputError(_format(source, problems))
+    return frame
+
+
+def _duplicates(frame: pl.DataFrame, key: list[str]) -> bool:
+    """Whether any key value repeats.
+
+    Fast path first: equal keys hash equal, so if the combined hashes are all distinct there
+    is no duplicate (8 M score rows: 0.17 s, against 0.8 s for `is_duplicated`). Distinct keys
+    whose hashes collide only send us to the exact check.
+    """
+    combined = pl.col(key[0]).hash(0)
+    for i, k in enumerate(key[1:], start=1):
+        combined = combined.xor(pl.col(k).hash(i))
+    if frame.select(combined.n_unique()).item() == frame.height:
+        return False
+    return bool(frame.select(pl.struct(key).is_duplicated().any()).item())
+
+
+def _null_problems(frame: pl.DataFrame, schema: ArtifactSchema) -> list[str]:
+    problems = []
+    for col in schema.columns:
+        if col.nullable:
+            continue
+        nulls = frame.get_column(col.name).null_count()
+        if nulls:
+            rows = quote_rows(frame, pl.col(col.name).is_null(), schema.key)
+            problems.append(
+                f"column {col.name!r} has {nulls} null value(s) but may not be null "
+                f"(rows {rows}); fill or drop those rows"
+            )
+    return problems
+
+
+def _key_problems(frame: pl.DataFrame, schema: ArtifactSchema) -> list[str]:
+    key = list(schema.key)
+    if not key or frame.height == 0 or not _duplicates(frame, key):
+        return []
+    dup = frame.select(key).is_duplicated()
+    n = int(dup.sum())
+    shown = frame.filter(dup).select(key).unique(maintain_order=True).head(MAX_QUOTED_ROWS)
+    values = ", ".join(
+        "(" + ", ".join(repr(v) for v in row) + ")" if len(key) > 1 else repr(row[0])
+        for row in shown.iter_rows()
+    )
+    what = " + ".join(key)
+    return [
+        f"{what} must be unique, but {n} rows share a value: {values}"
+        f"{' ...' if n > MAX_QUOTED_ROWS else ''}; drop or rename the duplicates"
+    ]
+
+
+def quote_rows(frame: pl.DataFrame, predicate: pl.Expr, key: tuple[str, ...]) -> str:
+    """A short human list of the rows matching `predicate`, named by their key."""
+    cols = [k for k in key if k in frame.columns]
+    idx = frame.with_row_index("__row").filter(predicate)
+    parts = []
+    for row in idx.head(MAX_QUOTED_ROWS).iter_rows(named=True):
+        name = ", ".join(f"{k}={row[k]!r}" for k in cols) if cols else ""
+        parts.append(f"#{row['__row']}" + (f" ({name})" if name else ""))
+    more = " ..." if idx.height > MAX_QUOTED_ROWS else ""
+    return "; ".join(parts) + more
+
+
+def _format(source: str, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}:\n" + "\n".join(f"  - {p}" for p in problems)

@@ -1,0 +1,460 @@
+"""The one place that reads and writes artifacts.
+
+An artifact is either a single Parquet file (small artifacts such as weights) or a job
+directory of parts written by a long stage:
+
+    rollouts/
+      _job.json            what the job is (schema, options, input fingerprints); written first
+      part-00000.parquet   each part written to a hidden temporary name, then renamed
+      part-00001.parquet
+      _manifest.json       written last, only when every part is done: the artifact is complete
+
+Every Parquet file carries the schema name, version and provenance in its key-value
+metadata, so any single part says how it was made. Read a job directory with polars as
+`pl.read_parquet("rollouts/*.parquet")`.
+
+Inputs are accepted from any tool: a Parquet file, or a directory of Parquet files, with the
+right columns and types. Files that declare another paced schema or version are refused.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from importlib import metadata as _metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.base import ArtifactSchema, InputError, check_types, conform
+
+JOB_FILE = "_job.json"
+MANIFEST_FILE = "_manifest.json"
+META_SCHEMA = b"paced.schema"
+META_VERSION = b"paced.schema_version"
+META_PROVENANCE = b"paced.provenance"
+# zstd keeps token-id lists small and reads fast; every reader in the field supports it.
+COMPRESSION = "zstd"
+
+
+def paced_version() -> str:
+    try:
+        return _metadata.version("paced")
+    except _metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+# ---------------------------------------------------------------------------------------
+# Fingerprints and provenance
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """A content fingerprint of an artifact: its bytes, or its manifest's part checksums."""
+    p = Path(path)
+    if p.is_dir():
+        manifest = p / MANIFEST_FILE
+        if manifest.exists():
+            m = json.loads(manifest.read_text())
+            body = json.dumps([(x["file"], x["sha256"]) for x in m["parts"]])
+            return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+        h = hashlib.sha256()
+        for f in _parquet_files(p):
+            h.update(f.name.encode() + _sha256_file(f).encode())
+        return "sha256:" + h.hexdigest()
+    return "sha256:" + _sha256_file(p)
+
+
+def hash_options(options: dict[str, Any]) -> str:
+    body = json.dumps(options, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def provenance(
+    stage: str, options: dict[str, Any], inputs: dict[str, "Artifact"] | None = None
+) -> dict[str, Any]:
+    """How an artifact was made: the command line, resolved options, versions, inputs."""
+    libs = {}
+    for lib in ("torch", "transformers", "pyarrow", "polars", "math-verify", "vllm"):
+        try:
+            libs[lib] = _metadata.version(lib)
+        except _metadata.PackageNotFoundError:
+            pass
+    return {
+        "stage": stage,
+        "command": shlex.join(["paced", *sys.argv[1:]]) if sys.argv[1:] else f"paced {stage}",
+        "options": json.loads(json.dumps(options, default=str)),
+        "paced_version": paced_version(),
+        "libraries": libs,
+        "inputs": {
+            name: {"path": str(a.path), "fingerprint": a.fingerprint, "schema": a.schema_name}
+            for name, a in (inputs or {}).items()
+        },
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class Artifact:
+    """A validated input: the rows in canonical types, and where they came from."""
+
+    path: Path
+    frame: pl.DataFrame
+    fingerprint: str
+    schema_name: str
+    provenance: dict[str, Any] | None
+
+
+def _parquet_files(directory: Path) -> list[Path]:
+    return sorted(
+        f for f in directory.iterdir() if f.suffix == ".parquet" and not f.name.startswith((".", "_"))
+    )
+
+
+def _declared(path: Path, meta: dict[bytes, bytes] | None, schema: ArtifactSchema, option: str):
+    """Refuse a file that declares another paced schema or version."""
+    if not meta or META_SCHEMA not in meta:
+        return None
+    name = meta[META_SCHEMA].decode()
+    version = int(meta.get(META_VERSION, b"0").decode() or 0)
+    if name != schema.name:
+        raise InputError(
+            f"{option} {path}: this is a paced {name!r} artifact, but {option} expects a "
+            f"{schema.name!r} artifact; pass the {schema.name} file instead"
+        )
+    if version != schema.version:
+        raise InputError(
+            f"{option} {path}: {schema.name} schema version {version}, but this paced "
+            f"(version {paced_version()}) reads version {schema.version}; regenerate it with "
+            f"this paced version, or convert it"
+        )
+    prov = meta.get(META_PROVENANCE)
+    return json.loads(prov) if prov else {}
+
+
+def _parquet_schema(path: Path, option: str) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(
+            f"{option} {path}: not a readable Parquet file ({e}); write it with polars "
+            f"`df.write_parquet(...)` or pyarrow `pq.write_table(...)`"
+        ) from None
+
+
+def _files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | None]:
+    """The Parquet files of an artifact path, and the manifest's provenance if any."""
+    if not p.is_dir():
+        return [p], None
+    manifest = p / MANIFEST_FILE
+    if manifest.exists():
+        m = _load_json(manifest, option)
+        files = [p / x["file"] for x in m["parts"]]
+        lost = [f.name for f in files if not f.exists()]
+        if lost:
+            raise InputError(
+                f"{option} {p}: part(s) {', '.join(lost)} listed in {MANIFEST_FILE} are "
+                f"missing; rerun the command that made it with --overwrite to regenerate it"
+            )
+        return files, m.get("provenance")
+    if (p / JOB_FILE).exists():
+        job = _load_json(p / JOB_FILE, option)
+        raise InputError(
+            f"{option} {p}: this {job.get('schema', '')} job is not finished (no "
+            f"{MANIFEST_FILE}); rerun the command that made it to resume it: "
+            f"{job.get('command', '')}"
+        )
+    files = _parquet_files(p)
+    if not files:
+        raise InputError(
+            f"{option} {p}: the directory holds no .parquet files; pass a Parquet file "
+            f"or a directory of them"
+        )
+    return files, None
+
+
+def read(
+    path: str | os.PathLike,
+    schema: ArtifactSchema,
+    *,
+    option: str,
+    columns: list[str] | None = None,
+    allow_empty: bool = False,
+) -> Artifact:
+    """Read and validate an artifact (a file or a directory of parts) given to `option`.
+
+    `columns` narrows what is required and loaded to those schema columns (the key is always
+    included), so `paced weight` accepts a user's scores file with just the columns it uses.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{option} {p}: no such file or directory; check the path")
+    if columns is not None:
+        keep = list(dict.fromkeys([*schema.key, *columns]))
+        schema = replace(schema, columns=tuple(c for c in schema.columns if c.name in keep), checks=())
+    files, prov = _files(p, option)
+    frames = []
+    for f in files:
+        arrow_schema = _parquet_schema(f, option)
+        declared = _declared(f, arrow_schema.metadata, schema, option)
+        prov = prov if prov is not None else declared
+        check_types(arrow_schema, schema, f"{option} {f}")
+        wanted = None if columns is None else [c.name for c in schema.columns]
+        try:
+            frames.append(pl.read_parquet(f, columns=wanted))
+        except (pl.exceptions.PolarsError, OSError) as e:
+            raise InputError(f"{option} {f}: cannot be read ({e}); regenerate it") from None
+    try:
+        frame = frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
+    except pl.exceptions.PolarsError as e:
+        raise InputError(
+            f"{option} {p}: its Parquet files do not share one schema ({e}); give them the "
+            f"same columns and types"
+        ) from None
+    frame = conform(frame, schema, f"{option} {p}")
+    if frame.height == 0 and not allow_empty:
+        raise InputError(f"{option} {p}: the {schema.name} artifact has no rows; nothing to do")
+    return Artifact(p, frame, fingerprint(p), schema.name, prov)
+
+
+def _load_json(path: Path, option: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(
+            f"{option} {path}: unreadable ({e}); regenerate the artifact with --overwrite"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+
+
+def _with_metadata(table: pa.Table, schema: ArtifactSchema, prov: dict[str, Any]) -> pa.Table:
+    if table.schema.remove_metadata() != schema.arrow:
+        # Writers never let Arrow infer a schema from data: build tables with schema.arrow.
+        raise TypeError(
+            f"internal error: a {schema.name} table does not match its schema:\n"
+            f"{table.schema}\nexpected:\n{schema.arrow}"
+        )
+    return table.replace_schema_metadata(
+        {
+            META_SCHEMA: schema.name.encode(),
+            META_VERSION: str(schema.version).encode(),
+            META_PROVENANCE: json.dumps(prov).encode(),
+        }
+    )
+
+
+def _atomic_write_parquet(table: pa.Table, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp, compression=COMPRESSION)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _atomic_write_json(obj: Any, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_file_out(path: str | os.PathLike, schema: ArtifactSchema, option: str = "--out") -> Path:
+    """Check that a single-file artifact may be written at `path`, before any work is done.
+
+    An existing file is replaced only if it is an artifact of the same kind (rerunning
+    `paced weight` with a new alpha replaces the old weights); anything else is refused.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{option} {p}: is a directory; give a file name such as {p}/{schema.name}.parquet")
+    if p.exists():
+        try:
+            meta = pq.read_schema(p).metadata or {}
+        except (pa.ArrowInvalid, OSError):
+            meta = {}
+        if meta.get(META_SCHEMA, b"").decode() != schema.name:
+            raise InputError(
+                f"{option} {p}: exists and is not a paced {schema.name} artifact; refusing to "
+                f"replace it. Choose another path or remove it yourself"
+            )
+    if not p.parent.exists():
+        raise InputError(f"{option} {p}: directory {p.parent} does not exist; create it first")
+    if not os.access(p.parent, os.W_OK):
+        raise InputError(f"{option} {p}: directory {p.parent} is not writable; choose another path")
+    return p
+
+
+def write_file(path: str | os.PathLike, table: pa.Table, schema: ArtifactSchema, prov: dict[str, Any]) -> Path:
+    """Write a single-file artifact atomically: complete at its final name, or absent."""
+    p = check_file_out(path, schema)
+    _atomic_write_parquet(_with_metadata(table, schema, prov), p)
+    return p
+
+
+def table_from_columns(columns: dict[str, Iterable[Any]], schema: ArtifactSchema) -> pa.Table:
+    """Build a table with the artifact's explicit schema (never inferred from data)."""
+    arrow = schema.arrow
+    return pa.Table.from_arrays([pa.array(list(columns[f.name]), type=f.type) for f in arrow], schema=arrow)
+
+
+class Job:
+    """A resumable job directory: parts land atomically, the manifest is written last.
+
+    `options` are every option that changes the output, with the input fingerprints: a rerun
+    with the same options resumes; with different ones it is refused (or, with `overwrite`,
+    starts over) so results of two configurations never mix in one artifact.
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        schema: ArtifactSchema,
+        options: dict[str, Any],
+        prov: dict[str, Any],
+        *,
+        overwrite: bool = False,
+    ) -> None:
+        self.dir = Path(out)
+        self.schema = schema
+        self.options = json.loads(json.dumps(options, sort_keys=True, default=str))
+        self.key = hash_options(self.options)
+        self.provenance = prov
+        self.overwrite = overwrite
+        self.created = False
+
+    # -- checks, before any model is loaded ------------------------------------------------
+    def check(self) -> None:
+        """Refuse an --out that holds something else; decide between start, resume, done."""
+        d = self.dir
+        if d.exists() and not d.is_dir():
+            raise InputError(f"--out {d}: is a file; {self.schema.name} is written to a directory")
+        if not d.exists():
+            if not d.parent.exists():
+                raise InputError(f"--out {d}: parent directory {d.parent} does not exist; create it first")
+            if not os.access(d.parent, os.W_OK):
+                raise InputError(f"--out {d}: parent directory {d.parent} is not writable")
+            return
+        job_file = d / JOB_FILE
+        if not job_file.exists():
+            if any(d.iterdir()):
+                raise InputError(
+                    f"--out {d}: exists and is not a paced job directory; choose a new path "
+                    f"(paced never deletes a directory it did not make)"
+                )
+            return
+        job = _load_json(job_file, "--out")
+        if job.get("schema") != self.schema.name:
+            raise InputError(
+                f"--out {d}: holds a paced {job.get('schema')!r} artifact, not {self.schema.name}; "
+                f"choose another --out"
+            )
+        if job.get("key") == self.key:
+            return
+        if self.overwrite:
+            return
+        old = job.get("options", {})
+        changed = sorted(k for k in set(old) | set(self.options) if old.get(k) != self.options.get(k))
+        detail = "; ".join(f"{k}: {old.get(k)!r} -> {self.options.get(k)!r}" for k in changed[:6])
+        raise InputError(
+            f"--out {d}: holds a {self.schema.name} job made with other options or inputs "
+            f"({detail}); rerun with the original options to resume it, pass --overwrite to "
+            f"start over, or choose another --out"
+        )
+
+    @property
+    def complete(self) -> bool:
+        m = self.dir / MANIFEST_FILE
+        if not m.exists():
+            return False
+        return json.loads(m.read_text()).get("key") == self.key
+
+    def start(self) -> None:
+        """Create or resume the directory (call after check() and input validation)."""
+        d = self.dir
+        if d.exists() and (d / JOB_FILE).exists():
+            job = json.loads((d / JOB_FILE).read_text())
+            if job.get("key") != self.key:  # check() allowed this only with --overwrite
+                shutil.rmtree(d)
+        if not d.exists():
+            d.mkdir()
+            self.created = True
+        for stale in d.glob(".*.tmp-*"):  # left by a killed writer
+            stale.unlink(missing_ok=True)
+        if not (d / JOB_FILE).exists():
+            _atomic_write_json(
+                {
+                    "schema": self.schema.name,
+                    "version": self.schema.version,
+                    "key": self.key,
+                    "options": self.options,
+                    "command": self.provenance.get("command"),
+                },
+                d / JOB_FILE,
+            )
+
+    def has(self, index: int) -> bool:
+        return (self.dir / part_name(index)).exists()
+
+    def write(self, index: int, table: pa.Table) -> None:
+        _atomic_write_parquet(_with_metadata(table, self.schema, self.provenance), self.dir / part_name(index))
+
+    def finish(self, num_parts: int) -> None:
+        parts = []
+        for i in range(num_parts):
+            f = self.dir / part_name(i)
+            parts.append(
+                {
+                    "file": f.name,
+                    "rows": pq.read_metadata(f).num_rows,
+                    "bytes": f.stat().st_size,
+                    "sha256": _sha256_file(f),
+                }
+            )
+        _atomic_write_json(
+            {
+                "schema": self.schema.name,
+                "version": self.schema.version,
+                "key": self.key,
+                "rows": sum(x["rows"] for x in parts),
+                "parts": parts,
+                "provenance": self.provenance,
+            },
+            self.dir / MANIFEST_FILE,
+        )
+
+    def abandon(self) -> None:
+        """Remove the directory if this run created it (bad input found mid-job)."""
+        if self.created and self.dir.exists():
+            shutil.rmtree(self.dir)

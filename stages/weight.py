@@ -1,0 +1,216 @@
+"""Per-problem pass rates and Paced weights from scores.
+
+    paced weight --scores scores/ --out weights.parquet --alpha 1 --beta 1
+
+w(p) = p^alpha (1 - p)^beta (the paper's Beta kernel; alpha = beta = 1 is v3's default),
+`uniform` (w = 1, the unweighted baseline) or `hard-filter` (w = 1 iff 0 < p < 1).
+`--normalize mean` rescales so the mean weight over all problems is 1: the effective
+learning rate then matches unweighted training (the paper does not say how it normalises;
+see PAPER.md). Cheap by design: rerun it alone with a new alpha/beta.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+import schemas
+from schemas import InputError
+from stages.common import console
+
+SCHEMES = ("beta", "uniform", "hard-filter")
+NORMALIZATIONS = ("mean", "none")
+
+
+@dataclass
+class WeightConfig:
+    scores: Path
+    """Scores artifact (`paced score` output, or any Parquet with the scores columns)."""
+    out: Path
+    """Output Parquet file for the weights artifact."""
+    alpha: float = 1.0
+    """Exponent of p in w(p) = p^alpha (1-p)^beta; alpha > 0 zeroes unsolved problems."""
+    beta: float = 1.0
+    """Exponent of (1-p); beta > 0 zeroes mastered problems."""
+    scheme: str = "beta"
+    """beta | uniform | hard-filter."""
+    normalize: str = "mean"
+    """mean (mean weight over all problems is 1) | none (raw kernel values)."""
+    plot: Path | None = None
+    """Optional PNG: pass-rate histogram with the weight curve over it."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        for flag, v in (("--alpha", self.alpha), ("--beta", self.beta)):
+            if not isinstance(v, (int, float)) or math.isnan(v) or math.isinf(v) or v < 0:
+                problems.append(f"{flag} {v}: must be a finite number >= 0 (1.0 is the paper's default)")
+        if self.scheme not in SCHEMES:
+            problems.append(f"--scheme {self.scheme}: use one of {', '.join(SCHEMES)}")
+        if self.normalize not in NORMALIZATIONS:
+            problems.append(f"--normalize {self.normalize}: use one of {', '.join(NORMALIZATIONS)}")
+        if self.plot is not None and Path(self.plot).suffix.lower() != ".png":
+            problems.append(f"--plot {self.plot}: give a .png file name")
+        if problems:
+            raise InputError("\n".join(problems))
+
+
+def kernel(p: pl.Expr, scheme: str, alpha: float, beta: float) -> pl.Expr:
+    """The unnormalised weight of pass rate p (0^0 = 1, so alpha = 0 keeps unsolved problems)."""
+    if scheme == "uniform":
+        return pl.lit(1.0, dtype=pl.Float64)
+    if scheme == "hard-filter":
+        return ((p > 0) & (p < 1)).cast(pl.Float64)
+    return p.pow(alpha) * (1.0 - p).pow(beta)
+
+
+def compute(scores: pl.LazyFrame, config: WeightConfig) -> tuple[pl.DataFrame, float]:
+    """Aggregate scores to one row per problem; return the weights and the mean-normalisation factor."""
+    per_problem = (
+        scores.group_by("problem_id", maintain_order=True)
+        .agg(
+            num_samples=pl.len().cast(pl.Int32),
+            num_correct=pl.col("correct").sum().cast(pl.Int32),
+        )
+        .with_columns(pass_rate=pl.col("num_correct") / pl.col("num_samples"))
+        .with_columns(weight=kernel(pl.col("pass_rate"), config.scheme, config.alpha, config.beta))
+        .collect()
+    )
+    factor = 1.0
+    if config.normalize == "mean":
+        total = float(per_problem.get_column("weight").sum())
+        if total > 0:
+            factor = per_problem.height / total
+            per_problem = per_problem.with_columns(pl.col("weight") * factor)
+    return per_problem, factor
+
+
+def run(config: WeightConfig) -> Path:
+    started = time.perf_counter()
+    schemas.io.check_file_out(config.out, schemas.WEIGHTS)
+    art = schemas.read(config.scores, schemas.SCORES, option="--scores", columns=["correct"])
+    weights, factor = compute(art.frame.lazy(), config)
+
+    options = asdict(config) | {"normalization_factor": factor}
+    prov = schemas.provenance("weight", options, {"scores": art})
+    table = weights.select([c.name for c in schemas.WEIGHTS.columns]).to_arrow().cast(schemas.WEIGHTS.arrow)
+    out = schemas.write_file(config.out, table, schemas.WEIGHTS, prov)
+    if config.plot is not None:
+        plot(weights, config, Path(config.plot))
+    report(weights, config, factor, time.perf_counter() - started)
+    return out
+
+
+def bins(weights: pl.DataFrame) -> pl.DataFrame:
+    """Problems and weight mass per pass-rate bin: one bin per distinct p when K is small."""
+    per_p = weights.group_by("pass_rate").agg(problems=pl.len(), mass=pl.col("weight").sum())
+    if per_p.height <= 17:
+        key = pl.col("pass_rate")
+        label = key.round(3).cast(pl.String)
+    else:
+        # Exactly 0 and exactly 1 are their own bins: they are the ones Paced zeroes.
+        inner = (pl.col("pass_rate") * 10).ceil().clip(1, 10).cast(pl.Int32)
+        key = pl.when(pl.col("pass_rate") == 0).then(0).when(pl.col("pass_rate") == 1).then(11).otherwise(inner)
+        label = (
+            pl.when(key == 0)
+            .then(pl.lit("p = 0"))
+            .when(key == 11)
+            .then(pl.lit("p = 1"))
+            .otherwise(pl.format("({}, {}]", (key - 1) / 10, key / 10))
+        )
+    total = per_p.get_column("mass").sum() or 1.0
+    return (
+        per_p.with_columns(_key=key, bin=label)
+        .group_by("_key", "bin")
+        .agg(pl.col("problems").sum(), weight_mass=pl.col("mass").sum() / total)
+        .sort("_key")
+        .drop("_key")
+    )
+
+
+def report(weights: pl.DataFrame, config: WeightConfig, factor: float, seconds: float) -> None:
+    from rich.table import Table
+
+    n = weights.height
+    by_bin = bins(weights)
+    table = Table(title=f"weights: {n:,} problems ({config.scheme}"
+                  + (f", alpha={config.alpha:g}, beta={config.beta:g}" if config.scheme == "beta" else "")
+                  + f", normalize={config.normalize})", title_justify="left")
+    table.add_column("pass rate")
+    table.add_column("problems", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("weight mass", justify="right")
+    for row in by_bin.iter_rows(named=True):
+        table.add_row(row["bin"], f"{row['problems']:,}", f"{row['problems'] / n:.1%}", f"{row['weight_mass']:.1%}")
+    console.print(table)
+
+    zero_w = pl.col("weight") == 0
+    counts = weights.select(
+        zero=zero_w.sum(),
+        mastered=(zero_w & (pl.col("pass_rate") == 1)).sum(),
+        unsolved=(zero_w & (pl.col("pass_rate") == 0)).sum(),
+    ).row(0, named=True)
+    zero, mastered, unsolved = counts["zero"], counts["mastered"], counts["unsolved"]
+    other = zero - mastered - unsolved
+    summary = Table(show_header=False, title="summary", title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    summary.add_row("problems", f"{n:,}")
+    summary.add_row("weight 0: mastered (p = 1)", f"{mastered:,}")
+    summary.add_row("weight 0: unsolved (p = 0)", f"{unsolved:,}")
+    if other:
+        summary.add_row("weight 0: other", f"{other:,}")
+    summary.add_row("problems that train", f"{n - zero:,} ({(n - zero) / max(n, 1):.1%})")
+    summary.add_row("mean weight", f"{weights.get_column('weight').mean():.4f}")
+    summary.add_row("normalisation factor", f"{factor:.4f}")
+    summary.add_row("seconds", f"{seconds:.2f}")
+    console.print(summary)
+    if n and zero == n:
+        console.print(
+            "[yellow]warning:[/] every problem has weight 0 (all mastered or all unsolved): "
+            "distill would have nothing to train on; try --scheme uniform or more --samples"
+        )
+
+
+def plot(weights: pl.DataFrame, config: WeightConfig, path: Path) -> None:
+    """Pass-rate histogram with the weight curve w(p) drawn over it."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = weights.group_by("pass_rate").agg(n=pl.len()).sort("pass_rate")
+    p = counts.get_column("pass_rate").to_numpy()
+    n = counts.get_column("n").to_numpy()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 * (np.min(np.diff(p)) if len(p) > 1 else 0.1)
+    ax.bar(p, n, width=width, color="#9ab", label="problems")
+    ax.set_xlabel("student pass rate p")
+    ax.set_ylabel("problems")
+    ax2 = ax.twinx()
+    grid = np.linspace(0, 1, 201)
+    if config.scheme == "beta":
+        w = grid**config.alpha * (1 - grid) ** config.beta
+        name = f"w(p) = p^{config.alpha:g} (1-p)^{config.beta:g}"
+    elif config.scheme == "hard-filter":
+        w = ((grid > 0) & (grid < 1)).astype(float)
+        name = "hard filter"
+    else:
+        w = np.ones_like(grid)
+        name = "uniform"
+    ax2.plot(grid, w, color="#c33", lw=2, label=name)
+    ax2.set_ylabel("weight (unnormalised)")
+    ax2.set_ylim(bottom=0)
+    ax.set_title(f"pass rates of {weights.height:,} problems and the weight {name}")
+    fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.9))
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
