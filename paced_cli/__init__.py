@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from paced_cli.rollout import rollout
 from paced_cli.weight import weight
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ def _root(
     """Paced: distillation at the frontier of student competence (arXiv 2603.11178)."""
 
 
+app.command("rollout")(rollout)
 app.command("weight")(weight)
 
 

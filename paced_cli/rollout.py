@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from paced_cli.common import run_stage
+from stages import rollout as stage
+
+
+def rollout(
+    problems: Annotated[Path, typer.Option(help="Problems Parquet file or directory (problem_id, prompt, answer, reference).")],
+    model: Annotated[str, typer.Option(help="Model to sample from: a local directory or a hub id such as Qwen/Qwen3-1.7B.")],
+    out: Annotated[Path, typer.Option(help="Output directory of the rollouts artifact (resumable job).")],
+    samples: Annotated[int, typer.Option("--samples", "-k", help="K: responses per problem.")] = 8,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy. The paper samples at 1.0.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, in (0, 1].")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest response; longer ones stop with finish_reason 'length'.")] = 1024,
+    seed: Annotated[int, typer.Option(help="Same seed, options and batch size give the same completions.")] = 0,
+    backend: Annotated[str, typer.Option(help="Generation engine: hf (transformers).")] = "hf",
+    context: Annotated[str, typer.Option(help="none, or reference: the prompt carries the problem's expert reference solution (privileged context).")] = "none",
+    system_prompt: Annotated[Optional[str], typer.Option(help="A system message placed before the problem (chat models).")] = None,
+    prompt_suffix: Annotated[Optional[str], typer.Option(help="Text appended to every prompt, e.g. \" Let's think step by step and output the final answer within \\boxed{}.\"")] = None,
+    batch_size: Annotated[int, typer.Option(help="Problems per generate call (each with K samples).")] = 8,
+    part_size: Annotated[int, typer.Option(help="Problems per output part: the unit of resumption.")] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16 or float16.")] = "auto",
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run. Off unless you trust it.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an unfinished or different rollouts job in --out instead of refusing.")] = False,
+) -> None:
+    """Sample K responses per problem (resumable: rerun the same command after a crash)."""
+    run_stage(
+        lambda: stage.RolloutConfig(
+            problems=problems, model=model, out=out, samples=samples, temperature=temperature, top_p=top_p,
+            max_new_tokens=max_new_tokens, seed=seed, backend=backend, context=context,
+            system_prompt=system_prompt, prompt_suffix=prompt_suffix, batch_size=batch_size,
+            part_size=part_size, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+            overwrite=overwrite,
+        ),
+        stage.run,
+    )

@@ -1,0 +1,267 @@
+"""Per-token distillation losses on the teacher's stored top-k distribution.
+
+The teacher is not kept as full logits: for every response token the teacher artifact holds
+the top-k token ids (sorted by teacher log-probability, descending), their log-probabilities
+under the teacher's FULL softmax, and the log of the remaining mass
+``tail = log(1 - sum(exp(topk_logprobs)))``, stored explicitly (``-inf`` when k = V).
+
+Every loss here compares two distributions over the same k+1 "buckets": the k stored ids, plus
+one tail bucket that holds all other vocabulary mass. The student is coarsened the same way:
+``log_softmax`` of its logits at the k ids, plus the log of its mass outside them. Because both
+sides are proper distributions over the same buckets, each loss is a true divergence (>= 0,
+zero iff the coarsened distributions agree), it lower-bounds the full-vocabulary divergence
+(data processing inequality), and it is EXACT when k = V (the tail bucket is empty on both
+sides and contributes 0). Dropping the tail instead, as truncated top-k KD does, gives a
+quantity that is neither.
+
+Losses (per token, over the k+1 buckets):
+
+- ``fkl``: KL(teacher || student), mode covering (the paper's distillation track).
+- ``rkl``: KL(student || teacher), mode seeking (the paper's self-distillation track).
+- ``akl``: Adaptive KL, Wu et al., COLING 2025, "Rethinking Kullback-Leibler Divergence in
+  Knowledge Distillation for Large Language Models": a per-token mix of fkl and rkl, weighted
+  by how far the student is from the teacher on the teacher's head versus its tail.
+
+Shapes and dtypes: ``student_logits [batch, seq, vocab]`` in any float dtype (bf16 on GPU),
+upcast to float32 one chunk of positions at a time; ``topk_ids [batch, seq, k]`` integer;
+``topk_logprobs [batch, seq, k]`` and ``tail_logprob [batch, seq]`` in any float dtype
+(float16 on disk); ``mask [batch, seq]`` bool. Results are float32 ``[batch, seq]``.
+
+Memory: only masked positions are computed, ``chunk_size`` at a time. The forward pass keeps
+no float32 ``[positions, vocab]`` tensor alive between chunks; the backward pass recomputes each
+chunk (as activation checkpointing would) and writes its gradient straight into one buffer the
+size of ``student_logits``, so the float32 working set is bounded by ``chunk_size x vocab``
+however long the batch is.
+"""
+
+from __future__ import annotations
+
+import torch
+
+LOSSES = ("fkl", "rkl", "akl")
+
+# Stand-in for log(0). -inf would turn 0 * (log p - log q) into NaN and give NaN gradients;
+# exp(-1e4) is exactly 0 in float32, so a floored bucket still has probability 0 and adds
+# exactly 0 (xlogy semantics), while differences of floored logs stay finite. Real
+# log-probabilities are never this small (it needs a logit spread of 1e4).
+_LOG_FLOOR = -1.0e4
+# Fill for the top-k positions when summing the student's tail mass. Finite (not -inf) so that
+# at k = V, where every position is filled, logsumexp and its gradient stay finite; far below
+# any real logit so it adds nothing to the tail mass when k < V.
+_FILL = -1.0e30
+
+
+def token_losses(
+    student_logits: torch.Tensor,
+    topk_ids: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    tail_logprob: torch.Tensor,
+    mask: torch.Tensor,
+    loss: str = "fkl",
+    mu: float = 0.5,
+    chunk_size: int = 1024,
+) -> dict[str, torch.Tensor]:
+    """Per-token divergences between the teacher's and the student's coarsened distributions.
+
+    Args:
+        student_logits: ``[batch, seq, vocab]``, any float dtype; gradients flow here only.
+        topk_ids: ``[batch, seq, k]`` integer, the teacher's top-k ids, sorted by teacher
+            log-probability descending (AKL's head is a prefix of this order).
+        topk_logprobs: ``[batch, seq, k]`` float, teacher log-probabilities of ``topk_ids``
+            under its full softmax. Treated as data (detached).
+        tail_logprob: ``[batch, seq]`` float, log of the teacher mass outside the top-k;
+            ``-inf`` for an empty tail (k = V).
+        mask: ``[batch, seq]`` bool, True on response tokens that count.
+        loss: which loss is returned as ``"loss"``: one of ``LOSSES``.
+        mu: AKL head threshold on the teacher's cumulative probability (Wu et al. use 0.5).
+        chunk_size: at most this many positions are upcast to float32 ``[chunk, vocab]`` at once.
+
+    Returns:
+        ``{"loss", "fkl", "rkl"}`` and, for ``loss="akl"``, also ``"akl"``; each float32
+        ``[batch, seq]``, exactly 0 where ``mask`` is False. All are differentiable with respect
+        to ``student_logits``; masked-out positions get zero gradient whatever their logits.
+
+    The teacher's bucket probabilities are renormalised to sum to 1 (a no-op up to rounding
+    for exact inputs) so that float16 storage cannot make a divergence negative.
+    """
+    _check_inputs(student_logits, topk_ids, topk_logprobs, tail_logprob, mask, loss, mu, chunk_size)
+    batch, seq, vocab = student_logits.shape
+    k = topk_ids.shape[-1]
+    positions = batch * seq
+
+    flat_logits = student_logits.reshape(positions, vocab)
+    # Only positions that count are ever upcast: padding costs nothing and its logits, however
+    # garbage, never touch the arithmetic.
+    rows = mask.reshape(positions).nonzero().squeeze(1)  # [M]
+    ids = topk_ids.reshape(positions, k).index_select(0, rows).long()  # [M, k]
+    teacher = torch.cat(
+        [
+            topk_logprobs.detach().reshape(positions, k).index_select(0, rows).float(),
+            tail_logprob.detach().reshape(positions, 1).index_select(0, rows).float(),
+        ],
+        dim=-1,
+    )  # [M, k+1]
+    teacher = torch.log_softmax(teacher.clamp_min(_LOG_FLOOR), dim=-1).clamp_min(_LOG_FLOOR)
+
+    with_akl = loss == "akl"
+    per_row = _CoarsenedLosses.apply(flat_logits, rows, ids, teacher, mu, with_akl, chunk_size)  # [M, C]
+    per_pos = per_row.new_zeros(positions, per_row.shape[1]).index_copy(0, rows, per_row)
+    columns = per_pos.reshape(batch, seq, -1).unbind(-1)
+
+    out = {"fkl": columns[0], "rkl": columns[1]}
+    if with_akl:
+        out["akl"] = columns[2]
+    out["loss"] = out[loss]
+    return out
+
+
+def sequence_sums(per_token: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence sum of a per-token loss and the number of tokens that count.
+
+    Args:
+        per_token: ``[batch, seq]`` float, e.g. ``token_losses(...)["loss"]``.
+        mask: ``[batch, seq]`` bool.
+
+    Returns:
+        ``(sums [batch], counts [batch])``, both float32. Dividing is left to the caller, who
+        decides what an empty sequence means.
+    """
+    sums = torch.where(mask, per_token.float(), 0.0).sum(-1)
+    counts = mask.sum(-1, dtype=torch.float32)
+    return sums, counts
+
+
+class _CoarsenedLosses(torch.autograd.Function):
+    """Chunked losses with recompute-in-backward.
+
+    Plain autograd over a Python loop of chunks would keep every chunk's float32
+    ``[chunk, vocab]`` activations alive until backward, i.e. the whole ``[M, vocab]`` float32
+    tensor the chunking is meant to avoid. Here forward saves only the inputs; backward redoes
+    one chunk at a time under autograd and writes its gradient into a single buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, flat_logits, rows, ids, teacher, mu, with_akl, chunk_size):
+        # flat_logits [N, V]; rows [M]; ids [M, k]; teacher [M, k+1] float32 log-probs.
+        parts = [
+            _chunk_losses(flat_logits.index_select(0, rows[s : s + chunk_size]),
+                          ids[s : s + chunk_size], teacher[s : s + chunk_size], mu, with_akl)
+            for s in range(0, rows.numel(), chunk_size)
+        ]
+        ctx.save_for_backward(flat_logits, rows, ids, teacher)
+        ctx.mu, ctx.with_akl, ctx.chunk_size = mu, with_akl, chunk_size
+        if parts:
+            return torch.cat(parts)
+        return teacher.new_zeros(0, 3 if with_akl else 2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # grad_out [M, C]: one backward serves "loss" and any logged column a caller used.
+        flat_logits, rows, ids, teacher = ctx.saved_tensors
+        grad = torch.zeros_like(flat_logits)
+        step = ctx.chunk_size
+        for s in range(0, rows.numel(), step):
+            chunk_rows = rows[s : s + step]
+            with torch.enable_grad():
+                x = flat_logits.index_select(0, chunk_rows).detach().requires_grad_()
+                values = _chunk_losses(x, ids[s : s + step], teacher[s : s + step], ctx.mu, ctx.with_akl)
+                (chunk_grad,) = torch.autograd.grad(values, x, grad_out[s : s + step])
+            grad.index_copy_(0, chunk_rows, chunk_grad)
+        return grad, None, None, None, None, None, None
+
+
+def _chunk_losses(
+    logits: torch.Tensor, ids: torch.Tensor, teacher: torch.Tensor, mu: float, with_akl: bool
+) -> torch.Tensor:
+    """Losses for one chunk.
+
+    Args:
+        logits: ``[c, V]`` student logits, any float dtype.
+        ids: ``[c, k]`` int64 teacher top-k ids.
+        teacher: ``[c, k+1]`` float32 teacher bucket log-probs (normalised, floored).
+
+    Returns:
+        ``[c, 2]`` float32 (fkl, rkl), or ``[c, 3]`` with akl last.
+    """
+    student = _student_buckets(logits, ids)  # [c, k+1]
+    p_t = teacher.exp()
+    p_s = student.exp()
+    # Both logs are floored, so a zero-probability bucket has p exactly 0 and a finite log
+    # difference: it adds exactly 0 to the sum and 0 to the gradient.
+    fkl = (p_t * (teacher - student)).sum(-1)
+    rkl = (p_s * (student - teacher)).sum(-1)
+    if not with_akl:
+        return torch.stack([fkl, rkl], dim=-1)
+
+    # Head: the shortest prefix of the teacher-sorted top-k whose cumulative teacher mass
+    # reaches mu, the crossing token included (its exclusive prefix sum is still < mu). The
+    # tail bucket is a mix of unranked tokens, so it always belongs to the tail.
+    top = p_t[:, :-1]
+    before = top.cumsum(-1) - top  # [c, k], mass strictly before each bucket
+    head = torch.cat([before < mu, torch.zeros_like(before[:, :1], dtype=torch.bool)], dim=-1)
+    # Wu et al. detach the student in the gaps: they only set the mixing weights.
+    gap = (p_t - p_s.detach()).abs()
+    g_head = torch.where(head, gap, 0.0).sum(-1)
+    g_tail = torch.where(head, 0.0, gap).sum(-1)
+    total = g_head + g_tail
+    # total == 0 means the distributions agree, so fkl = rkl = 0 and the loss is 0 too.
+    w_head = torch.where(total > 0, g_head / total, 0.0)
+    w_tail = torch.where(total > 0, g_tail / total, 0.0)
+    akl = w_head * fkl + w_tail * rkl
+    return torch.stack([fkl, rkl, akl], dim=-1)
+
+
+def _student_buckets(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Student log-probs over the k+1 buckets, ``[c, V]`` any dtype -> ``[c, k+1]`` float32.
+
+    The tail is a logsumexp over the logits outside the top-k, not ``log(1 - sum)``: when the
+    top-k hold nearly all the mass, ``1 - sum`` in float32 cancels to noise or 0 and its log
+    (and gradient) blows up.
+    """
+    top = logits.gather(-1, ids).float()  # [c, k]; exact upcast of the gathered values
+    rest = logits.to(torch.float32, copy=True)  # the one float32 [c, V] copy
+    rest.scatter_(-1, ids, _FILL)
+    log_rest = torch.logsumexp(rest, dim=-1)  # [c]
+    log_all = torch.logaddexp(log_rest, torch.logsumexp(top, dim=-1))  # [c], = logsumexp(logits)
+    buckets = torch.cat([top - log_all[:, None], (log_rest - log_all)[:, None]], dim=-1)
+    return buckets.clamp_min(_LOG_FLOOR)
+
+
+def _check_inputs(student_logits, topk_ids, topk_logprobs, tail_logprob, mask, loss, mu, chunk_size):
+    """Collect every problem with the arguments and raise once."""
+    problems = []
+    if loss not in LOSSES:
+        problems.append(f"loss={loss!r} is not one of {LOSSES}")
+    if not 0.0 <= mu <= 1.0:
+        problems.append(f"mu={mu} must be in [0, 1] (it is a cumulative teacher probability)")
+    if chunk_size < 1:
+        problems.append(f"chunk_size={chunk_size} must be >= 1")
+    if student_logits.dim() != 3 or not student_logits.is_floating_point():
+        problems.append(
+            f"student_logits must be a float [batch, seq, vocab] tensor, got "
+            f"{student_logits.dtype} {tuple(student_logits.shape)}"
+        )
+    else:
+        batch, seq, vocab = student_logits.shape
+        if topk_ids.dim() != 3 or tuple(topk_ids.shape[:2]) != (batch, seq):
+            problems.append(f"topk_ids must be [{batch}, {seq}, k], got {tuple(topk_ids.shape)}")
+        elif not 1 <= topk_ids.shape[-1] <= vocab:
+            problems.append(f"topk_ids has k={topk_ids.shape[-1]}, which must be in [1, vocab={vocab}]")
+        if topk_ids.is_floating_point() or topk_ids.is_complex() or topk_ids.dtype == torch.bool:
+            problems.append(f"topk_ids must be an integer tensor, got {topk_ids.dtype}")
+        if tuple(topk_logprobs.shape) != tuple(topk_ids.shape):
+            problems.append(
+                f"topk_logprobs shape {tuple(topk_logprobs.shape)} must equal topk_ids shape "
+                f"{tuple(topk_ids.shape)}"
+            )
+        if not topk_logprobs.is_floating_point():
+            problems.append(f"topk_logprobs must be a float tensor, got {topk_logprobs.dtype}")
+        if tuple(tail_logprob.shape) != (batch, seq) or not tail_logprob.is_floating_point():
+            problems.append(
+                f"tail_logprob must be a float [{batch}, {seq}] tensor, got "
+                f"{tail_logprob.dtype} {tuple(tail_logprob.shape)}"
+            )
+        if tuple(mask.shape) != (batch, seq) or mask.dtype != torch.bool:
+            problems.append(f"mask must be a bool [{batch}, {seq}] tensor, got {mask.dtype} {tuple(mask.shape)}")
+    if problems:
+        raise ValueError("token_losses: " + "; ".join(problems))

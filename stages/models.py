@@ -1,0 +1,147 @@
+"""Loading models and tokenizers, safely, from a local directory or a hub name.
+
+Safe by default: `trust_remote_code` only when the user passes --trust-remote-code, weights
+only from safetensors (`use_safetensors=True`: a pickle checkpoint is refused). A local
+directory is checked file by file *before* anything is loaded, and the error lists what is
+missing and how to get it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from schemas import InputError
+
+# A hub id: "name" or "org/name" with the characters the hub allows.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def check_model(name: str, option: str, *, need_weights: bool = True) -> None:
+    """Refuse a model argument that cannot load, before loading anything."""
+    p = Path(name)
+    if p.exists():
+        if not p.is_dir():
+            raise InputError(f"{option} {name}: is a file; give the model's directory (with config.json)")
+        missing = []
+        if not (p / "config.json").exists():
+            missing.append("config.json")
+        if need_weights:
+            weights = list(p.glob("*.safetensors")) + list(p.glob("*.safetensors.index.json"))
+            if not weights:
+                pickles = [f.name for f in p.glob("*.bin")] + [f.name for f in p.glob("*.pt")]
+                hint = (
+                    f" (found pickle weights {', '.join(pickles)}: paced loads only safetensors; "
+                    f"convert them with `model.save_pretrained(dir, safe_serialization=True)`)"
+                    if pickles
+                    else ""
+                )
+                missing.append("*.safetensors weights" + hint)
+        if not any((p / f).exists() for f in _TOKENIZER_FILES):
+            missing.append("a tokenizer (tokenizer.json or tokenizer_config.json; save it with `tokenizer.save_pretrained(dir)`)")
+        if missing:
+            raise InputError(f"{option} {name}: the model directory lacks {'; '.join(missing)}")
+        return
+    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
+        raise InputError(
+            f"{option} {name}: no such directory, and not a hub model id such as Qwen/Qwen3-1.7B; "
+            f"check the path"
+        )
+
+
+def model_fingerprint(name: str) -> str:
+    """A quick fingerprint of a model: its config, and size plus head and tail bytes of each
+    weight file (hashing every byte of a 16 GB checkpoint on each resume would cost minutes).
+    A hub id fingerprints as itself (its revision is resolved by the hub cache)."""
+    p = Path(name)
+    if not p.is_dir():
+        return f"hub:{name}"
+    h = hashlib.sha256()
+    for f in sorted(p.iterdir()):
+        if f.suffix not in (".json", ".safetensors", ".model", ".txt", ".jinja"):
+            continue
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            if size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read())
+    return "quick-sha256:" + h.hexdigest()
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        # bf16 on GPUs (what these models are trained in); float32 on CPU, where bf16 matmuls
+        # are emulated on many machines and sampling numerics matter more than speed.
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise InputError(f"--dtype {dtype}: use auto, float32, bfloat16 or float16") from None
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    if tok.pad_token_id is None:
+        # Generation pads finished rows; the end-of-sequence token is the usual stand-in.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bar is the one on stderr
+    device = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        name,
+        dtype=resolve_dtype(dtype, device),
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+    )
+    return model.to(device).eval()
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a response: the generation config's (Qwen lists two) and the tokenizer's."""
+    ids: list[int] = []
+    gen = getattr(model, "generation_config", None)
+    for source in (getattr(gen, "eos_token_id", None), tokenizer.eos_token_id):
+        if source is None:
+            continue
+        for i in source if isinstance(source, (list, tuple)) else [source]:
+            if i not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise InputError("the model and tokenizer define no end-of-sequence token; set eos_token in the tokenizer")
+    return ids
+
+
+def max_context(model_dir: str) -> int | None:
+    """The model's context length from its config, read without loading the model."""
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(model_dir)
+    except (OSError, ValueError, json.JSONDecodeError):
+        return None
+    return getattr(cfg, "max_position_embeddings", None)

@@ -1,0 +1,82 @@
+"""How a problem becomes the token ids a model sees.
+
+With `--context none` the model sees the problem (plus `--prompt-suffix`). With `--context
+reference` it also sees the problem's expert reference solution as privileged context, the
+paper's Figure 2: the teacher is conditioned on the expert solution, the student is not, and
+both score the same response tokens. The template is fixed and documented here and in the
+README, so a teacher prompt can be reproduced exactly:
+
+    {prompt}{suffix}
+
+    Here is a reference solution written by an expert:
+    {reference}
+
+    Using the reference only as a guide, write your own complete solution.
+
+The text goes through the model's chat template when the tokenizer has one (as a single user
+turn, after an optional system prompt), else it is used raw.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import polars as pl
+
+from schemas import InputError
+from schemas.base import quote_rows
+
+CONTEXTS = ("none", "reference")
+
+REFERENCE_TEMPLATE = (
+    "{prompt}\n\nHere is a reference solution written by an expert:\n{reference}\n\n"
+    "Using the reference only as a guide, write your own complete solution."
+)
+
+
+def check_references(problems: pl.DataFrame, context: str, source: str) -> None:
+    """`--context reference` needs a reference for every problem: name those without one."""
+    if context != "reference":
+        return
+    missing = pl.col("reference").is_null() | (pl.col("reference").str.strip_chars() == "")
+    n = problems.select(missing.sum()).item()
+    if n:
+        raise InputError(
+            f"--context reference: {n} problem(s) in {source} have no 'reference' "
+            f"(rows {quote_rows(problems, missing, ('problem_id',))}); fill the column or use "
+            f"--context none"
+        )
+
+
+def prompt_text(prompt: str, reference: str | None, *, context: str, suffix: str | None) -> str:
+    text = prompt + (suffix or "")
+    if context == "reference":
+        return REFERENCE_TEMPLATE.format(prompt=text, reference=reference)
+    return text
+
+
+def encode_prompts(
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    *,
+    context: str = "none",
+    system_prompt: str | None = None,
+    suffix: str | None = None,
+) -> list[list[int]]:
+    """Token ids of each problem's prompt, ready for generation or teacher forcing."""
+    out = []
+    templated = getattr(tokenizer, "chat_template", None) is not None
+    for row in rows:
+        text = prompt_text(row["prompt"], row.get("reference"), context=context, suffix=suffix)
+        if templated:
+            messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+                {"role": "user", "content": text}
+            ]
+            rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        else:
+            if system_prompt:
+                text = system_prompt + "\n\n" + text
+            ids = tokenizer(text)["input_ids"]
+        out.append(list(ids))
+    return out

@@ -1,0 +1,616 @@
+"""Verifiers: is a generated completion's final answer right?
+
+    paced score ... --verifier math            # math-verify equivalence (default)
+    paced score ... --verifier exact           # normalised string match
+    paced score ... --verifier 'regex:Answer: (\\d+)'
+    paced score ... --verifier my_checks:is_right
+
+`resolve` validates a `--verifier` spec in the parent process, before any work starts.
+`check_one` runs one check in the current process with no time bound (tests, debugging).
+`CheckPool` runs checks in worker processes, each check bounded by wall time: sympy can
+hang on adversarial LaTeX and a C-level loop cannot be interrupted by a signal, so the only
+hard bound is to kill the worker (SIGKILL) and start another. math-verify's own signal
+alarms are passed too, as a cheaper first line: a check they stop leaves the worker alive.
+
+Every check ends in a `Verdict`; a check that reached no verdict says why in `reason`.
+User code (`module:function`) runs only when named, and only in the process that asked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import multiprocessing as mp
+import os
+import re
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from functools import lru_cache
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Iterable, Iterator
+
+from schemas import InputError
+
+__all__ = ["Verdict", "resolve", "check_one", "CheckPool", "extract_boxed"]
+
+USAGE = "use math, exact, regex:PATTERN or module:function"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool
+    extracted: str | None
+    reason: str | None
+    """None when the verifier reached a verdict; `no_answer` when nothing could be extracted;
+    `timeout` when the check ran past the time limit; `error: <ExcType>: <msg>` when it raised."""
+    user_error: bool = False
+    """True when a user's module:function raised or returned a non-bool (exit 2)."""
+
+
+def _error(e: BaseException, user_error: bool = False) -> Verdict:
+    return Verdict(False, None, f"error: {type(e).__name__}: {e}", user_error=user_error)
+
+
+# ---------------------------------------------------------------------------------------
+# Specs
+
+
+_MODULE_SPEC = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+
+
+def resolve(spec: str) -> str:
+    """Validate a --verifier spec (import the user module, compile the regex); return it
+    normalised. Raises InputError naming --verifier and the fix."""
+    _build(spec)
+    return _normalise_spec(spec)
+
+
+def _normalise_spec(spec: str) -> str:
+    if spec.startswith("regex:"):
+        return spec  # whitespace in a pattern is significant
+    s = spec.strip()
+    return s.lower() if s.lower() in ("math", "exact") else s
+
+
+# A check: (completion, problem, math-verify timeout in whole seconds or None) -> Verdict.
+Check = Callable[[str, dict, "int | None"], Verdict]
+
+
+def _build(spec: str) -> Check:
+    s = _normalise_spec(spec)
+    if s == "math":
+        return _check_math
+    if s == "exact":
+        return _check_exact
+    if s.startswith("regex:"):
+        return _regex_check(spec, s[len("regex:") :])
+    if _MODULE_SPEC.fullmatch(s):
+        return _module_check(s)
+    raise InputError(f"--verifier {spec}: unknown verifier; {USAGE}")
+
+
+def _uses_whole_problem(spec: str) -> bool:
+    """Only user functions see the whole row; built-ins need the answer alone."""
+    return _MODULE_SPEC.fullmatch(_normalise_spec(spec)) is not None
+
+
+# ---------------------------------------------------------------------------------------
+# Final-answer extraction
+
+
+# Scanned on the reversed text: a "{" that follows `\boxed` or `\fbox` (spaces allowed).
+_BRACE_TOKENS = re.compile(r"(?P<box>\{)(?=\s*(?:dexob|xobf)\\)|(?P<open>\{)|(?P<close>\})")
+
+
+def extract_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{...}` or `\\fbox{...}` whose braces balance.
+
+    "Last" is the one that opens last, so `\\boxed{\\boxed{5}}` gives `5`. One pass from the
+    end with a stack of unmatched `}`, stopping at the first balanced box: linear time, no
+    recursion, so 100k nested braces or a 5 MB string cost one scan at most.
+    """
+    starts = [p for p in (text.find("\\boxed"), text.find("\\fbox")) if p >= 0]
+    if not starts:
+        return None
+    n = len(text)
+    rev = text[::-1]
+    closers: list[int] = []
+    for m in _BRACE_TOKENS.finditer(rev, 0, n - min(starts)):
+        kind = m.lastgroup
+        if kind == "close":
+            closers.append(m.start())
+        elif closers:
+            j = closers.pop()
+            if kind == "box":
+                return text[n - m.start() : n - 1 - j]
+    return None
+
+
+_ANSWER_MARKER = re.compile(r"answer(?:\s+is\b\s*:?|\s*:)", re.IGNORECASE)
+
+
+def _final_answer(text: str) -> str | None:
+    """The last \\boxed{}, else the text after the last "answer is"/"Answer:", else the last
+    non-empty line."""
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return boxed.strip()
+    last = None
+    for last in _ANSWER_MARKER.finditer(text):
+        pass
+    if last is not None:
+        for line in text[last.end() :].splitlines():
+            if line.strip():
+                return line.strip()
+    tail = text.rstrip()
+    if not tail:
+        return None
+    return tail.rpartition("\n")[2].strip() or None
+
+
+def _normalise(s: str) -> str:
+    """Strip whitespace, surrounding `$` and a trailing period; collapse spaces; case-fold."""
+    s = s.strip().removesuffix(".").strip().strip("$").strip().removesuffix(".")
+    return " ".join(s.split()).casefold()
+
+
+# ---------------------------------------------------------------------------------------
+# Built-in verifiers
+
+
+def _check_exact(completion: str, problem: dict, mv_timeout: int | None) -> Verdict:
+    found = _final_answer(completion)
+    if found is None:
+        return Verdict(False, None, "no_answer")
+    return Verdict(_normalise(found) == _normalise(problem["answer"]), found, None)
+
+
+def _regex_check(spec: str, pattern: str) -> Check:
+    if not pattern:
+        raise InputError(f"--verifier {spec}: the pattern is empty; write regex:PATTERN")
+    try:
+        compiled = re.compile(pattern)
+    except re.error as e:
+        raise InputError(
+            f"--verifier {spec}: invalid regular expression {pattern!r}: {e}; "
+            f"fix the pattern (Python `re` syntax)"
+        ) from None
+
+    def check(completion: str, problem: dict, mv_timeout: int | None) -> Verdict:
+        last = None
+        for last in compiled.finditer(completion):
+            pass
+        if last is None:
+            return Verdict(False, None, "no_answer")
+        found = last.group(1) if compiled.groups else last.group(0)
+        if found is None:  # the group did not take part in the last match
+            return Verdict(False, None, "no_answer")
+        return Verdict(_normalise(found) == _normalise(problem["answer"]), found, None)
+
+    return check
+
+
+@lru_cache(maxsize=1)
+def _math_verify() -> Any:
+    # Imported on first use: sympy takes half a second, and exact/regex never need it.
+    import math_verify
+
+    return math_verify
+
+
+@lru_cache(maxsize=1)
+def _pred_config() -> list:
+    mv = _math_verify()
+    # Boxed first: it is the answer format the prompts ask for.
+    return [mv.LatexExtractionConfig(boxed_match_priority=0), mv.ExprExtractionConfig()]
+
+
+def _parse_bare(latex: str, mv_timeout: int | None) -> list:
+    # A bare answer (`\frac{1}{2}`, `x=3`, `10^{5}`) is read as one LaTeX expression only
+    # when delimited: parse("x=3") finds 3 and parse("10^{5}") finds 10, while "$x=3$" and
+    # "$10^{5}$" parse whole. An answer already in `$...$` survives the extra pair.
+    return _math_verify().parse(f"${latex}$", parsing_timeout=mv_timeout, raise_on_error=True)
+
+
+@lru_cache(maxsize=4096)
+def _parse_gold(answer: str, mv_timeout: int | None) -> tuple:
+    # Cached: each problem's gold answer is met once per sample.
+    return tuple(_parse_bare(answer, mv_timeout))
+
+
+def _check_math(completion: str, problem: dict, mv_timeout: int | None) -> Verdict:
+    mv = _math_verify()
+    from math_verify.errors import TimeoutException
+
+    try:
+        answer = problem["answer"]
+        gold = _parse_gold(answer, mv_timeout)
+        if not gold:
+            return Verdict(
+                False,
+                None,
+                f"error: ValueError: math-verify cannot parse the gold answer {answer!r}",
+            )
+        boxed = extract_boxed(completion)
+        if boxed is not None:
+            # The model committed to its last box: no fallback to other text.
+            extracted: str | None = boxed
+            pred = _parse_bare(boxed, mv_timeout)
+        else:
+            pred = mv.parse(
+                completion, _pred_config(), parsing_timeout=mv_timeout, raise_on_error=True
+            )
+            strings = [p for p in pred if isinstance(p, str)]
+            extracted = strings[0] if strings else (str(pred[0]) if pred else None)
+        if not pred:
+            return Verdict(False, extracted, "no_answer")
+    except TimeoutException:
+        return Verdict(False, None, "timeout")
+    except Exception as e:
+        return _error(e)
+
+    # Pair by pair, not verify(gold, pred), so that one comparison that raises (sympy does)
+    # cannot hide a later pair that matches, and so an error is reported, not read as False.
+    failure: str | None = None
+    for g in gold:
+        for p in pred:
+            try:
+                if mv.verify(g, p, timeout_seconds=mv_timeout, raise_on_error=True):
+                    return Verdict(True, extracted, None)
+            except TimeoutException:
+                failure = "timeout"
+            except Exception as e:
+                failure = failure or f"error: {type(e).__name__}: {e}"
+    return Verdict(False, extracted, failure)
+
+
+# ---------------------------------------------------------------------------------------
+# User verifiers
+
+
+def _module_check(spec: str) -> Check:
+    module_name, _, fn_name = spec.partition(":")
+    fix = f"it must define `def {fn_name}(completion: str, problem: dict) -> bool`"
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        # A checks file next to the data is the common case: make the cwd importable.
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise InputError(
+                f"--verifier {spec}: no module named {module_name!r}; put "
+                f"{module_name.replace('.', '/')}.py in the current directory ({cwd}) or "
+                f"install it, and {fix}"
+            ) from None
+        raise InputError(
+            f"--verifier {spec}: importing {module_name!r} failed: {type(e).__name__}: {e}; "
+            f"install what it needs or fix the module"
+        ) from None
+    except Exception as e:
+        raise InputError(
+            f"--verifier {spec}: importing {module_name!r} failed: {type(e).__name__}: {e}; "
+            f"fix the module"
+        ) from None
+    where = getattr(module, "__file__", None) or module_name
+    if not hasattr(module, fn_name):
+        raise InputError(f"--verifier {spec}: {where} has no attribute {fn_name!r}; {fix}")
+    fn = getattr(module, fn_name)
+    if not callable(fn):
+        raise InputError(
+            f"--verifier {spec}: {module_name}.{fn_name} is a {type(fn).__name__}, "
+            f"not a function; {fix}"
+        )
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        signature = None  # some builtins have none; a bad call then fails per check
+    if signature is not None:
+        try:
+            signature.bind("", {})
+        except TypeError:
+            raise InputError(
+                f"--verifier {spec}: {module_name}.{fn_name}{signature} cannot be called "
+                f"with (completion, problem); {fix}"
+            ) from None
+
+    def check(completion: str, problem: dict, mv_timeout: int | None) -> Verdict:
+        try:
+            result = fn(completion, problem)
+        except (Exception, SystemExit) as e:
+            return _error(e, user_error=True)
+        if isinstance(result, bool) or _is_numpy_bool(result):
+            return Verdict(bool(result), None, None)
+        return Verdict(
+            False,
+            None,
+            f"error: TypeError: {spec} returned {type(result).__name__} "
+            f"({_short_repr(result)}), expected bool",
+            user_error=True,
+        )
+
+    return check
+
+
+def _is_numpy_bool(x: object) -> bool:
+    t = type(x)
+    return t.__module__ == "numpy" and t.__name__ in ("bool_", "bool")
+
+
+def _short_repr(x: object, limit: int = 80) -> str:
+    r = repr(x)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def check_one(spec: str, completion: str, problem: dict) -> Verdict:
+    """Run one check in the current process, with no time bound.
+
+    Never raises for built-in verifiers: an exception becomes reason `error: ...`. For
+    module:function an exception gives Verdict(False, None, 'error: ...', user_error=True).
+    Raises InputError for a bad spec.
+    """
+    check = _build(spec)
+    try:
+        # No math-verify timeout: its signal alarm only works in a main thread.
+        return check(completion, problem, None)
+    except Exception as e:
+        return _error(e, user_error=_uses_whole_problem(spec))
+
+
+# ---------------------------------------------------------------------------------------
+# Worker processes
+
+# Items per message to a worker: amortises the pipe round trip over cheap checks, while a
+# hung check holds back at most this many others (they are resent to a fresh worker).
+_BATCH_ITEMS = 16
+# ...and a cap on characters per message, so that a few huge completions travel alone.
+_BATCH_CHARS = 1 << 20
+# A worker imports sympy and the parent's __main__ module; a stuck start is a bug, not a
+# slow check.
+_STARTUP_LIMIT_S = 120.0
+# After a polite stop, how long to wait before SIGKILL.
+_STOP_GRACE_S = 1.0
+
+
+def _worker_main(conn: Connection, spec: str, mv_timeout: int | None) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides, and stops us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        check = _build(spec)
+        if not _uses_whole_problem(spec):
+            _math_verify() if _normalise_spec(spec) == "math" else None
+    except BaseException as e:  # reported to the parent, which raises
+        conn.send(("failed", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            batch = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if batch is None:
+            return
+        for idx, completion, problem in batch:
+            try:
+                verdict = check(completion, problem, mv_timeout)
+            except Exception as e:  # the built-ins catch their own; this is a last guard
+                verdict = _error(e, user_error=_uses_whole_problem(spec))
+            conn.send(("done", idx, verdict))
+
+
+@dataclass
+class _Worker:
+    proc: Any  # a SpawnProcess
+    conn: Connection
+    ready: bool = False
+    started: float = field(default_factory=time.monotonic)
+    inflight: deque = field(default_factory=deque)  # (idx, completion, problem), in order
+    deadline: float = 0.0  # for inflight[0]
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join()
+        self.conn.close()
+
+
+class CheckPool:
+    """Runs checks in `workers` worker processes, each check bounded by `timeout` seconds of
+    wall time. A worker past its deadline is killed (SIGKILL) and replaced; that check scores
+    Verdict(False, None, 'timeout'). Results come back in input order.
+
+        with CheckPool("math", workers=2, timeout=5.0) as pool:
+            for verdict in pool.map((completion, problem) for ...):
+                ...
+    """
+
+    def __init__(self, spec: str, workers: int = 2, timeout: float = 5.0):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        self.spec = resolve(spec)
+        self.workers = workers
+        self.timeout = float(timeout)
+        self._whole_problem = _uses_whole_problem(self.spec)
+        # math-verify's alarms take whole seconds; at half the budget they usually fire
+        # before the kill, and a check they stop costs no worker restart.
+        self._mv_timeout = max(1, int(self.timeout / 2))
+        # 'spawn': the parent may hold polars/torch threads, which fork would copy mid-lock.
+        self._ctx = mp.get_context("spawn")
+        self._pool: list[_Worker] = []
+
+    def __enter__(self) -> "CheckPool":
+        self._pool = [self._spawn() for _ in range(self.workers)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop all workers; never leaves a live child."""
+        for w in self._pool:
+            if w.ready and not w.inflight:
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass  # already dead: joined below
+        end = time.monotonic() + _STOP_GRACE_S
+        for w in self._pool:
+            if w.ready and not w.inflight:
+                w.proc.join(max(0.0, end - time.monotonic()))
+            w.kill()
+        self._pool = []
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=_worker_main,
+            args=(child, self.spec, self._mv_timeout),
+            name="paced-verifier",
+            daemon=True,
+        )
+        proc.start()
+        child.close()  # so that the worker's death reads as EOF here
+        return _Worker(proc, parent)
+
+    def _replace(self, w: _Worker) -> None:
+        w.kill()
+        self._pool[self._pool.index(w)] = self._spawn()
+
+    def map(self, items: Iterable[tuple[str, dict]]) -> Iterator[Verdict]:
+        """Check (completion, problem) pairs; stream verdicts in input order."""
+        if not self._pool:
+            raise RuntimeError("CheckPool.map needs the pool open: use `with CheckPool(...)`")
+        source = iter(items)
+        resend: deque = deque()  # items a killed worker held, sent again first
+        results: dict[int, Verdict] = {}
+        taken = 0  # items read from `source`
+        emitted = 0
+        exhausted = False
+
+        def next_batch() -> list:
+            nonlocal taken, exhausted
+            batch: list = []
+            chars = 0
+            while len(batch) < _BATCH_ITEMS and chars < _BATCH_CHARS:
+                if resend:
+                    item = resend.popleft()
+                elif not exhausted:
+                    try:
+                        completion, problem = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        continue
+                    if not self._whole_problem:
+                        problem = {"answer": problem["answer"]}
+                    item = (taken, completion, problem)
+                    taken += 1
+                else:
+                    break
+                batch.append(item)
+                chars += len(item[1]) if isinstance(item[1], str) else 0
+            return batch
+
+        def lost(w: _Worker, verdict: Verdict) -> None:
+            # The first in-flight item is the one the worker was on; the rest never ran.
+            if w.inflight:
+                results[w.inflight.popleft()[0]] = verdict
+                resend.extendleft(reversed(w.inflight))
+                w.inflight.clear()
+            self._replace(w)
+
+        finished = False
+        try:
+            while True:
+                for w in self._pool:
+                    if w.ready and not w.inflight:
+                        batch = next_batch()
+                        if not batch:
+                            break
+                        w.inflight.extend(batch)
+                        w.deadline = time.monotonic() + self.timeout
+                        try:
+                            w.conn.send(batch)
+                        except OSError:
+                            pass  # it died: its EOF is read below
+                while emitted in results:
+                    yield results.pop(emitted)
+                    emitted += 1
+                if exhausted and not resend and emitted == taken:
+                    finished = True
+                    return
+                self._wait(results, lost)
+        finally:
+            if not finished:
+                # Abandoned mid-stream: busy workers would answer into the next map.
+                for w in list(self._pool):
+                    if w.inflight:
+                        w.inflight.clear()
+                        self._replace(w)
+
+    def _wait(self, results: dict[int, Verdict], lost: Callable[[_Worker, Verdict], None]) -> None:
+        """Block until a worker answers, dies or passes its deadline; handle that."""
+        now = time.monotonic()
+        deadlines = [
+            w.deadline if w.ready else w.started + _STARTUP_LIMIT_S
+            for w in self._pool
+            if w.inflight or not w.ready
+        ]
+        if not deadlines:
+            return
+        by_conn = {w.conn: w for w in self._pool}
+        wait(list(by_conn), timeout=max(0.0, min(deadlines) - now))
+        for w in list(self._pool):
+            try:
+                while w.conn.poll():
+                    self._receive(w, w.conn.recv(), results)
+            except (EOFError, OSError):
+                code = w.proc.exitcode if w.proc.join(0.5) is None else None
+                if not w.ready:
+                    w.kill()
+                    raise RuntimeError(
+                        f"a verifier worker for --verifier {self.spec} exited while starting "
+                        f"(exit code {code}); run `paced score` with --workers 1 to see its "
+                        f"output"
+                    ) from None
+                lost(
+                    w,
+                    Verdict(
+                        False,
+                        None,
+                        f"error: WorkerDied: the verifier process exited with code {code}",
+                        user_error=self._whole_problem,
+                    ),
+                )
+                continue
+            now = time.monotonic()
+            if not w.ready and now > w.started + _STARTUP_LIMIT_S:
+                w.kill()
+                raise RuntimeError(
+                    f"a verifier worker for --verifier {self.spec} did not start within "
+                    f"{_STARTUP_LIMIT_S:.0f} s"
+                )
+            if w.ready and w.inflight and now > w.deadline:
+                lost(w, Verdict(False, None, "timeout"))
+
+    def _receive(self, w: _Worker, msg: tuple, results: dict[int, Verdict]) -> None:
+        kind = msg[0]
+        if kind == "ready":
+            w.ready = True
+        elif kind == "done":
+            idx, verdict = msg[1], msg[2]
+            head = w.inflight.popleft()
+            assert head[0] == idx, (head[0], idx)
+            results[idx] = verdict
+            # The next item started when this one ended (at the latest: now).
+            w.deadline = time.monotonic() + self.timeout
+        elif kind == "failed":
+            w.kill()
+            raise InputError(f"--verifier {self.spec}: a worker process could not load it: {msg[1]}")
+        else:
+            raise AssertionError(f"unknown worker message {kind!r}")

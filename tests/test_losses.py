@@ -1,0 +1,357 @@
+"""stages.losses against brute-force float64 references written out plainly here."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stages.losses import LOSSES, sequence_sums, token_losses
+
+B, T, V = 2, 5, 50
+
+
+def make_case(seed, k, batch=B, seq=T, vocab=V, teacher_scale=3.0, student_scale=3.0):
+    """Random teacher/student logits in float64, the teacher stored as top-k + tail."""
+    g = torch.Generator().manual_seed(seed)
+    teacher_logits = torch.randn(batch, seq, vocab, generator=g, dtype=torch.float64) * teacher_scale
+    student_logits = torch.randn(batch, seq, vocab, generator=g, dtype=torch.float64) * student_scale
+    mask = torch.rand(batch, seq, generator=g) < 0.7
+    mask[0, 0] = True  # at least one position counts
+    topk_lp, topk_ids, tail = store_teacher(teacher_logits, k)
+    return dict(
+        teacher_logits=teacher_logits,
+        student_logits=student_logits,
+        topk_ids=topk_ids,
+        topk_logprobs=topk_lp,
+        tail_logprob=tail,
+        mask=mask,
+    )
+
+
+def store_teacher(teacher_logits, k):
+    full = torch.log_softmax(teacher_logits, dim=-1)
+    topk_lp, topk_ids = full.topk(k, dim=-1, sorted=True)
+    rest = full.scatter(-1, topk_ids, -math.inf)
+    tail = torch.logsumexp(rest, dim=-1)  # -inf when k == V
+    return topk_lp, topk_ids, tail
+
+
+def run(case, student_logits=None, loss="fkl", **kw):
+    s = case["student_logits"].float() if student_logits is None else student_logits
+    return token_losses(
+        s,
+        case["topk_ids"],
+        case["topk_logprobs"].float(),
+        case["tail_logprob"].float(),
+        case["mask"],
+        loss=loss,
+        **kw,
+    )
+
+
+# ---------------------------------------------------------------- references (float64, plain)
+
+
+def kl(p_log, q_log):
+    """sum_j p_j (log p_j - log q_j) with 0 log 0 = 0, over the last axis."""
+    p = p_log.exp()
+    terms = torch.where(p > 0, p * (p_log - q_log), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+def akl_one(t_log, s_log, mu, tail_bucket):
+    """AKL for a single token, by hand: t_log, s_log [n] float64 log-probs.
+
+    If tail_bucket, the last entry is the tail bucket, which can never be in the head.
+    """
+    p_t, p_s = t_log.exp(), s_log.exp().detach()
+    ranked = list(range(len(p_t) - 1)) if tail_bucket else list(range(len(p_t)))
+    ranked.sort(key=lambda j: -p_t[j].item())
+    head, cum = set(), 0.0
+    for j in ranked:
+        if cum >= mu:
+            break
+        head.add(j)
+        cum += p_t[j].item()
+    g_head = sum((p_t[j] - p_s[j]).abs() for j in range(len(p_t)) if j in head)
+    g_tail = sum((p_t[j] - p_s[j]).abs() for j in range(len(p_t)) if j not in head)
+    g_head, g_tail = torch.as_tensor(g_head, dtype=torch.float64), torch.as_tensor(g_tail, dtype=torch.float64)
+    fkl, rkl = kl(t_log, s_log), kl(s_log, t_log)
+    if (g_head + g_tail) == 0:
+        return fkl * 0
+    return g_head / (g_head + g_tail) * fkl + g_tail / (g_head + g_tail) * rkl
+
+
+def reference_full(teacher_logits, student_logits, mask, mu=0.5):
+    """Full-vocabulary fkl, rkl, akl, [B, T] each, zero off mask."""
+    t = torch.log_softmax(teacher_logits, -1)
+    s = torch.log_softmax(student_logits, -1)
+    fkl, rkl = kl(t, s), kl(s, t)
+    akl = torch.stack(
+        [torch.stack([akl_one(t[b, i], s[b, i], mu, tail_bucket=False) for i in range(t.shape[1])])
+         for b in range(t.shape[0])]
+    )
+    zero = torch.zeros_like(fkl)
+    return {n: torch.where(mask, x, zero) for n, x in dict(fkl=fkl, rkl=rkl, akl=akl).items()}
+
+
+def reference_buckets(case, student_logits, mu=0.5):
+    """fkl, rkl, akl on the k+1 bucket distributions, built by brute force in float64."""
+    ids, mask = case["topk_ids"], case["mask"]
+    t = torch.cat([case["topk_logprobs"], case["tail_logprob"][..., None]], -1)
+    s_full = torch.log_softmax(student_logits, -1)
+    s_top = s_full.gather(-1, ids)
+    s_tail = torch.logsumexp(s_full.scatter(-1, ids, -math.inf), -1)
+    s = torch.cat([s_top, s_tail[..., None]], -1)
+    fkl, rkl = kl(t, s), kl(s, t)
+    akl = torch.stack(
+        [torch.stack([akl_one(t[b, i], s[b, i], mu, tail_bucket=True) for i in range(t.shape[1])])
+         for b in range(t.shape[0])]
+    )
+    zero = torch.zeros_like(fkl)
+    return {n: torch.where(mask, x, zero) for n, x in dict(fkl=fkl, rkl=rkl, akl=akl).items()}
+
+
+def close(a, b, atol=1e-5, rtol=1e-5):
+    torch.testing.assert_close(a.double(), b.double(), atol=atol, rtol=rtol)
+
+
+# ---------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("mu", [0.5, 0.2, 0.9])
+def test_k_equals_vocab_matches_full_vocabulary(seed, mu):
+    case = make_case(seed, k=V)
+    assert torch.isneginf(case["tail_logprob"]).all()
+    ref = reference_full(case["teacher_logits"], case["student_logits"], case["mask"], mu=mu)
+    out = run(case, loss="akl", mu=mu)
+    for name in ("fkl", "rkl", "akl"):
+        assert out[name].dtype == torch.float32 and out[name].shape == (B, T)
+        close(out[name], ref[name])
+    close(out["loss"], ref["akl"])
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, V - 1])
+@pytest.mark.parametrize("mu", [0.5, 0.05])
+def test_k_below_vocab_matches_bucket_reference(k, mu):
+    case = make_case(10 + k, k=k)
+    ref = reference_buckets(case, case["student_logits"], mu=mu)
+    out = run(case, loss="akl", mu=mu)
+    for name in ("fkl", "rkl", "akl"):
+        close(out[name], ref[name])
+
+
+def test_flat_teacher_tail_bucket_never_in_head():
+    # A flat teacher with k = 2: the top-2 hold ~4% of the mass, so the head is both ids and
+    # the tail bucket (96%) stays in the tail; counting it as head would change the weights.
+    case = make_case(3, k=2, teacher_scale=0.1)
+    ref = reference_buckets(case, case["student_logits"])
+    out = run(case, loss="akl")
+    close(out["akl"], ref["akl"])
+    assert not torch.allclose(out["akl"], out["fkl"])
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_selected_loss_is_returned_as_loss(loss):
+    out = run(make_case(4, k=7), loss=loss)
+    assert torch.equal(out["loss"], out[loss])
+    assert ("akl" in out) == (loss == "akl")
+
+
+@pytest.mark.parametrize("k", [V, 6])
+def test_identical_distributions_give_zero(k):
+    case = make_case(5, k=k)
+    # A per-position shift changes nothing in the softmax.
+    same = (case["teacher_logits"] + 7.0).float()
+    out = run(case, student_logits=same, loss="akl")
+    for name in ("fkl", "rkl", "akl"):
+        close(out[name], torch.zeros(B, T), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("k", [V, 4])
+def test_gradients_match_autograd_through_reference(loss, k):
+    case = make_case(20 + k, k=k)
+    weights = torch.rand(B, T, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    s64 = case["student_logits"].clone().requires_grad_()
+    ref = reference_buckets(case, s64)[loss]
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), s64)
+
+    s32 = case["student_logits"].float().requires_grad_()
+    out = run(case, student_logits=s32, loss=loss, chunk_size=3)["loss"]
+    (g_out,) = torch.autograd.grad((out * weights.float()).sum(), s32)
+
+    assert g_out.dtype == torch.float32
+    close(g_out, g_ref, atol=1e-6, rtol=1e-4)
+    assert (g_out[~case["mask"]] == 0).all()
+
+
+def test_gradient_flows_through_logged_columns_too():
+    case = make_case(6, k=5)
+    s = case["student_logits"].float().requires_grad_()
+    out = run(case, student_logits=s, loss="fkl")
+    (g_rkl,) = torch.autograd.grad(out["rkl"].sum(), s)
+    s64 = case["student_logits"].clone().requires_grad_()
+    (g_ref,) = torch.autograd.grad(reference_buckets(case, s64)["rkl"].sum(), s64)
+    close(g_rkl, g_ref, atol=1e-6, rtol=1e-4)
+
+
+def test_teacher_inputs_get_no_gradient():
+    case = make_case(7, k=5)
+    s = case["student_logits"].float().requires_grad_()
+    t = case["topk_logprobs"].float().requires_grad_()
+    tail = case["tail_logprob"].float().requires_grad_()
+    out = token_losses(s, case["topk_ids"], t, tail, case["mask"], loss="akl")
+    out["loss"].sum().backward()
+    assert t.grad is None and tail.grad is None
+    assert s.grad is not None and s.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- padding
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_masked_positions_zero_loss_and_gradient_with_garbage_logits(loss):
+    case = make_case(8, k=6)
+    mask = case["mask"]
+    assert (~mask).any()
+    clean = case["student_logits"].float()
+    dirty = clean.clone()
+    garbage = torch.tensor([math.nan, math.inf, -math.inf, 3e38, -3e38])
+    dirty[~mask] = garbage.repeat(V // len(garbage))
+    dirty = dirty.requires_grad_()
+    out = run(case, student_logits=dirty, loss=loss)
+    for name, value in out.items():
+        assert torch.isfinite(value).all(), name
+        assert (value[~mask] == 0).all(), name
+    close(out["loss"], run(case, student_logits=clean, loss=loss)["loss"], atol=0, rtol=0)
+    out["loss"].sum().backward()
+    assert torch.isfinite(dirty.grad).all()
+    assert (dirty.grad[~mask] == 0).all()
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_all_masked_batch_is_zero_and_backward_works(loss):
+    case = make_case(9, k=V)
+    case["mask"] = torch.zeros(B, T, dtype=torch.bool)
+    s = torch.full((B, T, V), math.nan).requires_grad_()
+    out = run(case, student_logits=s, loss=loss)
+    for value in out.values():
+        assert torch.equal(value, torch.zeros(B, T))
+    out["loss"].sum().backward()
+    assert torch.equal(s.grad, torch.zeros(B, T, V))
+
+
+# ---------------------------------------------------------------- chunking and dtypes
+
+
+@pytest.mark.parametrize("k", [V, 5])
+def test_chunk_size_does_not_change_results(k):
+    case = make_case(11, k=k, batch=3, seq=7)
+    results = []
+    for chunk_size in (1, 3, 100_000):
+        s = case["student_logits"].float().requires_grad_()
+        out = run(case, student_logits=s, loss="akl", chunk_size=chunk_size)
+        (g,) = torch.autograd.grad(out["loss"].sum(), s)
+        results.append((out, g))
+    base_out, base_g = results[0]
+    for out, g in results[1:]:
+        for name in base_out:
+            close(out[name], base_out[name], atol=1e-7, rtol=1e-6)
+        close(g, base_g, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_half_precision_inputs(loss):
+    case = make_case(12, k=8)
+    s_bf16 = case["student_logits"].bfloat16().requires_grad_()
+    out = token_losses(
+        s_bf16,
+        case["topk_ids"],
+        case["topk_logprobs"].half(),
+        case["tail_logprob"].half(),
+        case["mask"],
+        loss=loss,
+    )
+    out["loss"].sum().backward()
+    assert s_bf16.grad.dtype == torch.bfloat16 and torch.isfinite(s_bf16.grad.float()).all()
+    for value in out.values():
+        assert value.dtype == torch.float32 and torch.isfinite(value).all()
+    # Same bf16-rounded logits in float32 (the upcast is exact): only the float16 teacher differs.
+    same_logits = run(case, student_logits=s_bf16.detach().float(), loss=loss)
+    close(out["loss"], same_logits["loss"], atol=1e-2, rtol=1e-2)
+    # Against full precision throughout: bf16 rounding of logits is the main error.
+    full = run(case, loss=loss)
+    close(out["loss"], full["loss"], atol=5e-2, rtol=5e-2)
+
+
+# ---------------------------------------------------------------- properties
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    k=st.integers(1, 12),
+    scale=st.floats(0.1, 20.0),
+    mu=st.floats(0.0, 1.0),
+)
+def test_divergences_are_non_negative(seed, k, scale, mu):
+    case = make_case(seed, k=k, vocab=12, teacher_scale=scale, student_scale=scale)
+    out = run(case, loss="akl", mu=mu)
+    for name in ("fkl", "rkl", "akl"):
+        assert torch.isfinite(out[name]).all()
+        assert (out[name] >= -1e-6).all(), name
+
+
+def test_extreme_confidence_stays_finite():
+    # Teacher certain of one token (tail and the other ids ~ e^-200), student nearly certain of
+    # a different one: huge but finite losses and gradients.
+    case = make_case(13, k=V, teacher_scale=60.0, student_scale=60.0)
+    s = case["student_logits"].float().requires_grad_()
+    out = run(case, student_logits=s, loss="akl")
+    out["loss"].sum().backward()
+    for value in out.values():
+        assert torch.isfinite(value).all()
+    assert torch.isfinite(s.grad).all()
+    ref = reference_full(case["teacher_logits"], case["student_logits"], case["mask"])
+    close(out["fkl"], ref["fkl"], atol=1e-3, rtol=1e-5)
+    close(out["rkl"], ref["rkl"], atol=1e-3, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- helpers and validation
+
+
+def test_sequence_sums():
+    per_token = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    sums, counts = sequence_sums(per_token, mask)
+    assert torch.equal(sums, torch.tensor([3.0, 0.0]))
+    assert torch.equal(counts, torch.tensor([2.0, 0.0]))
+    assert sums.dtype == counts.dtype == torch.float32
+
+
+def test_bad_arguments_are_reported_together():
+    case = make_case(14, k=4)
+    with pytest.raises(ValueError) as err:
+        token_losses(
+            case["student_logits"].float(),
+            case["topk_ids"],
+            case["topk_logprobs"][..., :3].float(),
+            case["tail_logprob"].float(),
+            case["mask"].float(),
+            loss="jsd",
+            mu=1.5,
+            chunk_size=0,
+        )
+    message = str(err.value)
+    for fragment in ("loss='jsd'", "mu=1.5", "chunk_size=0", "topk_logprobs shape", "mask must be"):
+        assert fragment in message
