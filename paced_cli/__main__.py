@@ -1,0 +1,3 @@
+from paced_cli import main
+
+main()

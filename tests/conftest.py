@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny models built from a config, small problems files, a CLI runner.
+
+Nothing here touches the network: models are random-initialised from a config and saved
+with save_pretrained, so they load through the same code path as a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+import tiny_model  # noqa: E402
+
+os.environ.setdefault("PACED_NO_PROGRESS", "1")
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def paced(*args: str | os.PathLike) -> Result:
+    """Run the real typer app in-process (fast) and return exit code, stdout and stderr."""
+    from paced_cli import app
+
+    r = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return Result(r.exit_code, r.stdout, r.stderr)
+
+
+def paced_subprocess(*args: str | os.PathLike, **kw) -> subprocess.CompletedProcess:
+    """Run `python -m paced_cli` in a real process (for kills, exit codes, stdout purity)."""
+    env = os.environ | {"PACED_NO_PROGRESS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "paced_cli", *[str(a) for a in args]],
+        capture_output=True, text=True, env=env, cwd=kw.get("cwd", ROOT), timeout=kw.get("timeout", 600),
+    )
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return tiny_model.build_tokenizer(chat=True)
+
+
+@pytest.fixture(scope="session")
+def student_dir(tmp_path_factory, tokenizer) -> Path:
+    return tiny_model.build(tmp_path_factory.mktemp("models") / "student", arch="qwen2", seed=0, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory, tokenizer) -> Path:
+    return tiny_model.build(
+        tmp_path_factory.mktemp("models") / "teacher", arch="llama", hidden=96, layers=2, heads=3, seed=1, tokenizer=tokenizer
+    )
+
+
+@pytest.fixture(scope="session")
+def raw_model_dir(tmp_path_factory) -> Path:
+    """A model whose tokenizer has no chat template: prompts are used raw."""
+    return tiny_model.build(tmp_path_factory.mktemp("models") / "raw", chat=False, seed=2)
+
+
+def make_problems(n: int = 6) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "problem_id": [f"p{i}" for i in range(n)],
+            "prompt": [f"What is {i} + {i + 1}?" for i in range(n)],
+            "answer": [str(2 * i + 1) for i in range(n)],
+            "reference": [f"{i} + {i + 1} = {2 * i + 1}, so the answer is \\boxed{{{2 * i + 1}}}." for i in range(n)],
+        }
+    )
+
+
+@pytest.fixture
+def problems_file(tmp_path) -> Path:
+    path = tmp_path / "problems.parquet"
+    make_problems().write_parquet(path)  # written by polars: large_string columns, no paced metadata
+    return path

@@ -1,0 +1,121 @@
+"""Artifact schemas: foreign files accepted, bad ones refused with a message that helps."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import schemas
+from schemas import InputError
+from tests.conftest import ROOT, make_problems
+
+
+def test_polars_written_problems_are_accepted(problems_file):
+    art = schemas.read(problems_file, schemas.PROBLEMS, option="--problems")
+    assert art.frame.height == 6
+    assert art.frame.schema["problem_id"] == pl.String
+    assert art.fingerprint.startswith("sha256:")
+    assert art.provenance is None  # a user's file says nothing about how it was made
+
+
+def test_int64_columns_cast_losslessly(tmp_path):
+    path = tmp_path / "scores.parquet"
+    pl.DataFrame({"problem_id": ["a", "a"], "sample_index": [0, 1], "correct": [True, False],
+                  "extracted": [None, "3"], "reason": [None, None]}).write_parquet(path)
+    art = schemas.read(path, schemas.SCORES, option="--scores")
+    assert art.frame.schema["sample_index"] == pl.Int32
+    assert art.frame.schema["reason"] == pl.String
+
+
+def test_extra_columns_are_kept(tmp_path):
+    path = tmp_path / "p.parquet"
+    make_problems().with_columns(difficulty=pl.lit(3)).write_parquet(path)
+    assert "difficulty" in schemas.read(path, schemas.PROBLEMS, option="--problems").frame.columns
+
+
+def test_a_directory_of_parquet_files_is_one_input(tmp_path):
+    d = tmp_path / "problems"
+    d.mkdir()
+    make_problems(6).head(3).write_parquet(d / "a.parquet")
+    make_problems(6).tail(3).write_parquet(d / "b.parquet")
+    assert schemas.read(d, schemas.PROBLEMS, option="--problems").frame.height == 6
+
+
+@pytest.mark.parametrize(
+    "frame, needles",
+    [
+        (make_problems().drop("answer"), ["missing column", "'answer'", "docs/artifacts.md"]),
+        (make_problems().with_columns(answer=pl.lit(1)), ["'answer'", "expected string", "cast"]),
+        (make_problems().with_columns(problem_id=pl.lit("same")), ["problem_id must be unique", "'same'"]),
+        (make_problems().with_columns(prompt=pl.when(pl.col("problem_id") == "p2").then(None).otherwise(pl.col("prompt"))),
+         ["'prompt'", "1 null", "problem_id='p2'"]),
+        (make_problems().head(0), ["no rows"]),
+    ],
+    ids=["missing-column", "wrong-type", "duplicate-ids", "nulls", "empty"],
+)
+def test_bad_problems_are_refused_with_the_fix(tmp_path, frame, needles):
+    path = tmp_path / "problems.parquet"
+    frame.write_parquet(path)
+    with pytest.raises(InputError) as e:
+        schemas.read(path, schemas.PROBLEMS, option="--problems")
+    msg = str(e.value)
+    assert str(path) in msg and "--problems" in msg
+    for needle in needles:
+        assert needle in msg
+
+
+def test_another_schema_version_is_refused(tmp_path):
+    path = tmp_path / "scores.parquet"
+    table = pa.table({"problem_id": ["a"], "sample_index": pa.array([0], pa.int32()), "correct": [True],
+                      "extracted": pa.array([None], pa.string()), "reason": pa.array([None], pa.string())})
+    pq.write_table(table.replace_schema_metadata({b"paced.schema": b"scores", b"paced.schema_version": b"99"}), path)
+    with pytest.raises(InputError, match="schema version 99.*reads version 1.*regenerate"):
+        schemas.read(path, schemas.SCORES, option="--scores")
+
+
+def test_another_artifact_kind_is_refused(tmp_path):
+    path = tmp_path / "w.parquet"
+    table = pa.table({"problem_id": ["a"]})
+    pq.write_table(table.replace_schema_metadata({b"paced.schema": b"weights", b"paced.schema_version": b"1"}), path)
+    with pytest.raises(InputError, match="paced 'weights' artifact, but --scores expects a 'scores'"):
+        schemas.read(path, schemas.SCORES, option="--scores")
+
+
+def test_not_parquet_and_missing_paths(tmp_path):
+    junk = tmp_path / "junk.parquet"
+    junk.write_text("not parquet")
+    with pytest.raises(InputError, match="not a readable Parquet file"):
+        schemas.read(junk, schemas.PROBLEMS, option="--problems")
+    with pytest.raises(InputError, match="no such file"):
+        schemas.read(tmp_path / "nope.parquet", schemas.PROBLEMS, option="--problems")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="holds no .parquet files"):
+        schemas.read(empty, schemas.PROBLEMS, option="--problems")
+
+
+def test_written_files_carry_schema_and_provenance(tmp_path):
+    table = schemas.table_from_columns(
+        {"problem_id": ["a"], "num_samples": [8], "num_correct": [4], "pass_rate": [0.5], "weight": [1.0]},
+        schemas.WEIGHTS,
+    )
+    out = schemas.write_file(tmp_path / "w.parquet", table, schemas.WEIGHTS, schemas.provenance("weight", {"alpha": 1.0}))
+    meta = pq.read_schema(out).metadata
+    assert meta[b"paced.schema"] == b"weights" and meta[b"paced.schema_version"] == b"1"
+    prov = json.loads(meta[b"paced.provenance"])
+    assert prov["options"] == {"alpha": 1.0} and prov["paced_version"] and prov["command"].startswith("paced")
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary left behind
+
+
+def test_writers_refuse_tables_that_do_not_match_the_schema(tmp_path):
+    bad = pa.table({"problem_id": ["a"]})
+    with pytest.raises(TypeError, match="does not match its schema"):
+        schemas.write_file(tmp_path / "w.parquet", bad, schemas.WEIGHTS, {})
+
+
+def test_column_reference_is_up_to_date():
+    assert (ROOT / "docs" / "artifacts.md").read_text() == schemas.render_docs()

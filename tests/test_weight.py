@@ -1,0 +1,160 @@
+"""paced weight: against a hand computation, through the real command line."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import paced
+
+
+def write_scores(path, outcomes: dict[str, list[bool]]) -> None:
+    rows = [(pid, k, c) for pid, cs in outcomes.items() for k, c in enumerate(cs)]
+    pl.DataFrame(rows, schema=["problem_id", "sample_index", "correct"], orient="row").write_parquet(path)
+
+
+def by_hand(outcomes, scheme, alpha, beta, normalize):
+    raw = {}
+    for pid, cs in outcomes.items():
+        p = sum(cs) / len(cs)
+        if scheme == "uniform":
+            w = 1.0
+        elif scheme == "hard-filter":
+            w = 1.0 if 0 < p < 1 else 0.0
+        else:
+            w = (p**alpha if p > 0 or alpha > 0 else 1.0) * ((1 - p) ** beta if p < 1 or beta > 0 else 1.0)
+        raw[pid] = (len(cs), sum(cs), p, w)
+    total = sum(r[3] for r in raw.values())
+    scale = len(raw) / total if normalize == "mean" and total > 0 else 1.0
+    return {pid: (n, c, p, w * scale) for pid, (n, c, p, w) in raw.items()}
+
+
+OUTCOMES = {
+    "mastered": [True] * 8,
+    "unsolved": [False] * 8,
+    "half": [True, False] * 4,
+    "one": [True] + [False] * 7,
+    "seven": [True] * 7 + [False],
+    "k4": [True, False, False, False],  # another K: pass rates need not share a denominator
+}
+
+
+CASES = [("beta", a, b) for a, b in [(1, 1), (0.5, 2), (2, 0.5), (0, 1), (1, 0), (0, 0)]] + [
+    ("uniform", 1, 1), ("hard-filter", 1, 1)
+]
+
+
+@pytest.mark.parametrize("normalize", ["mean", "none"])
+@pytest.mark.parametrize("scheme, alpha, beta", CASES)
+def test_weights_match_a_hand_computation(tmp_path, scheme, normalize, alpha, beta):
+    write_scores(tmp_path / "scores.parquet", OUTCOMES)
+    out = tmp_path / "weights.parquet"
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", out, "--scheme", scheme,
+              "--normalize", normalize, "--alpha", alpha, "--beta", beta)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == str(out)
+    got = {row["problem_id"]: row for row in pl.read_parquet(out).iter_rows(named=True)}
+    want = by_hand(OUTCOMES, scheme, alpha, beta, normalize)
+    assert list(got) == list(OUTCOMES)  # one row per problem, in order of first appearance
+    for pid, (n, c, p, w) in want.items():
+        assert got[pid]["num_samples"] == n and got[pid]["num_correct"] == c
+        assert got[pid]["pass_rate"] == pytest.approx(p)
+        assert got[pid]["weight"] == pytest.approx(w, rel=1e-12, abs=1e-12)
+    if normalize == "mean" and any(v[3] for v in want.values()):
+        assert pl.read_parquet(out)["weight"].mean() == pytest.approx(1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.tuples(st.integers(1, 16), st.integers(0, 16)), min_size=1, max_size=30),
+    alpha=st.floats(0, 4), beta=st.floats(0, 4),
+)
+def test_property_beta_kernel_and_mean_normalisation(counts, alpha, beta):
+    from stages.weight import WeightConfig, compute
+
+    outcomes = {f"q{i}": [True] * min(c, n) + [False] * (n - min(c, n)) for i, (n, c) in enumerate(counts)}
+    frame = pl.DataFrame(
+        [(pid, k, c) for pid, cs in outcomes.items() for k, c in enumerate(cs)],
+        schema=["problem_id", "sample_index", "correct"], orient="row",
+    )
+    got, _ = compute(frame.lazy(), WeightConfig(scores="s", out="o", alpha=alpha, beta=beta))
+    want = by_hand(outcomes, "beta", alpha, beta, "mean")
+    for row in got.iter_rows(named=True):
+        assert row["weight"] == pytest.approx(want[row["problem_id"]][3], rel=1e-9, abs=1e-12)
+        assert math.isfinite(row["weight"]) and row["weight"] >= 0
+    if alpha > 0 and beta > 0:  # the frontier only: mastered and unsolved problems get nothing
+        assert all(r["weight"] == 0 for r in got.iter_rows(named=True) if r["pass_rate"] in (0.0, 1.0))
+
+
+def test_summary_names_zero_weight_reasons_and_plot(tmp_path):
+    write_scores(tmp_path / "scores.parquet", OUTCOMES)
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.parquet",
+              "--plot", tmp_path / "w.png")
+    assert r.exit_code == 0, r.stderr
+    assert "mastered (p = 1)" in r.stderr and "unsolved (p = 0)" in r.stderr
+    assert (tmp_path / "w.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_replaces_an_earlier_weights_file(tmp_path):
+    write_scores(tmp_path / "scores.parquet", OUTCOMES)
+    out = tmp_path / "w.parquet"
+    assert paced("weight", "--scores", tmp_path / "scores.parquet", "--out", out).exit_code == 0
+    assert paced("weight", "--scores", tmp_path / "scores.parquet", "--out", out, "--alpha", "2").exit_code == 0
+    meta = pq.read_schema(out).metadata
+    assert b'"alpha": 2.0' in meta[b"paced.provenance"]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--alpha", "-1"], "--alpha"),
+        (["--beta", "-0.5"], "--beta"),
+        (["--alpha", "nan"], "--alpha"),
+        (["--alpha", "abc"], "--alpha"),
+        (["--scheme", "soft"], "--scheme soft: use one of beta, uniform, hard-filter"),
+        (["--normalize", "max"], "--normalize max"),
+    ],
+)
+def test_bad_options_exit_2_and_leave_the_output_untouched(tmp_path, args, needle):
+    write_scores(tmp_path / "scores.parquet", OUTCOMES)
+    out = tmp_path / "w.parquet"
+    assert paced("weight", "--scores", tmp_path / "scores.parquet", "--out", out).exit_code == 0
+    before = out.read_bytes()
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", out, *args)
+    assert r.exit_code == 2
+    assert needle in r.stderr
+    assert out.read_bytes() == before
+
+
+def test_scores_from_another_schema_version_exit_2(tmp_path):
+    import pyarrow as pa
+
+    path = tmp_path / "scores.parquet"
+    t = pa.table({"problem_id": ["a"], "sample_index": pa.array([0], pa.int32()), "correct": [True]})
+    pq.write_table(t.replace_schema_metadata({b"paced.schema": b"scores", b"paced.schema_version": b"0"}), path)
+    r = paced("weight", "--scores", path, "--out", tmp_path / "w.parquet")
+    assert r.exit_code == 2 and "schema version 0" in r.stderr
+    assert not (tmp_path / "w.parquet").exists()
+
+
+def test_duplicate_samples_are_refused(tmp_path):
+    path = tmp_path / "scores.parquet"
+    pl.DataFrame({"problem_id": ["a", "a"], "sample_index": [0, 0], "correct": [True, False]}).write_parquet(path)
+    r = paced("weight", "--scores", path, "--out", tmp_path / "w.parquet")
+    assert r.exit_code == 2
+    assert "problem_id + sample_index must be unique" in r.stderr and "('a', 0)" in r.stderr
+    assert not (tmp_path / "w.parquet").exists()
+
+
+def test_out_that_is_another_file_is_not_replaced(tmp_path):
+    write_scores(tmp_path / "scores.parquet", OUTCOMES)
+    precious = tmp_path / "notes.parquet"
+    precious.write_text("my notes")
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", precious)
+    assert r.exit_code == 2 and "not a paced weights artifact" in r.stderr
+    assert precious.read_text() == "my notes"
