@@ -1,0 +1,161 @@
+"""paced rollout: K samples per problem, reproducible, resumable after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from tests.conftest import ROOT, make_problems, paced, paced_subprocess
+
+FAST = ["--samples", "3", "--max-new-tokens", "12", "--part-size", "2", "--batch-size", "2"]
+
+
+def rollouts(path) -> pl.DataFrame:
+    return pl.read_parquet(f"{path}/*.parquet").sort("problem_id", "sample_index")
+
+
+def test_k_samples_per_problem_with_tokens_and_finish_reasons(tmp_path, problems_file, student_dir, tokenizer):
+    out = tmp_path / "rollouts"
+    r = paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == str(out)
+    df = rollouts(out)
+    assert df.height == 6 * 3
+    assert df.group_by("problem_id").agg(pl.col("sample_index").sort()).get_column("sample_index").to_list() == [[0, 1, 2]] * 6
+    assert set(df["finish_reason"]) <= {"stop", "length"}
+    eos = tokenizer.eos_token_id
+    for row in df.iter_rows(named=True):
+        ids = row["completion_token_ids"]
+        assert 1 <= len(ids) <= 12
+        assert (row["finish_reason"] == "stop") == (ids[-1] == eos)
+        assert eos not in ids[:-1]
+        assert row["completion"] == tokenizer.decode(ids, skip_special_tokens=True)
+        assert row["model"] == str(student_dir)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["rows"] == 18 and len(manifest["parts"]) == 3
+    prov = json.loads(pq.read_schema(out / "part-00000.parquet").metadata[b"paced.provenance"])
+    assert prov["options"]["samples"] == 3 and prov["inputs"]["problems"]["fingerprint"].startswith("sha256:")
+    assert "rollout summary" in r.stderr
+
+
+def test_same_seed_same_completions_other_seed_differs(tmp_path, problems_file, student_dir):
+    runs = {}
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        assert paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", tmp_path / name,
+                     *FAST, "--seed", seed).exit_code == 0
+        runs[name] = rollouts(tmp_path / name).drop("model")
+    assert runs["a"].equals(runs["b"])
+    assert not runs["a"].equals(runs["c"])
+
+
+def test_greedy_gives_k_identical_samples(tmp_path, problems_file, student_dir):
+    assert paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", tmp_path / "g",
+                 *FAST, "--temperature", "0").exit_code == 0
+    df = rollouts(tmp_path / "g")
+    assert df.group_by("problem_id").agg(pl.col("completion").n_unique())["completion"].to_list() == [1] * 6
+
+
+def test_prompts_use_the_chat_template_or_the_raw_text(tokenizer, raw_model_dir):
+    from stages import models, prompts
+
+    row = {"prompt": "What is 1 + 2?", "reference": "1 + 2 = 3"}
+    chat = tokenizer.decode(prompts.encode_prompts(tokenizer, [row], suffix=" Think.")[0])
+    assert chat == "<|im_start|>user\nWhat is 1 + 2? Think.<|im_end|>\n<|im_start|>assistant\n"
+    with_ref = tokenizer.decode(prompts.encode_prompts(tokenizer, [row], context="reference", system_prompt="Be brief.")[0])
+    assert with_ref.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 1 + 2?")
+    assert "reference solution written by an expert:\n1 + 2 = 3" in with_ref
+    raw_tok = models.load_tokenizer(str(raw_model_dir))
+    assert raw_tok.decode(prompts.encode_prompts(raw_tok, [row])[0]) == "What is 1 + 2?"
+
+
+def test_rerun_of_a_complete_job_does_nothing(tmp_path, problems_file, student_dir):
+    out = tmp_path / "r"
+    assert paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST).exit_code == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    r = paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST)
+    assert r.exit_code == 0 and "already complete" in r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_changed_options_refuse_to_mix_and_overwrite_starts_over(tmp_path, problems_file, student_dir):
+    out = tmp_path / "r"
+    assert paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST).exit_code == 0
+    r = paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST, "--temperature", "0.5")
+    assert r.exit_code == 2
+    assert "temperature: 1.0 -> 0.5" in r.stderr and "--overwrite" in r.stderr
+    r = paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST,
+              "--temperature", "0.5", "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((out / "_job.json").read_text())["options"]["temperature"] == 0.5
+
+
+def test_bad_input_exits_2_before_loading_anything(tmp_path, problems_file, student_dir):
+    no_ref = tmp_path / "noref.parquet"
+    make_problems().with_columns(reference=pl.lit(None, pl.String)).write_parquet(no_ref)
+    cases = [
+        (["--problems", no_ref, "--context", "reference"], "--context reference: 6 problem(s)"),
+        (["--problems", problems_file, "--samples", "0"], "--samples 0"),
+        (["--problems", problems_file, "--top-p", "0"], "--top-p 0.0"),
+        (["--problems", problems_file, "--backend", "tgi"], "--backend tgi"),
+        (["--problems", problems_file, "--max-new-tokens", "5000"], "exceed the model's context of 1024"),
+        (["--problems", tmp_path / "missing.parquet"], "no such file"),
+    ]
+    for args, needle in cases:
+        out = tmp_path / "out"
+        r = paced("rollout", "--model", student_dir, "--out", out, *args)
+        assert r.exit_code == 2, (args, r.stderr)
+        assert needle in r.stderr, (needle, r.stderr)
+        assert not out.exists()
+    r = paced("rollout", "--problems", problems_file, "--model", tmp_path / "nomodel", "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "no such directory" in r.stderr
+
+
+def test_model_directory_without_weights_or_tokenizer(tmp_path, problems_file, student_dir):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(student_dir, broken)
+    (broken / "model.safetensors").unlink()
+    (broken / "tokenizer.json").unlink()
+    (broken / "tokenizer_config.json").unlink()
+    r = paced("rollout", "--problems", problems_file, "--model", broken, "--out", tmp_path / "o")
+    assert r.exit_code == 2
+    assert "*.safetensors weights" in r.stderr and "a tokenizer" in r.stderr
+
+
+def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, student_dir):
+    problems = tmp_path / "problems.parquet"
+    make_problems(16).write_parquet(problems)
+    args = ["--problems", problems, "--model", student_dir, "--samples", "2", "--max-new-tokens", "48",
+            "--part-size", "1", "--batch-size", "1", "--seed", "3"]
+    ref = paced_subprocess("rollout", *args, "--out", tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr
+
+    out = tmp_path / "killed"
+    env = os.environ | {"PACED_NO_PROGRESS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "paced_cli", "rollout", *map(str, args), "--out", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "part-00001.parquet").exists():
+        assert proc.poll() is None, "rollout ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(out.glob("part-*.parquet")))
+    assert not (out / "_manifest.json").exists() and done_before < 16
+
+    rerun = paced_subprocess("rollout", *args, "--out", out)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{done_before} / {16 - done_before}" in rerun.stderr  # resumed parts / generated now
+    a, b = rollouts(tmp_path / "ref"), rollouts(out)
+    assert a.equals(b)
+    assert b.select(pl.struct("problem_id", "sample_index").n_unique()).item() == 32
+    assert not list(out.glob(".*tmp*"))
