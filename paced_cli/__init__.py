@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from paced_cli.rollout import rollout
+from paced_cli.score import score
 from paced_cli.weight import weight
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ def _root(
 
 
 app.command("rollout")(rollout)
+app.command("score")(score)
 app.command("weight")(weight)
 
 

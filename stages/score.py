@@ -1,0 +1,153 @@
+"""Check every rollout's answer against its problem's gold answer.
+
+    paced score --rollouts rollouts/ --problems problems.parquet --out scores/ --verifier math
+
+Verifiers: `math` (math-verify: the last \\boxed{} or final answer, compared for mathematical
+equivalence), `exact` (normalised string match), `regex:PATTERN` (first capture group) and
+`module:function` (your own `fn(completion, problem_row) -> bool`; only runs when named).
+Each check runs in a worker process and is bounded in time (`--timeout`): a check past it
+is killed and scores `correct = false` with reason `timeout`, so adversarial LaTeX can never
+stall the job. Resumable in parts like rollout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import schemas
+from schemas import InputError
+from stages import verifiers
+from stages.common import advance, console, progress, summary_table
+
+
+@dataclass
+class ScoreConfig:
+    rollouts: Path
+    problems: Path
+    out: Path
+    verifier: str = "math"
+    timeout: float = 5.0
+    workers: int = 2
+    part_size: int = 4096
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.timeout > 0:
+            problems.append(f"--timeout {self.timeout}: must be > 0 seconds")
+        if self.workers < 1:
+            problems.append(f"--workers {self.workers}: must be at least 1")
+        if self.part_size < 1:
+            problems.append(f"--part-size {self.part_size}: must be at least 1")
+        if problems:
+            raise InputError("\n".join(problems))
+
+
+def verifier_fingerprint(spec: str) -> str:
+    """A user verifier is part of the job's identity: editing its code must not mix verdicts."""
+    if spec.split(":", 1)[0] in ("math", "exact", "regex"):
+        return spec
+    module = spec.split(":", 1)[0]
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    found = importlib.util.find_spec(module)
+    origin = getattr(found, "origin", None)
+    if origin and os.path.isfile(origin):
+        return spec + "@sha256:" + hashlib.sha256(Path(origin).read_bytes()).hexdigest()
+    return spec
+
+
+def run(config: ScoreConfig) -> Path:
+    spec = verifiers.resolve(config.verifier)
+    rollouts = schemas.read(config.rollouts, schemas.ROLLOUTS, option="--rollouts", columns=["completion"])
+    problems = schemas.read(config.problems, schemas.PROBLEMS, option="--problems")
+    unknown = rollouts.frame.join(problems.frame, on="problem_id", how="anti").get_column("problem_id").unique(maintain_order=True)
+    if unknown.len():
+        shown = ", ".join(repr(x) for x in unknown.head(5))
+        raise InputError(
+            f"--rollouts {rollouts.path}: {unknown.len()} problem_id(s) are not in --problems "
+            f"{problems.path} ({shown}{' ...' if unknown.len() > 5 else ''}); pass the problems "
+            f"file the rollouts were made from"
+        )
+    inputs = {"rollouts": rollouts.fingerprint, "problems": problems.fingerprint, "verifier": verifier_fingerprint(spec)}
+    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers")}
+    job = schemas.Job(
+        config.out,
+        schemas.SCORES,
+        options | {"verifier": spec, "inputs": inputs},
+        schemas.provenance("score", asdict(config), {"rollouts": rollouts, "problems": problems}),
+        overwrite=config.overwrite,
+    )
+    job.check()
+    frame = rollouts.frame.select("problem_id", "sample_index", "completion")
+    n = frame.height
+    n_parts = (n + config.part_size - 1) // config.part_size
+    if job.complete:
+        console.print(f"{config.out}: already complete ({n} scores); nothing to do")
+        return config.out
+
+    rows_by_id = {r["problem_id"]: r for r in problems.frame.to_dicts()}
+    job.start()
+    todo = [i for i in range(n_parts) if not job.has(i)]
+    reasons: Counter[str] = Counter()
+    correct = 0
+    started = time.perf_counter()
+    try:
+        with verifiers.CheckPool(spec, workers=config.workers, timeout=config.timeout) as pool, progress(
+            "score", total=sum(min(config.part_size, n - i * config.part_size) for i in todo), unit="checks"
+        ) as bar:
+            for part in todo:
+                chunk = frame.slice(part * config.part_size, config.part_size)
+                items = ((c, rows_by_id[pid]) for pid, c in zip(chunk["problem_id"], chunk["completion"]))
+                verdicts = []
+                for i, v in enumerate(pool.map(items)):
+                    if v.user_error:
+                        raise InputError(
+                            f"--verifier {spec}: raised on problem_id={chunk['problem_id'][i]!r}, "
+                            f"sample_index={chunk['sample_index'][i]} ({v.reason.removeprefix('error: ')}); "
+                            f"fix the function (it must return a bool for any completion) and rerun "
+                            f"with --overwrite"
+                        )
+                    verdicts.append(v)
+                    advance(bar, 1, "checks")
+                table = schemas.table_from_columns(
+                    {
+                        "problem_id": chunk["problem_id"],
+                        "sample_index": chunk["sample_index"],
+                        "correct": [v.correct for v in verdicts],
+                        "extracted": [v.extracted for v in verdicts],
+                        "reason": [v.reason for v in verdicts],
+                    },
+                    schemas.SCORES,
+                )
+                job.write(part, table)
+                correct += sum(v.correct for v in verdicts)
+                reasons.update((v.reason or "verdict").split(":", 1)[0] for v in verdicts)
+    except InputError:
+        job.abandon()  # a job this run created leaves nothing behind
+        raise
+    job.finish(n_parts)
+    checked = sum(reasons.values())
+    seconds = time.perf_counter() - started
+    summary_table(
+        "score summary",
+        [
+            ("responses", f"{n:,}"),
+            ("parts (resumed / scored now)", f"{n_parts - len(todo)} / {len(todo)}"),
+            ("checked now", f"{checked:,}"),
+            ("correct", f"{correct:,} ({correct / max(checked, 1):.1%})"),
+            ("no answer found", f"{reasons['no_answer']:,}"),
+            (f"timed out (> {config.timeout:g} s)", f"{reasons['timeout']:,}"),
+            ("verifier errors", f"{reasons['error']:,}"),
+            ("checks / second", f"{checked / max(seconds, 1e-9):,.1f}"),
+        ],
+    )
+    return config.out
+
