@@ -245,6 +245,7 @@ def _check_math(completion: str, problem: dict, mv_timeout: int | None) -> Verdi
     mv = _math_verify()
     from math_verify.errors import TimeoutException
 
+    extracted: str | None = None
     try:
         answer = problem["answer"]
         gold = _parse_bare(answer, mv_timeout)
@@ -257,20 +258,21 @@ def _check_math(completion: str, problem: dict, mv_timeout: int | None) -> Verdi
         boxed = extract_boxed(completion)
         if boxed is not None:
             # The model committed to its last box: no fallback to other text.
-            extracted: str | None = boxed
+            extracted = boxed
             pred = _parse_bare(boxed, mv_timeout)
         else:
             pred = mv.parse(
                 completion, _pred_config(), parsing_timeout=mv_timeout, raise_on_error=True
             )
-            strings = [p for p in pred if isinstance(p, str)]
-            extracted = strings[0] if strings else (str(pred[0]) if pred else None)
+            # parse() appends the matched text as a string; str() of a sympy object could
+            # itself hang, so it is not used.
+            extracted = next((p for p in pred if isinstance(p, str)), None)
         if not pred:
             return Verdict(False, extracted, "no_answer")
     except TimeoutException:
-        return Verdict(False, None, "timeout")
+        return Verdict(False, extracted, "timeout")
     except Exception as e:
-        return _error(e)
+        return Verdict(False, extracted, f"error: {type(e).__name__}: {e}")
 
     # Pair by pair, not verify(gold, pred), so that one comparison that raises (sympy does)
     # cannot hide a later pair that matches, and so an error is reported, not read as False.
@@ -464,8 +466,10 @@ class CheckPool:
         # 'spawn': the parent may hold polars/torch threads, which fork would copy mid-lock.
         self._ctx = mp.get_context("spawn")
         self._pool: list[_Worker] = []
+        self._open = False
 
     def __enter__(self) -> "CheckPool":
+        self._open = True
         self._pool = [self._spawn() for _ in range(self.workers)]
         return self
 
@@ -486,6 +490,7 @@ class CheckPool:
                 w.proc.join(max(0.0, end - time.monotonic()))
             w.kill()
         self._pool = []
+        self._open = False
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
@@ -505,8 +510,10 @@ class CheckPool:
 
     def map(self, items: Iterable[tuple[str, dict]]) -> Iterator[Verdict]:
         """Check (completion, problem) pairs; stream verdicts in input order."""
-        if not self._pool:
+        if not self._open:
             raise RuntimeError("CheckPool.map needs the pool open: use `with CheckPool(...)`")
+        while len(self._pool) < self.workers:  # an abandoned map dropped busy workers
+            self._pool.append(self._spawn())
         source = iter(items)
         resend: deque = deque()  # items a killed worker held, sent again first
         results: dict[int, Verdict] = {}
@@ -568,11 +575,11 @@ class CheckPool:
                 self._wait(results, lost)
         finally:
             if not finished:
-                # Abandoned mid-stream: busy workers would answer into the next map.
-                for w in list(self._pool):
-                    if w.inflight:
-                        w.inflight.clear()
-                        self._replace(w)
+                # Abandoned mid-stream (a break, Ctrl-C): busy workers would answer into
+                # the next map. Stop them now; a next map starts replacements.
+                for w in [w for w in self._pool if w.inflight]:
+                    w.kill()
+                    self._pool.remove(w)
 
     def _wait(self, results: dict[int, Verdict], lost: Callable[[_Worker, Verdict], None]) -> None:
         """Block until a worker answers, dies or passes its deadline; handle that."""
@@ -597,8 +604,7 @@ class CheckPool:
                     w.kill()
                     raise RuntimeError(
                         f"a verifier worker for --verifier {self.spec} exited while starting "
-                        f"(exit code {code}); run `paced score` with --workers 1 to see its "
-                        f"output"
+                        f"(exit code {code}); its own error, if any, is printed above"
                     ) from None
                 lost(
                     w,
@@ -633,6 +639,8 @@ class CheckPool:
             w.deadline = time.monotonic() + self.timeout
         elif kind == "failed":
             w.kill()
-            raise InputError(f"--verifier {self.spec}: a worker process could not load it: {msg[1]}")
+            raise InputError(
+                f"--verifier {self.spec}: a worker process could not load it: {msg[1]}"
+            )
         else:
             raise AssertionError(f"unknown worker message {kind!r}")
