@@ -8,6 +8,7 @@ import typer
 
 from paced_cli.rollout import rollout
 from paced_cli.score import score
+from paced_cli.teacher_logits import teacher_logits
 from paced_cli.weight import weight
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ def _root(
 
 app.command("rollout")(rollout)
 app.command("score")(score)
+app.command("teacher-logits")(teacher_logits)
 app.command("weight")(weight)
 
 

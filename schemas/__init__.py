@@ -3,7 +3,7 @@
 Schemas never import stages.
 """
 
-from schemas import problems, rollouts, scores, weights
+from schemas import eval_results, problems, rollouts, scores, teacher_logits, train_log, weights
 from schemas.base import ArtifactSchema, Column, InputError
 from schemas.io import Artifact, Job, fingerprint, provenance, read, table_from_columns, write_file
 
@@ -11,8 +11,12 @@ PROBLEMS = problems.SCHEMA
 ROLLOUTS = rollouts.SCHEMA
 SCORES = scores.SCHEMA
 WEIGHTS = weights.SCHEMA
+TEACHER_LOGITS = teacher_logits.SCHEMA
+TRAIN_LOG = train_log.SCHEMA
+EVAL_RESULTS = eval_results.SCHEMA
+EVAL_SUMMARY = eval_results.SUMMARY
 
-ALL = [PROBLEMS, ROLLOUTS, SCORES, WEIGHTS]
+ALL = [PROBLEMS, ROLLOUTS, SCORES, WEIGHTS, TEACHER_LOGITS, TRAIN_LOG, EVAL_RESULTS, EVAL_SUMMARY]
 
 __all__ = [
     "ALL",
@@ -20,6 +24,10 @@ __all__ = [
     "ROLLOUTS",
     "SCORES",
     "WEIGHTS",
+    "TEACHER_LOGITS",
+    "TRAIN_LOG",
+    "EVAL_RESULTS",
+    "EVAL_SUMMARY",
     "Artifact",
     "ArtifactSchema",
     "Column",
@@ -47,7 +55,8 @@ def render_docs() -> str:
         "```python",
         "import polars as pl",
         'weights = pl.read_parquet("weights.parquet")',
-        'rollouts = pl.read_parquet("rollouts/*.parquet")',
+        'rollouts = pl.read_parquet("rollouts/part-*.parquet")',
+        'summary = pl.read_parquet("eval/summary.parquet")',
         "```",
         "",
         "Every Parquet file carries `paced.schema`, `paced.schema_version` and `paced.provenance`",

@@ -11,7 +11,7 @@ directory of parts written by a long stage:
 
 Every Parquet file carries the schema name, version and provenance in its key-value
 metadata, so any single part says how it was made. Read a job directory with polars as
-`pl.read_parquet("rollouts/*.parquet")`.
+`pl.read_parquet("rollouts/part-*.parquet")`.
 
 Inputs are accepted from any tool: a Parquet file, or a directory of Parquet files, with the
 right columns and types. Files that declare another paced schema or version are refused.

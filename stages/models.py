@@ -145,3 +145,39 @@ def max_context(model_dir: str) -> int | None:
     except (OSError, ValueError, json.JSONDecodeError):
         return None
     return getattr(cfg, "max_position_embeddings", None)
+
+
+def tokenizer_signature(tokenizer: Any) -> dict[str, Any]:
+    """What must agree between teacher and student tokenizers: vocabulary, special tokens and
+    chat template. The model's embedding size is left out on purpose: Qwen pads its
+    embedding matrix (151,936 or 152,064 rows) beyond the tokenizer's vocabulary."""
+    vocab = tokenizer.get_vocab()
+    body = json.dumps(sorted(vocab.items()), ensure_ascii=False)
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return {
+        "vocab_size": len(tokenizer),
+        "vocab_sha256": hashlib.sha256(body.encode()).hexdigest(),
+        # The tokens that shape what is trained: where a response ends and what opens a prompt.
+        # (unk and pad differ between tokenizer classes of one vocabulary and never matter here.)
+        "special_tokens": {k: str(getattr(tokenizer, k, None)) for k in ("bos_token", "eos_token")},
+        "chat_template_sha256": hashlib.sha256(str(template).encode()).hexdigest(),
+    }
+
+
+def check_same_tokenizer(a: dict[str, Any], b: dict[str, Any], a_name: str, b_name: str) -> None:
+    """Refuse two tokenizers that would make top-k ids mean different tokens."""
+    problems = []
+    if a["vocab_sha256"] != b["vocab_sha256"]:
+        problems.append(f"vocabularies differ ({a['vocab_size']:,} vs {b['vocab_size']:,} tokens)")
+    if a["special_tokens"] != b["special_tokens"]:
+        diff = {k for k in set(a["special_tokens"]) | set(b["special_tokens"]) if a["special_tokens"].get(k) != b["special_tokens"].get(k)}
+        problems.append("special tokens differ: " + ", ".join(
+            f"{k} {a['special_tokens'].get(k)!r} vs {b['special_tokens'].get(k)!r}" for k in sorted(diff)))
+    if a["chat_template_sha256"] != b["chat_template_sha256"]:
+        problems.append("chat templates differ")
+    if problems:
+        raise InputError(
+            f"{a_name} and {b_name} do not share a tokenizer: {'; '.join(problems)}. Distillation "
+            f"on stored top-k ids needs the same tokenizer; use a teacher and student of one "
+            f"model family (e.g. Qwen3-8B and Qwen3-1.7B)"
+        )

@@ -18,7 +18,7 @@ FAST = ["--samples", "3", "--max-new-tokens", "12", "--part-size", "2", "--batch
 
 
 def rollouts(path) -> pl.DataFrame:
-    return pl.read_parquet(f"{path}/*.parquet").sort("problem_id", "sample_index")
+    return pl.read_parquet(f"{path}/part-*.parquet").sort("problem_id", "sample_index")
 
 
 def test_k_samples_per_problem_with_tokens_and_finish_reasons(tmp_path, problems_file, student_dir, tokenizer):

@@ -34,7 +34,7 @@ def write_rollouts(path, completions=COMPLETIONS):
 
 
 def verdicts(out) -> dict:
-    df = pl.read_parquet(f"{out}/*.parquet")
+    df = pl.read_parquet(f"{out}/part-*.parquet")
     return {(r["problem_id"], r["sample_index"]): r for r in df.iter_rows(named=True)}
 
 
@@ -130,5 +130,5 @@ def test_pipeline_rollout_score_weight(tmp_path, problems_file, student_dir):
     assert r.exit_code == 0, r.stderr
     w = pl.read_parquet(we)
     assert w.height == 6 and w["num_samples"].to_list() == [4] * 6
-    s = pl.read_parquet(f"{sc}/*.parquet")
+    s = pl.read_parquet(f"{sc}/part-*.parquet")
     assert s.height == 24 and s["correct"].sum() == w["num_correct"].sum()

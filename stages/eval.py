@@ -1,0 +1,415 @@
+"""Evaluate a model: K responses per benchmark problem, each checked, accuracy per benchmark.
+
+    paced eval --model distilled/ --problems math500.parquet --problems aime24.parquet \\
+        --out eval/ --samples 8 --baseline eval-base/ --retain mmlu
+
+Each problems file holds one or more benchmarks: its `benchmark` column when it has one,
+else the file's name (`math500.parquet` is benchmark `math500`). Generation is exactly
+rollout's (same parts, same per-part seeds, same sampling), then every response is checked
+by `--verifier` in bounded time, as in score. The per-response rows are a resumable job in
+--out (a killed run resumes with the same command); `<out>/summary.parquet` has one row per
+benchmark and is recomputed on every run, so rerunning a finished eval with a new
+--baseline only rewrites the summary.
+
+Accuracy is reported as the paper does (8 samples per problem): the accuracy of each sample
+index over the benchmark's problems, then the mean and the population std over sample
+indices. With --baseline (another eval's --out): gain = accuracy - baseline accuracy, and
+for --retain benchmarks (sets the distillation must not damage) the relative forgetting
+(baseline - accuracy) / baseline * 100.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+from rich.table import Table
+
+import schemas
+from schemas import InputError
+from schemas.base import quote_rows
+from schemas.io import JOB_FILE, MANIFEST_FILE, check_file_out
+from stages import models, prompts, verifiers
+from stages.common import advance, console, progress
+from stages.generate import SamplingOptions, derive_seed, generate_hf
+from stages.rollout import BACKENDS, check_context_length, check_sampling, job_options
+from stages.score import verifier_fingerprint
+
+SUMMARY_FILE = "summary.parquet"
+# Options that only change the summary, never a response or a verdict: a rerun with other
+# values reuses the finished job and rewrites the summary.
+_SUMMARY_ONLY = ("baseline", "retain", "workers")
+
+
+@dataclass
+class EvalConfig:
+    problems: list[Path]
+    """Problems files (or directories of Parquet); each is one or more benchmarks."""
+    model: str
+    """The model to evaluate: a local directory or a hub id."""
+    out: Path
+    """Output directory: the eval_results job, plus summary.parquet."""
+    samples: int = 8
+    """Responses per problem; accuracy is averaged over sample indices (the paper uses 8)."""
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 1024
+    seed: int = 0
+    backend: str = "hf"
+    context: str = "none"
+    system_prompt: str | None = None
+    prompt_suffix: str | None = None
+    verifier: str = "math"
+    """math | exact | regex:PATTERN | module:function, as in score."""
+    timeout: float = 5.0
+    """Seconds one check may take; past it the response scores false with reason timeout."""
+    workers: int = 2
+    batch_size: int = 8
+    part_size: int = 64
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    baseline: Path | None = None
+    """Another eval's --out: report gain (and forgetting for --retain benchmarks) against it."""
+    retain: list[str] = field(default_factory=list)
+    """Benchmarks that measure retention: forgetting is reported for these."""
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        try:
+            check_sampling(self)
+        except InputError as e:
+            problems.append(str(e))
+        if not self.problems:
+            problems.append("--problems: give at least one problems file")
+        if self.backend not in BACKENDS:
+            problems.append(f"--backend {self.backend}: use one of {', '.join(BACKENDS)}")
+        if self.part_size < 1:
+            problems.append(f"--part-size {self.part_size}: must be at least 1")
+        if not self.timeout > 0:
+            problems.append(f"--timeout {self.timeout}: must be > 0 seconds")
+        if self.workers < 1:
+            problems.append(f"--workers {self.workers}: must be at least 1")
+        if problems:
+            raise InputError("\n".join(problems))
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs
+
+
+def _benchmark_column(art: schemas.Artifact) -> pl.DataFrame:
+    """The problems with a `benchmark` column: the file's own, or its name."""
+    frame, source = art.frame, f"--problems {art.path}"
+    if "benchmark" not in frame.columns:
+        return frame.with_columns(benchmark=pl.lit(art.path.stem, pl.String))
+    if frame.schema["benchmark"] != pl.String:
+        raise InputError(
+            f"{source}: column 'benchmark' has type {frame.schema['benchmark']}, expected a "
+            f"string; cast it, e.g. in polars `pl.col('benchmark').cast(pl.String)`"
+        )
+    empty = pl.col("benchmark").is_null() | (pl.col("benchmark").str.strip_chars() == "")
+    if frame.select(empty.sum()).item():
+        raise InputError(
+            f"{source}: column 'benchmark' is null or empty in rows "
+            f"{quote_rows(frame, empty, ('problem_id',))}; name every row's benchmark, or drop "
+            f"the column to use the file name ({art.path.stem!r})"
+        )
+    return frame
+
+
+def read_problems(paths: list[Path], context: str) -> tuple[list[schemas.Artifact], list[pl.DataFrame]]:
+    """Every --problems file, validated, with its benchmark column; problem ids unique across them."""
+    arts, frames, errors = [], [], []
+    for path in paths:
+        try:
+            art = schemas.read(path, schemas.PROBLEMS, option="--problems")
+            frame = _benchmark_column(art)
+            prompts.check_references(frame, context, f"--problems {art.path}")
+        except InputError as e:
+            errors.append(str(e))
+            continue
+        arts.append(art)
+        frames.append(frame)
+    if errors:
+        raise InputError("\n".join(errors))
+    seen: dict[str, Path] = {}
+    clashes: dict[tuple[Path, Path], list[str]] = {}
+    for art, frame in zip(arts, frames):
+        for pid in frame["problem_id"]:
+            if pid in seen:
+                clashes.setdefault((seen[pid], art.path), []).append(pid)
+            else:
+                seen[pid] = art.path
+    if clashes:
+        lines = [
+            f"problem_id(s) {', '.join(repr(i) for i in ids[:5])}{' ...' if len(ids) > 5 else ''} "
+            f"appear in both {a} and {b}"
+            for (a, b), ids in clashes.items()
+        ]
+        raise InputError(
+            "--problems: problem_id must be unique across all problems files, but "
+            + "; ".join(lines)
+            + "; rename them (e.g. prefix each file's ids with its benchmark)"
+        )
+    return arts, frames
+
+
+def read_baseline(path: Path) -> schemas.Artifact:
+    """The summary of a finished eval, given to --baseline."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"--baseline {p}: no such directory; give the --out of an earlier `paced eval`")
+    if not (p / JOB_FILE).exists() or not p.is_dir():
+        raise InputError(
+            f"--baseline {p}: not a paced eval directory (no {JOB_FILE}); give the --out of an "
+            f"earlier `paced eval`"
+        )
+    if not (p / MANIFEST_FILE).exists():
+        raise InputError(
+            f"--baseline {p}: this eval is not finished (no {MANIFEST_FILE}); rerun the command "
+            f"that made it to finish it"
+        )
+    if not (p / SUMMARY_FILE).exists():
+        raise InputError(
+            f"--baseline {p}: has no {SUMMARY_FILE}; rerun the `paced eval` that made it "
+            f"(a finished job only rewrites its summary)"
+        )
+    return schemas.read(p / SUMMARY_FILE, schemas.EVAL_SUMMARY, option="--baseline")
+
+
+# ---------------------------------------------------------------------------------------
+# Summary
+
+
+def summarize(results: pl.DataFrame, retain: set[str], baseline: pl.DataFrame | None, model: str) -> pl.DataFrame:
+    """One row per benchmark, in the EVAL_SUMMARY columns, from per-response results.
+
+    `results` needs problem_id, sample_index, benchmark and correct. For each benchmark the
+    accuracy of sample index s is the fraction of its problems whose response s is correct;
+    accuracy_mean and accuracy_std (ddof=0) are over those per-index accuracies. `baseline`
+    is another eval's summary (benchmark, accuracy_mean); benchmarks it lacks get nulls.
+    Forgetting is only for `retain` benchmarks, and null where the baseline accuracy is 0.
+    """
+    per_index = results.group_by("benchmark", "sample_index", maintain_order=True).agg(
+        acc=pl.col("correct").cast(pl.Float64).mean(),
+    )
+    sizes = results.group_by("benchmark", maintain_order=True).agg(
+        problems=pl.col("problem_id").n_unique().cast(pl.Int32),
+        samples=pl.col("sample_index").n_unique().cast(pl.Int32),
+    )
+    accuracy = per_index.group_by("benchmark", maintain_order=True).agg(
+        accuracy_mean=pl.col("acc").mean(),
+        accuracy_std=pl.col("acc").std(ddof=0),
+    )
+    summary = sizes.join(accuracy, on="benchmark", how="left", maintain_order="left").with_columns(
+        model=pl.lit(model, pl.String),
+        retain=pl.col("benchmark").is_in(sorted(retain)),
+    )
+    if baseline is None:
+        base = pl.lit(None, pl.Float64)
+    else:
+        summary = summary.join(
+            baseline.select("benchmark", baseline_accuracy=pl.col("accuracy_mean").cast(pl.Float64)),
+            on="benchmark",
+            how="left",
+            maintain_order="left",
+        )
+        base = pl.col("baseline_accuracy")
+    summary = summary.with_columns(
+        baseline_accuracy=base,
+        gain=pl.col("accuracy_mean") - base,
+        forgetting_pct=pl.when(pl.col("retain") & (base > 0))
+        .then((base - pl.col("accuracy_mean")) / base * 100)
+        .otherwise(None),
+    )
+    return summary.select(c.name for c in schemas.EVAL_SUMMARY.columns)
+
+
+def _percent(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{x * 100:+.1f}" if signed else f"{x * 100:.1f}"
+
+
+def print_summary(summary: pl.DataFrame, with_baseline: bool, caption: str) -> None:
+    table = Table(title="eval summary", title_justify="left", caption=caption, caption_justify="left")
+    table.add_column("benchmark", style="bold")
+    for name in ("problems", "samples", "accuracy % (mean ± std)"):
+        table.add_column(name, justify="right")
+    if with_baseline:
+        for name in ("baseline %", "gain (points)", "forgetting %"):
+            table.add_column(name, justify="right")
+    for r in summary.iter_rows(named=True):
+        row = [
+            r["benchmark"] + (" (retain)" if r["retain"] else ""),
+            f"{r['problems']:,}",
+            str(r["samples"]),
+            f"{r['accuracy_mean'] * 100:.1f} ± {r['accuracy_std'] * 100:.1f}",
+        ]
+        if with_baseline:
+            forgetting = r["forgetting_pct"]
+            row += [
+                _percent(r["baseline_accuracy"]),
+                _percent(r["gain"], signed=True),
+                "-" if forgetting is None else f"{forgetting:.1f}",
+            ]
+        table.add_row(*row)
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------
+# The stage
+
+
+def run(config: EvalConfig) -> Path:
+    # 1. Everything that can be checked before loading a model.
+    spec = verifiers.resolve(config.verifier)
+    arts, frames = read_problems(config.problems, config.context)
+    benchmarks = list(dict.fromkeys(b for f in frames for b in f["benchmark"]))
+    unknown = [b for b in config.retain if b not in benchmarks]
+    if unknown:
+        raise InputError(
+            f"--retain {', '.join(unknown)}: no such benchmark; the benchmarks are "
+            f"{', '.join(benchmarks)} (a file's `benchmark` column, else its name)"
+        )
+    baseline = read_baseline(config.baseline) if config.baseline is not None else None
+    models.check_model(config.model, "--model")
+    inputs = {
+        "problems": [a.fingerprint for a in arts],
+        "model": models.model_fingerprint(config.model),
+        "verifier": verifier_fingerprint(spec),
+    }
+    options = {k: v for k, v in job_options(config, inputs).items() if k not in _SUMMARY_ONLY}
+    named_inputs = {f"problems[{i}]": a for i, a in enumerate(arts)}
+    job = schemas.Job(
+        config.out,
+        schemas.EVAL_RESULTS,
+        options | {"verifier": spec},
+        schemas.provenance("eval", asdict(config), named_inputs),
+        overwrite=config.overwrite,
+    )
+    job.check()
+    if (config.out / SUMMARY_FILE).exists():
+        check_file_out(config.out / SUMMARY_FILE, schemas.EVAL_SUMMARY)
+
+    problems = pl.concat([f.select("problem_id", "prompt", "reference", "benchmark") for f in frames])
+    n = problems.height
+    n_parts = (n + config.part_size - 1) // config.part_size
+    todo: list[int] = []
+    if job.complete:
+        console.print(f"{config.out}: responses already complete ({n} problems); recomputing the summary")
+    else:
+        todo = _generate_and_check(config, spec, job, problems, frames, n_parts)
+
+    # 2. The summary, from every part (also those of earlier runs).
+    results = schemas.read(config.out, schemas.EVAL_RESULTS, option="--out")
+    summary = summarize(
+        results.frame, set(config.retain), baseline.frame if baseline is not None else None, config.model
+    )
+    if baseline is not None:
+        missing = summary.filter(pl.col("baseline_accuracy").is_null())["benchmark"].to_list()
+        if missing:
+            console.print(
+                f"[yellow]warning:[/] --baseline {config.baseline} has no benchmark "
+                f"{', '.join(missing)}; their gain and forgetting are left empty",
+                soft_wrap=True,
+            )
+    elif config.retain:
+        console.print("[yellow]note:[/] --retain without --baseline: forgetting needs a baseline", soft_wrap=True)
+    prov = schemas.provenance(
+        "eval", asdict(config), {"results": results} | ({"baseline": baseline} if baseline is not None else {})
+    )
+    schemas.write_file(config.out / SUMMARY_FILE, schemas.table_from_columns(summary.to_dict(), schemas.EVAL_SUMMARY), schemas.EVAL_SUMMARY, prov)
+    cut = int((results.frame["finish_reason"] == "length").sum())
+    print_summary(
+        summary,
+        baseline is not None,
+        f"parts resumed / generated now: {n_parts - len(todo)} / {len(todo)}; "
+        f"responses cut at --max-new-tokens: {cut:,} of {results.frame.height:,}",
+    )
+    return config.out
+
+
+def _generate_and_check(
+    config: EvalConfig,
+    spec: str,
+    job: schemas.Job,
+    problems: pl.DataFrame,
+    frames: list[pl.DataFrame],
+    n_parts: int,
+) -> list[int]:
+    """Generate and check every unfinished part, as rollout then score would; return their indices."""
+    tokenizer = models.load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    rows = problems.select("prompt", "reference").to_dicts()
+    ids = prompts.encode_prompts(
+        tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix
+    )
+    check_context_length(tokenizer, ids, problems, config.model, config.max_new_tokens)
+    models.resolve_dtype(config.dtype, models.resolve_device(config.device))
+    # What a module:function verifier sees: the whole row of its own file, with its benchmark.
+    checked_rows = [r for f in frames for r in f.to_dicts()]
+
+    job.start()
+    todo = [i for i in range(n_parts) if not job.has(i)]
+    n = problems.height
+    reasons: Counter[str] = Counter()
+    try:
+        # Workers start (and import their verifier) while the model loads.
+        with verifiers.CheckPool(spec, workers=config.workers, timeout=config.timeout) as pool:
+            model = models.load_model(
+                config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
+            )
+            eos = models.eos_token_ids(model, tokenizer)
+            sampling = SamplingOptions(config.samples, config.temperature, config.top_p, config.max_new_tokens)
+            total = sum(min(config.part_size, n - i * config.part_size) for i in todo)
+            with progress("eval", total=total, unit="problems") as bar:
+                for part in todo:
+                    lo, hi = part * config.part_size, min((part + 1) * config.part_size, n)
+                    samples = generate_hf(
+                        model,
+                        tokenizer,
+                        ids[lo:hi],
+                        sampling,
+                        eos_ids=eos,
+                        batch_size=config.batch_size,
+                        seed=derive_seed(config.seed, "eval", part),
+                    )
+                    cols: dict[str, list] = {c.name: [] for c in schemas.EVAL_RESULTS.columns}
+                    for row, per_problem in zip(checked_rows[lo:hi], samples):
+                        for k, s in enumerate(per_problem):
+                            cols["problem_id"].append(row["problem_id"])
+                            cols["sample_index"].append(k)
+                            cols["benchmark"].append(row["benchmark"])
+                            cols["completion"].append(tokenizer.decode(s.token_ids, skip_special_tokens=True))
+                            cols["finish_reason"].append(s.finish_reason)
+                    items = zip(cols["completion"], (checked_rows[lo + i // config.samples] for i in range(len(cols["completion"]))))
+                    for i, v in enumerate(pool.map(items)):
+                        if v.user_error:
+                            raise InputError(
+                                f"--verifier {spec}: raised on problem_id={cols['problem_id'][i]!r}, "
+                                f"sample_index={cols['sample_index'][i]} ({v.reason.removeprefix('error: ')}); "
+                                f"fix the function (it must return a bool for any completion) and rerun "
+                                f"with --overwrite"
+                            )
+                        cols["correct"].append(v.correct)
+                        cols["extracted"].append(v.extracted)
+                        cols["reason"].append(v.reason)
+                        reasons[(v.reason or "verdict").split(":", 1)[0]] += 1
+                    job.write(part, schemas.table_from_columns(cols, schemas.EVAL_RESULTS))
+                    advance(bar, hi - lo, "problems")
+    except InputError:
+        job.abandon()  # a job this run created leaves nothing behind
+        raise
+    job.finish(n_parts)
+    if reasons["timeout"] or reasons["error"]:
+        console.print(
+            f"[yellow]note:[/] {reasons['timeout']:,} check(s) timed out (> {config.timeout:g} s) and "
+            f"{reasons['error']:,} raised in the verifier; they count as wrong (see column 'reason')",
+            soft_wrap=True,
+        )
+    return todo

@@ -1,0 +1,309 @@
+"""The teacher's top-k distribution at every token of the sequences the student will learn.
+
+    paced teacher-logits --problems problems.parquet --sequences teacher_rollouts/ \
+        --teacher Qwen/Qwen3-8B --out teacher_logits/ --top-k 32 --weights weights.parquet
+
+`--sequences` is a rollouts artifact (the teacher's own responses for forward KL, the
+student's rollouts for reverse KL) or a problems file, whose `reference` solutions are then
+the responses (distillation on expert solutions). With `--context reference` the teacher's
+prompt carries the expert solution (the paper's Figure 2) while the stored response tokens,
+and the student prompt stored beside them, stay the same.
+
+Stored per response token: the teacher's k most likely ids among real tokens and their true
+log-probabilities under the full softmax, the log of the remaining mass (tail bucket), and
+the log-probability of the actual token. The vocabulary is never materialised for a whole
+batch: hidden states go through the output layer `--chunk-size` positions at a time.
+Problems whose weight is 0 (`--weights`) are skipped entirely: no teacher forward pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+import schemas
+from schemas import InputError
+from stages import models, prompts
+from stages.common import advance, console, progress, summary_table
+
+
+@dataclass
+class TeacherLogitsConfig:
+    problems: Path
+    sequences: Path
+    teacher: str
+    out: Path
+    top_k: int = 32
+    context: str = "none"
+    weights: Path | None = None
+    system_prompt: str | None = None
+    prompt_suffix: str | None = None
+    batch_size: int = 8
+    chunk_size: int = 1024
+    part_size: int = 256
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.top_k < 1:
+            problems.append(f"--top-k {self.top_k}: must be at least 1 (32 is a good default)")
+        if self.context not in prompts.CONTEXTS:
+            problems.append(f"--context {self.context}: use one of {', '.join(prompts.CONTEXTS)}")
+        for flag, v in (("--batch-size", self.batch_size), ("--chunk-size", self.chunk_size), ("--part-size", self.part_size)):
+            if v < 1:
+                problems.append(f"{flag} {v}: must be at least 1")
+        if problems:
+            raise InputError("\n".join(problems))
+
+
+def _declared_columns(path: Path, option: str) -> list[str]:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{option} {p}: no such file or directory; check the path")
+    files = (sorted(p.glob("part-*.parquet")) or sorted(p.glob("*.parquet"))) if p.is_dir() else [p]
+    if not files:
+        raise InputError(f"{option} {p}: the directory holds no .parquet files")
+    try:
+        return pq.read_schema(files[0]).names
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
+        raise InputError(f"{option} {files[0]}: not a readable Parquet file ({e})") from None
+
+
+def load_sequences(path: Path, problems: pl.DataFrame) -> tuple[pl.DataFrame, schemas.Artifact, str]:
+    """Sequences as (problem_id, sample_index, response text or token ids); and their kind."""
+    columns = _declared_columns(path, "--sequences")
+    if "completion_token_ids" in columns:
+        art = schemas.read(path, schemas.ROLLOUTS, option="--sequences", columns=["completion_token_ids", "model"])
+        frame = art.frame.select("problem_id", "sample_index", pl.col("completion_token_ids").alias("response_ids"))
+        return frame, art, "rollouts"
+    if "reference" in columns:
+        art = schemas.read(path, schemas.PROBLEMS, option="--sequences")
+        frame = art.frame.filter(pl.col("reference").is_not_null() & (pl.col("reference").str.strip_chars() != ""))
+        frame = frame.select("problem_id", pl.lit(0, pl.Int32).alias("sample_index"), pl.col("reference").alias("response_text"))
+        return frame, art, "references"
+    raise InputError(
+        f"--sequences {path}: neither a rollouts artifact (with completion_token_ids) nor a problems "
+        f"file (with reference); pass `paced rollout` output or a problems file with reference solutions"
+    )
+
+
+def apply_weights(seqs: pl.DataFrame, weights_path: Path | None) -> tuple[pl.DataFrame, pl.DataFrame, schemas.Artifact | None]:
+    """Split sequences into those to score and those skipped for weight 0."""
+    if weights_path is None:
+        return seqs, seqs.head(0), None
+    art = schemas.read(weights_path, schemas.WEIGHTS, option="--weights")
+    joined = seqs.join(art.frame.select("problem_id", "weight"), on="problem_id", how="left")
+    missing = joined.filter(pl.col("weight").is_null()).get_column("problem_id").unique(maintain_order=True)
+    if missing.len():
+        raise InputError(
+            f"--weights {art.path}: has no weight for {missing.len()} problem(s) of --sequences "
+            f"({', '.join(repr(x) for x in missing.head(5))}); the weights were computed from other "
+            f"scores: rerun paced weight on the scores of these problems"
+        )
+    keep = joined.filter(pl.col("weight") > 0).drop("weight")
+    skipped = joined.filter(pl.col("weight") == 0).drop("weight")
+    return keep, skipped, art
+
+
+def run(config: TeacherLogitsConfig) -> Path:
+    # 1. Inputs, all checked before the teacher is loaded.
+    problems = schemas.read(config.problems, schemas.PROBLEMS, option="--problems")
+    seqs, seq_art, kind = load_sequences(config.sequences, problems.frame)
+    unknown = seqs.join(problems.frame, on="problem_id", how="anti").get_column("problem_id").unique(maintain_order=True)
+    if unknown.len():
+        raise InputError(
+            f"--sequences {seq_art.path}: {unknown.len()} problem_id(s) are not in --problems "
+            f"{problems.path} ({', '.join(repr(x) for x in unknown.head(5))}); pass the matching problems file"
+        )
+    prompts.check_references(problems.frame.join(seqs.select("problem_id").unique(), on="problem_id"),
+                             config.context, f"--problems {problems.path}")
+    seqs, skipped, weights_art = apply_weights(seqs, config.weights)
+    models.check_model(config.teacher, "--teacher")
+    # The student prompt must be the one the sequences were sampled under: inherit the
+    # rollout's system prompt and suffix unless given.
+    rollout_opts = ((seq_art.provenance or {}).get("options") or {}) if kind == "rollouts" else {}
+    system_prompt = config.system_prompt if config.system_prompt is not None else rollout_opts.get("system_prompt")
+    suffix = config.prompt_suffix if config.prompt_suffix is not None else rollout_opts.get("prompt_suffix")
+
+    tokenizer = models.load_tokenizer(config.teacher, trust_remote_code=config.trust_remote_code)
+    signature = models.tokenizer_signature(tokenizer)
+    if kind == "rollouts":
+        for name in seq_art.frame.get_column("model").unique().to_list():
+            if Path(name).is_dir():
+                other = models.load_tokenizer(name, trust_remote_code=config.trust_remote_code)
+                models.check_same_tokenizer(signature, models.tokenizer_signature(other), f"--teacher {config.teacher}", f"the rollouts' model {name}")
+    if config.top_k > len(tokenizer):
+        raise InputError(f"--top-k {config.top_k}: larger than the teacher's vocabulary ({len(tokenizer):,} tokens)")
+
+    rows = seqs.join(problems.frame, on="problem_id", how="left").to_dicts()
+    student_prompts = prompts.encode_prompts(tokenizer, rows, context="none", system_prompt=system_prompt, suffix=suffix)
+    teacher_prompts = prompts.encode_prompts(tokenizer, rows, context=config.context, system_prompt=system_prompt, suffix=suffix)
+    eos = tokenizer.eos_token_id
+    responses = [
+        list(r["response_ids"]) if kind == "rollouts" else tokenizer(r["response_text"], add_special_tokens=False)["input_ids"] + [eos]
+        for r in rows
+    ]
+    empty = [i for i, r in enumerate(responses) if not r]
+    if empty:
+        raise InputError(
+            f"--sequences {seq_art.path}: {len(empty)} sequence(s) have no response tokens "
+            f"({', '.join(repr((rows[i]['problem_id'], rows[i]['sample_index'])) for i in empty[:5])}); drop them"
+        )
+    limit = models.max_context(config.teacher)
+    if limit is not None:
+        long = [i for i in range(len(rows)) if len(teacher_prompts[i]) + len(responses[i]) > limit]
+        if long:
+            raise InputError(
+                f"--sequences {seq_art.path}: {len(long)} sequence(s) are longer than the teacher's context of "
+                f"{limit} tokens with their prompt ({', '.join(repr(rows[i]['problem_id']) for i in long[:5])}); "
+                f"drop them or use a teacher with a longer context"
+            )
+
+    inputs = {"problems": problems.fingerprint, "sequences": seq_art.fingerprint,
+              "teacher": models.model_fingerprint(config.teacher),
+              "weights": weights_art.fingerprint if weights_art else None}
+    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "device", "trust_remote_code", "batch_size", "chunk_size")}
+    options |= {"system_prompt": system_prompt, "prompt_suffix": suffix, "inputs": inputs}
+    prov_inputs = {"problems": problems, "sequences": seq_art} | ({"weights": weights_art} if weights_art else {})
+    prov = schemas.provenance("teacher-logits", asdict(config) | {"tokenizer": signature}, prov_inputs)
+    job = schemas.Job(config.out, schemas.TEACHER_LOGITS, options, prov, overwrite=config.overwrite)
+    job.check()
+    n = len(rows)
+    n_parts = max(1, (n + config.part_size - 1) // config.part_size)
+    if job.complete:
+        console.print(f"{config.out}: already complete ({n} sequences); nothing to do")
+        return config.out
+    if n == 0:
+        raise InputError("--weights: every problem of --sequences has weight 0; there is nothing to distill on")
+
+    # 2. The job.
+    job.start()
+    todo = [i for i in range(n_parts) if not job.has(i)]
+    started = time.perf_counter()
+    model = models.load_model(config.teacher, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    tokens_now = 0
+    with progress("teacher-logits", total=sum(len(r) for p in todo for r in responses[p * config.part_size:(p + 1) * config.part_size]), unit="tok") as bar:
+        for part in todo:
+            lo, hi = part * config.part_size, min((part + 1) * config.part_size, n)
+            cols: dict[str, list] = {c.name: [] for c in schemas.TEACHER_LOGITS.columns}
+            results = score_sequences(
+                model, teacher_prompts[lo:hi], responses[lo:hi], top_k=config.top_k, real_vocab=len(tokenizer),
+                batch_size=config.batch_size, chunk_size=config.chunk_size,
+                on_batch=lambda t: advance(bar, t, "tok"),
+            )
+            for i, res in zip(range(lo, hi), results):
+                cols["problem_id"].append(rows[i]["problem_id"])
+                cols["sample_index"].append(rows[i]["sample_index"])
+                cols["prompt_token_ids"].append(student_prompts[i])
+                cols["token_ids"].append(responses[i])
+                for key in ("topk_ids", "topk_logprobs", "tail_logprob", "target_logprobs"):
+                    cols[key].append(res[key])
+                tokens_now += len(responses[i])
+            job.write(part, schemas.table_from_columns(cols, schemas.TEACHER_LOGITS))
+    job.finish(n_parts)
+    seconds = time.perf_counter() - started
+    total_tokens = sum(len(r) for r in responses)
+    saved_tokens = _skipped_tokens(skipped, kind, tokenizer)
+    size = sum(f.stat().st_size for f in Path(config.out).glob("part-*.parquet"))
+    summary_table(
+        "teacher-logits summary",
+        [
+            ("sequences scored", f"{n:,} ({kind})"),
+            ("response tokens", f"{total_tokens:,}"),
+            ("parts (resumed / scored now)", f"{n_parts - len(todo)} / {len(todo)}"),
+            ("skipped: weight-0 problems", f"{skipped.get_column('problem_id').n_unique():,} problems, {skipped.height:,} sequences"),
+            ("teacher tokens saved by skipping", f"{saved_tokens:,} ({saved_tokens / max(saved_tokens + total_tokens, 1):.1%})"),
+            ("top-k", str(config.top_k)),
+            ("bytes per token on disk", f"{size / max(total_tokens, 1):.1f}"),
+            ("tokens / second", f"{tokens_now / max(seconds, 1e-9):,.1f}"),
+        ],
+    )
+    return config.out
+
+
+def _skipped_tokens(skipped: pl.DataFrame, kind: str, tokenizer: Any) -> int:
+    if skipped.height == 0:
+        return 0
+    if kind == "rollouts":
+        return int(skipped.select(pl.col("response_ids").list.len().sum()).item())
+    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in skipped.get_column("response_text"))
+
+
+def score_sequences(
+    model: Any,
+    prompt_ids: list[list[int]],
+    response_ids: list[list[int]],
+    *,
+    top_k: int,
+    real_vocab: int,
+    batch_size: int,
+    chunk_size: int,
+    on_batch=None,
+) -> list[dict[str, Any]]:
+    """Teacher-force prompt + response and keep the top-k at every response position.
+
+    Batches are formed from sequences of similar length (less padding) and results are
+    returned in input order. Right padding: positions of real tokens are unchanged.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]) + len(response_ids[i]))
+    out: list[dict[str, Any] | None] = [None] * len(order)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        seqs = [prompt_ids[i] + response_ids[i] for i in idx]
+        width = max(len(s) for s in seqs)
+        ids = torch.zeros((len(idx), width), dtype=torch.long, device=device)
+        mask = torch.zeros((len(idx), width), dtype=torch.long, device=device)
+        for r, s in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s)
+            mask[r, : len(s)] = 1
+        with torch.inference_mode():
+            hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, H]
+            for r, i in enumerate(idx):
+                p, n = len(prompt_ids[i]), len(response_ids[i])
+                # Hidden state at position t predicts token t + 1: the response's n tokens are
+                # predicted from positions p-1 .. p+n-2.
+                h = hidden[r, p - 1 : p + n - 1]
+                targets = torch.tensor(response_ids[i], device=device)
+                out[i] = topk_from_hidden(head, h, targets, top_k=top_k, real_vocab=real_vocab, chunk_size=chunk_size)
+        if on_batch:
+            on_batch(sum(len(response_ids[i]) for i in idx))
+    return out  # type: ignore[return-value]
+
+
+def topk_from_hidden(head, hidden, targets, *, top_k: int, real_vocab: int, chunk_size: int) -> dict[str, Any]:
+    """[n, H] hidden states -> top-k ids/log-probs, tail log-mass and target log-probs per position.
+
+    log-softmax over the full output layer in float32; the top-k is taken among the
+    `real_vocab` ids the tokenizer can produce (padded embedding rows stay in the tail).
+    """
+    import torch
+
+    ids, lps, tails, tgts = [], [], [], []
+    for s in range(0, hidden.shape[0], chunk_size):
+        logits = head(hidden[s : s + chunk_size]).float()  # [c, V]
+        logp = torch.log_softmax(logits, dim=-1)
+        top = logp[:, :real_vocab].topk(top_k, dim=-1)  # sorted, most likely first
+        rest = logp.scatter(-1, top.indices, float("-inf"))
+        tail = torch.logsumexp(rest, dim=-1)
+        ids.append(top.indices)
+        lps.append(top.values)
+        tails.append(tail)
+        tgts.append(logp.gather(-1, targets[s : s + chunk_size, None]).squeeze(-1))
+    return {
+        "topk_ids": torch.cat(ids).int().tolist(),
+        "topk_logprobs": torch.cat(lps).half().tolist(),
+        "tail_logprob": torch.cat(tails).clamp(min=-1e4).tolist(),
+        "target_logprobs": torch.cat(tgts).tolist(),
+    }
