@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from paced_cli.eval import eval_ as eval_command
+from paced_cli.distill import distill
 from paced_cli.rollout import rollout
 from paced_cli.score import score
 from paced_cli.teacher_logits import teacher_logits
@@ -39,8 +41,10 @@ def _root(
 
 app.command("rollout")(rollout)
 app.command("score")(score)
-app.command("teacher-logits")(teacher_logits)
 app.command("weight")(weight)
+app.command("teacher-logits")(teacher_logits)
+app.command("distill")(distill)
+app.command("eval")(eval_command)
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Schemas never import stages.
 
 from schemas import eval_results, problems, rollouts, scores, teacher_logits, train_log, weights
 from schemas.base import ArtifactSchema, Column, InputError
-from schemas.io import Artifact, Job, fingerprint, provenance, read, table_from_columns, write_file
+from schemas.io import Artifact, Job, fingerprint, provenance, read, read_header, table_from_columns, write_file
 
 PROBLEMS = problems.SCHEMA
 ROLLOUTS = rollouts.SCHEMA
@@ -36,6 +36,7 @@ __all__ = [
     "fingerprint",
     "provenance",
     "read",
+    "read_header",
     "table_from_columns",
     "write_file",
 ]

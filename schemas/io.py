@@ -166,7 +166,7 @@ def _parquet_schema(path: Path, option: str) -> pa.Schema:
         ) from None
 
 
-def _files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | None]:
+def artifact_files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | None]:
     """The Parquet files of an artifact path, and the manifest's provenance if any."""
     if not p.is_dir():
         return [p], None
@@ -216,7 +216,7 @@ def read(
     if columns is not None:
         keep = list(dict.fromkeys([*schema.key, *columns]))
         schema = replace(schema, columns=tuple(c for c in schema.columns if c.name in keep), checks=())
-    files, prov = _files(p, option)
+    files, prov = artifact_files(p, option)
     frames = []
     for f in files:
         arrow_schema = _parquet_schema(f, option)
@@ -239,6 +239,26 @@ def read(
     if frame.height == 0 and not allow_empty:
         raise InputError(f"{option} {p}: the {schema.name} artifact has no rows; nothing to do")
     return Artifact(p, frame, fingerprint(p), schema.name, prov)
+
+
+def read_header(path: str | os.PathLike, schema: ArtifactSchema, *, option: str) -> Artifact:
+    """Validate an artifact's files, declared schema and column types without loading its rows.
+
+    For artifacts too large to hold in memory (teacher logits); the stage that streams the
+    rows checks their invariants as it goes. `frame` is empty.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{option} {p}: no such file or directory; check the path")
+    files, prov = artifact_files(p, option)
+    for f in files:
+        arrow_schema = _parquet_schema(f, option)
+        declared = _declared(f, arrow_schema.metadata, schema, option)
+        prov = prov if prov is not None else declared
+        check_types(arrow_schema, schema, f"{option} {f}")
+    if sum(pq.read_metadata(f).num_rows for f in files) == 0:
+        raise InputError(f"{option} {p}: the {schema.name} artifact has no rows; nothing to do")
+    return Artifact(p, pl.DataFrame(), fingerprint(p), schema.name, prov)
 
 
 def _load_json(path: Path, option: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
+from rich import box
 from rich.table import Table
 
 import schemas
@@ -227,7 +228,7 @@ def summarize(results: pl.DataFrame, retain: set[str], baseline: pl.DataFrame | 
         .then((base - pl.col("accuracy_mean")) / base * 100)
         .otherwise(None),
     )
-    return summary.select(c.name for c in schemas.EVAL_SUMMARY.columns)
+    return summary.select([c.name for c in schemas.EVAL_SUMMARY.columns])
 
 
 def _percent(x: float | None, signed: bool = False) -> str:
@@ -236,17 +237,19 @@ def _percent(x: float | None, signed: bool = False) -> str:
     return f"{x * 100:+.1f}" if signed else f"{x * 100:.1f}"
 
 
-def print_summary(summary: pl.DataFrame, with_baseline: bool, caption: str) -> None:
-    table = Table(title="eval summary", title_justify="left", caption=caption, caption_justify="left")
+def print_summary(summary: pl.DataFrame, with_baseline: bool, footer: str) -> None:
+    table = Table(title="eval summary", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("benchmark", style="bold")
-    for name in ("problems", "samples", "accuracy % (mean ± std)"):
-        table.add_column(name, justify="right")
+    table.add_column("problems", justify="right")
+    table.add_column("samples", justify="right")
+    table.add_column("accuracy", justify="right", no_wrap=True)
     if with_baseline:
-        for name in ("baseline %", "gain (points)", "forgetting %"):
-            table.add_column(name, justify="right")
+        table.add_column("baseline", justify="right")
+        table.add_column("gain", justify="right")
+        table.add_column("forgetting", justify="right")
     for r in summary.iter_rows(named=True):
         row = [
-            r["benchmark"] + (" (retain)" if r["retain"] else ""),
+            r["benchmark"] + (" *" if r["retain"] else ""),
             f"{r['problems']:,}",
             str(r["samples"]),
             f"{r['accuracy_mean'] * 100:.1f} ± {r['accuracy_std'] * 100:.1f}",
@@ -260,6 +263,12 @@ def print_summary(summary: pl.DataFrame, with_baseline: bool, caption: str) -> N
             ]
         table.add_row(*row)
     console.print(table)
+    notes = ["accuracy: % correct, mean ± std over sample indices"]
+    if with_baseline:
+        notes.append("gain: accuracy - baseline, in percentage points")
+    if summary["retain"].any():
+        notes.append("* retention set (--retain): forgetting = (baseline - accuracy) / baseline * 100")
+    console.print("\n".join([*notes, footer]), soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -324,7 +333,8 @@ def run(config: EvalConfig) -> Path:
     prov = schemas.provenance(
         "eval", asdict(config), {"results": results} | ({"baseline": baseline} if baseline is not None else {})
     )
-    schemas.write_file(config.out / SUMMARY_FILE, schemas.table_from_columns(summary.to_dict(), schemas.EVAL_SUMMARY), schemas.EVAL_SUMMARY, prov)
+    table = schemas.table_from_columns(summary.to_dict(), schemas.EVAL_SUMMARY)
+    schemas.write_file(config.out / SUMMARY_FILE, table, schemas.EVAL_SUMMARY, prov)
     cut = int((results.frame["finish_reason"] == "length").sum())
     print_summary(
         summary,
@@ -378,8 +388,10 @@ def _generate_and_check(
                         eos_ids=eos,
                         batch_size=config.batch_size,
                         seed=derive_seed(config.seed, "eval", part),
+                        on_batch=lambda done, tokens: advance(bar, done, "problems"),
                     )
                     cols: dict[str, list] = {c.name: [] for c in schemas.EVAL_RESULTS.columns}
+                    row_of_response = []
                     for row, per_problem in zip(checked_rows[lo:hi], samples):
                         for k, s in enumerate(per_problem):
                             cols["problem_id"].append(row["problem_id"])
@@ -387,8 +399,8 @@ def _generate_and_check(
                             cols["benchmark"].append(row["benchmark"])
                             cols["completion"].append(tokenizer.decode(s.token_ids, skip_special_tokens=True))
                             cols["finish_reason"].append(s.finish_reason)
-                    items = zip(cols["completion"], (checked_rows[lo + i // config.samples] for i in range(len(cols["completion"]))))
-                    for i, v in enumerate(pool.map(items)):
+                            row_of_response.append(row)
+                    for i, v in enumerate(pool.map(zip(cols["completion"], row_of_response))):
                         if v.user_error:
                             raise InputError(
                                 f"--verifier {spec}: raised on problem_id={cols['problem_id'][i]!r}, "
@@ -401,7 +413,6 @@ def _generate_and_check(
                         cols["reason"].append(v.reason)
                         reasons[(v.reason or "verdict").split(":", 1)[0]] += 1
                     job.write(part, schemas.table_from_columns(cols, schemas.EVAL_RESULTS))
-                    advance(bar, hi - lo, "problems")
     except InputError:
         job.abandon()  # a job this run created leaves nothing behind
         raise

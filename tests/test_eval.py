@@ -1,0 +1,237 @@
+"""paced eval: the summary arithmetic by hand, then the real command on a tiny model.
+
+The tiny model answers at random, so the end-to-end tests use `module:function` verifiers
+that accept (or reject) every response: the accuracies are then known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+import schemas
+from stages.eval import summarize
+from tests.conftest import make_problems, paced
+
+FAST = ["--samples", "3", "--max-new-tokens", "6", "--part-size", "3", "--batch-size", "4", "--workers", "1"]
+CHECKS = (
+    "def yes(completion, problem):\n"
+    "    return problem['benchmark'] != ''  # the row carries its benchmark\n"
+    "def no(completion, problem):\n"
+    "    return False\n"
+)
+
+
+# ---------------------------------------------------------------------------------------
+# summarize: known answers
+
+
+def results_frame(table: dict[str, list[list[bool]]]) -> pl.DataFrame:
+    """{benchmark: [per problem: [correct of sample 0, 1, ...]]} as per-response rows."""
+    rows = []
+    for bench, per_problem in table.items():
+        for i, samples in enumerate(per_problem):
+            for k, correct in enumerate(samples):
+                rows.append({"problem_id": f"{bench}-{i}", "sample_index": k, "benchmark": bench, "correct": correct})
+    return pl.DataFrame(rows, schema={"problem_id": pl.String, "sample_index": pl.Int32, "benchmark": pl.String, "correct": pl.Boolean})
+
+
+RESULTS = results_frame(
+    {
+        # sample 0: 2/4 right, sample 1: 4/4, sample 2: 0/4 -> per-index 0.5, 1.0, 0.0
+        "alpha": [[True, True, False], [True, True, False], [False, True, False], [False, True, False]],
+        # one sample index: 1/2 -> 0.5 ± 0
+        "beta": [[True], [False]],
+        # sample 0: 1/1, sample 1: 0/1 -> 0.5 ± 0.5
+        "gamma": [[True, False]],
+    }
+)
+
+
+def test_summarize_mean_and_population_std_over_sample_indices():
+    s = summarize(RESULTS, set(), None, "m")
+    assert s.columns == [c.name for c in schemas.EVAL_SUMMARY.columns]
+    assert s["benchmark"].to_list() == ["alpha", "beta", "gamma"]
+    assert s["problems"].to_list() == [4, 2, 1]
+    assert s["samples"].to_list() == [3, 1, 2]
+    assert s["accuracy_mean"].to_list() == pytest.approx([0.5, 0.5, 0.5])
+    # population std of (0.5, 1.0, 0.0): sqrt(((0)^2 + 0.5^2 + 0.5^2) / 3)
+    assert s["accuracy_std"].to_list() == pytest.approx([math.sqrt(0.5 / 3), 0.0, 0.5])
+    assert s["model"].to_list() == ["m"] * 3 and s["retain"].to_list() == [False] * 3
+    for col in ("baseline_accuracy", "gain", "forgetting_pct"):
+        assert s[col].null_count() == 3
+    # The summary builds a table of the artifact's exact schema.
+    schemas.table_from_columns(s.to_dict(), schemas.EVAL_SUMMARY)
+
+
+def test_summarize_gain_and_forgetting_against_a_baseline():
+    baseline = pl.DataFrame({"benchmark": ["alpha", "beta", "delta"], "accuracy_mean": [0.8, 0.0, 0.9]})
+    s = summarize(RESULTS, {"alpha", "beta", "gamma"}, baseline, "m")
+    by = {r["benchmark"]: r for r in s.iter_rows(named=True)}
+    assert by["alpha"]["baseline_accuracy"] == 0.8
+    assert by["alpha"]["gain"] == pytest.approx(0.5 - 0.8)
+    assert by["alpha"]["forgetting_pct"] == pytest.approx((0.8 - 0.5) / 0.8 * 100)  # 37.5
+    assert by["beta"]["gain"] == pytest.approx(0.5)
+    assert by["beta"]["forgetting_pct"] is None  # baseline 0: no relative drop
+    assert by["gamma"]["baseline_accuracy"] is None  # not in the baseline
+    assert by["gamma"]["gain"] is None and by["gamma"]["forgetting_pct"] is None
+    # Forgetting is only for retention sets; gain is for all.
+    s = summarize(RESULTS, {"beta"}, baseline, "m")
+    alpha = s.filter(pl.col("benchmark") == "alpha").row(0, named=True)
+    assert alpha["gain"] == pytest.approx(-0.3) and alpha["forgetting_pct"] is None and not alpha["retain"]
+
+
+# ---------------------------------------------------------------------------------------
+# Through the command line
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """Two problems files: `math500` named by its file, `mixed` by its benchmark column."""
+    d = tmp_path_factory.mktemp("bench")
+    make_problems(4).write_parquet(d / "math500.parquet")
+    make_problems(3).with_columns(
+        problem_id=pl.format("q{}", pl.col("problem_id")),
+        benchmark=pl.Series(["gsm8k", "aime", "aime"]),
+    ).write_parquet(d / "mixed.parquet")
+    (d / "evalchecks.py").write_text(CHECKS)
+    return d
+
+
+def eval_cmd(bench, model, out, verifier, *extra):
+    return paced("eval", "--model", model, "--problems", bench / "math500.parquet", "--problems", bench / "mixed.parquet",
+                 "--out", out, "--verifier", verifier, *FAST, *extra)
+
+
+@pytest.fixture(scope="module")
+def evals(bench, student_dir):
+    """One eval where every response is right, one where every response is wrong."""
+    mp = pytest.MonkeyPatch()
+    mp.chdir(bench)  # the verifier module sits in the current directory
+    runs = {}
+    for name in ("yes", "no"):
+        r = eval_cmd(bench, student_dir, bench / f"eval-{name}", f"evalchecks:{name}")
+        assert r.exit_code == 0, r.stderr
+        runs[name] = (bench / f"eval-{name}", r)
+    yield runs
+    mp.undo()
+
+
+def summary_rows(out) -> dict[str, dict]:
+    return {r["benchmark"]: r for r in pl.read_parquet(out / "summary.parquet").iter_rows(named=True)}
+
+
+def test_per_response_rows_and_summary(evals, student_dir):
+    out, r = evals["yes"]
+    assert r.stdout.strip() == str(out)
+    assert "eval summary" in r.stderr and "100.0 ± 0.0" in r.stderr
+    df = pl.read_parquet(out / "part-*.parquet")
+    assert df.height == (4 + 3) * 3
+    assert df.select(pl.struct("problem_id", "sample_index").n_unique()).item() == df.height
+    benchmarks = dict(df.select("problem_id", "benchmark").unique().iter_rows())
+    assert {benchmarks[f"p{i}"] for i in range(4)} == {"math500"}  # from the file name
+    assert [benchmarks[f"qp{i}"] for i in range(3)] == ["gsm8k", "aime", "aime"]  # from the column
+    assert df["correct"].all() and set(df["finish_reason"]) <= {"stop", "length"}
+
+    summary = pl.read_parquet(out / "summary.parquet")
+    assert summary.columns == [c.name for c in schemas.EVAL_SUMMARY.columns]
+    s = summary_rows(out)
+    assert set(s) == {"math500", "gsm8k", "aime"}
+    assert (s["math500"]["problems"], s["gsm8k"]["problems"], s["aime"]["problems"]) == (4, 1, 2)
+    for row in s.values():
+        assert (row["samples"], row["accuracy_mean"], row["accuracy_std"]) == (3, 1.0, 0.0)
+        assert row["model"] == str(student_dir)
+    meta = pq.read_schema(out / "summary.parquet").metadata
+    assert meta[b"paced.schema"] == b"eval_summary"
+    assert json.loads(meta[b"paced.provenance"])["stage"] == "eval"
+    assert all(row["accuracy_mean"] == 0.0 for row in summary_rows(evals["no"][0]).values())
+
+
+def test_rerun_with_a_baseline_regenerates_nothing_and_reports_gain_and_forgetting(evals, bench, student_dir, monkeypatch):
+    monkeypatch.chdir(bench)
+    yes, no = evals["yes"][0], evals["no"][0]
+    before = {p.name: p.stat().st_mtime_ns for p in yes.glob("part-*.parquet")}
+
+    # All right now, all wrong in the baseline: gain 1; a retention set at baseline 0 has no forgetting.
+    r = eval_cmd(bench, student_dir, yes, "evalchecks:yes", "--baseline", no, "--retain", "aime")
+    assert r.exit_code == 0, r.stderr
+    assert "already complete" in r.stderr and "0 / 0" not in r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in yes.glob("part-*.parquet")} == before
+    s = summary_rows(yes)
+    assert all(row["baseline_accuracy"] == 0.0 and row["gain"] == 1.0 for row in s.values())
+    assert s["aime"]["retain"] and s["aime"]["forgetting_pct"] is None
+    assert not s["math500"]["retain"] and s["math500"]["forgetting_pct"] is None
+
+    # The reverse: all wrong now, all right in the baseline: retention sets forgot 100 %.
+    r = eval_cmd(bench, student_dir, no, "evalchecks:no", "--baseline", yes, "--retain", "aime", "--retain", "gsm8k")
+    assert r.exit_code == 0, r.stderr
+    s = summary_rows(no)
+    assert s["aime"]["forgetting_pct"] == 100.0 and s["gsm8k"]["forgetting_pct"] == 100.0
+    assert s["math500"]["forgetting_pct"] is None and s["math500"]["gain"] == -1.0
+    assert "forgetting" in r.stderr
+
+
+def test_baseline_missing_a_benchmark_gives_nulls_and_a_warning(evals, bench, student_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(bench)
+    partial = tmp_path / "partial"
+    r = paced("eval", "--model", student_dir, "--problems", bench / "math500.parquet", "--out", partial,
+              "--verifier", "evalchecks:no", *FAST)
+    assert r.exit_code == 0, r.stderr
+    r = eval_cmd(bench, student_dir, evals["yes"][0], "evalchecks:yes", "--baseline", partial)
+    assert r.exit_code == 0, r.stderr
+    assert "warning" in r.stderr and "gsm8k" in r.stderr
+    s = summary_rows(evals["yes"][0])
+    assert s["math500"]["gain"] == 1.0
+    assert s["aime"]["baseline_accuracy"] is None and s["aime"]["gain"] is None
+
+
+def test_resume_regenerates_only_the_missing_part(bench, student_dir, tmp_path):
+    out = tmp_path / "resumed"
+    assert eval_cmd(bench, student_dir, out, "exact").exit_code == 0  # a built-in verifier
+    full = pl.read_parquet(out / "part-*.parquet")
+    # A run killed after its first part: later parts and the manifest are not there yet.
+    (out / "_manifest.json").unlink()
+    (out / "summary.parquet").unlink()
+    (out / "part-00002.parquet").unlink()
+    r = eval_cmd(bench, student_dir, out, "exact")
+    assert r.exit_code == 0, r.stderr
+    assert "parts resumed / generated now: 2 / 1" in r.stderr
+    assert pl.read_parquet(out / "part-*.parquet").equals(full)
+    assert (out / "summary.parquet").exists()
+
+
+def test_bad_input_exits_2_before_loading_anything(evals, bench, student_dir, tmp_path, problems_file):
+    clash = tmp_path / "clash.parquet"
+    make_problems(2).write_parquet(clash)  # p0, p1 are also in math500.parquet
+    files = ["--problems", bench / "math500.parquet", "--problems", bench / "mixed.parquet"]
+    cases = [
+        ([*files, "--retain", "mmlu"], "--retain mmlu: no such benchmark"),
+        ([*files, "--baseline", tmp_path], "not a paced eval directory"),
+        ([*files, "--baseline", tmp_path / "nowhere"], "--baseline"),
+        ([*files, "--baseline", problems_file], "not a paced eval directory"),
+        (["--problems", bench / "math500.parquet", "--problems", clash], "'p0', 'p1' appear in both"),
+        ([*files, "--samples", "0"], "--samples 0"),
+        ([*files, "--timeout", "0", "--top-p", "2"], "--timeout 0.0"),
+    ]
+    for args, needle in cases:
+        out = tmp_path / "out"
+        r = paced("eval", "--model", student_dir, "--out", out, *args)
+        assert r.exit_code == 2, (args, r.stderr)
+        assert needle in r.stderr, (needle, r.stderr)
+        assert not out.exists()
+    r = paced("eval", "--model", student_dir, "--out", tmp_path / "o", *files, "--timeout", "0", "--top-p", "2")
+    assert "--top-p 2.0" in r.stderr  # every bad option named at once
+
+
+def test_a_verifier_function_that_raises_exits_2_and_leaves_nothing(bench, student_dir, tmp_path, monkeypatch):
+    (tmp_path / "evalbad.py").write_text("def check(completion, problem):\n    raise ValueError('boom')\n")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "e"
+    r = eval_cmd(bench, student_dir, out, "evalbad:check")
+    assert r.exit_code == 2
+    assert "evalbad:check" in r.stderr and "boom" in r.stderr and "problem_id='p0'" in r.stderr
+    assert not out.exists()
