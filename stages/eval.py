@@ -311,7 +311,9 @@ def run(config: EvalConfig) -> Path:
     n_parts = (n + config.part_size - 1) // config.part_size
     todo: list[int] = []
     if job.complete:
-        console.print(f"{config.out}: responses already complete ({n} problems); recomputing the summary")
+        console.print(
+            f"{config.out}: responses already complete ({n} problems); recomputing the summary", soft_wrap=True
+        )
     else:
         todo = _generate_and_check(config, spec, job, problems, frames, n_parts)
 

@@ -1,0 +1,174 @@
+"""paced distill: one weight per problem, KL goes down, kill + --resume reproduces the curve."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+import torch
+
+from tests.conftest import ROOT, make_problems, paced, paced_subprocess
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, student_dir, teacher_dir):
+    """Teacher-generated sequences, their teacher logits and per-problem weights."""
+    d = tmp_path_factory.mktemp("distill")
+    make_problems(8).write_parquet(d / "problems.parquet")
+    assert paced("rollout", "--problems", d / "problems.parquet", "--model", teacher_dir, "--out", d / "seqs",
+                 "--samples", "2", "--max-new-tokens", "12", "--seed", "5").exit_code == 0
+    r = paced("teacher-logits", "--problems", d / "problems.parquet", "--sequences", d / "seqs", "--teacher", teacher_dir,
+              "--out", d / "tl", "--top-k", "16")
+    assert r.exit_code == 0, r.stderr
+    weights = pl.DataFrame({
+        "problem_id": [f"p{i}" for i in range(8)], "num_samples": [8] * 8,
+        "num_correct": [0, 2, 4, 6, 8, 3, 5, 1], "pass_rate": [0.0, .25, .5, .75, 1.0, .375, .625, .125],
+    }).with_columns(weight=(pl.col("pass_rate") * (1 - pl.col("pass_rate"))))
+    weights = weights.with_columns(weight=pl.col("weight") * 8 / pl.col("weight").sum())
+    weights.write_parquet(d / "weights.parquet")
+    return d
+
+
+ARGS = ["--lr", "3e-3", "--batch-size", "3", "--micro-batch-size", "2", "--schedule", "constant", "--seed", "1"]
+
+
+def mean_kl(model_dir, tl_dir) -> float:
+    """Token-mean forward KL of a model to the stored teacher distributions, over all sequences."""
+    from stages import distill, losses
+    from transformers import AutoModelForCausalLM
+
+    import schemas
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    frame = pl.read_parquet(f"{tl_dir}/part-*.parquet")
+    w = pl.DataFrame({"problem_id": frame["problem_id"].unique(), "num_samples": 1, "num_correct": 0,
+                      "pass_rate": 0.0, "weight": 1.0})
+    wf = tl_dir.parent / "w_all.parquet"
+    w.write_parquet(wf)
+    data, _ = distill.load_data(tl_dir, schemas.read(wf, schemas.WEIGHTS, option="--weights"), tl_dir.parent / "cache.arrow")
+    rows = list(range(data.table.num_rows))
+    batch = distill.collate(data, rows, "cpu")
+    with torch.no_grad():
+        terms = distill.micro_batch_loss(model, batch, torch.ones(len(rows)), loss="fkl", mu=0.5, chunk_size=64,
+                                         autocast=lambda: torch.autocast("cpu", enabled=False))
+    return terms["fkl"].item() / batch["mask"].sum().item()
+
+
+def test_distill_lowers_the_kl_and_writes_a_loadable_checkpoint(tmp_path, setup, student_dir, tokenizer):
+    out = tmp_path / "student"
+    r = paced("distill", "--student", student_dir, "--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet",
+              "--out", out, *ARGS, "--epochs", "12")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == str(out)
+    before, after = mean_kl(student_dir, setup / "tl"), mean_kl(out, setup / "tl")
+    assert after < 0.5 * before, (before, after)
+    log = pl.read_parquet(out / "train_log.parquet")
+    # 6 problems have 0 < p < 1 (weight > 0): 2 steps per epoch of batch 3.
+    assert log.height == 24 and log["problems"].to_list() == [3] * 24
+    assert log["loss"].to_list() == log["fkl"].to_list()
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    assert not (out / "checkpoints").exists()
+    assert "sequences skipped (weight 0)" in r.stderr and "4 of 16" in r.stderr
+    # The output is an ordinary checkpoint: paced rollout loads it.
+    assert paced("rollout", "--problems", setup / "problems.parquet", "--model", out, "--out", tmp_path / "ro",
+                 "--samples", "1", "--max-new-tokens", "4").exit_code == 0
+
+
+@pytest.mark.parametrize("loss", ["rkl", "akl"])
+def test_other_losses_train(tmp_path, setup, student_dir, loss):
+    out = tmp_path / loss
+    r = paced("distill", "--student", student_dir, "--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet",
+              "--out", out, *ARGS, "--max-steps", "6", "--loss", loss)
+    assert r.exit_code == 0, r.stderr
+    log = pl.read_parquet(out / "train_log.parquet")
+    assert log["loss"][-1] < log["loss"][0]
+    if loss == "rkl":
+        assert log["loss"].to_list() == log["rkl"].to_list()
+
+
+def _grads(model, data, rows, coef):
+    from stages import distill
+
+    model.zero_grad()
+    batch = distill.collate(data, rows, "cpu")
+    terms = distill.micro_batch_loss(model, batch, torch.tensor(coef), loss="fkl", mu=0.5, chunk_size=8,
+                                     autocast=lambda: torch.autocast("cpu", enabled=False))
+    terms["loss"].backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone()
+
+
+def test_weight_zero_gives_zero_gradient_and_doubling_doubles(setup, student_dir):
+    from stages import distill
+    from transformers import AutoModelForCausalLM
+
+    import schemas
+
+    w = schemas.read(setup / "weights.parquet", schemas.WEIGHTS, option="--weights")
+    data, _ = distill.load_data(setup / "tl", w, setup / "cache2.arrow")
+    model = AutoModelForCausalLM.from_pretrained(student_dir)
+    a, b = data.rows[data.problems[0]][0], data.rows[data.problems[1]][0]
+    g_a = _grads(model, data, [a], [1.0])
+    g_b = _grads(model, data, [b], [1.0])
+    assert torch.allclose(_grads(model, data, [a, b], [1.0, 0.0]), g_a, atol=1e-6)  # b's weight 0: no gradient from b
+    assert torch.allclose(_grads(model, data, [a, b], [1.0, 2.0]), g_a + 2 * g_b, atol=1e-5)
+
+
+def test_kill_then_resume_reproduces_the_loss_curve(tmp_path, setup, student_dir):
+    args = ["--student", student_dir, "--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet",
+            *ARGS, "--max-steps", "40", "--save-steps", "4"]
+    ref = paced_subprocess("distill", *args, "--out", tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr
+
+    out = tmp_path / "killed"
+    env = os.environ | {"PACED_NO_PROGRESS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "paced_cli", "distill", *map(str, args), "--out", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "step-8" / "state.json").exists():
+        assert proc.poll() is None, "distill ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "_manifest.json").exists()
+
+    refused = paced_subprocess("distill", *args, "--out", out)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    resumed = paced_subprocess("distill", *args, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr
+    a = pl.read_parquet(tmp_path / "ref" / "train_log.parquet")
+    b = pl.read_parquet(out / "train_log.parquet")
+    assert a["step"].to_list() == b["step"].to_list() == list(range(1, 41))
+    for col in ("loss", "fkl", "rkl", "grad_norm", "lr"):
+        assert b[col].to_list() == pytest.approx(a[col].to_list(), rel=1e-5, abs=1e-7), col
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "ref" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_bad_input_exits_2(tmp_path, setup, student_dir, raw_model_dir):
+    base = ["--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet"]
+    cases = [
+        (["--student", raw_model_dir, *base], "do not share a tokenizer"),
+        (["--student", student_dir, *base, "--loss", "jsd"], "--loss jsd"),
+        (["--student", student_dir, *base, "--lr", "-1"], "--lr -1.0"),
+        (["--student", student_dir, "--teacher-logits", setup / "seqs", "--weights", setup / "weights.parquet"],
+         "paced 'rollouts' artifact, but --teacher-logits expects"),
+        (["--student", student_dir, *base, "--init", setup], "not a paced distill output"),
+    ]
+    for args, needle in cases:
+        r = paced("distill", *args, "--out", tmp_path / "o")
+        assert r.exit_code == 2, (args, r.stderr)
+        assert needle in r.stderr, (needle, r.stderr)
+        assert not (tmp_path / "o").exists()
+    stale = tmp_path / "stale.parquet"
+    pl.read_parquet(setup / "weights.parquet").filter(pl.col("problem_id") != "p1").write_parquet(stale)
+    r = paced("distill", "--student", student_dir, "--teacher-logits", setup / "tl", "--weights", stale, "--out", tmp_path / "o2")
+    assert r.exit_code == 2 and "no weight for 1 problem(s)" in r.stderr and "'p1'" in r.stderr
