@@ -18,7 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 # stdout carries only the output path, so shell pipelines can capture it; all else is stderr.
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextmanager
