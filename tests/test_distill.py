@@ -172,3 +172,23 @@ def test_bad_input_exits_2(tmp_path, setup, student_dir, raw_model_dir):
     pl.read_parquet(setup / "weights.parquet").filter(pl.col("problem_id") != "p1").write_parquet(stale)
     r = paced("distill", "--student", student_dir, "--teacher-logits", setup / "tl", "--weights", stale, "--out", tmp_path / "o2")
     assert r.exit_code == 2 and "no weight for 1 problem(s)" in r.stderr and "'p1'" in r.stderr
+
+
+def test_gradient_checkpointing_gives_the_same_curve_and_lora_merges(tmp_path, setup, student_dir):
+    base = ["--student", student_dir, "--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet", *ARGS, "--max-steps", "3"]
+    assert paced("distill", *base, "--out", tmp_path / "plain").exit_code == 0
+    assert paced("distill", *base, "--out", tmp_path / "gc", "--gradient-checkpointing").exit_code == 0
+    a = pl.read_parquet(tmp_path / "plain" / "train_log.parquet")["loss"].to_list()
+    b = pl.read_parquet(tmp_path / "gc" / "train_log.parquet")["loss"].to_list()
+    assert b == pytest.approx(a, rel=1e-5)
+
+    r = paced("distill", *base, "--out", tmp_path / "lora", "--lora-r", "4")
+    assert r.exit_code == 0, r.stderr
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    merged = load_file(tmp_path / "lora" / "model.safetensors")
+    original = load_file(student_dir / "model.safetensors")
+    assert set(merged) == set(original)  # adapters merged: an ordinary checkpoint
+    assert any(not torch.equal(merged[k], original[k]) for k in original)
+    AutoModelForCausalLM.from_pretrained(tmp_path / "lora")

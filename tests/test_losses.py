@@ -388,3 +388,24 @@ def test_bad_arguments_are_reported_together():
     message = str(err.value)
     for fragment in ("loss='jsd'", "mu=1.5", "chunk_size=0", "topk_logprobs shape", "mask must be"):
         assert fragment in message
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0, 6.0])
+def test_float16_storage_of_teacher_logprobs_changes_the_loss_negligibly(scale):
+    """teacher_logits stores top-k log-probs as float16: measure what that costs the loss.
+
+    Measured here (B=4, T=64, V=4096, k=32): relative error ~1e-5 for fkl, rkl and akl at
+    teacher logit scales 1 to 6 (losses 0.01 to 2.4 nats/token).
+    """
+    torch.manual_seed(0)
+    B, T, V, k = 4, 64, 4096, 32
+    teacher = torch.randn(B, T, V) * scale
+    student = teacher + torch.randn(B, T, V) * scale * 0.5
+    lp = torch.log_softmax(teacher.double(), -1)
+    top = lp.topk(k, -1)
+    tail = torch.log1p(-top.values.exp().sum(-1).clamp(max=1 - 1e-12)).float()
+    mask = torch.ones(B, T, dtype=torch.bool)
+    for loss in ("fkl", "rkl", "akl"):
+        exact = token_losses(student, top.indices, top.values.float(), tail, mask, loss=loss)["loss"].sum()
+        stored = token_losses(student, top.indices, top.values.half(), tail, mask, loss=loss)["loss"].sum()
+        assert abs(exact - stored) / exact < 1e-3, loss
