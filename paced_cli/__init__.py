@@ -10,6 +10,7 @@ from paced_cli.eval import eval_ as eval_command
 from paced_cli.distill import distill
 from paced_cli.rollout import rollout
 from paced_cli.score import score
+from paced_cli.snr import snr
 from paced_cli.teacher_logits import teacher_logits
 from paced_cli.weight import weight
 
@@ -45,6 +46,7 @@ app.command("weight")(weight)
 app.command("teacher-logits")(teacher_logits)
 app.command("distill")(distill)
 app.command("eval")(eval_command)
+app.command("snr")(snr)
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ output path, alone, goes to stdout; everything else goes to stderr.
 from __future__ import annotations
 
 import os
+import shlex
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -14,13 +16,38 @@ from typing import Callable, TypeVar
 
 import typer
 
+import schemas.io
 from schemas import InputError
 from stages.common import console
 
 C = TypeVar("C")
 
 
-def run_stage(make_config: Callable[[], C], run: Callable[[C], Path]) -> None:
+def _interrupt(signum, frame):  # noqa: ARG001
+    # SIGTERM (a scheduler's stop, `kill`) takes the same clean path as Ctrl-C: parts already
+    # written are complete by construction, the lock is released, and the user is told how
+    # to resume.
+    raise KeyboardInterrupt
+
+
+def command_line(ctx: typer.Context | None) -> str:
+    """The command as the user could retype it: its name and every non-default option."""
+    if ctx is None:
+        return shlex.join(["paced", *sys.argv[1:]])
+    parts = ["paced", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if not param.opts or not param.opts[0].startswith("-") or value is None or value == param.default or value is False:
+            continue
+        flag = max(param.opts, key=len)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            parts += [flag] if v is True else [flag, str(v)]
+    return shlex.join(parts)
+
+
+def run_stage(make_config: Callable[[], C], run: Callable[[C], Path], ctx: typer.Context | None = None) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    schemas.io.COMMAND = command_line(ctx)
     try:
         config = make_config()
         out = run(config)
@@ -29,7 +56,8 @@ def run_stage(make_config: Callable[[], C], run: Callable[[C], Path]) -> None:
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print(
-            "[yellow]interrupted:[/] finished parts are kept; rerun the same command to resume",
+            "[yellow]interrupted:[/] finished parts and checkpoints are kept; rerun the same "
+            "command to resume (for distill, add --resume)",
             soft_wrap=True,
         )
         raise typer.Exit(130) from None

@@ -10,6 +10,7 @@ from stages import distill as stage
 
 
 def distill(
+    ctx: typer.Context,
     student: Annotated[str, typer.Option(help="Student model: a local directory or a hub id.")],
     teacher_logits: Annotated[Path, typer.Option(help="teacher_logits artifact (`paced teacher-logits` output).")],
     weights: Annotated[Path, typer.Option(help="Weights artifact (`paced weight` output): one scalar per problem; weight-0 problems are never loaded.")],
@@ -48,4 +49,5 @@ def distill(
             trust_remote_code=trust_remote_code, overwrite=overwrite,
         ),
         stage.run,
+        ctx,
     )

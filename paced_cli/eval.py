@@ -10,6 +10,7 @@ from stages import eval as stage
 
 
 def eval_(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option(help="Model to evaluate: a local directory or a hub id such as Qwen/Qwen3-1.7B.")],
     problems: Annotated[list[Path], typer.Option(help="Problems file (repeat for several). Its `benchmark` column names the benchmark(s), else the file name does (math500.parquet -> math500).")],
     out: Annotated[Path, typer.Option(help="Output directory: per-response results (resumable job) and summary.parquet.")],
@@ -44,4 +45,5 @@ def eval_(
             trust_remote_code=trust_remote_code, baseline=baseline, retain=list(retain or []), overwrite=overwrite,
         ),
         stage.run,
+        ctx,
     )

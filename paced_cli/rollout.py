@@ -10,6 +10,7 @@ from stages import rollout as stage
 
 
 def rollout(
+    ctx: typer.Context,
     problems: Annotated[Path, typer.Option(help="Problems Parquet file or directory (problem_id, prompt, answer, reference).")],
     model: Annotated[str, typer.Option(help="Model to sample from: a local directory or a hub id such as Qwen/Qwen3-1.7B.")],
     out: Annotated[Path, typer.Option(help="Output directory of the rollouts artifact (resumable job).")],
@@ -39,4 +40,5 @@ def rollout(
             overwrite=overwrite,
         ),
         stage.run,
+        ctx,
     )

@@ -10,6 +10,7 @@ from stages import score as stage
 
 
 def score(
+    ctx: typer.Context,
     rollouts: Annotated[Path, typer.Option(help="Rollouts artifact (`paced rollout` output, or Parquet with problem_id, sample_index, completion).")],
     problems: Annotated[Path, typer.Option(help="The problems file the rollouts answer (for the gold `answer`).")],
     out: Annotated[Path, typer.Option(help="Output directory of the scores artifact (resumable job).")],
@@ -24,4 +25,5 @@ def score(
         lambda: stage.ScoreConfig(rollouts=rollouts, problems=problems, out=out, verifier=verifier, timeout=timeout,
                                   workers=workers, part_size=part_size, overwrite=overwrite),
         stage.run,
+        ctx,
     )

@@ -10,6 +10,7 @@ from stages import teacher_logits as stage
 
 
 def teacher_logits(
+    ctx: typer.Context,
     problems: Annotated[Path, typer.Option(help="The problems file (prompts, and references for --context reference).")],
     sequences: Annotated[Path, typer.Option(help="What the student will learn: a rollouts artifact (teacher's responses for forward KL, the student's for reverse KL) or a problems file whose `reference` solutions are the responses.")],
     teacher: Annotated[str, typer.Option(help="Teacher model: a local directory or a hub id. Must share the student's tokenizer.")],
@@ -36,4 +37,5 @@ def teacher_logits(
             trust_remote_code=trust_remote_code, overwrite=overwrite,
         ),
         stage.run,
+        ctx,
     )

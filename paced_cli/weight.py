@@ -10,6 +10,7 @@ from stages import weight as stage
 
 
 def weight(
+    ctx: typer.Context,
     scores: Annotated[Path, typer.Option(help="Scores artifact: `paced score` output, or any Parquet with problem_id, sample_index, correct.")],
     out: Annotated[Path, typer.Option(help="Output weights Parquet file (replaced if it is an earlier weights file).")],
     alpha: Annotated[float, typer.Option(help="alpha in w(p) = p^alpha (1-p)^beta; must be >= 0.")] = 1.0,
@@ -22,4 +23,5 @@ def weight(
     run_stage(
         lambda: stage.WeightConfig(scores=scores, out=out, alpha=alpha, beta=beta, scheme=scheme, normalize=normalize, plot=plot),
         stage.run,
+        ctx,
     )

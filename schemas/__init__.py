@@ -4,6 +4,7 @@ Schemas never import stages.
 """
 
 from schemas import eval_results, problems, rollouts, scores, teacher_logits, train_log, weights
+from schemas import snr
 from schemas.base import ArtifactSchema, Column, InputError
 from schemas.io import Artifact, Job, fingerprint, provenance, read, read_header, table_from_columns, write_file
 
@@ -15,8 +16,10 @@ TEACHER_LOGITS = teacher_logits.SCHEMA
 TRAIN_LOG = train_log.SCHEMA
 EVAL_RESULTS = eval_results.SCHEMA
 EVAL_SUMMARY = eval_results.SUMMARY
+SNR = snr.SCHEMA
 
 ALL = [PROBLEMS, ROLLOUTS, SCORES, WEIGHTS, TEACHER_LOGITS, TRAIN_LOG, EVAL_RESULTS, EVAL_SUMMARY]
+ALL.append(SNR)
 
 __all__ = [
     "ALL",

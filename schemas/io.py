@@ -19,13 +19,13 @@ right columns and types. Files that declare another paced schema or version are 
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import hashlib
 import json
 import os
-import shlex
 import shutil
-import sys
+import socket
 from dataclasses import dataclass, replace
 from importlib import metadata as _metadata
 from pathlib import Path
@@ -38,12 +38,15 @@ import pyarrow.parquet as pq
 from schemas.base import ArtifactSchema, InputError, check_types, conform
 
 JOB_FILE = "_job.json"
+LOCK_FILE = "_lock"
 MANIFEST_FILE = "_manifest.json"
 META_SCHEMA = b"paced.schema"
 META_VERSION = b"paced.schema_version"
 META_PROVENANCE = b"paced.provenance"
 # zstd keeps token-id lists small and reads fast; every reader in the field supports it.
 COMPRESSION = "zstd"
+# The command line that is running, set by the CLI (provenance and resume hints quote it).
+COMMAND: str | None = None
 
 
 def paced_version() -> str:
@@ -102,7 +105,7 @@ def provenance(
             pass
     return {
         "stage": stage,
-        "command": shlex.join(["paced", *sys.argv[1:]]) if sys.argv[1:] else f"paced {stage}",
+        "command": COMMAND or f"paced {stage}",
         "options": json.loads(json.dumps(options, default=str)),
         "paced_version": paced_version(),
         "libraries": libs,
@@ -173,14 +176,8 @@ def artifact_files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | N
     manifest = p / MANIFEST_FILE
     if manifest.exists():
         m = _load_json(manifest, option)
-        files = [p / x["file"] for x in m["parts"]]
-        lost = [f.name for f in files if not f.exists()]
-        if lost:
-            raise InputError(
-                f"{option} {p}: part(s) {', '.join(lost)} listed in {MANIFEST_FILE} are "
-                f"missing; rerun the command that made it with --overwrite to regenerate it"
-            )
-        return files, m.get("provenance")
+        verify_parts(p, m, option)
+        return [p / x["file"] for x in m["parts"]], m.get("provenance")
     if (p / JOB_FILE).exists():
         job = _load_json(p / JOB_FILE, option)
         raise InputError(
@@ -195,6 +192,25 @@ def artifact_files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | N
             f"or a directory of them"
         )
     return files, None
+
+
+def verify_parts(d: Path, manifest: dict[str, Any], option: str) -> None:
+    """Every part the manifest lists must be there with its recorded size and checksum."""
+    bad = []
+    for part in manifest["parts"]:
+        f = d / part["file"]
+        if not f.exists():
+            bad.append(f"{part['file']} is missing")
+        elif f.stat().st_size != part["bytes"]:
+            bad.append(f"{part['file']} has {f.stat().st_size:,} bytes, the manifest recorded {part['bytes']:,} (truncated or rewritten)")
+        elif _sha256_file(f) != part["sha256"]:
+            bad.append(f"{part['file']} does not match its recorded sha256 (altered)")
+    if bad:
+        command = manifest.get("provenance", {}).get("command", "the command that made it")
+        raise InputError(
+            f"{option} {d}: {'; '.join(bad)}. To regenerate only those parts, delete them and "
+            f"{MANIFEST_FILE}, then rerun: {command}"
+        )
 
 
 def read(
@@ -349,6 +365,31 @@ def table_from_columns(columns: dict[str, Iterable[Any]], schema: ArtifactSchema
     return pa.Table.from_arrays([pa.array(list(columns[f.name]), type=f.type) for f in arrow], schema=arrow)
 
 
+def _read_lock(lock: Path) -> dict[str, Any] | None:
+    if not lock.exists():
+        return None
+    try:
+        return json.loads(lock.read_text())
+    except json.JSONDecodeError:  # torn write of a killed process: no valid holder
+        return None
+
+
+def _lock_holder(lock: Path) -> dict[str, Any] | None:
+    """The live process holding `lock`, or None if it is free or its holder is dead."""
+    holder = _read_lock(lock)
+    if holder is None or holder.get("pid") == os.getpid():
+        return None
+    if holder.get("host") != socket.gethostname():
+        return holder  # cannot see another machine's processes: assume alive
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return holder
+    return holder
+
+
 class Job:
     """A resumable job directory: parts land atomically, the manifest is written last.
 
@@ -386,6 +427,13 @@ class Job:
             if not os.access(d.parent, os.W_OK):
                 raise InputError(f"--out {d}: parent directory {d.parent} is not writable")
             return
+        holder = _lock_holder(d / LOCK_FILE)
+        if holder is not None:
+            raise InputError(
+                f"--out {d}: another paced process (pid {holder['pid']} on {holder.get('host')}, "
+                f"since {holder.get('since')}) is writing this job; wait for it to finish or stop "
+                f"it (if it is gone, delete {d / LOCK_FILE})"
+            )
         job_file = d / JOB_FILE
         if not job_file.exists():
             if any(d.iterdir()):
@@ -430,8 +478,12 @@ class Job:
         if not d.exists():
             d.mkdir()
             self.created = True
+        self._lock()
         for stale in d.glob(".*.tmp-*"):  # left by a killed writer
-            stale.unlink(missing_ok=True)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         if not (d / JOB_FILE).exists():
             _atomic_write_json(
                 {
@@ -443,6 +495,35 @@ class Job:
                 },
                 d / JOB_FILE,
             )
+
+    def _lock(self) -> None:
+        """Take the job's lock (atomically); a lock left by a dead process is taken over."""
+        lock = self.dir / LOCK_FILE
+        tmp = self.dir / f".{LOCK_FILE}.tmp-{os.getpid()}"
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        tmp.write_text(json.dumps(me))
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, lock)  # fails if the lock exists: no two holders
+                    break
+                except FileExistsError:
+                    holder = _lock_holder(lock)
+                    if holder is not None:
+                        raise InputError(
+                            f"--out {self.dir}: another paced process (pid {holder['pid']}) is writing this job"
+                        ) from None
+                    lock.unlink(missing_ok=True)  # stale: its holder is dead
+        finally:
+            tmp.unlink(missing_ok=True)
+        atexit.register(self.release)
+
+    def release(self) -> None:
+        lock = self.dir / LOCK_FILE
+        holder = _read_lock(lock)
+        if holder is not None and holder.get("pid") == os.getpid():
+            lock.unlink(missing_ok=True)
 
     def has(self, index: int) -> bool:
         return (self.dir / part_name(index)).exists()
@@ -473,8 +554,10 @@ class Job:
             },
             self.dir / MANIFEST_FILE,
         )
+        self.release()
 
     def abandon(self) -> None:
         """Remove the directory if this run created it (bad input found mid-job)."""
+        self.release()
         if self.created and self.dir.exists():
             shutil.rmtree(self.dir)

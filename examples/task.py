@@ -1,0 +1,277 @@
+"""A synthetic reasoning task that tiny models partly learn: fixed-width addition.
+
+    python examples/task.py --out runs/quickstart/data --seed 0
+    python examples/task.py --out data --seed 1 --train 6000 --test-per-digit 500 --retain 500
+
+Writes three problems files (the `problems` schema plus `digits` and `benchmark` columns) and
+prints their paths:
+
+- `train.parquet`: the problems Paced measures pass rates on and distills on, 1 to 5 digits.
+- `test.parquet`: held out, benchmarks `add-1d` ... `add-5d` (one per digit count, so
+  `paced eval` reports accuracy per difficulty).
+- `retain.parquet`: benchmark `reverse`, a skill the student learns in pretraining and the
+  distillation never trains (reversing a 5-digit string): `paced eval --retain reverse`
+  measures forgetting on it, as the paper does on MMLU.
+
+The format is one tiny transformers learn (operands zero-padded to 5 digits, the sum written
+least significant digit first and zero-padded to 6, so each answer digit depends only on
+digits already seen):
+
+    prompt     00347+00089=
+    answer     634000
+    reference  7+9+0=16 4+8+1=13 3+0+1=04 0+0+0=00 0+0+0=00
+               634000
+
+The reference is the column-by-column work ("digit + digit + carry = carry digit"), then the
+answer alone on the last line, so `paced score --verifier exact` (which reads the last
+non-empty line) accepts both a bare answer and a worked solution.
+
+A problem has d digits when its larger operand has d digits. Which operand pairs (and which
+strings to reverse) may ever be tested is fixed by a hash with a constant salt, independent
+of the seed: a quarter of all pairs is held out. Test and retain problems come only from the
+held-out quarter, train problems and pretraining examples (`examples/train_tiny.py`) only
+from the rest, so no seed, size or model ever sees a test problem in training. With only 100
+one-digit pairs, the 1-digit benchmark is small (the held-out ones, about 25).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import zlib
+from pathlib import Path
+
+import polars as pl
+
+WIDTH = 5  # operand digits, zero-padded
+SUM_WIDTH = WIDTH + 1
+DIGITS = tuple(range(1, WIDTH + 1))
+RETAIN_BENCHMARK = "reverse"
+# Held out: the pairs whose salted hash is 0 mod 4. The salt is a constant on purpose: the
+# partition must not move with --seed, or a model pretrained under one seed would have seen
+# the test problems of another.
+_SALT = "paced-quickstart-v1"
+_HELD_OUT_MOD = 4
+# Rejection sampling draws distinct pairs from a region of >= 247,500 (3 digits); far below
+# that, repeats stay rare.
+_MAX_SAMPLED = 100_000
+
+SCHEMA = {
+    "problem_id": pl.String,
+    "prompt": pl.String,
+    "answer": pl.String,
+    "reference": pl.String,
+    "digits": pl.Int32,
+    "benchmark": pl.String,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# One problem
+
+
+def add_prompt(a: int, b: int) -> str:
+    return f"{a:0{WIDTH}d}+{b:0{WIDTH}d}="
+
+
+def add_answer(a: int, b: int) -> str:
+    return f"{a + b:0{SUM_WIDTH}d}"[::-1]
+
+
+def add_reference(a: int, b: int) -> str:
+    """Column by column from the units: `x+y+carry=cs` (c the next carry, s the sum digit)."""
+    xs, ys = f"{a:0{WIDTH}d}"[::-1], f"{b:0{WIDTH}d}"[::-1]
+    carry, steps = 0, []
+    for x, y in zip(xs, ys):
+        total = int(x) + int(y) + carry
+        steps.append(f"{x}+{y}+{carry}={total:02d}")
+        carry = total // 10
+    return " ".join(steps) + "\n" + add_answer(a, b)
+
+
+def rev_prompt(x: int) -> str:
+    return f"rev {x:0{WIDTH}d}="
+
+
+def rev_answer(x: int) -> str:
+    return f"{x:0{WIDTH}d}"[::-1]
+
+
+def rev_reference(x: int) -> str:
+    return "from the right: " + " ".join(rev_answer(x)) + "\n" + rev_answer(x)
+
+
+def digits_of(a: int, b: int) -> int:
+    return len(str(max(a, b)))
+
+
+def held_out(*key: object) -> bool:
+    """True for the quarter of operand pairs (or reversal strings) reserved for evaluation."""
+    return zlib.crc32(":".join(map(str, (_SALT, *key))).encode()) % _HELD_OUT_MOD == 0
+
+
+def held_out_pair(a: int, b: int) -> bool:
+    return held_out("add", a, b)
+
+
+def held_out_string(x: int) -> bool:
+    return held_out("rev", x)
+
+
+def add_row(a: int, b: int, problem_id: str, benchmark: str) -> dict:
+    return {
+        "problem_id": problem_id,
+        "prompt": add_prompt(a, b),
+        "answer": add_answer(a, b),
+        "reference": add_reference(a, b),
+        "digits": digits_of(a, b),
+        "benchmark": benchmark,
+    }
+
+
+def rev_row(x: int, problem_id: str) -> dict:
+    return {
+        "problem_id": problem_id,
+        "prompt": rev_prompt(x),
+        "answer": rev_answer(x),
+        "reference": rev_reference(x),
+        "digits": WIDTH,
+        "benchmark": RETAIN_BENCHMARK,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Sampling
+
+
+def _pool(d: int) -> list[tuple[int, int]] | None:
+    """Every d-digit pair when there are few enough to list (d <= 2), else None."""
+    if d > 2:
+        return None
+    lo = 0 if d == 1 else 10 ** (d - 1)
+    hi = 10**d
+    return [(a, b) for a in range(hi) for b in range(hi) if max(a, b) >= lo]
+
+
+def sample_pair(rng: random.Random, d: int) -> tuple[int, int]:
+    """A uniformly random pair whose larger operand has exactly d digits."""
+    lo = 0 if d == 1 else 10 ** (d - 1)
+    while True:
+        a, b = rng.randrange(10**d), rng.randrange(10**d)
+        if max(a, b) >= lo:
+            return a, b
+
+
+def fresh_pair(rng: random.Random, d: int) -> tuple[int, int]:
+    """A d-digit pair from the training region (never a test pair): for pretraining."""
+    while True:
+        a, b = sample_pair(rng, d)
+        if not held_out_pair(a, b):
+            return a, b
+
+
+def fresh_string(rng: random.Random) -> int:
+    """A string to reverse from the training region (never a retain problem)."""
+    while True:
+        x = rng.randrange(10**WIDTH)
+        if not held_out_string(x):
+            return x
+
+
+def distinct_pairs(rng: random.Random, d: int, n: int, want_held_out: bool) -> list[tuple[int, int]]:
+    """n distinct d-digit pairs from one region; fewer if the region has fewer (d <= 2)."""
+    pool = _pool(d)
+    if pool is not None:
+        region = [p for p in pool if held_out_pair(*p) == want_held_out]
+        return rng.sample(region, min(n, len(region)))
+    if n > _MAX_SAMPLED:
+        raise ValueError(f"{n} problems of {d} digits: at most {_MAX_SAMPLED:,} per digit count")
+    seen: set[tuple[int, int]] = set()
+    out = []
+    while len(out) < n:  # d >= 3: at least 247,500 pairs per region, so few repeats
+        p = sample_pair(rng, d)
+        if held_out_pair(*p) == want_held_out and p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def _train_counts(total: int, d_available: dict[int, int]) -> dict[int, int]:
+    """An equal share per digit count, where a small pool (1 digit) gives its rest to the others."""
+    counts, remaining = {}, total
+    order = sorted(d_available, key=lambda d: d_available[d])
+    for i, d in enumerate(order):
+        counts[d] = min(remaining // (len(order) - i), d_available[d])
+        remaining -= counts[d]
+    if remaining:
+        raise ValueError(f"--train {total}: more than the {sum(d_available.values())} training pairs there are")
+    return counts
+
+
+def _region_size(d: int, want_held_out: bool) -> int:
+    pool = _pool(d)
+    if pool is None:
+        return 10**9  # effectively unbounded for the sizes asked here
+    return sum(held_out_pair(*p) == want_held_out for p in pool)
+
+
+def make_splits(seed: int = 0, train: int = 6000, test_per_digit: int = 500, retain: int = 500) -> dict[str, pl.DataFrame]:
+    """The three problems tables, all determined by `seed` (and the sizes)."""
+    rows: dict[str, list[dict]] = {"train": [], "test": [], "retain": []}
+    for d in DIGITS:
+        rng = random.Random(f"{seed}:test:{d}")
+        for i, (a, b) in enumerate(distinct_pairs(rng, d, test_per_digit, want_held_out=True)):
+            rows["test"].append(add_row(a, b, f"test-add-{d}d-{i:06d}", f"add-{d}d"))
+
+    counts = _train_counts(train, {d: _region_size(d, want_held_out=False) for d in DIGITS})
+    pairs = []
+    for d in DIGITS:
+        pairs += distinct_pairs(random.Random(f"{seed}:train:{d}"), d, counts[d], want_held_out=False)
+    random.Random(f"{seed}:train:order").shuffle(pairs)  # mixed difficulties in every part
+    for i, (a, b) in enumerate(pairs):
+        rows["train"].append(add_row(a, b, f"train-add-{digits_of(a, b)}d-{i:06d}", "train"))
+
+    region = [x for x in range(10**WIDTH) if held_out_string(x)]
+    if retain > len(region):
+        raise ValueError(f"--retain {retain}: there are only {len(region)} held-out strings to reverse")
+    strings = random.Random(f"{seed}:retain").sample(region, retain)
+    rows["retain"] = [rev_row(x, f"retain-rev-{WIDTH}d-{i:06d}") for i, x in enumerate(strings)]
+    return {name: pl.DataFrame(r, schema=SCHEMA) for name, r in rows.items()}
+
+
+def write_splits(out: str | Path, **kw) -> dict[str, Path]:
+    """Write train/test/retain.parquet into `out` (each via a temporary name); return the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, frame in make_splits(**kw).items():
+        path = out / f"{name}.parquet"
+        tmp = path.with_name(f".{path.name}.tmp")
+        frame.write_parquet(tmp)
+        tmp.replace(path)
+        paths[name] = path
+    return paths
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="directory for train/test/retain.parquet")
+    ap.add_argument("--seed", type=int, default=0, help="which problems are drawn (the held-out region does not move)")
+    ap.add_argument("--train", type=int, default=6000, help="training problems, split evenly over 1-5 digits")
+    ap.add_argument("--test-per-digit", type=int, default=500,
+                    help="test problems per digit count (1 digit has only about 25 held-out pairs)")
+    ap.add_argument("--retain", type=int, default=500, help="retention (reverse a string) problems")
+    args = ap.parse_args()
+    for flag, v in (("--train", args.train), ("--test-per-digit", args.test_per_digit), ("--retain", args.retain)):
+        if v < 1:
+            ap.error(f"{flag} {v}: must be at least 1")
+    try:
+        paths = write_splits(args.out, seed=args.seed, train=args.train, test_per_digit=args.test_per_digit, retain=args.retain)
+    except ValueError as e:
+        ap.error(str(e))
+    for path in paths.values():
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""Pretrain a tiny teacher and a tiny student from scratch on CPU, for the quickstart.
+
+    python examples/train_tiny.py --out runs/quickstart/models            # about 5 minutes, 2 cores
+    python examples/train_tiny.py --out /tmp/models --quick               # seconds; for CI
+
+Both models learn the task of `examples/task.py` (fixed-width addition, the sum reversed) and
+its retention skill (reversing a string) from freshly sampled problems of the training
+region, never a test or retain problem. The teacher is larger and trained longer (near 100 %
+on 1-5 digits); the student is smaller and shorter-trained, so its pass rates spread from
+mastered (1 digit) over the frontier to unsolved (5 digits): what Paced weights need.
+
+Prompts are tokenised by `stages.prompts.encode_prompts`, exactly as `paced rollout` and
+`paced teacher-logits` do (raw text: the tokenizer has no chat template, and no prompt
+suffix). A quarter of the examples carry the problem's reference solution in the prompt
+(`--context reference`'s template), so a model conditioned on the reference learns to read
+the answer off it, which makes self-distillation with privileged context meaningful. The
+loss is on the response and its end-of-sequence token only.
+
+Writes `OUT/teacher` and `OUT/student`: ordinary checkpoints (safetensors, a character-level
+tokenizer shared by both, a generation config with the end-of-sequence token) that
+`paced rollout --model` loads, and prints the two paths on stdout. Each directory gets
+`train_config.json` last; a rerun with the same settings reuses a finished model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
+
+import task  # noqa: E402
+import tiny_model  # noqa: E402
+
+EOS, PAD = "<|endoftext|>", "<|pad|>"
+# Bumped whenever a change here would make a cached model stale.
+RECIPE_VERSION = 1
+MARKER = "train_config.json"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model is built and pretrained."""
+
+    hidden: int
+    """Hidden size; the head dimension is hidden / heads (vLLM's CPU attention needs >= 32)."""
+    layers: int
+    heads: int
+    steps: int
+    """Optimizer steps, each on `batch_size` freshly sampled problems."""
+    lr: float = 1e-3
+    batch_size: int = 64
+    reference_fraction: float = 0.25
+    """Share of examples whose prompt carries the reference solution (`--context reference`)."""
+    reverse_fraction: float = 0.1
+    """Share of examples from the retention skill (reversing a string)."""
+    max_positions: int = 512
+    """Context length: the reference prompt is about 190 tokens, the response 7."""
+
+
+TEACHER = Recipe(hidden=128, layers=4, heads=4, steps=3000)
+STUDENT = Recipe(hidden=128, layers=2, heads=4, steps=1200)
+QUICK_STEPS = 12
+EVAL_PER_DIGIT = 200
+MAX_NEW_TOKENS = 8  # 6 answer digits + end of sequence, plus one to spare
+
+
+# ---------------------------------------------------------------------------------------
+# Tokenizer
+
+
+def build_tokenizer():
+    """Character level: a byte-level BPE with no merges, so every digit is its own token and
+    any text round-trips. No chat template: prompts are used raw."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate([EOS, PAD, *alphabet])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([EOS, PAD])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD)
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+
+
+def sample_rows(rng: random.Random, n: int, recipe: Recipe) -> list[tuple[dict, str]]:
+    """n fresh (problem row, context) pairs from the training region."""
+    out = []
+    for _ in range(n):
+        if rng.random() < recipe.reverse_fraction:
+            row = task.rev_row(task.fresh_string(rng), "")
+        else:
+            a, b = task.fresh_pair(rng, rng.choice(task.DIGITS))
+            row = task.add_row(a, b, "", "")
+        out.append((row, "reference" if rng.random() < recipe.reference_fraction else "none"))
+    return out
+
+
+def encode(tokenizer, rows: list[dict], context: str):
+    """input_ids, attention_mask and labels ([batch, seq], right-padded); labels are -100
+    except on the response and its end-of-sequence token."""
+    import torch
+
+    from stages.prompts import encode_prompts
+
+    prompts = encode_prompts(tokenizer, rows, context=context)
+    responses = [tokenizer(r["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for r in rows]
+    width = max(len(p) + len(r) for p, r in zip(prompts, responses))
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        n = len(p) + len(r)
+        ids[i, :n] = torch.tensor(p + r)
+        mask[i, :n] = 1
+        labels[i, len(p) : n] = torch.tensor(r)
+    return ids, mask, labels
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    """Linear warm-up over 5 % of the steps, then cosine down to a tenth."""
+    warm = max(1, recipe.steps // 20)
+    if step < warm:
+        return recipe.lr * (step + 1) / warm
+    t = (step - warm) / max(1, recipe.steps - warm)
+    return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(model, tokenizer, recipe: Recipe, seed: int, name: str) -> None:
+    import torch
+
+    from stages.common import console, progress
+
+    rng = random.Random(f"{seed}:pretrain:{name}")
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    model.train()
+    start, every = time.monotonic(), max(1, recipe.steps // 10)
+    with progress(f"pretraining {name}", recipe.steps, "steps") as bar:
+        for step in range(recipe.steps):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, recipe)
+            batch = sample_rows(rng, recipe.batch_size, recipe)
+            # Short plain prompts and long reference prompts in separate forward passes: one
+            # padded batch would cost the long prompt's length for every row.
+            parts = [[r for r, c in batch if c == context] for context in ("none", "reference")]
+            n_tokens = sum(len(r["answer"]) + 1 for r in (row for row, _ in batch))
+            total = 0.0
+            for context, rows in zip(("none", "reference"), parts):
+                if not rows:
+                    continue
+                ids, mask, labels = encode(tokenizer, rows, context)
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+                loss = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+                ) / n_tokens
+                loss.backward()
+                total += loss.item()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            bar.advance(bar.tasks[0].id, 1)
+            if (step + 1) % every == 0 or step + 1 == recipe.steps:
+                console.print(f"{name} step {step + 1}/{recipe.steps}  loss {total:.4f}  {time.monotonic() - start:.0f} s")
+    model.eval()
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation: the pipeline's own generation and verifier
+
+
+def greedy_accuracy(model, tokenizer, seed: int, per_digit: int = EVAL_PER_DIGIT) -> dict[str, float]:
+    """Greedy accuracy on held-out problems per digit count, and on the retention skill."""
+    from stages.generate import SamplingOptions, generate_hf
+    from stages.models import eos_token_ids
+    from stages.prompts import encode_prompts
+    from stages.verifiers import check_one
+
+    groups: dict[str, list[dict]] = {}
+    for d in task.DIGITS:
+        pairs = task.distinct_pairs(random.Random(f"{seed}:eval:{d}"), d, per_digit, want_held_out=True)
+        groups[f"add-{d}d"] = [task.add_row(a, b, "", "") for a, b in pairs]
+    xs = random.Random(f"{seed}:eval:reverse").sample(
+        [x for x in range(10**task.WIDTH) if task.held_out_string(x)], per_digit
+    )
+    groups[task.RETAIN_BENCHMARK] = [task.rev_row(x, "") for x in xs]
+    options = SamplingOptions(n=1, temperature=0.0, top_p=1.0, max_new_tokens=MAX_NEW_TOKENS)
+    eos = eos_token_ids(model, tokenizer)
+    accuracy = {}
+    for name, rows in groups.items():
+        samples = generate_hf(model, tokenizer, encode_prompts(tokenizer, rows), options, eos_ids=eos, batch_size=256, seed=seed)
+        right = [
+            check_one("exact", tokenizer.decode(s[0].token_ids, skip_special_tokens=True), row).correct
+            for s, row in zip(samples, rows)
+        ]
+        accuracy[name] = sum(right) / len(right)
+    return accuracy
+
+
+# ---------------------------------------------------------------------------------------
+# One model, cached
+
+
+def settings(recipe: Recipe, seed: int, tokenizer) -> dict:
+    """Everything that determines the model. The rendered prompts are included so that a
+    change to the pipeline's prompt template (stages/prompts.py) retrains rather than reuses."""
+    from stages.prompts import encode_prompts
+
+    probe = [task.add_row(347, 89, "", "")]
+    rendered = [encode_prompts(tokenizer, probe, context=c)[0] for c in ("none", "reference")]
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "recipe": asdict(recipe),
+        "seed": seed,
+        "vocab_sha256": hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest(),
+        "prompt_sha256": hashlib.sha256(json.dumps(rendered).encode()).hexdigest(),
+    }
+
+
+def make_model(out: Path, name: str, recipe: Recipe, seed: int, tokenizer) -> Path:
+    """Train `name` into out/name unless a finished model with the same settings is there."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from stages.common import console
+
+    final = out / name
+    wanted = settings(recipe, seed, tokenizer)
+    marker = final / MARKER
+    if marker.exists():
+        if json.loads(marker.read_text()).get("settings") == wanted:
+            console.print(f"{name}: reused the finished model in {final} (same settings)")
+            return final
+    elif final.exists():
+        raise SystemExit(
+            f"--out {out}: {final} exists but was not made by this script (no {MARKER}); "
+            f"move it away or choose another --out"
+        )
+    partial = out / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    tiny_model.build(
+        partial, arch="qwen2", hidden=recipe.hidden, layers=recipe.layers, heads=recipe.heads,
+        seed=seed, max_positions=recipe.max_positions, tokenizer=tokenizer,
+    )
+    model = AutoModelForCausalLM.from_pretrained(partial, dtype=torch.float32)
+    n_params = sum(p.numel() for p in model.parameters())
+    console.print(f"{name}: {n_params / 1e6:.2f} M parameters, {recipe.steps} steps of {recipe.batch_size}")
+    start = time.monotonic()
+    train(model, tokenizer, recipe, seed, name)
+    seconds = time.monotonic() - start
+    accuracy = greedy_accuracy(model, tokenizer, seed)
+    console.print(
+        f"{name}: trained in {seconds:.0f} s; greedy accuracy on held-out problems: "
+        + "  ".join(f"{k} {v:.0%}" for k, v in accuracy.items())
+    )
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    record = {"settings": wanted, "train_seconds": round(seconds, 1), "greedy_accuracy": accuracy}
+    (partial / MARKER).write_text(json.dumps(record, indent=2) + "\n")  # last: the model is complete
+    if final.exists():
+        shutil.rmtree(final)  # ours (it has a marker), made with other settings
+    partial.rename(final)
+    return final
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, type=Path, help="writes OUT/teacher and OUT/student")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{QUICK_STEPS} steps each: valid checkpoints in seconds, accuracy irrelevant (CI)")
+    ap.add_argument("--seed", type=int, default=0, help="initialisation and training data")
+    ap.add_argument("--teacher-steps", type=int, default=None, help=f"default {TEACHER.steps}")
+    ap.add_argument("--student-steps", type=int, default=None, help=f"default {STUDENT.steps}")
+    args = ap.parse_args()
+    default = QUICK_STEPS if args.quick else None
+    recipes = {
+        "teacher": replace(TEACHER, steps=args.teacher_steps or default or TEACHER.steps),
+        "student": replace(STUDENT, steps=args.student_steps or default or STUDENT.steps),
+    }
+    for name, r in recipes.items():
+        if r.steps < 1:
+            ap.error(f"--{name}-steps {r.steps}: must be at least 1")
+
+    import torch
+
+    torch.set_num_threads(2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer()
+    for name, recipe in recipes.items():
+        print(make_model(args.out, name, recipe, args.seed, tokenizer))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from paced_cli.common import run_stage
+from stages import snr as stage
+
+
+def snr(
+    ctx: typer.Context,
+    student: Annotated[str, typer.Option(help="Student model whose gradients are measured: a local directory or a hub id.")],
+    teacher_logits: Annotated[Path, typer.Option(help="teacher_logits artifact; build it WITHOUT --weights so problems with p = 0 and p = 1 are present.")],
+    weights: Annotated[Path, typer.Option(help="Weights artifact (`paced weight` output): only pass_rate is used; problems of weight 0 are measured too.")],
+    out: Annotated[Path, typer.Option(help="Output snr Parquet file: one row per pass-rate bin (replaced if it is an earlier snr file).")],
+    bins: Annotated[int, typer.Option(help="Equal-width pass-rate bins over [0, 1] (p = 1 falls in the last).")] = 10,
+    param: Annotated[Optional[str], typer.Option(help="Parameter to take the gradient at, by its model.named_parameters() name (default: the output embedding weight, lm_head.weight; tied to the input embedding in some models).")] = None,
+    loss: Annotated[str, typer.Option(help="Distillation loss whose gradient is measured: fkl, rkl or akl (as in distill).")] = "fkl",
+    mu: Annotated[float, typer.Option(help="AKL: teacher cumulative mass that defines the head.")] = 0.5,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw normalised SNR per bin to this PNG (the paper's Figure 3).")] = None,
+    max_problems: Annotated[Optional[int], typer.Option(help="Measure a seeded random subset of this many problems, drawn from each bin in proportion (for big data sets).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the --max-problems subset.")] = 0,
+    micro_batch_size: Annotated[int, typer.Option(help="Sequences per forward pass; a problem's gradient accumulates over its micro-batches.")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N. The model runs in float32.")] = "auto",
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run.")] = False,
+) -> None:
+    """Gradient signal-to-noise ratio per pass-rate bin (the paper's Figure 3 diagnostic)."""
+    run_stage(
+        lambda: stage.SnrConfig(
+            student=student, teacher_logits=teacher_logits, weights=weights, out=out, bins=bins, param=param, loss=loss,
+            mu=mu, plot=plot, max_problems=max_problems, seed=seed, micro_batch_size=micro_batch_size, device=device,
+            trust_remote_code=trust_remote_code,
+        ),
+        stage.run,
+        ctx,
+    )

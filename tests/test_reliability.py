@@ -1,0 +1,93 @@
+"""Integrity of job directories: checksums, locks, clean stops on SIGTERM and SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+
+from tests.conftest import ROOT, make_problems, paced
+
+FAST = ["--samples", "2", "--max-new-tokens", "8", "--part-size", "2"]
+
+
+@pytest.fixture
+def rollouts(tmp_path, problems_file, student_dir):
+    out = tmp_path / "rollouts"
+    assert paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST).exit_code == 0
+    return out
+
+
+@pytest.mark.parametrize("damage", ["truncate", "alter", "delete"])
+def test_a_damaged_part_is_detected_on_read(tmp_path, rollouts, problems_file, damage):
+    part = rollouts / "part-00001.parquet"
+    data = part.read_bytes()
+    if damage == "truncate":
+        part.write_bytes(data[: len(data) // 2])
+    elif damage == "alter":
+        part.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    else:
+        part.unlink()
+    r = paced("score", "--rollouts", rollouts, "--problems", problems_file, "--out", tmp_path / "scores")
+    assert r.exit_code == 2
+    assert "part-00001.parquet" in r.stderr
+    assert {"truncate": "truncated", "alter": "altered", "delete": "missing"}[damage] in r.stderr
+    assert "delete them and _manifest.json, then rerun: paced rollout" in r.stderr
+    assert not (tmp_path / "scores").exists()
+
+
+def test_deleting_the_damaged_part_and_manifest_regenerates_only_it(tmp_path, rollouts, problems_file, student_dir):
+    before = pl.read_parquet(f"{rollouts}/part-*.parquet")
+    (rollouts / "part-00001.parquet").unlink()
+    (rollouts / "_manifest.json").unlink()
+    r = paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", rollouts, *FAST)
+    assert r.exit_code == 0 and "2 / 1" in r.stderr
+    assert pl.read_parquet(f"{rollouts}/part-*.parquet").equals(before)
+
+
+def test_a_live_writer_holds_the_lock_and_a_dead_ones_lock_is_taken_over(tmp_path, problems_file, student_dir):
+    out = tmp_path / "r"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / "_lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(), "since": "now"}))
+        (out / "_job.json").write_text(json.dumps({"schema": "rollouts", "key": "x", "options": {}}))
+        r = paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST)
+        assert r.exit_code == 2 and f"pid {sleeper.pid}" in r.stderr and "another paced process" in r.stderr
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    r = paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST, "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert not (out / "_lock").exists()  # released at the end
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_stop_cleanly_and_resume(tmp_path, student_dir, sig):
+    problems = tmp_path / "problems.parquet"
+    make_problems(16).write_parquet(problems)
+    args = ["rollout", "--problems", problems, "--model", student_dir, "--samples", "2", "--max-new-tokens", "48",
+            "--part-size", "1", "--batch-size", "1", "--out", tmp_path / "r"]
+    env = os.environ | {"PACED_NO_PROGRESS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "paced_cli", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "r" / "part-00001.parquet").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "rerun the same command to resume" in stderr
+    assert stdout == ""  # no output path: the artifact is not done
+    assert not (tmp_path / "r" / "_lock").exists() and not (tmp_path / "r" / "_manifest.json").exists()
+    r = paced("rollout", *args[1:])
+    assert r.exit_code == 0, r.stderr
+    assert pl.read_parquet(f"{tmp_path}/r/part-*.parquet").height == 32
