@@ -36,6 +36,7 @@ def distill(
     chunk_size: Annotated[int, typer.Option(help="Token positions per loss chunk: bounds float32 [positions, vocabulary] buffers.")] = 1024,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N. On CUDA the forward runs under bf16 autocast.")] = "auto",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run.")] = False,
+    allow_stale: Annotated[bool, typer.Option(help="Accept inputs made from another problems file than the others (normally refused as stale).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a different or unfinished run in --out instead of refusing.")] = False,
 ) -> None:
     """Distill the teacher into the student with one weight per problem (fkl, rkl or akl)."""
@@ -46,7 +47,7 @@ def distill(
             batch_size=batch_size, micro_batch_size=micro_batch_size, schedule=schedule, warmup_steps=warmup_steps,
             seed=seed, save_steps=save_steps, resume=resume, init=init, gradient_checkpointing=gradient_checkpointing,
             lora_r=lora_r, lora_alpha=lora_alpha, chunk_size=chunk_size, device=device,
-            trust_remote_code=trust_remote_code, overwrite=overwrite,
+            trust_remote_code=trust_remote_code, allow_stale=allow_stale, overwrite=overwrite,
         ),
         stage.run,
         ctx,

@@ -94,9 +94,18 @@ def hash_options(options: dict[str, Any]) -> str:
 
 
 def provenance(
-    stage: str, options: dict[str, Any], inputs: dict[str, "Artifact"] | None = None
+    stage: str,
+    options: dict[str, Any],
+    inputs: dict[str, "Artifact"] | None = None,
+    *,
+    problems: str | None = None,
 ) -> dict[str, Any]:
-    """How an artifact was made: the command line, resolved options, versions, inputs."""
+    """How an artifact was made: the command line, resolved options, versions, inputs.
+
+    `problems` is the fingerprint of the problems file the artifact derives from (its
+    lineage): it travels rollouts -> scores -> weights, so a stage can tell when two inputs
+    come from different problem sets.
+    """
     libs = {}
     for lib in ("torch", "transformers", "pyarrow", "polars", "math-verify", "vllm"):
         try:
@@ -113,8 +122,31 @@ def provenance(
             name: {"path": str(a.path), "fingerprint": a.fingerprint, "schema": a.schema_name}
             for name, a in (inputs or {}).items()
         },
+        "problems": problems,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def lineage(artifact: "Artifact") -> str | None:
+    """The fingerprint of the problems file an artifact derives from, when it says."""
+    return (artifact.provenance or {}).get("problems")
+
+
+def check_lineage(expected: str | None, expected_from: str, artifact: "Artifact", option: str, allow: bool) -> str | None:
+    """Refuse an input made from another problems file than `expected`; with `allow`, return
+    the warning to print instead. A user's file that says nothing of its lineage passes."""
+    got = lineage(artifact)
+    if expected is None or got is None or got == expected:
+        return None
+    message = (
+        f"{option} {artifact.path}: is stale or from another data set: it was made from a "
+        f"problems file with fingerprint {got[:19]}..., but {expected_from} has "
+        f"{expected[:19]}...; regenerate {option} from the same problems, or pass "
+        f"--allow-stale if you mean to mix them"
+    )
+    if not allow:
+        raise InputError(message)
+    return message
 
 
 # ---------------------------------------------------------------------------------------

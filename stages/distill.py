@@ -82,6 +82,7 @@ class DistillConfig:
     chunk_size: int = 1024
     device: str = "auto"
     trust_remote_code: bool = False
+    allow_stale: bool = False
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -352,6 +353,9 @@ def run(config: DistillConfig) -> Path:
     # 1. Inputs and options, before any model is loaded.
     weights = schemas.read(config.weights, schemas.WEIGHTS, option="--weights")
     tl = schemas.read_header(config.teacher_logits, schemas.TEACHER_LOGITS, option="--teacher-logits")
+    stale = schemas.io.check_lineage(schemas.io.lineage(tl), f"--teacher-logits {tl.path}", weights, "--weights", config.allow_stale)
+    if stale:
+        console.print(f"[yellow]warning:[/] {stale}")
     source = str(config.init) if config.init else config.student
     if config.init is not None and not (Path(config.init) / "train_log.parquet").exists():
         raise InputError(f"--init {config.init}: not a paced distill output (no train_log.parquet); pass the --out of an earlier paced distill")
@@ -367,8 +371,8 @@ def run(config: DistillConfig) -> Path:
             raise InputError("--lora-r: LoRA needs peft; install it with `pip install peft` (or pip install 'paced[lora]')") from None
 
     inputs = {"student": models.model_fingerprint(source), "teacher_logits": tl.fingerprint, "weights": weights.fingerprint}
-    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "resume", "device", "trust_remote_code", "micro_batch_size", "chunk_size")}
-    prov = schemas.provenance("distill", asdict(config), {"teacher_logits": tl, "weights": weights})
+    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "resume", "device", "trust_remote_code", "micro_batch_size", "chunk_size", "allow_stale")}
+    prov = schemas.provenance("distill", asdict(config), {"teacher_logits": tl, "weights": weights}, problems=schemas.io.lineage(tl))
     job = schemas.Job(config.out, schemas.TRAIN_LOG, options | {"inputs": inputs}, prov, overwrite=config.overwrite)
     job.check()
     out = Path(config.out)

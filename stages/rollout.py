@@ -111,7 +111,7 @@ def run(config: RolloutConfig) -> Path:
         config.out,
         schemas.ROLLOUTS,
         job_options(config, inputs),
-        schemas.provenance("rollout", asdict(config), {"problems": art}),
+        schemas.provenance("rollout", asdict(config), {"problems": art}, problems=art.fingerprint),
         overwrite=config.overwrite,
     )
     job.check()

@@ -36,6 +36,7 @@ class ScoreConfig:
     timeout: float = 5.0
     workers: int = 2
     part_size: int = 4096
+    allow_stale: bool = False
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -76,13 +77,16 @@ def run(config: ScoreConfig) -> Path:
             f"{problems.path} ({shown}{' ...' if unknown.len() > 5 else ''}); pass the problems "
             f"file the rollouts were made from"
         )
+    stale = schemas.io.check_lineage(problems.fingerprint, f"--problems {problems.path}", rollouts, "--rollouts", config.allow_stale)
+    if stale:
+        console.print(f"[yellow]warning:[/] {stale}")
     inputs = {"rollouts": rollouts.fingerprint, "problems": problems.fingerprint, "verifier": verifier_fingerprint(spec)}
-    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers")}
+    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers", "allow_stale")}
     job = schemas.Job(
         config.out,
         schemas.SCORES,
         options | {"verifier": spec, "inputs": inputs},
-        schemas.provenance("score", asdict(config), {"rollouts": rollouts, "problems": problems}),
+        schemas.provenance("score", asdict(config), {"rollouts": rollouts, "problems": problems}, problems=problems.fingerprint),
         overwrite=config.overwrite,
     )
     job.check()

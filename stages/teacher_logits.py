@@ -49,6 +49,7 @@ class TeacherLogitsConfig:
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    allow_stale: bool = False
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -126,6 +127,11 @@ def run(config: TeacherLogitsConfig) -> Path:
     prompts.check_references(problems.frame.join(seqs.select("problem_id").unique(), on="problem_id"),
                              config.context, f"--problems {problems.path}")
     seqs, skipped, weights_art = apply_weights(seqs, config.weights)
+    for option, art in (("--sequences", seq_art), ("--weights", weights_art)):
+        if art is not None and art is not problems:
+            stale = schemas.io.check_lineage(problems.fingerprint, f"--problems {problems.path}", art, option, config.allow_stale)
+            if stale:
+                console.print(f"[yellow]warning:[/] {stale}")
     models.check_model(config.teacher, "--teacher")
     # The student prompt must be the one the sequences were sampled under: inherit the
     # rollout's system prompt and suffix unless given.
@@ -170,10 +176,10 @@ def run(config: TeacherLogitsConfig) -> Path:
     inputs = {"problems": problems.fingerprint, "sequences": seq_art.fingerprint,
               "teacher": models.model_fingerprint(config.teacher),
               "weights": weights_art.fingerprint if weights_art else None}
-    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "device", "trust_remote_code", "batch_size", "chunk_size")}
+    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "device", "trust_remote_code", "batch_size", "chunk_size", "allow_stale")}
     options |= {"system_prompt": system_prompt, "prompt_suffix": suffix, "inputs": inputs}
     prov_inputs = {"problems": problems, "sequences": seq_art} | ({"weights": weights_art} if weights_art else {})
-    prov = schemas.provenance("teacher-logits", asdict(config) | {"tokenizer": signature}, prov_inputs)
+    prov = schemas.provenance("teacher-logits", asdict(config) | {"tokenizer": signature}, prov_inputs, problems=problems.fingerprint)
     job = schemas.Job(config.out, schemas.TEACHER_LOGITS, options, prov, overwrite=config.overwrite)
     job.check()
     n = len(rows)

@@ -95,7 +95,7 @@ def run(config: WeightConfig) -> Path:
     weights, factor = compute(art.frame.lazy(), config)
 
     options = asdict(config) | {"normalization_factor": factor}
-    prov = schemas.provenance("weight", options, {"scores": art})
+    prov = schemas.provenance("weight", options, {"scores": art}, problems=schemas.io.lineage(art))
     table = weights.select([c.name for c in schemas.WEIGHTS.columns]).to_arrow().cast(schemas.WEIGHTS.arrow)
     out = schemas.write_file(config.out, table, schemas.WEIGHTS, prov)
     if config.plot is not None:

@@ -91,3 +91,35 @@ def test_sigterm_and_sigint_stop_cleanly_and_resume(tmp_path, student_dir, sig):
     r = paced("rollout", *args[1:])
     assert r.exit_code == 0, r.stderr
     assert pl.read_parquet(f"{tmp_path}/r/part-*.parquet").height == 32
+
+
+def test_inputs_from_another_problems_file_are_refused_as_stale(tmp_path, rollouts, problems_file):
+    edited = tmp_path / "edited.parquet"
+    pl.read_parquet(problems_file).with_columns(answer=pl.lit("42")).write_parquet(edited)  # same ids, other answers
+    r = paced("score", "--rollouts", rollouts, "--problems", edited, "--out", tmp_path / "s")
+    assert r.exit_code == 2
+    assert f"--rollouts {rollouts}: is stale or from another data set" in r.stderr and "--allow-stale" in r.stderr
+    assert not (tmp_path / "s").exists()
+    r = paced("score", "--rollouts", rollouts, "--problems", edited, "--out", tmp_path / "s", "--allow-stale")
+    assert r.exit_code == 0 and "warning:" in r.stderr
+
+
+def test_weights_of_another_data_set_are_refused_by_teacher_logits_and_distill(tmp_path, rollouts, problems_file, student_dir, teacher_dir):
+    import shutil
+
+    # Scores and weights from the rollouts of the real problems file ...
+    assert paced("score", "--rollouts", rollouts, "--problems", problems_file, "--out", tmp_path / "s", "--verifier", "exact").exit_code == 0
+    assert paced("weight", "--scores", tmp_path / "s", "--out", tmp_path / "w.parquet", "--scheme", "uniform").exit_code == 0
+    # ... used with teacher logits of an edited copy of the problems.
+    edited = tmp_path / "edited.parquet"
+    pl.read_parquet(problems_file).with_columns(prompt=pl.col("prompt") + " Be brief.").write_parquet(edited)
+    r = paced("teacher-logits", "--problems", edited, "--sequences", edited, "--teacher", teacher_dir, "--out", tmp_path / "tl",
+              "--weights", tmp_path / "w.parquet", "--top-k", "4")
+    assert r.exit_code == 2 and "--weights" in r.stderr and "stale" in r.stderr
+    assert paced("teacher-logits", "--problems", edited, "--sequences", edited, "--teacher", teacher_dir,
+                 "--out", tmp_path / "tl", "--top-k", "4").exit_code == 0
+    r = paced("distill", "--student", student_dir, "--teacher-logits", tmp_path / "tl", "--weights", tmp_path / "w.parquet",
+              "--out", tmp_path / "d", "--max-steps", "1")
+    assert r.exit_code == 2 and f"--weights {tmp_path / 'w.parquet'}: is stale" in r.stderr
+    assert not (tmp_path / "d").exists()
+    shutil.rmtree(tmp_path / "tl")
