@@ -6,6 +6,7 @@ output path, alone, goes to stdout; everything else goes to stderr.
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 import signal
@@ -21,6 +22,7 @@ from schemas import InputError
 from stages.common import console
 
 C = TypeVar("C")
+_WHERE_TO_WRITE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES)
 
 
 def _interrupt(signum, frame):  # noqa: ARG001
@@ -61,6 +63,17 @@ def run_stage(make_config: Callable[[], C], run: Callable[[C], Path], ctx: typer
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
+    except OSError as e:
+        if e.errno not in _WHERE_TO_WRITE:
+            raise
+        # The output location cannot take the artifact: the user's to fix, like bad input.
+        # Writes are atomic, so nothing partial is left at the final name.
+        console.print(
+            f"[bold red]error:[/] cannot write {e.filename or 'the output'}: {e.strerror}; free space "
+            f"or choose another --out (finished parts of a job are kept; rerun to resume)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
     except typer.Exit:
         raise
     except Exception as e:  # a runtime failure: say what happened, keep the traceback

@@ -345,6 +345,8 @@ def _atomic_write_parquet(table: pa.Table, dest: Path) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
+    except OSError as e:  # name the destination, not the temporary (disk full, read-only, ...)
+        raise OSError(e.errno, e.strerror or str(e), str(dest)) from e
     finally:
         tmp.unlink(missing_ok=True)
 

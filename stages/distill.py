@@ -387,10 +387,14 @@ def run(config: DistillConfig) -> Path:
         )
 
     job.start()
-    data, stats = load_data(config.teacher_logits, weights, out / DATA_CACHE)
-    if not data.problems:
-        raise InputError(f"--weights {weights.path}: every problem in --teacher-logits has weight 0; nothing to train on")
-    check_lengths(data, source)
+    try:  # checks that need the rows: a refused run leaves nothing behind
+        data, stats = load_data(config.teacher_logits, weights, out / DATA_CACHE)
+        if not data.problems:
+            raise InputError(f"--weights {weights.path}: every problem in --teacher-logits has weight 0; nothing to train on")
+        check_lengths(data, source)
+    except InputError:
+        job.abandon()
+        raise
     per_epoch = math.ceil(len(data.problems) / config.batch_size)
     total = config.max_steps or config.epochs * per_epoch
 
@@ -399,7 +403,11 @@ def run(config: DistillConfig) -> Path:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     model = models.load_model(source, device=device, dtype="float32", trust_remote_code=config.trust_remote_code)
-    check_vocab(data, model)
+    try:
+        check_vocab(data, model)
+    except InputError:
+        job.abandon()
+        raise
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
