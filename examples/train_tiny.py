@@ -41,6 +41,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 import task  # noqa: E402
 import tiny_model  # noqa: E402
 
+from stages.prompts import encode_prompts  # noqa: E402
+
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 # Bumped whenever a change here would make a cached model stale.
 RECIPE_VERSION = 1
@@ -110,25 +112,31 @@ def sample_rows(rng: random.Random, n: int, recipe: Recipe) -> list[tuple[dict, 
     return out
 
 
-def encode(tokenizer, rows: list[dict], context: str):
-    """input_ids, attention_mask and labels ([batch, seq], right-padded); labels are -100
-    except on the response and its end-of-sequence token."""
+def encode(tokenizer, rows: list[dict], context: str) -> list[tuple[list[int], int]]:
+    """Each row as (prompt + response + end-of-sequence token ids, prompt length)."""
+    prompts = encode_prompts(tokenizer, rows, context=context)
+    eos = tokenizer.eos_token_id
+    return [
+        (p + tokenizer(r["answer"], add_special_tokens=False)["input_ids"] + [eos], len(p))
+        for p, r in zip(prompts, rows)
+    ]
+
+
+def by_length(examples: list[tuple[list[int], int]]):
+    """Batches of equal-length sequences: input_ids and labels [batch, seq], labels -100 on
+    the prompt. No padding, so no attention mask: a reference prompt is ten times longer
+    than a plain one, and one padded batch would cost its length for every row."""
     import torch
 
-    from stages.prompts import encode_prompts
-
-    prompts = encode_prompts(tokenizer, rows, context=context)
-    responses = [tokenizer(r["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for r in rows]
-    width = max(len(p) + len(r) for p, r in zip(prompts, responses))
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
-        n = len(p) + len(r)
-        ids[i, :n] = torch.tensor(p + r)
-        mask[i, :n] = 1
-        labels[i, len(p) : n] = torch.tensor(r)
-    return ids, mask, labels
+    groups: dict[int, list[tuple[list[int], int]]] = {}
+    for ex in examples:
+        groups.setdefault(len(ex[0]), []).append(ex)
+    for group in groups.values():
+        ids = torch.tensor([seq for seq, _ in group])
+        labels = ids.clone()
+        for i, (_, n_prompt) in enumerate(group):
+            labels[i, :n_prompt] = -100
+        yield ids, labels
 
 
 # ---------------------------------------------------------------------------------------
@@ -158,19 +166,19 @@ def train(model, tokenizer, recipe: Recipe, seed: int, name: str) -> None:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, recipe)
             batch = sample_rows(rng, recipe.batch_size, recipe)
-            # Short plain prompts and long reference prompts in separate forward passes: one
-            # padded batch would cost the long prompt's length for every row.
-            parts = [[r for r, c in batch if c == context] for context in ("none", "reference")]
-            n_tokens = sum(len(r["answer"]) + 1 for r in (row for row, _ in batch))
+            examples = []
+            for context in ("none", "reference"):
+                rows = [row for row, c in batch if c == context]
+                examples += encode(tokenizer, rows, context) if rows else []
+            n_targets = sum(len(seq) - n_prompt for seq, n_prompt in examples)
             total = 0.0
-            for context, rows in zip(("none", "reference"), parts):
-                if not rows:
-                    continue
-                ids, mask, labels = encode(tokenizer, rows, context)
-                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            for ids, labels in by_length(examples):
+                logits = model(input_ids=ids).logits[:, :-1].float()
+                # Summed over the batch's response tokens, then divided by their count: every
+                # target token weighs the same whichever group it is in.
                 loss = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
-                ) / n_tokens
+                ) / n_targets
                 loss.backward()
                 total += loss.item()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -190,7 +198,6 @@ def greedy_accuracy(model, tokenizer, seed: int, per_digit: int = EVAL_PER_DIGIT
     """Greedy accuracy on held-out problems per digit count, and on the retention skill."""
     from stages.generate import SamplingOptions, generate_hf
     from stages.models import eos_token_ids
-    from stages.prompts import encode_prompts
     from stages.verifiers import check_one
 
     groups: dict[str, list[dict]] = {}
@@ -226,8 +233,6 @@ def greedy_accuracy(model, tokenizer, seed: int, per_digit: int = EVAL_PER_DIGIT
 def settings(recipe: Recipe, seed: int, tokenizer) -> dict:
     """Everything that determines the model. The rendered prompts are included so that a
     change to the pipeline's prompt template (stages/prompts.py) retrains rather than reuses."""
-    from stages.prompts import encode_prompts
-
     probe = [task.add_row(347, 89, "", "")]
     rendered = [encode_prompts(tokenizer, probe, context=c)[0] for c in ("none", "reference")]
     return {

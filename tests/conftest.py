@@ -24,6 +24,13 @@ import tiny_model  # noqa: E402
 os.environ.setdefault("PACED_NO_PROGRESS", "1")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--soak", type=int, default=0,
+        help="fault injection: kill each long stage at this many random moments (CI uses 5)",
+    )
+
+
 @dataclass
 class Result:
     exit_code: int
