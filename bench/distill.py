@@ -74,7 +74,7 @@ def distill_config(student: str, tl: str, weights: Path, out: Path, batch: int, 
 # Children of section `distill` (each runs in its own interpreter)
 
 
-def child_distill(student: str, tl: str, batch: int, steps: int, work: str) -> dict:
+def child_distill(student: str, tl: str, batch: int, steps: int, calls: int, work: str) -> dict:
     import polars as pl
 
     from stages import distill
@@ -82,15 +82,18 @@ def child_distill(student: str, tl: str, batch: int, steps: int, work: str) -> d
     work = Path(work)
     weights = write_uniform_weights(problem_ids(Path(tl)), work / "weights.parquet")
     distill.run(distill_config(student, tl, weights, work / "warm", batch, 1))
-    gc.collect()
-    t = time.perf_counter()
-    out = distill.run(distill_config(student, tl, weights, work / "timed", batch, steps))
-    seconds = time.perf_counter() - t
-    log = pl.read_parquet(out / "train_log.parquet")
-    return {"seconds": seconds, "tokens": int(log["tokens"].sum()), "step_seconds": log["seconds"].to_list()}
+    seconds, step_seconds = [], []
+    for c in range(calls):
+        gc.collect()
+        t = time.perf_counter()
+        out = distill.run(distill_config(student, tl, weights, work / f"timed{c}", batch, steps))
+        seconds.append(time.perf_counter() - t)
+        log = pl.read_parquet(out / "train_log.parquet")
+        step_seconds.append(float(log["seconds"].sum()))
+    return {"seconds": seconds, "tokens": int(log["tokens"].sum()), "step_seconds": step_seconds}
 
 
-def child_teacher_logits(problems: str, sequences: str, teacher: str, batch: int, top_k: int, work: str) -> dict:
+def child_teacher_logits(problems: str, sequences: str, teacher: str, batch: int, top_k: int, calls: int, work: str) -> dict:
     import polars as pl
 
     from stages import teacher_logits as tl
@@ -104,15 +107,17 @@ def child_teacher_logits(problems: str, sequences: str, teacher: str, batch: int
                                       top_k=top_k, weights=weights, batch_size=batch, overwrite=True)
 
     tl.run(config(work / "warm", warm_weights))
-    gc.collect()
-    t = time.perf_counter()
-    out = tl.run(config(work / "timed", None))
-    seconds = time.perf_counter() - t
+    seconds = []
+    for c in range(calls):
+        gc.collect()
+        t = time.perf_counter()
+        out = tl.run(config(work / f"timed{c}", None))
+        seconds.append(time.perf_counter() - t)
     tokens = pl.read_parquet(out / "part-*.parquet", columns=["token_ids"])["token_ids"].list.len().sum()
     return {"seconds": seconds, "tokens": int(tokens)}
 
 
-def child_trl(student: str, teacher: str, tl: str, batch: int, steps: int, work: str) -> dict:
+def child_trl(student: str, teacher: str, tl: str, batch: int, steps: int, calls: int, work: str) -> dict:
     """TRL GKDTrainer on exactly the token sequences of the paced teacher_logits artifact."""
     import polars as pl
     import torch
@@ -155,10 +160,12 @@ def child_trl(student: str, teacher: str, tl: str, batch: int, steps: int, work:
         trainer.train()
 
     train(1, Path(work) / "warm")
-    gc.collect()
-    t = time.perf_counter()
-    train(steps, Path(work) / "timed")
-    seconds = time.perf_counter() - t
+    seconds = []
+    for c in range(calls):
+        gc.collect()
+        t = time.perf_counter()
+        train(steps, Path(work) / f"timed{c}")
+        seconds.append(time.perf_counter() - t)
     return {"seconds": seconds, "tokens": int(sum(len(r) for r in frame["token_ids"].to_list()))}
 
 
@@ -179,18 +186,22 @@ def section(ctx: Context) -> Section:
     tl_dir = tl.run(tl.TeacherLogitsConfig(problems=w.problems, sequences=seqs, teacher=str(w.teacher), out=d / "tl",
                                            top_k=TOP_K, batch_size=size.batch, overwrite=True))
 
+    # Full runs: one child per system per round (rounds interleave systems against drifting
+    # load). --quick: one round whose children each make `runs` timed calls (interpreter
+    # start-up would otherwise dominate).
+    rounds, calls = (1, size.runs) if ctx.quick else (size.runs, 1)
     results: dict[str, list] = {"distill": [], "tl": [], "trl": []}
-    for r in range(size.runs):
+    for r in range(rounds):
         results["distill"].append(in_child("bench.distill:child_distill", student=str(w.student), tl=str(tl_dir),
-                                           batch=size.batch, steps=size.steps, work=str(d / f"d{r}")))
+                                           batch=size.batch, steps=size.steps, calls=calls, work=str(d / f"d{r}")))
         results["tl"].append(in_child("bench.distill:child_teacher_logits", problems=str(w.problems), sequences=str(seqs),
-                                      teacher=str(w.teacher), batch=size.batch, top_k=TOP_K, work=str(d / f"t{r}")))
+                                      teacher=str(w.teacher), batch=size.batch, top_k=TOP_K, calls=calls, work=str(d / f"t{r}")))
         results["trl"].append(in_child("bench.distill:child_trl", student=str(w.student), teacher=str(w.teacher),
-                                       tl=str(tl_dir), batch=size.batch, steps=size.steps, work=str(d / f"g{r}")))
+                                       tl=str(tl_dir), batch=size.batch, steps=size.steps, calls=calls, work=str(d / f"g{r}")))
 
     tokens = results["distill"][0].value["tokens"]
     assert all(x.value["tokens"] == tokens for xs in results.values() for x in xs), "systems trained different tokens"
-    secs = {k: Stat(tuple(x.value["seconds"] for x in xs)) for k, xs in results.items()}
+    secs = {k: Stat(tuple(v for x in xs for v in x.value["seconds"])) for k, xs in results.items()}
     rss = {k: Stat(tuple(float(x.max_rss) for x in xs)) for k, xs in results.items()}
     pipeline = Stat(tuple(a + b for a, b in zip(secs["tl"].values, secs["distill"].values)))
     tps = {k: s.map(lambda v: tokens / v) for k, s in (("distill", secs["distill"]), ("tl", secs["tl"]),
@@ -205,12 +216,12 @@ def section(ctx: Context) -> Section:
     sec.add("speed ratio paced distill / TRL", f"{r_d.median:.2f}x", spread(r_d), runs, ">= 2x", r_d.median >= 2)
     sec.add("speed ratio paced teacher-logits + distill / TRL", f"{r_p.median:.2f}x", spread(r_p), runs)
     for key, name in (("distill", "paced distill"), ("tl", "paced teacher-logits"), ("trl", "TRL GKDTrainer")):
-        sec.add(f"peak RSS, {name}", mib(rss[key].median), f"{mib(rss[key].lo)}-{mib(rss[key].hi)}", runs)
+        sec.add(f"peak RSS, {name}", mib(rss[key].median), f"{mib(rss[key].lo)}-{mib(rss[key].hi)}", rounds)
     m_d = ratio(rss["distill"], rss["trl"])
     m_t = ratio(rss["tl"], rss["trl"])
-    sec.add("memory ratio paced distill / TRL", f"{m_d.median:.2f}", spread(m_d), runs, "<= 1", m_d.median <= 1)
-    sec.add("memory ratio paced teacher-logits / TRL", f"{m_t.median:.2f}", spread(m_t), runs)
-    step = Stat(tuple(sum(x.value["step_seconds"]) for x in results["distill"]))
+    sec.add("memory ratio paced distill / TRL", f"{m_d.median:.2f}", spread(m_d), rounds, "<= 1", m_d.median <= 1)
+    sec.add("memory ratio paced teacher-logits / TRL", f"{m_t.median:.2f}", spread(m_t), rounds)
+    step = Stat(tuple(v for x in results["distill"] for v in x.value["step_seconds"]))
     sec.notes.append(
         f"{w.describe()}; batch {size.batch} sequences, {size.steps} optimizer steps per timed call = {tokens:,} response "
         f"tokens; AdamW lr {LR:g}, weight decay 0.1, clip 1.0; top-k {TOP_K}. Times are whole calls in a warm process "

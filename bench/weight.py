@@ -1,10 +1,16 @@
-"""How long `paced weight` takes on a large scores artifact, against reading it alone.
+"""Section `weight`: how long `paced weight` takes on a large scores artifact, against the floor
+of reading it and against the same computation written naively with pandas.
 
+    python -m bench --only weight [--quick]         # 1 M and 10 M problems (--quick: 100 k and 1 M)
     python -m bench.weight --problems 1000000 --samples 8 --runs 3
 
-Writes synthetic scores (K samples per problem, pass rates spread over [0, 1]) to a temporary
-directory, then times the whole stage (read + validate + aggregate + write + summary) and the
-floor (polars reading the same file), median of `--runs` after a warm-up, side by side.
+Writes synthetic scores (K samples per problem, pass rates spread over [0, 1], rows grouped
+by problem as `paced score` writes them) to a temporary directory, then times the whole stage
+(`weight.run`: read + validate + aggregate + write + summary) and the floor (polars reading
+the same file), alternated, median of `--runs` after a warm-up; and the naive pandas version
+(read_parquet, groupby, the kernel applied per problem with `Series.apply`, write). Each size
+runs in its own interpreter, so 80 M rows leave no memory behind; one extra stage run under
+cProfile says where the stage's time goes.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from bench import common
 
 os.environ.setdefault("PACED_NO_PROGRESS", "1")
 
@@ -36,13 +43,76 @@ def make_scores(path: Path, problems: int, samples: int, seed: int = 0) -> None:
 
 
 def timed(fn, runs: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+    return list(common.timed(fn, runs).values)
+
+
+def naive_pandas(scores: Path, out: Path, alpha: float = 1.0, beta: float = 1.0) -> None:
+    """The weights artifact's columns the way a notebook would compute them."""
+    import pandas as pd
+
+    df = pd.read_parquet(scores, columns=["problem_id", "sample_index", "correct"])
+    g = df.groupby("problem_id", sort=False)["correct"].agg(["size", "sum"])
+    w = pd.DataFrame({"problem_id": g.index, "num_samples": g["size"].astype("int32").to_numpy(),
+                      "num_correct": g["sum"].astype("int32").to_numpy()})
+    w["pass_rate"] = w["num_correct"] / w["num_samples"]
+    w["weight"] = w["pass_rate"].apply(lambda p: p**alpha * (1.0 - p) ** beta)
+    w["weight"] *= len(w) / w["weight"].sum()
+    w.to_parquet(out, index=False)
+
+
+def child(problems: int, samples: int, runs: int) -> dict:
+    """One size, in its own interpreter (see bench.common.in_child)."""
+    import cProfile
+    import pstats
+
+    from rich.console import Console
+
+    from stages import weight
+
+    weight.console = Console(file=open(os.devnull, "w"))  # time the work, not the terminal
+    with tempfile.TemporaryDirectory(prefix="paced-bench-weight-") as d:
+        scores = Path(d) / "scores.parquet"
+        make_scores(scores, problems, samples)
+        config = weight.WeightConfig(scores=scores, out=Path(d) / "weights.parquet")
+        t = common.timed_together({
+            "stage": lambda: weight.run(config),
+            "floor": lambda: pl.read_parquet(scores),
+            "pandas": lambda: naive_pandas(scores, Path(d) / "naive.parquet"),
+        }, runs)
+        prof = cProfile.Profile()
+        prof.runcall(weight.run, config)
+    stats = pstats.Stats(prof).stats  # {(file, line, func): (cc, nc, tt, ct, callers)}
+    paced = [(f"{Path(f).parent.name}/{Path(f).name}:{fn}", ct) for (f, _, fn), (_, _, _, ct, _) in stats.items()
+             if f.startswith(str(common.ROOT / "stages")) or f.startswith(str(common.ROOT / "schemas"))]
+    paced.sort(key=lambda x: -x[1])
+    return {"stage": list(t["stage"].values), "floor": list(t["floor"].values), "pandas": list(t["pandas"].values),
+            "profile": paced[:8], "profile_total": max((ct for _, ct in paced), default=0.0)}
+
+
+def section(ctx: common.Context) -> common.Section:
+    sec = common.Section("weight", "5. weight")
+    runs = 3
+    for problems in (100_000, 1_000_000) if ctx.quick else (1_000_000, 10_000_000):
+        res = common.in_child("bench.weight:child", problems=problems, samples=8, runs=runs)
+        v = res.value
+        s = {k: common.Stat(tuple(v[k])) for k in ("stage", "floor", "pandas")}
+        size = f"{problems / 1e6:g} M" if problems >= 1_000_000 else f"{problems // 1000} k"
+        big = problems == 10_000_000
+        sec.add(f"paced weight, {size} problems x 8: s", f"{s['stage'].median:.2f}", common.spread(s["stage"]), runs,
+                "< 3 s" if big else "", (s["stage"].median < 3) if big else None)
+        sec.add(f"  floor: pl.read_parquet of the scores, {size}: s", f"{s['floor'].median:.2f}", common.spread(s["floor"]), runs)
+        sec.add(f"  naive pandas (read, groupby, apply), {size}: s", f"{s['pandas'].median:.2f}", common.spread(s["pandas"]), runs)
+        r = common.ratio(s["stage"], s["floor"])
+        sec.add(f"  ratio paced weight / read, {size}", f"{r.median:.1f}", common.spread(r, "{:.1f}"), runs,
+                "<= 2" if big else "", (r.median <= 2) if big else None)
+        rp = common.ratio(s["stage"], s["pandas"])
+        sec.add(f"  ratio paced weight / naive pandas, {size}", f"{rp.median:.2f}", common.spread(rp), runs)
+        sec.notes.append(
+            f"{size} problems (peak RSS of its child {common.mib(res.max_rss)}): cProfile of one more stage run "
+            f"({v['profile_total']:.2f} s under the profiler), cumulative time of paced's own functions: "
+            + "; ".join(f"`{name}` {ct:.2f} s" for name, ct in v["profile"][1:6])
+        )
+    return sec
 
 
 def main() -> None:

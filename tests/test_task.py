@@ -1,0 +1,194 @@
+"""The quickstart's synthetic task (examples/task.py) and tiny pretraining (examples/train_tiny.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+import schemas
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "examples"))
+
+import task  # noqa: E402
+
+SMALL = dict(train=600, test_per_digit=40, retain=50)
+ADD = re.compile(r"^(\d{5})\+(\d{5})=$")
+REV = re.compile(r"^rev (\d{5})=$")
+
+
+@pytest.fixture(scope="module")
+def splits() -> dict[str, pl.DataFrame]:
+    return task.make_splits(seed=0, **SMALL)
+
+
+def test_deterministic_for_a_seed_and_different_for_another(splits):
+    again = task.make_splits(seed=0, **SMALL)
+    for name in splits:
+        assert splits[name].equals(again[name]), name
+    other = task.make_splits(seed=1, **SMALL)
+    assert not splits["train"]["prompt"].equals(other["train"]["prompt"])
+    assert not splits["test"]["prompt"].equals(other["test"]["prompt"])
+
+
+def _expected(prompt: str) -> tuple[str, int]:
+    """The answer and digit count recomputed from the prompt by integer arithmetic."""
+    if m := ADD.match(prompt):
+        a, b = int(m[1]), int(m[2])
+        return str(a + b).zfill(6)[::-1], max(len(str(a)), len(str(b)))
+    m = REV.match(prompt)
+    assert m, f"unexpected prompt {prompt!r}"
+    return m[1][::-1], 5
+
+
+def test_every_answer_and_reference_is_right(splits):
+    for name, frame in splits.items():
+        for row in frame.iter_rows(named=True):
+            answer, digits = _expected(row["prompt"])
+            assert row["answer"] == answer, row
+            assert row["digits"] == digits, row
+            assert row["problem_id"].startswith(f"{name}-") and f"-{digits}d-" in row["problem_id"], row
+            # The answer alone on the reference's last line: the exact verifier reads that.
+            work, last = row["reference"].rsplit("\n", 1)
+            assert last == answer, row
+
+
+def test_addition_reference_work_is_consistent(splits):
+    for row in splits["test"].iter_rows(named=True):
+        a, b = (int(x) for x in ADD.match(row["prompt"]).groups())
+        carry, digits = 0, []
+        for step, (x, y) in zip(row["reference"].split("\n")[0].split(" "), zip(f"{a:05d}"[::-1], f"{b:05d}"[::-1])):
+            assert step == f"{x}+{y}+{carry}={int(x) + int(y) + carry:02d}", (row, step)
+            carry = (int(x) + int(y) + carry) // 10
+            digits.append(step[-1])
+        assert "".join(digits) + str(carry) == row["answer"]
+
+
+def test_splits_are_disjoint_and_sized(splits):
+    train, test, retain = splits["train"], splits["test"], splits["retain"]
+    assert train.height == SMALL["train"] and retain.height == SMALL["retain"]
+    prompts = [set(f["prompt"]) for f in (train, test, retain)]
+    assert sum(len(p) for p in prompts) == len(set().union(*prompts)), "a prompt is in two splits"
+    for f in (train, test, retain):
+        assert f["prompt"].is_unique().all() and f["problem_id"].is_unique().all()
+    # Test and retain come from the held-out region, train from the rest: pretraining
+    # (task.fresh_pair / fresh_string) can never produce a test or retain problem.
+    for row in test.iter_rows(named=True):
+        assert task.held_out_pair(*(int(x) for x in ADD.match(row["prompt"]).groups()))
+    for row in train.iter_rows(named=True):
+        assert not task.held_out_pair(*(int(x) for x in ADD.match(row["prompt"]).groups()))
+    assert all(task.held_out_string(int(REV.match(p)[1])) for p in retain["prompt"])
+    counts = dict(test.group_by("benchmark").len().iter_rows())
+    assert counts == {"add-1d": counts["add-1d"], **{f"add-{d}d": 40 for d in range(2, 6)}}
+    assert 15 <= counts["add-1d"] <= 40  # about a quarter of the 100 one-digit pairs is held out
+    assert set(train["digits"]) == {1, 2, 3, 4, 5} and set(retain["benchmark"]) == {"reverse"}
+
+
+def test_fresh_problems_avoid_the_held_out_region():
+    import random
+
+    rng = random.Random(0)
+    for d in task.DIGITS:
+        for _ in range(200):
+            a, b = task.fresh_pair(rng, d)
+            assert task.digits_of(a, b) == d and not task.held_out_pair(a, b)
+    assert not any(task.held_out_string(task.fresh_string(rng)) for _ in range(500))
+
+
+def test_cli_writes_valid_problems_files(tmp_path):
+    out = tmp_path / "data"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "task.py"), "--out", out, "--seed", "3",
+         "--train", "300", "--test-per-digit", "20", "--retain", "30"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(out / f"{n}.parquet") for n in ("train", "test", "retain")]
+    for name, n in (("train", 300), ("retain", 30)):
+        art = schemas.read(out / f"{name}.parquet", schemas.PROBLEMS, option="--problems")
+        assert art.frame.height == n and {"digits", "benchmark"} <= set(art.frame.columns)
+    schemas.read(out / "test.parquet", schemas.PROBLEMS, option="--problems")
+    bad = subprocess.run([sys.executable, str(ROOT / "examples" / "task.py"), "--out", out, "--train", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--train" in bad.stderr
+
+
+def test_exact_verifier_accepts_the_answer_and_the_reference(splits):
+    from stages.verifiers import check_one
+
+    row = splits["test"].row(0, named=True)
+    assert check_one("exact", row["answer"], row).correct
+    assert check_one("exact", row["reference"], row).correct
+    assert not check_one("exact", row["answer"][:-1] + "9" * (row["answer"][-1] != "9"), row).correct
+
+
+# ---------------------------------------------------------------------------------------
+# train_tiny --quick
+
+
+def _train(out, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_tiny.py"), "--out", out, "--quick", *extra],
+        capture_output=True, text=True, timeout=300, env=os.environ | {"PACED_NO_PROGRESS": "1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_models(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    r = _train(out)
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
+def test_quick_training_writes_loadable_checkpoints(quick_models):
+    from transformers import AutoModelForCausalLM
+
+    from stages import models
+    from stages.prompts import encode_prompts
+
+    out, r = quick_models
+    assert r.stdout.split() == [str(out / "teacher"), str(out / "student")]
+    sigs = []
+    for name in ("teacher", "student"):
+        d = out / name
+        models.check_model(str(d), "--model")
+        assert (d / "model.safetensors").exists() and not (out / f".{name}.partial").exists()
+        record = json.loads((d / "train_config.json").read_text())
+        assert record["settings"]["recipe"]["steps"] == 12
+        model = models.load_model(str(d), device="cpu")
+        tok = models.load_tokenizer(str(d))
+        assert models.eos_token_ids(model, tok) == [tok.eos_token_id]
+        assert getattr(tok, "chat_template", None) is None  # raw prompts
+        # Character level: every digit is one token, and text round-trips.
+        ids = encode_prompts(tok, [{"prompt": "00347+00089=", "reference": None}])[0]
+        assert len(ids) == 12 and tok.decode(ids) == "00347+00089="
+        assert AutoModelForCausalLM.from_pretrained(d).config.max_position_embeddings >= 256
+        sigs.append(models.tokenizer_signature(tok))
+    models.check_same_tokenizer(*sigs, "teacher", "student")
+    teacher = json.loads((out / "teacher" / "config.json").read_text())
+    student = json.loads((out / "student" / "config.json").read_text())
+    assert teacher["num_hidden_layers"] > student["num_hidden_layers"]
+    for cfg in (teacher, student):
+        assert cfg["hidden_size"] // cfg["num_attention_heads"] >= 32  # vLLM's CPU attention
+
+
+def test_quick_training_is_reused_on_rerun(quick_models):
+    out, _ = quick_models
+    before = (out / "student" / "model.safetensors").stat().st_mtime_ns
+    r = _train(out)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("reused") == 2
+    assert (out / "student" / "model.safetensors").stat().st_mtime_ns == before
+    # Other settings: retrained (the student only), never mixed with the cached one.
+    r = _train(out, "--student-steps", "3")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("reused") == 1
+    record = json.loads((out / "student" / "train_config.json").read_text())
+    assert record["settings"]["recipe"]["steps"] == 3
