@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -43,6 +44,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     help=f"run only these sections, comma-separated or repeated: {', '.join(SECTIONS)}")
     ap.add_argument("--out", type=Path, default=common.ROOT / "bench" / "results.md",
                     help="where the markdown report is written (default bench/results.md)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads in every measurement (default 1: on a shared machine, more threads spin "
+                         "against other jobs and timings vary tenfold); give the core count on a dedicated machine")
     ap.add_argument("--task-dir", type=Path, default=None,
                     help="section savings: a real task's problems.parquet, weights.parquet, sequences, teacher/ and student/")
     args = ap.parse_args(argv)
@@ -52,12 +56,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--only {', '.join(unknown)}: no such section; use {', '.join(SECTIONS)}")
     if args.task_dir is not None and not args.task_dir.is_dir():
         ap.error(f"--task-dir {args.task_dir}: no such directory")
+    if "distill" in names:
+        missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]
+        if missing:
+            ap.error(f"section distill compares against TRL, and {', '.join(missing)} is not installed: "
+                     f"pip install -e '.[bench]' (or leave it out with --only)")
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: must be at least 1")
     args.names = names
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    common.set_threads(args.threads)
     started = time.perf_counter()
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     machine, versions = common.machine(), common.versions()
@@ -85,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- sections: " + ", ".join(f"{s.name} {s.seconds:.0f} s" for s in sections) + f"; total {total:.0f} s",
         "",
     ]
-    report = "\n".join(head) + table + "\n"
+    report = "\n".join(head) + "\n" + table + "\n"
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp")

@@ -153,6 +153,20 @@ def _child_main(target: str, args_path: str, out_path: str) -> None:
 # Machine and versions
 
 
+def set_threads(n: int) -> None:
+    """Intra-op threads for torch here and in every child (they inherit the environment).
+
+    On the shared 2-core development machines, two OpenMP threads spin-wait against other
+    jobs: one distill step of the quick workload took 0.3-2.8 s with 2 threads and a steady
+    0.12 s with 1, side by side. One thread keeps the ratios meaningful there.
+    """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

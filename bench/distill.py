@@ -90,7 +90,7 @@ def child_distill(student: str, tl: str, batch: int, steps: int, calls: int, wor
         seconds.append(time.perf_counter() - t)
         log = pl.read_parquet(out / "train_log.parquet")
         step_seconds.append(float(log["seconds"].sum()))
-    return {"seconds": seconds, "tokens": int(log["tokens"].sum()), "step_seconds": step_seconds}
+    return {"seconds": seconds, "tokens": int(log["tokens"].sum()), "step_seconds": step_seconds, "loss": log["fkl"].to_list()}
 
 
 def child_teacher_logits(problems: str, sequences: str, teacher: str, batch: int, top_k: int, calls: int, work: str) -> dict:
@@ -152,21 +152,22 @@ def child_trl(student: str, teacher: str, tl: str, batch: int, steps: int, calls
             output_dir=str(out), per_device_train_batch_size=batch, gradient_accumulation_steps=1, max_steps=max_steps,
             lmbda=0.0, beta=0.0, seq_kd=False, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
             weight_decay=0.1, max_grad_norm=1.0, optim="adamw_torch", use_cpu=True, bf16=False, fp16=False,
-            report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0,
+            report_to="none", save_strategy="no", logging_strategy="steps", logging_steps=1, disable_tqdm=True, seed=0,
             dataloader_num_workers=0,
         )
         trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, train_dataset=ds,
                              processing_class=tokenizer, data_collator=collate)
         trainer.train()
+        return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
     train(1, Path(work) / "warm")
     seconds = []
     for c in range(calls):
         gc.collect()
         t = time.perf_counter()
-        train(steps, Path(work) / f"timed{c}")
+        losses = train(steps, Path(work) / f"timed{c}")
         seconds.append(time.perf_counter() - t)
-    return {"seconds": seconds, "tokens": int(sum(len(r) for r in frame["token_ids"].to_list()))}
+    return {"seconds": seconds, "tokens": int(sum(len(r) for r in frame["token_ids"].to_list())), "loss": losses}
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,7 +229,10 @@ def section(ctx: Context) -> Section:
         f"(after a one-step warm-up call in it): inputs and models loaded, steps, output written (paced writes its "
         f"checkpoint; TRL saves nothing). Of paced distill's {secs['distill'].median:.1f} s, the optimizer steps "
         f"themselves took {step.median:.1f} s (train_log `seconds`). Peak RSS is each child's own `ru_maxrss` (os.wait4) "
-        f"and includes the interpreter and its imports (TRL also imports datasets, accelerate and trl)."
+        f"and includes the interpreter and its imports (TRL also imports datasets, accelerate and trl). Same "
+        f"objective, as a check: per-step token-mean forward KL, paced (on k+1 buckets) "
+        f"{', '.join(f'{x:.3f}' for x in results['distill'][0].value['loss'])}, TRL (full vocabulary) "
+        f"{', '.join(f'{x:.3f}' for x in results['trl'][0].value['loss'])} (each samples its own batch order)."
     )
     return sec
 
@@ -242,7 +246,7 @@ def child_floor(student: str, teacher: str, tl: str, batch: int, runs: int, work
     import torch.nn.functional as F
 
     import schemas
-    from stages import distill, models
+    from stages import distill, losses, models
     from stages.teacher_logits import score_sequences
 
     work = Path(work)
@@ -289,7 +293,31 @@ def child_floor(student: str, teacher: str, tl: str, batch: int, runs: int, work
 
     student_t = timed_together({"sft": sft_step, "paced": paced_step}, runs)
     timed_parts = {k: v[-runs:] for k, v in parts.items()}  # drop the warm-up
-    del model, opt, params, decoder, head
+
+    # The losses alone, forward + backward on the same fixed logits [B, R, V].
+    with torch.no_grad():
+        hidden = decoder(input_ids=fixed["input_ids"], attention_mask=fixed["attention"]).last_hidden_state
+        logits = head(torch.gather(hidden, 1, fixed["gather"].unsqueeze(-1).expand(-1, -1, hidden.shape[-1])))
+
+    def ce_loss() -> None:
+        x = logits.clone().requires_grad_()
+        F.cross_entropy(x[fixed["mask"]], targets[fixed["mask"]]).backward()
+
+    def paced_loss() -> None:
+        x = logits.clone().requires_grad_()
+        terms = losses.token_losses(x, fixed["topk_ids"], fixed["topk_lp"], fixed["tail"], fixed["mask"], loss="fkl")
+        total = 0
+        for name in ("loss", "fkl", "rkl"):  # what micro_batch_loss reduces
+            sums, _ = losses.sequence_sums(terms[name], fixed["mask"])
+            total = total + (sums * coef).sum() * (1.0 if name == "loss" else 0.0)
+        total.backward()
+
+    loss_t = timed_together({"ce": ce_loss, "paced": paced_loss}, runs)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        paced_step()
+    ops = [(e.key, e.self_cpu_time_total / 1e6) for e in prof.key_averages()]
+    ops.sort(key=lambda x: -x[1])
+    del model, opt, params, decoder, head, hidden, logits
     gc.collect()
 
     t_model = models.load_model(teacher, device="cpu", dtype="float32")
@@ -305,7 +333,13 @@ def child_floor(student: str, teacher: str, tl: str, batch: int, runs: int, work
         score_sequences(t_model, prompts, responses, top_k=TOP_K, real_vocab=real_vocab, batch_size=batch, chunk_size=1024)
 
     teacher_t = timed_together({"forward": teacher_forward, "paced": teacher_paced}, runs)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        teacher_paced()
+    t_ops = [(e.key, e.self_cpu_time_total / 1e6) for e in prof.key_averages()]
+    t_ops.sort(key=lambda x: -x[1])
     return {
+        "ce_loss": list(loss_t["ce"].values), "paced_loss": list(loss_t["paced"].values),
+        "ops": ops[:6], "teacher_ops": t_ops[:6],
         "sft": list(student_t["sft"].values), "paced": list(student_t["paced"].values),
         "teacher_forward": list(teacher_t["forward"].values), "teacher_paced": list(teacher_t["paced"].values),
         "parts": timed_parts, "tokens": int(fixed["mask"].sum()),
@@ -336,12 +370,18 @@ def section_floor(ctx: Context) -> Section:
     rt = ratio(s["teacher_paced"], s["teacher_forward"])
     sec.add("ratio paced teacher-logits / plain forward", f"{rt.median:.2f}", spread(rt), runs, "<= 1.2", rt.median <= 1.2)
     parts = {k: Stat(tuple(v)) for k, v in res["parts"].items()}
+    ce, pl_ = Stat(tuple(res["ce_loss"])), Stat(tuple(res["paced_loss"]))
     total = sum(p.median for p in parts.values())
     sec.notes.append(
         f"one batch of {size.batch} sequences ({res['tokens']:,} response tokens) of the distill workload; the "
         f"cross-entropy step runs the same decoder forward, the output layer at the same response positions, "
         f"F.cross_entropy, backward, clip and AdamW on tensors built once. Paced step, median per part: "
         + ", ".join(f"{k} {p.median:.3f} s ({p.median / total:.0%})" for k, p in parts.items())
-        + ". The teacher floor is `model(input_ids, attention_mask).logits` (all positions, float32) under inference_mode."
+        + f". The losses alone, forward + backward on the same fixed [B, R, V] logits: F.cross_entropy "
+        f"{ce.median:.3f} s, paced `losses.token_losses` (fkl) {pl_.median:.3f} s. torch.profiler, one paced step, "
+        f"top ops by self CPU time: " + ", ".join(f"{k} {v:.3f} s" for k, v in res["ops"])
+        + ". The teacher floor is `model(input_ids, attention_mask).logits` (all positions, float32) under "
+        f"inference_mode; torch.profiler of one `score_sequences`, top ops by self CPU time: "
+        + ", ".join(f"{k} {v:.3f} s" for k, v in res["teacher_ops"]) + "."
     )
     return sec

@@ -73,6 +73,7 @@ TEACHER = Recipe(hidden=128, layers=4, heads=4, steps=3000)
 STUDENT = Recipe(hidden=128, layers=2, heads=4, steps=1200)
 QUICK_STEPS = 12
 EVAL_PER_DIGIT = 200
+QUICK_EVAL = 10  # --quick: the check that generation and scoring run, not a measurement
 MAX_NEW_TOKENS = 8  # 6 answer digits + end of sequence, plus one to spare
 
 
@@ -244,7 +245,7 @@ def settings(recipe: Recipe, seed: int, tokenizer) -> dict:
     }
 
 
-def make_model(out: Path, name: str, recipe: Recipe, seed: int, tokenizer) -> Path:
+def make_model(out: Path, name: str, recipe: Recipe, seed: int, tokenizer, eval_per_digit: int = EVAL_PER_DIGIT) -> Path:
     """Train `name` into out/name unless a finished model with the same settings is there."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -278,7 +279,7 @@ def make_model(out: Path, name: str, recipe: Recipe, seed: int, tokenizer) -> Pa
     start = time.monotonic()
     train(model, tokenizer, recipe, seed, name)
     seconds = time.monotonic() - start
-    accuracy = greedy_accuracy(model, tokenizer, seed)
+    accuracy = greedy_accuracy(model, tokenizer, seed, eval_per_digit)
     console.print(
         f"{name}: trained in {seconds:.0f} s; greedy accuracy on held-out problems: "
         + "  ".join(f"{k} {v:.0%}" for k, v in accuracy.items())
@@ -321,7 +322,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     for name, recipe in recipes.items():
-        print(make_model(args.out, name, recipe, args.seed, tokenizer))
+        print(make_model(args.out, name, recipe, args.seed, tokenizer, QUICK_EVAL if args.quick else EVAL_PER_DIGIT))
 
 
 if __name__ == "__main__":

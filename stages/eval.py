@@ -404,12 +404,7 @@ def _generate_and_check(
                             row_of_response.append(row)
                     for i, v in enumerate(pool.map(zip(cols["completion"], row_of_response))):
                         if v.user_error:
-                            raise InputError(
-                                f"--verifier {spec}: raised on problem_id={cols['problem_id'][i]!r}, "
-                                f"sample_index={cols['sample_index'][i]} ({v.reason.removeprefix('error: ')}); "
-                                f"fix the function (it must return a bool for any completion) and rerun "
-                                f"with --overwrite"
-                            )
+                            raise verifiers.user_error(spec, cols["problem_id"][i], cols["sample_index"][i], v)
                         cols["correct"].append(v.correct)
                         cols["extracted"].append(v.extracted)
                         cols["reason"].append(v.reason)

@@ -113,12 +113,7 @@ def run(config: ScoreConfig) -> Path:
                 verdicts = []
                 for i, v in enumerate(pool.map(items)):
                     if v.user_error:
-                        raise InputError(
-                            f"--verifier {spec}: raised on problem_id={chunk['problem_id'][i]!r}, "
-                            f"sample_index={chunk['sample_index'][i]} ({v.reason.removeprefix('error: ')}); "
-                            f"fix the function (it must return a bool for any completion) and rerun "
-                            f"with --overwrite"
-                        )
+                        raise verifiers.user_error(spec, chunk["problem_id"][i], chunk["sample_index"][i], v)
                     verdicts.append(v)
                     advance(bar, 1, "checks")
                 table = schemas.table_from_columns(

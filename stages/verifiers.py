@@ -61,6 +61,15 @@ def _error(e: BaseException, user_error: bool = False) -> Verdict:
 _MODULE_SPEC = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
+def user_error(spec: str, problem_id: str, sample_index: int, verdict: Verdict) -> InputError:
+    """The exit-2 error for a user's verifier that raised or returned a non-bool on one row."""
+    return InputError(
+        f"--verifier {spec}: raised on problem_id={problem_id!r}, sample_index={sample_index} "
+        f"({(verdict.reason or '').removeprefix('error: ')}); fix the function (it must return a "
+        f"bool for any completion) and rerun with --overwrite"
+    )
+
+
 def resolve(spec: str) -> str:
     """Validate a --verifier spec (import the user module, compile the regex); return it
     normalised. Raises InputError naming --verifier and the fix."""

@@ -1,0 +1,50 @@
+"""The benchmark suite runs and prints its table (`python -m bench`; timings are never asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+HEADER = "| section | measurement | value (median) | spread (min-max) | runs | goal | met |"
+
+
+def bench(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = os.environ | {"PACED_NO_PROGRESS": "1"}
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_quick_cheap_sections_print_the_table(tmp_path):
+    # The sections that need neither TRL nor a training run: about 30 s on 2 cores.
+    out = tmp_path / "results.md"
+    r = bench("--quick", "--only", "rollout,storage", "--only", "weight", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert HEADER in r.stdout
+    for row in (
+        "| 4. rollout | paced rollout, transformers backend, K = 8: tokens/s |",
+        "| 4. rollout | ratio paced rollout / model.generate |",
+        "| 4. rollout | paced rollout, vLLM backend, K = 8 | n/a (no vLLM backend yet) |",
+        "| 2. teacher-logit storage | teacher_logits on disk, k = 8: bytes per response token |",
+        "| 2. teacher-logit storage | teacher_logits on disk, k = 32: bytes per response token |",
+        "| 2. teacher-logit storage | teacher_logits on disk, k = 64: bytes per response token |",
+        "| 2. teacher-logit storage | k = 32: loss error abs(fkl on k+1 buckets - full fkl), nats/token |",
+        "| 2. teacher-logit storage | k = 32: KL(full teacher || top-k + uniform tail), nats/token |",
+        "| 5. weight | paced weight, 100 k problems x 8: s |",
+        "| 5. weight | paced weight, 1 M problems x 8: s |",
+        "| 5. weight |   naive pandas (read, groupby, apply), 1 M",
+    ):
+        assert row in r.stdout, row
+    # Sections run in the order given; the distill, floor and savings sections were left out.
+    assert r.stdout.index("4. rollout") < r.stdout.index("2. teacher-logit storage") < r.stdout.index("5. weight")
+    assert "1. distill vs TRL" not in r.stdout and "6. savings" not in r.stdout
+    report = out.read_text()
+    assert HEADER in report and "- date: " in report and "- machine: " in report and "- versions: " in report
+    assert "cores" in report and "torch " in report
+
+
+def test_unknown_section_is_refused():
+    r = bench("--only", "nosuch", timeout=60)
+    assert r.returncode == 2
+    assert "--only nosuch: no such section" in r.stderr and "distill, storage, floor, rollout, weight, savings" in r.stderr
