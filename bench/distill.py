@@ -147,7 +147,7 @@ def child_trl(student: str, teacher: str, tl: str, batch: int, steps: int, calls
             labels[b, p:n] = ids[b, p:n]  # loss on the response tokens only, as paced
         return {"input_ids": ids, "attention_mask": attention, "labels": labels}
 
-    def train(max_steps: int, out: Path) -> None:
+    def train(max_steps: int, out: Path) -> list[float]:
         args = GKDConfig(
             output_dir=str(out), per_device_train_batch_size=batch, gradient_accumulation_steps=1, max_steps=max_steps,
             lmbda=0.0, beta=0.0, seq_kd=False, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,

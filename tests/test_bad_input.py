@@ -230,3 +230,28 @@ def test_full_disk_is_refused_cleanly(world, tmp_path):
 
 def test_case_count():
     assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("err", ["EROFS", "EACCES", "ENOSPC"])
+def test_unwritable_output_exits_2_naming_the_path(world, tmp_path, monkeypatch, err):
+    """A read-only file system, a directory we may not write (as a non-root user) or a full
+    disk surface as OSError on write; paced exits 2 with the path and the fix. (Tests run as
+    root, which permission bits do not stop, so the error is injected at the write.)"""
+    import errno
+    import os
+
+    import schemas.io
+
+    real = os.replace
+
+    def refuse(src, dst):
+        if str(dst).endswith("w.parquet"):
+            raise OSError(getattr(errno, err), os.strerror(getattr(errno, err)), str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(schemas.io.os, "replace", refuse)
+    out = tmp_path / "w.parquet"
+    r = paced("weight", "--scores", world["scores"], "--out", out)
+    assert r.exit_code == 2
+    assert f"cannot write {out}" in r.stderr and os.strerror(getattr(errno, err)) in r.stderr
+    assert list(tmp_path.iterdir()) == []  # the temporary is removed, nothing at the final name
