@@ -28,6 +28,7 @@ def rollout(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16 or float16.")] = "auto",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run. Off unless you trust it.")] = False,
+    shard: Annotated[Optional[str], typer.Option(help="Run one shard I/N of the job (problems split by a stable hash of problem_id) into --out/shard-I-of-N; downstream stages read --out as one artifact once every shard is done.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an unfinished or different rollouts job in --out instead of refusing.")] = False,
 ) -> None:
     """Sample K responses per problem (resumable: rerun the same command after a crash)."""
@@ -37,7 +38,7 @@ def rollout(
             max_new_tokens=max_new_tokens, seed=seed, backend=backend, context=context,
             system_prompt=system_prompt, prompt_suffix=prompt_suffix, batch_size=batch_size,
             part_size=part_size, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-            overwrite=overwrite,
+            shard=shard, overwrite=overwrite,
         ),
         stage.run,
         ctx,

@@ -26,6 +26,7 @@ def teacher_logits(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16 or float16.")] = "auto",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run.")] = False,
+    shard: Annotated[Optional[str], typer.Option(help="Run one shard I/N of the job (problems split by a stable hash of problem_id) into --out/shard-I-of-N; downstream stages read --out as one artifact once every shard is done.")] = None,
     allow_stale: Annotated[bool, typer.Option(help="Accept inputs made from another problems file than the others (normally refused as stale).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an unfinished or different job in --out instead of refusing.")] = False,
 ) -> None:
@@ -35,7 +36,7 @@ def teacher_logits(
             problems=problems, sequences=sequences, teacher=teacher, out=out, top_k=top_k, context=context,
             weights=weights, system_prompt=system_prompt, prompt_suffix=prompt_suffix, batch_size=batch_size,
             chunk_size=chunk_size, part_size=part_size, device=device, dtype=dtype,
-            trust_remote_code=trust_remote_code, allow_stale=allow_stale, overwrite=overwrite,
+            trust_remote_code=trust_remote_code, allow_stale=allow_stale, shard=shard, overwrite=overwrite,
         ),
         stage.run,
         ctx,

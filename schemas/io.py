@@ -24,6 +24,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 from dataclasses import dataclass, replace
@@ -76,6 +77,10 @@ def fingerprint(path: str | os.PathLike) -> str:
     """A content fingerprint of an artifact: its bytes, or its manifest's part checksums."""
     p = Path(path)
     if p.is_dir():
+        shards = shard_dirs(p, "input")
+        if shards is not None:
+            body = json.dumps([fingerprint(d) for d in shards])
+            return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
         manifest = p / MANIFEST_FILE
         if manifest.exists():
             m = json.loads(manifest.read_text())
@@ -86,6 +91,43 @@ def fingerprint(path: str | os.PathLike) -> str:
             h.update(f.name.encode() + _sha256_file(f).encode())
         return "sha256:" + h.hexdigest()
     return "sha256:" + _sha256_file(p)
+
+
+SHARD_NAME = re.compile(r"^shard-(\d+)-of-(\d+)$")
+
+
+def shard_name(index: int, count: int) -> str:
+    return f"shard-{index:05d}-of-{count:05d}"
+
+
+def shard_dirs(p: Path, option: str) -> list[Path] | None:
+    """The shard job directories of a sharded artifact, all present and finished; None if
+    `p` is not sharded. A missing or unfinished shard is refused by name."""
+    found = {}
+    for d in p.iterdir() if p.is_dir() else []:
+        m = SHARD_NAME.match(d.name)
+        if m and d.is_dir():
+            found[(int(m.group(1)), int(m.group(2)))] = d
+    if not found:
+        return None
+    counts = {n for _, n in found}
+    if len(counts) > 1:
+        raise InputError(
+            f"{option} {p}: holds shards of different splits ({', '.join(f'of {n}' for n in sorted(counts))}); "
+            f"keep one --shard I/N split per directory"
+        )
+    n = counts.pop()
+    missing = [f"{i}/{n}" for i in range(n) if (i, n) not in found]
+    unfinished = [f"{i}/{n}" for (i, _), d in sorted(found.items()) if not (d / MANIFEST_FILE).exists()]
+    if missing or unfinished:
+        parts = ([f"missing shard(s) {', '.join(missing)}"] if missing else []) + (
+            [f"unfinished shard(s) {', '.join(unfinished)}"] if unfinished else []
+        )
+        raise InputError(
+            f"{option} {p}: {'; '.join(parts)}; run (or rerun) the command with --shard I/N for each "
+            f"before reading the artifact as a whole"
+        )
+    return [found[(i, n)] for i in range(n)]
 
 
 def hash_options(options: dict[str, Any]) -> str:
@@ -191,7 +233,7 @@ def _declared(path: Path, meta: dict[bytes, bytes] | None, schema: ArtifactSchem
     return json.loads(prov) if prov else {}
 
 
-def _parquet_schema(path: Path, option: str) -> pa.Schema:
+def parquet_schema(path: Path, option: str) -> pa.Schema:
     try:
         return pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
@@ -210,6 +252,14 @@ def artifact_files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | N
         m = _load_json(manifest, option)
         verify_parts(p, m, option)
         return [p / x["file"] for x in m["parts"]], m.get("provenance")
+    shards = shard_dirs(p, option)
+    if shards is not None:
+        files, prov = [], None
+        for d in shards:
+            part_files, shard_prov = artifact_files(d, option)
+            files += part_files
+            prov = prov if prov is not None else shard_prov
+        return files, prov
     if (p / JOB_FILE).exists():
         job = _load_json(p / JOB_FILE, option)
         raise InputError(
@@ -267,7 +317,7 @@ def read(
     files, prov = artifact_files(p, option)
     frames = []
     for f in files:
-        arrow_schema = _parquet_schema(f, option)
+        arrow_schema = parquet_schema(f, option)
         declared = _declared(f, arrow_schema.metadata, schema, option)
         prov = prov if prov is not None else declared
         check_types(arrow_schema, schema, f"{option} {f}")
@@ -300,7 +350,7 @@ def read_header(path: str | os.PathLike, schema: ArtifactSchema, *, option: str)
         raise InputError(f"{option} {p}: no such file or directory; check the path")
     files, prov = artifact_files(p, option)
     for f in files:
-        arrow_schema = _parquet_schema(f, option)
+        arrow_schema = parquet_schema(f, option)
         declared = _declared(f, arrow_schema.metadata, schema, option)
         prov = prov if prov is not None else declared
         check_types(arrow_schema, schema, f"{option} {f}")

@@ -55,3 +55,54 @@ def summary_table(title: str, rows: list[tuple[str, str]]) -> None:
     for k, v in rows:
         table.add_row(k, v)
     console.print(table)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`--shard I/N` -> (I, N), checked; None when not sharded."""
+    from schemas import InputError
+
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard {text}: write it as I/N, e.g. 0/8 for the first of 8 shards") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"--shard {text}: need 0 <= I < N (shards are numbered from 0)")
+    return i, n
+
+
+def shard_of(problem_id: str, count: int) -> int:
+    """The shard a problem belongs to: a stable hash, the same on every machine and version."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(problem_id.encode()).digest()[:8], "little") % count
+
+
+def select_shard(frame, shard: tuple[int, int] | None):
+    """The rows of `frame` (with a problem_id column) that belong to `shard`."""
+    import polars as pl
+
+    if shard is None:
+        return frame
+    i, n = shard
+    return frame.filter(pl.col("problem_id").map_elements(lambda p: shard_of(p, n), return_dtype=pl.Int64) == i)
+
+
+def shard_out(out, shard: tuple[int, int] | None):
+    """Where a job writes: --out itself, or its shard's directory inside it."""
+    from pathlib import Path
+
+    from schemas.io import shard_name
+
+    out = Path(out)
+    if shard is None:
+        return out
+    from schemas import InputError
+    from schemas.io import JOB_FILE
+
+    if (out / JOB_FILE).exists():
+        raise InputError(f"--out {out}: holds an unsharded job; give the shards a directory of their own")
+    if out.parent.exists() and not out.exists():
+        out.mkdir(exist_ok=True)  # several shards may create it at once
+    return out / shard_name(*shard)

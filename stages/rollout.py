@@ -20,7 +20,7 @@ import polars as pl
 import schemas
 from schemas import InputError
 from stages import models, prompts
-from stages.common import advance, console, progress, summary_table
+from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 from stages.generate import SamplingOptions, derive_seed, generate_hf
 
 BACKENDS = ("hf",)
@@ -45,10 +45,12 @@ class RolloutConfig:
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    shard: str | None = None
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         check_sampling(self)
+        parse_shard(self.shard)
         problems = []
         if self.backend not in BACKENDS:
             problems.append(f"--backend {self.backend}: use one of {', '.join(BACKENDS)}")
@@ -103,12 +105,13 @@ def check_context_length(tokenizer, ids: list[list[int]], frame: pl.DataFrame, m
 def run(config: RolloutConfig) -> Path:
     # 1. Everything that can be checked before loading a model.
     art = schemas.read(config.problems, schemas.PROBLEMS, option="--problems")
-    problems = art.frame
+    shard = parse_shard(config.shard)
+    problems = select_shard(art.frame, shard)
     prompts.check_references(problems, config.context, f"--problems {art.path}")
     models.check_model(config.model, "--model")
     inputs = {"problems": art.fingerprint, "model": models.model_fingerprint(config.model)}
     job = schemas.Job(
-        config.out,
+        shard_out(config.out, shard),
         schemas.ROLLOUTS,
         job_options(config, inputs),
         schemas.provenance("rollout", asdict(config), {"problems": art}, problems=art.fingerprint),
@@ -153,7 +156,7 @@ def run(config: RolloutConfig) -> Path:
                 sampling,
                 eos_ids=eos,
                 batch_size=config.batch_size,
-                seed=derive_seed(config.seed, "rollout", part),
+                seed=derive_seed(config.seed, "rollout", *([] if shard is None else [f"shard {shard}"]), part),
                 on_batch=on_batch,
             )
             cols: dict[str, list] = {c.name: [] for c in schemas.ROLLOUTS.columns}

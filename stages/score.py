@@ -24,7 +24,7 @@ from pathlib import Path
 import schemas
 from schemas import InputError
 from stages import verifiers
-from stages.common import advance, console, progress, summary_table
+from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 
 
 @dataclass
@@ -37,9 +37,11 @@ class ScoreConfig:
     workers: int = 2
     part_size: int = 4096
     allow_stale: bool = False
+    shard: str | None = None
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        parse_shard(self.shard)
         problems = []
         if not self.timeout > 0:
             problems.append(f"--timeout {self.timeout}: must be > 0 seconds")
@@ -82,15 +84,16 @@ def run(config: ScoreConfig) -> Path:
         console.print(f"[yellow]warning:[/] {stale}")
     inputs = {"rollouts": rollouts.fingerprint, "problems": problems.fingerprint, "verifier": verifier_fingerprint(spec)}
     options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers", "allow_stale")}
+    shard = parse_shard(config.shard)
     job = schemas.Job(
-        config.out,
+        shard_out(config.out, shard),
         schemas.SCORES,
         options | {"verifier": spec, "inputs": inputs},
         schemas.provenance("score", asdict(config), {"rollouts": rollouts, "problems": problems}, problems=problems.fingerprint),
         overwrite=config.overwrite,
     )
     job.check()
-    frame = rollouts.frame.select("problem_id", "sample_index", "completion")
+    frame = select_shard(rollouts.frame.select("problem_id", "sample_index", "completion"), shard)
     n = frame.height
     n_parts = (n + config.part_size - 1) // config.part_size
     if job.complete:

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
 import schemas
 from schemas import InputError
 from stages import models, prompts
-from stages.common import advance, console, progress, summary_table
+from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 
 
 @dataclass
@@ -50,9 +49,11 @@ class TeacherLogitsConfig:
     dtype: str = "auto"
     trust_remote_code: bool = False
     allow_stale: bool = False
+    shard: str | None = None
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        parse_shard(self.shard)
         problems = []
         if self.top_k < 1:
             problems.append(f"--top-k {self.top_k}: must be at least 1 (32 is a good default)")
@@ -69,13 +70,8 @@ def _declared_columns(path: Path, option: str) -> list[str]:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{option} {p}: no such file or directory; check the path")
-    files = (sorted(p.glob("part-*.parquet")) or sorted(p.glob("*.parquet"))) if p.is_dir() else [p]
-    if not files:
-        raise InputError(f"{option} {p}: the directory holds no .parquet files")
-    try:
-        return pq.read_schema(files[0]).names
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
-        raise InputError(f"{option} {files[0]}: not a readable Parquet file ({e})") from None
+    files, _ = schemas.io.artifact_files(p, option)
+    return schemas.io.parquet_schema(files[0], option).names
 
 
 def load_sequences(path: Path, problems: pl.DataFrame) -> tuple[pl.DataFrame, schemas.Artifact, str]:
@@ -126,7 +122,8 @@ def run(config: TeacherLogitsConfig) -> Path:
         )
     prompts.check_references(problems.frame.join(seqs.select("problem_id").unique(), on="problem_id"),
                              config.context, f"--problems {problems.path}")
-    seqs, skipped, weights_art = apply_weights(seqs, config.weights)
+    shard = parse_shard(config.shard)
+    seqs, skipped, weights_art = apply_weights(select_shard(seqs, shard), config.weights)
     for option, art in (("--sequences", seq_art), ("--weights", weights_art)):
         if art is not None and art is not problems:
             stale = schemas.io.check_lineage(problems.fingerprint, f"--problems {problems.path}", art, option, config.allow_stale)
@@ -180,7 +177,7 @@ def run(config: TeacherLogitsConfig) -> Path:
     options |= {"system_prompt": system_prompt, "prompt_suffix": suffix, "inputs": inputs}
     prov_inputs = {"problems": problems, "sequences": seq_art} | ({"weights": weights_art} if weights_art else {})
     prov = schemas.provenance("teacher-logits", asdict(config) | {"tokenizer": signature}, prov_inputs, problems=problems.fingerprint)
-    job = schemas.Job(config.out, schemas.TEACHER_LOGITS, options, prov, overwrite=config.overwrite)
+    job = schemas.Job(shard_out(config.out, shard), schemas.TEACHER_LOGITS, options, prov, overwrite=config.overwrite)
     job.check()
     n = len(rows)
     n_parts = max(1, (n + config.part_size - 1) // config.part_size)
