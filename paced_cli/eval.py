@@ -33,6 +33,7 @@ def eval_(
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run. Off unless you trust it.")] = False,
     baseline: Annotated[Optional[Path], typer.Option(help="Another eval's --out (e.g. the student before distillation): report the gain over it per benchmark.")] = None,
     retain: Annotated[Optional[list[str]], typer.Option(help="A benchmark that measures retention (repeat for several): with --baseline, report forgetting = (baseline - accuracy) / baseline * 100.")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="Evaluate one shard I/N of the problems into --out/shard-I-of-N; the last shard to finish writes the summary.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an unfinished or different eval job in --out instead of refusing.")] = False,
 ) -> None:
     """Accuracy per benchmark over K samples, with gain and forgetting against a baseline (resumable)."""
@@ -42,7 +43,7 @@ def eval_(
             max_new_tokens=max_new_tokens, seed=seed, backend=backend, context=context,
             system_prompt=system_prompt, prompt_suffix=prompt_suffix, verifier=verifier, timeout=timeout,
             workers=workers, batch_size=batch_size, part_size=part_size, device=device, dtype=dtype,
-            trust_remote_code=trust_remote_code, baseline=baseline, retain=list(retain or []), overwrite=overwrite,
+            trust_remote_code=trust_remote_code, baseline=baseline, retain=list(retain or []), shard=shard, overwrite=overwrite,
         ),
         stage.run,
         ctx,

@@ -34,7 +34,7 @@ from schemas import InputError
 from schemas.base import quote_rows
 from schemas.io import JOB_FILE, MANIFEST_FILE, check_file_out
 from stages import models, prompts, verifiers
-from stages.common import advance, console, progress
+from stages.common import advance, console, parse_shard, progress, select_shard, shard_out
 from stages.generate import SamplingOptions, derive_seed, generate_hf
 from stages.rollout import BACKENDS, check_context_length, check_sampling, job_options
 from stages.score import verifier_fingerprint
@@ -77,10 +77,17 @@ class EvalConfig:
     """Another eval's --out: report gain (and forgetting for --retain benchmarks) against it."""
     retain: list[str] = field(default_factory=list)
     """Benchmarks that measure retention: forgetting is reported for these."""
+    shard: str | None = None
+    """Evaluate one shard I/N of the problems into --out/shard-I-of-N; the summary is written
+    by the shard that finds every shard done."""
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         problems = []
+        try:
+            parse_shard(self.shard)
+        except InputError as e:
+            problems.append(str(e))
         try:
             check_sampling(self)
         except InputError as e:
@@ -280,6 +287,8 @@ def run(config: EvalConfig) -> Path:
     spec = verifiers.resolve(config.verifier)
     arts, frames = read_problems(config.problems, config.context)
     benchmarks = list(dict.fromkeys(b for f in frames for b in f["benchmark"]))
+    shard = parse_shard(config.shard)
+    frames = [select_shard(f, shard) for f in frames]
     unknown = [b for b in config.retain if b not in benchmarks]
     if unknown:
         raise InputError(
@@ -296,7 +305,7 @@ def run(config: EvalConfig) -> Path:
     options = {k: v for k, v in job_options(config, inputs).items() if k not in _SUMMARY_ONLY}
     named_inputs = {f"problems[{i}]": a for i, a in enumerate(arts)}
     job = schemas.Job(
-        config.out,
+        shard_out(config.out, shard),
         schemas.EVAL_RESULTS,
         options | {"verifier": spec},
         schemas.provenance("eval", asdict(config), named_inputs),
@@ -315,9 +324,16 @@ def run(config: EvalConfig) -> Path:
             f"{config.out}: responses already complete ({n} problems); recomputing the summary", soft_wrap=True
         )
     else:
-        todo = _generate_and_check(config, spec, job, problems, frames, n_parts)
+        todo = _generate_and_check(config, spec, job, problems, frames, n_parts, shard)
 
-    # 2. The summary, from every part (also those of earlier runs).
+    # 2. The summary, from every part (also those of earlier runs, and of every shard).
+    if shard is not None:
+        waiting = [f"{i}/{shard[1]}" for i in range(shard[1])
+                   if not (config.out / schemas.io.shard_name(i, shard[1]) / schemas.io.MANIFEST_FILE).exists()]
+        if waiting:
+            console.print(f"shard {shard[0]}/{shard[1]} done; the summary is written when shard(s) "
+                          f"{', '.join(waiting)} are done too (by the last to finish)")
+            return config.out
     results = schemas.read(config.out, schemas.EVAL_RESULTS, option="--out")
     summary = summarize(
         results.frame, set(config.retain), baseline.frame if baseline is not None else None, config.model
@@ -354,6 +370,7 @@ def _generate_and_check(
     problems: pl.DataFrame,
     frames: list[pl.DataFrame],
     n_parts: int,
+    shard: tuple[int, int] | None,
 ) -> list[int]:
     """Generate and check every unfinished part, as rollout then score would; return their indices."""
     tokenizer = models.load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
@@ -389,7 +406,7 @@ def _generate_and_check(
                         sampling,
                         eos_ids=eos,
                         batch_size=config.batch_size,
-                        seed=derive_seed(config.seed, "eval", part),
+                        seed=derive_seed(config.seed, "eval", *([] if shard is None else [f"shard {shard}"]), part),
                         on_batch=lambda done, tokens: advance(bar, done, "problems"),
                     )
                     cols: dict[str, list] = {c.name: [] for c in schemas.EVAL_RESULTS.columns}

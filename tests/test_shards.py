@@ -69,3 +69,16 @@ def test_shards_never_share_a_directory_with_an_unsharded_job(tmp_path, problems
     assert paced("rollout", "--problems", problems, "--model", student_dir, "--out", out, *FAST).exit_code == 0
     r = paced("rollout", "--problems", problems, "--model", student_dir, "--out", out, *FAST, "--shard", "0/2")
     assert r.exit_code == 2 and "holds an unsharded job" in r.stderr
+
+
+def test_eval_shards_and_the_last_one_writes_the_summary(tmp_path, problems, student_dir):
+    out = tmp_path / "eval"
+    args = ["eval", "--model", student_dir, "--problems", problems, "--out", out, "--samples", "2", "--max-new-tokens", "4",
+            "--verifier", "exact"]
+    r = paced(*args, "--shard", "1/2")
+    assert r.exit_code == 0 and "summary is written when shard(s) 0/2" in r.stderr
+    assert not (out / "summary.parquet").exists()
+    r = paced(*args, "--shard", "0/2")
+    assert r.exit_code == 0, r.stderr
+    summary = pl.read_parquet(out / "summary.parquet")
+    assert summary["problems"].to_list() == [8] and summary["samples"].to_list() == [2]
