@@ -42,3 +42,19 @@ def test_two_stage_script(tmp_path):
     stage1 = pl.read_parquet(tmp_path / "stage1" / "student" / "train_log.parquet")
     stage2 = pl.read_parquet(final / "train_log.parquet")
     assert stage1.height >= 1 and stage2.height >= 1
+
+
+def test_slurm_array_example_runs_each_task_locally(tmp_path, student_dir):
+    """Simulate the array: one run per SLURM_ARRAY_TASK_ID, then read the whole."""
+    from tests.conftest import make_problems
+
+    make_problems(6).write_parquet(tmp_path / "problems.parquet")
+    env = {"PROBLEMS": tmp_path / "problems.parquet", "STUDENT": student_dir, "OUT": tmp_path / "rollouts",
+           "SLURM_ARRAY_TASK_COUNT": 2, "MAX_NEW_TOKENS": 4, "K": 2}
+    for i in range(2):
+        r = run_script("slurm_rollout.sh", tmp_path, SLURM_ARRAY_TASK_ID=i, **env)
+        assert r.returncode == 0, r.stderr
+    import schemas
+
+    art = schemas.read(tmp_path / "rollouts", schemas.ROLLOUTS, option="--rollouts")
+    assert art.frame.height == 12 and art.frame["problem_id"].n_unique() == 6
