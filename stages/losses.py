@@ -32,6 +32,13 @@ no float32 ``[positions, vocab]`` tensor alive between chunks; the backward pass
 chunk (as activation checkpointing would) and writes its gradient straight into one buffer the
 size of ``student_logits``, so the float32 working set is bounded by ``chunk_size x vocab``
 however long the batch is.
+
+``token_losses`` still needs ``student_logits`` itself, and its gradient, for every position:
+with Qwen's 151,936-token vocabulary an 8k-token trace is 8192 x 151936 x 4 B = 5 GB per float32
+copy. ``fused_head_losses`` takes the hidden states and the output layer instead, and computes
+the logits one chunk of positions at a time, in forward and again in backward, so neither the
+``[positions, vocab]`` logits nor their gradient exist beyond one chunk. Both functions run the
+same per-chunk arithmetic (``_chunk_losses``) on the same teacher buckets (``_teacher_buckets``).
 """
 
 from __future__ import annotations
@@ -94,20 +101,63 @@ def token_losses(
     # garbage, never touch the arithmetic.
     rows = mask.reshape(positions).nonzero().squeeze(1)  # [M]
     ids = topk_ids.reshape(positions, k).index_select(0, rows).long()  # [M, k]
-    teacher = torch.cat(
-        [
-            topk_logprobs.detach().reshape(positions, k).index_select(0, rows).float(),
-            tail_logprob.detach().reshape(positions, 1).index_select(0, rows).float(),
-        ],
-        dim=-1,
+    teacher = _teacher_buckets(
+        topk_logprobs.reshape(positions, k).index_select(0, rows),
+        tail_logprob.reshape(positions).index_select(0, rows),
     )  # [M, k+1]
-    teacher = torch.log_softmax(teacher.clamp_min(_LOG_FLOOR), dim=-1).clamp_min(_LOG_FLOOR)
 
     with_akl = loss == "akl"
     per_row = _CoarsenedLosses.apply(flat_logits, rows, ids, teacher, mu, with_akl, chunk_size)  # [M, C]
     per_pos = per_row.new_zeros(positions, per_row.shape[1]).index_copy(0, rows, per_row)
     columns = per_pos.reshape(batch, seq, -1).unbind(-1)
 
+    out = {"fkl": columns[0], "rkl": columns[1]}
+    if with_akl:
+        out["akl"] = columns[2]
+    out["loss"] = out[loss]
+    return out
+
+
+def fused_head_losses(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    topk_ids: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    tail_logprob: torch.Tensor,
+    loss: str = "fkl",
+    mu: float = 0.5,
+    chunk_size: int = 1024,
+) -> dict[str, torch.Tensor]:
+    """``token_losses`` of the logits ``hidden @ weight.T + bias``, never holding them whole.
+
+    Every position passed counts: give only the valid response positions (``N`` = tokens that
+    count) and scatter the results back. Logits are computed ``chunk_size`` positions at a time
+    under the ambient autocast (bf16 on GPU, as the output layer itself would run) and dropped
+    after their chunk; backward recomputes each chunk's logits, returns the chunk's gradient for
+    ``hidden`` and accumulates the gradients for ``weight`` and ``bias`` in one buffer of their
+    own size. A ``weight`` shared with the input embedding (tied) gets both gradients summed by
+    autograd, as with an ordinary ``nn.Linear``.
+
+    Args:
+        hidden: ``[N, H]`` float, the student's final hidden states at the positions that count.
+        weight: ``[V, H]`` float, the output layer's weight.
+        bias: ``[V]`` float or None.
+        topk_ids: ``[N, k]`` integer, teacher top-k ids sorted by teacher log-probability.
+        topk_logprobs: ``[N, k]`` float, teacher log-probabilities (treated as data).
+        tail_logprob: ``[N]`` float, log of the teacher mass outside the top-k (``-inf`` if k = V).
+        loss, mu, chunk_size: as for ``token_losses``.
+
+    Returns:
+        ``{"loss", "fkl", "rkl"}`` and, for ``loss="akl"``, also ``"akl"``; each float32 ``[N]``,
+        equal to ``token_losses`` on the materialised logits, and differentiable with respect to
+        ``hidden``, ``weight`` and ``bias`` like it.
+    """
+    _check_fused_inputs(hidden, weight, bias, topk_ids, topk_logprobs, tail_logprob, loss, mu, chunk_size)
+    teacher = _teacher_buckets(topk_logprobs, tail_logprob)  # [N, k+1]
+    with_akl = loss == "akl"
+    per_row = _FusedHeadLosses.apply(hidden, weight, bias, topk_ids.long(), teacher, mu, with_akl, chunk_size)  # [N, C]
+    columns = per_row.unbind(-1)
     out = {"fkl": columns[0], "rkl": columns[1]}
     if with_akl:
         out["akl"] = columns[2]
@@ -170,6 +220,75 @@ class _CoarsenedLosses(torch.autograd.Function):
         return grad, None, None, None, None, None, None
 
 
+class _FusedHeadLosses(torch.autograd.Function):
+    """Output layer + chunked losses with recompute-in-backward.
+
+    Like ``_CoarsenedLosses`` one level earlier: forward saves only its inputs (``hidden`` is
+    ``[N, H]``, tiny next to ``[N, V]``), and backward recomputes one chunk of logits at a time,
+    so the largest tensors alive are a few ``[chunk, V]`` and the ``[V, H]`` weight gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, ids, teacher, mu, with_akl, chunk_size):
+        # hidden [N, H]; weight [V, H]; bias [V] | None; ids [N, k]; teacher [N, k+1] float32.
+        parts = []
+        dtype = hidden.dtype
+        for s in range(0, hidden.shape[0], chunk_size):
+            # Under autocast this is the bf16 matmul the output layer would have done.
+            logits = torch.nn.functional.linear(hidden[s : s + chunk_size], weight, bias)  # [c, V]
+            dtype = logits.dtype
+            parts.append(_chunk_losses(logits, ids[s : s + chunk_size], teacher[s : s + chunk_size], mu, with_akl))
+            del logits
+        ctx.save_for_backward(hidden, weight, bias, ids, teacher)
+        ctx.mu, ctx.with_akl, ctx.chunk_size, ctx.dtype = mu, with_akl, chunk_size, dtype
+        if parts:
+            return torch.cat(parts)
+        return teacher.new_zeros(0, 3 if with_akl else 2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # grad_out [N, C]: one backward serves "loss" and any logged column a caller used.
+        hidden, weight, bias, ids, teacher = ctx.saved_tensors
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        dtype, step = ctx.dtype, ctx.chunk_size
+        grad_hidden = torch.zeros_like(hidden) if need_hidden else None
+        grad_weight = torch.zeros_like(weight) if need_weight else None  # master dtype, float32
+        grad_bias = torch.zeros_like(bias) if need_bias else None
+        # Autocast is switched off and its casts written out, so that the recomputed logits are
+        # bit for bit the forward's and the accumulating addmm_ stays in the weight's dtype.
+        with torch.autocast(hidden.device.type, enabled=False):
+            w = weight.to(dtype)  # a no-op without autocast; one bf16 copy of the weight with it
+            b = None if bias is None else bias.to(dtype)
+            for s in range(0, hidden.shape[0], step):
+                h = hidden[s : s + step].to(dtype)
+                logits = torch.nn.functional.linear(h, w, b)  # [c, V]; grad mode is off in backward
+                with torch.enable_grad():
+                    logits.requires_grad_()
+                    values = _chunk_losses(logits, ids[s : s + step], teacher[s : s + step], ctx.mu, ctx.with_akl)
+                    (grad_logits,) = torch.autograd.grad(values, logits, grad_out[s : s + step])
+                del logits, values
+                if grad_hidden is not None:
+                    grad_hidden[s : s + step] = grad_logits @ w
+                if grad_weight is not None:
+                    if grad_weight.dtype == dtype:
+                        grad_weight.addmm_(grad_logits.T, h)
+                    else:  # bf16 product (as the unfused backward makes), summed in float32
+                        grad_weight += grad_logits.T @ h
+                if grad_bias is not None:
+                    grad_bias += grad_logits.sum(0)
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
+
+
+def _teacher_buckets(topk_logprobs: torch.Tensor, tail_logprob: torch.Tensor) -> torch.Tensor:
+    """Teacher log-probs over the k+1 buckets: ``[M, k]`` and ``[M]`` -> ``[M, k+1]`` float32.
+
+    Renormalised (float16 storage must not make a divergence negative) and floored at
+    ``_LOG_FLOOR`` (an empty tail, ``-inf``, becomes a bucket of probability exactly 0).
+    """
+    teacher = torch.cat([topk_logprobs.detach().float(), tail_logprob.detach().float()[:, None]], dim=-1)
+    return torch.log_softmax(teacher.clamp_min(_LOG_FLOOR), dim=-1).clamp_min(_LOG_FLOOR)
+
+
 def _chunk_losses(
     logits: torch.Tensor, ids: torch.Tensor, teacher: torch.Tensor, mu: float, with_akl: bool
 ) -> torch.Tensor:
@@ -229,13 +348,7 @@ def _student_buckets(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 def _check_inputs(student_logits, topk_ids, topk_logprobs, tail_logprob, mask, loss, mu, chunk_size):
     """Collect every problem with the arguments and raise once."""
-    problems = []
-    if loss not in LOSSES:
-        problems.append(f"loss={loss!r} is not one of {LOSSES}")
-    if not 0.0 <= mu <= 1.0:
-        problems.append(f"mu={mu} must be in [0, 1] (it is a cumulative teacher probability)")
-    if chunk_size < 1:
-        problems.append(f"chunk_size={chunk_size} must be >= 1")
+    problems = _option_problems(loss, mu, chunk_size)
     if student_logits.dim() != 3 or not student_logits.is_floating_point():
         problems.append(
             f"student_logits must be a float [batch, seq, vocab] tensor, got "
@@ -265,3 +378,44 @@ def _check_inputs(student_logits, topk_ids, topk_logprobs, tail_logprob, mask, l
             problems.append(f"mask must be a bool [{batch}, {seq}] tensor, got {mask.dtype} {tuple(mask.shape)}")
     if problems:
         raise ValueError("token_losses: " + "; ".join(problems))
+
+
+def _option_problems(loss, mu, chunk_size) -> list[str]:
+    problems = []
+    if loss not in LOSSES:
+        problems.append(f"loss={loss!r} is not one of {LOSSES}")
+    if not 0.0 <= mu <= 1.0:
+        problems.append(f"mu={mu} must be in [0, 1] (it is a cumulative teacher probability)")
+    if chunk_size < 1:
+        problems.append(f"chunk_size={chunk_size} must be >= 1")
+    return problems
+
+
+def _check_fused_inputs(hidden, weight, bias, topk_ids, topk_logprobs, tail_logprob, loss, mu, chunk_size):
+    """Collect every problem with the arguments of ``fused_head_losses`` and raise once."""
+    problems = _option_problems(loss, mu, chunk_size)
+    if hidden.dim() != 2 or not hidden.is_floating_point():
+        problems.append(f"hidden must be a float [N, H] tensor, got {hidden.dtype} {tuple(hidden.shape)}")
+    elif weight.dim() != 2 or not weight.is_floating_point() or weight.shape[1] != hidden.shape[1]:
+        problems.append(
+            f"weight must be a float [V, H={hidden.shape[1]}] tensor, got {weight.dtype} {tuple(weight.shape)}"
+        )
+    else:
+        n, vocab = hidden.shape[0], weight.shape[0]
+        if bias is not None and (tuple(bias.shape) != (vocab,) or not bias.is_floating_point()):
+            problems.append(f"bias must be None or a float [{vocab}] tensor, got {bias.dtype} {tuple(bias.shape)}")
+        if topk_ids.dim() != 2 or topk_ids.shape[0] != n:
+            problems.append(f"topk_ids must be [{n}, k], got {tuple(topk_ids.shape)}")
+        elif not 1 <= topk_ids.shape[-1] <= vocab:
+            problems.append(f"topk_ids has k={topk_ids.shape[-1]}, which must be in [1, vocab={vocab}]")
+        if topk_ids.is_floating_point() or topk_ids.is_complex() or topk_ids.dtype == torch.bool:
+            problems.append(f"topk_ids must be an integer tensor, got {topk_ids.dtype}")
+        if tuple(topk_logprobs.shape) != tuple(topk_ids.shape) or not topk_logprobs.is_floating_point():
+            problems.append(
+                f"topk_logprobs must be a float tensor shaped like topk_ids {tuple(topk_ids.shape)}, got "
+                f"{topk_logprobs.dtype} {tuple(topk_logprobs.shape)}"
+            )
+        if tuple(tail_logprob.shape) != (n,) or not tail_logprob.is_floating_point():
+            problems.append(f"tail_logprob must be a float [{n}] tensor, got {tail_logprob.dtype} {tuple(tail_logprob.shape)}")
+    if problems:
+        raise ValueError("fused_head_losses: " + "; ".join(problems))
