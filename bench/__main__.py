@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from bench import common
@@ -74,15 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     machine, versions = common.machine(), common.versions()
     sections: list[common.Section] = []
+    failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="paced-bench-") as work:
         ctx = common.Context(quick=args.quick, work=Path(work), task_dir=args.task_dir)
         for name in args.names:
             module, func = SECTIONS[name]
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
             t = time.perf_counter()
-            section = getattr(importlib.import_module(module), func)(ctx)
+            try:
+                section = getattr(importlib.import_module(module), func)(ctx)
+            except Exception as e:  # noqa: BLE001 - one failed section must not lose the others' results
+                traceback.print_exc()
+                section = common.Section(name, name)
+                section.add("FAILED", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200])
+                failed.append(name)
             section.seconds = time.perf_counter() - t
-            print(f"bench: {name} done in {section.seconds:.0f} s", file=sys.stderr, flush=True)
+            print(f"bench: {name} {'FAILED' if name in failed else 'done'} in {section.seconds:.0f} s", file=sys.stderr, flush=True)
             sections.append(section)
     total = time.perf_counter() - started
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# paced benchmarks{' (--quick)' if args.quick else ''}",
         "",
         f"- date: {when}",
-        f"- command: `python -m bench {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        f"- command: `{' '.join(['python -m bench', *(sys.argv[1:] if argv is None else argv)])}`",
         f"- machine: {machine}; load average {load_end:.1f} at the end",
         f"- versions: {versions}",
         f"- sections: " + ", ".join(f"{s.name} {s.seconds:.0f} s" for s in sections) + f"; total {total:.0f} s",
@@ -104,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(report)
     tmp.replace(args.out)
     print(f"bench: wrote {args.out}", file=sys.stderr)
+    if failed:
+        print(f"bench: section(s) {', '.join(failed)} failed (traceback above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -294,30 +294,31 @@ def child_floor(student: str, teacher: str, tl: str, batch: int, runs: int, work
     student_t = timed_together({"sft": sft_step, "paced": paced_step}, runs)
     timed_parts = {k: v[-runs:] for k, v in parts.items()}  # drop the warm-up
 
-    # The losses alone, forward + backward on the same fixed logits [B, R, V].
+    # The output layer and the loss alone, forward + backward from the same fixed hidden states
+    # [N, H] of the response tokens: what micro_batch_loss runs for a plain nn.Linear head
+    # (losses.fused_head_losses) against F.linear + F.cross_entropy.
+    seq, resp = fixed["mask"].nonzero(as_tuple=True)
     with torch.no_grad():
         hidden = decoder(input_ids=fixed["input_ids"], attention_mask=fixed["attention"]).last_hidden_state
-        logits = head(torch.gather(hidden, 1, fixed["gather"].unsqueeze(-1).expand(-1, -1, hidden.shape[-1])))
+        hidden = hidden[seq, fixed["gather"][seq, resp]].contiguous()  # [N, H]
+    n_coef = coef[seq]
 
     def ce_loss() -> None:
-        x = logits.clone().requires_grad_()
-        F.cross_entropy(x[fixed["mask"]], targets[fixed["mask"]]).backward()
+        h = hidden.clone().requires_grad_()
+        F.cross_entropy(F.linear(h, head.weight, head.bias), targets[seq, resp]).backward()
 
     def paced_loss() -> None:
-        x = logits.clone().requires_grad_()
-        terms = losses.token_losses(x, fixed["topk_ids"], fixed["topk_lp"], fixed["tail"], fixed["mask"], loss="fkl")
-        total = 0
-        for name in ("loss", "fkl", "rkl"):  # what micro_batch_loss reduces
-            sums, _ = losses.sequence_sums(terms[name], fixed["mask"])
-            total = total + (sums * coef).sum() * (1.0 if name == "loss" else 0.0)
-        total.backward()
+        h = hidden.clone().requires_grad_()
+        terms = losses.fused_head_losses(h, head.weight, head.bias, fixed["topk_ids"][seq, resp], fixed["topk_lp"][seq, resp],
+                                         fixed["tail"][seq, resp], loss="fkl", chunk_size=1024)
+        (terms["loss"] * n_coef).sum().backward()
 
     loss_t = timed_together({"ce": ce_loss, "paced": paced_loss}, runs)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         paced_step()
     ops = [(e.key, e.self_cpu_time_total / 1e6) for e in prof.key_averages()]
     ops.sort(key=lambda x: -x[1])
-    del model, opt, params, decoder, head, hidden, logits
+    del model, opt, params, decoder, head, hidden
     gc.collect()
 
     t_model = models.load_model(teacher, device="cpu", dtype="float32")
@@ -377,8 +378,9 @@ def section_floor(ctx: Context) -> Section:
         f"cross-entropy step runs the same decoder forward, the output layer at the same response positions, "
         f"F.cross_entropy, backward, clip and AdamW on tensors built once. Paced step, median per part: "
         + ", ".join(f"{k} {p.median:.3f} s ({p.median / total:.0%})" for k, p in parts.items())
-        + f". The losses alone, forward + backward on the same fixed [B, R, V] logits: F.cross_entropy "
-        f"{ce.median:.3f} s, paced `losses.token_losses` (fkl) {pl_.median:.3f} s. torch.profiler, one paced step, "
+        + f". Output layer + loss alone, forward + backward from the same fixed [N, H] hidden states of the "
+        f"response tokens: F.linear + F.cross_entropy {ce.median:.3f} s, paced `losses.fused_head_losses` (fkl, "
+        f"what micro_batch_loss runs for an nn.Linear head) {pl_.median:.3f} s. torch.profiler, one paced step, "
         f"top ops by self CPU time: " + ", ".join(f"{k} {v:.3f} s" for k, v in res["ops"])
         + ". The teacher floor is `model(input_ids, attention_mask).logits` (all positions, float32) under "
         f"inference_mode; torch.profiler of one `score_sequences`, top ops by self CPU time: "

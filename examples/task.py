@@ -9,25 +9,30 @@ prints their paths:
 - `train.parquet`: the problems Paced measures pass rates on and distills on, 1 to 5 digits.
 - `test.parquet`: held out, benchmarks `add-1d` ... `add-5d` (one per digit count, so
   `paced eval` reports accuracy per difficulty).
-- `retain.parquet`: benchmark `reverse`, a skill the student learns in pretraining and the
-  distillation never trains (reversing a 5-digit string): `paced eval --retain reverse`
-  measures forgetting on it, as the paper does on MMLU.
+- `retain.parquet`: benchmark `copy`, a skill the student learns in pretraining and the
+  distillation never trains (copying a 5-digit string, `copy 34712=` -> `34712`):
+  `paced eval --retain copy` measures forgetting on it, as the paper does on MMLU.
 
-The format is one tiny transformers learn (operands zero-padded to 5 digits, the sum written
-least significant digit first and zero-padded to 6, so each answer digit depends only on
-digits already seen):
+Every number is written least significant digit first ("little-endian"), zero-padded to a
+fixed width: 347 + 89 = 436 reads `74300+98000=` and its answer `634000`. In this format
+answer digit i sits a fixed distance after operand digits i in every problem, so a small
+transformer finds the columns by relative position, and what remains hard is the carry. With
+operands written the usual way round (`00347+00089=`) the same 2-layer model was at 92 / 13 /
+0 / 0 / 0 % greedy on 1-5 digits after 1500 steps, against 100 % on all five here, and a
+4-layer model needed over 2000 steps (too slow for a quickstart on 2 cores).
 
-    prompt     00347+00089=
+    prompt     74300+98000=
     answer     634000
     reference  7+9+0=16 4+8+1=13 3+0+1=04 0+0+0=00 0+0+0=00
                634000
 
-The reference is the column-by-column work ("digit + digit + carry = carry digit"), then the
+The reference is the column-by-column work from the units ("digit + digit + carry = next
+carry and sum digit"), then the
 answer alone on the last line, so `paced score --verifier exact` (which reads the last
 non-empty line) accepts both a bare answer and a worked solution.
 
 A problem has d digits when its larger operand has d digits. Which operand pairs (and which
-strings to reverse) may ever be tested is fixed by a hash with a constant salt, independent
+strings to copy) may ever be tested is fixed by a hash with a constant salt, independent
 of the seed: a quarter of all pairs is held out. Test and retain problems come only from the
 held-out quarter, train problems and pretraining examples (`examples/train_tiny.py`) only
 from the rest, so no seed, size or model ever sees a test problem in training. With only 100
@@ -46,7 +51,7 @@ import polars as pl
 WIDTH = 5  # operand digits, zero-padded
 SUM_WIDTH = WIDTH + 1
 DIGITS = tuple(range(1, WIDTH + 1))
-RETAIN_BENCHMARK = "reverse"
+RETAIN_BENCHMARK = "copy"
 # Held out: the pairs whose salted hash is 0 mod 4. The salt is a constant on purpose: the
 # partition must not move with --seed, or a model pretrained under one seed would have seen
 # the test problems of another.
@@ -70,17 +75,21 @@ SCHEMA = {
 # One problem
 
 
+def little_endian(x: int, width: int = WIDTH) -> str:
+    return f"{x:0{width}d}"[::-1]
+
+
 def add_prompt(a: int, b: int) -> str:
-    return f"{a:0{WIDTH}d}+{b:0{WIDTH}d}="
+    return f"{little_endian(a)}+{little_endian(b)}="
 
 
 def add_answer(a: int, b: int) -> str:
-    return f"{a + b:0{SUM_WIDTH}d}"[::-1]
+    return little_endian(a + b, SUM_WIDTH)
 
 
 def add_reference(a: int, b: int) -> str:
     """Column by column from the units: `x+y+carry=cs` (c the next carry, s the sum digit)."""
-    xs, ys = f"{a:0{WIDTH}d}"[::-1], f"{b:0{WIDTH}d}"[::-1]
+    xs, ys = little_endian(a), little_endian(b)
     carry, steps = 0, []
     for x, y in zip(xs, ys):
         total = int(x) + int(y) + carry
@@ -89,16 +98,16 @@ def add_reference(a: int, b: int) -> str:
     return " ".join(steps) + "\n" + add_answer(a, b)
 
 
-def rev_prompt(x: int) -> str:
-    return f"rev {x:0{WIDTH}d}="
+def copy_prompt(x: int) -> str:
+    return f"copy {x:0{WIDTH}d}="
 
 
-def rev_answer(x: int) -> str:
-    return f"{x:0{WIDTH}d}"[::-1]
+def copy_answer(x: int) -> str:
+    return f"{x:0{WIDTH}d}"
 
 
-def rev_reference(x: int) -> str:
-    return "from the right: " + " ".join(rev_answer(x)) + "\n" + rev_answer(x)
+def copy_reference(x: int) -> str:
+    return "digit by digit: " + " ".join(copy_answer(x)) + "\n" + copy_answer(x)
 
 
 def digits_of(a: int, b: int) -> int:
@@ -106,7 +115,7 @@ def digits_of(a: int, b: int) -> int:
 
 
 def held_out(*key: object) -> bool:
-    """True for the quarter of operand pairs (or reversal strings) reserved for evaluation."""
+    """True for the quarter of operand pairs (or strings to copy) reserved for evaluation."""
     return zlib.crc32(":".join(map(str, (_SALT, *key))).encode()) % _HELD_OUT_MOD == 0
 
 
@@ -115,7 +124,7 @@ def held_out_pair(a: int, b: int) -> bool:
 
 
 def held_out_string(x: int) -> bool:
-    return held_out("rev", x)
+    return held_out("copy", x)
 
 
 def add_row(a: int, b: int, problem_id: str, benchmark: str) -> dict:
@@ -129,12 +138,12 @@ def add_row(a: int, b: int, problem_id: str, benchmark: str) -> dict:
     }
 
 
-def rev_row(x: int, problem_id: str) -> dict:
+def copy_row(x: int, problem_id: str) -> dict:
     return {
         "problem_id": problem_id,
-        "prompt": rev_prompt(x),
-        "answer": rev_answer(x),
-        "reference": rev_reference(x),
+        "prompt": copy_prompt(x),
+        "answer": copy_answer(x),
+        "reference": copy_reference(x),
         "digits": WIDTH,
         "benchmark": RETAIN_BENCHMARK,
     }
@@ -171,7 +180,7 @@ def fresh_pair(rng: random.Random, d: int) -> tuple[int, int]:
 
 
 def fresh_string(rng: random.Random) -> int:
-    """A string to reverse from the training region (never a retain problem)."""
+    """A string to copy from the training region (never a retain problem)."""
     while True:
         x = rng.randrange(10**WIDTH)
         if not held_out_string(x):
@@ -233,9 +242,9 @@ def make_splits(seed: int = 0, train: int = 6000, test_per_digit: int = 500, ret
 
     region = [x for x in range(10**WIDTH) if held_out_string(x)]
     if retain > len(region):
-        raise ValueError(f"--retain {retain}: there are only {len(region)} held-out strings to reverse")
+        raise ValueError(f"--retain {retain}: there are only {len(region)} held-out strings to copy")
     strings = random.Random(f"{seed}:retain").sample(region, retain)
-    rows["retain"] = [rev_row(x, f"retain-rev-{WIDTH}d-{i:06d}") for i, x in enumerate(strings)]
+    rows["retain"] = [copy_row(x, f"retain-copy-{WIDTH}d-{i:06d}") for i, x in enumerate(strings)]
     return {name: pl.DataFrame(r, schema=SCHEMA) for name, r in rows.items()}
 
 
@@ -260,7 +269,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=6000, help="training problems, split evenly over 1-5 digits")
     ap.add_argument("--test-per-digit", type=int, default=500,
                     help="test problems per digit count (1 digit has only about 25 held-out pairs)")
-    ap.add_argument("--retain", type=int, default=500, help="retention (reverse a string) problems")
+    ap.add_argument("--retain", type=int, default=500, help="retention problems (copy a string)")
     args = ap.parse_args()
     for flag, v in (("--train", args.train), ("--test-per-digit", args.test_per_digit), ("--retain", args.retain)):
         if v < 1:

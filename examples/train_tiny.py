@@ -4,7 +4,7 @@
     python examples/train_tiny.py --out /tmp/models --quick               # seconds; for CI
 
 Both models learn the task of `examples/task.py` (fixed-width addition, the sum reversed) and
-its retention skill (reversing a string) from freshly sampled problems of the training
+its retention skill (copying a string) from freshly sampled problems of the training
 region, never a test or retain problem. The teacher is larger and trained longer (near 100 %
 on 1-5 digits); the student is smaller and shorter-trained, so its pass rates spread from
 mastered (1 digit) over the frontier to unsolved (5 digits): what Paced weights need.
@@ -63,8 +63,10 @@ class Recipe:
     batch_size: int = 64
     reference_fraction: float = 0.25
     """Share of examples whose prompt carries the reference solution (`--context reference`)."""
-    reverse_fraction: float = 0.1
-    """Share of examples from the retention skill (reversing a string)."""
+    retain_fraction: float = 0.05
+    """Share of examples from the retention skill (copying a string)."""
+    digit_weights: tuple[float, ...] = (1, 1, 1, 1, 1)
+    """Relative frequency of 1..5-digit sums among the addition examples."""
     max_positions: int = 512
     """Context length: the reference prompt is about 190 tokens, the response 7."""
 
@@ -104,10 +106,10 @@ def sample_rows(rng: random.Random, n: int, recipe: Recipe) -> list[tuple[dict, 
     """n fresh (problem row, context) pairs from the training region."""
     out = []
     for _ in range(n):
-        if rng.random() < recipe.reverse_fraction:
-            row = task.rev_row(task.fresh_string(rng), "")
+        if rng.random() < recipe.retain_fraction:
+            row = task.copy_row(task.fresh_string(rng), "")
         else:
-            a, b = task.fresh_pair(rng, rng.choice(task.DIGITS))
+            a, b = task.fresh_pair(rng, rng.choices(task.DIGITS, recipe.digit_weights)[0])
             row = task.add_row(a, b, "", "")
         out.append((row, "reference" if rng.random() < recipe.reference_fraction else "none"))
     return out
@@ -205,10 +207,10 @@ def greedy_accuracy(model, tokenizer, seed: int, per_digit: int = EVAL_PER_DIGIT
     for d in task.DIGITS:
         pairs = task.distinct_pairs(random.Random(f"{seed}:eval:{d}"), d, per_digit, want_held_out=True)
         groups[f"add-{d}d"] = [task.add_row(a, b, "", "") for a, b in pairs]
-    xs = random.Random(f"{seed}:eval:reverse").sample(
+    xs = random.Random(f"{seed}:eval:{task.RETAIN_BENCHMARK}").sample(
         [x for x in range(10**task.WIDTH) if task.held_out_string(x)], per_digit
     )
-    groups[task.RETAIN_BENCHMARK] = [task.rev_row(x, "") for x in xs]
+    groups[task.RETAIN_BENCHMARK] = [task.copy_row(x, "") for x in xs]
     # The hardest problems again, with the reference solution in the prompt: a model that
     # reads the answer off the reference scores near 100 % here.
     contexts = dict.fromkeys(groups, "none") | {f"add-{task.WIDTH}d+reference": "reference"}

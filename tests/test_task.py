@@ -20,7 +20,7 @@ import task  # noqa: E402
 
 SMALL = dict(train=600, test_per_digit=40, retain=50)
 ADD = re.compile(r"^(\d{5})\+(\d{5})=$")
-REV = re.compile(r"^rev (\d{5})=$")
+COPY = re.compile(r"^copy (\d{5})=$")
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +40,11 @@ def test_deterministic_for_a_seed_and_different_for_another(splits):
 def _expected(prompt: str) -> tuple[str, int]:
     """The answer and digit count recomputed from the prompt by integer arithmetic."""
     if m := ADD.match(prompt):
-        a, b = int(m[1]), int(m[2])
+        a, b = int(m[1][::-1]), int(m[2][::-1])  # little-endian operands
         return str(a + b).zfill(6)[::-1], max(len(str(a)), len(str(b)))
-    m = REV.match(prompt)
+    m = COPY.match(prompt)
     assert m, f"unexpected prompt {prompt!r}"
-    return m[1][::-1], 5
+    return m[1], 5
 
 
 def test_every_answer_and_reference_is_right(splits):
@@ -61,7 +61,7 @@ def test_every_answer_and_reference_is_right(splits):
 
 def test_addition_reference_work_is_consistent(splits):
     for row in splits["test"].iter_rows(named=True):
-        a, b = (int(x) for x in ADD.match(row["prompt"]).groups())
+        a, b = (int(x[::-1]) for x in ADD.match(row["prompt"]).groups())
         carry, digits = 0, []
         for step, (x, y) in zip(row["reference"].split("\n")[0].split(" "), zip(f"{a:05d}"[::-1], f"{b:05d}"[::-1])):
             assert step == f"{x}+{y}+{carry}={int(x) + int(y) + carry:02d}", (row, step)
@@ -80,14 +80,14 @@ def test_splits_are_disjoint_and_sized(splits):
     # Test and retain come from the held-out region, train from the rest: pretraining
     # (task.fresh_pair / fresh_string) can never produce a test or retain problem.
     for row in test.iter_rows(named=True):
-        assert task.held_out_pair(*(int(x) for x in ADD.match(row["prompt"]).groups()))
+        assert task.held_out_pair(*(int(x[::-1]) for x in ADD.match(row["prompt"]).groups()))
     for row in train.iter_rows(named=True):
-        assert not task.held_out_pair(*(int(x) for x in ADD.match(row["prompt"]).groups()))
-    assert all(task.held_out_string(int(REV.match(p)[1])) for p in retain["prompt"])
+        assert not task.held_out_pair(*(int(x[::-1]) for x in ADD.match(row["prompt"]).groups()))
+    assert all(task.held_out_string(int(COPY.match(p)[1])) for p in retain["prompt"])
     counts = dict(test.group_by("benchmark").len().iter_rows())
     assert counts == {"add-1d": counts["add-1d"], **{f"add-{d}d": 40 for d in range(2, 6)}}
     assert 15 <= counts["add-1d"] <= 40  # about a quarter of the 100 one-digit pairs is held out
-    assert set(train["digits"]) == {1, 2, 3, 4, 5} and set(retain["benchmark"]) == {"reverse"}
+    assert set(train["digits"]) == {1, 2, 3, 4, 5} and set(retain["benchmark"]) == {"copy"}
 
 
 def test_fresh_problems_avoid_the_held_out_region():
@@ -167,8 +167,8 @@ def test_quick_training_writes_loadable_checkpoints(quick_models):
         assert models.eos_token_ids(model, tok) == [tok.eos_token_id]
         assert getattr(tok, "chat_template", None) is None  # raw prompts
         # Character level: every digit is one token, and text round-trips.
-        ids = encode_prompts(tok, [{"prompt": "00347+00089=", "reference": None}])[0]
-        assert len(ids) == 12 and tok.decode(ids) == "00347+00089="
+        ids = encode_prompts(tok, [{"prompt": "74300+98000=", "reference": None}])[0]
+        assert len(ids) == 12 and tok.decode(ids) == "74300+98000="
         assert AutoModelForCausalLM.from_pretrained(d).config.max_position_embeddings >= 256
         sigs.append(models.tokenizer_signature(tok))
     models.check_same_tokenizer(*sigs, "teacher", "student")
