@@ -158,7 +158,7 @@ def lr_at(step: int, recipe: Recipe) -> float:
 def train(model, tokenizer, recipe: Recipe, seed: int, name: str) -> None:
     import torch
 
-    from stages.common import console, progress
+    from stages.common import advance, console, progress
 
     rng = random.Random(f"{seed}:pretrain:{name}")
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -187,7 +187,7 @@ def train(model, tokenizer, recipe: Recipe, seed: int, name: str) -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            bar.advance(bar.tasks[0].id, 1)
+            advance(bar, 1, "steps")
             if (step + 1) % every == 0 or step + 1 == recipe.steps:
                 console.print(f"{name} step {step + 1}/{recipe.steps}  loss {total:.4f}  {time.monotonic() - start:.0f} s")
     model.eval()
@@ -238,13 +238,14 @@ def settings(recipe: Recipe, seed: int, tokenizer) -> dict:
     change to the pipeline's prompt template (stages/prompts.py) retrains rather than reuses."""
     probe = [task.add_row(347, 89, "", "")]
     rendered = [encode_prompts(tokenizer, probe, context=c)[0] for c in ("none", "reference")]
-    return {
+    record = {
         "recipe_version": RECIPE_VERSION,
         "recipe": asdict(recipe),
         "seed": seed,
         "vocab_sha256": hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest(),
         "prompt_sha256": hashlib.sha256(json.dumps(rendered).encode()).hexdigest(),
     }
+    return json.loads(json.dumps(record))  # as it reads back from the marker (tuples as lists)
 
 
 def make_model(out: Path, name: str, recipe: Recipe, seed: int, tokenizer, eval_per_digit: int = EVAL_PER_DIGIT) -> Path:

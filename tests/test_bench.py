@@ -41,9 +41,14 @@ def test_quick_cheap_sections_print_the_table(tmp_path):
     assert "cores" in report and "torch " in report
 
 
-def test_weight_child_times_the_stage_the_floor_and_pandas():
+def test_weight_child_times_the_stage_the_floor_and_pandas(monkeypatch):
     # The weight section's measurement, at a size that takes a second (the section runs 1 M+).
+    # child() silences the stage's console for its own interpreter: restore it for the tests after.
+    import stages.weight
+
     from bench import weight
+
+    monkeypatch.setattr(stages.weight, "console", stages.weight.console)
 
     v = weight.child(problems=2_000, samples=8, runs=1)
     assert len(v["stage"]) == len(v["floor"]) == 1
