@@ -56,7 +56,7 @@ done
 
 # 5. Evaluate: held-out sums per digit count, and the retention skill (forgetting).
 evaluate() {  # evaluate NAME MODEL [BASELINE]
-  paced eval --model "$2" --problems "$DATA/test.parquet" --problems "$DATA/retain.parquet" --retain reverse \
+  paced eval --model "$2" --problems "$DATA/test.parquet" --problems "$DATA/retain.parquet" --retain copy \
     --out "$WORK/eval_$1" --samples "$EVAL_SAMPLES" --temperature 0.6 --top-p 0.95 --max-new-tokens $MAX_NEW \
     --verifier exact --batch-size 128 --part-size 1024 ${3:+--baseline "$3"} >/dev/null
 }

@@ -72,7 +72,7 @@ distill() {  # distill OUT TL WEIGHTS SEED LOSS [extra...]
 }
 evaluate() {  # evaluate MODEL OUT SEED
   done_dir "$2" || paced eval --model "$1" --problems "$DATA/test.parquet" --problems "$DATA/retain.parquet" \
-    --retain reverse --out "$2" --samples "$EVAL_SAMPLES" --temperature 0.6 --top-p 0.95 --max-new-tokens $MAX_NEW \
+    --retain copy --out "$2" --samples "$EVAL_SAMPLES" --temperature 0.6 --top-p 0.95 --max-new-tokens $MAX_NEW \
     --seed "$3" --verifier exact --batch-size 128 --part-size 1024 >/dev/null 2>&1
 }
 

@@ -119,6 +119,12 @@ def test_cli_writes_valid_problems_files(tmp_path):
     assert bad.returncode == 2 and "--train" in bad.stderr
 
 
+@pytest.mark.parametrize("script", ["task.py", "train_tiny.py"])
+def test_help(script):
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--out" in r.stdout, r.stderr
+
+
 def test_exact_verifier_accepts_the_answer_and_the_reference(splits):
     from stages.verifiers import check_one
 
@@ -161,7 +167,7 @@ def test_quick_training_writes_loadable_checkpoints(quick_models):
         models.check_model(str(d), "--model")
         assert (d / "model.safetensors").exists() and not (out / f".{name}.partial").exists()
         record = json.loads((d / "train_config.json").read_text())
-        assert record["settings"]["recipe"]["steps"] == 12
+        assert record["settings"]["recipe"]["steps"] == 12 and 1 <= record["steps_run"] <= 12
         model = models.load_model(str(d), device="cpu")
         tok = models.load_tokenizer(str(d))
         assert models.eos_token_ids(model, tok) == [tok.eos_token_id]
