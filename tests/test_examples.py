@@ -58,3 +58,43 @@ def test_slurm_array_example_runs_each_task_locally(tmp_path, student_dir):
 
     art = schemas.read(tmp_path / "rollouts", schemas.ROLLOUTS, option="--rollouts")
     assert art.frame.height == 12 and art.frame["problem_id"].n_unique() == 6
+
+
+def test_quickstart_reduced_end_to_end(tmp_path):
+    """examples/quickstart.sh in its reduced mode: every real command, tiny sizes, and the
+    comparison table it prints read back against the artifacts it wrote."""
+    import schemas
+
+    r = run_script("quickstart.sh", tmp_path, PACED_QUICK=1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    # The artifacts of each step, valid by their schemas.
+    scores = schemas.read(tmp_path / "scores", schemas.SCORES, option="--scores").frame
+    assert scores.height == 300 * 4  # TRAIN problems x K samples
+    paced = schemas.read(tmp_path / "weights_paced.parquet", schemas.WEIGHTS, option="--weights").frame
+    uniform = schemas.read(tmp_path / "weights_uniform.parquet", schemas.WEIGHTS, option="--weights").frame
+    frontier = paced.filter((pl.col("pass_rate") > 0) & (pl.col("pass_rate") < 1))
+    assert frontier.height > 0, "the quick student must leave problems at the frontier"
+    assert (paced.filter(pl.col("weight") > 0).height == frontier.height)
+    assert (uniform["weight"] > 0).all()
+    tl = schemas.read(tmp_path / "teacher_logits", schemas.TEACHER_LOGITS, option="--teacher-logits").frame
+    assert tl["problem_id"].n_unique() == 300
+    for name in ("uniform", "paced"):
+        log = pl.read_parquet(tmp_path / f"student_{name}" / "train_log.parquet")
+        assert log["step"].to_list() == list(range(1, 13))
+        assert (tmp_path / f"student_{name}" / "model.safetensors").exists()
+    # The table: one row per difficulty and the retention row, each cell as the summaries say.
+    summaries = {m: pl.read_parquet(tmp_path / f"eval_{m}" / "summary.parquet") for m in ("base", "uniform", "paced")}
+    assert "| benchmark | problems | base | uniform | paced |" in out
+    for bench in [f"add-{d}d" for d in range(1, 6)] + ["copy"]:
+        line = next(x for x in out.splitlines() if x.startswith(f"| {bench} "))
+        for m, s in summaries.items():
+            row = s.filter(pl.col("benchmark") == bench).row(0, named=True)
+            assert f"{row['accuracy_mean'] * 100:.1f} ± {row['accuracy_std'] * 100:.1f}" in line, (bench, m, line)
+        if bench == "copy":
+            assert "(retention)" in line and "forgetting" in line
+        else:
+            assert f"| {bench} | 12 |" in line
+    unsolved = paced.filter(pl.col("pass_rate") == 0).height
+    assert f"{unsolved:,} unsolved (p = 0), {frontier.height:,} at the frontier" in out
+    assert (tmp_path / "report.md").read_text().strip() == out.strip()

@@ -167,7 +167,13 @@ def test_quick_training_writes_loadable_checkpoints(quick_models):
         models.check_model(str(d), "--model")
         assert (d / "model.safetensors").exists() and not (out / f".{name}.partial").exists()
         record = json.loads((d / "train_config.json").read_text())
-        assert record["settings"]["recipe"]["steps"] == 12 and 1 <= record["steps_run"] <= 12
+        recipe = record["settings"]["recipe"]
+        if name == "teacher":
+            assert recipe["steps"] == 12 and 1 <= record["steps_run"] <= 12
+        else:  # stops at a fixed competence: it adds a little, and copies
+            assert recipe["stop_at"] == 0.3 and recipe["reading_steps"] == 0
+            assert record["steps_run"] < recipe["steps"]
+            assert record["greedy_accuracy"]["add-1d"] >= 0.3
         model = models.load_model(str(d), device="cpu")
         tok = models.load_tokenizer(str(d))
         assert models.eos_token_ids(model, tok) == [tok.eos_token_id]
