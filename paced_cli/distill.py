@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,7 +24,7 @@ def distill(
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm.")] = 1.0,
     epochs: Annotated[int, typer.Option(help="Passes over the problems with weight > 0.")] = 1,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (overrides --epochs).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Problems per optimizer step (N in sum_i w_i L_i / N).")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Problems per optimizer step (N in sum_i w_i L_i / N); under accelerate launch the global batch, split across the processes.")] = 16,
     micro_batch_size: Annotated[int, typer.Option(help="Sequences per forward pass; gradients accumulate over a step's micro-batches.")] = 4,
     schedule: Annotated[str, typer.Option(help="Learning-rate schedule after warmup: cosine or constant.")] = "cosine",
     warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps.")] = 0,
@@ -39,16 +41,29 @@ def distill(
     allow_stale: Annotated[bool, typer.Option(help="Accept inputs made from another problems file than the others (normally refused as stale).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a different or unfinished run in --out instead of refusing.")] = False,
 ) -> None:
-    """Distill the teacher into the student with one weight per problem (fkl, rkl or akl)."""
-    run_stage(
-        lambda: stage.DistillConfig(
-            student=student, teacher_logits=teacher_logits, weights=weights, out=out, loss=loss, mu=mu, lr=lr,
-            weight_decay=weight_decay, max_grad_norm=max_grad_norm, epochs=epochs, max_steps=max_steps,
-            batch_size=batch_size, micro_batch_size=micro_batch_size, schedule=schedule, warmup_steps=warmup_steps,
-            seed=seed, save_steps=save_steps, resume=resume, init=init, gradient_checkpointing=gradient_checkpointing,
-            lora_r=lora_r, lora_alpha=lora_alpha, chunk_size=chunk_size, device=device,
-            trust_remote_code=trust_remote_code, allow_stale=allow_stale, overwrite=overwrite,
-        ),
-        stage.run,
-        ctx,
-    )
+    """Distill the teacher into the student with one weight per problem (fkl, rkl or akl).
+
+    Runs unchanged under `accelerate launch` (DDP, FSDP, DeepSpeed): --batch-size stays the
+    global batch, split across the processes, and only the main process writes and prints.
+    """
+    with _main_process_stdout():
+        run_stage(
+            lambda: stage.DistillConfig(
+                student=student, teacher_logits=teacher_logits, weights=weights, out=out, loss=loss, mu=mu, lr=lr,
+                weight_decay=weight_decay, max_grad_norm=max_grad_norm, epochs=epochs, max_steps=max_steps,
+                batch_size=batch_size, micro_batch_size=micro_batch_size, schedule=schedule, warmup_steps=warmup_steps,
+                seed=seed, save_steps=save_steps, resume=resume, init=init, gradient_checkpointing=gradient_checkpointing,
+                lora_r=lora_r, lora_alpha=lora_alpha, chunk_size=chunk_size, device=device,
+                trust_remote_code=trust_remote_code, allow_stale=allow_stale, overwrite=overwrite,
+            ),
+            stage.run,
+            ctx,
+        )
+
+
+def _main_process_stdout():
+    """Under a launcher every process runs this command; only the main one (RANK 0) prints the
+    output path on stdout, so `out=$(accelerate launch ... paced distill ...)` gets it once."""
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        return contextlib.nullcontext()
+    return contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115 (the process ends with the command)

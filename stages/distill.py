@@ -25,6 +25,14 @@ and vLLM load unchanged, with `train_log.parquet` beside it. Checkpoints every `
 hold model, optimizer, scheduler, RNG and data position; `--resume` continues from the last
 one and reproduces the uninterrupted loss curve. `--init` starts from an earlier distill
 output: the two-stage schedule (forward KL, then reverse KL) is two runs.
+
+The same command runs unchanged under `accelerate launch` (configs in examples/accelerate/:
+DDP, FSDP, DeepSpeed ZeRO-2). `--batch-size` stays the global batch: process r trains on
+problems r, r + P, ... of each step's batch, every coefficient keeps the global N, and the loss
+is scaled by P before accelerate's gradient averaging, so the synchronised gradient is the
+single-process one. Only the main process writes (job directory, data cache, checkpoints,
+train_log, model, manifest) and prints. Without a launcher accelerate is never imported and
+nothing above changes.
 """
 
 from __future__ import annotations
@@ -167,6 +175,11 @@ def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainDa
             f"other scores than these teacher logits: rerun paced weight on the matching scores"
         )
     os.replace(tmp, cache)
+    return open_data(cache, w), stats
+
+
+def open_data(cache: Path, w: dict[str, float]) -> TrainData:
+    """The TrainData of a cache that `load_data` wrote (other processes of a launch open it)."""
     table = pa.ipc.open_file(pa.memory_map(str(cache), "r")).read_all()
     frame = pl.DataFrame(
         {
@@ -178,7 +191,7 @@ def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainDa
     rows = dict(zip(grouped["problem_id"].to_list(), grouped["row"].to_list()))
     tokens = dict(zip(grouped["problem_id"].to_list(), grouped["n"].to_list()))
     problems = list(rows)
-    return TrainData(table, problems, {p: float(w[p]) for p in problems}, rows, tokens), stats
+    return TrainData(table, problems, {p: float(w[p]) for p in problems}, rows, tokens)
 
 
 def _check_aligned(t: pa.Table, f: Path) -> None:
@@ -304,8 +317,22 @@ def _checkpoints(out: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, log: list[dict], keep: int = 2) -> None:
-    """Everything a resumed run needs, written to a temporary folder and renamed into place."""
+def rng_state() -> dict:
+    import torch
+
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, log: list[dict], keep: int = 2,
+                    rng_ranks: list[dict] | None = None) -> None:
+    """Everything a resumed run needs, written to a temporary folder and renamed into place.
+
+    `rng_ranks`: under a launcher, every process's RNG state (gathered to the main process,
+    the only one that writes); rank 0's is also the top-level state a 1-process resume uses.
+    """
     import torch
     from safetensors.torch import save_model
 
@@ -316,12 +343,20 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, log: list
     tmp.mkdir()
     save_model(model, str(tmp / "model.safetensors"))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
-    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
+    _finish_checkpoint(out, tmp, step, log, rng_ranks, keep)
+
+
+def _finish_checkpoint(out: Path, tmp: Path, step: int, log: list[dict], rng_ranks: list[dict] | None, keep: int,
+                       fmt: str | None = None) -> None:
+    """RNG, train log and state.json (last: complete) into `tmp`, then rename it into place."""
+    import torch
+
+    rng = rng_state() if rng_ranks is None else dict(rng_ranks[0], ranks=rng_ranks)
     torch.save(rng, tmp / "rng.pt")
     pl.DataFrame(log, schema=_log_schema()).write_parquet(tmp / "train_log.parquet")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))  # written last: complete
+    state = {"step": step} if fmt is None else {"step": step, "format": fmt}
+    (tmp / "state.json").write_text(json.dumps(state))  # written last: complete
+    d = out / CHECKPOINTS
     final = d / f"step-{step}"
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -329,15 +364,28 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, log: list
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[dict]]:
+def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, world: int = 1) -> tuple[int, list[dict]]:
     import torch
     from safetensors.torch import load_model
 
+    if not (path / "model.safetensors").exists():
+        raise InputError(
+            f"--resume: checkpoint {path} was written under accelerate launch with FSDP or DeepSpeed; "
+            f"resume it under the same launch configuration"
+        )
     load_model(model, str(path / "model.safetensors"))
     state = torch.load(path / "optim.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    return _load_rng_and_log(path, rank, world)
+
+
+def _load_rng_and_log(path: Path, rank: int, world: int) -> tuple[int, list[dict]]:
+    import torch
+
     rng = torch.load(path / "rng.pt", weights_only=True)
+    if len(rng.get("ranks") or []) == world:  # this process's own state, saved by the same launch shape
+        rng = rng["ranks"][rank]
     torch.set_rng_state(rng["torch"])
     random.setstate(_as_random_state(rng["python"]))
     if "cuda" in rng and torch.cuda.is_available():
@@ -369,10 +417,269 @@ def lr_lambda(total: int, warmup: int, schedule: str):
     return f
 
 
-def run(config: DistillConfig) -> Path:
+def step_plan(data: TrainData, names: list[str], micro_batch_size: int, rank: int = 0, world: int = 1) -> list[tuple[list[int], list[float]]]:
+    """The micro-batches (rows, coefs) this process runs for one step of global batch `names`.
+
+    coef_s = w_i / (N * T_i) with N = len(names), the GLOBAL batch, on every process: the
+    normalisation never depends on how the batch is split. Process r takes the problems
+    names[r::world] (whole problems: all sequences of a problem stay together). Every process
+    runs the same number of micro-batches (collectives in DDP's forward, FSDP's all-gathers):
+    a process with fewer pads with copies of one sequence at coef 0, which add exactly 0.
+    With world = 1 this is the single-process plan, unchanged.
+    """
+    n = len(names)
+
+    def chunks(share: list[str]) -> list[tuple[list[int], list[float]]]:
+        seqs = [(r, data.weight[p] / (n * data.tokens[p])) for p in share for r in data.rows[p]]
+        seqs.sort(key=lambda x: x[0])
+        return [([r for r, _ in seqs[m : m + micro_batch_size]], [c for _, c in seqs[m : m + micro_batch_size]])
+                for m in range(0, len(seqs), micro_batch_size)]
+
+    plan = chunks(names[rank::world])
+    if world > 1:
+        most = max(math.ceil(sum(len(data.rows[p]) for p in names[r::world]) / micro_batch_size) for r in range(world))
+        pad = ([data.rows[names[0]][0]], [0.0])
+        plan += [pad] * (most - len(plan))
+    return plan
+
+
+def _loss_module(model, *, loss: str, mu: float, chunk_size: int, autocast):
+    """The student behind one forward that returns the weighted loss terms of a micro-batch.
+
+    DDP, FSDP and DeepSpeed hook a module's forward; `micro_batch_loss` calls the decoder and the
+    output layer separately (the fused, chunked head), so under a launcher the whole loss runs
+    inside this module's forward and accelerate wraps this module.
+    """
     import torch
 
-    # 1. Inputs and options, before any model is loaded.
+    class _LossModule(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            # FSDP's transformer auto-wrap policy reads the layer classes from here.
+            self._no_split_modules = list(getattr(model, "_no_split_modules", None) or [])
+
+        def forward(self, batch, coef):
+            return micro_batch_loss(self.model, batch, coef, loss=loss, mu=mu, chunk_size=chunk_size, autocast=autocast)
+
+    return _LossModule()
+
+
+def launched() -> bool:
+    """True in a process started by `accelerate launch` / torchrun with more than one process,
+    or by `accelerate launch` with an FSDP or DeepSpeed config (even on one process)."""
+    env = os.environ
+    return (
+        int(env.get("WORLD_SIZE", "1") or 1) > 1
+        or env.get("ACCELERATE_USE_FSDP", "").lower() in ("true", "1")
+        or env.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("true", "1")
+    )
+
+
+class Launch:
+    """This process's part in a run under `accelerate launch`: Hugging Face accelerate owns the
+    process group, the DDP / FSDP / DeepSpeed wrapping, gradient synchronisation, gathering of
+    sharded state and checkpoints of sharded state. paced only decides which problems each
+    process trains on and which process writes (the main one)."""
+
+    def __init__(self, config: DistillConfig) -> None:
+        import torch
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedType
+
+        # CPU processes (--device cpu, or a machine without an accelerator) join one gloo group
+        # even when started by torchrun / `accelerate launch --multi_gpu` rather than mpirun.
+        cpu = config.device == "cpu" or not torch.accelerator.is_available()
+        self.acc = Accelerator(cpu=cpu)
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        if self.world != int(os.environ.get("WORLD_SIZE", "1") or 1):
+            raise RuntimeError(
+                f"accelerate set up {self.world} process(es) but the launcher started "
+                f"{os.environ.get('WORLD_SIZE')}: each would train its own copy; check the accelerate config"
+            )
+        self.main = self.acc.is_main_process
+        kind = self.acc.distributed_type
+        self.kind = "deepspeed" if kind == DistributedType.DEEPSPEED else "fsdp" if kind == DistributedType.FSDP else "ddp"
+        self.sharded = self.kind != "ddp"
+        self.device = str(self.acc.device)
+        self.describe = {"processes": self.world, "distributed_type": str(getattr(kind, "value", kind))}
+        self.model = None
+
+    def check(self, config: DistillConfig) -> None:
+        from accelerate.utils import DistributedType
+
+        kind = self.acc.distributed_type
+        problems = []
+        if kind in (DistributedType.XLA, DistributedType.MEGATRON_LM):
+            problems.append(f"accelerate launch: {kind} is not supported by paced distill; use DDP, FSDP or DeepSpeed")
+        if config.device != "auto" and config.device.split(":")[0] != self.acc.device.type:
+            problems.append(
+                f"--device {config.device}: under accelerate launch each process uses the launcher's device "
+                f"({self.device} here); drop --device, or pass --device cpu to run every process on CPU"
+            )
+        if config.lora_r and self.sharded:
+            problems.append(f"--lora-r: LoRA is supported under DDP, not under {self.kind.upper()}; use the DDP config")
+        if problems:
+            raise InputError("\n".join(problems))
+        env = os.environ
+        wanted = "fsdp" if env.get("ACCELERATE_USE_FSDP", "").lower() == "true" else (
+            "deepspeed" if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" else None)
+        if wanted and wanted != self.kind:
+            console.print(
+                f"[yellow]warning:[/] the accelerate config asks for {wanted.upper()}, which accelerate runs on GPUs "
+                f"only; these {self.device} processes run {self.kind.upper()} (each holds the whole model)"
+            )
+
+    def on_main(self, fn):
+        """fn() on the main process only; its result, or its failure, reaches every process."""
+        from accelerate.utils import broadcast_object_list
+
+        box: list[Any] = [None]
+        error: BaseException | None = None
+        if self.main:
+            try:
+                box[0] = ("ok", fn())
+            except InputError as e:
+                box[0], error = ("input", str(e)), e
+            except BaseException as e:
+                box[0], error = ("fail", f"{type(e).__name__}: {e}"), e
+        broadcast_object_list(box, from_process=0)
+        if error is not None:
+            raise error
+        kind, value = box[0]
+        if kind == "input":
+            raise InputError(value)
+        if kind == "fail":
+            raise RuntimeError(f"the main process failed: {value}")
+        return value
+
+    def prepare(self, module, optimizer, config: DistillConfig):
+        if self.kind == "deepspeed":  # batch size and clipping come from paced's options
+            plugin = self.acc.state.deepspeed_plugin
+            if plugin.is_auto("train_micro_batch_size_per_gpu"):
+                plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.micro_batch_size
+            plugin.deepspeed_config["gradient_clipping"] = config.max_grad_norm
+        self.model, prepared = self.acc.prepare(module, optimizer)
+        return prepared
+
+    def forward_backward(self, batch, coef, last: bool) -> dict:
+        """One micro-batch. Gradients are averaged over processes by DDP/FSDP/DeepSpeed, so the
+        loss is scaled by the process count: the synchronised gradient is then the SUM over
+        processes, i.e. the single-process gradient of sum_i w_i L_i / N over the global batch."""
+        import contextlib
+
+        ctx = contextlib.nullcontext()
+        if self.kind == "deepspeed":
+            self.acc.sync_gradients = last  # DeepSpeed reduces and steps at the boundary only
+        elif self.kind == "ddp" and not last:
+            ctx = self.acc.no_sync(self.model)  # one all-reduce per step, after the last micro-batch
+        with ctx:
+            terms = self.model(batch, coef)
+            self.acc.backward(terms["loss"] * self.world)
+        return terms
+
+    def reduce_sums(self, sums: dict[str, float]) -> dict[str, float]:
+        import torch
+
+        keys = list(sums)
+        t = self.acc.reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.acc.device), "sum")
+        return {k: float(v) for k, v in zip(keys, t.tolist())}
+
+    def clip(self, max_norm: float) -> float:
+        norm = self.acc.clip_grad_norm_(self.model.parameters(), max_norm)
+        if norm is None and self.kind == "deepspeed":  # DeepSpeed clipped inside its step
+            norm = self.acc.deepspeed_engine_wrapped.get_global_grad_norm()
+        return float("nan") if norm is None else float(norm)
+
+    def inner(self):
+        """The student itself (unwrapped from DDP/FSDP/DeepSpeed and from the loss module)."""
+        return self.acc.unwrap_model(self.model).model
+
+    def rng_ranks(self) -> list[dict]:
+        from accelerate.utils import gather_object
+
+        return gather_object([rng_state()])
+
+    def save_checkpoint(self, out: Path, step: int, optimizer, scheduler, log: list[dict]) -> None:
+        rngs = self.rng_ranks()  # a collective: every process
+        if not self.sharded:  # DDP: every process holds the same model and optimizer state
+            if self.main:
+                save_checkpoint(out, step, self.inner(), optimizer, scheduler, log, rng_ranks=rngs)
+            return
+        import torch
+
+        tmp = out / CHECKPOINTS / f".step-{step}.tmp-launch"
+        if self.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp / "accelerate"))  # sharded model + optimizer, accelerate's format
+        self.acc.wait_for_everyone()
+        if self.main:
+            torch.save({"scheduler": scheduler.state_dict()}, tmp / "scheduler.pt")
+            _finish_checkpoint(out, tmp, step, log, rngs, keep=2, fmt=f"accelerate-{self.kind}")
+        self.acc.wait_for_everyone()
+
+    def load_checkpoint(self, path: Path, optimizer, scheduler) -> tuple[int, list[dict]]:
+        import torch
+
+        if (path / "accelerate").exists():
+            if not self.sharded:
+                raise InputError(f"--resume: checkpoint {path} was written under FSDP or DeepSpeed; resume it under the same launch configuration")
+            self.acc.load_state(str(path / "accelerate"))
+            scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True)["scheduler"])
+            return _load_rng_and_log(path, self.rank, self.world)
+        if self.sharded:
+            raise InputError(f"--resume: checkpoint {path} was written without FSDP/DeepSpeed; resume it with DDP or one process")
+        return load_checkpoint(path, self.inner(), optimizer, scheduler, self.rank, self.world)
+
+    def save_final(self, out: Path, lora: bool) -> None:
+        """The final model, unwrapped, written once by the main process (safetensors)."""
+        if not self.sharded:
+            if self.main:
+                model = self.inner()
+                if lora:
+                    model = model.merge_and_unload()
+                model.eval()
+                model.save_pretrained(out, safe_serialization=True)
+            return
+        state = self.acc.get_state_dict(self.model)  # gathers FSDP shards / ZeRO-3 partitions: every process
+        if self.main:
+            state = {k.removeprefix("model."): v for k, v in state.items()}
+            self.inner().save_pretrained(out, state_dict=state, safe_serialization=True)
+
+    def end(self) -> None:
+        self.acc.wait_for_everyone()
+        self.acc.end_training()
+
+
+def run(config: DistillConfig) -> Path:
+    """Single process (plain `paced distill`) or one process of `accelerate launch ... paced distill`."""
+    if not launched():
+        return _run(config, None)
+    launch = Launch(config)
+    quiet = console.quiet
+    console.quiet = not launch.main  # logs, warnings and the summary from the main process only
+    try:
+        launch.check(config)
+        out = _run(config, launch)
+        launch.end()
+        return out
+    except InputError:
+        raise  # the same files, the same message on every process: the main one prints it
+    except BaseException:
+        console.quiet = quiet  # a failure of this process: it says so itself
+        raise
+    finally:
+        if launch.main:
+            console.quiet = quiet
+
+
+def _run(config: DistillConfig, launch: Launch | None) -> Path:
+    import torch
+
+    main = launch is None or launch.main
+    # 1. Inputs and options, before any model is loaded (every process checks the same files).
     weights = schemas.read(config.weights, schemas.WEIGHTS, option="--weights")
     tl = schemas.read_header(config.teacher_logits, schemas.TEACHER_LOGITS, option="--teacher-logits")
     stale = schemas.io.check_lineage(schemas.io.lineage(tl), f"--teacher-logits {tl.path}", weights, "--weights", config.allow_stale)
@@ -395,55 +702,73 @@ def run(config: DistillConfig) -> Path:
     inputs = {"student": models.model_fingerprint(source), "teacher_logits": tl.fingerprint, "weights": weights.fingerprint}
     options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "resume", "device", "trust_remote_code", "micro_batch_size", "chunk_size", "allow_stale")}
     prov = schemas.provenance("distill", asdict(config), {"teacher_logits": tl, "weights": weights}, problems=schemas.io.lineage(tl))
+    if launch is not None:
+        prov["launch"] = launch.describe
     job = schemas.Job(config.out, schemas.TRAIN_LOG, options | {"inputs": inputs}, prov, overwrite=config.overwrite)
-    job.check()
     out = Path(config.out)
-    if job.complete:
+    held: dict[str, Any] = {}
+
+    def setup():
+        """The job directory and the training rows: the main process only writes them."""
+        job.check()
+        if job.complete:
+            return None
+        existing = (out / "_job.json").exists() and not config.overwrite
+        if existing and not config.resume:
+            raise InputError(
+                f"--out {out}: holds an unfinished distill run with these options; pass --resume to "
+                f"continue it from its last checkpoint, or --overwrite to start over"
+            )
+        job.start()
+        try:  # checks that need the rows: a refused run leaves nothing behind
+            data, stats = load_data(config.teacher_logits, weights, out / DATA_CACHE)
+            if not data.problems:
+                raise InputError(f"--weights {weights.path}: every problem in --teacher-logits has weight 0; nothing to train on")
+            check_lengths(data, source)
+        except InputError:
+            job.abandon()
+            raise
+        held["data"] = data
+        return stats
+
+    stats = setup() if launch is None else launch.on_main(setup)
+    if stats is None:
         console.print(f"{out}: already complete; nothing to do")
         return out
-    existing = (out / "_job.json").exists() and not config.overwrite
-    if existing and not config.resume:
-        raise InputError(
-            f"--out {out}: holds an unfinished distill run with these options; pass --resume to "
-            f"continue it from its last checkpoint, or --overwrite to start over"
-        )
-
-    job.start()
-    try:  # checks that need the rows: a refused run leaves nothing behind
-        data, stats = load_data(config.teacher_logits, weights, out / DATA_CACHE)
-        if not data.problems:
-            raise InputError(f"--weights {weights.path}: every problem in --teacher-logits has weight 0; nothing to train on")
-        check_lengths(data, source)
-    except InputError:
-        job.abandon()
-        raise
+    if main:
+        data = held["data"]
+    else:  # the rows the main process just wrote, memory-mapped
+        data = open_data(out / DATA_CACHE, dict(zip(weights.frame["problem_id"].to_list(), weights.frame["weight"].to_list())))
     per_epoch = math.ceil(len(data.problems) / config.batch_size)
     total = config.max_steps or config.epochs * per_epoch
 
+    def abandon():
+        if main:
+            job.abandon()
+
     # 2. Model, optimizer, schedule; then resume if asked.
-    device = models.resolve_device(config.device)
+    if launch is None:
+        device = load_device = models.resolve_device(config.device)
+    else:  # FSDP / DeepSpeed place (and shard) the model themselves
+        device = launch.device
+        load_device = "cpu" if launch.sharded else device
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    model = models.load_model(source, device=device, dtype="float32", trust_remote_code=config.trust_remote_code)
+    model = models.load_model(source, device=load_device, dtype="float32", trust_remote_code=config.trust_remote_code)
     try:
         check_vocab(data, model)
     except InputError:
-        job.abandon()
+        abandon()
         raise
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        if launch is None:
+            model.gradient_checkpointing_enable()
+        else:  # reentrant checkpointing does not mix with DDP's gradient hooks
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if config.lora_r:
         model = add_lora(model, config.lora_r, config.lora_alpha)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, config.warmup_steps, config.schedule))
-    start, log = 0, []
-    found = _checkpoints(out)
-    if config.resume and found:
-        start, log = load_checkpoint(found[-1][1], model, optimizer, scheduler)
-        console.print(f"resumed from {found[-1][1]} (step {start} of {total})")
 
     def autocast():
         # bf16 autocast on GPUs, master weights stay float32; CPUs compute in float32.
@@ -451,27 +776,50 @@ def run(config: DistillConfig) -> Path:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast("cpu", enabled=False)
 
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, config.warmup_steps, config.schedule))
+    stepper = optimizer
+    if launch is not None:
+        module = _loss_module(model, loss=config.loss, mu=config.mu, chunk_size=config.chunk_size, autocast=autocast)
+        stepper = launch.prepare(module, optimizer, config)  # the scheduler stays paced's: one step per step
+    start, log = 0, []
+    found = _checkpoints(out)
+    if config.resume and found:
+        if launch is None:
+            start, log = load_checkpoint(found[-1][1], model, optimizer, scheduler)
+        else:
+            start, log = launch.load_checkpoint(found[-1][1], optimizer, scheduler)
+        console.print(f"resumed from {found[-1][1]} (step {start} of {total})")
+
     # 3. Train.
     started = time.perf_counter()
-    with progress("distill", total=total - start, unit="steps") as bar:
+    bar_ctx = progress("distill", total=total - start, unit="steps") if main else _NoBar()
+    rank, world = (0, 1) if launch is None else (launch.rank, launch.world)
+    with bar_ctx as bar:
         for step in range(start + 1, total + 1):
             t0 = time.perf_counter()
             epoch, names = step_problems(data, config.seed, config.batch_size, step)
-            seqs = [(r, data.weight[p] / (len(names) * data.tokens[p])) for p in names for r in data.rows[p]]
-            seqs.sort(key=lambda x: x[0])
-            optimizer.zero_grad(set_to_none=True)
+            plan = step_plan(data, names, config.micro_batch_size, rank, world)
+            stepper.zero_grad(set_to_none=True)
             sums = {"loss": 0.0, "fkl": 0.0, "rkl": 0.0}
-            for m in range(0, len(seqs), config.micro_batch_size):
-                chunk = seqs[m : m + config.micro_batch_size]
-                batch = collate(data, [r for r, _ in chunk], device)
-                coef = torch.tensor([c for _, c in chunk], dtype=torch.float32, device=device)
-                terms = micro_batch_loss(model, batch, coef, loss=config.loss, mu=config.mu, chunk_size=config.chunk_size, autocast=autocast)
-                terms["loss"].backward()
+            for i, (rows, coefs) in enumerate(plan):
+                batch = collate(data, rows, device)
+                coef = torch.tensor(coefs, dtype=torch.float32, device=device)
+                if launch is None:
+                    terms = micro_batch_loss(model, batch, coef, loss=config.loss, mu=config.mu, chunk_size=config.chunk_size, autocast=autocast)
+                    terms["loss"].backward()
+                else:
+                    terms = launch.forward_backward(batch, coef, last=i == len(plan) - 1)
                 for k in sums:
                     sums[k] += float(terms[k].detach())
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+            if launch is None:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+            else:
+                sums = launch.reduce_sums(sums)
+                grad_norm = launch.clip(config.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
-            optimizer.step()
+            stepper.step()
             scheduler.step()
             log.append(
                 {
@@ -483,13 +831,21 @@ def run(config: DistillConfig) -> Path:
             )
             bar.update(bar.tasks[0].id, advance=1, rate=f"loss {sums['loss']:.4f}")
             if config.save_steps and step % config.save_steps == 0 and step < total:
-                save_checkpoint(out, step, model, optimizer, scheduler, log)
+                if launch is None:
+                    save_checkpoint(out, step, model, optimizer, scheduler, log)
+                else:
+                    launch.save_checkpoint(out, step, optimizer, scheduler, log)
 
     # 4. The final checkpoint, loadable by transformers and vLLM; the manifest last.
-    if config.lora_r:
-        model = model.merge_and_unload()
-    model.eval()
-    model.save_pretrained(out, safe_serialization=True)
+    if launch is None:
+        if config.lora_r:
+            model = model.merge_and_unload()
+        model.eval()
+        model.save_pretrained(out, safe_serialization=True)
+    else:
+        launch.save_final(out, bool(config.lora_r))
+        if not main:
+            return out
     tokenizer.save_pretrained(out)
     table = pl.DataFrame(log, schema=_log_schema()).to_arrow().cast(schemas.TRAIN_LOG.arrow)
     schemas.write_file(out / "train_log.parquet", table, schemas.TRAIN_LOG, prov)
@@ -502,6 +858,7 @@ def run(config: DistillConfig) -> Path:
         [
             ("loss", f"{config.loss}" + (f" (mu {config.mu:g})" if config.loss == "akl" else "")),
             ("steps", f"{total} ({total - start} now)"),
+            *([("processes", f"{world} ({launch.kind.upper()} via accelerate)")] if launch is not None else []),
             ("problems trained (weight > 0)", f"{len(data.problems):,}"),
             ("sequences skipped (weight 0)", f"{stats['skipped_zero_weight']:,} of {stats['sequences']:,}"),
             ("tokens per epoch", f"{sum(data.tokens.values()):,}"),
@@ -512,6 +869,24 @@ def run(config: DistillConfig) -> Path:
         ],
     )
     return out
+
+
+class _NoBar:
+    """The progress bar of a process that is not the main one: nothing shown."""
+
+    class _Task:
+        id = 0
+
+    tasks = [_Task()]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, *args, **kwargs):
+        pass
 
 
 def check_lengths(data: TrainData, model_dir: str) -> None:
