@@ -163,11 +163,15 @@ def main() -> None:
     if (work / "snr.parquet").exists():
         snr = pl.read_parquet(work / "snr.parquet")
         lines += ["## Gradient SNR by pass rate (the paper's Figure 3)", "", "![SNR](snr.png)", "",
-                  "| bin | problems | mean p | normalised SNR | status |", "|---|---:|---:|---:|---|"]
+                  "SNR - 1/n removes the noise floor of a bin of n problems (see docs/artifacts.md, `snr_debiased`): "
+                  "compare bins of very different sizes with it.", "",
+                  "| bin | problems | mean p | SNR | normalised SNR | SNR - 1/n | status |", "|---|---:|---:|---:|---:|---:|---|"]
         for r in snr.iter_rows(named=True):
-            norm = "-" if r["snr_normalized"] is None else f"{r['snr_normalized']:.3f}"
-            mean_p = "-" if r["mean_pass_rate"] is None else f"{r['mean_pass_rate']:.2f}"
-            lines.append(f"| [{r['lo']:.1f}, {r['hi']:.1f}) | {r['problems']} | {mean_p} | {norm} | {r['status']} |")
+            def num(x, fmt):
+                return "-" if x is None else format(x, fmt)
+            debiased = r["snr_debiased"] if "snr_debiased" in r else (None if r["snr"] is None else r["snr"] - 1 / r["problems"])
+            lines.append(f"| [{r['lo']:.1f}, {r['hi']:.1f}) | {r['problems']} | {num(r['mean_pass_rate'], '.2f')} | "
+                         f"{num(r['snr'], '.4f')} | {num(r['snr_normalized'], '.3f')} | {num(debiased, '.4f')} | {r['status']} |")
     plots(work, seeds)
     (work / "report.md").write_text("\n".join(lines) + "\n")
     print(work / "report.md")

@@ -21,6 +21,8 @@ def _consistent(frame: pl.DataFrame) -> list[str]:
         (pl.col("snr_normalized").is_nan() | (pl.col("snr_normalized") < 0) | (pl.col("snr_normalized") > 1),
          "'snr_normalized' must lie in [0, 1]"),
         (pl.col("snr_normalized").is_not_null() & pl.col("snr").is_null(), "'snr_normalized' needs an 'snr'"),
+        (pl.col("snr_debiased").is_not_null() != pl.col("snr").is_not_null(), "'snr_debiased' must be set exactly where 'snr' is"),
+        (pl.col("snr_debiased").is_nan() | (pl.col("snr_debiased") > pl.col("snr")), "'snr_debiased' must be a number <= 'snr'"),
     ]
     problems = []
     for bad, rule in rules:
@@ -32,7 +34,7 @@ def _consistent(frame: pl.DataFrame) -> list[str]:
 
 SCHEMA = ArtifactSchema(
     name="snr",
-    version=1,
+    version=2,
     doc=(
         "One row per pass-rate bin, written by `paced snr`: the signal-to-noise ratio "
         "SNR = ‖E[g]‖² / tr Cov[g] of the per-problem distillation-loss gradients g at one "
@@ -57,6 +59,16 @@ SCHEMA = ArtifactSchema(
             "snr_normalized",
             pa.float64(),
             "snr divided by the largest snr over the bins (1 for the largest); null where snr is.",
+            nullable=True,
+        ),
+        Column(
+            "snr_debiased",
+            pa.float64(),
+            "snr - 1/n: ‖mean g‖² overestimates ‖E[g]‖² by tr Cov / n (the mean of n noisy "
+            "gradients keeps 1/n of their noise), so a bin of few problems shows a floor of 1/n "
+            "even with no signal. This estimates ‖E[g]‖² / tr Cov without that floor; it can be "
+            "< 0 where the signal is below the noise. Compare bins of very different sizes with "
+            "this column; null where snr is.",
             nullable=True,
         ),
         Column(

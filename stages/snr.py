@@ -12,7 +12,9 @@ binned by pass rate into `--bins` equal-width bins over [0, 1], and per bin
 
 The paper's Figure 3 finds it bell-shaped over p, collapsing for p < 0.2 and p > 0.8: the
 shape the Beta kernel w(p) = p^alpha (1-p)^beta is built to follow. The output `snr` column is
-normalised by the largest bin, as in the figure.
+normalised by the largest bin, as in the figure. ||mean g||^2 carries tr Cov / n of noise, so
+a bin of n problems reads at least about 1/n with no signal at all; `snr_debiased` = snr - 1/n
+removes that floor, for comparing bins of very different sizes.
 
 Problems of weight 0 are measured too (the pass rate is all that matters here), so build the
 teacher logits WITHOUT `--weights`, or the bins near p = 0 and p = 1 stay empty. A real output
@@ -150,7 +152,7 @@ def bin_stats(items: Iterable[tuple[float, Any]], bins: int) -> list[dict[str, A
     rows = []
     for b in range(bins):
         lo, hi = bin_edges(b, bins)
-        snr, status = None, "ok"
+        snr, debiased, status = None, None, "ok"
         if n[b] == 0:
             status = "empty"
         elif n[b] == 1:
@@ -160,11 +162,13 @@ def bin_stats(items: Iterable[tuple[float, Any]], bins: int) -> list[dict[str, A
         else:
             signal = float(torch.dot(mean[b], mean[b]))
             snr = signal / (m2[b] / (n[b] - 1))
+            # E||mean||^2 = ||E g||^2 + tr Cov / n: subtract the noise floor.
+            debiased = snr - 1.0 / n[b]
         rows.append(
             {
                 "bin": b, "lo": lo, "hi": hi, "problems": n[b],
                 "mean_pass_rate": p_sum[b] / n[b] if n[b] else None,
-                "snr": snr, "snr_normalized": None, "status": status,
+                "snr": snr, "snr_normalized": None, "snr_debiased": debiased, "status": status,
             }
         )
         mean[b] = None  # free the buffer before the next bin's dot product
@@ -349,12 +353,12 @@ def report(rows: list[dict[str, Any]], config: SnrConfig, param_name: str, shape
 
     table = Table(title=f"gradient SNR by pass-rate bin ({config.loss}, at {param_name})", title_justify="left")
     for col, justify in (("pass rate", "left"), ("problems", "right"), ("mean p", "right"), ("SNR", "right"),
-                         ("normalised", "right"), ("status", "left")):
+                         ("normalised", "right"), ("SNR - 1/n", "right"), ("status", "left")):
         table.add_column(col, justify=justify)
     for r in rows:
         close = "]" if r["bin"] == config.bins - 1 else ")"
         table.add_row(f"[{r['lo']:.2f}, {r['hi']:.2f}{close}", f"{r['problems']:,}", num(r["mean_pass_rate"], ".3f"),
-                      num(r["snr"], ".4g"), num(r["snr_normalized"], ".3f"), r["status"])
+                      num(r["snr"], ".4g"), num(r["snr_normalized"], ".3f"), num(r["snr_debiased"], ".4g"), r["status"])
     console.print(table)
     measured = sum(r["problems"] for r in rows)
     summary = [
@@ -382,7 +386,7 @@ def plot(rows: list[dict[str, Any]], param_name: str, config: SnrConfig, path: P
         centre = (r["lo"] + r["hi"]) / 2
         if r["snr_normalized"] is None:
             ax.bar(centre, 0.04, width=width, color="#ddd", hatch="//", edgecolor="#888")
-            label = "n<2" if r["problems"] < 2 else ("tr Cov=0" if r["snr"] is None else "n/a")
+            label = "empty" if r["problems"] == 0 else "n<2" if r["problems"] < 2 else ("tr Cov=0" if r["snr"] is None else "n/a")
             ax.text(centre, 0.06, label, ha="center", va="bottom", fontsize=8, color="#555", rotation=90)
             continue
         outside = r["hi"] <= LOW + 1e-12 or r["lo"] >= HIGH - 1e-12

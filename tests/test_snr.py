@@ -51,6 +51,9 @@ def test_bin_stats_matches_a_hand_computation():
     rows = bin_stats(iter(items), 3)
     assert [r["problems"] for r in rows] == [3, 1, 2]
     assert rows[0]["snr"] == pytest.approx(0.25) and rows[0]["status"] == "ok"
+    # ||mean||^2 = 1 holds tr Cov / n = 4 / 3 of noise: 0.25 - 1/3 (the signal is below the noise)
+    assert rows[0]["snr_debiased"] == pytest.approx(0.25 - 1 / 3)
+    assert rows[2]["snr_debiased"] == pytest.approx(0.5 - 1 / 2) and rows[1]["snr_debiased"] is None
     assert rows[0]["mean_pass_rate"] == pytest.approx(0.4 / 3)
     assert rows[1]["snr"] is None and rows[1]["snr_normalized"] is None
     assert rows[1]["status"] == "too few problems (n=1)"
@@ -60,7 +63,7 @@ def test_bin_stats_matches_a_hand_computation():
 
     empty = bin_stats(iter([(0.1, t(1, 0)), (0.2, t(0, 1))]), 2)
     assert empty[1] == {"bin": 1, "lo": 0.5, "hi": 1.0, "problems": 0, "mean_pass_rate": None,
-                        "snr": None, "snr_normalized": None, "status": "empty"}
+                        "snr": None, "snr_normalized": None, "snr_debiased": None, "status": "empty"}
     assert empty[0]["snr"] == pytest.approx(0.5 / 1.0) and empty[0]["snr_normalized"] == 1.0
 
     same = bin_stats(iter([(0.5, t(1, 2)), (0.5, t(1, 2)), (0.5, t(1, 2))]), 1)
