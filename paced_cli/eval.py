@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from paced_cli.common import run_stage
+from paced_cli.rollout import Backend, Dtype, GpuMemoryUtilization, MaxModelLen, TensorParallelSize, VllmArgs
 from stages import eval as stage
 
 
@@ -19,22 +20,26 @@ def eval_(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass, in (0, 1].")] = 0.95,
     max_new_tokens: Annotated[int, typer.Option(help="Longest response; longer ones stop with finish_reason 'length'.")] = 1024,
     seed: Annotated[int, typer.Option(help="Same seed, options and batch size give the same responses.")] = 0,
-    backend: Annotated[str, typer.Option(help="Generation engine: hf (transformers).")] = "hf",
+    backend: Backend = "hf",
     verifier: Annotated[str, typer.Option(help="math (math-verify equivalence), exact (normalised string), regex:PATTERN (first group), or module:function (your fn(completion, problem_row) -> bool).")] = "math",
     timeout: Annotated[float, typer.Option(help="Seconds one check may take; past it the check is killed and scores false with reason 'timeout'.")] = 5.0,
     workers: Annotated[int, typer.Option(help="Checker processes.")] = 2,
     context: Annotated[str, typer.Option(help="none, or reference: the prompt carries the problem's expert reference solution (privileged context).")] = "none",
     system_prompt: Annotated[Optional[str], typer.Option(help="A system message placed before the problem (chat models).")] = None,
     prompt_suffix: Annotated[Optional[str], typer.Option(help="Text appended to every prompt, e.g. \" Let's think step by step and output the final answer within \\boxed{}.\"")] = None,
-    batch_size: Annotated[int, typer.Option(help="Problems per generate call (each with K samples).")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Problems per generate call (each with K samples); vllm takes a whole part at once.")] = 8,
     part_size: Annotated[int, typer.Option(help="Problems per output part: the unit of resumption.")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, float32 on CPU), float32, bfloat16 or float16.")] = "auto",
+    dtype: Dtype = "auto",
     trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run. Off unless you trust it.")] = False,
     baseline: Annotated[Optional[Path], typer.Option(help="Another eval's --out (e.g. the student before distillation): report the gain over it per benchmark.")] = None,
     retain: Annotated[Optional[list[str]], typer.Option(help="A benchmark that measures retention (repeat for several): with --baseline, report forgetting = (baseline - accuracy) / baseline * 100.")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Evaluate one shard I/N of the problems into --out/shard-I-of-N; the last shard to finish writes the summary.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an unfinished or different eval job in --out instead of refusing.")] = False,
+    tensor_parallel_size: TensorParallelSize = 1,
+    gpu_memory_utilization: GpuMemoryUtilization = None,
+    max_model_len: MaxModelLen = None,
+    vllm_args: VllmArgs = None,
 ) -> None:
     """Accuracy per benchmark over K samples, with gain and forgetting against a baseline (resumable)."""
     run_stage(
@@ -44,6 +49,8 @@ def eval_(
             system_prompt=system_prompt, prompt_suffix=prompt_suffix, verifier=verifier, timeout=timeout,
             workers=workers, batch_size=batch_size, part_size=part_size, device=device, dtype=dtype,
             trust_remote_code=trust_remote_code, baseline=baseline, retain=list(retain or []), shard=shard, overwrite=overwrite,
+            tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len, vllm_args=vllm_args,
         ),
         stage.run,
         ctx,

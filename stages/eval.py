@@ -20,7 +20,6 @@ for --retain benchmarks (sets the distillation must not damage) the relative for
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,10 +32,9 @@ import schemas
 from schemas import InputError
 from schemas.base import quote_rows
 from schemas.io import JOB_FILE, MANIFEST_FILE, check_file_out
-from stages import models, prompts, verifiers
+from stages import models, prompts, verifiers, vllm_backend
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out
-from stages.generate import SamplingOptions, derive_seed, generate_hf
-from stages.rollout import BACKENDS, check_context_length, check_sampling, job_options
+from stages.generate import GenerationConfig, check_context_length, context_limit, generate_parts, job_options, todo_count
 from stages.score import verifier_fingerprint
 
 SUMMARY_FILE = "summary.parquet"
@@ -45,8 +43,10 @@ SUMMARY_FILE = "summary.parquet"
 _SUMMARY_ONLY = ("baseline", "retain", "workers")
 
 
-@dataclass
-class EvalConfig:
+@dataclass(kw_only=True)
+class EvalConfig(GenerationConfig):
+    """Generation options (samples, seed, backend, ...) are GenerationConfig's, as in rollout."""
+
     problems: list[Path]
     """Problems files (or directories of Parquet); each is one or more benchmarks."""
     model: str
@@ -57,22 +57,11 @@ class EvalConfig:
     """Responses per problem; accuracy is averaged over sample indices (the paper uses 8)."""
     temperature: float = 0.6
     top_p: float = 0.95
-    max_new_tokens: int = 1024
-    seed: int = 0
-    backend: str = "hf"
-    context: str = "none"
-    system_prompt: str | None = None
-    prompt_suffix: str | None = None
     verifier: str = "math"
     """math | exact | regex:PATTERN | module:function, as in score."""
     timeout: float = 5.0
     """Seconds one check may take; past it the response scores false with reason timeout."""
     workers: int = 2
-    batch_size: int = 8
-    part_size: int = 64
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
     baseline: Path | None = None
     """Another eval's --out: report gain (and forgetting for --retain benchmarks) against it."""
     retain: list[str] = field(default_factory=list)
@@ -80,24 +69,11 @@ class EvalConfig:
     shard: str | None = None
     """Evaluate one shard I/N of the problems into --out/shard-I-of-N; the summary is written
     by the shard that finds every shard done."""
-    overwrite: bool = False
 
     def __post_init__(self) -> None:
-        problems = []
-        try:
-            parse_shard(self.shard)
-        except InputError as e:
-            problems.append(str(e))
-        try:
-            check_sampling(self)
-        except InputError as e:
-            problems.append(str(e))
+        problems = self.generation_problems()
         if not self.problems:
             problems.append("--problems: give at least one problems file")
-        if self.backend not in BACKENDS:
-            problems.append(f"--backend {self.backend}: use one of {', '.join(BACKENDS)}")
-        if self.part_size < 1:
-            problems.append(f"--part-size {self.part_size}: must be at least 1")
         if not self.timeout > 0:
             problems.append(f"--timeout {self.timeout}: must be > 0 seconds")
         if self.workers < 1:
@@ -378,8 +354,12 @@ def _generate_and_check(
     ids = prompts.encode_prompts(
         tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix
     )
-    check_context_length(tokenizer, ids, problems, config.model, config.max_new_tokens)
-    models.resolve_dtype(config.dtype, models.resolve_device(config.device))
+    check_context_length(ids, problems, context_limit(config), config.max_new_tokens)
+    if config.backend == "vllm":
+        vllm_backend.require()
+        vllm_backend.check_engine_args(config)
+    else:
+        models.resolve_dtype(config.dtype, models.resolve_device(config.device))
     # What a module:function verifier sees: the whole row of its own file, with its benchmark.
     checked_rows = [r for f in frames for r in f.to_dicts()]
 
@@ -389,44 +369,31 @@ def _generate_and_check(
     reasons: Counter[str] = Counter()
     try:
         # Workers start (and import their verifier) while the model loads.
-        with verifiers.CheckPool(spec, workers=config.workers, timeout=config.timeout) as pool:
-            model = models.load_model(
-                config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
-            )
-            eos = models.eos_token_ids(model, tokenizer)
-            sampling = SamplingOptions(config.samples, config.temperature, config.top_p, config.max_new_tokens)
-            total = sum(min(config.part_size, n - i * config.part_size) for i in todo)
-            with progress("eval", total=total, unit="problems") as bar:
-                for part in todo:
-                    lo, hi = part * config.part_size, min((part + 1) * config.part_size, n)
-                    samples = generate_hf(
-                        model,
-                        tokenizer,
-                        ids[lo:hi],
-                        sampling,
-                        eos_ids=eos,
-                        batch_size=config.batch_size,
-                        seed=derive_seed(config.seed, "eval", *([] if shard is None else [f"shard {shard}"]), part),
-                        on_batch=lambda done, tokens: advance(bar, done, "problems"),
-                    )
-                    cols: dict[str, list] = {c.name: [] for c in schemas.EVAL_RESULTS.columns}
-                    row_of_response = []
-                    for row, per_problem in zip(checked_rows[lo:hi], samples):
-                        for k, s in enumerate(per_problem):
-                            cols["problem_id"].append(row["problem_id"])
-                            cols["sample_index"].append(k)
-                            cols["benchmark"].append(row["benchmark"])
-                            cols["completion"].append(tokenizer.decode(s.token_ids, skip_special_tokens=True))
-                            cols["finish_reason"].append(s.finish_reason)
-                            row_of_response.append(row)
-                    for i, v in enumerate(pool.map(zip(cols["completion"], row_of_response))):
-                        if v.user_error:
-                            raise verifiers.user_error(spec, cols["problem_id"][i], cols["sample_index"][i], v)
-                        cols["correct"].append(v.correct)
-                        cols["extracted"].append(v.extracted)
-                        cols["reason"].append(v.reason)
-                        reasons[(v.reason or "verdict").split(":", 1)[0]] += 1
-                    job.write(part, schemas.table_from_columns(cols, schemas.EVAL_RESULTS))
+        with verifiers.CheckPool(spec, workers=config.workers, timeout=config.timeout) as pool, \
+                progress("eval", total=todo_count(todo, config.part_size, n), unit="problems") as bar:
+
+            def write_part(part: int, lo: int, hi: int, samples) -> None:
+                cols: dict[str, list] = {c.name: [] for c in schemas.EVAL_RESULTS.columns}
+                row_of_response = []
+                for row, per_problem in zip(checked_rows[lo:hi], samples):
+                    for k, s in enumerate(per_problem):
+                        cols["problem_id"].append(row["problem_id"])
+                        cols["sample_index"].append(k)
+                        cols["benchmark"].append(row["benchmark"])
+                        cols["completion"].append(tokenizer.decode(s.token_ids, skip_special_tokens=True))
+                        cols["finish_reason"].append(s.finish_reason)
+                        row_of_response.append(row)
+                for i, v in enumerate(pool.map(zip(cols["completion"], row_of_response))):
+                    if v.user_error:
+                        raise verifiers.user_error(spec, cols["problem_id"][i], cols["sample_index"][i], v)
+                    cols["correct"].append(v.correct)
+                    cols["extracted"].append(v.extracted)
+                    cols["reason"].append(v.reason)
+                    reasons[(v.reason or "verdict").split(":", 1)[0]] += 1
+                job.write(part, schemas.table_from_columns(cols, schemas.EVAL_RESULTS))
+
+            generate_parts(config, stage="eval", tokenizer=tokenizer, ids=ids, todo=todo, shard=shard,
+                           on_batch=lambda done, tokens: advance(bar, done, "problems"), write_part=write_part)
     except InputError:
         job.abandon()  # a job this run created leaves nothing behind
         raise

