@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import typer
+from rich.markup import escape
 
 import schemas.io
 from schemas import InputError
@@ -54,7 +55,7 @@ def run_stage(make_config: Callable[[], C], run: Callable[[C], Path], ctx: typer
         config = make_config()
         out = run(config)
     except InputError as e:
-        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print(
@@ -69,7 +70,7 @@ def run_stage(make_config: Callable[[], C], run: Callable[[C], Path], ctx: typer
         # The output location cannot take the artifact: the user's to fix, like bad input.
         # Writes are atomic, so nothing partial is left at the final name.
         console.print(
-            f"[bold red]error:[/] cannot write {e.filename or 'the output'}: {e.strerror}; free space "
+            f"[bold red]error:[/] cannot write {escape(str(e.filename or 'the output'))}: {e.strerror}; free space "
             f"or choose another --out (finished parts of a job are kept; rerun to resume)",
             soft_wrap=True,
         )
@@ -81,7 +82,7 @@ def run_stage(make_config: Callable[[], C], run: Callable[[C], Path], ctx: typer
             traceback.print_exc()
         else:
             console.print(traceback.format_exc(limit=-3), soft_wrap=True, markup=False)
-        console.print(f"[bold red]failed:[/] {type(e).__name__}: {e}", soft_wrap=True)
+        console.print(f"[bold red]failed:[/] {type(e).__name__}: {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(1) from None
     sys.stdout.write(f"{out}\n")
     sys.stdout.flush()

