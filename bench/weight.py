@@ -5,7 +5,8 @@ of reading it and against the same computation written naively with pandas.
     python -m bench.weight --problems 1000000 --samples 8 --runs 3
 
 Writes synthetic scores (K samples per problem, pass rates spread over [0, 1], rows grouped
-by problem as `paced score` writes them) to a temporary directory, then times the whole stage
+by problem as `paced score` writes them, so the stage takes its fast path: see
+`schemas.base.key_runs`) to a temporary directory, then times the whole stage
 (`weight.run`: read + validate + aggregate + write + summary) and the floor (polars reading
 the same file), alternated, median of `--runs` after a warm-up; and the naive pandas version
 (read_parquet, groupby, the kernel applied per problem with `Series.apply`, write). Each size
@@ -96,8 +97,10 @@ def child(problems: int, samples: int, runs: int) -> dict:
 PROFILED = (
     "stages/weight.py:run",
     "schemas/io.py:read",
+    "schemas/base.py:key_runs",
     "schemas/base.py:_duplicates",
     "stages/weight.py:compute",
+    "stages/weight.py:counts",
     "schemas/io.py:write_file",
     "stages/weight.py:report",
 )
@@ -127,7 +130,9 @@ def section(ctx: common.Context) -> common.Section:
         sec.notes.append(
             f"{size} problems (peak RSS of its child {common.mib(res.max_rss)}): cProfile of one more stage run, "
             f"cumulative seconds: " + "; ".join(f"`{name}` {ct:.2f}" for name, ct in v["profile"])
-            + " (`read` includes `_duplicates`, the unique-key check of problem_id + sample_index)"
+            + " (`read` includes the unique-key check of problem_id + sample_index: `key_runs`, the fast path for "
+            "rows grouped by problem, and `_duplicates`, whose hashing runs only when that fails; `compute` includes "
+            "`counts`, the per-problem aggregation)"
         )
     return sec
 

@@ -25,20 +25,27 @@ Losses (per token, over the k+1 buckets):
 Shapes and dtypes: ``student_logits [batch, seq, vocab]`` in any float dtype (bf16 on GPU),
 upcast to float32 one chunk of positions at a time; ``topk_ids [batch, seq, k]`` integer;
 ``topk_logprobs [batch, seq, k]`` and ``tail_logprob [batch, seq]`` in any float dtype
-(float16 on disk); ``mask [batch, seq]`` bool. Results are float32 ``[batch, seq]``.
+(float16 on disk); ``mask [batch, seq]`` bool. Results are float32 ``[batch, seq]``. (Float64
+logits are computed, and returned, in float64 instead: that is what lets the tests run
+``torch.autograd.gradcheck`` on this very code; no stage feeds float64.)
 
 Memory: only masked positions are computed, ``chunk_size`` at a time. The forward pass keeps
-no float32 ``[positions, vocab]`` tensor alive between chunks; the backward pass recomputes each
-chunk (as activation checkpointing would) and writes its gradient straight into one buffer the
-size of ``student_logits``, so the float32 working set is bounded by ``chunk_size x vocab``
-however long the batch is.
+no float32 ``[positions, vocab]`` tensor alive between chunks, only ``k+2`` floats per position
+(the student's bucket log-probs and the log-sum-exp outside the top-k); the backward pass reads
+each chunk of logits again (as activation checkpointing would), turns it into its gradient in
+closed form, in place (``_bucket_grads``, ``_logit_grads_``: no autograd graph, no second
+softmax), and writes that straight into one buffer the size of ``student_logits``, so the
+float32 working set is bounded by ``chunk_size x vocab`` however long the batch is.
 
 ``token_losses`` still needs ``student_logits`` itself, and its gradient, for every position:
 with Qwen's 151,936-token vocabulary an 8k-token trace is 8192 x 151936 x 4 B = 5 GB per float32
 copy. ``fused_head_losses`` takes the hidden states and the output layer instead, and computes
 the logits one chunk of positions at a time, in forward and again in backward, so neither the
 ``[positions, vocab]`` logits nor their gradient exist beyond one chunk. Both functions run the
-same per-chunk arithmetic (``_chunk_losses``) on the same teacher buckets (``_teacher_buckets``).
+same per-chunk arithmetic (``_student_buckets``, ``_bucket_losses``, and in backward
+``_bucket_grads``, ``_logit_grads_``) on the same teacher buckets (``_teacher_buckets``).
+``_chunk_losses`` is that forward arithmetic as one differentiable function: autograd through it
+is what the closed-form backward is tested against.
 """
 
 from __future__ import annotations
@@ -104,6 +111,7 @@ def token_losses(
     teacher = _teacher_buckets(
         topk_logprobs.reshape(positions, k).index_select(0, rows),
         tail_logprob.reshape(positions).index_select(0, rows),
+        _work_dtype(student_logits.dtype),
     )  # [M, k+1]
 
     with_akl = loss == "akl"
@@ -154,7 +162,7 @@ def fused_head_losses(
         ``hidden``, ``weight`` and ``bias`` like it.
     """
     _check_fused_inputs(hidden, weight, bias, topk_ids, topk_logprobs, tail_logprob, loss, mu, chunk_size)
-    teacher = _teacher_buckets(topk_logprobs, tail_logprob)  # [N, k+1]
+    teacher = _teacher_buckets(topk_logprobs, tail_logprob, _work_dtype(hidden.dtype, weight.dtype))  # [N, k+1]
     with_akl = loss == "akl"
     per_row = _FusedHeadLosses.apply(hidden, weight, bias, topk_ids.long(), teacher, mu, with_akl, chunk_size)  # [N, C]
     columns = per_row.unbind(-1)
@@ -182,93 +190,119 @@ def sequence_sums(per_token: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Te
 
 
 class _CoarsenedLosses(torch.autograd.Function):
-    """Chunked losses with recompute-in-backward.
+    """Chunked losses with a closed-form, chunked backward.
 
     Plain autograd over a Python loop of chunks would keep every chunk's float32
     ``[chunk, vocab]`` activations alive until backward, i.e. the whole ``[M, vocab]`` float32
-    tensor the chunking is meant to avoid. Here forward saves only the inputs; backward redoes
-    one chunk at a time under autograd and writes its gradient into a single buffer.
+    tensor the chunking is meant to avoid. Here forward keeps, besides its inputs, only what
+    the gradient needs per position: the student's k+1 bucket log-probs before the floor and
+    the log-sum-exp of the logits outside the top-k (``[M, k+2]`` floats). Backward reads each
+    chunk of logits again and turns it into its gradient in place (``_logit_grads_``), with no
+    autograd graph and no second log-sum-exp.
     """
 
     @staticmethod
     def forward(ctx, flat_logits, rows, ids, teacher, mu, with_akl, chunk_size):
         # flat_logits [N, V]; rows [M]; ids [M, k]; teacher [M, k+1] float32 log-probs.
-        parts = [
-            _chunk_losses(flat_logits.index_select(0, rows[s : s + chunk_size]),
-                          ids[s : s + chunk_size], teacher[s : s + chunk_size], mu, with_akl)
-            for s in range(0, rows.numel(), chunk_size)
-        ]
-        ctx.save_for_backward(flat_logits, rows, ids, teacher)
+        parts, raws, rests = [], [], []
+        for s in range(0, rows.numel(), chunk_size):
+            # index_select copies, so the chunk is ours to overwrite.
+            chunk = flat_logits.index_select(0, rows[s : s + chunk_size])
+            raw, log_rest = _student_buckets(chunk, ids[s : s + chunk_size], scratch=True)
+            del chunk
+            parts.append(_bucket_losses(raw, teacher[s : s + chunk_size], mu, with_akl))
+            raws.append(raw)
+            rests.append(log_rest)
+        raw, log_rest = _joined(raws, rests, teacher)
+        ctx.save_for_backward(flat_logits, rows, ids, teacher, raw, log_rest)
         ctx.mu, ctx.with_akl, ctx.chunk_size = mu, with_akl, chunk_size
         if parts:
             return torch.cat(parts)
         return teacher.new_zeros(0, 3 if with_akl else 2)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         # grad_out [M, C]: one backward serves "loss" and any logged column a caller used.
-        flat_logits, rows, ids, teacher = ctx.saved_tensors
+        flat_logits, rows, ids, teacher, raw, log_rest = ctx.saved_tensors
         grad = torch.zeros_like(flat_logits)
         step = ctx.chunk_size
         for s in range(0, rows.numel(), step):
-            chunk_rows = rows[s : s + step]
-            with torch.enable_grad():
-                x = flat_logits.index_select(0, chunk_rows).detach().requires_grad_()
-                values = _chunk_losses(x, ids[s : s + step], teacher[s : s + step], ctx.mu, ctx.with_akl)
-                (chunk_grad,) = torch.autograd.grad(values, x, grad_out[s : s + step])
-            grad.index_copy_(0, chunk_rows, chunk_grad)
+            e = s + step
+            chunk_rows = rows[s:e]
+            chunk = flat_logits.index_select(0, chunk_rows)
+            buf = chunk if chunk.dtype == raw.dtype else chunk.to(raw.dtype)
+            del chunk
+            d = _bucket_grads(raw[s:e], teacher[s:e], grad_out[s:e], ctx.mu, ctx.with_akl)
+            chunk_grad = _logit_grads_(buf, ids[s:e], raw[s:e], log_rest[s:e], d)
+            grad.index_copy_(0, chunk_rows, chunk_grad.to(grad.dtype))
+            del buf, chunk_grad
         return grad, None, None, None, None, None, None
 
 
 class _FusedHeadLosses(torch.autograd.Function):
-    """Output layer + chunked losses with recompute-in-backward.
+    """Output layer + chunked losses with a closed-form, chunked backward.
 
-    Like ``_CoarsenedLosses`` one level earlier: forward saves only its inputs (``hidden`` is
-    ``[N, H]``, tiny next to ``[N, V]``), and backward recomputes one chunk of logits at a time,
-    so the largest tensors alive are a few ``[chunk, V]`` and the ``[V, H]`` weight gradient.
+    Like ``_CoarsenedLosses`` one level earlier: forward saves its inputs (``hidden`` is
+    ``[N, H]``, tiny next to ``[N, V]``) and the per-position ``[N, k+2]`` bucket statistics;
+    backward recomputes one chunk of logits at a time (the one matmul it cannot avoid without
+    keeping ``[N, V]``), overwrites them with their gradient in closed form, and multiplies
+    that into the gradients of ``hidden``, ``weight`` and ``bias``. The largest tensors alive
+    are one ``[chunk, V]`` buffer (two under autocast) and the ``[V, H]`` weight gradient.
     """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, ids, teacher, mu, with_akl, chunk_size):
         # hidden [N, H]; weight [V, H]; bias [V] | None; ids [N, k]; teacher [N, k+1] float32.
-        parts = []
+        parts, raws, rests = [], [], []
         dtype = hidden.dtype
+        scratch = _scratch(hidden, weight, bias, chunk_size, autocast=True)
         for s in range(0, hidden.shape[0], chunk_size):
             # Under autocast this is the bf16 matmul the output layer would have done.
-            logits = torch.nn.functional.linear(hidden[s : s + chunk_size], weight, bias)  # [c, V]
+            logits = _linear(hidden[s : s + chunk_size], weight, bias, scratch)  # [c, V]
             dtype = logits.dtype
-            parts.append(_chunk_losses(logits, ids[s : s + chunk_size], teacher[s : s + chunk_size], mu, with_akl))
+            raw, log_rest = _student_buckets(logits, ids[s : s + chunk_size], scratch=True)
             del logits
-        ctx.save_for_backward(hidden, weight, bias, ids, teacher)
+            parts.append(_bucket_losses(raw, teacher[s : s + chunk_size], mu, with_akl))
+            raws.append(raw)
+            rests.append(log_rest)
+        raw, log_rest = _joined(raws, rests, teacher)
+        ctx.save_for_backward(hidden, weight, bias, ids, teacher, raw, log_rest)
         ctx.mu, ctx.with_akl, ctx.chunk_size, ctx.dtype = mu, with_akl, chunk_size, dtype
         if parts:
             return torch.cat(parts)
         return teacher.new_zeros(0, 3 if with_akl else 2)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         # grad_out [N, C]: one backward serves "loss" and any logged column a caller used.
-        hidden, weight, bias, ids, teacher = ctx.saved_tensors
+        hidden, weight, bias, ids, teacher, raw, log_rest = ctx.saved_tensors
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
         dtype, step = ctx.dtype, ctx.chunk_size
         grad_hidden = torch.zeros_like(hidden) if need_hidden else None
         grad_weight = torch.zeros_like(weight) if need_weight else None  # master dtype, float32
         grad_bias = torch.zeros_like(bias) if need_bias else None
         # Autocast is switched off and its casts written out, so that the recomputed logits are
-        # bit for bit the forward's and the accumulating addmm_ stays in the weight's dtype.
+        # bit for bit the forward's (the saved log-sum-exp belongs to them) and the accumulating
+        # addmm_ stays in the weight's dtype.
         with torch.autocast(hidden.device.type, enabled=False):
             w = weight.to(dtype)  # a no-op without autocast; one bf16 copy of the weight with it
             b = None if bias is None else bias.to(dtype)
+            scratch = _scratch(hidden, w, b, step, autocast=False)  # None under autocast (w is bf16)
             for s in range(0, hidden.shape[0], step):
-                h = hidden[s : s + step].to(dtype)
-                logits = torch.nn.functional.linear(h, w, b)  # [c, V]; grad mode is off in backward
-                with torch.enable_grad():
-                    logits.requires_grad_()
-                    values = _chunk_losses(logits, ids[s : s + step], teacher[s : s + step], ctx.mu, ctx.with_akl)
-                    (grad_logits,) = torch.autograd.grad(values, logits, grad_out[s : s + step])
-                del logits, values
+                e = s + step
+                h = hidden[s:e].to(dtype)
+                logits = _linear(h, w, b, scratch)  # [c, V]
+                buf = logits if logits.dtype == raw.dtype else logits.to(raw.dtype)
+                del logits
+                d = _bucket_grads(raw[s:e], teacher[s:e], grad_out[s:e], ctx.mu, ctx.with_akl)
+                grad_logits = _logit_grads_(buf, ids[s:e], raw[s:e], log_rest[s:e], d)  # float32, in buf
+                if grad_logits.dtype != dtype:  # autograd's gradient for bf16 logits is bf16
+                    grad_logits = grad_logits.to(dtype)
+                del buf
                 if grad_hidden is not None:
-                    grad_hidden[s : s + step] = grad_logits @ w
+                    grad_hidden[s:e] = grad_logits @ w
                 if grad_weight is not None:
                     if grad_weight.dtype == dtype:
                         grad_weight.addmm_(grad_logits.T, h)
@@ -276,23 +310,71 @@ class _FusedHeadLosses(torch.autograd.Function):
                         grad_weight += grad_logits.T @ h
                 if grad_bias is not None:
                     grad_bias += grad_logits.sum(0)
+                del grad_logits
         return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
 
 
-def _teacher_buckets(topk_logprobs: torch.Tensor, tail_logprob: torch.Tensor) -> torch.Tensor:
-    """Teacher log-probs over the k+1 buckets: ``[M, k]`` and ``[M]`` -> ``[M, k+1]`` float32.
+def _scratch(hidden, weight, bias, chunk_size: int, autocast: bool) -> torch.Tensor | None:
+    """One ``[chunk, V]`` buffer for every chunk's logits of one pass, or None.
+
+    Allocating a fresh ``[chunk, V]`` tensor per chunk costs, on CPU, about as much as the
+    exp over it: large blocks come straight from the OS and are faulted in page by page each
+    time. Only for a plain matmul in the work dtype (not under an enabled autocast, whose
+    casts ``_linear`` would skip); elsewhere ``F.linear`` allocates as usual.
+    """
+    dtype = hidden.dtype
+    if hidden.shape[0] <= chunk_size:
+        return None  # one chunk: nothing to reuse
+    if dtype != _work_dtype(dtype) or weight.dtype != dtype or (bias is not None and bias.dtype != dtype):
+        return None  # F.linear would promote or cast
+    if autocast and torch.is_autocast_enabled(hidden.device.type):
+        return None
+    return hidden.new_empty(chunk_size, weight.shape[0])
+
+
+def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scratch: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(h, weight, bias)``, written into ``scratch[:len(h)]`` when there is one.
+
+    The same ATen kernels F.linear dispatches to for 2-D inputs (addmm with a bias, mm
+    without), so the values are the same bit for bit.
+    """
+    if scratch is None:
+        return torch.nn.functional.linear(h, weight, bias)
+    out = scratch[: h.shape[0]]
+    if bias is None:
+        return torch.mm(h, weight.t(), out=out)
+    return torch.addmm(bias, h, weight.t(), out=out)
+
+
+def _joined(raws: list[torch.Tensor], rests: list[torch.Tensor], teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-chunk bucket statistics as one ``[M, k+1]`` and one ``[M]`` tensor."""
+    if raws:
+        return torch.cat(raws), torch.cat(rests)
+    return teacher.new_zeros(teacher.shape), teacher.new_zeros(teacher.shape[0])
+
+
+def _work_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """float32, or float64 when the inputs are float64: never below float32."""
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def _teacher_buckets(
+    topk_logprobs: torch.Tensor, tail_logprob: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Teacher log-probs over the k+1 buckets: ``[M, k]`` and ``[M]`` -> ``[M, k+1]`` in ``dtype``
+    (float32; float64 only for a float64 student).
 
     Renormalised (float16 storage must not make a divergence negative) and floored at
     ``_LOG_FLOOR`` (an empty tail, ``-inf``, becomes a bucket of probability exactly 0).
     """
-    teacher = torch.cat([topk_logprobs.detach().float(), tail_logprob.detach().float()[:, None]], dim=-1)
+    teacher = torch.cat([topk_logprobs.detach().to(dtype), tail_logprob.detach().to(dtype)[:, None]], dim=-1)
     return torch.log_softmax(teacher.clamp_min(_LOG_FLOOR), dim=-1).clamp_min(_LOG_FLOOR)
 
 
 def _chunk_losses(
     logits: torch.Tensor, ids: torch.Tensor, teacher: torch.Tensor, mu: float, with_akl: bool
 ) -> torch.Tensor:
-    """Losses for one chunk.
+    """Losses for one chunk of logits (left untouched), as the two autograd Functions compute them.
 
     Args:
         logits: ``[c, V]`` student logits, any float dtype.
@@ -300,9 +382,19 @@ def _chunk_losses(
         teacher: ``[c, k+1]`` float32 teacher bucket log-probs (normalised, floored).
 
     Returns:
-        ``[c, 2]`` float32 (fkl, rkl), or ``[c, 3]`` with akl last.
+        ``[c, 2]`` float32 (fkl, rkl), or ``[c, 3]`` with akl last. Differentiable: autograd
+        through it is the reference the closed-form backward is tested against.
     """
-    student = _student_buckets(logits, ids)  # [c, k+1]
+    raw, _ = _student_buckets(logits, ids)
+    return _bucket_losses(raw, teacher, mu, with_akl)
+
+
+def _bucket_losses(raw: torch.Tensor, teacher: torch.Tensor, mu: float, with_akl: bool) -> torch.Tensor:
+    """The losses from the student's unfloored bucket log-probs ``raw`` ``[c, k+1]``.
+
+    Returns ``[c, 2]`` float32 (fkl, rkl), or ``[c, 3]`` with akl last.
+    """
+    student = raw.clamp_min(_LOG_FLOOR)
     p_t = teacher.exp()
     p_s = student.exp()
     # Both logs are floored, so a zero-probability bucket has p exactly 0 and a finite log
@@ -311,10 +403,18 @@ def _chunk_losses(
     rkl = (p_s * (student - teacher)).sum(-1)
     if not with_akl:
         return torch.stack([fkl, rkl], dim=-1)
+    w_head, w_tail = _akl_mix(p_t, p_s, mu)
+    akl = w_head * fkl + w_tail * rkl
+    return torch.stack([fkl, rkl, akl], dim=-1)
 
-    # Head: the shortest prefix of the teacher-sorted top-k whose cumulative teacher mass
-    # reaches mu, the crossing token included (its exclusive prefix sum is still < mu). The
-    # tail bucket is a mix of unranked tokens, so it always belongs to the tail.
+
+def _akl_mix(p_t: torch.Tensor, p_s: torch.Tensor, mu: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """AKL's per-token mixing weights ``(w_head, w_tail)``, ``[c]`` each, constants for autograd.
+
+    Head: the shortest prefix of the teacher-sorted top-k whose cumulative teacher mass
+    reaches mu, the crossing token included (its exclusive prefix sum is still < mu). The tail
+    bucket is a mix of unranked tokens, so it always belongs to the tail.
+    """
     top = p_t[:, :-1]
     before = top.cumsum(-1) - top  # [c, k], mass strictly before each bucket
     head = torch.cat([before < mu, torch.zeros_like(before[:, :1], dtype=torch.bool)], dim=-1)
@@ -326,24 +426,108 @@ def _chunk_losses(
     # total == 0 means the distributions agree, so fkl = rkl = 0 and the loss is 0 too.
     w_head = torch.where(total > 0, g_head / total, 0.0)
     w_tail = torch.where(total > 0, g_tail / total, 0.0)
-    akl = w_head * fkl + w_tail * rkl
-    return torch.stack([fkl, rkl, akl], dim=-1)
+    return w_head, w_tail
 
 
-def _student_buckets(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Student log-probs over the k+1 buckets, ``[c, V]`` any dtype -> ``[c, k+1]`` float32.
+def _student_buckets(logits: torch.Tensor, ids: torch.Tensor, scratch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student log-probs over the k+1 buckets before the floor, and the log-sum-exp outside the top-k.
+
+    ``[c, V]`` any dtype -> ``([c, k+1] float32, [c] float32)`` (float64 for float64 logits).
+    The buckets are ``logits[ids] - log_all`` and ``log_rest - log_all``, with ``log_rest``
+    the logsumexp of the logits outside ``ids`` and
+    ``log_all = logaddexp(log_rest, logsumexp(logits[ids]))`` (= ``logsumexp(logits)``);
+    ``_bucket_losses`` floors them at ``_LOG_FLOOR``.
 
     The tail is a logsumexp over the logits outside the top-k, not ``log(1 - sum)``: when the
     top-k hold nearly all the mass, ``1 - sum`` in float32 cancels to noise or 0 and its log
     (and gradient) blows up.
+
+    ``scratch=True`` says the caller owns ``logits`` and no longer needs them: a float32 chunk
+    is then overwritten instead of copied (one ``[c, V]`` allocation and pass fewer). The
+    values are the same bit for bit either way.
     """
-    top = logits.gather(-1, ids).float()  # [c, k]; exact upcast of the gathered values
-    rest = logits.to(torch.float32, copy=True)  # the one float32 [c, V] copy
+    work = _work_dtype(logits.dtype)
+    top = logits.gather(-1, ids).to(work)  # [c, k]; exact upcast of the gathered values
+    if scratch and logits.dtype == work and not logits.requires_grad:
+        rest = logits
+    else:
+        rest = logits.to(work, copy=True)  # the one float32 [c, V] copy
     rest.scatter_(-1, ids, _FILL)
-    log_rest = torch.logsumexp(rest, dim=-1)  # [c]
+    # rest is ours either way; under autograd (the reference path) it must stay unmodified.
+    log_rest = torch.logsumexp(rest, dim=-1) if rest.requires_grad else _logsumexp_(rest)
     log_all = torch.logaddexp(log_rest, torch.logsumexp(top, dim=-1))  # [c], = logsumexp(logits)
-    buckets = torch.cat([top - log_all[:, None], (log_rest - log_all)[:, None]], dim=-1)
-    return buckets.clamp_min(_LOG_FLOOR)
+    raw = torch.cat([top - log_all[:, None], (log_rest - log_all)[:, None]], dim=-1)
+    return raw, log_rest
+
+
+def _logsumexp_(x: torch.Tensor) -> torch.Tensor:
+    """``torch.logsumexp(x, -1)`` for a 2-D float ``x`` it may overwrite, bit for bit.
+
+    The same steps as ATen's (max, infinite maxima replaced by 0, exp of the shifted values,
+    sum, log, add the max back), but the shift and the exp happen in ``x`` itself instead of
+    in a new ``[c, V]`` temporary, whose allocation costs as much as the arithmetic on CPU.
+    """
+    maxes = x.amax(-1)
+    maxes.masked_fill_(maxes.abs() == float("inf"), 0)
+    return x.sub_(maxes[:, None]).exp_().sum(-1).log_().add_(maxes)
+
+
+def _bucket_grads(
+    raw: torch.Tensor, teacher: torch.Tensor, grad_out: torch.Tensor, mu: float, with_akl: bool
+) -> torch.Tensor:
+    """d(sum grad_out * losses)/d(student bucket log-probs), closed form: ``[c, k+1]`` float32.
+
+    With teacher bucket probs ``p = exp(t)`` and student ones ``q = exp(s)``, ``s`` floored:
+
+    - fkl = sum_j p_j (t_j - s_j): d/ds_j = -p_j
+    - rkl = sum_j q_j (s_j - t_j): d/ds_j = q_j (s_j - t_j + 1)
+    - akl = w_head fkl + w_tail rkl, the weights constants (Wu et al. detach the student in
+      them): d/ds_j = w_head (-p_j) + w_tail q_j (s_j - t_j + 1)
+
+    A bucket below the floor has derivative 0 (``clamp_min`` passes gradient only where the
+    value is >= the floor), exactly as autograd through ``_bucket_losses`` gives.
+    """
+    student = raw.clamp_min(_LOG_FLOOR)
+    p_t = teacher.exp()
+    p_s = student.exp()
+    g = grad_out.to(raw.dtype)
+    c_fkl, c_rkl = g[:, 0], g[:, 1]
+    if with_akl:
+        w_head, w_tail = _akl_mix(p_t, p_s, mu)
+        c_fkl = c_fkl + g[:, 2] * w_head
+        c_rkl = c_rkl + g[:, 2] * w_tail
+    d = c_rkl[:, None] * p_s * (student - teacher + 1) - c_fkl[:, None] * p_t
+    return torch.where(raw >= _LOG_FLOOR, d, 0.0)
+
+
+def _logit_grads_(
+    buf: torch.Tensor, ids: torch.Tensor, raw: torch.Tensor, log_rest: torch.Tensor, d: torch.Tensor
+) -> torch.Tensor:
+    """Turn a chunk of float32 logits ``buf`` ``[c, V]`` into their gradient, in place.
+
+    ``d`` ``[c, k+1]`` is the gradient with respect to the student's bucket log-probs
+    (``_bucket_grads``). The buckets are ``u_j = z_{i_j} - L`` for the top-k ids ``i_j`` and
+    ``u_tail = R - L`` with ``R = logsumexp(z outside the ids)`` and ``L = logsumexp(z)``.
+    With ``D = sum_j d_j`` (all k+1 buckets), ``dL/dz_v = softmax(z)_v`` and
+    ``dR/dz_v = exp(z_v - R)`` outside the ids (0 on them):
+
+        dz_v     = (d_tail - D exp(u_tail)) * exp(z_v - R)    v not among the ids
+        dz_{i_j} = d_j - D exp(u_j)                            (summed over repeats of an id)
+
+    ``exp(u_j)`` and ``exp(u_tail)`` are the student's unfloored bucket probabilities, so the
+    tail term is ``softmax(z)_v (d_tail / Q_tail - D)`` with ``Q_tail`` the student's tail
+    mass: for fkl alone (``d_j = -p_j``, ``D = -1``) it is ``q_j - p_j`` on the ids and
+    ``softmax(z)_v (1 - P_tail / Q_tail)`` outside, P being the teacher. ``exp(z_v - R)`` is
+    computed directly (not as ``softmax / Q_tail``), so a tail of tiny mass neither
+    underflows nor divides 0 by 0; at k = V (empty tail, ``R`` = a huge negative number) the
+    ids cover every column and the overwritten values never count.
+    """
+    total = d.sum(-1)
+    on_ids = d[:, :-1] - total[:, None] * raw[:, :-1].exp()  # [c, k]
+    outside = d[:, -1] - total * raw[:, -1].exp()  # [c]
+    buf.sub_(log_rest[:, None]).exp_().mul_(outside[:, None])
+    buf.scatter_(-1, ids, 0.0)  # the ids' columns (possibly inf * 0 above) are set, not added to
+    return buf.scatter_add_(-1, ids, on_ids)
 
 
 def _check_inputs(student_logits, topk_ids, topk_logprobs, tail_logprob, mask, loss, mu, chunk_size):

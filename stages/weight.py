@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 import schemas
@@ -67,14 +68,51 @@ def kernel(p: pl.Expr, scheme: str, alpha: float, beta: float) -> pl.Expr:
     return p.pow(alpha) * (1.0 - p).pow(beta)
 
 
-def compute(scores: pl.LazyFrame, config: WeightConfig) -> tuple[pl.DataFrame, float]:
-    """Aggregate scores to one row per problem; return the weights and the mean-normalisation factor."""
-    per_problem = (
-        scores.group_by("problem_id", maintain_order=True)
-        .agg(
-            num_samples=pl.len().cast(pl.Int32),
-            num_correct=pl.col("correct").sum().cast(pl.Int32),
+def counts(scores: pl.DataFrame | pl.LazyFrame, runs: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``problem_id``, ``num_samples``, ``num_correct`` (Int32): one row per problem, in order of
+    first appearance.
+
+    With ``runs`` (`schemas.base.key_runs` of ``scores``: each problem's rows are contiguous and
+    start at ``runs["start"]``), the counts are run lengths and segment sums, with no hashing of
+    the ids: on 80 M score rows several times faster than the general ``group_by``, and equal
+    to it row for row. Without, the general ``group_by(maintain_order=True)``.
+    """
+    if runs is None or not isinstance(scores, pl.DataFrame):
+        return (
+            scores.lazy()
+            .group_by("problem_id", maintain_order=True)
+            .agg(
+                num_samples=pl.len().cast(pl.Int32),
+                num_correct=pl.col("correct").sum().cast(pl.Int32),
+            )
+            .collect()
         )
+    starts = runs.get_column("start").cast(pl.Int64).to_numpy()
+    ends = np.append(starts[1:], scores.height)
+    correct = scores.get_column("correct").to_numpy().view(np.uint8)  # 0 / 1 per row
+    # One segment sum per run, into int32 (a run longer than 2^31 rows fails the Int32 cast of
+    # num_samples below, as in the general path); allocates only the [problems] result, where a
+    # cumulative sum would allocate [rows].
+    correct_per_run = np.add.reduceat(correct, starts, dtype=np.int32)
+    return pl.DataFrame(
+        {
+            "problem_id": runs.get_column("problem_id"),
+            "num_samples": pl.Series(ends - starts, dtype=pl.Int64).cast(pl.Int32),
+            "num_correct": pl.Series(correct_per_run, dtype=pl.Int32),
+        }
+    )
+
+
+def compute(
+    scores: pl.DataFrame | pl.LazyFrame, config: WeightConfig, runs: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, float]:
+    """Aggregate scores to one row per problem; return the weights and the mean-normalisation factor.
+
+    ``runs``: see `counts` (the scores artifact's ``key_runs``, when reading proved them).
+    """
+    per_problem = (
+        counts(scores, runs)
+        .lazy()
         .with_columns(pass_rate=pl.col("num_correct") / pl.col("num_samples"))
         .with_columns(weight=kernel(pl.col("pass_rate"), config.scheme, config.alpha, config.beta))
         .collect()
@@ -92,7 +130,7 @@ def run(config: WeightConfig) -> Path:
     started = time.perf_counter()
     schemas.io.check_file_out(config.out, schemas.WEIGHTS)
     art = schemas.read(config.scores, schemas.SCORES, option="--scores", columns=["correct"])
-    weights, factor = compute(art.frame.lazy(), config)
+    weights, factor = compute(art.frame, config, art.key_runs)
 
     options = asdict(config) | {"normalization_factor": factor}
     prov = schemas.provenance("weight", options, {"scores": art}, problems=schemas.io.lineage(art))

@@ -248,3 +248,177 @@ def test_lora_wrapped_head_falls_back_to_materialised_logits():
     model = peft.get_peft_model(tiny_qwen2(False), peft.LoraConfig(r=2, target_modules=["lm_head", "q_proj"]))
     assert type(model.get_output_embeddings()) is not torch.nn.Linear
     compare_with_old(model, "rkl")
+
+
+# ------------------------------------------------------------------ the closed-form backward
+#
+# Backward does not run autograd: it writes d(loss)/d(logits) in closed form (losses._bucket_grads,
+# losses._logit_grads_). Three references check it: autograd through the same forward arithmetic
+# (losses._chunk_losses on materialised logits, which is what backward used to run chunk by
+# chunk), a plain full-vocabulary float64 computation written out here, and
+# torch.autograd.gradcheck's finite differences on the real code in float64.
+
+
+def autograd_reference(hidden, weight, bias, ids, lp, tail, loss, mu=0.5):
+    """Autograd through losses._chunk_losses on [N, V] logits: the previous backward's arithmetic."""
+    logits = F.linear(hidden, weight, bias)
+    teacher = losses._teacher_buckets(lp, tail, torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    values = losses._chunk_losses(logits, ids.long(), teacher, mu, loss == "akl")
+    out = {"fkl": values[:, 0], "rkl": values[:, 1]}
+    if loss == "akl":
+        out["akl"] = values[:, 2]
+    out["loss"] = out[loss]
+    return out
+
+
+def full_vocab_reference(hidden, weight, bias, ids, lp, tail, loss, mu=0.5):
+    """The losses from scratch in float64 over the whole vocabulary, as the module defines them:
+    teacher top-k + tail renormalised, student log-softmax coarsened to the same k+1 buckets,
+    buckets floored at -1e4, AKL's mixing weights detached."""
+    floor = -1.0e4
+    logp = torch.log_softmax(F.linear(hidden.double(), weight.double(), None if bias is None else bias.double()), -1)
+    s_top = logp.gather(-1, ids.long())
+    s_tail = torch.logsumexp(logp.scatter(-1, ids.long(), float("-inf")), -1)
+    s = torch.cat([s_top, s_tail[:, None]], -1).clamp_min(floor)
+    t = torch.cat([lp.double(), tail.double()[:, None]], -1).clamp_min(floor)
+    t = torch.log_softmax(t, -1).clamp_min(floor)
+    p, q = t.exp(), s.exp()
+    fkl = (p * (t - s)).sum(-1)
+    rkl = (q * (s - t)).sum(-1)
+    out = {"fkl": fkl, "rkl": rkl}
+    if loss == "akl":
+        top = p[:, :-1]
+        head = torch.cat([(top.cumsum(-1) - top) < mu, torch.zeros_like(top[:, :1], dtype=torch.bool)], -1)
+        gap = (p - q.detach()).abs()
+        g_head, g_tail = (gap * head).sum(-1), (gap * ~head).sum(-1)
+        out["akl"] = (g_head * fkl + g_tail * rkl) / (g_head + g_tail)
+    out["loss"] = out[loss]
+    return out
+
+
+def all_grads(out, tensors, seed=7):
+    """Gradients of a random mix of every column (the logged ones count too)."""
+    g = torch.Generator().manual_seed(seed)
+    mix = {name: torch.rand(out[name].shape, generator=g, dtype=torch.float64) for name in sorted(out)}
+    total = sum((out[name] * mix[name].to(out[name].dtype)).sum() for name in out)
+    found = torch.autograd.grad(total, [t for t in tensors if t is not None])
+    return list(found)
+
+
+def leaves64(seed, with_bias, n, vocab, h=H):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, h, generator=g, dtype=torch.float64).requires_grad_()
+    weight = (torch.randn(vocab, h, generator=g, dtype=torch.float64) * 0.7).requires_grad_()
+    bias = (torch.randn(vocab, generator=g, dtype=torch.float64) * 0.3).requires_grad_() if with_bias else None
+    return hidden, weight, bias
+
+
+@pytest.mark.parametrize("k", [1, K, V - 1, V])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_closed_form_backward_equals_autograd_through_the_forward(loss, with_bias, k):
+    ids, lp, tail = teacher(N, V, k, seed=30 + k)
+    hidden, weight, bias = leaves(31, with_bias)
+    tensors = (hidden, weight, bias)
+    for chunk_size in (3, N + 1):  # several chunks (one reused scratch buffer) and one
+        fused = fused_head_losses(hidden, weight, bias, ids, lp, tail, loss=loss, chunk_size=chunk_size)
+        ref = autograd_reference(hidden, weight, bias, ids, lp, tail, loss)
+        for name in ref:
+            torch.testing.assert_close(fused[name], ref[name], atol=1e-6, rtol=1e-6)
+        for got, want in zip(all_grads(fused, tensors), all_grads(ref, tensors)):
+            torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [3, 9])
+@pytest.mark.parametrize("loss", ["fkl", "rkl"])
+def test_gradcheck_in_float64(loss, k):
+    # Finite differences against the closed form, on the real code (float64 inputs are computed
+    # in float64). AKL is left out on purpose: its mixing weights are detached by definition, so
+    # finite differences, which see them move, measure a different derivative (see below).
+    n, vocab = 5, 9
+    ids, lp, tail = teacher(n, vocab, k, seed=40 + k)
+    hidden, weight, bias = leaves64(41, True, n, vocab, h=3)
+
+    def fn(h, w, b):
+        out = fused_head_losses(h, w, b, ids, lp, tail, loss=loss, chunk_size=2)
+        return torch.stack([out["fkl"], out["rkl"]])
+
+    assert torch.autograd.gradcheck(fn, (hidden, weight, bias), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [3, 9])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_float64_gradients_equal_the_full_vocabulary_reference(loss, k):
+    n, vocab = 7, 9
+    ids, lp, tail = teacher(n, vocab, k, seed=50 + k)
+    hidden, weight, bias = leaves64(51, True, n, vocab, h=4)
+    tensors = (hidden, weight, bias)
+    fused = fused_head_losses(hidden, weight, bias, ids, lp, tail, loss=loss, chunk_size=3)
+    ref = full_vocab_reference(hidden, weight, bias, ids, lp, tail, loss)
+    assert fused["loss"].dtype == torch.float64
+    for name in ref:
+        torch.testing.assert_close(fused[name], ref[name], atol=1e-12, rtol=1e-10)
+    for got, want in zip(all_grads(fused, tensors), all_grads(ref, tensors)):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_realistic_shape_against_float64_and_autograd(loss):
+    # A real vocabulary and top-k, several chunks with a short last one, a bias, float32 as
+    # trained: the closed form against autograd through the forward (same float32 arithmetic)
+    # and against the full-vocabulary float64 reference (float32 rounding only).
+    n, h, vocab, k = 80, 32, 32_000, 32
+    ids, lp, tail = teacher(n, vocab, k, seed=60)
+    g = torch.Generator().manual_seed(61)
+    hidden = torch.randn(n, h, generator=g).requires_grad_()
+    weight = (torch.randn(vocab, h, generator=g) * 0.4).requires_grad_()
+    bias = (torch.randn(vocab, generator=g) * 0.1).requires_grad_()
+    tensors = (hidden, weight, bias)
+    fused = fused_head_losses(hidden, weight, bias, ids, lp, tail, loss=loss, chunk_size=32)
+    got = all_grads(fused, tensors)
+    auto = all_grads(autograd_reference(hidden, weight, bias, ids, lp, tail, loss), tensors)
+    ref = full_vocab_reference(hidden, weight, bias, ids, lp, tail, loss)
+    exact = all_grads(ref, tensors)
+    for name in ref:
+        torch.testing.assert_close(fused[name].double(), ref[name], atol=2e-5, rtol=1e-5)
+    for a, b, c in zip(got, auto, exact):
+        scale = c.abs().max().item()
+        torch.testing.assert_close(a, b, atol=1e-6 * scale, rtol=1e-5)
+        torch.testing.assert_close(a, c, atol=1e-5 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_bf16_autocast_gradients_match_autograd(loss):
+    # On GPUs the output layer runs under bf16 autocast: the closed form works in float32 on the
+    # bf16 logits and hands bf16 gradients to the matmuls, as autograd through the forward does
+    # (which rounds its two partial gradients to bf16 separately, hence the tolerance).
+    ids, lp, tail = teacher(N, V, K, seed=70)
+    hidden, weight, bias = leaves(71, True)
+    tensors = (hidden, weight, bias)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = fused_head_losses(hidden, weight, bias, ids, lp, tail, loss=loss, chunk_size=4)
+        ref = autograd_reference(hidden, weight, bias, ids, lp, tail, loss)
+    for name in ref:
+        assert fused[name].dtype == torch.float32
+        torch.testing.assert_close(fused[name], ref[name], atol=1e-6, rtol=1e-6)
+    for got, want in zip(all_grads(fused, tensors), all_grads(ref, tensors)):
+        assert got.dtype == torch.float32 and torch.isfinite(got).all()
+        torch.testing.assert_close(got, want, atol=2e-2 * want.abs().max().item(), rtol=2e-2)
+
+
+def test_floored_student_bucket_gets_zero_gradient_like_autograd():
+    # A student logit 3e4 below the rest puts its bucket under the -1e4 floor: the floor's
+    # clamp passes no gradient there, and the closed form must agree (fkl alone would push it).
+    ids, lp, tail = teacher(N, V, K, seed=80)
+    hidden, weight, bias = leaves(81, True)
+    with torch.no_grad():
+        bias[ids[:, 1]] = -3.0e4  # the second-ranked teacher id, in every row
+    tensors = (hidden, weight, bias)
+    fused = fused_head_losses(hidden, weight, bias, ids, lp, tail, loss="akl", chunk_size=4)
+    ref = autograd_reference(hidden, weight, bias, ids, lp, tail, "akl")
+    got, want = all_grads(fused, tensors), all_grads(ref, tensors)
+    for a, b in zip(got, want):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert (got[2][ids[:, 1]] == 0).all()  # the floored logit's bias: no gradient
+

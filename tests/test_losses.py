@@ -409,3 +409,46 @@ def test_float16_storage_of_teacher_logprobs_changes_the_loss_negligibly(scale):
         exact = token_losses(student, top.indices, top.values.float(), tail, mask, loss=loss)["loss"].sum()
         stored = token_losses(student, top.indices, top.values.half(), tail, mask, loss=loss)["loss"].sum()
         assert abs(exact - stored) / exact < 1e-3, loss
+
+
+# ---------------------------------------------------------------- the closed-form backward
+
+
+@pytest.mark.parametrize("k", [3, 12])
+@pytest.mark.parametrize("loss", ["fkl", "rkl"])
+def test_gradcheck_in_float64(loss, k):
+    # Finite differences on the real code: float64 logits are computed in float64. Padded
+    # positions are in the batch. (AKL's mixing weights are detached by definition, which finite
+    # differences cannot see; its closed form is checked against autograd below.)
+    case = make_case(30 + k, k=k, batch=2, seq=3, vocab=12)
+    s = case["student_logits"].clone().requires_grad_()
+
+    def fn(x):
+        out = token_losses(x, case["topk_ids"], case["topk_logprobs"], case["tail_logprob"], case["mask"],
+                           loss=loss, chunk_size=2)
+        return torch.stack([out["fkl"], out["rkl"]])
+
+    assert torch.autograd.gradcheck(fn, (s,), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 6, V])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_closed_form_backward_equals_autograd_through_the_forward(loss, k):
+    # The previous backward: autograd through the same forward arithmetic, position by position.
+    from stages import losses
+
+    case = make_case(40 + k, k=k)
+    mask = case["mask"]
+    s = case["student_logits"].float().requires_grad_()
+    out = run(case, student_logits=s, loss=loss, chunk_size=3)
+    g = torch.Generator().manual_seed(2)
+    mix = {name: torch.rand(B, T, generator=g) for name in ("loss", "fkl", "rkl")}
+    (got,) = torch.autograd.grad(sum((out[n] * mix[n]).sum() for n in mix), s)
+
+    s2 = case["student_logits"].float().requires_grad_()
+    teacher = losses._teacher_buckets(case["topk_logprobs"][mask].float(), case["tail_logprob"][mask].float())
+    values = losses._chunk_losses(s2[mask], case["topk_ids"][mask], teacher, 0.5, loss == "akl")
+    col = {"fkl": values[:, 0], "rkl": values[:, 1], "loss": values[:, LOSSES.index(loss)]}
+    (want,) = torch.autograd.grad(sum((col[n] * mix[n][mask]).sum() for n in mix), s2)
+    close(got, want, atol=1e-6, rtol=1e-5)
+    assert (got[~mask] == 0).all()

@@ -8,9 +8,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import schemas
 from schemas import InputError
+from schemas.base import _duplicates, key_runs
 from tests.conftest import ROOT, make_problems
 
 
@@ -119,3 +122,82 @@ def test_writers_refuse_tables_that_do_not_match_the_schema(tmp_path):
 
 def test_column_reference_is_up_to_date():
     assert (ROOT / "docs" / "artifacts.md").read_text() == schemas.render_docs()
+
+
+# ------------------------------------------------------------------ the unique-key fast path
+
+
+KEY = ("problem_id", "sample_index")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.sampled_from("abcd"), st.integers(0, 3)), min_size=1, max_size=12),
+    cuts=st.lists(st.integers(0, 12), max_size=4),
+)
+def test_key_runs_only_vouch_for_unique_keys(rows, cuts):
+    # Whatever the order, and however the rows are split into chunks (as parts and row groups
+    # are read): when key_runs answers, the key is unique and its rows are where each problem's
+    # (contiguous) rows start; the duplicate check agrees with the exact one on both paths.
+    whole = pl.DataFrame(rows, schema={"problem_id": pl.String, "sample_index": pl.Int32}, orient="row")
+    bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
+    pieces = [whole.slice(a, b - a) for a, b in zip(bounds, bounds[1:])]
+    frame = pieces[0]
+    for piece in pieces[1:]:
+        frame = frame.vstack(piece)  # keeps the chunks
+    exact = bool(frame.select(pl.struct(list(KEY)).is_duplicated().any()).item())
+    runs = key_runs(frame, KEY)
+    if runs is not None:
+        assert not exact
+        ids = frame["problem_id"].to_list()
+        starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
+        assert runs["start"].to_list() == starts and len(set(ids[i] for i in starts)) == len(starts)
+        assert runs["problem_id"].to_list() == [ids[i] for i in starts]
+    assert _duplicates(frame, list(KEY), runs) == exact
+    assert _duplicates(frame, list(KEY)) == exact
+
+
+def test_key_runs_need_a_two_column_integer_key():
+    frame = pl.DataFrame({"problem_id": ["a", "b"], "sample_index": [0, 0], "x": ["u", "v"]})
+    assert key_runs(frame, ("problem_id",)) is None
+    assert key_runs(frame, ("problem_id", "x")) is None
+    assert key_runs(frame.head(0), KEY) is None
+    assert key_runs(frame, KEY)["start"].to_list() == [0, 1]
+
+
+def test_read_reports_runs_for_grouped_scores_only(tmp_path):
+    grouped = pl.DataFrame({"problem_id": ["b", "b", "a", "a", "a"], "sample_index": [0, 1, 0, 1, 2],
+                            "correct": [True, False, True, True, False]})
+    grouped.write_parquet(tmp_path / "grouped.parquet")
+    art = schemas.read(tmp_path / "grouped.parquet", schemas.SCORES, option="--scores", columns=["correct"])
+    assert art.key_runs.rows() == [(0, "b"), (2, "a")]
+    # Split over two parts with a problem in both: valid, but not contiguous.
+    d = tmp_path / "parts"
+    d.mkdir()
+    grouped.write_parquet(d / "a.parquet")
+    pl.DataFrame({"problem_id": ["b", "b"], "sample_index": [2, 3], "correct": [False, False]}).write_parquet(d / "b.parquet")
+    art = schemas.read(d, schemas.SCORES, option="--scores", columns=["correct"])
+    assert art.frame.height == 7 and art.key_runs is None
+    # Nulls in the key: reported as nulls, never vouched for.
+    bad = grouped.with_columns(sample_index=pl.Series([0, None, 0, 1, 2], dtype=pl.Int32))
+    bad.write_parquet(tmp_path / "nulls.parquet")
+    with pytest.raises(InputError, match="null"):
+        schemas.read(tmp_path / "nulls.parquet", schemas.SCORES, option="--scores", columns=["correct"])
+
+
+def test_key_runs_across_chunk_boundaries(tmp_path):
+    # Read back with many small row groups, so runs of K = 7 straddle chunk boundaries; then
+    # break the order in the last row of one chunk only.
+    n, k = 300, 7
+    frame = pl.DataFrame({"problem_id": [f"p{i // k:04d}" for i in range(n * k)],
+                          "sample_index": pl.Series([i % k for i in range(n * k)], dtype=pl.Int32)})
+    frame.write_parquet(tmp_path / "s.parquet", row_group_size=64)
+    read = pl.read_parquet(tmp_path / "s.parquet")
+    assert read["problem_id"].n_chunks() > 1
+    runs = key_runs(read, KEY)
+    assert runs["start"].to_list() == list(range(0, n * k, k)) == key_runs(read.rechunk(), KEY)["start"].to_list()
+    broken = pl.read_parquet(tmp_path / "s.parquet").with_columns(
+        sample_index=pl.when(pl.int_range(pl.len()) == 127).then(0).otherwise(pl.col("sample_index")).cast(pl.Int32)
+    )
+    assert key_runs(broken, KEY) is None  # row 127 (last of chunk 2): sample 1 became 0, a repeat
+    assert _duplicates(broken, list(KEY))

@@ -158,3 +158,113 @@ def test_out_that_is_another_file_is_not_replaced(tmp_path):
     r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", precious)
     assert r.exit_code == 2 and "not a paced weights artifact" in r.stderr
     assert precious.read_text() == "my notes"
+
+
+# ------------------------------------------------------------------ fast path (rows grouped by problem)
+#
+# When reading proves that each problem's rows are contiguous and sample_index increases
+# within each (how `paced score` writes), the unique-key check and the per-problem counts skip
+# hashing every row (schemas.base.key_runs, stages.weight.counts). Everything else takes the
+# general path. Both must give the same frame, and both must refuse duplicates.
+
+
+def random_scores(seed: int, problems: int = 300) -> pl.DataFrame:
+    """Scores as `paced score` writes them: each problem's samples together, in sample order,
+    with K varying per problem (1 to 9) and some problems fully right or wrong."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ks = rng.integers(1, 10, problems)
+    p = rng.choice([0.0, 1.0, 0.3, 0.5, 0.9], problems)
+    return pl.DataFrame(
+        {
+            "problem_id": np.repeat([f"q{rng.integers(1 << 40):x}-{i}" for i in range(problems)], ks),
+            "sample_index": np.concatenate([np.arange(k) for k in ks]).astype(np.int32),
+            "correct": rng.random(int(ks.sum())) < np.repeat(p, ks),
+        }
+    )
+
+
+def general_path(monkeypatch):
+    """Make reading never find the runs: every stage then takes the general path."""
+    import schemas.base
+
+    monkeypatch.setattr(schemas.base, "key_runs", lambda frame, key: None)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_and_general_counts_are_equal_frames(seed):
+    from polars.testing import assert_frame_equal
+
+    from schemas.base import key_runs
+    from stages.weight import WeightConfig, compute, counts
+
+    grouped = random_scores(seed)
+    runs = key_runs(grouped, ("problem_id", "sample_index"))
+    assert runs is not None  # the grouped order is the fast path's
+    assert_frame_equal(counts(grouped, runs), counts(grouped.lazy()), check_exact=True)
+    config = WeightConfig(scores="s", out="o", alpha=0.7, beta=1.3)
+    fast, f_fast = compute(grouped, config, runs)
+    general, f_general = compute(grouped.lazy(), config)
+    assert_frame_equal(fast, general, check_exact=True)
+    assert f_fast == f_general
+
+    # Shuffled rows: not contiguous, so the fast path is refused, and the general path gives
+    # the same per-problem rows (in the shuffled order of first appearance; the normalisation
+    # sums the weights in that order, hence the last-bit tolerance on the weight alone).
+    shuffled = grouped.sample(fraction=1.0, shuffle=True, seed=seed)
+    assert key_runs(shuffled, ("problem_id", "sample_index")) is None
+    reordered, _ = compute(shuffled, config, None)
+    assert_frame_equal(counts(shuffled.lazy()).sort("problem_id"), counts(grouped, runs).sort("problem_id"), check_exact=True)
+    assert_frame_equal(reordered.sort("problem_id"), fast.sort("problem_id"), check_exact=False, rel_tol=1e-12, abs_tol=0)
+
+
+@pytest.mark.parametrize("order", ["grouped", "shuffled", "samples-reversed", "split-problem"])
+def test_weight_stage_output_is_the_same_on_both_paths(tmp_path, monkeypatch, order):
+    from polars.testing import assert_frame_equal
+
+    import schemas
+    from stages import weight
+
+    frame = random_scores(7)
+    if order == "shuffled":
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=3)
+    elif order == "samples-reversed":  # grouped, but sample_index decreasing within a problem
+        frame = frame.reverse()
+    elif order == "split-problem":  # one problem's rows in two places (e.g. two parts)
+        frame = pl.concat([frame.slice(3), frame.slice(0, 3)])
+    scores = tmp_path / "scores.parquet"
+    frame.write_parquet(scores)
+    art = schemas.read(scores, schemas.SCORES, option="--scores", columns=["correct"])
+    assert (art.key_runs is not None) == (order == "grouped")
+    fast = weight.run(weight.WeightConfig(scores=scores, out=tmp_path / "fast.parquet"))
+    general_path(monkeypatch)
+    assert schemas.read(scores, schemas.SCORES, option="--scores", columns=["correct"]).key_runs is None
+    general = weight.run(weight.WeightConfig(scores=scores, out=tmp_path / "general.parquet"))
+    a, b = pl.read_parquet(fast), pl.read_parquet(general)
+    assert_frame_equal(a, b, check_exact=True)
+    assert a["problem_id"].to_list() == frame["problem_id"].unique(maintain_order=True).to_list()
+    assert pq.read_schema(fast) == pq.read_schema(general).with_metadata(pq.read_schema(fast).metadata)
+
+
+@pytest.mark.parametrize("path", ["fast", "general"])
+@pytest.mark.parametrize(
+    "rows, dup",
+    [
+        ([("a", 0), ("a", 1), ("a", 1), ("b", 0)], "('a', 1)"),  # grouped, a repeated sample
+        ([("a", 0), ("b", 0), ("a", 0)], "('a', 0)"),  # the repeat comes back later
+        ([("a", 0), ("a", 1), ("b", 0), ("b", 0)], "('b', 0)"),  # in the last problem
+        ([("a", 1), ("a", 0), ("a", 1)], "('a', 1)"),  # not increasing
+    ],
+)
+def test_duplicates_are_refused_on_both_paths(tmp_path, monkeypatch, path, rows, dup):
+    if path == "general":
+        general_path(monkeypatch)
+    scores = tmp_path / "scores.parquet"
+    pl.DataFrame(
+        [(p, i, i % 2 == 0) for p, i in rows], schema=["problem_id", "sample_index", "correct"], orient="row"
+    ).write_parquet(scores)
+    r = paced("weight", "--scores", scores, "--out", tmp_path / "w.parquet")
+    assert r.exit_code == 2
+    assert "problem_id + sample_index must be unique" in r.stderr and dup in r.stderr
+    assert not (tmp_path / "w.parquet").exists()
