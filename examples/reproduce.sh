@@ -10,6 +10,7 @@
 #
 #   bash examples/reproduce.sh                       # hours on 2 CPU cores; resumable: rerun to continue
 #   SEEDS="0" STEPS=300 SWEEP=0 bash examples/reproduce.sh   # a smaller run
+#   PACED_QUICK=1 bash examples/reproduce.sh         # a reduced run (CI): every step, tiny sizes
 #
 # Writes $WORK/report.md with the tables and PNG plots (examples/report.py). Every stage is a
 # resumable paced job and finished outputs are reused, so an interrupted run continues.
@@ -17,8 +18,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${WORK:-runs/reproduce}
+if [ "${PACED_QUICK:-0}" = 1 ]; then
+  SEEDS=${SEEDS:-"0"} STEPS=${STEPS:-8} BATCH=${BATCH:-16} K=${K:-4} TRAIN=${TRAIN:-200} TEST=${TEST:-6}
+  RETAIN=${RETAIN:-12} EVAL_SAMPLES=${EVAL_SAMPLES:-2} SWEEP_VALUES=${SWEEP_VALUES:-"1 2"}
+  MODELS_FLAG=${MODELS_FLAG:---quick} SNR_PROBLEMS=${SNR_PROBLEMS:-100}
+  # The reduced-mode teacher is a barely trained checkpoint: a small learning rate keeps the
+  # stage-1 student near the base one, so the two-stage run still finds problems to weight.
+  LR=${LR:-1e-5}
+fi
 SEEDS=${SEEDS:-"0 1 2"}
-STEPS=${STEPS:-1500}
+STEPS=${STEPS:-150}
 BATCH=${BATCH:-32}
 LR=${LR:-1e-3}
 K=${K:-8}
@@ -27,13 +36,19 @@ TEST=${TEST:-200}
 RETAIN=${RETAIN:-200}
 EVAL_SAMPLES=${EVAL_SAMPLES:-8}
 SWEEP=${SWEEP:-1}
+SWEEP_VALUES=${SWEEP_VALUES:-"0.5 1 2"}   # alpha and beta each take these values
+SNR_PROBLEMS=${SNR_PROBLEMS:-2000}
 MODELS_FLAG=${MODELS_FLAG:-}
 MAX_NEW=8
 DATA=$WORK/data MODELS=$WORK/models
 mkdir -p "$WORK/base" "$WORK/sweep"
+# Each stage's log (progress, summary tables, errors) goes to one file; a failure shows its end.
+LOG=$WORK/reproduce.log
+set -E
+trap 'echo "reproduce.sh: a step failed (exit $?); the end of $LOG:" >&2; tail -n 25 "$LOG" >&2' ERR
 
 python examples/task.py --out "$DATA" --seed 0 --train "$TRAIN" --test-per-digit "$TEST" --retain "$RETAIN" >/dev/null
-python examples/train_tiny.py --out "$MODELS" $MODELS_FLAG >/dev/null
+python examples/train_tiny.py --out "$MODELS" $MODELS_FLAG >/dev/null 2> >(tee -a "$LOG" >&2)
 STUDENT=$MODELS/student TEACHER=$MODELS/teacher
 TRAIN_P=$DATA/train.parquet
 
@@ -42,38 +57,38 @@ done_dir() { [ -f "$1/_manifest.json" ]; }
 rollout() {  # rollout MODEL OUT SAMPLES TEMPERATURE SEED [extra...]
   local model=$1 out=$2 k=$3 temp=$4 seed=$5; shift 5
   done_dir "$out" || paced rollout --problems "$TRAIN_P" --model "$model" --out "$out" --samples "$k" \
-    --temperature "$temp" --max-new-tokens $MAX_NEW --seed "$seed" --batch-size 64 --part-size 1024 "$@" >/dev/null
+    --temperature "$temp" --max-new-tokens $MAX_NEW --seed "$seed" --batch-size 64 --part-size 1024 "$@" >/dev/null 2>>"$LOG"
   echo "$out"
 }
 weights() {  # weights SCORES OUT [weight options]
   local scores=$1 out=$2; shift 2
-  [ -f "$out" ] || paced weight --scores "$scores" --out "$out" "$@" >/dev/null 2>&1
+  [ -f "$out" ] || paced weight --scores "$scores" --out "$out" "$@" >/dev/null 2>>"$LOG"
   echo "$out"
 }
 pass_rates() {  # pass_rates MODEL DIR SEED -> scores dir
   local ro
   mkdir -p "$2"
   ro=$(rollout "$1" "$2/rollouts" "$K" 1.0 "$3")
-  done_dir "$2/scores" || paced score --rollouts "$ro" --problems "$TRAIN_P" --out "$2/scores" --verifier exact >/dev/null 2>&1
+  done_dir "$2/scores" || paced score --rollouts "$ro" --problems "$TRAIN_P" --out "$2/scores" --verifier exact >/dev/null 2>>"$LOG"
   echo "$2/scores"
 }
 tlogits() {  # tlogits SEQUENCES OUT TEACHER [extra...]
   local seqs=$1 out=$2 teacher=$3; shift 3
   done_dir "$out" || paced teacher-logits --problems "$TRAIN_P" --sequences "$seqs" --teacher "$teacher" --out "$out" \
-    --top-k 16 --batch-size 64 --part-size 2048 "$@" >/dev/null 2>&1
+    --top-k 16 --batch-size 64 --part-size 2048 "$@" >/dev/null 2>>"$LOG"
   echo "$out"
 }
 distill() {  # distill OUT TL WEIGHTS SEED LOSS [extra...]
   local out=$1 tl=$2 w=$3 seed=$4 loss=$5; shift 5
   done_dir "$out" || paced distill --student "$STUDENT" --teacher-logits "$tl" --weights "$w" --out "$out" \
     --loss "$loss" --lr "$LR" --max-steps "$STEPS" --batch-size "$BATCH" --micro-batch-size "$BATCH" \
-    --schedule cosine --warmup-steps $((STEPS / 20)) --seed "$seed" --save-steps 500 --overwrite "$@" >/dev/null 2>&1
+    --schedule cosine --warmup-steps $((STEPS / 20)) --seed "$seed" --save-steps 500 --overwrite "$@" >/dev/null 2>>"$LOG"
   echo "$out"
 }
 evaluate() {  # evaluate MODEL OUT SEED
   done_dir "$2" || paced eval --model "$1" --problems "$DATA/test.parquet" --problems "$DATA/retain.parquet" \
     --retain copy --out "$2" --samples "$EVAL_SAMPLES" --temperature 0.6 --top-p 0.95 --max-new-tokens $MAX_NEW \
-    --seed "$3" --verifier exact --batch-size 128 --part-size 1024 >/dev/null 2>&1
+    --seed "$3" --verifier exact --batch-size 128 --part-size 1024 >/dev/null 2>>"$LOG"
 }
 
 # Shared by every method and seed: the base student's pass rates and the teacher's answers.
@@ -86,7 +101,7 @@ TL=$(tlogits "$TSEQ" "$WORK/base/teacher_logits" "$TEACHER")
 
 # The paper's Figure 3 on the base student: per-bin gradient SNR at lm_head.
 [ -f "$WORK/snr.parquet" ] || paced snr --student "$STUDENT" --teacher-logits "$TL" --weights "$PACED" \
-  --out "$WORK/snr.parquet" --plot "$WORK/snr.png" --max-problems 2000 >/dev/null 2>&1
+  --out "$WORK/snr.parquet" --plot "$WORK/snr.png" --max-problems "$SNR_PROBLEMS" >/dev/null 2>>"$LOG"
 
 for seed in $SEEDS; do
   S=$WORK/seed$seed
@@ -114,7 +129,7 @@ done
 
 if [ "$SWEEP" = 1 ]; then  # one seed: only weight, distill and eval rerun
   seed=${SEEDS%% *}
-  for a in 0.5 1 2; do for b in 0.5 1 2; do
+  for a in $SWEEP_VALUES; do for b in $SWEEP_VALUES; do
     W=$(weights "$SCORES" "$WORK/sweep/w_a${a}_b${b}.parquet" --alpha "$a" --beta "$b")
     evaluate "$(distill "$WORK/sweep/a${a}_b${b}" "$TL" "$W" "$seed" fkl)" "$WORK/sweep/eval_a${a}_b${b}" "$seed"
   done; done

@@ -72,6 +72,24 @@ def teacher_dir(tmp_path_factory, tokenizer) -> Path:
     )
 
 
+def train_tiny_quick(out: os.PathLike, *extra: str) -> subprocess.CompletedProcess:
+    """examples/train_tiny.py --quick into `out`."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_tiny.py"), "--out", str(out), "--quick", *extra],
+        capture_output=True, text=True, timeout=600, env=os.environ | {"PACED_NO_PROGRESS": "1"},
+    )
+
+
+@pytest.fixture(scope="session")
+def quick_models(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The quickstart's reduced-mode teacher and student, trained once per session (about
+    40 s); tests that change them work on a copy."""
+    out = tmp_path_factory.mktemp("quick_models")
+    r = train_tiny_quick(out)
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
 @pytest.fixture(scope="session")
 def raw_model_dir(tmp_path_factory) -> Path:
     """A model whose tokenizer has no chat template: prompts are used raw."""

@@ -60,13 +60,23 @@ def test_slurm_array_example_runs_each_task_locally(tmp_path, student_dir):
     assert art.frame.height == 12 and art.frame["problem_id"].n_unique() == 6
 
 
-def test_quickstart_reduced_end_to_end(tmp_path):
+def with_quick_models(work, quick_models) -> None:
+    """The session's reduced-mode models where the script trains them: it finds the same
+    settings and reuses them (examples/train_tiny.py's cache), so they train once per session."""
+    import shutil
+
+    shutil.copytree(quick_models[0], work / "models")
+
+
+def test_quickstart_reduced_end_to_end(tmp_path, quick_models):
     """examples/quickstart.sh in its reduced mode: every real command, tiny sizes, and the
     comparison table it prints read back against the artifacts it wrote."""
     import schemas
 
+    with_quick_models(tmp_path, quick_models)
     r = run_script("quickstart.sh", tmp_path, PACED_QUICK=1)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("reused the finished model") == 2
     out = r.stdout
     # The artifacts of each step, valid by their schemas.
     scores = schemas.read(tmp_path / "scores", schemas.SCORES, option="--scores").frame
@@ -98,3 +108,42 @@ def test_quickstart_reduced_end_to_end(tmp_path):
     unsolved = paced.filter(pl.col("pass_rate") == 0).height
     assert f"{unsolved:,} unsolved (p = 0), {frontier.height:,} at the frontier" in out
     assert (tmp_path / "report.md").read_text().strip() == out.strip()
+
+
+def test_reproduce_reduced_end_to_end(tmp_path, quick_models):
+    """examples/reproduce.sh in its reduced mode: every method of both tracks, the sweep on the
+    same rollouts and scores, `paced snr`, and the report with its tables and plots."""
+    import json
+
+    with_quick_models(tmp_path, quick_models)
+    r = run_script("reproduce.sh", tmp_path, PACED_QUICK=1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (tmp_path / "report.md").read_text()
+    assert r.stdout.strip().splitlines()[-1] == str(tmp_path / "report.md")
+    for label in ["base student", "forward KL", "hard-filter forward KL", "AKL", "Paced forward KL",
+                  "Paced two-stage (FKL, then RKL)", "reverse KL", "hard-filter reverse KL", "Paced reverse KL"]:
+        assert f"| {label} |" in report, label
+    for png in ["accuracy.png", "training.png", "pass_rates.png", "snr.png"]:
+        assert (tmp_path / png).stat().st_size > 1000 and f"({png})" in report
+    # Each table row's cells agree with the evaluations it was made from (one seed: std 0).
+    base = pl.read_parquet(tmp_path / "seed0" / "eval_base" / "summary.parquet").filter(~pl.col("retain"))
+    base_row = next(x for x in report.splitlines() if x.startswith("| base student |"))
+    for acc in base.sort("benchmark")["accuracy_mean"]:
+        assert f"{acc * 100:.1f} ± 0.0" in base_row
+    # The sweep: a 2 x 2 table, its weights computed from the same scores as the main runs.
+    assert "| alpha \\ beta | 1 | 2 |" in report
+    scores_fp = None
+    for w in sorted((tmp_path / "sweep").glob("w_a*_b*.parquet")) + [tmp_path / "base" / "w_paced.parquet"]:
+        import pyarrow.parquet as pq
+
+        prov = json.loads(pq.read_metadata(w).metadata[b"paced.provenance"])
+        fp = json.dumps(prov["inputs"], sort_keys=True)
+        scores_fp = scores_fp or fp
+        assert fp == scores_fp, w
+    assert len(list((tmp_path / "sweep").glob("eval_a*_b*/summary.parquet"))) == 4
+    # The second stage starts from the first and trains with reverse KL on fresh rollouts.
+    two = json.loads((tmp_path / "seed0" / "paced_two_stage" / "_manifest.json").read_text())["provenance"]
+    assert two["options"]["loss"] == "rkl" and two["options"]["init"].endswith("seed0/paced_fkl")
+    # SNR: one row per bin, in the report.
+    snr = pl.read_parquet(tmp_path / "snr.parquet")
+    assert snr.height == 10 and "## Gradient SNR by pass rate" in report

@@ -138,19 +138,7 @@ def test_exact_verifier_accepts_the_answer_and_the_reference(splits):
 # train_tiny --quick
 
 
-def _train(out, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "train_tiny.py"), "--out", out, "--quick", *extra],
-        capture_output=True, text=True, timeout=300, env=os.environ | {"PACED_NO_PROGRESS": "1"},
-    )
-
-
-@pytest.fixture(scope="module")
-def quick_models(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    r = _train(out)
-    assert r.returncode == 0, r.stderr
-    return out, r
+from tests.conftest import train_tiny_quick as _train  # noqa: E402
 
 
 def test_quick_training_writes_loadable_checkpoints(quick_models):
@@ -191,8 +179,11 @@ def test_quick_training_writes_loadable_checkpoints(quick_models):
         assert cfg["hidden_size"] // cfg["num_attention_heads"] >= 32  # vLLM's CPU attention
 
 
-def test_quick_training_is_reused_on_rerun(quick_models):
-    out, _ = quick_models
+def test_quick_training_is_reused_on_rerun(quick_models, tmp_path):
+    import shutil
+
+    out = tmp_path / "models"  # a copy: the session's models stay as they are for other tests
+    shutil.copytree(quick_models[0], out)
     before = (out / "student" / "model.safetensors").stat().st_mtime_ns
     r = _train(out)
     assert r.returncode == 0, r.stderr
