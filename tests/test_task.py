@@ -187,11 +187,11 @@ def test_quick_training_is_reused_on_rerun(quick_models, tmp_path):
     before = (out / "student" / "model.safetensors").stat().st_mtime_ns
     r = _train(out)
     assert r.returncode == 0, r.stderr
-    assert r.stderr.count("reused") == 2
+    assert r.stderr.count("reused the finished model") == 2
     assert (out / "student" / "model.safetensors").stat().st_mtime_ns == before
     # Other settings: retrained (the student only), never mixed with the cached one.
     r = _train(out, "--student-steps", "3")
     assert r.returncode == 0, r.stderr
-    assert r.stderr.count("reused") == 1
+    assert r.stderr.count("reused the finished model") == 1
     record = json.loads((out / "student" / "train_config.json").read_text())
     assert record["settings"]["recipe"]["steps"] == 3
