@@ -2,7 +2,7 @@
 # Paced, whole and on 2 CPU cores: a tiny student learns fixed-width addition from a tiny
 # teacher, with uniform weights and with Paced weights, and both are evaluated against it.
 #
-#   bash examples/quickstart.sh                  # about 10 minutes on 2 cores
+#   bash examples/quickstart.sh                  # about 5.5 minutes on 2 cores (4 of them train the models, once)
 #   PACED_QUICK=1 bash examples/quickstart.sh    # a reduced run (CI): every step, tiny sizes
 #
 # Steps (each a real `paced` command; artifacts under $WORK):
