@@ -48,6 +48,45 @@ def test_a_directory_of_parquet_files_is_one_input(tmp_path):
     assert schemas.read(d, schemas.PROBLEMS, option="--problems").frame.height == 6
 
 
+def test_parts_of_different_types_are_read_one_by_one(tmp_path):
+    # A user's parts whose schemas differ (int64 and int32, string and large_string): not one
+    # polars call, but the same rows, cast as always.
+    d = tmp_path / "scores"
+    d.mkdir()
+    pl.DataFrame({"problem_id": ["a", "a"], "sample_index": [0, 1], "correct": [True, False]}).write_parquet(d / "a.parquet")
+    pq.write_table(pa.table({"problem_id": pa.array(["b"], pa.large_string()), "sample_index": pa.array([0], pa.int32()),
+                             "correct": [True]}), d / "b.parquet")
+    art = schemas.read(d, schemas.SCORES, option="--scores", columns=["correct"])
+    assert art.frame.rows() == [("a", 0, True), ("a", 1, False), ("b", 0, True)]
+    assert art.frame.schema["sample_index"] == pl.Int32
+
+
+def test_a_job_with_many_parts_reads_the_first_header_and_checks_every_part(tmp_path, monkeypatch):
+    from schemas import io
+
+    frame = pl.DataFrame({"problem_id": [f"p{i // 4:03d}" for i in range(400)],
+                          "sample_index": pl.Series([i % 4 for i in range(400)], dtype=pl.Int32),
+                          "correct": [i % 3 == 0 for i in range(400)], "extracted": [None] * 400, "reason": [None] * 400})
+    job = schemas.Job(tmp_path / "scores", schemas.SCORES, {"x": 1}, schemas.provenance("score", {}))
+    job.check()
+    job.start()
+    for i in range(40):
+        job.write(i, frame.slice(10 * i, 10).to_arrow().cast(schemas.SCORES.arrow))
+    job.finish(40)
+    headers = []
+    real = io.parquet_schema
+    monkeypatch.setattr(io, "parquet_schema", lambda f, option: headers.append(f.name) or real(f, option))
+    art = schemas.read(tmp_path / "scores", schemas.SCORES, option="--scores")
+    assert art.frame.equals(frame.cast({"extracted": pl.String, "reason": pl.String}))
+    assert headers == ["part-00000.parquet"]  # the manifest's checksums vouch for the other 39
+    assert art.key_runs is not None and art.provenance["stage"] == "score"
+    # A part altered after the job finished is caught by its checksum, header read or not.
+    part = tmp_path / "scores" / "part-00017.parquet"
+    pq.write_table(pq.read_table(part).slice(0, 5), part)
+    with pytest.raises(InputError, match="part-00017.parquet"):
+        schemas.read(tmp_path / "scores", schemas.SCORES, option="--scores")
+
+
 @pytest.mark.parametrize(
     "frame, needles",
     [
