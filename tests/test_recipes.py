@@ -310,7 +310,7 @@ def cli_options() -> dict[str, set[str]]:
 VLLM_OPTIONS = {"--tensor-parallel-size", "--gpu-memory-utilization", "--max-model-len"}
 
 
-@pytest.mark.parametrize("recipe", ["distill_qwen3.sh", "self_distill_math.sh"])
+@pytest.mark.parametrize("recipe", ["distill_qwen3.sh", "self_distill_math.sh", "common.sh"])
 def test_recipe_uses_real_commands_and_options(recipe):
     text = "\n".join(line for line in (RECIPES / recipe).read_text().splitlines() if not line.lstrip().startswith("#"))
     commands = set(re.findall(r"\bpaced ([a-z-]+)", text))
@@ -333,7 +333,8 @@ def test_recipe_header_states_hardware(recipe):
     header = (RECIPES / recipe).read_text().split("set -euo pipefail")[0]
     for word in ("GPUs", "Memory", "Time", "Backend", "BACKEND=vllm", "BACKEND=hf"):
         assert word in header, (recipe, word)
-    assert "BACKEND=${BACKEND:-vllm}" in (RECIPES / recipe).read_text()
+    text = (RECIPES / recipe).read_text()
+    assert ". examples/recipes/common.sh" in text and "BACKEND=${BACKEND:-vllm}" in (RECIPES / "common.sh").read_text()
 
 
 # ---------------------------------------------------------------------------------------

@@ -47,87 +47,30 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 WORK=${WORK:-runs/distill_qwen3}
-DATA=${DATA:-$WORK/data}
 STUDENT=${STUDENT:-Qwen/Qwen3-1.7B}
 TEACHER=${TEACHER:-Qwen/Qwen3-8B}
-BACKEND=${BACKEND:-vllm}                  # sampling engine of rollout and eval
-TL_BACKEND=${TL_BACKEND:-hf}              # engine of teacher-logits
-TP=${TP:-1}
-GPU_MEM_UTIL=${GPU_MEM_UTIL:-0.9}
 MAX_MODEL_LEN=${MAX_MODEL_LEN:-10240}     # prompt + response
-DTYPE=${DTYPE:-}                          # empty: auto (bf16 on GPU)
-K=${K:-8}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-8192}
-VERIFIER=${VERIFIER:-math}
-WORKERS=${WORKERS:-8}                     # verifier processes of score and eval
-TOP_K=${TOP_K:-32}
 LR=${LR:-1e-6}
-WEIGHT_DECAY=${WEIGHT_DECAY:-0.1}
-MAX_GRAD_NORM=${MAX_GRAD_NORM:-1.0}
-BATCH=${BATCH:-256}
-MICRO_BATCH=${MICRO_BATCH:-4}
 EPOCHS1=${EPOCHS1:-1}
 EPOCHS2=${EPOCHS2:-1}
 LORA_R=${LORA_R:-0}
 REESTIMATE=${REESTIMATE:-1}
-TL_BATCH=${TL_BATCH:-4}
-EVAL_SAMPLES=${EVAL_SAMPLES:-8}
-EVAL_TEMPERATURE=${EVAL_TEMPERATURE:-0.6}
-EVAL_TOP_P=${EVAL_TOP_P:-0.8}
-EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-$MAX_NEW_TOKENS}
-EVAL_VERIFIER=${EVAL_VERIFIER:-math}
-MMLU_LIMIT=${MMLU_LIMIT:-1000}
-SEED=${SEED:-0}
-mkdir -p "$WORK/eval" "$DATA"
+. examples/recipes/common.sh              # the other settings, benchmarks, engine, sample, evaluate
 
-# --- Problems files (prompts carry the paper's suffix: no --prompt-suffix below) ---------------
-prepare() {  # prepare DATASET FILE [prepare_data options]: build FILE unless it exists
-  local name=$1 file=$2; shift 2
-  [ -f "$file" ] && return 0
-  python examples/prepare_data.py "$name" --out "$file" ${PREPARE_LOCAL:+--local "$PREPARE_LOCAL/$name"} "$@" >/dev/null
-}
 if [ -z "${TRAIN:-}" ]; then
   TRAIN=$DATA/dapo${TRAIN_LIMIT:+-$TRAIN_LIMIT}.parquet
   prepare dapo "$TRAIN" ${TRAIN_LIMIT:+--limit "$TRAIN_LIMIT" --seed "$SEED"}
 fi
-prepare math500 "$DATA/math500.parquet"
-prepare aime2024 "$DATA/aime2024.parquet"
-prepare aime2025 "$DATA/aime2025.parquet"
-prepare mmlu "$DATA/mmlu.parquet" --limit "$MMLU_LIMIT" --seed "$SEED"
-BENCHMARKS=(--problems "$DATA/math500.parquet" --problems "$DATA/aime2024.parquet"
-  --problems "$DATA/aime2025.parquet" --problems "$DATA/mmlu.parquet" --retain mmlu)
-
-engine() {  # engine BACKEND: sets ENGINE, the engine options of rollout, eval and teacher-logits
-  ENGINE=(--backend "$1")
-  if [ "$1" = vllm ]; then
-    ENGINE+=(--tensor-parallel-size "$TP" --gpu-memory-utilization "$GPU_MEM_UTIL" --max-model-len "$MAX_MODEL_LEN")
-  fi
-  if [ -n "$DTYPE" ]; then ENGINE+=(--dtype "$DTYPE"); fi
-}
-engine "$TL_BACKEND"; TLGEN=("${ENGINE[@]}")
-engine "$BACKEND"; GEN=("${ENGINE[@]}")
 DISTILL=(--lr "$LR" --weight-decay "$WEIGHT_DECAY" --max-grad-norm "$MAX_GRAD_NORM" --batch-size "$BATCH"
   --micro-batch-size "$MICRO_BATCH" --gradient-checkpointing --lora-r "$LORA_R" --seed "$SEED")
 
-sample() {  # sample MODEL OUT SAMPLES: rollouts at temperature 1.0 (the paper's)
-  paced rollout --problems "$TRAIN" --model "$1" --out "$2" --samples "$3" --temperature 1.0 \
-    --max-new-tokens "$MAX_NEW_TOKENS" --seed "$SEED" "${GEN[@]}"
-}
 pass_rates() {  # pass_rates MODEL DIR -> Paced weights (alpha = beta = 1) of MODEL's pass rates
   local ro sc
   ro=$(sample "$1" "$2/student_rollouts" "$K")
   sc=$(paced score --rollouts "$ro" --problems "$TRAIN" --out "$2/scores" --verifier "$VERIFIER" --workers "$WORKERS")
   paced weight --scores "$sc" --out "$2/weights.parquet" --alpha 1 --beta 1 --scheme beta --normalize mean \
     --plot "$2/weights.png"
-}
-resume() {  # --resume when a distill run was started in $1 (a finished one is left as it is)
-  if [ -f "$1/_job.json" ]; then echo --resume; fi
-}
-evaluate() {  # evaluate MODEL OUT [--baseline DIR]
-  local model=$1 out=$2; shift 2
-  paced eval --model "$model" "${BENCHMARKS[@]}" --out "$out" --samples "$EVAL_SAMPLES" \
-    --temperature "$EVAL_TEMPERATURE" --top-p "$EVAL_TOP_P" --max-new-tokens "$EVAL_MAX_NEW_TOKENS" \
-    --verifier "$EVAL_VERIFIER" --workers "$WORKERS" --seed "$SEED" "${GEN[@]}" "$@"
 }
 
 # --- Stage 1: forward KL on the teacher's responses, weighted by the base student ---------------

@@ -57,81 +57,23 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 WORK=${WORK:-runs/self_distill_math}
-DATA=${DATA:-$WORK/data}
 MODEL=${MODEL:-Qwen/Qwen2.5-Math-7B-Instruct}
 TEACHER=${TEACHER:-$MODEL}
-BACKEND=${BACKEND:-vllm}                  # sampling engine of rollout and eval
-TL_BACKEND=${TL_BACKEND:-hf}              # engine of teacher-logits
-TP=${TP:-1}
-GPU_MEM_UTIL=${GPU_MEM_UTIL:-0.9}
 MAX_MODEL_LEN=${MAX_MODEL_LEN:-4096}
-DTYPE=${DTYPE:-}                          # empty: auto (bf16 on GPU)
-K=${K:-8}
 SEQ_SAMPLES=${SEQ_SAMPLES:-1}
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-3072}
-VERIFIER=${VERIFIER:-math}
-WORKERS=${WORKERS:-8}
-TOP_K=${TOP_K:-32}
 LORA_R=${LORA_R:-64}
 if [ "$LORA_R" = 0 ]; then LR=${LR:-1e-6}; else LR=${LR:-1e-5}; fi
-WEIGHT_DECAY=${WEIGHT_DECAY:-0.1}
-MAX_GRAD_NORM=${MAX_GRAD_NORM:-1.0}
-BATCH=${BATCH:-256}
-MICRO_BATCH=${MICRO_BATCH:-4}
 EPOCHS=${EPOCHS:-1}
 ROUNDS=${ROUNDS:-1}
-TL_BATCH=${TL_BATCH:-4}
-EVAL_SAMPLES=${EVAL_SAMPLES:-8}
-EVAL_TEMPERATURE=${EVAL_TEMPERATURE:-0.6}
-EVAL_TOP_P=${EVAL_TOP_P:-0.8}
-EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-$MAX_NEW_TOKENS}
-EVAL_VERIFIER=${EVAL_VERIFIER:-math}
-MMLU_LIMIT=${MMLU_LIMIT:-1000}
-SEED=${SEED:-0}
-mkdir -p "$WORK/eval" "$DATA"
+. examples/recipes/common.sh              # the other settings, benchmarks, engine, sample, evaluate
 
-# --- Problems files (prompts carry the paper's suffix: no --prompt-suffix below) ---------------
-prepare() {  # prepare DATASET FILE [prepare_data options]: build FILE unless it exists
-  local name=$1 file=$2; shift 2
-  [ -f "$file" ] && return 0
-  python examples/prepare_data.py "$name" --out "$file" ${PREPARE_LOCAL:+--local "$PREPARE_LOCAL/$name"} "$@" >/dev/null
-}
 if [ -z "${TRAIN:-}" ]; then
   TRAIN=$DATA/dapo-answer-ref${TRAIN_LIMIT:+-$TRAIN_LIMIT}.parquet
   prepare dapo "$TRAIN" --answer-as-reference ${TRAIN_LIMIT:+--limit "$TRAIN_LIMIT" --seed "$SEED"}
 fi
-prepare math500 "$DATA/math500.parquet"
-prepare aime2024 "$DATA/aime2024.parquet"
-prepare aime2025 "$DATA/aime2025.parquet"
-prepare mmlu "$DATA/mmlu.parquet" --limit "$MMLU_LIMIT" --seed "$SEED"
-BENCHMARKS=(--problems "$DATA/math500.parquet" --problems "$DATA/aime2024.parquet"
-  --problems "$DATA/aime2025.parquet" --problems "$DATA/mmlu.parquet" --retain mmlu)
-
-engine() {  # engine BACKEND: sets ENGINE, the engine options of rollout, eval and teacher-logits
-  ENGINE=(--backend "$1")
-  if [ "$1" = vllm ]; then
-    ENGINE+=(--tensor-parallel-size "$TP" --gpu-memory-utilization "$GPU_MEM_UTIL" --max-model-len "$MAX_MODEL_LEN")
-  fi
-  if [ -n "$DTYPE" ]; then ENGINE+=(--dtype "$DTYPE"); fi
-}
-engine "$TL_BACKEND"; TLGEN=("${ENGINE[@]}")
-engine "$BACKEND"; GEN=("${ENGINE[@]}")
 DISTILL=(--lr "$LR" --weight-decay "$WEIGHT_DECAY" --max-grad-norm "$MAX_GRAD_NORM" --batch-size "$BATCH"
   --micro-batch-size "$MICRO_BATCH" --gradient-checkpointing --lora-r "$LORA_R" --epochs "$EPOCHS" --seed "$SEED")
-
-sample() {  # sample MODEL OUT SAMPLES: the student's own responses at temperature 1.0
-  paced rollout --problems "$TRAIN" --model "$1" --out "$2" --samples "$3" --temperature 1.0 \
-    --max-new-tokens "$MAX_NEW_TOKENS" --seed "$SEED" "${GEN[@]}"
-}
-resume() {  # --resume when a distill run was started in $1 (a finished one is left as it is)
-  if [ -f "$1/_job.json" ]; then echo --resume; fi
-}
-evaluate() {  # evaluate MODEL OUT [--baseline DIR]
-  local model=$1 out=$2; shift 2
-  paced eval --model "$model" "${BENCHMARKS[@]}" --out "$out" --samples "$EVAL_SAMPLES" \
-    --temperature "$EVAL_TEMPERATURE" --top-p "$EVAL_TOP_P" --max-new-tokens "$EVAL_MAX_NEW_TOKENS" \
-    --verifier "$EVAL_VERIFIER" --workers "$WORKERS" --seed "$SEED" "${GEN[@]}" "$@"
-}
 
 # --- On-policy rounds: pass rates -> weights -> own responses -> privileged teacher -> RKL ------
 CURRENT=$MODEL
