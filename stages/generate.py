@@ -154,6 +154,13 @@ def split_response(new_tokens: Sequence[int], eos_ids: Sequence[int], max_new_to
     return Sample(list(new_tokens[:max_new_tokens]), "length")
 
 
+def prompt_samples(rows: Sequence[Sequence[int]], eos_ids: Sequence[int], options: SamplingOptions) -> list[Sample]:
+    """One prompt's K samples from the rows a backend generated for it: each cut at its first
+    end-of-sequence token; greedy decoding generates one row, which stands for all K."""
+    samples = [split_response(r, eos_ids, options.max_new_tokens) for r in rows]
+    return samples * options.n if options.temperature == 0 else samples
+
+
 def part_bounds(part: int, part_size: int, n: int) -> tuple[int, int]:
     return part * part_size, min((part + 1) * part_size, n)
 
@@ -275,10 +282,7 @@ def generate_hf(
         per_prompt = gen.num_return_sequences
         tokens = 0
         for i in range(len(batch)):
-            rows = new[i * per_prompt : (i + 1) * per_prompt]
-            samples = [split_response(r, eos_ids, options.max_new_tokens) for r in rows]
-            if greedy:
-                samples = samples * options.n
+            samples = prompt_samples(new[i * per_prompt : (i + 1) * per_prompt], eos_ids, options)
             tokens += sum(len(s.token_ids) for s in samples)
             results.append(samples)
         if on_batch:

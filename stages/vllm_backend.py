@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from schemas import InputError
-from stages.generate import BACKENDS, Sample, SamplingOptions, derive_seed, split_response
+from stages.generate import BACKENDS, Sample, SamplingOptions, derive_seed, prompt_samples
 
 INSTALL_HINT = (
     'install vLLM: on a GPU machine `pip install "paced[vllm]"`; on a CPU-only machine '
@@ -320,9 +320,7 @@ def generate(
     tokens = 0
     for out in outputs:
         completions = sorted(out.outputs, key=lambda o: o.index)
-        samples = [split_response(list(o.token_ids), eos_ids, options.max_new_tokens) for o in completions]
-        if greedy:
-            samples = samples * options.n
+        samples = prompt_samples([list(o.token_ids) for o in completions], eos_ids, options)
         tokens += sum(len(s.token_ids) for s in samples)
         results.append(samples)
     if on_batch:
