@@ -1,17 +1,27 @@
-"""Section `weight`: how long `paced weight` takes on a large scores artifact, against the floor
-of reading it and against the same computation written naively with pandas.
+"""Section `weight`: how long `paced weight` takes on a large scores artifact, against the floors
+of reading it (and of the I/O the stage cannot avoid) and against the same computation
+written naively with pandas.
 
     python -m bench --only weight [--quick]         # 1 M and 10 M problems (--quick: 100 k and 1 M)
     python -m bench.weight --problems 1000000 --samples 8 --runs 3
 
-Writes synthetic scores (K samples per problem, pass rates spread over [0, 1], rows grouped
-by problem as `paced score` writes them, so the stage takes its fast path: see
-`schemas.base.key_runs`) to a temporary directory, then times the whole stage
-(`weight.run`: read + validate + aggregate + write + summary) and the floor (polars reading
-the same file), alternated, median of `--runs` after a warm-up; and the naive pandas version
-(read_parquet, groupby, the kernel applied per problem with `Series.apply`, write). Each size
-runs in its own interpreter, so 80 M rows leave no memory behind; one extra stage run under
-cProfile says where the stage's time goes.
+The scores are what `paced score` writes: a job directory of parts of 4,096 rows (its default
+`--part-size`) with a manifest, written by `schemas.Job`; every column of the scores schema
+(`extracted` holds a short answer, null with `reason = "no_answer"` for 5 % of the rows); ids
+of the shape `examples/prepare_data.py` gives (`dapo-` and 12 characters); K samples per
+problem, pass rates spread over [0, 1], rows grouped by problem, so the stage takes its fast
+path (`schemas.base.key_runs`). Timed, alternated, the median of `--runs` after a warm-up:
+
+- the whole stage (`weight.run`: read + validate + aggregate + write + summary);
+- floor: polars reading the artifact's parts, every column (the issue's floor);
+- I/O floor: polars reading only the three columns the stage needs, plus pyarrow writing a
+  frame of the weights artifact's shape (one row per problem, zstd): the least the stage
+  must do to give its output;
+- naive pandas: read_parquet, groupby, the kernel applied per problem with `Series.apply`,
+  write.
+
+Each size runs in its own interpreter, so 80 M rows leave no memory behind; one extra stage
+run under cProfile says where the stage's time goes.
 """
 
 from __future__ import annotations
@@ -31,16 +41,56 @@ from bench import common
 os.environ.setdefault("PACED_NO_PROGRESS", "1")
 
 
-def make_scores(path: Path, problems: int, samples: int, seed: int = 0) -> None:
+PART_ROWS = 4096  # `paced score --part-size` default
+
+
+def make_scores(path: Path, problems: int, samples: int, seed: int = 0) -> Path:
+    """A scores job directory as `paced score` writes it (see the module docstring)."""
+    import schemas
+
     rng = np.random.default_rng(seed)
+    n = problems * samples
     p = np.repeat(rng.random(problems), samples)
-    pl.DataFrame(
+    no_answer = rng.random(n) < 0.05
+    # Distinct 12-digit ids: multiplication by an odd number not divisible by 5 permutes Z/10^12.
+    ids = "dapo-" + pl.Series((np.arange(problems, dtype=np.int64) * 2654435761) % 10**12).cast(pl.String).str.zfill(12)
+    frame = pl.DataFrame(
         {
-            "problem_id": pl.Series(np.repeat(np.arange(problems), samples)).cast(pl.String),
+            "problem_id": ids.gather(np.repeat(np.arange(problems), samples)),
             "sample_index": np.tile(np.arange(samples, dtype=np.int32), problems),
-            "correct": rng.random(problems * samples) < p,
+            "correct": (rng.random(n) < p) & ~no_answer,
+            "extracted": pl.Series(rng.integers(0, 1000, n)).cast(pl.String),
+            "no_answer": no_answer,
         }
-    ).write_parquet(path)
+    ).select(
+        "problem_id", "sample_index", "correct",
+        extracted=pl.when("no_answer").then(None).otherwise("extracted"),
+        reason=pl.when("no_answer").then(pl.lit("no_answer")).otherwise(None),
+    )
+    job = schemas.Job(path, schemas.SCORES, {"bench": [problems, samples, seed]}, schemas.provenance("score", {}))
+    job.check()
+    job.start()
+    parts = (n + PART_ROWS - 1) // PART_ROWS
+    for i in range(parts):
+        job.write(i, frame.slice(i * PART_ROWS, PART_ROWS).to_arrow().cast(schemas.SCORES.arrow))
+    job.finish(parts)
+    return path
+
+
+def io_floor(scores: Path, out: Path, problems: int) -> None:
+    """Read the three columns the stage needs; write a frame of the weights artifact's shape."""
+    import pyarrow.parquet as pq
+
+    import schemas
+
+    pl.read_parquet(scores / "part-*.parquet", columns=["problem_id", "sample_index", "correct"])
+    rng = np.random.default_rng(1)
+    ids = "dapo-" + pl.Series((np.arange(problems, dtype=np.int64) * 2654435761) % 10**12).cast(pl.String).str.zfill(12)
+    num_correct = rng.integers(0, 9, problems).astype(np.int32)
+    pass_rate = num_correct / 8
+    table = pl.DataFrame({"problem_id": ids, "num_samples": np.full(problems, 8, np.int32), "num_correct": num_correct,
+                          "pass_rate": pass_rate, "weight": pass_rate * (1 - pass_rate)}).to_arrow().cast(schemas.WEIGHTS.arrow)
+    pq.write_table(table, out, compression="zstd", use_dictionary=[c for c in table.column_names if c != "problem_id"])
 
 
 def timed(fn, runs: int) -> list[float]:
@@ -51,7 +101,7 @@ def naive_pandas(scores: Path, out: Path, alpha: float = 1.0, beta: float = 1.0)
     """The weights artifact's columns the way a notebook would compute them."""
     import pandas as pd
 
-    df = pd.read_parquet(scores, columns=["problem_id", "sample_index", "correct"])
+    df = pd.read_parquet(scores, columns=["problem_id", "sample_index", "correct"])  # a directory: all its parts
     g = df.groupby("problem_id", sort=False)["correct"].agg(["size", "sum"])
     w = pd.DataFrame({"problem_id": g.index, "num_samples": g["size"].astype("int32").to_numpy(),
                       "num_correct": g["sum"].astype("int32").to_numpy()})
@@ -78,10 +128,10 @@ def child(problems: int, samples: int, runs: int) -> dict:
 
     weight.console = Console(file=open(os.devnull, "w"))  # time the work, not the terminal
     with tempfile.TemporaryDirectory(prefix="paced-bench-weight-") as d:
-        scores = Path(d) / "scores.parquet"
-        make_scores(scores, problems, samples)
+        scores = make_scores(Path(d) / "scores", problems, samples)
         config = weight.WeightConfig(scores=scores, out=Path(d) / "weights.parquet")
-        fns = {"stage": lambda: weight.run(config), "floor": lambda: pl.read_parquet(scores)}
+        fns = {"stage": lambda: weight.run(config), "floor": lambda: pl.read_parquet(scores / "part-*.parquet"),
+               "io_floor": lambda: io_floor(scores, Path(d) / "io.parquet", problems)}
         if has_pandas():
             fns["pandas"] = lambda: naive_pandas(scores, Path(d) / "naive.parquet")
         t = common.timed_together(fns, runs)
@@ -89,7 +139,8 @@ def child(problems: int, samples: int, runs: int) -> dict:
         prof.runcall(weight.run, config)
     stats = pstats.Stats(prof).stats  # {(file, line, func): (cc, nc, tt, ct, callers)}
     cum = {f"{Path(f).parent.name}/{Path(f).name}:{fn}": ct for (f, _, fn), (_, _, _, ct, _) in stats.items()}
-    return {"stage": list(t["stage"].values), "floor": list(t["floor"].values), "pandas": list(t["pandas"].values) if "pandas" in t else None,
+    return {"stage": list(t["stage"].values), "floor": list(t["floor"].values), "io_floor": list(t["io_floor"].values),
+            "pandas": list(t["pandas"].values) if "pandas" in t else None,
             "profile": [(name, cum[name]) for name in PROFILED if name in cum]}
 
 
@@ -112,15 +163,19 @@ def section(ctx: common.Context) -> common.Section:
     for problems in (100_000, 1_000_000) if ctx.quick else (1_000_000, 10_000_000):
         res = common.in_child("bench.weight:child", problems=problems, samples=8, runs=runs)
         v = res.value
-        s = {k: common.Stat(tuple(v[k])) for k in ("stage", "floor", "pandas") if v[k] is not None}
+        s = {k: common.Stat(tuple(v[k])) for k in ("stage", "floor", "io_floor", "pandas") if v[k] is not None}
         size = f"{problems / 1e6:g} M" if problems >= 1_000_000 else f"{problems // 1000} k"
         big = problems == 10_000_000
         sec.add(f"paced weight, {size} problems x 8: s", f"{s['stage'].median:.2f}", common.spread(s["stage"]), runs,
                 "< 3 s" if big else "", (s["stage"].median < 3) if big else None)
-        sec.add(f"  floor: pl.read_parquet of the scores, {size}: s", f"{s['floor'].median:.2f}", common.spread(s["floor"]), runs)
+        sec.add(f"  floor: pl.read_parquet of the scores (every column), {size}: s", f"{s['floor'].median:.2f}", common.spread(s["floor"]), runs)
         r = common.ratio(s["stage"], s["floor"])
         sec.add(f"  ratio paced weight / read, {size}", f"{r.median:.1f}", common.spread(r, "{:.1f}"), runs,
                 "<= 2" if big else "", (r.median <= 2) if big else None)
+        sec.add(f"  I/O floor: read the 3 columns used + write the weights rows, {size}: s", f"{s['io_floor'].median:.2f}",
+                common.spread(s["io_floor"]), runs)
+        rio = common.ratio(s["stage"], s["io_floor"])
+        sec.add(f"  ratio paced weight / I/O floor, {size}", f"{rio.median:.1f}", common.spread(rio, "{:.1f}"), runs)
         if "pandas" in s:
             sec.add(f"  naive pandas (read, groupby, apply), {size}: s", f"{s['pandas'].median:.2f}", common.spread(s["pandas"]), runs)
             rp = common.ratio(s["stage"], s["pandas"])
@@ -143,27 +198,19 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-
-    from rich.console import Console
-
-    from stages import weight
-
-    quiet = Console(file=open(os.devnull, "w"))
-    weight.console = quiet  # time the work, not the terminal
-    with tempfile.TemporaryDirectory() as d:
-        scores = Path(d) / "scores.parquet"
-        make_scores(scores, args.problems, args.samples)
-        config = weight.WeightConfig(scores=scores, out=Path(d) / "weights.parquet")
-        stage = timed(lambda: weight.run(config), args.runs)
-        floor = timed(lambda: pl.read_parquet(scores), args.runs)
-    med_s, med_f = statistics.median(stage), statistics.median(floor)
+    v = child(args.problems, args.samples, args.runs)
     print(f"paced weight, {args.problems:,} problems x {args.samples} samples, {args.runs} runs after a warm-up")
     print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; polars {pl.__version__}\n")
     print("| what | median s | min-max s |")
     print("|---|---:|---:|")
-    print(f"| paced weight (read, validate, aggregate, write) | {med_s:.3f} | {min(stage):.3f}-{max(stage):.3f} |")
-    print(f"| floor: pl.read_parquet of the scores | {med_f:.3f} | {min(floor):.3f}-{max(floor):.3f} |")
-    print(f"| ratio weight / floor | {med_s / med_f:.2f} | |")
+    names = {"stage": "paced weight (read, validate, aggregate, write)", "floor": "floor: pl.read_parquet of the scores",
+             "io_floor": "I/O floor: read 3 columns + write the weights rows", "pandas": "naive pandas"}
+    for key, name in names.items():
+        if v[key] is not None:
+            print(f"| {name} | {statistics.median(v[key]):.3f} | {min(v[key]):.3f}-{max(v[key]):.3f} |")
+    print(f"| ratio weight / floor | {statistics.median(v['stage']) / statistics.median(v['floor']):.2f} | |")
+    print("\nwhere the stage's time goes (cProfile, cumulative s): "
+          + "; ".join(f"{name} {ct:.2f}" for name, ct in v["profile"]))
 
 
 if __name__ == "__main__":
