@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from paced_cli.common import run_stage
+from paced_cli.options import TrustRemoteCode
 from stages import distill as stage
 
 
@@ -37,7 +38,7 @@ def distill(
     lora_alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (default 2 * rank).")] = None,
     chunk_size: Annotated[int, typer.Option(help="Token positions per loss chunk: bounds float32 [positions, vocabulary] buffers.")] = 1024,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N. On CUDA the forward runs under bf16 autocast.")] = "auto",
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
     allow_stale: Annotated[bool, typer.Option(help="Accept inputs made from another problems file than the others (normally refused as stale).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a different or unfinished run in --out instead of refusing.")] = False,
 ) -> None:

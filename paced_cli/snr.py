@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from paced_cli.common import run_stage
+from paced_cli.options import TrustRemoteCode
 from stages import snr as stage
 
 
@@ -24,7 +25,7 @@ def snr(
     seed: Annotated[int, typer.Option(help="Seeds the --max-problems subset.")] = 0,
     micro_batch_size: Annotated[int, typer.Option(help="Sequences per forward pass; a problem's gradient accumulates over its micro-batches.")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N. The model runs in float32.")] = "auto",
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Gradient signal-to-noise ratio per pass-rate bin (the paper's Figure 3 diagnostic)."""
     run_stage(

@@ -6,7 +6,9 @@ from typing import Annotated, Optional
 import typer
 
 from paced_cli.common import run_stage
-from paced_cli.rollout import Backend, Dtype, GpuMemoryUtilization, MaxModelLen, TensorParallelSize, VllmArgs
+from paced_cli.options import (
+    Backend, Device, Dtype, GpuMemoryUtilization, MaxModelLen, TensorParallelSize, TrustRemoteCode, VllmArgs,
+)
 from stages import teacher_logits as stage
 
 
@@ -24,9 +26,9 @@ def teacher_logits(
     batch_size: Annotated[int, typer.Option(help="Sequences per teacher forward pass (hf; vllm batches by itself).")] = 8,
     chunk_size: Annotated[int, typer.Option(help="Positions per output-layer chunk: bounds the float32 [positions, vocabulary] buffer (hf).")] = 1024,
     part_size: Annotated[int, typer.Option(help="Sequences per output part: the unit of resumption.")] = 256,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Device = "auto",
     dtype: Dtype = "auto",
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model repository's own Python code to run.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
     shard: Annotated[Optional[str], typer.Option(help="Run one shard I/N of the job (problems split by a stable hash of problem_id) into --out/shard-I-of-N; downstream stages read --out as one artifact once every shard is done.")] = None,
     allow_stale: Annotated[bool, typer.Option(help="Accept inputs made from another problems file than the others (normally refused as stale).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an unfinished or different job in --out instead of refusing.")] = False,
