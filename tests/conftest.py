@@ -7,8 +7,10 @@ with save_pretrained, so they load through the same code path as a real checkpoi
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,32 @@ def paced_subprocess(*args: str | os.PathLike, **kw) -> subprocess.CompletedProc
         [sys.executable, "-m", "paced_cli", *[str(a) for a in args]],
         capture_output=True, text=True, env=env, cwd=kw.get("cwd", ROOT), timeout=kw.get("timeout", 600),
     )
+
+
+def start_paced(*args: str | os.PathLike) -> subprocess.Popen:
+    """Start `python -m paced_cli ARGS` in the background, its output discarded."""
+    env = os.environ | {"PACED_NO_PROGRESS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "paced_cli", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for(proc: subprocess.Popen, path: Path, timeout: float = 300) -> None:
+    """Wait until `path` exists while `proc` still runs: the moment a test kills it."""
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the process ended before {path.name} appeared, so it could not be killed there"
+        assert time.time() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.01)
+
+
+def kill_when(path: Path, *args: str | os.PathLike) -> None:
+    """Run `paced ARGS` and SIGKILL it as soon as `path` exists (a crash at a known point)."""
+    proc = start_paced(*args)
+    try:
+        wait_for(proc, path)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.fixture(scope="session")

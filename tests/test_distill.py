@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import polars as pl
 import pytest
 import torch
 
-from tests.conftest import ROOT, make_problems, paced, paced_subprocess
+from tests.conftest import kill_when, make_problems, paced, paced_subprocess
 
 
 @pytest.fixture(scope="module")
@@ -125,16 +120,7 @@ def test_kill_then_resume_reproduces_the_loss_curve(tmp_path, setup, student_dir
     assert ref.returncode == 0, ref.stderr
 
     out = tmp_path / "killed"
-    env = os.environ | {"PACED_NO_PROGRESS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "paced_cli", "distill", *map(str, args), "--out", str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (out / "checkpoints" / "step-8" / "state.json").exists():
-        assert proc.poll() is None, "distill ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(out / "checkpoints" / "step-8" / "state.json", "distill", *args, "--out", out)
     assert not (out / "_manifest.json").exists()
 
     refused = paced_subprocess("distill", *args, "--out", out)

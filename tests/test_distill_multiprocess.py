@@ -17,14 +17,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import ROOT, paced
+from tests.conftest import ROOT, paced, wait_for
 from tests.test_distill import setup  # noqa: F401 (the module fixture: teacher logits and weights)
 
 pytestmark = pytest.mark.slow
@@ -121,11 +120,7 @@ def test_kill_then_resume_under_the_launcher(tmp_path, setup, student_dir):  # n
     proc = subprocess.Popen(launch_cmd(*args, "--out", out), cwd=ROOT, env=launch_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 300
-        while not (out / "checkpoints" / "step-2" / "state.json").exists():
-            assert proc.poll() is None, "distill ended before it could be killed"
-            assert time.time() < deadline
-            time.sleep(0.01)
+        wait_for(proc, out / "checkpoints" / "step-2" / "state.json")
         workers = psutil.Process(proc.pid).children(recursive=True)
         for w in workers:  # the node dies: every worker at once, then the launcher
             w.send_signal(signal.SIGKILL)

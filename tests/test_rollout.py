@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from tests.conftest import ROOT, make_problems, paced, paced_subprocess
+from tests.conftest import kill_when, make_problems, paced, paced_subprocess
 
 FAST = ["--samples", "3", "--max-new-tokens", "12", "--part-size", "2", "--batch-size", "2"]
 
@@ -139,16 +134,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, student_dir):
     assert ref.returncode == 0, ref.stderr
 
     out = tmp_path / "killed"
-    env = os.environ | {"PACED_NO_PROGRESS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "paced_cli", "rollout", *map(str, args), "--out", str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (out / "part-00001.parquet").exists():
-        assert proc.poll() is None, "rollout ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(out / "part-00001.parquet", "rollout", *args, "--out", out)
     done_before = len(list(out.glob("part-*.parquet")))
     assert not (out / "_manifest.json").exists() and done_before < 16
 
