@@ -32,6 +32,47 @@ def vllm_rows() -> list[str]:
     ]
 
 
+STORAGE = "| 2. teacher-logit storage | "
+STORAGE_TEACHERS = (
+    "English-text teacher (trained)",
+    "quickstart teacher (trained, character vocabulary)",
+    "synthetic teacher (random, entropy scaled to 1.5 nats)",
+)
+
+
+def storage_rows() -> list[str]:
+    """The storage section's rows: per teacher, entropy, bytes, tail mass and both truncation
+    errors at k = 8 / 32 / 64; the English-text teacher's k = 32 breakdown by entropy."""
+    rows = []
+    for t in STORAGE_TEACHERS:
+        rows += [
+            f"{STORAGE}{t}: teacher entropy, mean over response tokens, nats |",
+            f"{STORAGE}{t}: bytes per response token on disk, k = 8 / 32 / 64 |",
+            f"{STORAGE}{t}: tail mass (teacher probability outside the top-k), k = 8 / 32 / 64 |",
+            f"{STORAGE}{t}: KL(full teacher || top-k + uniform tail), nats/token, k = 8 / 32 / 64 |",
+            f"{STORAGE}{t}: loss error abs(fkl on k+1 buckets - full fkl), nats/token, k = 8 / 32 / 64 |",
+        ]
+    rows += [f"{STORAGE}  {STORAGE_TEACHERS[0]}, k = 32, tokens of entropy {b} nats: tokens / share / tail mass / KL |"
+             for b in ("< 0.5", "0.5-1", "1-2", "2-4", "4-6", ">= 6")]
+    return rows
+
+
+def check_storage_values(stdout: str) -> None:
+    """Every storage value is finite and >= 0 (a bin without tokens prints '-'); goals have a verdict."""
+    import math
+
+    rows = [line for line in stdout.splitlines() if line.startswith(STORAGE)]
+    assert rows
+    for line in rows:
+        # From the right: measurements hold "||" (KL(full || ...)).
+        value, _, _, goal, met = (c.strip() for c in line.strip()[1:-1].rsplit("|", 5)[1:])
+        for part in value.split(" / "):
+            if part != "-":
+                x = float(part.rstrip("%").replace(",", ""))
+                assert math.isfinite(x) and x >= 0, line
+        assert (goal == "") == (met == ""), line
+
+
 def test_quick_cheap_sections_print_the_table(tmp_path):
     # The sections that need neither TRL nor a training run: about 20 s on 2 cores, and about
     # 60 s more where a vLLM interpreter is found (one run of each backend's command).
@@ -43,13 +84,10 @@ def test_quick_cheap_sections_print_the_table(tmp_path):
         "| 4. rollout | paced rollout, transformers backend, K = 8: tokens/s |",
         "| 4. rollout | ratio paced rollout / model.generate |",
         *vllm_rows(),
-        "| 2. teacher-logit storage | teacher_logits on disk, k = 8: bytes per response token |",
-        "| 2. teacher-logit storage | teacher_logits on disk, k = 32: bytes per response token |",
-        "| 2. teacher-logit storage | teacher_logits on disk, k = 64: bytes per response token |",
-        "| 2. teacher-logit storage | k = 32: loss error abs(fkl on k+1 buckets - full fkl), nats/token |",
-        "| 2. teacher-logit storage | k = 32: KL(full teacher || top-k + uniform tail), nats/token |",
+        *storage_rows(),
     ):
         assert row in r.stdout, row
+    check_storage_values(r.stdout)
     # Sections run in the order given; the others were left out.
     assert r.stdout.index("4. rollout") < r.stdout.index("2. teacher-logit storage")
     assert "1. distill vs TRL" not in r.stdout and "5. weight" not in r.stdout
