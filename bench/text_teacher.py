@@ -48,7 +48,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -159,15 +158,6 @@ class TextTeacher:
     record: dict         # the marker: settings, train seconds, losses, corpus
 
 
-def _lr_at(step: int, r: TextRecipe) -> float:
-    """Linear warm-up over 5 % of the steps, then cosine down to a tenth."""
-    warm = max(1, r.steps // 20)
-    if step < warm:
-        return r.lr * (step + 1) / warm
-    t = (step - warm) / max(1, r.steps - warm)
-    return r.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
 def _stream(tokenizer, docs: list[str]) -> np.ndarray:
     eos = tokenizer.eos_token_id
     ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
@@ -206,6 +196,8 @@ def train(r: TextRecipe, out: Path, log=print) -> dict:
     train_ids, held_ids = _stream(tokenizer, train_docs), _stream(tokenizer, held_docs)
     prep = time.perf_counter() - t0
 
+    import train_tiny  # examples/ (on sys.path through bench.workload): its learning-rate schedule
+
     teacher_dir, student_dir = out / "teacher", out / "student"
     tiny_model.build(teacher_dir, arch="qwen2", hidden=r.hidden, layers=r.layers, heads=r.heads, seed=r.seed,
                      max_positions=r.context, tokenizer=tokenizer)
@@ -223,7 +215,7 @@ def train(r: TextRecipe, out: Path, log=print) -> dict:
     t1 = time.perf_counter()
     for step in range(r.steps):
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, r)
+            group["lr"] = train_tiny.lr_at(step, r)  # the same schedule as the quickstart models
         starts = rng.integers(0, len(train_ids) - r.context - 1, size=r.batch)
         x = torch.from_numpy(np.stack([train_ids[s : s + r.context + 1] for s in starts]))
         with torch.autocast("cpu", dtype=torch.bfloat16):
