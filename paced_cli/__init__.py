@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -50,4 +51,10 @@ app.command("snr")(snr)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as e:  # typer always ends with sys.exit(code)
+        if "stages.vllm_backend" in sys.modules:  # a vLLM engine may have run: end without teardown
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            sys.modules["stages.vllm_backend"].exit_after_engine(code)
+        raise

@@ -184,7 +184,7 @@ def open_backend(config, tokenizer) -> Iterator[Generate]:
     if config.backend == "vllm":
         from stages import vllm_backend
 
-        engine = vllm_backend.engine(config.model, config)
+        engine = vllm_backend.engine(config.model, config, seeded=True)
         eos = vllm_backend.eos_token_ids(config.model, tokenizer)
 
         def generate(prompts, seed, on_batch=None):

