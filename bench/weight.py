@@ -44,6 +44,12 @@ os.environ.setdefault("PACED_NO_PROGRESS", "1")
 PART_ROWS = 4096  # `paced score --part-size` default
 
 
+def problem_ids(problems: int) -> pl.Series:
+    """Distinct ids of the shape examples/prepare_data.py gives (`dapo-` and 12 digits):
+    multiplication by an odd number not divisible by 5 permutes Z/10^12."""
+    return "dapo-" + pl.Series((np.arange(problems, dtype=np.int64) * 2654435761) % 10**12).cast(pl.String).str.zfill(12)
+
+
 def make_scores(path: Path, problems: int, samples: int, seed: int = 0) -> Path:
     """A scores job directory as `paced score` writes it (see the module docstring)."""
     import schemas
@@ -52,8 +58,7 @@ def make_scores(path: Path, problems: int, samples: int, seed: int = 0) -> Path:
     n = problems * samples
     p = np.repeat(rng.random(problems), samples)
     no_answer = rng.random(n) < 0.05
-    # Distinct 12-digit ids: multiplication by an odd number not divisible by 5 permutes Z/10^12.
-    ids = "dapo-" + pl.Series((np.arange(problems, dtype=np.int64) * 2654435761) % 10**12).cast(pl.String).str.zfill(12)
+    ids = problem_ids(problems)
     frame = pl.DataFrame(
         {
             "problem_id": ids.gather(np.repeat(np.arange(problems), samples)),
@@ -85,16 +90,12 @@ def io_floor(scores: Path, out: Path, problems: int) -> None:
 
     pl.read_parquet(scores / "part-*.parquet", columns=["problem_id", "sample_index", "correct"])
     rng = np.random.default_rng(1)
-    ids = "dapo-" + pl.Series((np.arange(problems, dtype=np.int64) * 2654435761) % 10**12).cast(pl.String).str.zfill(12)
+    ids = problem_ids(problems)
     num_correct = rng.integers(0, 9, problems).astype(np.int32)
     pass_rate = num_correct / 8
     table = pl.DataFrame({"problem_id": ids, "num_samples": np.full(problems, 8, np.int32), "num_correct": num_correct,
                           "pass_rate": pass_rate, "weight": pass_rate * (1 - pass_rate)}).to_arrow().cast(schemas.WEIGHTS.arrow)
     pq.write_table(table, out, compression="zstd", use_dictionary=[c for c in table.column_names if c != "problem_id"])
-
-
-def timed(fn, runs: int) -> list[float]:
-    return list(common.timed(fn, runs).values)
 
 
 def naive_pandas(scores: Path, out: Path, alpha: float = 1.0, beta: float = 1.0) -> None:

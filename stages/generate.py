@@ -193,9 +193,9 @@ def open_backend(config, tokenizer) -> Iterator[Generate]:
         yield generate
         return
 
-    from stages import models
-
     from transformers import GenerationConfig as HFGenerationConfig
+
+    from stages import models
 
     model = models.load_model(
         config.model, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
