@@ -20,7 +20,10 @@ Losses (per token, over the k+1 buckets):
 - ``rkl``: KL(student || teacher), mode seeking (the paper's self-distillation track).
 - ``akl``: Adaptive KL, Wu et al., COLING 2025, "Rethinking Kullback-Leibler Divergence in
   Knowledge Distillation for Large Language Models": a per-token mix of fkl and rkl, weighted
-  by how far the student is from the teacher on the teacher's head versus its tail.
+  by how far the student is from the teacher on the teacher's head versus its tail. As in the
+  authors' code, the head is the teacher-sorted tokens whose cumulative teacher mass, their
+  own included, is <= mu, plus the top-1 token always; the tail bucket counts to the tail
+  (``_akl_mix`` says what that approximates and bounds the error; exact at k = V).
 
 Shapes and dtypes: ``student_logits [batch, seq, vocab]`` in any float dtype (bf16 on GPU),
 upcast to float32 one chunk of positions at a time; ``topk_ids [batch, seq, k]`` integer;
@@ -80,14 +83,16 @@ def token_losses(
     Args:
         student_logits: ``[batch, seq, vocab]``, any float dtype; gradients flow here only.
         topk_ids: ``[batch, seq, k]`` integer, the teacher's top-k ids, sorted by teacher
-            log-probability descending (AKL's head is a prefix of this order).
+            log-probability descending (AKL ranks them in this order, ties included).
         topk_logprobs: ``[batch, seq, k]`` float, teacher log-probabilities of ``topk_ids``
             under its full softmax. Treated as data (detached).
         tail_logprob: ``[batch, seq]`` float, log of the teacher mass outside the top-k;
             ``-inf`` for an empty tail (k = V).
         mask: ``[batch, seq]`` bool, True on response tokens that count.
         loss: which loss is returned as ``"loss"``: one of ``LOSSES``.
-        mu: AKL head threshold on the teacher's cumulative probability (Wu et al. use 0.5).
+        mu: AKL head threshold: a token is in the head when the teacher's cumulative
+            probability through it (its own included) is <= mu; the top-1 token always is.
+            Wu et al. use 0.5.
         chunk_size: at most this many positions are upcast to float32 ``[chunk, vocab]`` at once.
 
     Returns:
@@ -411,13 +416,49 @@ def _bucket_losses(raw: torch.Tensor, teacher: torch.Tensor, mu: float, with_akl
 def _akl_mix(p_t: torch.Tensor, p_s: torch.Tensor, mu: float) -> tuple[torch.Tensor, torch.Tensor]:
     """AKL's per-token mixing weights ``(w_head, w_tail)``, ``[c]`` each, constants for autograd.
 
-    Head: the shortest prefix of the teacher-sorted top-k whose cumulative teacher mass
-    reaches mu, the crossing token included (its exclusive prefix sum is still < mu). The tail
-    bucket is a mix of unranked tokens, so it always belongs to the tail.
+    ``p_t``, ``p_s``: ``[c, k+1]`` teacher and student bucket probabilities (k stored ids, then
+    the tail bucket). A port of ``get_ratio`` in the authors' reference code (Wu et al.,
+    COLING 2025, github.com/wutaiqiang/LLM_KD_AKL, ``AKL.py``), which over the full vocabulary:
+
+    1. sorts the teacher's probabilities descending and takes the cumulative sums
+       ``c_j = sum_{i <= j} p_T(i)`` (token j's own mass included);
+    2. puts token j in the tail when ``c_j > mu`` and in the head otherwise, except that the
+       top-1 token is always in the head (so a top-1 with ``p_T > mu`` is the whole head). The
+       token whose mass crosses mu therefore goes to the tail unless it is the top-1; a
+       ``c_j`` exactly equal to mu is in the head;
+    3. sums the per-token gaps ``|p_T - p_S|`` (student detached) over each side: ``g_head``,
+       ``g_tail``; returns ``g_head / (g_head + g_tail)`` (the FKL weight) and
+       ``g_tail / (g_head + g_tail)`` (the RKL weight).
+
+    Here the k stored ids are ranked as the reference ranks them, and their ``c_j`` are exact:
+    every token outside the top-k comes after them in the teacher's order. The sort is stable,
+    so tied tokens keep the stored order (the reference's sort is not stable: which of two tied
+    tokens straddling mu lands in the head is unspecified there); the stored top-k are sorted
+    already, so for a well-formed artifact the ``[c, k]`` sort changes nothing. Differences:
+
+    - The tail bucket (teacher mass ``P`` outside the top-k, student mass ``Q``) is one
+      unranked lump. Its gap is taken as ``|P - Q|`` and it always counts to the tail. The
+      reference sums ``sum_{v not in top-k} |p_T(v) - p_S(v)|`` over those tokens instead,
+      which lies in ``[|P - Q|, P + Q]`` (triangle inequality). When the stored top-k hold
+      more than mu of the teacher's mass, every one of those tokens is in the reference's
+      tail, so ``g_tail`` here is a lower bound on the reference's (low by at most
+      ``2 min(P, Q)``) and ``w_head`` an upper bound: it exceeds the reference's by at most
+      ``2 min(P, Q) / (g_head + g_tail)`` (the g's as computed here). When the top-k hold
+      less than mu, the reference's head also takes unstored tokens up to mass mu (at most
+      ``mu - sum(top-k)`` of teacher mass; at least ``1 - mu`` stays in the tail); their gaps
+      cannot be told apart here and count to the tail, and then
+      ``|w_head - w_head_ref| <= (P + Q) / (g_head + g_tail)``. At k = V the bucket is empty
+      (``P = Q = 0``) and the weights are the reference's exactly.
+    - ``g_head + g_tail == 0`` (the distributions agree) gives 0/0 = NaN in the reference;
+      here both weights are 0, and the loss is 0 as fkl = rkl = 0 there.
     """
-    top = p_t[:, :-1]
-    before = top.cumsum(-1) - top  # [c, k], mass strictly before each bucket
-    head = torch.cat([before < mu, torch.zeros_like(before[:, :1], dtype=torch.bool)], dim=-1)
+    top = p_t[:, :-1]  # [c, k]
+    order = torch.sort(top, dim=-1, descending=True, stable=True).indices
+    cum = top.gather(-1, order).cumsum(-1)  # [c, k], c_j in the teacher's order
+    ranked_head = cum <= mu
+    ranked_head[:, 0] = True  # the top-1 token is always in the head
+    head_top = torch.zeros_like(ranked_head).scatter_(-1, order, ranked_head)
+    head = torch.cat([head_top, torch.zeros_like(head_top[:, :1])], dim=-1)  # bucket: tail
     # Wu et al. detach the student in the gaps: they only set the mixing weights.
     gap = (p_t - p_s.detach()).abs()
     g_head = torch.where(head, gap, 0.0).sum(-1)

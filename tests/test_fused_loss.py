@@ -274,7 +274,9 @@ def autograd_reference(hidden, weight, bias, ids, lp, tail, loss, mu=0.5):
 def full_vocab_reference(hidden, weight, bias, ids, lp, tail, loss, mu=0.5):
     """The losses from scratch in float64 over the whole vocabulary, as the module defines them:
     teacher top-k + tail renormalised, student log-softmax coarsened to the same k+1 buckets,
-    buckets floored at -1e4, AKL's mixing weights detached."""
+    buckets floored at -1e4, AKL's mixing weights detached. AKL's head as in the authors' code:
+    the ids (stored sorted) whose cumulative teacher mass, their own included, is <= mu, and the
+    top-1 always; the tail bucket is in the tail."""
     floor = -1.0e4
     logp = torch.log_softmax(F.linear(hidden.double(), weight.double(), None if bias is None else bias.double()), -1)
     s_top = logp.gather(-1, ids.long())
@@ -287,8 +289,9 @@ def full_vocab_reference(hidden, weight, bias, ids, lp, tail, loss, mu=0.5):
     rkl = (q * (s - t)).sum(-1)
     out = {"fkl": fkl, "rkl": rkl}
     if loss == "akl":
-        top = p[:, :-1]
-        head = torch.cat([(top.cumsum(-1) - top) < mu, torch.zeros_like(top[:, :1], dtype=torch.bool)], -1)
+        top_head = p[:, :-1].cumsum(-1) <= mu
+        top_head[:, 0] = True
+        head = torch.cat([top_head, torch.zeros_like(top_head[:, :1])], -1)
         gap = (p - q.detach()).abs()
         g_head, g_tail = (gap * head).sum(-1), (gap * ~head).sum(-1)
         out["akl"] = (g_head * fkl + g_tail * rkl) / (g_head + g_tail)

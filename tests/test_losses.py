@@ -66,17 +66,19 @@ def kl(p_log, q_log):
 def akl_one(t_log, s_log, mu, tail_bucket):
     """AKL for a single token, by hand: t_log, s_log [n] float64 log-probs.
 
-    If tail_bucket, the last entry is the tail bucket, which can never be in the head.
+    The head rule of the authors' reference code: rank the tokens by teacher probability
+    (stable: ties keep their index order); a token is in the head when the teacher's
+    cumulative mass through it, its own included, is <= mu, and the top-1 always is. If
+    tail_bucket, the last entry is the tail bucket, which is always in the tail.
     """
     p_t, p_s = t_log.exp(), s_log.exp().detach()
     ranked = list(range(len(p_t) - 1)) if tail_bucket else list(range(len(p_t)))
     ranked.sort(key=lambda j: -p_t[j].item())
     head, cum = set(), 0.0
-    for j in ranked:
-        if cum >= mu:
-            break
-        head.add(j)
+    for rank, j in enumerate(ranked):
         cum += p_t[j].item()
+        if rank == 0 or cum <= mu:
+            head.add(j)
     g_head = sum((p_t[j] - p_s[j]).abs() for j in range(len(p_t)) if j in head)
     g_tail = sum((p_t[j] - p_s[j]).abs() for j in range(len(p_t)) if j not in head)
     g_head, g_tail = torch.as_tensor(g_head, dtype=torch.float64), torch.as_tensor(g_tail, dtype=torch.float64)
@@ -154,6 +156,153 @@ def test_flat_teacher_tail_bucket_never_in_head():
     out = run(case, loss="akl")
     close(out["akl"], ref["akl"])
     assert not torch.allclose(out["akl"], out["fkl"])
+
+
+# ---------------------------------------------------------------- AKL: the authors' reference code
+
+
+def reference_get_ratio(teacher_logits, logits, mu):
+    """``get_ratio`` of the AKL authors' reference code (Wu et al., COLING 2025), ported as is
+    but in float64 and with a stable sort (theirs is unstable, so the order of tied tokens, and
+    with it which of two tied tokens straddling mu is in the head, is unspecified there).
+
+    [..., V] logits -> (FKL weight, RKL weight, teacher cumulative mass in sorted order [..., V]).
+    """
+    teacher_probs = torch.softmax(teacher_logits.double(), -1)
+    student_probs = torch.softmax(logits.double(), -1).detach()
+    re_teacher_probs, idx = teacher_probs.sort(dim=-1, descending=True, stable=True)
+    re_student_probs = student_probs.gather(-1, idx)
+    errors = (re_teacher_probs - re_student_probs).abs()
+    cum_sum = re_teacher_probs.cumsum(-1)
+    mask = cum_sum > mu  # the tail
+    mask[..., 0] = False  # the top-1 token is always in the head
+    s1 = errors.masked_fill(mask, 0.0).sum(-1)
+    s2 = errors.masked_fill(~mask, 0.0).sum(-1)
+    return s1 / (s1 + s2), s2 / (s1 + s2), cum_sum
+
+
+def reference_akl(teacher_logits, logits, mu):
+    """The reference's per-token AKL: h * KL(teacher || student) + l * KL(student || teacher)."""
+    h, l, _ = reference_get_ratio(teacher_logits, logits, mu)
+    t, s = torch.log_softmax(teacher_logits.double(), -1), torch.log_softmax(logits.double(), -1)
+    return h * kl(t, s) + l * kl(s, t)
+
+
+def akl_teachers(seed, batch=4, seq=6, vocab=V):
+    """Teacher logits [4, seq, vocab], one kind per row: continuous random; integer logits (many
+    exact ties); a top-1 holding > 0.9 of the mass (it alone exceeds mu); two tied leaders of
+    ~0.45 each, straddling mu = 0.5."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(batch, seq, vocab, generator=g, dtype=torch.float64) * 3
+    t[1] = torch.randint(-3, 4, (seq, vocab), generator=g).double()
+    t[2] = torch.randn(seq, vocab, generator=g, dtype=torch.float64)
+    t[2, :, 7] += 10.0
+    t[3] = torch.randn(seq, vocab, generator=g, dtype=torch.float64) * 0.3
+    t[3, :, 3] = t[3, :, 11] = 6.0
+    return t
+
+
+def stored_full(teacher_logits):
+    """k = V storage with the ids in a stable descending order (ties keep index order, as in
+    the reference's stable sort); the tail is -inf."""
+    full = torch.log_softmax(teacher_logits, -1)
+    ids = full.sort(dim=-1, descending=True, stable=True).indices
+    return ids, full.gather(-1, ids), torch.full(full.shape[:-1], -math.inf, dtype=full.dtype)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("mu", [0.5, 0.3, 0.8])
+def test_akl_matches_authors_reference_over_full_vocabulary(seed, mu):
+    teacher_logits = akl_teachers(seed)
+    g = torch.Generator().manual_seed(100 + seed)
+    student_logits = torch.randn(teacher_logits.shape, generator=g, dtype=torch.float64) * 3
+    mask = torch.rand(teacher_logits.shape[:2], generator=g) < 0.8
+    mask[:, 0] = True  # every kind of teacher counts somewhere
+    ids, lp, tail = stored_full(teacher_logits)
+
+    h_ref, l_ref, cum = reference_get_ratio(teacher_logits, student_logits, mu)
+    # The head sets must be the same in float32 and float64: no c_j within rounding of mu.
+    assert (cum[mask] - mu).abs().min() > 1e-4
+    # The cases exercise the rule that changed: a non-top-1 token whose mass crosses mu (tail
+    # now, head before), a top-1 above mu alone, and exact ties among the teacher's tokens.
+    top = torch.softmax(teacher_logits, -1).sort(-1, descending=True).values
+    crossing = (cum - top < mu) & (cum > mu)
+    assert crossing[..., 1:].any(-1)[mask].any()
+    assert (top[2, :, 0] > mu).all() and (top[3, :, 0] == top[3, :, 1]).all()
+    assert (teacher_logits[1].unsqueeze(-1) == teacher_logits[1].unsqueeze(-2)).sum() > V * teacher_logits.shape[1]
+
+    # The mixing weights themselves, on the k+1 buckets (the tail bucket empty).
+    from stages import losses
+
+    teacher = losses._teacher_buckets(lp[mask].float(), tail[mask].float())
+    raw, _ = losses._student_buckets(student_logits[mask].float(), ids[mask])
+    w_head, w_tail = losses._akl_mix(teacher.exp(), raw.clamp_min(-1.0e4).exp(), mu)
+    close(w_head, h_ref[mask], atol=1e-5, rtol=1e-5)
+    close(w_tail, l_ref[mask], atol=1e-5, rtol=1e-5)
+
+    # The loss and its gradient through token_losses, against autograd through the reference.
+    s32 = student_logits.float().requires_grad_()
+    out = token_losses(s32, ids, lp.float(), tail.float(), mask, loss="akl", mu=mu, chunk_size=5)
+    s64 = student_logits.clone().requires_grad_()
+    ref = torch.where(mask, reference_akl(teacher_logits, s64, mu), 0.0)
+    close(out["akl"], ref)
+    weights = torch.rand(mask.shape, generator=g, dtype=torch.float64)
+    (g_out,) = torch.autograd.grad((out["loss"] * weights.float()).sum(), s32)
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), s64)
+    close(g_out, g_ref, atol=1e-6, rtol=1e-4)
+    assert (g_out[~mask] == 0).all()
+
+
+def test_akl_worked_example_crossing_token_is_tail():
+    # Teacher [0.35, 0.30, 0.25 | tail 0.10], student [0.10, 0.60, 0.20 | 0.10], mu = 0.5:
+    # c = 0.35, 0.65, 0.90, so the head is token 0 alone (token 1 crosses mu and goes to the
+    # tail); g_head = 0.25, g_tail = 0.30 + 0.05 + 0 = 0.35. The old rule (head while the
+    # mass before a token is < mu) took token 1 too: w_head = 0.55 / 0.60 = 0.917.
+    from stages import losses
+
+    p_t = torch.tensor([[0.35, 0.30, 0.25, 0.10]], dtype=torch.float64)
+    p_s = torch.tensor([[0.10, 0.60, 0.20, 0.10]], dtype=torch.float64)
+    w_head, w_tail = losses._akl_mix(p_t, p_s, 0.5)
+    close(w_head, torch.tensor([0.25 / 0.60], dtype=torch.float64), atol=1e-12, rtol=1e-12)
+    close(w_tail, torch.tensor([0.35 / 0.60], dtype=torch.float64), atol=1e-12, rtol=1e-12)
+    # The stored order does not matter (the ids are ranked by teacher mass, as the reference sorts).
+    perm = torch.tensor([2, 0, 1, 3])
+    close(losses._akl_mix(p_t[:, perm], p_s[:, perm], 0.5)[0], w_head, atol=1e-12, rtol=1e-12)
+
+    # End to end: V = 5, k = 3, the two unstored tokens 0.05 each on both sides (so the bucket's
+    # |0.10 - 0.10| = 0 is also the per-token sum), against the reference over the full vocabulary.
+    teacher_logits = torch.tensor([0.35, 0.30, 0.25, 0.05, 0.05], dtype=torch.float64).log()
+    student_logits = torch.tensor([0.10, 0.60, 0.20, 0.05, 0.05], dtype=torch.float64).log()
+    h_ref, l_ref, _ = reference_get_ratio(teacher_logits, student_logits, 0.5)
+    close(h_ref, torch.tensor(0.25 / 0.60, dtype=torch.float64), atol=1e-12, rtol=1e-12)
+    lp_top, ids = torch.log_softmax(teacher_logits, -1).topk(3)
+    out = token_losses(
+        student_logits.float().view(1, 1, 5), ids.view(1, 1, 3), lp_top.float().view(1, 1, 3),
+        torch.tensor([[math.log(0.10)]]), torch.ones(1, 1, dtype=torch.bool), loss="akl", mu=0.5,
+    )
+    close(out["akl"], 0.25 / 0.60 * out["fkl"] + 0.35 / 0.60 * out["rkl"], atol=1e-7, rtol=1e-6)
+    close(out["akl"], reference_akl(teacher_logits, student_logits, 0.5).view(1, 1))
+
+
+def test_akl_head_boundaries():
+    from stages import losses
+
+    # c_j == mu exactly is head (<=), the next token tail: head {0, 1}, gaps 0, .25 | .25, 0.
+    p_t = torch.tensor([[0.25, 0.25, 0.25, 0.25, 0.0]])
+    p_s = torch.tensor([[0.25, 0.50, 0.00, 0.25, 0.0]])
+    assert losses._akl_mix(p_t, p_s, 0.5)[0].item() == 0.5
+    # A top-1 above mu is the whole head: gaps .2 | .1, .1.
+    p_t = torch.tensor([[0.7, 0.2, 0.1, 0.0]])
+    p_s = torch.tensor([[0.5, 0.3, 0.2, 0.0]])
+    close(losses._akl_mix(p_t, p_s, 0.5)[0], torch.tensor([0.5]))
+    # mu = 0: the top-1 alone; mu = 1: every stored id (the tail bucket never).
+    p_t = torch.tensor([[0.4, 0.3, 0.2, 0.1]])
+    p_s = torch.tensor([[0.3, 0.3, 0.3, 0.1]])
+    close(losses._akl_mix(p_t, p_s, 0.0)[0], torch.tensor([0.1 / 0.2]))
+    p_s = torch.tensor([[0.3, 0.3, 0.2, 0.2]])
+    close(losses._akl_mix(p_t, p_s, 1.0)[0], torch.tensor([0.1 / 0.2]))
+    # Identical distributions: both weights 0 (the reference would give 0/0).
+    assert losses._akl_mix(p_t, p_t, 0.5) == (torch.zeros(1), torch.zeros(1))
 
 
 @pytest.mark.parametrize("loss", LOSSES)
