@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 from dataclasses import dataclass, replace
 from importlib import metadata as _metadata
 from pathlib import Path
@@ -36,11 +37,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas import outputs
+from schemas.outputs import JOB_FILE, LOCK_FILE, MANIFEST_FILE
 from schemas.base import ArtifactSchema, InputError, check_types, conform, conform_with_runs
 
-JOB_FILE = "_job.json"
-LOCK_FILE = "_lock"
-MANIFEST_FILE = "_manifest.json"
 META_SCHEMA = b"paced.schema"
 META_VERSION = b"paced.schema_version"
 META_PROVENANCE = b"paced.provenance"
@@ -448,37 +448,39 @@ def _atomic_write_json(obj: Any, dest: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def check_file_out(path: str | os.PathLike, schema: ArtifactSchema, option: str = "--out") -> Path:
+def check_file_out(
+    path: str | os.PathLike,
+    schema: ArtifactSchema,
+    option: str = "--out",
+    *,
+    key: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Check that a single-file artifact may be written at `path`, before any work is done.
 
-    An existing file is replaced only if it is an artifact of the same kind (rerunning
-    `paced weight` with a new alpha replaces the old weights); anything else is refused.
+    `key` identifies the options and inputs it is made from (`hash_options`): the same
+    command's earlier file is replaced, another paced file of this kind only with
+    `overwrite`, anything else never (`schemas.outputs.check_file`).
     """
-    p = Path(path)
-    if p.is_dir():
-        raise InputError(f"{option} {p}: is a directory; give a file name such as {p}/{schema.name}.parquet")
-    if p.exists():
-        try:
-            meta = pq.read_schema(p).metadata or {}
-        except (pa.ArrowInvalid, OSError):
-            meta = {}
-        if meta.get(META_SCHEMA, b"").decode() != schema.name:
-            raise InputError(
-                f"{option} {p}: exists and is not a paced {schema.name} artifact; refusing to "
-                f"replace it. Choose another path or remove it yourself"
-            )
-    if not p.parent.exists():
-        raise InputError(f"{option} {p}: directory {p.parent} does not exist; create it first")
-    if not os.access(p.parent, os.W_OK):
-        raise InputError(f"{option} {p}: directory {p.parent} is not writable; choose another path")
-    return p
+    return outputs.check_file(path, schema.name, option, key=key, overwrite=overwrite, suffix=None)
 
 
-def write_file(path: str | os.PathLike, table: pa.Table, schema: ArtifactSchema, prov: dict[str, Any]) -> Path:
+def write_file(
+    path: str | os.PathLike,
+    table: pa.Table,
+    schema: ArtifactSchema,
+    prov: dict[str, Any],
+    *,
+    key: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write a single-file artifact atomically: complete at its final name, or absent."""
-    p = check_file_out(path, schema)
+    p = check_file_out(path, schema, key=key, overwrite=overwrite)
     unique = tuple(schema.key) if len(schema.key) == 1 else ()
-    _atomic_write_parquet(_with_metadata(table, schema, prov), p, unique)
+    table = _with_metadata(table, schema, prov)
+    if key is not None:
+        table = table.replace_schema_metadata(table.schema.metadata | {outputs.META_KEY.encode(): key.encode()})
+    _atomic_write_parquet(table, p, unique)
     return p
 
 
@@ -517,8 +519,13 @@ class Job:
     """A resumable job directory: parts land atomically, the manifest is written last.
 
     `options` are every option that changes the output, with the input fingerprints: a rerun
-    with the same options resumes; with different ones it is refused (or, with `overwrite`,
-    starts over) so results of two configurations never mix in one artifact.
+    with the same options resumes; with different ones it is refused, or with `overwrite`
+    replaced: the new job is written beside the old one (`.NAME.replacing`) and swapped in by
+    `finish`, so a failed or interrupted replacement leaves the old artifact as it was (the
+    same command resumes the replacement). Only what a paced job wrote is ever removed
+    (`schemas.outputs`); `own` names files the stage writes besides parts and bookkeeping.
+
+    `dir` is where the job writes: `out`, or the replacement beside it until `finish`.
     """
 
     def __init__(
@@ -529,26 +536,45 @@ class Job:
         prov: dict[str, Any],
         *,
         overwrite: bool = False,
+        own: tuple[str, ...] = (),
     ) -> None:
-        self.dir = Path(out)
+        self.out = Path(out)
+        self.dir = self.out
         self.schema = schema
         self.options = json.loads(json.dumps(options, sort_keys=True, default=str))
         self.key = hash_options(self.options)
         self.provenance = prov
         self.overwrite = overwrite
+        self.own = own
         self.created = False
+
+    @property
+    def replacement(self) -> Path:
+        """Where a replacement of a different job in `out` is written until it is complete."""
+        return self.out.with_name(f".{self.out.name}.replacing")
+
+    def _job_key(self, d: Path) -> str | None:
+        """The key of the paced job in `d`, None if `d` holds none."""
+        if not (d / JOB_FILE).is_file():
+            return None
+        return _load_json(d / JOB_FILE, "--out").get("key")
 
     # -- checks, before any model is loaded ------------------------------------------------
     def check(self) -> None:
-        """Refuse an --out that holds something else; decide between start, resume, done."""
-        d = self.dir
+        """Refuse an --out that holds something else; decide where to write (`dir`)."""
+        d = self.out
         if d.exists() and not d.is_dir():
             raise InputError(f"--out {d}: is a file; {self.schema.name} is written to a directory")
         if not d.exists():
+            if d.is_symlink():
+                raise InputError(f"--out {d}: is a broken symbolic link; remove it or give another path")
             if not d.parent.exists():
                 raise InputError(f"--out {d}: parent directory {d.parent} does not exist; create it first")
+            if not d.parent.is_dir():
+                raise InputError(f"--out {d}: {d.parent} is a file, not a directory; choose another path")
             if not os.access(d.parent, os.W_OK):
                 raise InputError(f"--out {d}: parent directory {d.parent} is not writable")
+            self.dir = d
             return
         holder = _lock_holder(d / LOCK_FILE)
         if holder is not None:
@@ -564,6 +590,7 @@ class Job:
                     f"--out {d}: exists and is not a paced job directory; choose a new path "
                     f"(paced never deletes a directory it did not make)"
                 )
+            self.dir = d
             return
         job = _load_json(job_file, "--out")
         if job.get("schema") != self.schema.name:
@@ -572,52 +599,89 @@ class Job:
                 f"choose another --out"
             )
         if job.get("key") == self.key:
+            self.dir = d
             return
-        if self.overwrite:
-            return
-        old = job.get("options", {})
-        changed = sorted(k for k in set(old) | set(self.options) if old.get(k) != self.options.get(k))
-        detail = "; ".join(f"{k}: {old.get(k)!r} -> {self.options.get(k)!r}" for k in changed[:6])
-        raise InputError(
-            f"--out {d}: holds a {self.schema.name} job made with other options or inputs "
-            f"({detail}); rerun with the original options to resume it, pass --overwrite to "
-            f"start over, or choose another --out"
-        )
+        new = self.replacement
+        resuming = new.is_dir() and not new.is_symlink() and self._job_key(new) == self.key
+        if not (self.overwrite or resuming):  # a replacement asked for earlier is resumed
+            old = job.get("options", {})
+            changed = sorted(k for k in set(old) | set(self.options) if old.get(k) != self.options.get(k))
+            detail = "; ".join(f"{k}: {old.get(k)!r} -> {self.options.get(k)!r}" for k in changed[:6])
+            raise InputError(
+                f"--out {d}: holds a {self.schema.name} job made with other options or inputs "
+                f"({detail}); rerun with the original options to resume it, pass --overwrite to "
+                f"replace it, or choose another --out"
+            )
+        outputs.refuse_foreign(d, "--out", self.own)
+        if new.exists() or new.is_symlink():
+            if new.is_symlink() or not new.is_dir() or self._job_key(new) is None:
+                raise InputError(
+                    f"--out {d}: {new} is in the way of the replacement and paced did not write it; "
+                    f"move it away"
+                )
+            holder = _lock_holder(new / LOCK_FILE)
+            if holder is not None:
+                raise InputError(
+                    f"--out {d}: another paced process (pid {holder['pid']}) is writing its replacement "
+                    f"in {new}; wait for it to finish or stop it"
+                )
+            if self._job_key(new) != self.key:
+                outputs.refuse_foreign(new, "--out", self.own)
+        self.dir = new
+        if self.complete:  # finished, but stopped before it was swapped in: finish that now
+            self._swap()
+
+    def locate(self) -> None:
+        """Set `dir` as `check` did, without checks: for the processes of a launch other than
+        the main one, which checked and started the job."""
+        self.dir = self.out
+        if self._job_key(self.out) != self.key and self._job_key(self.replacement) == self.key:
+            self.dir = self.replacement
 
     @property
     def complete(self) -> bool:
         m = self.dir / MANIFEST_FILE
         if not m.exists():
             return False
-        return json.loads(m.read_text()).get("key") == self.key
+        return _load_json(m, "--out").get("key") == self.key
 
     def start(self) -> None:
-        """Create or resume the directory (call after check() and input validation)."""
+        """Create or resume `dir` (call after check() and input validation)."""
         d = self.dir
-        if d.exists() and (d / JOB_FILE).exists():
-            job = json.loads((d / JOB_FILE).read_text())
-            if job.get("key") != self.key:  # check() allowed this only with --overwrite
-                shutil.rmtree(d)
-        if not d.exists():
+        if d != self.out and d.exists() and self._job_key(d) != self.key:
+            outputs.remove_owned(d, self.own)  # an earlier replacement with other options
+        try:
             d.mkdir()
             self.created = True
+        except FileExistsError:  # resumed, or another process made it a moment ago: the lock decides
+            pass
         self._lock()
         for stale in d.glob(".*.tmp-*"):  # left by a killed writer
-            if stale.is_dir():
+            if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
                 stale.unlink(missing_ok=True)
         if not (d / JOB_FILE).exists():
-            _atomic_write_json(
-                {
-                    "schema": self.schema.name,
-                    "version": self.schema.version,
-                    "key": self.key,
-                    "options": self.options,
-                    "command": self.provenance.get("command"),
-                },
-                d / JOB_FILE,
-            )
+            self._write_job_file([])
+
+    def _write_job_file(self, files: list[str]) -> None:
+        _atomic_write_json(
+            {
+                "schema": self.schema.name,
+                "version": self.schema.version,
+                "key": self.key,
+                "options": self.options,
+                "command": self.provenance.get("command"),
+                "files": files,
+            },
+            self.dir / JOB_FILE,
+        )
+
+    def adopt(self, names: list[str]) -> None:
+        """Record files the stage is about to move into `dir` (a model's files) as the job's own,
+        before they are there, so --overwrite may later remove them and nothing else."""
+        files = sorted(set(outputs.recorded_files(self.dir)) | set(names))
+        self._write_job_file(files)
 
     def _lock(self) -> None:
         """Take the job's lock (atomically); a lock left by a dead process is taken over."""
@@ -635,9 +699,12 @@ class Job:
                     holder = _lock_holder(lock)
                     if holder is not None:
                         raise InputError(
-                            f"--out {self.dir}: another paced process (pid {holder['pid']}) is writing this job"
+                            f"--out {self.out}: another paced process (pid {holder['pid']} on "
+                            f"{holder.get('host')}) is writing this job; wait for it to finish or stop it"
                         ) from None
                     lock.unlink(missing_ok=True)  # stale: its holder is dead
+            else:
+                raise InputError(f"--out {self.out}: another paced process took the job's lock at the same moment; rerun")
         finally:
             tmp.unlink(missing_ok=True)
         atexit.register(self.release)
@@ -655,6 +722,7 @@ class Job:
         _atomic_write_parquet(_with_metadata(table, self.schema, self.provenance), self.dir / part_name(index))
 
     def finish(self, num_parts: int) -> None:
+        """Write the manifest (the job is complete), then swap a replacement into `out`."""
         parts = []
         for i in range(num_parts):
             f = self.dir / part_name(i)
@@ -673,14 +741,29 @@ class Job:
                 "key": self.key,
                 "rows": sum(x["rows"] for x in parts),
                 "parts": parts,
+                "files": sorted(outputs.recorded_files(self.dir)),
                 "provenance": self.provenance,
             },
             self.dir / MANIFEST_FILE,
         )
         self.release()
+        if self.dir != self.out:
+            self._swap()
+
+    def _swap(self) -> None:
+        """Put the finished replacement at `out`; the old job's own files are removed after."""
+        old = self.out.with_name(f".{self.out.name}.replaced-{os.getpid()}")
+        os.replace(self.out, old)  # two renames: `out` is the old job or the new one, never a mix
+        os.replace(self.dir, self.out)
+        self.dir = self.out
+        outputs.remove_owned(old, self.own)
+        if old.exists():  # something appeared in it while the job ran: the user's, kept
+            kept = self.out.with_name(f"{self.out.name}.kept-{os.getpid()}")
+            os.replace(old, kept)
+            sys.stderr.write(f"note: files that appeared in {self.out} while it was replaced are kept in {kept}\n")
 
     def abandon(self) -> None:
-        """Remove the directory if this run created it (bad input found mid-job)."""
+        """Remove what this run created (bad input found mid-job): never anything else."""
         self.release()
         if self.created and self.dir.exists():
-            shutil.rmtree(self.dir)
+            outputs.remove_owned(self.dir, self.own)

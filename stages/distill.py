@@ -55,12 +55,14 @@ import pyarrow.parquet as pq
 
 import schemas
 from schemas import InputError
+from schemas.outputs import check_paths
 from stages import losses, models
 from stages.common import console, progress, summary_table
 
 SCHEDULES = ("cosine", "constant")
 CHECKPOINTS = "checkpoints"
 DATA_CACHE = ".train_data.arrow"
+TRAIN_LOG_FILE = "train_log.parquet"
 
 
 @dataclass
@@ -680,13 +682,15 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
 
     main = launch is None or launch.main
     # 1. Inputs and options, before any model is loaded (every process checks the same files).
+    check_paths({"--out": config.out}, {"--student": config.student, "--teacher-logits": config.teacher_logits,
+                                        "--weights": config.weights, "--init": config.init})
     weights = schemas.read(config.weights, schemas.WEIGHTS, option="--weights")
     tl = schemas.read_header(config.teacher_logits, schemas.TEACHER_LOGITS, option="--teacher-logits")
     stale = schemas.io.check_lineage(schemas.io.lineage(tl), f"--teacher-logits {tl.path}", weights, "--weights", config.allow_stale)
     if stale:
         console.print(f"[yellow]warning:[/] {stale}")
     source = str(config.init) if config.init else config.student
-    if config.init is not None and not (Path(config.init) / "train_log.parquet").exists():
+    if config.init is not None and not (Path(config.init) / TRAIN_LOG_FILE).exists():
         raise InputError(f"--init {config.init}: not a paced distill output (no train_log.parquet); pass the --out of an earlier paced distill")
     models.check_model(source, "--init" if config.init else "--student")
     tokenizer = models.load_tokenizer(source, trust_remote_code=config.trust_remote_code)
@@ -704,7 +708,8 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
     prov = schemas.provenance("distill", asdict(config), {"teacher_logits": tl, "weights": weights}, problems=schemas.io.lineage(tl))
     if launch is not None:
         prov["launch"] = launch.describe
-    job = schemas.Job(config.out, schemas.TRAIN_LOG, options | {"inputs": inputs}, prov, overwrite=config.overwrite)
+    job = schemas.Job(config.out, schemas.TRAIN_LOG, options | {"inputs": inputs}, prov, overwrite=config.overwrite,
+                      own=(CHECKPOINTS, DATA_CACHE, TRAIN_LOG_FILE))
     out = Path(config.out)
     held: dict[str, Any] = {}
 
@@ -713,15 +718,17 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
         job.check()
         if job.complete:
             return None
-        existing = (out / "_job.json").exists() and not config.overwrite
-        if existing and not config.resume:
+        existing = (job.dir / schemas.io.JOB_FILE).exists()
+        if existing and not (config.resume or config.overwrite):
             raise InputError(
                 f"--out {out}: holds an unfinished distill run with these options; pass --resume to "
                 f"continue it from its last checkpoint, or --overwrite to start over"
             )
         job.start()
+        if config.overwrite:  # start over: this run's own checkpoints, never anything else
+            shutil.rmtree(job.dir / CHECKPOINTS, ignore_errors=True)
         try:  # checks that need the rows: a refused run leaves nothing behind
-            data, stats = load_data(config.teacher_logits, weights, out / DATA_CACHE)
+            data, stats = load_data(config.teacher_logits, weights, job.dir / DATA_CACHE)
             if not data.problems:
                 raise InputError(f"--weights {weights.path}: every problem in --teacher-logits has weight 0; nothing to train on")
             check_lengths(data, source)
@@ -738,7 +745,9 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
     if main:
         data = held["data"]
     else:  # the rows the main process just wrote, memory-mapped
-        data = open_data(out / DATA_CACHE, dict(zip(weights.frame["problem_id"].to_list(), weights.frame["weight"].to_list())))
+        job.locate()
+        data = open_data(job.dir / DATA_CACHE, dict(zip(weights.frame["problem_id"].to_list(), weights.frame["weight"].to_list())))
+    work = job.dir  # `out`, or the replacement beside it that `job.finish` swaps in
     per_epoch = math.ceil(len(data.problems) / config.batch_size)
     total = config.max_steps or config.epochs * per_epoch
 
@@ -784,7 +793,7 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
         module = _loss_module(model, loss=config.loss, mu=config.mu, chunk_size=config.chunk_size, autocast=autocast)
         stepper = launch.prepare(module, optimizer, config)  # the scheduler stays paced's: one step per step
     start, log = 0, []
-    found = _checkpoints(out)
+    found = _checkpoints(work)
     if config.resume and found:
         if launch is None:
             start, log = load_checkpoint(found[-1][1], model, optimizer, scheduler)
@@ -832,26 +841,36 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
             bar.update(bar.tasks[0].id, advance=1, rate=f"loss {sums['loss']:.4f}")
             if config.save_steps and step % config.save_steps == 0 and step < total:
                 if launch is None:
-                    save_checkpoint(out, step, model, optimizer, scheduler, log)
+                    save_checkpoint(work, step, model, optimizer, scheduler, log)
                 else:
-                    launch.save_checkpoint(out, step, optimizer, scheduler, log)
+                    launch.save_checkpoint(work, step, optimizer, scheduler, log)
 
-    # 4. The final checkpoint, loadable by transformers and vLLM; the manifest last.
+    # 4. The final checkpoint, loadable by transformers and vLLM, written aside and recorded as
+    # the job's own before it is moved in (so --overwrite may remove it later); the manifest last.
+    final = work / f".final.tmp-{os.getpid()}"
+    if main:
+        shutil.rmtree(final, ignore_errors=True)
+        final.mkdir()
     if launch is None:
         if config.lora_r:
             model = model.merge_and_unload()
         model.eval()
-        model.save_pretrained(out, safe_serialization=True)
+        model.save_pretrained(final, safe_serialization=True)
     else:
-        launch.save_final(out, bool(config.lora_r))
+        launch.save_final(final, bool(config.lora_r))
         if not main:
             return out
-    tokenizer.save_pretrained(out)
+    tokenizer.save_pretrained(final)
+    names = sorted(os.listdir(final))
+    job.adopt(names)
+    for name in names:
+        os.replace(final / name, work / name)
+    final.rmdir()
     table = pl.DataFrame(log, schema=_log_schema()).to_arrow().cast(schemas.TRAIN_LOG.arrow)
-    schemas.write_file(out / "train_log.parquet", table, schemas.TRAIN_LOG, prov)
+    schemas.write_file(work / TRAIN_LOG_FILE, table, schemas.TRAIN_LOG, prov, overwrite=True)
     job.finish(0)
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    (out / DATA_CACHE).unlink(missing_ok=True)
+    shutil.rmtree(job.dir / CHECKPOINTS, ignore_errors=True)
+    (job.dir / DATA_CACHE).unlink(missing_ok=True)
     first, last = log[0], log[-1]
     summary_table(
         "distill summary",

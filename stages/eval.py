@@ -30,6 +30,7 @@ from rich.table import Table
 
 import schemas
 from schemas import InputError
+from schemas.outputs import check_paths
 from schemas.base import quote_rows
 from schemas.io import JOB_FILE, MANIFEST_FILE, check_file_out
 from stages import models, prompts, verifiers, vllm_backend
@@ -260,6 +261,7 @@ def print_summary(summary: pl.DataFrame, with_baseline: bool, footer: str) -> No
 
 def run(config: EvalConfig) -> Path:
     # 1. Everything that can be checked before loading a model.
+    check_paths({"--out": config.out}, {"--model": config.model, "--problems": config.problems, "--baseline": config.baseline})
     spec = verifiers.resolve(config.verifier)
     arts, frames = read_problems(config.problems, config.context)
     benchmarks = list(dict.fromkeys(b for f in frames for b in f["benchmark"]))
@@ -286,6 +288,7 @@ def run(config: EvalConfig) -> Path:
         options | {"verifier": spec},
         schemas.provenance("eval", asdict(config), named_inputs),
         overwrite=config.overwrite,
+        own=(SUMMARY_FILE,),
     )
     job.check()
     if (config.out / SUMMARY_FILE).exists():

@@ -33,6 +33,7 @@ from stages.generate import (  # noqa: F401 - BACKENDS, check_sampling, job_opti
     todo_count,
 )
 from schemas import InputError
+from schemas.outputs import check_paths
 
 
 @dataclass(kw_only=True)
@@ -51,6 +52,7 @@ class RolloutConfig(GenerationConfig):
 
 def run(config: RolloutConfig) -> Path:
     # 1. Everything that can be checked before loading a model.
+    check_paths({"--out": config.out}, {"--problems": config.problems, "--model": config.model})
     art = schemas.read(config.problems, schemas.PROBLEMS, option="--problems")
     shard = parse_shard(config.shard)
     problems = select_shard(art.frame, shard)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import schemas
 from schemas import InputError
+from schemas.outputs import check_paths
 from stages import verifiers
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 
@@ -68,6 +69,7 @@ def verifier_fingerprint(spec: str) -> str:
 
 
 def run(config: ScoreConfig) -> Path:
+    check_paths({"--out": config.out}, {"--rollouts": config.rollouts, "--problems": config.problems})
     spec = verifiers.resolve(config.verifier)
     rollouts = schemas.read(config.rollouts, schemas.ROLLOUTS, option="--rollouts", columns=["completion"])
     problems = schemas.read(config.problems, schemas.PROBLEMS, option="--problems")

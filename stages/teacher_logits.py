@@ -30,6 +30,7 @@ import polars as pl
 
 import schemas
 from schemas import InputError
+from schemas.outputs import check_paths
 from stages import models, prompts, vllm_backend
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 
@@ -121,6 +122,8 @@ def apply_weights(seqs: pl.DataFrame, weights_path: Path | None) -> tuple[pl.Dat
 
 def run(config: TeacherLogitsConfig) -> Path:
     # 1. Inputs, all checked before the teacher is loaded.
+    check_paths({"--out": config.out}, {"--problems": config.problems, "--sequences": config.sequences,
+                                        "--teacher": config.teacher, "--weights": config.weights})
     problems = schemas.read(config.problems, schemas.PROBLEMS, option="--problems")
     seqs, seq_art, kind = load_sequences(config.sequences, problems.frame)
     unknown = seqs.join(problems.frame, on="problem_id", how="anti").get_column("problem_id").unique(maintain_order=True)

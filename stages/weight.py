@@ -21,10 +21,12 @@ import polars as pl
 
 import schemas
 from schemas import InputError
+from schemas.outputs import check_file, check_paths, save_figure
 from stages.common import console
 
 SCHEMES = ("beta", "uniform", "hard-filter")
 NORMALIZATIONS = ("mean", "none")
+PLOT_KIND = "weights-plot"
 
 
 @dataclass
@@ -43,6 +45,8 @@ class WeightConfig:
     """mean (mean weight over all problems is 1) | none (raw kernel values)."""
     plot: Path | None = None
     """Optional PNG: pass-rate histogram with the weight curve over it."""
+    overwrite: bool = False
+    """Replace an earlier weights file (and plot) made with other options or scores."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -128,16 +132,22 @@ def compute(
 
 def run(config: WeightConfig) -> Path:
     started = time.perf_counter()
-    schemas.io.check_file_out(config.out, schemas.WEIGHTS)
+    check_paths({"--out": config.out, "--plot": config.plot}, {"--scores": config.scores})
     art = schemas.read(config.scores, schemas.SCORES, option="--scores", columns=["correct"])
+    # What the weights depend on: a rerun with the same key rewrites the same file.
+    identity = {k: v for k, v in asdict(config).items() if k not in ("out", "plot", "overwrite")}
+    key = schemas.io.hash_options(identity | {"scores": art.fingerprint})
+    schemas.io.check_file_out(config.out, schemas.WEIGHTS, key=key, overwrite=config.overwrite)
+    if config.plot is not None:
+        check_file(config.plot, PLOT_KIND, "--plot", key=key, overwrite=config.overwrite, suffix=".png")
     weights, factor = compute(art.frame, config, art.key_runs)
 
     options = asdict(config) | {"normalization_factor": factor}
     prov = schemas.provenance("weight", options, {"scores": art}, problems=schemas.io.lineage(art))
     table = weights.select([c.name for c in schemas.WEIGHTS.columns]).to_arrow().cast(schemas.WEIGHTS.arrow)
-    out = schemas.write_file(config.out, table, schemas.WEIGHTS, prov)
+    out = schemas.write_file(config.out, table, schemas.WEIGHTS, prov, key=key, overwrite=config.overwrite)
     if config.plot is not None:
-        plot(weights, config, Path(config.plot))
+        plot(weights, config, Path(config.plot), key)
     report(weights, config, factor, time.perf_counter() - started)
     return out
 
@@ -213,10 +223,8 @@ def report(weights: pl.DataFrame, config: WeightConfig, factor: float, seconds: 
         )
 
 
-def plot(weights: pl.DataFrame, config: WeightConfig, path: Path) -> None:
-    """Pass-rate histogram with the weight curve w(p) drawn over it."""
-    import os
-
+def plot(weights: pl.DataFrame, config: WeightConfig, path: Path, key: str) -> None:
+    """Pass-rate histogram with the weight curve w(p) drawn over it (marked with the weights' key)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,7 +256,5 @@ def plot(weights: pl.DataFrame, config: WeightConfig, path: Path) -> None:
     ax.set_title(f"pass rates of {weights.height:,} problems and the weight {name}")
     fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.9))
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
+    save_figure(fig, path, PLOT_KIND, key)
     plt.close(fig)
-    os.replace(tmp, path)

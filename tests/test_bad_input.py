@@ -156,7 +156,7 @@ CASES = [
     Case("weight: duplicate samples", lambda w, t: weight(w, t, scores=scores_file(t, sample_index=[0, 0])), ("must be unique",)),
     Case("weight: sample_index overflow", lambda w, t: weight(w, t, scores=scores_file(t, sample_index=[0, 2**40])), ("cannot be converted losslessly",)),
     Case("weight: out is a directory", lambda w, t: ["weight", "--scores", w["scores"], "--out", t], ("is a directory",)),
-    Case("weight: out is another file", lambda w, t: ["weight", "--scores", w["scores"], "--out", w["problems"]], ("not a paced weights artifact",)),
+    Case("weight: out is another file", lambda w, t: ["weight", "--scores", w["scores"], "--out", w["problems"]], ("not a weights file paced wrote",)),
     # teacher-logits
     Case("teacher-logits: top-k above vocabulary", lambda w, t: tlogits(w, t, "--top-k", "100000"), ("--top-k 100000", "vocabulary")),
     Case("teacher-logits: top-k 0", lambda w, t: tlogits(w, t, "--top-k", "0"), ("--top-k 0",)),

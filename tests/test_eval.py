@@ -208,9 +208,11 @@ def test_bad_input_exits_2_before_loading_anything(evals, bench, student_dir, tm
     clash = tmp_path / "clash.parquet"
     make_problems(2).write_parquet(clash)  # p0, p1 are also in math500.parquet
     files = ["--problems", bench / "math500.parquet", "--problems", bench / "mixed.parquet"]
+    (tmp_path / "plain").mkdir()
     cases = [
         ([*files, "--retain", "mmlu"], "--retain mmlu: no such benchmark"),
-        ([*files, "--baseline", tmp_path], "not a paced eval directory"),
+        ([*files, "--baseline", tmp_path / "plain"], "not a paced eval directory"),
+        ([*files, "--baseline", tmp_path], "--out " + str(tmp_path / "out") + ": lies inside --baseline"),
         ([*files, "--baseline", tmp_path / "nowhere"], "--baseline"),
         ([*files, "--baseline", problems_file], "not a paced eval directory"),
         (["--problems", bench / "math500.parquet", "--problems", clash], "'p0', 'p1' appear in both"),

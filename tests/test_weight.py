@@ -100,13 +100,39 @@ def test_summary_names_zero_weight_reasons_and_plot(tmp_path):
     assert (tmp_path / "w.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_rerun_replaces_an_earlier_weights_file(tmp_path):
+def test_rerun_rewrites_its_own_file_and_other_options_need_overwrite(tmp_path):
     write_scores(tmp_path / "scores.parquet", OUTCOMES)
-    out = tmp_path / "w.parquet"
-    assert paced("weight", "--scores", tmp_path / "scores.parquet", "--out", out).exit_code == 0
-    assert paced("weight", "--scores", tmp_path / "scores.parquet", "--out", out, "--alpha", "2").exit_code == 0
+    out, png = tmp_path / "w.parquet", tmp_path / "w.png"
+    base = ["weight", "--scores", tmp_path / "scores.parquet", "--out", out, "--plot", png]
+    assert paced(*base).exit_code == 0
+    assert paced(*base).exit_code == 0  # the same command: the same file, rewritten
+    before = out.read_bytes(), png.read_bytes()
+    r = paced(*base, "--alpha", "2")
+    assert r.exit_code == 2 and "--out" in r.stderr and "--overwrite" in r.stderr
+    assert (out.read_bytes(), png.read_bytes()) == before
+    r = paced(*base, "--alpha", "2", "--overwrite")
+    assert r.exit_code == 0, r.stderr
     meta = pq.read_schema(out).metadata
     assert b'"alpha": 2.0' in meta[b"paced.provenance"]
+    assert png.read_bytes() != before[1]
+
+
+def test_plot_never_replaces_a_file_paced_did_not_write(tmp_path):
+    write_scores(tmp_path / "scores.parquet", OUTCOMES)
+    mine = tmp_path / "figure.png"
+    mine.write_bytes(b"\x89PNG\r\n\x1a\n my own figure")
+    for extra in ([], ["--overwrite"]):
+        r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.parquet", "--plot", mine, *extra)
+        assert r.exit_code == 2 and "--plot" in r.stderr and "did not write" in r.stderr, r.stderr
+        assert mine.read_bytes() == b"\x89PNG\r\n\x1a\n my own figure"
+        assert not (tmp_path / "w.parquet").exists()  # refused before any work
+
+
+def test_out_and_plot_on_one_path_are_refused(tmp_path):
+    write_scores(tmp_path / "scores.parquet", OUTCOMES)
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.png", "--plot", tmp_path / "w.png")
+    assert r.exit_code == 2 and "one would write over the other" in r.stderr
+    assert not (tmp_path / "w.png").exists()
 
 
 @pytest.mark.parametrize(
@@ -156,7 +182,7 @@ def test_out_that_is_another_file_is_not_replaced(tmp_path):
     precious = tmp_path / "notes.parquet"
     precious.write_text("my notes")
     r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", precious)
-    assert r.exit_code == 2 and "not a paced weights artifact" in r.stderr
+    assert r.exit_code == 2 and "not a weights file paced wrote" in r.stderr
     assert precious.read_text() == "my notes"
 
 

@@ -1,0 +1,218 @@
+"""Where a command may write, and what `--overwrite` may remove: one set of rules for every command.
+
+1. An output is never an input of the same command, never inside one, never holds one, and
+   never lies inside another paced job's directory (a finished job holds only its own files).
+   Two outputs of one command (`--out`, `--plot`) are never the same path.
+2. An existing output is refused unless it is what the same command with the same options
+   and inputs wrote (a rerun then resumes, or rewrites the same content). With `--overwrite`
+   a different paced output of the same kind is replaced; a file or directory paced did not
+   write is refused even then.
+3. `--overwrite` removes only what a paced job wrote (`owned`), never follows a symbolic link
+   to delete (a link is removed as a link), and a job directory being replaced stays in place
+   until its replacement is complete (`schemas.io.Job` writes it beside, then swaps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+from schemas.base import InputError
+
+JOB_FILE = "_job.json"
+LOCK_FILE = "_lock"
+MANIFEST_FILE = "_manifest.json"
+# What the job protocol itself writes into a job directory: its parts and bookkeeping, and
+# the hidden temporary names a killed writer may leave (`.NAME.tmp-PID...`).
+_PROTOCOL = re.compile(r"^(_job\.json|_manifest\.json|_lock|part-\d{5}\.parquet|\..+\.tmp-\d+.*)$")
+# The key of a single-file artifact (Parquet key-value metadata, PNG text chunk): the options
+# and inputs it was made from, so a rerun of the same command may replace it without --overwrite.
+META_KEY = "paced.key"
+META_KIND = "paced.kind"
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(path)).resolve()
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_paths(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, Any]) -> None:
+    """Refuse outputs that are, hold or lie inside an input, each other, or another paced job.
+
+    `outputs` and `inputs` map an option (`--out`) to a path; an input may also be a list of
+    paths or a model id that is not on disk (skipped: a hub id cannot be overwritten). Paths
+    are compared after resolving symbolic links, so a link to an input is that input.
+    """
+    problems: list[str] = []
+    ins: list[tuple[str, str, Path]] = []
+    for option, value in inputs.items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and os.path.lexists(v):
+                ins.append((option, str(v), _resolved(v)))
+    outs = [(option, str(v), _resolved(v)) for option, v in outputs.items() if v is not None]
+    for option, shown, out in outs:
+        for in_option, in_shown, src in ins:
+            if out == src:
+                problems.append(f"{option} {shown}: is also {in_option} {in_shown}; write the output to a new path (paced never writes over an input)")
+            elif _inside(out, src):
+                problems.append(f"{option} {shown}: lies inside {in_option} {in_shown}; choose a path outside the input")
+            elif _inside(src, out):
+                problems.append(f"{option} {shown}: holds {in_option} {in_shown}; choose an output path that holds no input")
+        job = next((p for p in out.parents if (p / JOB_FILE).is_file() or (p / MANIFEST_FILE).is_file()), None)
+        if job is not None:
+            problems.append(
+                f"{option} {shown}: lies inside the paced job directory {job}, which holds only that job's own "
+                f"files; choose a path outside it"
+            )
+    for i, (a_option, a_shown, a) in enumerate(outs):
+        for b_option, b_shown, b in outs[i + 1 :]:
+            if _inside(a, b) or _inside(b, a):
+                problems.append(f"{a_option} {a_shown} and {b_option} {b_shown}: one would write over the other; give them different paths")
+    if problems:
+        raise InputError("\n".join(dict.fromkeys(problems)))
+
+
+# ---------------------------------------------------------------------------------------
+# Job directories: what a paced job wrote there
+
+
+def recorded_files(d: Path) -> set[str]:
+    """The names a job recorded as its own beyond the protocol's (a model's files, a summary)."""
+    names: set[str] = set()
+    for f in (JOB_FILE, MANIFEST_FILE):
+        try:
+            names |= set(json.loads((d / f).read_text()).get("files", []))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return names
+
+
+def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
+    """The entries of job directory `d` that paced did not write, sorted: a user's files, another
+    command's artifact. `own`: names the stage writes there besides the protocol's."""
+    mine = set(own) | recorded_files(d)
+    return sorted(e.name for e in os.scandir(d) if not (_PROTOCOL.match(e.name) or e.name in mine))
+
+
+def remove_owned(d: Path, own: Iterable[str] = ()) -> None:
+    """Delete what a paced job wrote in `d`, then `d` if nothing else is left. Symbolic links
+    are removed as links, never followed; entries paced did not write are kept."""
+    mine = set(own) | recorded_files(d)
+    for e in list(os.scandir(d)):
+        if not (_PROTOCOL.match(e.name) or e.name in mine):
+            continue
+        if e.is_dir(follow_symlinks=False):
+            shutil.rmtree(e.path)  # removes links inside as links (fd-based, never follows them)
+        else:
+            os.unlink(e.path)
+    try:
+        d.rmdir()
+    except OSError:  # something else is left in it: kept
+        pass
+
+
+def refuse_foreign(d: Path, option: str, own: Iterable[str] = ()) -> None:
+    """Refuse --overwrite of a directory that holds anything paced did not write."""
+    if d.is_symlink():
+        raise InputError(
+            f"{option} {d}: is a symbolic link; --overwrite never replaces through a link: pass the "
+            f"directory it points to ({d.resolve()}) or remove the link"
+        )
+    others = foreign(d, own)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise InputError(
+            f"{option} {d}: holds files paced did not write ({shown}); --overwrite replaces only a paced "
+            f"job's own files: move them out, or choose another {option}"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Single files: a Parquet artifact or a PNG plot
+
+
+def file_identity(path: Path) -> tuple[str | None, str | None]:
+    """(kind, key) that paced recorded in a file it wrote; (None, None) for any other file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None, None
+    if head == b"\x89PNG\r\n\x1a\n":
+        try:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                text = dict(getattr(im, "text", {}) or im.info)
+            return text.get(META_KIND), text.get(META_KEY)
+        except Exception:  # noqa: BLE001 - a damaged or foreign image is simply not paced's
+            return None, None
+    if head[:4] == b"PAR1":
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except Exception:  # noqa: BLE001 - a damaged or foreign Parquet file is not paced's
+            return None, None
+        kind = meta.get(b"paced.schema")
+        key = meta.get(META_KEY.encode())
+        return (kind.decode() if kind else None), (key.decode() if key else None)
+    return None, None
+
+
+def check_file(
+    path: str | os.PathLike, kind: str, option: str, *, key: str | None, overwrite: bool, suffix: str | None
+) -> Path:
+    """Check, before any work, that a single file of `kind` may be written at `path`.
+
+    Allowed: a new path; the same command's earlier output (same kind and key); with
+    `overwrite`, an earlier paced output of the same kind. Refused: anything else.
+    """
+    p = Path(path)
+    if suffix is not None and p.suffix.lower() != suffix:
+        raise InputError(f"{option} {p}: give a {suffix} file name")
+    if p.is_symlink():
+        raise InputError(f"{option} {p}: is a symbolic link; paced never writes through a link: give the real path or another name")
+    if p.is_dir():
+        raise InputError(f"{option} {p}: is a directory; give a file name such as {p}/{kind}{suffix or '.parquet'}")
+    if p.exists():
+        got_kind, got_key = file_identity(p)
+        if got_kind != kind:
+            what = f"a paced {got_kind!r} file" if got_kind else f"not a {kind} file paced wrote"
+            raise InputError(
+                f"{option} {p}: exists and is {what}; paced never replaces a file it did not write "
+                f"as this kind, even with --overwrite: choose another path or remove it yourself"
+            )
+        if got_key != key and not overwrite:
+            raise InputError(
+                f"{option} {p}: holds a {kind} file made with other options or inputs; pass --overwrite "
+                f"to replace it, or choose another path"
+            )
+    parent = p.parent
+    if not parent.exists():
+        raise InputError(f"{option} {p}: directory {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise InputError(f"{option} {p}: {parent} is a file, not a directory; choose another path")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{option} {p}: directory {parent} is not writable; choose another path")
+    return p
+
+
+def save_figure(fig, path: Path, kind: str, key: str, dpi: int = 110) -> None:
+    """Save a matplotlib figure as PNG atomically, marked as paced's (kind and key) so a rerun
+    may replace it and nothing else is ever replaced."""
+    from schemas.io import paced_version
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=dpi, metadata={"Software": f"paced {paced_version()}", META_KIND: kind, META_KEY: key})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
