@@ -1,28 +1,40 @@
 """Gradient signal-to-noise ratio per pass-rate bin: the diagnostic behind Paced (Figure 3).
 
-    paced snr --student Qwen/Qwen3-1.7B --teacher-logits teacher_logits/ \
-        --weights weights.parquet --out snr.parquet --bins 10 --plot snr.png
+    paced teacher-logits --problems problems.parquet --sequences runs/rollouts \
+        --teacher Qwen/Qwen3-8B --out runs/snr_teacher_logits
+    paced snr --student Qwen/Qwen3-1.7B --teacher-logits runs/snr_teacher_logits \
+        --weights runs/weights.parquet --out runs/snr.parquet --bins 10 --plot runs/snr.png
 
-For every problem i, g_i is the gradient of its distillation loss L_i (the mean token loss over
-its sequences, exactly as `paced distill` computes it, unweighted) with respect to one
-parameter: the output embedding by default (the paper measures at `lm_head`). Problems are
-binned by pass rate into `--bins` equal-width bins over [0, 1], and per bin
+The teacher logits are taken on the student's own K rollouts per problem (the rollouts its
+pass rates come from), so every problem has K sequences. For each rollout k of problem i, g_k
+is the gradient of its mean token distillation loss (as `paced distill` computes it,
+unweighted) with respect to one parameter: the output embedding by default (the paper
+measures at `lm_head`). Per problem, over its K rollouts,
 
-    SNR = ||mean g||^2 / tr Cov g,    tr Cov g = sum_i ||g_i - mean g||^2 / (n - 1)
+    SNR_i = ||mean_k g_k||^2 / tr Cov_k g_k,    tr Cov = sum_k ||g_k - mean g||^2 / (K - 1)
 
-The paper's Figure 3 finds it bell-shaped over p, collapsing for p < 0.2 and p > 0.8: the
-shape the Beta kernel w(p) = p^alpha (1-p)^beta is built to follow. The output `snr` column is
-normalised by the largest bin, as in the figure. ||mean g||^2 carries tr Cov / n of noise, so
-a bin of n problems reads at least about 1/n with no signal at all; `snr_debiased` = snr - 1/n
-removes that floor, for comparing bins of very different sizes.
+and, since ||mean g||^2 carries tr Cov / K of noise, SNR_i - 1/K removes that floor. Problems
+are binned by pass rate into `--bins` equal-width bins over [0, 1]; a bin's SNR is the mean of
+its problems' SNR_i, with a seeded percentile-bootstrap 95% interval over those problems, and
+the bin means are normalised by the largest one: the paper's Figure 3 (per-problem SNR
+averaged within each bin; bell-shaped over p, collapsing for p < 0.2 and p > 0.8, the shape
+the Beta kernel w(p) = p^alpha (1-p)^beta is built to follow). The per-problem values are
+written beside `--out` (`<out>.problems.parquet`). Problems with fewer than 2 rollouts give no
+SNR: they are skipped and counted.
+
+`--estimator pooled` is the older, secondary statistic: one gradient per problem (all its
+sequences together), one SNR per bin over its problems. It measures how alike the problems of a
+bin are, not how noisy each problem's gradient is, and reads at least about 1/n for a bin of n
+problems with no signal at all, so it is normalised after subtracting 1/n.
 
 Problems of weight 0 are measured too (the pass rate is all that matters here), so build the
 teacher logits WITHOUT `--weights`, or the bins near p = 0 and p = 1 stay empty. A real output
 embedding gradient is as large as the weight (about 1 GB for Qwen3-1.7B in float32), so
-gradients are never stored: each bin keeps a running mean and a running sum of squared
-deviations (Welford), one parameter-sized buffer per bin. The model runs in float32, in eval
-mode, with every other parameter frozen. `--max-problems` measures a seeded subset, drawn
-from each bin in proportion to its size.
+gradients are never stored: the per-problem estimator keeps one running mean and a running sum
+of squared deviations (Welford) per problem, the pooled one per bin, taken in bin order, so
+memory holds two parameter-sized buffers (the running mean and the gradient being folded in)
+whatever K. The model runs in float32, in eval mode, with every other parameter frozen.
+`--max-problems` measures a seeded subset, drawn from each bin in proportion to its size.
 """
 
 from __future__ import annotations
@@ -33,10 +45,12 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -49,6 +63,14 @@ from stages.common import advance, console, progress, summary_table
 CHUNK_SIZE = 1024
 # Figure 3's collapse zones: SNR vanishes for p < 0.2 and p > 0.8 (PAPER.md).
 LOW, HIGH = 0.2, 0.8
+ESTIMATORS = ("per-problem", "pooled")
+# Percentile bootstrap of a bin's mean SNR: 2,000 resamples put the 2.5 % and 97.5 % points on
+# 50 resample means each, enough for a stable 95% interval.
+RESAMPLES = 2000
+# Bootstrap indices drawn per block, so a bin of many problems never holds RESAMPLES x n at once.
+BOOTSTRAP_BLOCK = 1 << 22
+# Elements per float64 block of a squared norm.
+NORM_BLOCK = 1 << 20
 
 
 @dataclass
@@ -56,13 +78,16 @@ class SnrConfig:
     student: str
     """Student model: a local directory or a hub id (the model whose gradients are measured)."""
     teacher_logits: Path
-    """teacher_logits artifact, built without --weights so every problem is present."""
+    """teacher_logits artifact on the student's K rollouts per problem, built without --weights."""
     weights: Path
     """Weights artifact: only its pass_rate column is used."""
     out: Path
-    """Output Parquet file of the snr artifact."""
+    """Output Parquet file of the snr artifact (per-problem values go beside it)."""
     bins: int = 10
     """Equal-width pass-rate bins over [0, 1]."""
+    estimator: str = "per-problem"
+    """per-problem (Figure 3: the mean over a bin's problems of each one's SNR over its rollouts)
+    or pooled (one SNR over a bin's per-problem gradients, minus 1/n)."""
     param: str | None = None
     """Parameter name (model.named_parameters()); None: the output embedding weight."""
     loss: str = "fkl"
@@ -74,9 +99,10 @@ class SnrConfig:
     max_problems: int | None = None
     """Measure a seeded subset of this many problems, stratified by bin."""
     seed: int = 0
-    """Seeds the subset."""
-    micro_batch_size: int = 4
-    """Sequences per forward pass; a problem's gradient accumulates over its micro-batches."""
+    """Seeds the subset and the bootstrap intervals."""
+    micro_batch_size: int | None = None
+    """Pooled estimator: sequences per forward pass (default 4). The per-problem estimator needs
+    each rollout's gradient alone, so it runs one sequence per pass."""
     device: str = "auto"
     trust_remote_code: bool = False
 
@@ -84,14 +110,20 @@ class SnrConfig:
         p = []
         if self.bins < 1:
             p.append(f"--bins {self.bins}: must be at least 1 (the paper uses 10)")
+        if self.estimator not in ESTIMATORS:
+            p.append(f"--estimator {self.estimator}: use one of {', '.join(ESTIMATORS)}")
         if self.loss not in losses.LOSSES:
             p.append(f"--loss {self.loss}: use one of {', '.join(losses.LOSSES)}")
         if not 0 < self.mu < 1:
             p.append(f"--mu {self.mu}: the AKL head mass must be in (0, 1)")
         if self.max_problems is not None and self.max_problems < 2:
-            p.append(f"--max-problems {self.max_problems}: must be at least 2 (an SNR needs 2 problems in a bin)")
-        if self.micro_batch_size < 1:
-            p.append(f"--micro-batch-size {self.micro_batch_size}: must be at least 1")
+            p.append(f"--max-problems {self.max_problems}: must be at least 2 (a bin's interval, and a pooled SNR, need 2 problems)")
+        if self.micro_batch_size is not None:
+            if self.micro_batch_size < 1:
+                p.append(f"--micro-batch-size {self.micro_batch_size}: must be at least 1")
+            elif self.estimator == "per-problem" and self.micro_batch_size != 1:
+                p.append(f"--micro-batch-size {self.micro_batch_size}: the per-problem estimator needs each rollout's "
+                         f"gradient alone and runs one sequence per pass; leave the option out, or use --estimator pooled")
         if self.plot is not None:
             plot = Path(self.plot)
             if plot.suffix.lower() != ".png":
@@ -100,6 +132,13 @@ class SnrConfig:
                 p.append(f"--plot {plot}: directory {plot.parent} does not exist; create it first")
         if p:
             raise InputError("\n".join(p))
+
+
+def problems_path(out: Path) -> Path:
+    """Where the per-problem values go: `snr.parquet` -> `snr.problems.parquet`, beside --out."""
+    out = Path(out)
+    stem = out.stem if out.suffix == ".parquet" else out.name
+    return out.with_name(f"{stem}.problems.parquet")
 
 
 # ---------------------------------------------------------------------------------------
@@ -119,64 +158,182 @@ def bin_edges(i: int, bins: int) -> tuple[float, float]:
     return i / bins, (i + 1) / bins
 
 
-def bin_stats(items: Iterable[tuple[float, Any]], bins: int) -> list[dict[str, Any]]:
-    """Per-bin SNR of a stream of (pass rate, gradient) pairs, one snr-artifact row per bin.
-
-    Gradients are tensors of any shape (all the same), consumed one at a time and never kept:
-    per bin only a running mean (one buffer of the gradient's size and dtype) and the running
-    sum of squared deviations M2 = sum_i ||g_i - mean||^2 (Welford's update, stable where
-    sum ||g||^2 - n ||mean||^2 would cancel). tr Cov = M2 / (n - 1), the unbiased estimate.
-    """
+def _sq(x) -> float:
+    """||x||^2 accumulated in float64, NORM_BLOCK elements at a time: a float32 sum over 10^8
+    elements loses the digits the SNR needs, and a whole float64 copy would double the memory."""
     import torch
 
-    n = [0] * bins
-    p_sum = [0.0] * bins
-    mean: list[Any] = [None] * bins
-    m2 = [0.0] * bins
-    for p, g in items:
-        b = bin_of(p, bins)
-        g = g.detach().reshape(-1)
-        if not bool(torch.isfinite(g).all()):
-            raise RuntimeError(f"a gradient of pass rate {p} is not finite (NaN or inf); check the model and inputs")
-        n[b] += 1
-        p_sum[b] += p
-        if mean[b] is None:
-            mean[b] = g.clone()
-            continue
-        delta = g - mean[b]
-        mean[b].add_(delta, alpha=1.0 / n[b])
-        # delta . (g - new mean) = (1 - 1/n) ||delta||^2: no second parameter-sized temporary.
-        m2[b] += (1.0 - 1.0 / n[b]) * float(torch.dot(delta, delta))
-        del delta
+    x = x.reshape(-1)
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    for block in x.split(NORM_BLOCK):
+        block = block.double()
+        total += torch.dot(block, block)
+    return float(total)
 
+
+class Moments:
+    """Running mean and M2 = sum_k ||g_k - mean||^2 of a stream of same-shaped tensors.
+
+    Welford's update, stable where sum ||g||^2 - K ||mean||^2 would cancel (a problem whose
+    rollouts agree). `add` takes the tensor over: the first becomes the running mean, later
+    ones are overwritten in place by their deviation, so no gradient is ever copied and memory
+    is the mean plus the gradient being folded in, whatever the count.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: Any = None
+        self.m2 = 0.0
+
+    def add(self, g) -> None:
+        g = g.detach().reshape(-1)
+        self.n += 1
+        if self.mean is None:
+            bad = not math.isfinite(_sq(g))
+            self.mean = g
+        else:
+            delta = g.sub_(self.mean)
+            d2 = _sq(delta)
+            bad = not math.isfinite(d2)
+            self.mean.add_(delta, alpha=1.0 / self.n)
+            # delta . (g - new mean) = (1 - 1/n) ||delta||^2
+            self.m2 += (1.0 - 1.0 / self.n) * d2
+            del delta
+        if bad:
+            raise RuntimeError("a gradient is not finite (NaN or inf); check the model and inputs")
+
+    def close(self) -> tuple[int, float | None, float | None]:
+        """(count, signal ||mean||^2, noise tr Cov = M2 / (n - 1), unbiased); frees the mean.
+        Noise is None below 2 tensors."""
+        signal = None if self.mean is None else _sq(self.mean)
+        noise = self.m2 / (self.n - 1) if self.n >= 2 else None
+        self.mean = None
+        return self.n, signal, noise
+
+
+def problem_snr(grads: Iterable[Any]) -> dict[str, Any]:
+    """SNR of one problem over its per-rollout gradients, consumed one at a time.
+
+    Returns num_rollouts K, signal ||mean g||^2, noise tr Cov g (unbiased), snr = signal /
+    noise, snr_debiased = snr - 1/K (E||mean g||^2 = ||E g||^2 + tr Cov / K), and a status:
+    'ok', 'fewer than 2 rollouts' or 'identical gradients (tr Cov = 0)'.
+    """
+    m = Moments()
+    for g in grads:
+        m.add(g)
+        del g  # not held while the next gradient is computed
+    k, signal, noise = m.close()
+    snr = debiased = None
+    if k < 2:
+        status = "fewer than 2 rollouts"
+    elif noise <= 0.0:
+        status = "identical gradients (tr Cov = 0)"
+    else:
+        status = "ok"
+        snr = signal / noise
+        debiased = snr - 1.0 / k
+    return {"num_rollouts": k, "signal": signal, "noise": noise, "snr": snr, "snr_debiased": debiased, "status": status}
+
+
+def bootstrap_interval(values: np.ndarray, seed: Any, resamples: int = RESAMPLES) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the mean of `values` [n]: `resamples` means of n
+    values drawn with replacement, their 2.5 % and 97.5 % points. Deterministic in `seed`
+    (anything numpy's SeedSequence takes)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    step = max(1, BOOTSTRAP_BLOCK // n)
+    for s in range(0, resamples, step):
+        m = min(step, resamples - s)
+        means[s : s + m] = values[rng.integers(0, n, size=(m, n))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _bin_row(b: int, bins: int, estimator: str) -> dict[str, Any]:
+    lo, hi = bin_edges(b, bins)
+    return {"bin": b, "lo": lo, "hi": hi, "problems": 0, "mean_pass_rate": None, "snr": None, "snr_ci_low": None,
+            "snr_ci_high": None, "snr_normalized": None, "snr_debiased": None, "status": "empty", "estimator": estimator}
+
+
+def per_problem_bin_stats(measured: Iterable[dict[str, Any]], bins: int, seed: int) -> list[dict[str, Any]]:
+    """One snr-artifact row per bin from per-problem rows (pass_rate, snr, snr_debiased,
+    status): the mean SNR_i of the bin's problems with an SNR, its bootstrap interval (seeded
+    by (seed, bin); null below 2 problems), the mean of SNR_i - 1/K_i, and the means
+    normalised by the largest bin mean (the paper's Figure 3)."""
+    by_bin: dict[int, list[dict[str, Any]]] = {}
+    for r in measured:
+        by_bin.setdefault(bin_of(r["pass_rate"], bins), []).append(r)
     rows = []
     for b in range(bins):
-        lo, hi = bin_edges(b, bins)
-        snr, debiased, status = None, None, "ok"
-        if n[b] == 0:
-            status = "empty"
-        elif n[b] == 1:
-            status = "too few problems (n=1)"
-        elif m2[b] <= 0.0:
-            status = "identical gradients (tr Cov = 0)"
-        else:
-            signal = float(torch.dot(mean[b], mean[b]))
-            snr = signal / (m2[b] / (n[b] - 1))
-            # E||mean||^2 = ||E g||^2 + tr Cov / n: subtract the noise floor.
-            debiased = snr - 1.0 / n[b]
-        rows.append(
-            {
-                "bin": b, "lo": lo, "hi": hi, "problems": n[b],
-                "mean_pass_rate": p_sum[b] / n[b] if n[b] else None,
-                "snr": snr, "snr_normalized": None, "snr_debiased": debiased, "status": status,
+        row = _bin_row(b, bins, "per-problem")
+        group = by_bin.get(b, [])
+        ok = [r for r in group if r["snr"] is not None]
+        if group and not ok:
+            row["status"] = "no problem with an SNR"
+        if ok:
+            snr = np.array([r["snr"] for r in ok])
+            row |= {
+                "problems": len(ok), "status": "ok",
+                "mean_pass_rate": float(np.mean([r["pass_rate"] for r in ok])),
+                "snr": float(snr.mean()),
+                "snr_debiased": float(np.mean([r["snr_debiased"] for r in ok])),
             }
-        )
-        mean[b] = None  # free the buffer before the next bin's dot product
-    top = max((r["snr"] for r in rows if r["snr"] is not None), default=None)
-    if top:  # 0 / 0 when every bin's mean gradient is exactly 0: leave null
+            if len(ok) >= 2:
+                row["snr_ci_low"], row["snr_ci_high"] = bootstrap_interval(snr, [seed, b])
+        rows.append(row)
+    return normalise(rows, "snr")
+
+
+def pooled_bin_stats(items: Iterable[tuple[float, Any]], bins: int) -> list[dict[str, Any]]:
+    """The pooled estimator: per bin, SNR = ||mean g||^2 / tr Cov g over one gradient g per
+    problem, from a stream of (pass rate, gradient) pairs grouped by bin (each bin's pairs
+    together: one running mean at a time), consumed as they come.
+
+    snr_debiased = snr - 1/n (||mean g||^2 carries tr Cov / n of noise), and that is what is
+    normalised: the raw value of a bin of n problems reads about 1/n with no signal at all.
+    """
+    rows = [_bin_row(b, bins, "pooled") for b in range(bins)]
+    seen: set[int] = set()
+    current, m, p_sum = None, Moments(), 0.0
+
+    def close(b: int) -> None:
+        n, signal, noise = m.close()
+        row = rows[b]
+        row |= {"problems": n, "mean_pass_rate": p_sum / n}
+        if n == 1:
+            row["status"] = "too few problems (n=1)"
+        elif noise <= 0.0:
+            row["status"] = "identical gradients (tr Cov = 0)"
+        else:
+            row |= {"status": "ok", "snr": signal / noise, "snr_debiased": signal / noise - 1.0 / n}
+
+    for p, g in items:
+        b = bin_of(p, bins)
+        if b != current:
+            if current is not None:
+                close(current)
+            if b in seen:
+                raise ValueError(f"pooled_bin_stats: bin {b} came back after another bin; pass the pairs grouped by bin")
+            seen.add(b)
+            current, m, p_sum = b, Moments(), 0.0
+        m.add(g)
+        p_sum += p
+        del g  # not held while the next gradient is computed
+    if current is not None:
+        close(current)
+    return normalise(rows, "snr_debiased")
+
+
+def normalise(rows: list[dict[str, Any]], column: str) -> list[dict[str, Any]]:
+    """snr_normalized = row[column] / the largest row[column]; left null when that largest
+    value is not > 0 (no bin with signal above noise: nothing to scale by)."""
+    top = max((r[column] for r in rows if r[column] is not None), default=None)
+    if top is not None and top > 0:
         for r in rows:
-            if r["snr"] is not None:
-                r["snr_normalized"] = r["snr"] / top
+            if r[column] is not None:
+                r["snr_normalized"] = r[column] / top
     return rows
 
 
@@ -205,21 +362,51 @@ def choose_problems(pass_rate: dict[str, float], bins: int, max_problems: int | 
 
 
 # ---------------------------------------------------------------------------------------
-# Gradients: distill's own collate and micro_batch_loss, one problem at a time.
+# Gradients: distill's own collate and micro_batch_loss.
+
+
+def _autocast(device: str):
+    import torch
+
+    # float32 everywhere: the SNR compares small differences of gradients
+    return lambda: torch.autocast(device.split(":")[0], enabled=False)
+
+
+def _take_grad(param):
+    """param.grad, handed over: autograd allocates a fresh one for the next backward."""
+    g, param.grad = param.grad, None
+    if g is None:
+        raise InputError("--param: the distillation loss does not depend on this parameter; choose another")
+    return g
+
+
+def rollout_gradients(model, param, data: distill.TrainData, name: str, *, loss: str, mu: float,
+                      device: str) -> Iterator[Any]:
+    """Yield, for each sequence (rollout) of problem `name`, the gradient of its mean token loss
+    w.r.t. `param`, one at a time (one forward and backward pass each); the caller owns it.
+
+    Coefficient 1 / T_s on the sequence's summed token loss makes it the mean token loss.
+    """
+    import torch
+
+    for row in data.rows[name]:
+        param.grad = None
+        batch = distill.collate(data, [row], device)
+        coef = torch.full((1,), 1.0 / int(batch["mask"].sum()), dtype=torch.float32, device=device)
+        terms = distill.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=CHUNK_SIZE, autocast=_autocast(device))
+        terms["loss"].backward()
+        yield _take_grad(param)
 
 
 def problem_gradients(model, param, data: distill.TrainData, names: list[str], *, loss: str, mu: float,
                       micro_batch_size: int, device: str) -> Iterator[tuple[str, Any]]:
-    """Yield (problem, gradient of its mean token loss w.r.t. `param`), one problem at a time.
+    """Yield (problem, gradient of its mean token loss w.r.t. `param`), one problem at a time;
+    the caller owns the tensor. The pooled estimator's g_i.
 
-    The yielded tensor is `param.grad`, valid until the next problem starts: consume it first.
     Coefficient 1 / T_i on every sequence of problem i makes distill's weighted sum its mean
     token loss (distill uses w_i / (N T_i)).
     """
     import torch
-
-    def autocast():  # float32 everywhere: the SNR compares small differences of gradients
-        return torch.autocast(device.split(":")[0], enabled=False)
 
     for name in names:
         param.grad = None
@@ -228,11 +415,9 @@ def problem_gradients(model, param, data: distill.TrainData, names: list[str], *
             chunk = rows[m : m + micro_batch_size]
             batch = distill.collate(data, chunk, device)
             coef = torch.full((len(chunk),), 1.0 / data.tokens[name], dtype=torch.float32, device=device)
-            terms = distill.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=CHUNK_SIZE, autocast=autocast)
+            terms = distill.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=CHUNK_SIZE, autocast=_autocast(device))
             terms["loss"].backward()
-        if param.grad is None:
-            raise InputError("--param: the distillation loss does not depend on this parameter; choose another")
-        yield name, param.grad
+        yield name, _take_grad(param)
 
 
 def parameter_names(student: str, trust_remote_code: bool) -> tuple[list[str], str]:
@@ -271,8 +456,12 @@ def run(config: SnrConfig) -> Path:
     import torch
 
     started = time.perf_counter()
+    per_problem = config.estimator == "per-problem"
     # 1. Inputs and options, before any model is loaded.
     schemas.io.check_file_out(config.out, schemas.SNR)
+    table_path = problems_path(config.out)
+    if per_problem:
+        schemas.io.check_file_out(table_path, schemas.snr.PROBLEMS, option="--out (its per-problem table)")
     weights = schemas.read(config.weights, schemas.WEIGHTS, option="--weights")
     tl = schemas.read_header(config.teacher_logits, schemas.TEACHER_LOGITS, option="--teacher-logits")
     models.check_model(config.student, "--student")
@@ -292,19 +481,30 @@ def run(config: SnrConfig) -> Path:
         )
 
     files, _ = schemas.io.artifact_files(Path(config.teacher_logits), "--teacher-logits")
-    in_tl = set()
+    sequences: Counter[str] = Counter()
     for f in files:
-        in_tl.update(pq.read_table(f, columns=["problem_id"])["problem_id"].to_pylist())
+        sequences.update(pq.read_table(f, columns=["problem_id"])["problem_id"].to_pylist())
     rates = dict(zip(weights.frame["problem_id"].to_list(), weights.frame["pass_rate"].to_list()))
-    chosen = choose_problems({k: v for k, v in rates.items() if k in in_tl}, config.bins, config.max_problems, config.seed)
+    present = {k: v for k, v in rates.items() if k in sequences}
+    # A problem's SNR needs at least 2 rollouts; the pooled estimator takes any problem.
+    eligible = {k: v for k, v in present.items() if sequences[k] >= 2} if per_problem else present
+    one_rollout = len(present) - len(eligible)
+    if per_problem and present and not eligible:
+        raise InputError(
+            f"--teacher-logits {tl.path}: every problem has one sequence, and a per-problem SNR needs K >= 2 "
+            f"rollouts of each: run paced teacher-logits with --sequences on the student's rollouts "
+            f"(paced rollout --samples K), or use --estimator pooled"
+        )
+    chosen = choose_problems(eligible, config.bins, config.max_problems, config.seed)
     # distill's loader copies only rows of weight > 0 and refuses teacher-logits problems the
     # weights file lacks: weight 1 marks the measured problems (whatever their real weight).
-    keep = set(chosen)
     mask = dataclasses.replace(weights, frame=weights.frame.with_columns(
-        weight=pl.col("problem_id").is_in(list(keep)).cast(pl.Float64)))
+        weight=pl.col("problem_id").is_in(chosen).cast(pl.Float64)))
+    # In bin order, so the pooled estimator holds one bin's running mean at a time.
+    order = sorted(chosen, key=lambda k: (bin_of(rates[k], config.bins), k))
     cache = Path(config.out).with_name(f".{Path(config.out).name}.data-{os.getpid()}.arrow")
     try:
-        data, stats = distill.load_data(Path(config.teacher_logits), mask, cache)
+        data, _ = distill.load_data(Path(config.teacher_logits), mask, cache)
         distill.check_lengths(data, config.student)
 
         # 2. The model: float32, eval mode (no dropout), one parameter trainable.
@@ -318,88 +518,152 @@ def run(config: SnrConfig) -> Path:
         param.requires_grad_(True)
         model.eval()
 
-        # 3. One gradient per problem, folded into its bin as it comes.
-        with progress("snr", total=len(data.problems), unit="problems") as bar:
-            def stream():
-                for name, g in problem_gradients(model, param, data, data.problems, loss=config.loss, mu=config.mu,
-                                                 micro_batch_size=config.micro_batch_size, device=device):
-                    yield rates[name], g
-                    advance(bar, 1, "problems")
+        # 3. The gradients, folded into running statistics as they come.
+        measured: list[dict[str, Any]] = []
+        if per_problem:
+            with progress("snr", total=sum(len(data.rows[k]) for k in order), unit="rollouts") as bar:
+                for name in order:
+                    def grads(name=name):
+                        for g in rollout_gradients(model, param, data, name, loss=config.loss, mu=config.mu, device=device):
+                            yield g
+                            del g  # the next backward must not find this one still held
+                            advance(bar, 1, "rollouts")
 
-            rows = bin_stats(stream(), config.bins)
+                    measured.append({"problem_id": name, "pass_rate": rates[name], "bin": bin_of(rates[name], config.bins)}
+                                    | problem_snr(grads()))
+            rows = per_problem_bin_stats(measured, config.bins, config.seed)
+        else:
+            with progress("snr", total=len(order), unit="problems") as bar:
+                def stream():
+                    for name, g in problem_gradients(model, param, data, order, loss=config.loss, mu=config.mu,
+                                                     micro_batch_size=config.micro_batch_size or 4, device=device):
+                        yield rates[name], g
+                        del g
+                        advance(bar, 1, "problems")
+
+                rows = pooled_bin_stats(stream(), config.bins)
         shape = list(param.shape)
         del model, param, params
     finally:
         cache.unlink(missing_ok=True)
 
-    # 4. The artifact, the plot, the report.
-    options = asdict(config) | {"param": param_name, "param_shape": shape, "problems_measured": len(data.problems)}
+    # 4. The artifacts (per-problem table first: --out, written last, marks a finished run),
+    # the plot, the report.
+    ks = [r["num_rollouts"] for r in measured]
+    counts = {
+        "problems_measured": len(order),
+        "skipped_fewer_than_2_rollouts": one_rollout,
+        "skipped_identical_gradients": sum(r["status"] != "ok" for r in measured),
+        "rollouts_min": min(ks, default=None), "rollouts_max": max(ks, default=None),
+    }
+    options = asdict(config) | {"param": param_name, "param_shape": shape, "bootstrap_resamples": RESAMPLES} | counts
     prov = schemas.provenance("snr", options, {"teacher_logits": tl, "weights": weights})
+    if per_problem:
+        cols = {c.name: [r[c.name] for r in measured] for c in schemas.snr.PROBLEMS.columns}
+        schemas.write_file(table_path, schemas.table_from_columns(cols, schemas.snr.PROBLEMS), schemas.snr.PROBLEMS, prov)
     table = schemas.table_from_columns({c.name: [r[c.name] for r in rows] for c in schemas.SNR.columns}, schemas.SNR)
     out = schemas.write_file(config.out, table, schemas.SNR, prov)
     if config.plot is not None:
         plot(rows, param_name, config, Path(config.plot))
-    report(rows, config, param_name, shape, len(rates) - len(rates.keys() & in_tl), time.perf_counter() - started)
+    report(rows, config, param_name, shape, counts, table_path if per_problem else None,
+           len(rates) - len(present), time.perf_counter() - started)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return out
 
 
-def report(rows: list[dict[str, Any]], config: SnrConfig, param_name: str, shape: list[int], no_logits: int, seconds: float) -> None:
+def report(rows: list[dict[str, Any]], config: SnrConfig, param_name: str, shape: list[int], counts: dict[str, Any],
+           table_path: Path | None, no_logits: int, seconds: float) -> None:
     from rich.table import Table
 
     def num(x, fmt):
         return "-" if x is None else format(x, fmt)
 
-    table = Table(title=f"gradient SNR by pass-rate bin ({config.loss}, at {param_name})", title_justify="left")
-    for col, justify in (("pass rate", "left"), ("problems", "right"), ("mean p", "right"), ("SNR", "right"),
-                         ("normalised", "right"), ("SNR - 1/n", "right"), ("status", "left")):
-        table.add_column(col, justify=justify)
+    per_problem = config.estimator == "per-problem"
+    table = Table(title=f"gradient SNR by pass-rate bin, {config.estimator} estimator ({config.loss}, at {param_name})",
+                  title_justify="left")
+    heads = (["pass rate", "problems", "mean p", "mean SNR", "95% CI", "normalised", "SNR - 1/K", "status"] if per_problem
+             else ["pass rate", "problems", "mean p", "SNR", "SNR - 1/n", "normalised", "status"])
+    for col in heads:
+        table.add_column(col, justify="left" if col in ("pass rate", "status") else "right")
     for r in rows:
         close = "]" if r["bin"] == config.bins - 1 else ")"
-        table.add_row(f"[{r['lo']:.2f}, {r['hi']:.2f}{close}", f"{r['problems']:,}", num(r["mean_pass_rate"], ".3f"),
-                      num(r["snr"], ".4g"), num(r["snr_normalized"], ".3f"), num(r["snr_debiased"], ".4g"), r["status"])
+        cells = [f"[{r['lo']:.2f}, {r['hi']:.2f}{close}", f"{r['problems']:,}", num(r["mean_pass_rate"], ".3f")]
+        if per_problem:
+            ci = "-" if r["snr_ci_low"] is None else f"[{r['snr_ci_low']:.4g}, {r['snr_ci_high']:.4g}]"
+            cells += [num(r["snr"], ".4g"), ci, num(r["snr_normalized"], ".3f"), num(r["snr_debiased"], ".4g")]
+        else:
+            cells += [num(r["snr"], ".4g"), num(r["snr_debiased"], ".4g"), num(r["snr_normalized"], ".3f")]
+        table.add_row(*cells, r["status"])
     console.print(table)
-    measured = sum(r["problems"] for r in rows)
-    summary = [
-        ("problems measured", f"{measured:,}" + (f" (subset, seed {config.seed})" if config.max_problems else "")),
+    measured = counts["problems_measured"]
+    summary = [("estimator", "per-problem (each problem's SNR over its rollouts, mean per bin)" if per_problem
+                else "pooled (one SNR per bin over per-problem gradients, minus 1/n)")]
+    summary.append(("problems measured", f"{measured:,}" + (f" (subset, seed {config.seed})" if config.max_problems else "")))
+    if per_problem:
+        lo, hi = counts["rollouts_min"], counts["rollouts_max"]
+        summary += [
+            ("rollouts per problem (K)", "-" if lo is None else f"{lo}" if lo == hi else f"{lo} to {hi}"),
+            ("skipped: fewer than 2 rollouts", f"{counts['skipped_fewer_than_2_rollouts']:,}"),
+            ("skipped: identical gradients (tr Cov = 0)", f"{counts['skipped_identical_gradients']:,}"),
+            ("bootstrap", f"{RESAMPLES:,} resamples, seed {config.seed}, 95% percentile interval"),
+        ]
+    summary += [
         ("parameter", f"{param_name} {tuple(shape)}"),
         ("bins with an SNR", f"{sum(r['snr'] is not None for r in rows)} of {len(rows)}"),
     ]
     if no_logits:
         summary.append(("problems in --weights without teacher logits", f"{no_logits:,}"))
+    if table_path is not None:
+        summary.append(("per-problem values", str(table_path)))
     summary.append(("seconds", f"{seconds:.1f}"))
-    summary_table("snr summary", summary)
+    summary_table(f"snr summary ({config.estimator} estimator)", summary)
 
 
 def plot(rows: list[dict[str, Any]], param_name: str, config: SnrConfig, path: Path) -> None:
-    """Bars of normalised SNR at the bin centres: red where a bin lies wholly in the paper's
+    """Bars of normalised SNR at the bin centres, with the bootstrap 95% interval as whiskers
+    (per-problem estimator) and n on each bar: red where a bin lies wholly in the paper's
     collapse zones (p < 0.2 or p > 0.8), green between; bins without an SNR hatched grey."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    per_problem = config.estimator == "per-problem"
     width = 0.9 / config.bins
     fig, ax = plt.subplots(figsize=(7, 4))
+    top = max((r["snr"] for r in rows if r["snr"] is not None), default=None)
+    high, low = 1.0, 0.0
     for r in rows:
         centre = (r["lo"] + r["hi"]) / 2
-        if r["snr_normalized"] is None:
+        y = r["snr_normalized"]
+        if y is None:
             ax.bar(centre, 0.04, width=width, color="#ddd", hatch="//", edgecolor="#888")
-            label = "empty" if r["problems"] == 0 else "n<2" if r["problems"] < 2 else ("tr Cov=0" if r["snr"] is None else "n/a")
+            label = {"empty": "empty", "too few problems (n=1)": "n=1"}.get(r["status"], "no SNR" if r["snr"] is None else "n/a")
             ax.text(centre, 0.06, label, ha="center", va="bottom", fontsize=8, color="#555", rotation=90)
             continue
         outside = r["hi"] <= LOW + 1e-12 or r["lo"] >= HIGH - 1e-12
-        ax.bar(centre, r["snr_normalized"], width=width, color="#c33" if outside else "#3a3", edgecolor="#333")
+        ax.bar(centre, y, width=width, color="#c33" if outside else "#3a3", edgecolor="#333")
+        tip = y
+        if per_problem and r["snr_ci_low"] is not None and top:
+            lo, hi = r["snr_ci_low"] / top, r["snr_ci_high"] / top
+            ax.errorbar(centre, y, yerr=[[y - lo], [hi - y]], fmt="none", ecolor="#222", capsize=3, lw=1)
+            tip = max(y, hi)
+        high, low = max(high, tip), min(low, y)
+        ax.text(centre, max(tip, 0) + 0.02, f"n={r['problems']:,}", ha="center", va="bottom", fontsize=7, color="#333")
     for edge in (LOW, HIGH):
         ax.axvline(edge, color="#888", ls="--", lw=1)
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(low * 1.1, high * 1.1 + 0.05)
     ax.set_xlabel("student pass rate p")
-    ax.set_ylabel("normalised gradient SNR")
     measured = sum(r["problems"] for r in rows)
-    ax.set_title(f"Gradient SNR = ||E[g]||² / tr Cov[g] by pass rate\n"
-                 f"({config.loss} at {param_name}, {measured:,} problems, {config.bins} bins)")
+    if per_problem:
+        ax.set_ylabel("mean per-problem SNR, normalised")
+        title = "Gradient SNR = ||mean_k g_k||² / tr Cov_k g_k per problem, mean per bin (95% bootstrap CI)"
+    else:
+        ax.set_ylabel("pooled SNR - 1/n, normalised")
+        title = "Pooled gradient SNR over a bin's problems, minus 1/n"
+    ax.set_title(f"{title}\n({config.loss} at {param_name}, {measured:,} problems, {config.bins} bins)", fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     try:
