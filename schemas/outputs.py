@@ -185,10 +185,10 @@ def check_file(
     if p.exists():
         got_kind, got_key = file_identity(p)
         if got_kind != kind:
-            what = f"a paced {got_kind!r} file" if got_kind else f"not a {kind} file paced wrote"
+            what = (f"is a paced {got_kind!r} file, not {kind}; paced replaces only an earlier {kind} file"
+                    if got_kind else f"is not a {kind} file paced wrote; paced never replaces a file it did not write")
             raise InputError(
-                f"{option} {p}: exists and is {what}; paced never replaces a file it did not write "
-                f"as this kind, even with --overwrite: choose another path or remove it yourself"
+                f"{option} {p}: exists and {what}, even with --overwrite: choose another path or remove it yourself"
             )
         if got_key != key and not overwrite:
             raise InputError(

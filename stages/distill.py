@@ -704,7 +704,9 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
             raise InputError("--lora-r: LoRA needs peft; install it with `pip install peft` (or pip install 'paced[lora]')") from None
 
     inputs = {"student": models.model_fingerprint(source), "teacher_logits": tl.fingerprint, "weights": weights.fingerprint}
-    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "resume", "device", "trust_remote_code", "micro_batch_size", "chunk_size", "allow_stale")}
+    runtime = ("out", "overwrite", "resume", "device", "trust_remote_code", "micro_batch_size", "chunk_size", "allow_stale",
+               "student", "teacher_logits", "weights", "init")  # input paths: their content is in `inputs`
+    options = {k: v for k, v in asdict(config).items() if k not in runtime}
     prov = schemas.provenance("distill", asdict(config), {"teacher_logits": tl, "weights": weights}, problems=schemas.io.lineage(tl))
     if launch is not None:
         prov["launch"] = launch.describe

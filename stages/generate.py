@@ -107,9 +107,15 @@ def check_sampling(c) -> None:
         raise InputError("\n".join(problems))
 
 
+# Options that name an input: its content is in the key as a fingerprint, so the same file
+# named by a relative path, an absolute one or from another directory resumes the job.
+INPUT_PATHS = ("problems", "model", "baseline")
+
+
 def job_options(config, inputs: dict[str, Any]) -> dict:
-    """The options that make a job what it is (its key): every option except the runtime ones."""
-    opts = {k: v for k, v in asdict(config).items() if k not in RUNTIME_ONLY}
+    """The options that make a job what it is (its key): every option except the runtime ones
+    and the input paths, with the inputs' fingerprints."""
+    opts = {k: v for k, v in asdict(config).items() if k not in RUNTIME_ONLY + INPUT_PATHS}
     if opts.get("vllm_args") is None:
         # More engine arguments may change the output (quantization): part of the key when
         # given, absent otherwise, so jobs from before the vllm backend keep their key.

@@ -73,6 +73,9 @@ def run(config: RolloutConfig) -> Path:
         return config.out
 
     tokenizer = models.load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    # A local model by its absolute path: the same in every part, from whatever directory the
+    # job is (re)run, and findable by teacher-logits' tokenizer check.
+    model_name = str(Path(config.model).resolve()) if Path(config.model).is_dir() else config.model
     rows = problems.select("problem_id", "prompt", "reference").to_dicts()
     ids = prompts.encode_prompts(
         tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix
@@ -106,7 +109,7 @@ def run(config: RolloutConfig) -> Path:
                     cols["completion"].append(tokenizer.decode(s.token_ids, skip_special_tokens=True))
                     cols["completion_token_ids"].append(s.token_ids)
                     cols["finish_reason"].append(s.finish_reason)
-                    cols["model"].append(config.model)
+                    cols["model"].append(model_name)
                     stats[s.finish_reason] += 1
             job.write(part, schemas.table_from_columns(cols, schemas.ROLLOUTS))
 

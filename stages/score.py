@@ -85,7 +85,8 @@ def run(config: ScoreConfig) -> Path:
     if stale:
         console.print(f"[yellow]warning:[/] {stale}")
     inputs = {"rollouts": rollouts.fingerprint, "problems": problems.fingerprint, "verifier": verifier_fingerprint(spec)}
-    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers", "allow_stale")}
+    # Input paths are left out: their content is in `inputs` (the same file named another way resumes).
+    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers", "allow_stale", "rollouts", "problems")}
     shard = parse_shard(config.shard)
     job = schemas.Job(
         shard_out(config.out, shard),

@@ -191,7 +191,9 @@ def run(config: TeacherLogitsConfig) -> Path:
               "teacher": models.model_fingerprint(config.teacher),
               "weights": weights_art.fingerprint if weights_art else None}
     runtime = ("out", "overwrite", "device", "trust_remote_code", "batch_size", "chunk_size", "allow_stale",
-               "tensor_parallel_size", "gpu_memory_utilization", "max_model_len")
+               "tensor_parallel_size", "gpu_memory_utilization", "max_model_len",
+               # input paths: their content is in `inputs`, so another spelling of a path resumes
+               "problems", "sequences", "teacher", "weights")
     options = {k: v for k, v in asdict(config).items() if k not in runtime}
     if config.backend == "hf":  # so jobs started before there was a choice keep their key
         del options["backend"], options["vllm_args"]

@@ -1,0 +1,218 @@
+"""Never lose a user's data: outputs never touch inputs, --overwrite removes only what paced
+wrote (never through a link), a failed or killed replacement leaves the old artifact, and the
+same inputs named another way resume a job."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import schemas
+from tests.conftest import ROOT, kill_when, make_problems, paced
+
+FAST = ["--samples", "2", "--max-new-tokens", "4"]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file and link under `root` (links by target, never followed): what must not change."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink():
+            out[str(p.relative_to(root))] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, student_dir, teacher_dir):
+    d = tmp_path_factory.mktemp("safety")
+    make_problems(4).write_parquet(d / "problems.parquet")
+    steps = [
+        ("rollouts", ["rollout", "--problems", d / "problems.parquet", "--model", student_dir, *FAST]),
+        ("scores", ["score", "--rollouts", d / "rollouts", "--problems", d / "problems.parquet", "--verifier", "exact"]),
+        ("weights.parquet", ["weight", "--scores", d / "scores", "--scheme", "uniform"]),
+        ("tl", ["teacher-logits", "--problems", d / "problems.parquet", "--sequences", d / "rollouts", "--teacher", teacher_dir, "--top-k", "4"]),
+        ("d1", ["distill", "--student", student_dir, "--teacher-logits", d / "tl", "--weights", d / "weights.parquet",
+                "--max-steps", "2", "--batch-size", "2", "--lr", "1e-3"]),
+        ("eval", ["eval", "--model", student_dir, "--problems", d / "problems.parquet", "--samples", "1", "--max-new-tokens", "4",
+                  "--verifier", "exact"]),
+    ]
+    for name, args in steps:
+        r = paced(*args, "--out", d / name)
+        assert r.exit_code == 0, (name, r.stderr)
+    return d
+
+
+def refused(args, root: Path, *needles: str) -> str:
+    before = snapshot(root)
+    r = paced(*args)
+    assert r.exit_code == 2, r.stderr
+    assert r.stdout == "" and "Traceback" not in r.stderr
+    for needle in needles:
+        assert needle in r.stderr, (needle, r.stderr)
+    assert snapshot(root) == before
+    return r.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# The three data-loss cases of the issue
+
+
+def test_distill_init_that_is_the_out_is_refused_with_or_without_overwrite(world, student_dir):
+    base = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--init", world / "d1", "--out", world / "d1", "--max-steps", "3"]
+    for extra in (["--overwrite"], []):
+        err = refused([*base, *extra], world, "--out", "is also --init", "new path")
+        assert "pass --overwrite" not in err
+    assert (world / "d1" / "model.safetensors").exists()
+
+
+def test_an_output_inside_an_input_or_another_job_is_refused(world, teacher_dir, student_dir):
+    tl = ["teacher-logits", "--problems", world / "problems.parquet", "--sequences", world / "rollouts", "--teacher", teacher_dir]
+    refused([*tl, "--out", world / "rollouts" / "teacher_logits"], world, "lies inside --sequences")
+    refused(["weight", "--scores", world / "scores", "--out", world / "rollouts" / "w.parquet"], world,
+            "lies inside the paced job directory")
+    refused(["weight", "--scores", world / "scores", "--out", world / "scores"], world, "is also --scores")
+    refused(["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", world], world,
+            "holds --problems")
+
+
+def test_eval_baseline_that_is_the_out_is_refused(world, student_dir):
+    args = ["eval", "--model", student_dir, "--problems", world / "problems.parquet", "--samples", "1", "--max-new-tokens", "4",
+            "--verifier", "exact", "--out", world / "eval", "--baseline", world / "eval"]
+    refused(args, world, "is also --baseline")
+    refused([*args, "--overwrite", "--seed", "3"], world, "is also --baseline")
+
+
+def test_overwrite_refuses_an_out_holding_files_paced_did_not_write(world, tmp_path, student_dir):
+    out = tmp_path / "r"
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "teacher_logits").mkdir()
+    (out / "teacher_logits" / "part-00000.parquet").write_text("another command's artifact")
+    err = refused([*base, "--seed", "7", "--overwrite"], tmp_path, "holds files paced did not write", "notes.txt", "teacher_logits")
+    assert "--overwrite replaces only" in err
+
+
+def test_overwrite_replaces_a_paced_job_and_keeps_nothing_of_the_old(world, tmp_path, student_dir):
+    out = tmp_path / "r"
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    r = paced(*base, "--seed", "7", "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    fresh = tmp_path / "fresh"
+    assert paced("rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", fresh, *FAST,
+                 "--seed", "7").exit_code == 0
+    assert pl.read_parquet(out / "part-*.parquet").equals(pl.read_parquet(fresh / "part-*.parquet"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "r"]  # no replacement or leftovers beside it
+
+
+def test_a_killed_overwrite_leaves_the_old_artifact_and_the_same_command_finishes_it(world, tmp_path, student_dir):
+    out = tmp_path / "r"
+    problems = tmp_path / "problems.parquet"
+    make_problems(6).write_parquet(problems)
+    base = ["rollout", "--problems", problems, "--model", student_dir, "--out", out, *FAST, "--part-size", "1"]
+    assert paced(*base).exit_code == 0
+    old = pl.read_parquet(out / "part-*.parquet")
+    before = snapshot(out)
+    new = [*base, "--seed", "9", "--overwrite"]
+    kill_when(tmp_path / ".r.replacing" / "part-00001.parquet", *new)
+    assert snapshot(out) == before  # the old artifact, whole and readable, until the new one is complete
+    assert schemas.read(out, schemas.ROLLOUTS, option="--rollouts").frame.equals(old)
+    r = paced(*new)
+    assert r.exit_code == 0, r.stderr
+    fresh = tmp_path / "fresh"
+    assert paced("rollout", "--problems", problems, "--model", student_dir, "--out", fresh, *FAST, "--part-size", "1",
+                 "--seed", "9").exit_code == 0
+    assert pl.read_parquet(out / "part-*.parquet").equals(pl.read_parquet(fresh / "part-*.parquet"))
+    assert not (tmp_path / ".r.replacing").exists()
+
+
+def test_overwrite_never_follows_a_symbolic_link(world, tmp_path, student_dir):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data.parquet").write_text("keep me")
+    out = tmp_path / "r"
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, *FAST]
+    assert paced(*base, "--out", out).exit_code == 0
+    # A link where a part would be, pointing at the user's data: removed as a link, never followed.
+    (out / "part-00007.parquet").symlink_to(precious / "data.parquet")
+    r = paced(*base, "--out", out, "--seed", "7", "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert (precious / "data.parquet").read_text() == "keep me"
+    assert not (out / "part-00007.parquet").is_symlink()
+    # --out itself a link to a job: --overwrite refuses rather than replace through it.
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    refused([*base, "--out", link, "--seed", "8", "--overwrite"], tmp_path, "symbolic link")
+
+
+def test_distill_overwrite_replaces_its_own_model_and_refuses_a_users_file(world, tmp_path, student_dir):
+    out = tmp_path / "d"
+    base = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--out", out, "--max-steps", "2", "--batch-size", "2"]
+    assert paced(*base, "--lr", "1e-3").exit_code == 0
+    job = schemas.io._load_json(out / "_job.json", "--out")
+    assert "model.safetensors" in job["files"] and "config.json" in job["files"]
+    first = (out / "model.safetensors").read_bytes()
+    r = paced(*base, "--lr", "2e-3", "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert (out / "model.safetensors").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    (out / "README.md").write_text("my notes on this model")
+    refused([*base, "--lr", "3e-3", "--overwrite"], tmp_path, "README.md", "paced did not write")
+
+
+def test_a_plot_or_out_of_another_kind_is_never_replaced(world, tmp_path):
+    w = tmp_path / "w.parquet"
+    assert paced("weight", "--scores", world / "scores", "--out", w).exit_code == 0
+    # A weights file is not a plot, and a plot is not a weights file: even --overwrite refuses.
+    refused(["weight", "--scores", world / "scores", "--out", tmp_path / "w2.parquet", "--plot", w, "--overwrite"], tmp_path,
+            "--plot", "give a .png")
+    png = tmp_path / "w.png"
+    assert paced("weight", "--scores", world / "scores", "--out", tmp_path / "w2.parquet", "--plot", png).exit_code == 0
+    refused(["weight", "--scores", world / "scores", "--out", png, "--overwrite"], tmp_path, "is a paced 'weights-plot' file")
+
+
+# ---------------------------------------------------------------------------------------
+# Resume by content, and two commands started at once
+
+
+def test_the_same_inputs_named_another_way_resume_the_job(world, tmp_path, student_dir):
+    out = tmp_path / "r"
+    assert paced("rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST).exit_code == 0
+    rel_problems = os.path.relpath(world / "problems.parquet", tmp_path)
+    rel_model = os.path.relpath(student_dir, tmp_path)
+    r = subprocess.run([sys.executable, "-m", "paced_cli", "rollout", "--problems", rel_problems, "--model", rel_model,
+                        "--out", "r", *FAST], cwd=tmp_path, capture_output=True, text=True,
+                       env=os.environ | {"PACED_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert "already complete" in r.stderr
+
+
+def test_two_identical_commands_at_once_one_writes_the_other_exits_2(world, tmp_path, student_dir):
+    problems = tmp_path / "problems.parquet"
+    make_problems(12).write_parquet(problems)
+    args = [sys.executable, "-m", "paced_cli", "rollout", "--problems", str(problems), "--model", str(student_dir),
+            "--out", str(tmp_path / "r"), "--samples", "2", "--max-new-tokens", "8", "--part-size", "1"]
+    env = os.environ | {"PACED_NO_PROGRESS": "1"}
+    procs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    for code, _, err in results:
+        assert "Traceback" not in err, err
+        assert code in (0, 2), err
+        if code == 2:
+            assert "another paced process" in err, err
+    assert codes[0] == 0
+    assert schemas.read(tmp_path / "r", schemas.ROLLOUTS, option="--rollouts").frame.height == 24
