@@ -8,7 +8,7 @@ from schemas.base import ArtifactSchema, Column
 
 SCHEMA = ArtifactSchema(
     name="train_log",
-    version=1,
+    version=2,
     doc="One row per optimizer step of `paced distill`, written to `<out>/train_log.parquet`.",
     columns=(
         Column("step", pa.int32(), "Optimizer step, from 1."),
@@ -21,6 +21,12 @@ SCHEMA = ArtifactSchema(
         Column("tokens", pa.int64(), "Response tokens in the step."),
         Column("problems", pa.int32(), "Problems (N) in the step."),
         Column("weight_sum", pa.float64(), "Sum of the step's problem weights."),
+        Column(
+            "mean_weight", pa.float64(),
+            "weight_sum / problems: the step's loss scale against uniform training (weight-0 problems are "
+            "never batched, so with mean-normalised weights it is about N / N_nonzero, not 1).",
+        ),
+        Column("visited", pa.int32(), "Distinct problems trained on from step 1 through this step."),
         Column("seconds", pa.float64(), "Wall time of the step."),
     ),
     key=("step",),

@@ -103,10 +103,10 @@ class DistillConfig:
             p.append(f"--mu {self.mu}: the AKL head mass must be in (0, 1)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             p.append(f"--lr {self.lr}: must be a positive number")
-        if not self.weight_decay >= 0:
-            p.append(f"--weight-decay {self.weight_decay}: must be >= 0")
-        if not self.max_grad_norm > 0:
-            p.append(f"--max-grad-norm {self.max_grad_norm}: must be > 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            p.append(f"--weight-decay {self.weight_decay}: must be a finite number >= 0")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            p.append(f"--max-grad-norm {self.max_grad_norm}: must be a finite number > 0 (1.0 is the default)")
         if self.epochs < 1:
             p.append(f"--epochs {self.epochs}: must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
@@ -116,8 +116,16 @@ class DistillConfig:
                 p.append(f"{flag} {v}: must be at least 1")
         if self.schedule not in SCHEDULES:
             p.append(f"--schedule {self.schedule}: use one of {', '.join(SCHEDULES)}")
-        if self.warmup_steps < 0 or self.save_steps < 0 or self.lora_r < 0:
-            p.append("--warmup-steps, --save-steps and --lora-r must be >= 0")
+        for flag, v in (("--warmup-steps", self.warmup_steps), ("--save-steps", self.save_steps), ("--lora-r", self.lora_r)):
+            if v < 0:
+                p.append(f"{flag} {v}: must be >= 0")
+        if self.lora_alpha is not None:
+            if not self.lora_r:
+                p.append(f"--lora-alpha {self.lora_alpha}: only LoRA uses it; add --lora-r or drop it")
+            elif not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+                p.append(f"--lora-alpha {self.lora_alpha}: must be a finite number > 0 (default 2 * rank)")
+        if not 0 <= self.seed <= 2**32 - 1:
+            p.append(f"--seed {self.seed}: must be from 0 to {2**32 - 1} (the seeds numpy takes; torch's is a little wider)")
         if self.resume and self.overwrite:
             p.append("--resume and --overwrite contradict each other: pick one")
         if p:
@@ -803,7 +811,10 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
             start, log = launch.load_checkpoint(found[-1][1], optimizer, scheduler)
         console.print(f"resumed from {found[-1][1]} (step {start} of {total})")
 
-    # 3. Train.
+    # 3. Train. `seen`: the problems visited so far (also by the steps before a resume).
+    seen: set[str] = set()
+    for step in range(1, start + 1):
+        seen.update(step_problems(data, config.seed, config.batch_size, step)[1])
     started = time.perf_counter()
     bar_ctx = progress("distill", total=total - start, unit="steps") if main else _NoBar()
     rank, world = (0, 1) if launch is None else (launch.rank, launch.world)
@@ -832,12 +843,14 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
             lr = scheduler.get_last_lr()[0]
             stepper.step()
             scheduler.step()
+            seen.update(names)
+            weight_sum = sum(data.weight[p] for p in names)
             log.append(
                 {
                     "step": step, "epoch": epoch, "loss": sums["loss"], "fkl": sums["fkl"], "rkl": sums["rkl"],
                     "lr": lr, "grad_norm": grad_norm, "tokens": sum(data.tokens[p] for p in names),
-                    "problems": len(names), "weight_sum": sum(data.weight[p] for p in names),
-                    "seconds": time.perf_counter() - t0,
+                    "problems": len(names), "weight_sum": weight_sum, "mean_weight": weight_sum / len(names),
+                    "visited": len(seen), "seconds": time.perf_counter() - t0,
                 }
             )
             bar.update(bar.tasks[0].id, advance=1, rate=f"loss {sums['loss']:.4f}")
@@ -874,6 +887,12 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
     shutil.rmtree(job.dir / CHECKPOINTS, ignore_errors=True)
     (job.dir / DATA_CACHE).unlink(missing_ok=True)
     first, last = log[0], log[-1]
+    # What a weighting changed besides the loss: which problems were trained, how often.
+    n_all = weights.frame.height
+    visits = sum(r["problems"] for r in log)
+    zero = int((weights.frame["weight"] <= 0).sum())
+    unreached = len(data.problems) - len(seen)
+    never = n_all - len(seen)
     summary_table(
         "distill summary",
         [
@@ -881,6 +900,11 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
             ("steps", f"{total} ({total - start} now)"),
             *([("processes", f"{world} ({launch.kind.upper()} via accelerate)")] if launch is not None else []),
             ("problems trained (weight > 0)", f"{len(data.problems):,}"),
+            ("mean weight per step", f"{sum(r['mean_weight'] for r in log) / len(log):.3f}"),
+            ("epochs per trained problem", f"{visits / len(data.problems):.2f}"),
+            ("problems of --weights never visited", f"{never:,} of {n_all:,} ({never / n_all:.1%}): weight 0 "
+                                                    f"{zero:,}, not reached in {total} steps {unreached:,}, "
+                                                    f"no teacher logits {never - zero - unreached:,}"),
             ("sequences skipped (weight 0)", f"{stats['skipped_zero_weight']:,} of {stats['sequences']:,}"),
             ("tokens per epoch", f"{sum(data.tokens.values()):,}"),
             ("loss first -> last step", f"{first['loss']:.4f} -> {last['loss']:.4f}"),

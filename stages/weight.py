@@ -4,9 +4,11 @@
 
 w(p) = p^alpha (1 - p)^beta (the paper's Beta kernel; alpha = beta = 1 is v3's default),
 `uniform` (w = 1, the unweighted baseline) or `hard-filter` (w = 1 iff 0 < p < 1).
-`--normalize mean` rescales so the mean weight over all problems is 1: the effective
-learning rate then matches unweighted training (the paper does not say how it normalises;
-see PAPER.md). Cheap by design: rerun it alone with a new alpha/beta.
+`--normalize mean` rescales so the mean weight over all problems is 1 (the paper does not say
+how it normalises). That does not match uniform training step for step: distill never batches
+weight-0 problems, so the mean weight per step is N / N_nonzero, and under AdamW a constant
+loss scale hardly changes the update; what differs is which problems are visited, how often.
+Cheap by design: rerun it alone with a new alpha/beta.
 """
 
 from __future__ import annotations

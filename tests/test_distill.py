@@ -178,3 +178,18 @@ def test_gradient_checkpointing_gives_the_same_curve_and_lora_merges(tmp_path, s
     assert set(merged) == set(original)  # adapters merged: an ordinary checkpoint
     assert any(not torch.equal(merged[k], original[k]) for k in original)
     AutoModelForCausalLM.from_pretrained(tmp_path / "lora")
+
+
+def test_the_log_and_summary_say_which_problems_were_visited_and_the_step_weight(tmp_path, setup, student_dir):
+    """Paced changes which problems are trained and how often, not only the loss scale: the log
+    and summary say so (mean weight per step, distinct problems visited, never visited and why)."""
+    out = tmp_path / "student"
+    r = paced("distill", "--student", student_dir, "--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet",
+              "--out", out, *ARGS, "--max-steps", "3", "--save-steps", "0")
+    assert r.exit_code == 0, r.stderr
+    log = pl.read_parquet(out / "train_log.parquet")
+    assert log["mean_weight"].to_list() == pytest.approx((log["weight_sum"] / log["problems"]).to_list())
+    # 6 problems with weight > 0 (p0, p4 have p = 0 and 1), 3 per step: an epoch is 2 steps.
+    assert log["visited"].to_list() == [3, 6, 6]
+    assert "epochs per trained problem" in r.stderr and "1.50" in r.stderr
+    assert "never visited" in r.stderr and "2 of 8" in r.stderr and "weight 0 2" in r.stderr
