@@ -99,8 +99,10 @@ PACED=$(weights "$SCORES" "$WORK/base/w_paced.parquet" --alpha 1 --beta 1 --plot
 TSEQ=$(rollout "$TEACHER" "$WORK/base/teacher_rollouts" 1 0 0)
 TL=$(tlogits "$TSEQ" "$WORK/base/teacher_logits" "$TEACHER")
 
-# The paper's Figure 3 on the base student: per-bin gradient SNR at lm_head.
-[ -f "$WORK/snr.parquet" ] || paced snr --student "$STUDENT" --teacher-logits "$TL" --weights "$PACED" \
+# The paper's Figure 3 on the base student: each problem's gradient SNR at lm_head over the K
+# rollouts its pass rate comes from (the teacher's logits on them), averaged per pass-rate bin.
+SNR_TL=$(tlogits "$WORK/base/rollouts" "$WORK/base/snr_teacher_logits" "$TEACHER")
+[ -f "$WORK/snr.parquet" ] || paced snr --student "$STUDENT" --teacher-logits "$SNR_TL" --weights "$PACED" \
   --out "$WORK/snr.parquet" --plot "$WORK/snr.png" --max-problems "$SNR_PROBLEMS" >/dev/null 2>>"$LOG"
 
 for seed in $SEEDS; do
