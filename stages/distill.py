@@ -84,6 +84,9 @@ class DistillConfig:
     warmup_steps: int = 0
     seed: int = 0
     save_steps: int = 100
+    export_steps: str | None = None
+    """Comma-separated steps (e.g. 250,500,1000) at which to also save a loadable model
+    (safetensors + tokenizer) as <out>/step-N: budgets read off one run."""
     resume: bool = False
     init: Path | None = None
     gradient_checkpointing: bool = False
@@ -128,8 +131,24 @@ class DistillConfig:
             p.append(f"--seed {self.seed}: must be from 0 to {2**32 - 1} (the seeds numpy takes; torch's is a little wider)")
         if self.resume and self.overwrite:
             p.append("--resume and --overwrite contradict each other: pick one")
+        try:
+            steps = self.exports
+        except ValueError:
+            p.append(f"--export-steps {self.export_steps}: give step numbers separated by commas, e.g. 250,500,1000")
+        else:
+            if any(s < 1 for s in steps):
+                p.append(f"--export-steps {self.export_steps}: steps count from 1")
+            if steps and self.lora_r:
+                p.append("--export-steps with --lora-r: not supported (the adapters are merged only into the final model)")
         if p:
             raise InputError("\n".join(p))
+
+    @property
+    def exports(self) -> list[int]:
+        """The steps of --export-steps, sorted (ValueError if one is not a whole number)."""
+        if not self.export_steps:
+            return []
+        return sorted({int(s) for s in str(self.export_steps).split(",") if s.strip()})
 
 
 # ---------------------------------------------------------------------------------------
@@ -325,6 +344,20 @@ def _checkpoints(out: Path) -> list[tuple[int, Path]]:
         return []
     found = [(int(p.name.split("-")[1]), p) for p in d.iterdir() if p.name.startswith("step-") and (p / "state.json").exists()]
     return sorted(found)
+
+
+def export_model(job: schemas.Job, step: int, model, tokenizer) -> None:
+    """A loadable model at `step` (safetensors, tokenizer) as <dir>/step-N: written aside,
+    recorded as the job's own, renamed into place (a resumed run writes the same one again)."""
+    name = f"step-{step}"
+    tmp = job.dir / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    job.adopt([name])
+    if (job.dir / name).exists():
+        shutil.rmtree(job.dir / name)
+    os.replace(tmp, job.dir / name)
 
 
 def rng_state() -> dict:
@@ -765,6 +798,15 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
         if main:
             job.abandon()
 
+    if config.exports and (config.exports[-1] > total or launch is not None):
+        abandon()
+        raise InputError(
+            f"--export-steps {config.export_steps}: not under accelerate launch (yet); run it in one process"
+            if launch is not None else
+            f"--export-steps {config.export_steps}: step {config.exports[-1]} is past the run's last step {total}; "
+            f"the final model is --out itself"
+        )
+
     # 2. Model, optimizer, schedule; then resume if asked.
     if launch is None:
         device = load_device = models.resolve_device(config.device)
@@ -854,6 +896,8 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
                 }
             )
             bar.update(bar.tasks[0].id, advance=1, rate=f"loss {sums['loss']:.4f}")
+            if step in config.exports and step < total:
+                export_model(job, step, model, tokenizer)
             if config.save_steps and step % config.save_steps == 0 and step < total:
                 if launch is None:
                     save_checkpoint(work, step, model, optimizer, scheduler, log)

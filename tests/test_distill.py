@@ -193,3 +193,26 @@ def test_the_log_and_summary_say_which_problems_were_visited_and_the_step_weight
     assert log["visited"].to_list() == [3, 6, 6]
     assert "epochs per trained problem" in r.stderr and "1.50" in r.stderr
     assert "never visited" in r.stderr and "2 of 8" in r.stderr and "weight 0 2" in r.stderr
+
+
+def test_export_steps_save_loadable_models_equal_to_shorter_runs(tmp_path, setup, student_dir):
+    """Budgets read off one run: with a constant schedule, the model exported at step 2 of a
+    4-step run is the model of a 2-step run (the same prefix), and it loads with transformers."""
+    from safetensors.torch import load_file
+
+    base = ["distill", "--student", student_dir, "--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet",
+            "--lr", "3e-3", "--batch-size", "3", "--micro-batch-size", "3", "--schedule", "constant", "--seed", "1",
+            "--save-steps", "0"]
+    r = paced(*base, "--out", tmp_path / "long", "--max-steps", "4", "--export-steps", "2,1")
+    assert r.exit_code == 0, r.stderr
+    assert paced(*base, "--out", tmp_path / "short", "--max-steps", "2").exit_code == 0
+    exported = load_file(tmp_path / "long" / "step-2" / "model.safetensors")
+    short = load_file(tmp_path / "short" / "model.safetensors")
+    assert exported.keys() == short.keys() and all(torch.equal(exported[k], short[k]) for k in short)
+    assert (tmp_path / "long" / "step-1" / "tokenizer_config.json").exists()
+    job = __import__("json").loads((tmp_path / "long" / "_manifest.json").read_text())
+    assert {"step-1", "step-2"} <= set(job["files"])
+    r = paced(*base, "--out", tmp_path / "bad", "--max-steps", "4", "--export-steps", "9")
+    assert r.exit_code == 2 and "past the run's last step 4" in r.stderr and not (tmp_path / "bad").exists()
+    r = paced(*base, "--out", tmp_path / "bad", "--max-steps", "4", "--export-steps", "two")
+    assert r.exit_code == 2 and "--export-steps two" in r.stderr
