@@ -162,16 +162,24 @@ def main() -> None:
     ]
     if (work / "snr.parquet").exists():
         snr = pl.read_parquet(work / "snr.parquet")
+        per_problem = snr["estimator"][0] == "per-problem"
+        what = ("the mean over the bin's problems of each problem's SNR over its K rollouts, with a 95% bootstrap "
+                "interval; SNR - 1/K removes the noise floor of K rollouts" if per_problem else
+                "the pooled statistic: one SNR over the bin's problems; SNR - 1/n removes the noise floor of a bin of n problems")
+        debiased_name = "SNR - 1/K" if per_problem else "SNR - 1/n"
         lines += ["## Gradient SNR by pass rate (the paper's Figure 3)", "", "![SNR](snr.png)", "",
-                  "SNR - 1/n removes the noise floor of a bin of n problems (see docs/artifacts.md, `snr_debiased`): "
-                  "compare bins of very different sizes with it.", "",
-                  "| bin | problems | mean p | SNR | normalised SNR | SNR - 1/n | status |", "|---|---:|---:|---:|---:|---:|---|"]
+                  f"Estimator `{snr['estimator'][0]}`: {what} (see docs/artifacts.md).", "",
+                  f"| bin | problems | mean p | SNR | 95% interval | normalised SNR | {debiased_name} | status |",
+                  "|---|---:|---:|---:|---|---:|---:|---|"]
+
+        def num(x, fmt):
+            return "-" if x is None else format(x, fmt)
+
         for r in snr.iter_rows(named=True):
-            def num(x, fmt):
-                return "-" if x is None else format(x, fmt)
-            debiased = r["snr_debiased"] if "snr_debiased" in r else (None if r["snr"] is None else r["snr"] - 1 / r["problems"])
+            interval = "-" if r["snr_ci_low"] is None else f"[{r['snr_ci_low']:.4g}, {r['snr_ci_high']:.4g}]"
             lines.append(f"| [{r['lo']:.1f}, {r['hi']:.1f}) | {r['problems']} | {num(r['mean_pass_rate'], '.2f')} | "
-                         f"{num(r['snr'], '.4f')} | {num(r['snr_normalized'], '.3f')} | {num(debiased, '.4f')} | {r['status']} |")
+                         f"{num(r['snr'], '.4g')} | {interval} | {num(r['snr_normalized'], '.3f')} | "
+                         f"{num(r['snr_debiased'], '.4g')} | {r['status']} |")
     plots(work, seeds)
     (work / "report.md").write_text("\n".join(lines) + "\n")
     print(work / "report.md")

@@ -56,6 +56,7 @@ import pyarrow.parquet as pq
 
 import schemas
 from schemas import InputError
+from schemas.outputs import check_file, check_paths, save_figure
 from stages import distill, losses, models
 from stages.common import advance, console, progress, summary_table
 
@@ -64,6 +65,7 @@ CHUNK_SIZE = 1024
 # Figure 3's collapse zones: SNR vanishes for p < 0.2 and p > 0.8 (PAPER.md).
 LOW, HIGH = 0.2, 0.8
 ESTIMATORS = ("per-problem", "pooled")
+PLOT_KIND = "snr-plot"
 # Percentile bootstrap of a bin's mean SNR: 2,000 resamples put the 2.5 % and 97.5 % points on
 # 50 resample means each, enough for a stable 95% interval.
 RESAMPLES = 2000
@@ -105,6 +107,8 @@ class SnrConfig:
     each rollout's gradient alone, so it runs one sequence per pass."""
     device: str = "auto"
     trust_remote_code: bool = False
+    overwrite: bool = False
+    """Replace snr files (and plot) that paced wrote with other options or inputs."""
 
     def __post_init__(self) -> None:
         p = []
@@ -458,13 +462,22 @@ def run(config: SnrConfig) -> Path:
     started = time.perf_counter()
     per_problem = config.estimator == "per-problem"
     # 1. Inputs and options, before any model is loaded.
-    schemas.io.check_file_out(config.out, schemas.SNR)
     table_path = problems_path(config.out)
-    if per_problem:
-        schemas.io.check_file_out(table_path, schemas.snr.PROBLEMS, option="--out (its per-problem table)")
+    table_option = "--out (its per-problem table)"
+    check_paths({"--out": config.out, table_option: table_path if per_problem else None, "--plot": config.plot},
+                {"--student": config.student, "--teacher-logits": config.teacher_logits, "--weights": config.weights})
     weights = schemas.read(config.weights, schemas.WEIGHTS, option="--weights")
     tl = schemas.read_header(config.teacher_logits, schemas.TEACHER_LOGITS, option="--teacher-logits")
     models.check_model(config.student, "--student")
+    # What the outputs depend on: the same key rewrites the same files; another needs --overwrite.
+    runtime = ("out", "plot", "overwrite", "device", "trust_remote_code", "student", "teacher_logits", "weights")
+    key = schemas.io.hash_options({k: v for k, v in asdict(config).items() if k not in runtime} | {
+        "inputs": [models.model_fingerprint(config.student), tl.fingerprint, weights.fingerprint]})
+    schemas.io.check_file_out(config.out, schemas.SNR, key=key, overwrite=config.overwrite)
+    if per_problem:
+        schemas.io.check_file_out(table_path, schemas.snr.PROBLEMS, option=table_option, key=key, overwrite=config.overwrite)
+    if config.plot is not None:
+        check_file(config.plot, PLOT_KIND, "--plot", key=key, overwrite=config.overwrite, suffix=".png")
     tokenizer = models.load_tokenizer(config.student, trust_remote_code=config.trust_remote_code)
     tl_options = (tl.provenance or {}).get("options") or {}
     if tl_options.get("tokenizer"):
@@ -560,11 +573,12 @@ def run(config: SnrConfig) -> Path:
     prov = schemas.provenance("snr", options, {"teacher_logits": tl, "weights": weights})
     if per_problem:
         cols = {c.name: [r[c.name] for r in measured] for c in schemas.snr.PROBLEMS.columns}
-        schemas.write_file(table_path, schemas.table_from_columns(cols, schemas.snr.PROBLEMS), schemas.snr.PROBLEMS, prov)
+        schemas.write_file(table_path, schemas.table_from_columns(cols, schemas.snr.PROBLEMS), schemas.snr.PROBLEMS, prov,
+                           key=key, overwrite=config.overwrite)
     table = schemas.table_from_columns({c.name: [r[c.name] for r in rows] for c in schemas.SNR.columns}, schemas.SNR)
-    out = schemas.write_file(config.out, table, schemas.SNR, prov)
+    out = schemas.write_file(config.out, table, schemas.SNR, prov, key=key, overwrite=config.overwrite)
     if config.plot is not None:
-        plot(rows, param_name, config, Path(config.plot))
+        plot(rows, param_name, config, Path(config.plot), key)
     report(rows, config, param_name, shape, counts, table_path if per_problem else None,
            len(rates) - len(present), time.perf_counter() - started)
     if torch.cuda.is_available():
@@ -620,7 +634,7 @@ def report(rows: list[dict[str, Any]], config: SnrConfig, param_name: str, shape
     summary_table(f"snr summary ({config.estimator} estimator)", summary)
 
 
-def plot(rows: list[dict[str, Any]], param_name: str, config: SnrConfig, path: Path) -> None:
+def plot(rows: list[dict[str, Any]], param_name: str, config: SnrConfig, path: Path, key: str) -> None:
     """Bars of normalised SNR at the bin centres, with the bootstrap 95% interval as whiskers
     (per-problem estimator) and n on each bar: red where a bin lies wholly in the paper's
     collapse zones (p < 0.2 or p > 0.8), green between; bins without an SNR hatched grey."""
@@ -665,10 +679,7 @@ def plot(rows: list[dict[str, Any]], param_name: str, config: SnrConfig, path: P
         title = "Pooled gradient SNR over a bin's problems, minus 1/n"
     ax.set_title(f"{title}\n({config.loss} at {param_name}, {measured:,} problems, {config.bins} bins)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        save_figure(fig, path, PLOT_KIND, key)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)

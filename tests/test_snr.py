@@ -336,13 +336,18 @@ def test_snr_end_to_end_per_problem(tmp_path, setup, student_dir):
     prov = pq.read_schema(out).metadata[b"paced.provenance"].decode()
     assert '"estimator": "per-problem"' in prov and '"skipped_fewer_than_2_rollouts": 1' in prov
 
-    # Rerunning replaces both earlier files (same bootstrap: seeded); a seeded subset, another
-    # parameter, another loss.
+    # The same command rewrites both files (same bootstrap: seeded); a seeded subset, another
+    # parameter, another loss need --overwrite, and leave the files as they were without it.
     r = run_snr(setup, student_dir, out, tl="tl_p2_once.parquet")
     assert r.exit_code == 0, r.stderr
     assert pl.read_parquet(out).drop("snr_ci_low", "snr_ci_high").equals(frame.drop("snr_ci_low", "snr_ci_high"))
     assert pl.read_parquet(out)["snr_ci_low"].to_list() == frame["snr_ci_low"].to_list()
-    r = run_snr(setup, student_dir, out, "--bins", "2", "--max-problems", "5", "--param", "model.norm.weight", "--loss", "rkl")
+    other = ["--bins", "2", "--max-problems", "5", "--param", "model.norm.weight", "--loss", "rkl"]
+    before = out.read_bytes(), table.read_bytes()
+    r = run_snr(setup, student_dir, out, *other)
+    assert r.exit_code == 2 and "--overwrite" in r.stderr
+    assert (out.read_bytes(), table.read_bytes()) == before
+    r = run_snr(setup, student_dir, out, *other, "--overwrite")
     assert r.exit_code == 0, r.stderr
     frame = pl.read_parquet(out)
     assert frame.height == 2 and frame["problems"].sum() == 5 and pl.read_parquet(table).height == 5
