@@ -20,6 +20,7 @@ for --retain benchmarks (sets the distillation must not damage) the relative for
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,8 +76,8 @@ class EvalConfig(GenerationConfig):
         problems = self.generation_problems()
         if not self.problems:
             problems.append("--problems: give at least one problems file")
-        if not self.timeout > 0:
-            problems.append(f"--timeout {self.timeout}: must be > 0 seconds")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            problems.append(f"--timeout {self.timeout}: must be a finite number of seconds > 0 (5 is the default)")
         if self.workers < 1:
             problems.append(f"--workers {self.workers}: must be at least 1")
         if problems:

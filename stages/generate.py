@@ -12,6 +12,7 @@ vLLM gets explicit SamplingParams, never the model's defaults.
 from __future__ import annotations
 
 import hashlib
+import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -19,6 +20,10 @@ from typing import Any, Callable, Iterator, Sequence
 from schemas import InputError
 
 BACKENDS = ("hf", "vllm")
+# sample_index is an int32 column.
+MAX_SAMPLES = 2**31 - 1
+# numpy's RandomState (which vLLM seeds from --seed) takes 0 .. 2**32 - 1; torch a little more.
+MAX_SEED = 2**32 - 1
 
 # Options that do not change what is generated, so they may differ on resume: where the job
 # writes, and how the engine is laid out on the hardware.
@@ -82,14 +87,16 @@ class GenerationConfig:
             parse_shard(self.shard)
         except InputError as e:
             problems.append(str(e))
-        if self.samples < 1:
-            problems.append(f"--samples {self.samples}: must be at least 1 (the paper uses 8)")
-        if not self.temperature >= 0:
-            problems.append(f"--temperature {self.temperature}: must be >= 0 (0 is greedy)")
+        if not 1 <= self.samples <= MAX_SAMPLES:
+            problems.append(f"--samples {self.samples}: must be from 1 to {MAX_SAMPLES:,} (the paper uses 8)")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            problems.append(f"--temperature {self.temperature}: must be a finite number >= 0 (0 is greedy)")
         if not 0 < self.top_p <= 1:
             problems.append(f"--top-p {self.top_p}: must be in (0, 1]")
         if self.max_new_tokens < 1:
             problems.append(f"--max-new-tokens {self.max_new_tokens}: must be at least 1")
+        if not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"--seed {self.seed}: must be from 0 to {MAX_SEED} (the seeds numpy and vLLM take)")
         if self.batch_size < 1:
             problems.append(f"--batch-size {self.batch_size}: must be at least 1")
         if self.part_size < 1:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import math
 import os
 import sys
 import time
@@ -44,8 +45,8 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         parse_shard(self.shard)
         problems = []
-        if not self.timeout > 0:
-            problems.append(f"--timeout {self.timeout}: must be > 0 seconds")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            problems.append(f"--timeout {self.timeout}: must be a finite number of seconds > 0 (5 is the default)")
         if self.workers < 1:
             problems.append(f"--workers {self.workers}: must be at least 1")
         if self.part_size < 1:
