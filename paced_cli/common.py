@@ -24,6 +24,10 @@ from stages.common import console
 
 C = TypeVar("C")
 _WHERE_TO_WRITE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES)
+# A path of the wrong shape: a file where a directory is expected or the reverse, a link that
+# loops, a name too long. Always the user's to fix, wherever a stage meets it (stages check
+# the paths they know first, with a better message; this names the rest).
+_PATH_SHAPE = (errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG)
 
 
 def _interrupt(signum, frame):  # noqa: ARG001
@@ -65,6 +69,13 @@ def run_stage(make_config: Callable[[], C], run: Callable[[C], Path], ctx: typer
         )
         raise typer.Exit(130) from None
     except OSError as e:
+        if e.errno in _PATH_SHAPE:
+            console.print(
+                f"[bold red]error:[/] {escape(str(e.filename or 'a path'))}: {e.strerror}; check the path "
+                f"(a file where a directory is expected, or the reverse, or a symbolic link that loops)",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
         if e.errno not in _WHERE_TO_WRITE:
             raise
         # The output location cannot take the artifact: the user's to fix, like bad input.
@@ -78,6 +89,13 @@ def run_stage(make_config: Callable[[], C], run: Callable[[C], Path], ctx: typer
     except typer.Exit:
         raise
     except Exception as e:  # a runtime failure: say what happened, keep the traceback
+        if isinstance(e, RuntimeError) and str(e).startswith("Symlink loop from "):  # pathlib's resolve(), Python < 3.13
+            console.print(
+                f"[bold red]error:[/] {escape(str(e).removeprefix('Symlink loop from ').strip(chr(39)))}: is a symbolic link "
+                f"that loops back to itself; remove it or give another path",
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
         if os.environ.get("PACED_DEBUG") == "1":
             traceback.print_exc()
         else:

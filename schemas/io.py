@@ -81,9 +81,8 @@ def fingerprint(path: str | os.PathLike) -> str:
         if shards is not None:
             body = json.dumps([fingerprint(d) for d in shards])
             return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
-        manifest = p / MANIFEST_FILE
-        if manifest.exists():
-            m = json.loads(manifest.read_text())
+        if (p / MANIFEST_FILE).exists():
+            m = read_manifest(p, "input")
             body = json.dumps([(x["file"], x["sha256"]) for x in m["parts"]])
             return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
         h = hashlib.sha256()
@@ -221,8 +220,15 @@ def _declared(path: Path, meta: dict[bytes, bytes] | None, schema: ArtifactSchem
     """Refuse a file that declares another paced schema or version."""
     if not meta or META_SCHEMA not in meta:
         return None
-    name = meta[META_SCHEMA].decode()
-    version = int(meta.get(META_VERSION, b"0").decode() or 0)
+    try:
+        name = meta[META_SCHEMA].decode()
+        version = int(meta.get(META_VERSION, b"0").decode() or 0)
+    except ValueError:  # not UTF-8, or a version that is not a number
+        raise InputError(
+            f"{option} {path}: its paced.schema / paced.schema_version metadata "
+            f"({meta[META_SCHEMA]!r}, {meta.get(META_VERSION)!r}) is not a name and a whole number; "
+            f"drop the paced.* metadata (a file from another tool needs none) or regenerate it with paced"
+        ) from None
     if name != schema.name:
         raise InputError(
             f"{option} {path}: this is a paced {name!r} artifact, but {option} expects a "
@@ -235,7 +241,18 @@ def _declared(path: Path, meta: dict[bytes, bytes] | None, schema: ArtifactSchem
             f"this paced version, or convert it"
         )
     prov = meta.get(META_PROVENANCE)
-    return json.loads(prov) if prov else {}
+    if not prov:
+        return {}
+    try:
+        prov = json.loads(prov)
+    except ValueError:
+        prov = None
+    if not isinstance(prov, dict):
+        raise InputError(
+            f"{option} {path}: its paced.provenance metadata is not a JSON object; regenerate the "
+            f"file with paced, or drop the paced.* metadata"
+        )
+    return prov
 
 
 def parquet_schema(path: Path, option: str) -> pa.Schema:
@@ -252,9 +269,8 @@ def artifact_files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | N
     """The Parquet files of an artifact path, and the manifest's provenance if any."""
     if not p.is_dir():
         return [p], None
-    manifest = p / MANIFEST_FILE
-    if manifest.exists():
-        m = _load_json(manifest, option)
+    if (p / MANIFEST_FILE).exists():
+        m = read_manifest(p, option)
         verify_parts(p, m, option)
         return [p / x["file"] for x in m["parts"]], m.get("provenance")
     shards = shard_dirs(p, option)
@@ -298,22 +314,77 @@ def headers_to_check(files: list[Path]) -> list[Path]:
     return out
 
 
+PART_NAME = re.compile(r"^part-\d{5}\.parquet$")
+
+
+def read_manifest(d: Path, option: str) -> dict[str, Any]:
+    """The manifest of finished job directory `d`, its structure checked: each part with its
+    file name, rows, bytes and sha256, and the rows adding up. One edited by hand, torn, or
+    left by another tool is refused by name rather than failing later on a missing key."""
+    path = d / MANIFEST_FILE
+    m = _load_json(path, option)
+    fields = (("file", str), ("rows", int), ("bytes", int), ("sha256", str))
+    bad = []
+    parts = m.get("parts")
+    if not isinstance(parts, list):
+        bad.append("it has no 'parts' list")
+        parts = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict):
+            bad.append(f"parts[{i}] is not an object")
+            continue
+        missing = [k for k, t in fields if not isinstance(part.get(k), t) or isinstance(part.get(k), bool)]
+        if missing:
+            bad.append(f"parts[{i}] lacks {', '.join(repr(k) for k in missing)}")
+        elif Path(part["file"]).name != part["file"] or part["file"].startswith((".", "_")) or not part["file"].endswith(".parquet"):
+            bad.append(f"parts[{i}] names {part['file']!r}, not a Parquet file of the job directory")
+    rows = m.get("rows")
+    if not isinstance(rows, int) or isinstance(rows, bool):
+        bad.append("it has no 'rows' count")
+    elif not bad and rows != sum(x["rows"] for x in parts):
+        bad.append(f"it records {rows:,} rows in all but {sum(x['rows'] for x in parts):,} in its parts")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise InputError(
+            f"{option} {path}: {shown}. The manifest is damaged: delete it and rerun the command that "
+            f"made the job (its finished parts are checked and kept): {_job_command(d)}"
+        )
+    return m
+
+
+def _job_command(d: Path) -> str:
+    """The command that made job directory `d`, as its _job.json recorded it, for a hint."""
+    try:
+        job = json.loads((d / JOB_FILE).read_text())
+        return str(job["command"]) if isinstance(job, dict) and job.get("command") else "the command that made it"
+    except (OSError, ValueError):
+        return "the command that made it"
+
+
 def verify_parts(d: Path, manifest: dict[str, Any], option: str) -> None:
-    """Every part the manifest lists must be there with its recorded size and checksum."""
+    """Every part the manifest lists must be there with its recorded size and checksum, and no
+    part it does not list may be there (polars, reading the directory, would include it)."""
     bad = []
     for part in manifest["parts"]:
         f = d / part["file"]
-        if not f.exists():
+        if not f.is_file():
             bad.append(f"{part['file']} is missing")
         elif f.stat().st_size != part["bytes"]:
             bad.append(f"{part['file']} has {f.stat().st_size:,} bytes, the manifest recorded {part['bytes']:,} (truncated or rewritten)")
         elif _sha256_file(f) != part["sha256"]:
             bad.append(f"{part['file']} does not match its recorded sha256 (altered)")
     if bad:
-        command = manifest.get("provenance", {}).get("command", "the command that made it")
         raise InputError(
             f"{option} {d}: {'; '.join(bad)}. To regenerate only those parts, delete them and "
-            f"{MANIFEST_FILE}, then rerun: {command}"
+            f"{MANIFEST_FILE}, then rerun: {_job_command(d)}"
+        )
+    listed = {part["file"] for part in manifest["parts"]}
+    extra = sorted(e.name for e in os.scandir(d) if PART_NAME.match(e.name) and e.name not in listed)
+    if extra:
+        raise InputError(
+            f"{option} {d}: holds {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}, which "
+            f"{MANIFEST_FILE} does not list (left by another run, or copied in); paced reads only the "
+            f"listed parts, but polars reading the directory's *.parquet would read these too: move them out"
         )
 
 
@@ -366,6 +437,7 @@ def read(
                 f"{option} {p}: its Parquet files do not share one schema ({e}); give them the "
                 f"same columns and types"
             ) from None
+    check_rows(p, files, option, lambda: {None: frame.height})
     frame, runs = conform_with_runs(frame, schema, f"{option} {p}")
     if frame.height == 0 and not allow_empty:
         raise InputError(f"{option} {p}: the {schema.name} artifact has no rows; nothing to do")
@@ -387,18 +459,59 @@ def read_header(path: str | os.PathLike, schema: ArtifactSchema, *, option: str)
         declared = _declared(f, arrow_schema.metadata, schema, option)
         prov = prov if prov is not None else declared
         check_types(arrow_schema, schema, f"{option} {f}")
-    if sum(pq.read_metadata(f).num_rows for f in files) == 0:
+    rows = {f: _num_rows(f, option) for f in files}
+    check_rows(p, files, option, lambda: rows)
+    if sum(rows.values()) == 0:
         raise InputError(f"{option} {p}: the {schema.name} artifact has no rows; nothing to do")
     return Artifact(p, pl.DataFrame(), fingerprint(p), schema.name, prov)
 
 
-def _load_json(path: Path, option: str) -> dict[str, Any]:
+def _num_rows(f: Path, option: str) -> int:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        return pq.read_metadata(f).num_rows
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{option} {f}: not a readable Parquet file ({e}); regenerate it") from None
+
+
+def check_rows(p: Path, files: list[Path], option: str, counted) -> None:
+    """A job directory's manifest must agree with the rows its parts hold. `counted()` gives the
+    rows read, per file or in all (key None). Only for job directories (a file given alone
+    is a file, whatever its directory's manifest says)."""
+    if not p.is_dir():
+        return
+    dirs = list(dict.fromkeys(f.parent for f in files))
+    if not dirs or not all((d / MANIFEST_FILE).is_file() for d in dirs):
+        return
+    recorded = {d / x["file"]: x["rows"] for d in dirs for x in read_manifest(d, option)["parts"]}
+    got = counted()
+    if None in got:
+        bad = [] if got[None] == sum(recorded.values()) else [f"its parts hold {got[None]:,} rows, the manifest records {sum(recorded.values()):,}"]
+    else:
+        bad = [f"{f.name} holds {n:,} rows, the manifest records {recorded.get(f, 0):,}" for f, n in got.items() if n != recorded.get(f, 0)]
+    if bad:
+        d = dirs[0] if len(dirs) == 1 else p
         raise InputError(
-            f"{option} {path}: unreadable ({e}); regenerate the artifact with --overwrite"
-        ) from None
+            f"{option} {d}: {'; '.join(bad[:5])}. The manifest does not describe these parts: delete "
+            f"{MANIFEST_FILE} and rerun the command that made the job to rebuild it: {_job_command(dirs[0])}"
+        )
+
+
+def _load_json(path: Path, option: str) -> dict[str, Any]:
+    """A job's bookkeeping file (`_job.json`, `_manifest.json`) as a JSON object; a damaged one
+    (torn, not UTF-8, not an object, a directory) is refused by name."""
+    try:
+        obj = json.loads(path.read_text())
+        why = None if isinstance(obj, dict) else f"holds a JSON {type(obj).__name__}, not an object"
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON, or bytes that are not UTF-8
+        why = str(e)
+    if why is None:
+        return obj
+    if option == "--out":
+        fix = (f"paced cannot tell what job {path.parent} holds: move it away (or delete it if it is "
+               f"yours to delete) or choose another --out")
+    else:
+        fix = "the artifact is damaged: regenerate it with the command that made it"
+    raise InputError(f"{option} {path}: unreadable ({why}); {fix}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -491,12 +604,16 @@ def table_from_columns(columns: dict[str, Iterable[Any]], schema: ArtifactSchema
 
 
 def _read_lock(lock: Path) -> dict[str, Any] | None:
+    """The holder a lock file names ({"pid": int, "host": ..., "since": ...}), or None when it
+    names none: absent, or torn by a killed writer (bad JSON or bytes, no whole pid)."""
     if not lock.exists():
         return None
     try:
-        return json.loads(lock.read_text())
-    except json.JSONDecodeError:  # torn write of a killed process: no valid holder
+        holder = json.loads(lock.read_text())
+        int(holder["pid"])
+    except (OSError, ValueError, TypeError, KeyError):  # torn write of a killed process: no valid holder
         return None
+    return holder
 
 
 def _lock_holder(lock: Path) -> dict[str, Any] | None:

@@ -101,8 +101,14 @@ def shard_out(out, shard: tuple[int, int] | None):
     from schemas import InputError
     from schemas.io import JOB_FILE
 
+    if out.is_symlink() and not out.exists():
+        raise InputError(f"--out {out}: is a broken symbolic link; remove it or give another path")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; with --shard, --out is the directory that holds every shard")
     if (out / JOB_FILE).exists():
         raise InputError(f"--out {out}: holds an unsharded job; give the shards a directory of their own")
-    if out.parent.exists() and not out.exists():
+    if not out.exists():
+        if not out.parent.is_dir():
+            raise InputError(f"--out {out}: parent directory {out.parent} does not exist or is not a directory; create it first")
         out.mkdir(exist_ok=True)  # several shards may create it at once
     return out / shard_name(*shard)

@@ -29,7 +29,7 @@ def check_model(name: str, option: str, *, need_weights: bool = True) -> None:
         if not p.is_dir():
             raise InputError(f"{option} {name}: is a file; give the model's directory (with config.json)")
         missing = []
-        if not (p / "config.json").exists():
+        if not (p / "config.json").is_file():
             missing.append("config.json")
         if need_weights:
             weights = list(p.glob("*.safetensors")) + list(p.glob("*.safetensors.index.json"))
@@ -46,12 +46,84 @@ def check_model(name: str, option: str, *, need_weights: bool = True) -> None:
             missing.append("a tokenizer (tokenizer.json or tokenizer_config.json; save it with `tokenizer.save_pretrained(dir)`)")
         if missing:
             raise InputError(f"{option} {name}: the model directory lacks {'; '.join(missing)}")
+        damaged = [f"{f.name} {why}" for f in sorted(p.glob("*.json")) if (why := _json_problem(f))]
+        if need_weights:
+            damaged += [f"{f.name} {why}" for f in sorted(p.glob("*.safetensors")) if (why := _safetensors_problem(f))]
+            damaged += _index_problems(p)
+        if damaged:
+            raise InputError(
+                f"{option} {name}: {'; '.join(damaged)}; the model directory is damaged (an interrupted "
+                f"download or copy?): download or save the model again (`model.save_pretrained(dir)`, "
+                f"`tokenizer.save_pretrained(dir)`)"
+            )
         return
     if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
         raise InputError(
             f"{option} {name}: no such directory, and not a hub model id such as Qwen/Qwen3-1.7B; "
             f"check the path"
         )
+
+
+def _json_problem(f: Path) -> str | None:
+    """Why a model's JSON file (config, tokenizer, index) cannot be read, or None."""
+    try:
+        obj = json.loads(f.read_bytes())
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON or not UTF-8
+        return f"is not valid JSON ({e})"
+    return None if isinstance(obj, dict) else f"holds a JSON {type(obj).__name__}, not an object"
+
+
+# safetensors refuses a header above 100 MB (its MAX_HEADER_SIZE); so does this check.
+_MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+def _safetensors_problem(f: Path) -> str | None:
+    """Why a .safetensors file cannot load, from its header alone, or None.
+
+    The format: an 8-byte little-endian header length n, n bytes of JSON mapping each tensor to
+    its dtype, shape and [begin, end) byte offsets in the data that follows, which must cover
+    the rest of the file exactly. Checks the same things safetensors does when it opens the
+    file, without reading the tensors (a 16 GB checkpoint costs a few kilobytes here)."""
+    try:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 0:
+                return f"has {size} bytes, too few for a safetensors header (empty or truncated)"
+            if n > min(size - 8, _MAX_SAFETENSORS_HEADER):
+                return f"is not a safetensors file or is truncated (its header claims {n:,} bytes, the file has {size:,})"
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError) as e:
+        return f"is not a readable safetensors file ({e})"
+    if not isinstance(header, dict):
+        return "is not a safetensors file (its header is not a JSON object)"
+    ends = []
+    for key, tensor in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            ends.append(int(tensor["data_offsets"][1]))
+        except (TypeError, KeyError, IndexError, ValueError):
+            return f"is not a safetensors file (tensor {key!r} has no data_offsets in its header)"
+    data = size - 8 - n
+    if ends and max(ends) != data:
+        return f"is truncated or corrupt (its tensors span {max(ends):,} bytes of data, the file holds {data:,})"
+    return None
+
+
+def _index_problems(p: Path) -> list[str]:
+    """Shards that a sharded checkpoint's index names but the directory lacks."""
+    out = []
+    for index in sorted(p.glob("*.safetensors.index.json")):
+        try:
+            files = set((json.loads(index.read_bytes()).get("weight_map") or {}).values())
+        except (OSError, ValueError, AttributeError):
+            continue  # reported by the JSON check
+        absent = sorted(str(x) for x in files if not (p / str(x)).is_file())
+        if absent:
+            out.append(f"{index.name} names {', '.join(absent[:3])}{' ...' if len(absent) > 3 else ''}, which the directory lacks")
+    return out
 
 
 def model_fingerprint(name: str) -> str:
