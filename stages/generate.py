@@ -278,7 +278,9 @@ def generate_hf(
         do_sample=not greedy,
         temperature=None if greedy else options.temperature,
         top_p=None if greedy else options.top_p,
-        top_k=0,  # off; None would mean transformers' default of 50
+        # Off when sampling (None would mean transformers' default of 50); unset when greedy,
+        # where any value is unused and transformers warns about it.
+        top_k=None if greedy else 0,
         max_new_tokens=options.max_new_tokens,
         # Greedy decoding gives K identical samples: decode once and copy.
         num_return_sequences=1 if greedy else options.n,

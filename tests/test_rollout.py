@@ -167,3 +167,13 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, student_dir):
     assert a.equals(b)
     assert b.select(pl.struct("problem_id", "sample_index").n_unique()).item() == 32
     assert not list(out.glob(".*tmp*"))
+
+
+def test_greedy_and_sampled_rollouts_print_no_transformers_warning(tmp_path, problems_file, student_dir):
+    """Greedy decoding leaves every sampling flag unset: transformers would otherwise warn that
+    they are ignored ("generation flags are not valid"), on every run of the quickstart."""
+    for temperature in ("0", "1.0"):
+        r = paced_subprocess("rollout", "--problems", problems_file, "--model", student_dir, "--out", tmp_path / temperature,
+                             "--samples", "2", "--max-new-tokens", "4", "--temperature", temperature)
+        assert r.returncode == 0, r.stderr
+        assert "generation flags" not in r.stderr and "may be ignored" not in r.stderr, r.stderr
