@@ -282,7 +282,7 @@ def artifact_files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | N
             prov = prov if prov is not None else shard_prov
         return files, prov
     if (p / JOB_FILE).exists():
-        job = _load_json(p / JOB_FILE, option)
+        job = read_job(p, option)
         raise InputError(
             f"{option} {p}: this {job.get('schema', '')} job is not finished (no "
             f"{MANIFEST_FILE}); rerun the command that made it to resume it: "
@@ -423,6 +423,8 @@ def read(
             frame = pl.read_parquet(files, columns=wanted, hive_partitioning=False)
         except (pl.exceptions.PolarsError, OSError):
             frame = None
+    if not files:  # a sharded artifact whose every shard is empty (rollout and teacher-logits finish them so)
+        frame = pl.DataFrame(schema=_polars_schema(schema, wanted))
     if frame is None:
         frames = []
         for f in files:
@@ -442,6 +444,11 @@ def read(
     if frame.height == 0 and not allow_empty:
         raise InputError(f"{option} {p}: the {schema.name} artifact has no rows; nothing to do")
     return Artifact(p, frame, fingerprint(p), schema.name, prov, runs)
+
+
+def _polars_schema(schema: ArtifactSchema, columns: list[str] | None) -> dict[str, pl.DataType]:
+    empty = pl.from_arrow(schema.arrow.empty_table())
+    return {k: v for k, v in empty.schema.items() if columns is None or k in columns}
 
 
 def read_header(path: str | os.PathLike, schema: ArtifactSchema, *, option: str) -> Artifact:
@@ -494,6 +501,11 @@ def check_rows(p: Path, files: list[Path], option: str, counted) -> None:
             f"{option} {d}: {'; '.join(bad[:5])}. The manifest does not describe these parts: delete "
             f"{MANIFEST_FILE} and rerun the command that made the job to rebuild it: {_job_command(dirs[0])}"
         )
+
+
+def read_job(d: Path, option: str) -> dict[str, Any]:
+    """The `_job.json` of job directory `d`: what the job is (schema, key, options, command)."""
+    return _load_json(d / JOB_FILE, option)
 
 
 def _load_json(path: Path, option: str) -> dict[str, Any]:

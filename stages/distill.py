@@ -177,11 +177,17 @@ def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainDa
     tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}")
     keep_w = pa.array([k for k, v in w.items() if v > 0], pa.string())
     missing: list[str] = []
+    k: tuple[int, Path] | None = None  # the artifact's k, and the part it was first seen in
     with pa.OSFile(str(tmp), "wb") as sink:
         writer = None
         for f in files:
             t = pq.read_table(f, columns=columns)
-            _check_aligned(t, f)
+            try:
+                _check_aligned(t, f)
+                k = _check_values(t, f, k)
+            except InputError:
+                tmp.unlink(missing_ok=True)
+                raise
             stats["sequences"] += t.num_rows
             ids = t["problem_id"]
             known = pc.is_in(ids, value_set=pa.array(list(w), pa.string()))
@@ -234,6 +240,58 @@ def _check_aligned(t: pa.Table, f: Path) -> None:
             f"--teacher-logits {f}: {len(ids)} row(s) whose topk/tail lists do not match their "
             f"token_ids ({', '.join(repr(x) for x in ids[:5])}); regenerate them with paced teacher-logits"
         )
+
+
+# How far above 0 a stored log-probability may lie: float32 log-softmax rounds to at most a few
+# 1e-7 above it; a value past this is not a log-probability (logits stored by mistake?).
+_LOGPROB_SLACK = 1e-3
+
+
+def _check_values(t: pa.Table, f: Path, k: tuple[int, Path] | None) -> tuple[int, Path] | None:
+    """What the losses take on trust, checked per part as it streams by: one k for every position
+    of every part and shard (collate reshapes by it), teacher log-probabilities that are
+    log-probabilities (no NaN, no +inf, none above 0; -inf is a probability of 0 and allowed),
+    token ids >= 0. Returns the artifact's k and the part that set it."""
+    problems = []
+    ks = pc.list_value_length(pc.list_flatten(t["topk_ids"]))
+    if len(ks) == 0:
+        return k
+    lo, hi = (v.as_py() for v in pc.min_max(ks).values())
+    if lo != hi:
+        problems.append(f"positions hold from {lo} to {hi} teacher tokens (one k per artifact)")
+    elif k is not None and lo != k[0]:
+        problems.append(
+            f"k = {lo} teacher tokens per position, but {k[1]} has k = {k[0]} (parts or shards made with "
+            f"different --top-k; rerun paced teacher-logits with one --top-k for all of them)"
+        )
+    if not pc.all(pc.equal(ks, pc.list_value_length(pc.list_flatten(t["topk_logprobs"])))).as_py():
+        problems.append("topk_logprobs and topk_ids differ in length at some positions")
+    for name, depth in (("topk_logprobs", 2), ("tail_logprob", 1)):
+        col = t[name].combine_chunks()
+        flat = pc.list_flatten(pc.list_flatten(col)) if depth == 2 else pc.list_flatten(col)
+        v = flat.to_numpy(zero_copy_only=False)  # float16 or float32, compared as stored (no copy up)
+        bad = np.isnan(v) | (v > _LOGPROB_SLACK)
+        if bad.any():
+            row_of = pc.list_parent_indices(col).to_numpy()  # row of each position
+            if depth == 2:
+                row_of = row_of[pc.list_parent_indices(pc.list_flatten(col)).to_numpy()]  # row of each value
+            rows = sorted(set(row_of[np.flatnonzero(bad)].tolist()))
+            worst = "NaN" if np.isnan(v).any() else f"up to {float(np.nanmax(v)):g}"
+            problems.append(
+                f"{name} holds {int(bad.sum()):,} value(s) that are not log-probabilities ({worst}; must be "
+                f"<= 0, -inf for probability 0) in problem(s) {', '.join(list(dict.fromkeys(repr(t['problem_id'][r].as_py()) for r in rows))[:5])}"
+            )
+    for name in ("token_ids", "prompt_token_ids", "topk_ids"):
+        flat = pc.list_flatten(t[name])
+        flat = pc.list_flatten(flat) if name == "topk_ids" else flat
+        low = pc.min(flat).as_py()
+        if low is not None and low < 0:
+            problems.append(f"{name} holds negative token id {low}")
+    if problems:
+        raise InputError(
+            f"--teacher-logits {f}: {'; '.join(problems)}; regenerate it with paced teacher-logits"
+        )
+    return k if k is not None else (lo, f)
 
 
 def epoch_order(problems: list[str], seed: int, epoch: int) -> list[str]:
@@ -775,6 +833,7 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
             if not data.problems:
                 raise InputError(f"--weights {weights.path}: every problem in --teacher-logits has weight 0; nothing to train on")
             check_lengths(data, source)
+            check_vocab_rows(data, models.vocab_rows(source, config.trust_remote_code), source)
         except InputError:
             job.abandon()
             raise
@@ -816,8 +875,8 @@ def _run(config: DistillConfig, launch: Launch | None) -> Path:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     model = models.load_model(source, device=load_device, dtype="float32", trust_remote_code=config.trust_remote_code)
-    try:
-        check_vocab(data, model)
+    try:  # the loaded embeddings themselves, in case the config did not say
+        check_vocab(data, model, source)
     except InputError:
         abandon()
         raise
@@ -992,11 +1051,29 @@ def check_lengths(data: TrainData, model_dir: str) -> None:
         )
 
 
-def check_vocab(data: TrainData, model) -> None:
-    rows = model.get_output_embeddings().weight.shape[0]
-    top = pc.max(pc.list_flatten(pc.list_flatten(data.table["topk_ids"]))).as_py()
-    if top is not None and top >= rows:
-        raise InputError(f"--teacher-logits: teacher token id {top} is outside the student's vocabulary of {rows:,} rows; use a student with the teacher's tokenizer")
+def check_vocab(data: TrainData, model, student: str = "") -> None:
+    """`check_vocab_rows` against a loaded model's embeddings (input and output)."""
+    rows = min(model.get_input_embeddings().weight.shape[0], model.get_output_embeddings().weight.shape[0])
+    check_vocab_rows(data, rows, student)
+
+
+def check_vocab_rows(data: TrainData, rows: int | None, student: str) -> None:
+    """Every token id the student is fed (prompt and response) or scored on (the teacher's
+    top-k) must be a row of its embeddings: one past them fails mid-step on an index."""
+    if rows is None:
+        return
+    t = data.table
+    for name, flat in (
+        ("topk_ids", pc.list_flatten(pc.list_flatten(t["topk_ids"]))),
+        ("token_ids", pc.list_flatten(t["token_ids"])),
+        ("prompt_token_ids", pc.list_flatten(t["prompt_token_ids"])),
+    ):
+        top = pc.max(flat).as_py()
+        if top is not None and top >= rows:
+            raise InputError(
+                f"--teacher-logits: {name} holds token id {top}, outside the vocabulary of the student"
+                f"{' ' + student if student else ''} ({rows:,} rows); use a student with the teacher's tokenizer"
+            )
 
 
 def add_lora(model, r: int, alpha: float | None):

@@ -142,6 +142,22 @@ def read_problems(paths: list[Path], context: str) -> tuple[list[schemas.Artifac
             + "; ".join(lines)
             + "; rename them (e.g. prefix each file's ids with its benchmark)"
         )
+    # A benchmark is one file's: two files that name the same one (by a `benchmark` column or
+    # by their file name, math/test.parquet and aime/test.parquet) would be reported as one.
+    files_of: dict[str, list[str]] = {}
+    for art, frame in zip(arts, frames):
+        how = "its benchmark column" if "benchmark" in art.frame.columns else "its file name"
+        for b in frame["benchmark"].unique(maintain_order=True):
+            files_of.setdefault(b, []).append(f"{art.path} ({how})")
+    shared = {b: files for b, files in files_of.items() if len(files) > 1}
+    if shared:
+        raise InputError(
+            "--problems: "
+            + "; ".join(f"benchmark {b!r} is named by {' and '.join(files)}" for b, files in shared.items())
+            + "; their problems would be reported as one benchmark: rename a file or give each file a "
+            "`benchmark` column of its own (to evaluate one benchmark kept in several files, join them "
+            "into one file first)"
+        )
     return arts, frames
 
 
@@ -150,16 +166,23 @@ def read_baseline(path: Path) -> schemas.Artifact:
     p = Path(path)
     if not p.exists():
         raise InputError(f"--baseline {p}: no such directory; give the --out of an earlier `paced eval`")
-    if not (p / JOB_FILE).exists() or not p.is_dir():
-        raise InputError(
-            f"--baseline {p}: not a paced eval directory (no {JOB_FILE}); give the --out of an "
-            f"earlier `paced eval`"
-        )
-    if not (p / MANIFEST_FILE).exists():
-        raise InputError(
-            f"--baseline {p}: this eval is not finished (no {MANIFEST_FILE}); rerun the command "
-            f"that made it to finish it"
-        )
+    # A sharded eval (`--shard I/N` into one --out) is finished when every shard is: its shards
+    # hold the job files, --out the summary.
+    shards = schemas.io.shard_dirs(p, "--baseline") if p.is_dir() else None
+    for d in shards or [p]:
+        if not (d / JOB_FILE).exists() or not d.is_dir():
+            raise InputError(
+                f"--baseline {p}: not a paced eval directory (no {JOB_FILE}); give the --out of an "
+                f"earlier `paced eval`"
+            )
+        kind = schemas.io.read_job(d, "--baseline").get("schema")
+        if kind != schemas.EVAL_RESULTS.name:
+            raise InputError(f"--baseline {p}: holds a paced {kind!r} artifact, not an eval; give the --out of an earlier `paced eval`")
+        if not (d / MANIFEST_FILE).exists():
+            raise InputError(
+                f"--baseline {p}: this eval is not finished (no {MANIFEST_FILE}); rerun the command "
+                f"that made it to finish it"
+            )
     if not (p / SUMMARY_FILE).exists():
         raise InputError(
             f"--baseline {p}: has no {SUMMARY_FILE}; rerun the `paced eval` that made it "

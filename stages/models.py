@@ -219,6 +219,18 @@ def max_context(model_dir: str) -> int | None:
     return getattr(cfg, "max_position_embeddings", None)
 
 
+def vocab_rows(name: str, trust_remote_code: bool = False) -> int | None:
+    """The model's embedding rows (its config's vocab_size), read without loading the model; it
+    may exceed the tokenizer's vocabulary (Qwen pads it). None when the config does not say."""
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return None
+    return getattr(cfg.get_text_config(), "vocab_size", None)
+
+
 def tokenizer_signature(tokenizer: Any) -> dict[str, Any]:
     """What must agree between teacher and student tokenizers: vocabulary, special tokens and
     chat template. The model's embedding size is left out on purpose: Qwen pads its

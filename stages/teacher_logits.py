@@ -30,6 +30,7 @@ import polars as pl
 
 import schemas
 from schemas import InputError
+from schemas.base import quote_rows
 from schemas.outputs import check_paths
 from stages import models, prompts, vllm_backend
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
@@ -94,6 +95,11 @@ def load_sequences(path: Path, problems: pl.DataFrame) -> tuple[pl.DataFrame, sc
     if "reference" in columns:
         art = schemas.read(path, schemas.PROBLEMS, option="--sequences")
         frame = art.frame.filter(pl.col("reference").is_not_null() & (pl.col("reference").str.strip_chars() != ""))
+        if frame.height == 0:
+            raise InputError(
+                f"--sequences {path}: every 'reference' is null or empty ({art.frame.height:,} problems), so "
+                f"there are no reference solutions to score; fill the column, or pass a rollouts artifact"
+            )
         frame = frame.select("problem_id", pl.lit(0, pl.Int32).alias("sample_index"), pl.col("reference").alias("response_text"))
         return frame, art, "references"
     raise InputError(
@@ -153,6 +159,7 @@ def run(config: TeacherLogitsConfig) -> Path:
     if kind == "rollouts":
         for name in seq_art.frame.get_column("model").unique().to_list():
             if Path(name).is_dir():
+                models.check_model(name, "the rollouts' model", need_weights=False)
                 other = models.load_tokenizer(name, trust_remote_code=config.trust_remote_code)
                 models.check_same_tokenizer(signature, models.tokenizer_signature(other), f"--teacher {config.teacher}", f"the rollouts' model {name}")
     if config.top_k > len(tokenizer):
@@ -166,6 +173,8 @@ def run(config: TeacherLogitsConfig) -> Path:
         list(r["response_ids"]) if kind == "rollouts" else tokenizer(r["response_text"], add_special_tokens=False)["input_ids"] + [eos]
         for r in rows
     ]
+    if kind == "rollouts":
+        check_token_ids(seqs, models.vocab_rows(config.teacher, config.trust_remote_code) or len(tokenizer), seq_art.path)
     empty = [i for i, r in enumerate(responses) if not r]
     if empty:
         raise InputError(
@@ -203,12 +212,18 @@ def run(config: TeacherLogitsConfig) -> Path:
     job = schemas.Job(shard_out(config.out, shard), schemas.TEACHER_LOGITS, options, prov, overwrite=config.overwrite)
     job.check()
     n = len(rows)
-    n_parts = max(1, (n + config.part_size - 1) // config.part_size)
+    n_parts = (n + config.part_size - 1) // config.part_size
     if job.complete:
         console.print(f"{config.out}: already complete ({n} sequences); nothing to do")
         return config.out
-    if n == 0:
-        raise InputError("--weights: every problem of --sequences has weight 0; there is nothing to distill on")
+    if n == 0 and shard is None:
+        raise InputError(f"--weights {config.weights}: every problem of --sequences has weight 0; there is nothing to distill on")
+    if n == 0:  # as rollout does: a finished empty shard, so the sharded artifact can complete
+        job.start()
+        job.finish(0)
+        why = "its problems all have weight 0" if skipped.height else "no problem of --sequences falls in it"
+        console.print(f"shard {config.shard}: no sequences to score ({why}); finished as an empty shard")
+        return config.out
     if config.backend == "vllm":
         vllm_backend.require()
         vllm_backend.check_engine_args(config)
@@ -218,7 +233,7 @@ def run(config: TeacherLogitsConfig) -> Path:
     todo = [i for i in range(n_parts) if not job.has(i)]
     started = time.perf_counter()
     if config.backend == "vllm":
-        request_k = vllm_backend.logprobs_to_request(config.top_k, _model_vocab(config.teacher, config.trust_remote_code), len(tokenizer))
+        request_k = vllm_backend.logprobs_to_request(config.top_k, models.vocab_rows(config.teacher, config.trust_remote_code), len(tokenizer))
         llm = vllm_backend.engine(config.teacher, config, max_logprobs=request_k)
 
         def score(prompt_ids, response_ids, on_batch):
@@ -266,15 +281,18 @@ def run(config: TeacherLogitsConfig) -> Path:
     return config.out
 
 
-def _model_vocab(name: str, trust_remote_code: bool) -> int | None:
-    """The teacher's output-layer size from its config (it may exceed the tokenizer's)."""
-    from transformers import AutoConfig
-
-    try:
-        cfg = AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError):
-        return None
-    return getattr(cfg.get_text_config(), "vocab_size", None)
+def check_token_ids(seqs: pl.DataFrame, vocab: int, path: Path) -> None:
+    """Every response token id of the rollouts must be a row of the teacher's embedding: an id
+    from another tokenizer would index past it (or, negative, wrap around) mid-job."""
+    bad = pl.col("response_ids").list.eval((pl.element() < 0) | (pl.element() >= vocab)).list.any()
+    n = seqs.select(bad.sum()).item()
+    if n:
+        lo, hi = seqs.select(pl.col("response_ids").list.min().min().alias("lo"), pl.col("response_ids").list.max().max().alias("hi")).row(0)
+        raise InputError(
+            f"--sequences {path}: {n} sequence(s) have completion_token_ids outside the teacher's vocabulary of "
+            f"{vocab:,} ids (ids from {lo} to {hi}; rows {quote_rows(seqs, bad, ('problem_id', 'sample_index'))}); the "
+            f"rollouts were tokenized by another tokenizer: sample them with a model that shares the teacher's"
+        )
 
 
 def _skipped_tokens(skipped: pl.DataFrame, kind: str, tokenizer: Any) -> int:

@@ -77,8 +77,8 @@ def weight(w, tmp, *extra, scores=None):
     return ["weight", "--scores", scores or w["scores"], "--out", tmp / "out.parquet", *extra]
 
 
-def tlogits(w, tmp, *extra, teacher=None, weights=None):
-    return ["teacher-logits", "--problems", w["problems"], "--sequences", w["rollouts"], "--teacher", teacher or w["teacher"],
+def tlogits(w, tmp, *extra, teacher=None, weights=None, sequences=None, problems=None):
+    return ["teacher-logits", "--problems", problems or w["problems"], "--sequences", sequences or w["rollouts"], "--teacher", teacher or w["teacher"],
             "--out", tmp / "out", *extra] + (["--weights", weights] if weights else [])
 
 
@@ -154,6 +154,82 @@ def link(tmp, name: str, target: Path) -> Path:
 def touch(path: Path) -> Path:
     path.write_text("x")
     return path
+
+
+def rollouts_file(w, tmp, shift: int) -> Path:
+    """The world's rollouts as a user's Parquet file, every completion token id moved by `shift`."""
+    frame = pl.read_parquet(w["rollouts"] / "part-00000.parquet")
+    return write(tmp / "r.parquet", frame.with_columns(completion_token_ids=pl.col("completion_token_ids").list.eval(pl.element() + shift)))
+
+
+def tl_table(w) -> pa.Table:
+    return pq.read_table(w["tl"] / "part-00000.parquet")
+
+
+def with_column(t: pa.Table, name: str, rows: list) -> pa.Table:
+    """`t` with column `name` replaced by Python `rows` of its own type (its paced metadata kept)."""
+    return t.set_column(t.schema.get_field_index(name), t.schema.field(name), pa.array(rows, t.schema.field(name).type))
+
+
+def map_values(t: pa.Table, name: str, fn) -> pa.Table:
+    """Column `name` with `fn` applied to every innermost value."""
+    def deep(x):
+        return [deep(v) for v in x] if isinstance(x, list) else fn(x)
+    return with_column(t, name, deep(t[name].to_pylist()))
+
+
+def cut_k(t: pa.Table, k: int, rows=None) -> pa.Table:
+    """Keep the first k teacher tokens per position, in `rows` (all by default)."""
+    chosen = set(range(t.num_rows) if rows is None else rows)
+    for name in ("topk_ids", "topk_logprobs"):
+        t = with_column(t, name, [[pos[:k] for pos in r] if i in chosen else r for i, r in enumerate(t[name].to_pylist())])
+    return t
+
+
+def job_of(d: Path, *tables: pa.Table) -> Path:
+    """A finished job directory holding `tables` as parts, with a manifest that vouches for them."""
+    d.mkdir(parents=True)
+    parts = []
+    for i, t in enumerate(tables):
+        f = d / f"part-{i:05d}.parquet"
+        pq.write_table(t, f)
+        parts.append({"file": f.name, "rows": t.num_rows, "bytes": f.stat().st_size, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()})
+    (d / "_manifest.json").write_text(json.dumps({"rows": sum(x["rows"] for x in parts), "parts": parts}))
+    return d
+
+
+def tl_job(w, tmp, *tables: pa.Table) -> Path:
+    return job_of(tmp / "tl", *tables)
+
+
+def tl_shards(w, tmp, second_k: int) -> Path:
+    """teacher logits in two shards, the second with another k (made with another --top-k)."""
+    t = tl_table(w)
+    first = pc_filter(t, ["p0", "p1"])
+    job_of(tmp / "tl" / "shard-00000-of-00002", first)
+    job_of(tmp / "tl" / "shard-00001-of-00002", cut_k(pc_filter(t, ["p2", "p3"]), second_k))
+    return tmp / "tl"
+
+
+def pc_filter(t: pa.Table, ids: list[str]) -> pa.Table:
+    import pyarrow.compute as pc
+
+    return t.filter(pc.is_in(t["problem_id"], value_set=pa.array(ids)))
+
+
+def eval_problems(tmp, folder: str, suffix: str = "", **cols) -> Path:
+    (tmp / folder).mkdir(exist_ok=True)
+    frame = make_problems(4).with_columns(problem_id=pl.col("problem_id") + suffix, **cols)
+    return write(tmp / folder / "math.parquet", frame)
+
+
+def unfinished_shards(tmp, name: str, *present: int, of: int = 2) -> Path:
+    """Shard directories that each claim to be finished (a manifest of no parts): those given only."""
+    for i in present:
+        d = tmp / name / f"shard-{i:05d}-of-{of:05d}"
+        d.mkdir(parents=True)
+        (d / "_manifest.json").write_text('{"rows": 0, "parts": []}')
+    return tmp / name
 
 
 CASES = [
@@ -279,6 +355,27 @@ CASES = [
     Case("distill: lora-alpha nan", lambda w, t: distill(w, t, "--lora-r", "4", "--lora-alpha", "nan"), ("--lora-alpha nan", "finite")),
     Case("distill: seed beyond 2^32", lambda w, t: distill(w, t, "--seed", str(2**40)), ("--seed 1099511627776",)),
     Case("distill: warmup-steps -1", lambda w, t: distill(w, t, "--warmup-steps", "-1"), ("--warmup-steps -1",)),
+    # values inside artifacts, checked where they are read (issue 15, class 3)
+    Case("teacher-logits: completion token ids beyond the vocabulary", lambda w, t: tlogits(w, t, sequences=rollouts_file(w, t, 100_000)), ("--sequences", "outside the teacher's vocabulary of 400 ids", "ids from 100")),
+    Case("teacher-logits: negative completion token ids", lambda w, t: tlogits(w, t, sequences=rollouts_file(w, t, -1000)), ("outside the teacher's vocabulary", "ids from -")),
+    Case("distill: response token ids beyond the student's vocabulary", lambda w, t: distill(w, t, tl=tl_job(w, t, map_values(tl_table(w), "token_ids", lambda x: x + 5000))), ("--teacher-logits", "token_ids holds token id", "outside the vocabulary of the student")),
+    Case("distill: top-k ids beyond the student's vocabulary", lambda w, t: distill(w, t, tl=tl_job(w, t, map_values(tl_table(w), "topk_ids", lambda x: x + 5000))), ("topk_ids holds token id",)),
+    Case("distill: negative token ids", lambda w, t: distill(w, t, tl=tl_job(w, t, map_values(tl_table(w), "prompt_token_ids", lambda x: -1))), ("prompt_token_ids holds negative token id -1",)),
+    Case("distill: NaN teacher log-probs", lambda w, t: distill(w, t, tl=tl_job(w, t, map_values(tl_table(w), "topk_logprobs", lambda x: float("nan")))), ("topk_logprobs holds", "not log-probabilities (NaN")),
+    Case("distill: +inf teacher log-probs", lambda w, t: distill(w, t, tl=tl_job(w, t, map_values(tl_table(w), "topk_logprobs", lambda x: float("inf")))), ("topk_logprobs holds", "up to inf")),
+    Case("distill: logits stored as log-probs", lambda w, t: distill(w, t, tl=tl_job(w, t, map_values(tl_table(w), "topk_logprobs", lambda x: x + 20))), ("not log-probabilities (up to", "must be <= 0")),
+    Case("distill: NaN tail log-mass", lambda w, t: distill(w, t, tl=tl_job(w, t, map_values(tl_table(w), "tail_logprob", lambda x: float("nan")))), ("tail_logprob holds",)),
+    Case("distill: k differs between rows", lambda w, t: distill(w, t, tl=tl_job(w, t, cut_k(tl_table(w), 2, rows=[0]))), ("positions hold from 2 to 4 teacher tokens",)),
+    Case("distill: k differs between parts", lambda w, t: distill(w, t, tl=tl_job(w, t, pc_filter(tl_table(w), ["p0", "p1"]), cut_k(pc_filter(tl_table(w), ["p2", "p3"]), 3))), ("part-00001.parquet", "k = 3 teacher tokens per position", "has k = 4", "one --top-k")),
+    Case("distill: k differs between shards", lambda w, t: distill(w, t, tl=tl_shards(w, t, 2)), ("shard-00001-of-00002", "k = 2", "has k = 4")),
+    Case("eval: two problems files with the same name", lambda w, t: ["eval", "--model", w["student"], "--problems", eval_problems(t, "a"), "--problems", eval_problems(t, "b", "b"), "--out", t / "out"], ("--problems", "benchmark 'math' is named by", "(its file name) and", "rename a file")),
+    Case("eval: a benchmark column naming another file's benchmark", lambda w, t: ["eval", "--model", w["student"], "--problems", eval_problems(t, "a"), "--problems", write(t / "other.parquet", make_problems(4).with_columns(problem_id=pl.col("problem_id") + "x", benchmark=pl.lit("math"))), "--out", t / "out"], ("benchmark 'math' is named by", "(its benchmark column)")),
+    # messages that name the real cause (issue 15, class 4)
+    Case("teacher-logits: null references as the sequences", lambda w, t: tlogits(w, t, sequences=problems_with(w, t, reference=pl.lit(None, pl.String)), problems=problems_with(w, t, reference=pl.lit(None, pl.String))), ("--sequences", "every 'reference' is null or empty (4 problems)", "fill the column")),
+    Case("teacher-logits: null references, --context reference", lambda w, t: tlogits(w, t, "--context", "reference", sequences=problems_with(w, t, reference=pl.lit(None, pl.String)), problems=problems_with(w, t, reference=pl.lit(None, pl.String))), ("every 'reference' is null or empty",)),
+    Case("teacher-logits: every weight 0", lambda w, t: tlogits(w, t, weights=write(t / "w.parquet", weights_frame(w).with_columns(weight=pl.lit(0.0)))), ("--weights", "every problem of --sequences has weight 0")),
+    Case("eval: baseline a sharded eval with a shard missing", lambda w, t: ["eval", "--model", w["student"], "--problems", w["problems"], "--out", t / "out", "--baseline", unfinished_shards(t, "base", 0)], ("--baseline", "missing shard(s) 1/2")),
+    Case("scores: a sharded job whose shards are all empty", lambda w, t: weight(w, t, scores=unfinished_shards(t, "s", 0, 1)), ("--scores", "has no rows")),
 ]
 
 
@@ -428,3 +525,50 @@ def test_an_interrupted_job_with_a_damaged_lock_resumes(world, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert (out / "_manifest.json").exists() and not (out / "_lock").exists()
     assert pl.read_parquet(out / "*.parquet").height == pl.read_parquet(world["rollouts"] / "*.parquet").height
+
+
+def _split_with_an_empty_shard(ids: list[str]) -> tuple[int, int]:
+    """(I, N): the smallest split of `ids` in which shard I holds none of them."""
+    from stages.common import shard_of
+
+    for n in range(2, 64):
+        empty = sorted(set(range(n)) - {shard_of(p, n) for p in ids})
+        if empty:
+            return empty[0], n
+    raise AssertionError("no split with an empty shard")
+
+
+def test_an_empty_teacher_logits_shard_finishes_empty(world, tmp_path):
+    """A --shard I/N that selects no sequence is an empty shard, not 'every problem has weight 0':
+    it finishes (a manifest of no parts, as rollout's empty shards do), so the sharded job
+    completes and distill reads it."""
+    empty, n = _split_with_an_empty_shard(make_problems(4)["problem_id"].to_list())
+    out = tmp_path / "tl"
+    base = ["teacher-logits", "--problems", world["problems"], "--sequences", world["rollouts"], "--teacher", world["teacher"],
+            "--top-k", "4", "--out", out]
+    r = paced(*base, "--shard", f"{empty}/{n}")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == str(out) and "finished as an empty shard" in r.stderr and "weight 0" not in r.stderr
+    shard = out / f"shard-{empty:05d}-of-{n:05d}"
+    assert json.loads((shard / "_manifest.json").read_text())["parts"] == []
+    for i in (i for i in range(n) if i != empty):
+        r = paced(*base, "--shard", f"{i}/{n}")
+        assert r.exit_code == 0, r.stderr
+    r = paced("distill", "--student", world["student"], "--teacher-logits", out, "--weights", world["weights"],
+              "--out", tmp_path / "d", "--max-steps", "1")
+    assert r.exit_code == 0, r.stderr
+
+
+def test_a_finished_sharded_eval_is_a_baseline(world, tmp_path):
+    """`paced eval --shard I/N` into one --out, every shard done and the summary written by the
+    last: a valid --baseline for another eval (was refused for lacking a _job.json at the top)."""
+    base = ["eval", "--model", world["student"], "--problems", world["problems"], "--samples", "1",
+            "--max-new-tokens", "4", "--verifier", "exact"]
+    for i in range(2):
+        r = paced(*base, "--out", tmp_path / "base", "--shard", f"{i}/2")
+        assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "base" / "summary.parquet").exists()
+    r = paced(*base, "--out", tmp_path / "after", "--baseline", tmp_path / "base")
+    assert r.exit_code == 0, r.stderr
+    summary = pl.read_parquet(tmp_path / "after" / "summary.parquet")
+    assert summary["baseline_accuracy"].null_count() == 0
