@@ -35,8 +35,11 @@ META_KEY = "paced.key"
 META_KIND = "paced.kind"
 
 
-def _resolved(path: str | os.PathLike) -> Path:
-    return Path(os.path.abspath(path)).resolve()
+def _resolved(path: str | os.PathLike, option: str) -> Path:
+    try:
+        return Path(os.path.abspath(path)).resolve()
+    except (RuntimeError, OSError):  # a link that loops back to itself (RuntimeError before Python 3.13)
+        raise InputError(f"{option} {path}: is a symbolic link that loops back to itself; remove it or give another path") from None
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -55,8 +58,8 @@ def check_paths(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, 
     for option, value in inputs.items():
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if v is not None and os.path.lexists(v):
-                ins.append((option, str(v), _resolved(v)))
-    outs = [(option, str(v), _resolved(v)) for option, v in outputs.items() if v is not None]
+                ins.append((option, str(v), _resolved(v, option)))
+    outs = [(option, str(v), _resolved(v, option)) for option, v in outputs.items() if v is not None]
     for option, shown, out in outs:
         for in_option, in_shown, src in ins:
             if out == src:

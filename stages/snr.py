@@ -114,6 +114,10 @@ class SnrConfig:
         p = []
         if self.bins < 1:
             p.append(f"--bins {self.bins}: must be at least 1 (the paper uses 10)")
+        if not 0 <= self.seed <= 2**32 - 1:
+            p.append(f"--seed {self.seed}: must be from 0 to {2**32 - 1} (the seeds numpy takes)")
+        if not math.isfinite(self.mu):
+            p.append(f"--mu {self.mu}: the AKL head mass must be in (0, 1)")
         if self.estimator not in ESTIMATORS:
             p.append(f"--estimator {self.estimator}: use one of {', '.join(ESTIMATORS)}")
         if self.loss not in losses.LOSSES:

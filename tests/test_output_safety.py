@@ -216,3 +216,11 @@ def test_two_identical_commands_at_once_one_writes_the_other_exits_2(world, tmp_
             assert "another paced process" in err, err
     assert codes[0] == 0
     assert schemas.read(tmp_path / "r", schemas.ROLLOUTS, option="--rollouts").frame.height == 24
+
+
+def test_a_symbolic_link_loop_as_input_or_output_exits_2(world, tmp_path, student_dir):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for args in (["--problems", loop, "--out", tmp_path / "r"], ["--problems", world / "problems.parquet", "--out", loop]):
+        r = paced("rollout", "--model", student_dir, *args, *FAST)
+        assert r.exit_code == 2 and "loops back to itself" in r.stderr and "Traceback" not in r.stderr, r.stderr
