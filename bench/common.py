@@ -169,7 +169,7 @@ def vllm_python(venvs: Sequence[str] = (), root: Path = ROOT) -> str | None:
     tests/test_vllm.py looks at the first two only; the bench also finds VLLM_VENVS."""
     if os.environ.get(VLLM_PYTHON):
         return os.environ[VLLM_PYTHON]
-    from stages import vllm_backend
+    from stages.backends import vllm as vllm_backend
 
     if vllm_backend.available():
         return sys.executable

@@ -18,7 +18,7 @@ output. Systems alternate within each round, so drifting machine load hits all a
 `floor`: in one process, the same batch through (a) a plain cross-entropy step of the student
 (the cheapest thing any trainer does with these tokens) and (b) the paced step as the stage
 runs it (`collate` + `micro_batch_loss` + backward + clip + AdamW); and the teacher's plain
-forward pass (`model(...)`, full logits) against `teacher_logits.score_sequences` on the same
+forward pass (`model(...)`, full logits) against `stages.backends.hf.score_sequences` on the same
 sequences. Each paced part is also timed alone, so a ratio above the goal says where it goes.
 """
 
@@ -246,13 +246,14 @@ def child_floor(student: str, teacher: str, tl: str, batch: int, runs: int, work
     import torch.nn.functional as F
 
     import schemas
-    from stages import distill, losses, models
-    from stages.teacher_logits import score_sequences
+    from stages import models
+    from stages.backends.hf import score_sequences
+    from stages.training import data as train_data, forward, losses
 
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     weights = schemas.read(write_uniform_weights(problem_ids(Path(tl)), work / "weights.parquet"), schemas.WEIGHTS, option="--weights")
-    data, _ = distill.load_data(Path(tl), weights, work / "cache.arrow")
+    data, _ = train_data.load_data(Path(tl), weights, work / "cache.arrow")
     rows = list(range(batch))
     names = [data.table["problem_id"][r].as_py() for r in rows]
     coef = torch.tensor([data.weight[p] / (batch * data.tokens[p]) for p in names], dtype=torch.float32)
@@ -262,15 +263,15 @@ def child_floor(student: str, teacher: str, tl: str, batch: int, runs: int, work
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=LR, weight_decay=0.1)
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    fixed = distill.collate(data, rows, "cpu")  # the floor's tensors, built once: its input costs nothing
+    fixed = train_data.collate(data, rows, "cpu")  # the floor's tensors, built once: its input costs nothing
     targets = torch.gather(fixed["input_ids"], 1, fixed["gather"] + 1)
     parts: dict[str, list[float]] = {"collate": [], "forward + loss": [], "backward": [], "clip + AdamW": []}
 
     def paced_step() -> None:
         t0 = time.perf_counter()
-        b = distill.collate(data, rows, "cpu")
+        b = train_data.collate(data, rows, "cpu")
         t1 = time.perf_counter()
-        terms = distill.micro_batch_loss(model, b, coef, loss="fkl", mu=0.5, chunk_size=1024, autocast=no_autocast)
+        terms = forward.micro_batch_loss(model, b, coef, loss="fkl", mu=0.5, chunk_size=1024, autocast=no_autocast)
         t2 = time.perf_counter()
         terms["loss"].backward()
         t3 = time.perf_counter()

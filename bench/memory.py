@@ -3,7 +3,7 @@
     python -m bench.memory                          # lengths 512, 2048, 8192: about 5 minutes on 2 cores
     python -m bench.memory --lengths 512 2048
 
-One step is `stages.distill.micro_batch_loss` + backward on one sequence (a 16-token prompt and
+One step is `stages.training.forward.micro_batch_loss` + backward on one sequence (a 16-token prompt and
 a response of the given length, teacher top-32 + tail) of a Qwen2 model built from a config
 with a small body (hidden 64, 2 layers) and Qwen's FULL vocabulary of 151,936 tokens, so that
 the output layer dominates as it does for long reasoning traces. Two ways:
@@ -36,7 +36,7 @@ MODES = ("baseline", "materialised", "fused")
 
 
 def build(length: int):
-    """The model (float32, train mode) and a one-sequence batch as `distill.collate` makes it."""
+    """The model (float32, train mode) and a one-sequence batch as `stages.training.data.collate` makes it."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -67,7 +67,7 @@ def child_step(mode: str, length: int, chunk_size: int) -> dict:
     """Runs in its own interpreter: build, then (unless baseline) one forward + backward."""
     import torch
 
-    from stages import distill
+    from stages.training import forward
 
     model, batch = build(length)
     if mode == "baseline":
@@ -78,7 +78,7 @@ def child_step(mode: str, length: int, chunk_size: int) -> dict:
         # also proves the [1, R, V] logits were made.
         model.get_output_embeddings().register_forward_hook(lambda mod, args, out: seen.append(tuple(out.shape)))
     started = time.perf_counter()
-    terms = distill.micro_batch_loss(model, batch, torch.ones(1), loss="fkl", mu=0.5, chunk_size=chunk_size,
+    terms = forward.micro_batch_loss(model, batch, torch.ones(1), loss="fkl", mu=0.5, chunk_size=chunk_size,
                                      autocast=lambda: torch.autocast("cpu", enabled=False))
     terms["loss"].backward()
     seconds = time.perf_counter() - started

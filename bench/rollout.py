@@ -2,7 +2,7 @@
 
     python -m bench --only rollout [--quick]
 
-One tiny model for everything (examples/tiny_model.build defaults: Qwen2, hidden 64, 2 layers,
+One tiny model for everything (stages/tiny_model.build defaults: Qwen2, hidden 64, 2 layers,
 2 heads of dimension 32, which vLLM's CPU attention accepts (16 it refuses), the test
 fixtures' 400-token vocabulary), one problems file, K = 8 samples per problem, temperature 1,
 top-p 1, the same max new tokens. Tokens are response tokens up to and including the
@@ -56,7 +56,7 @@ from bench.workload import TextGen, tiny_model, write_problems
 
 K = 8
 # The vLLM engine's options beyond the backend's CPU defaults (KV cache: 0.3 of RAM; chunked
-# prefill off, see stages/vllm_backend.engine_kwargs):
+# prefill off, see stages/backends/vllm.engine_kwargs):
 # - enforce_eager: no torch.compile and compiled warm-up at each engine start (vLLM caches the
 #   compiled model in ~/.cache/vllm: here a first start took 10-25 s longer than later ones);
 #   it keeps the full section within about 4 minutes on 2 cores.
@@ -73,7 +73,7 @@ def section(ctx: Context) -> Section:
     from transformers import GenerationConfig
 
     from stages import models, prompts, rollout
-    from stages.generate import split_response
+    from stages.backends.sampling import split_response
 
     sec = Section("rollout", "4. rollout")
     d = ctx.work / "rollout"
@@ -160,7 +160,7 @@ def _vllm_versions(python: str) -> dict[str, str]:
 
 def _backends(ctx: Context, sec: Section, d: Path, model_dir: Path, n: int, max_new: int, threads: int) -> None:
     """`paced rollout` as users run it, --backend hf against --backend vllm, alternated."""
-    from stages import vllm_backend
+    from stages.backends import vllm as vllm_backend
 
     python = vllm_python(VLLM_VENVS)
     if python is None:

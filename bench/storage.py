@@ -101,13 +101,14 @@ def truncation(teacher: Path, student: Path, tl_dirs: dict[int, Path], sequences
 
     import schemas
     from bench.distill import problem_ids, write_uniform_weights
-    from stages import distill, losses, models
+    from stages import models
+    from stages.training import data as train_data, losses
 
     data = {}
     for k, tl_dir in tl_dirs.items():
         weights = schemas.read(write_uniform_weights(problem_ids(tl_dir), tl_dir.parent / f"{tl_dir.name}-w.parquet"),
                                schemas.WEIGHTS, option="--weights")
-        data[k], _ = distill.load_data(tl_dir, weights, tl_dir.parent / f"{tl_dir.name}-cache.arrow")
+        data[k], _ = train_data.load_data(tl_dir, weights, tl_dir.parent / f"{tl_dir.name}-cache.arrow")
     student_m = models.load_model(str(student), device="cpu", dtype="float32")
     teacher_m = models.load_model(str(teacher), device="cpu", dtype="float32")
     err = {k: 0.0 for k in tl_dirs}
@@ -116,7 +117,7 @@ def truncation(teacher: Path, student: Path, tl_dirs: dict[int, Path], sequences
     n_rows = first.table.num_rows if sequences is None else min(sequences, first.table.num_rows)
     with torch.inference_mode():
         for r in range(n_rows):
-            batches = {k: distill.collate(d, [r], "cpu") for k, d in data.items()}  # [1, R, ...]: what distill trains on
+            batches = {k: train_data.collate(d, [r], "cpu") for k, d in data.items()}  # [1, R, ...]: what distill trains on
             b0 = next(iter(batches.values()))
             assert all(torch.equal(b["input_ids"], b0["input_ids"]) for b in batches.values()), "artifacts disagree"
 

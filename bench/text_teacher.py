@@ -20,7 +20,7 @@ held-out split when its crc32 is divisible by HELD_OUT_EVERY (a twentieth).
 
 Recipe: byte-level BPE trained on the training split (`bench.workload.build_tokenizer`,
 without the chat template: the model is a plain LM and prompts are raw text) to `vocab`
-tokens, then a Qwen2 model from `examples/tiny_model.build` trained from scratch for a fixed
+tokens, then a Qwen2 model from `stages/tiny_model.build` trained from scratch for a fixed
 number of AdamW steps on random windows of the training split (documents joined by the
 end-of-sequence token), seeded, bfloat16 autocast on CPU, one thread (bench.common.set_threads).
 The checkpoint at `student_step` is kept as well: the student of the loss-error measurement
@@ -196,7 +196,8 @@ def train(r: TextRecipe, out: Path, log=print) -> dict:
     train_ids, held_ids = _stream(tokenizer, train_docs), _stream(tokenizer, held_docs)
     prep = time.perf_counter() - t0
 
-    import train_tiny  # examples/ (on sys.path through bench.workload): its learning-rate schedule
+    sys.path.insert(0, str(ROOT / "examples"))
+    import train_tiny  # an example script (examples/train_tiny.py): its learning-rate schedule
 
     teacher_dir, student_dir = out / "teacher", out / "student"
     tiny_model.build(teacher_dir, arch="qwen2", hidden=r.hidden, layers=r.layers, heads=r.heads, seed=r.seed,

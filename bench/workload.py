@@ -8,7 +8,7 @@ BPE trained on generated text to 32,000 tokens (Llama-2's and Mistral's size; Qw
 Zipf frequencies, with some arithmetic, so BPE learns whole frequent words and pieces of rare
 ones, as it does on real text.
 
-Models come from `examples/tiny_model.build` (Qwen2 architecture, untied embeddings, head
+Models come from `stages/tiny_model.build` (Qwen2 architecture, untied embeddings, head
 dimension 64). A random teacher is almost uniform over the vocabulary (entropy ~ log V), which
 no trained model is, and which would make the top-k measurements meaningless; so the teacher's
 output layer is scaled until its mean next-token entropy on the bench sequences is
@@ -18,17 +18,13 @@ do not depend on this; storage and truncation figures do, and the table says so.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import ROOT
-
-sys.path.insert(0, str(ROOT / "examples"))
-import tiny_model  # noqa: E402
+from stages import tiny_model
 
 TEACHER_ENTROPY = 1.5  # nats per token, mean over the bench's response positions
 

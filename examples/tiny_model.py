@@ -2,112 +2,19 @@
 
     python examples/tiny_model.py --out runs/tiny-student --arch qwen2 --seed 0
 
-A byte-level BPE tokenizer trained on the fly (so any text round-trips), a ChatML chat
-template like Qwen's, and a Qwen2 or Llama model built from a config with head dimension 32
-(vLLM's CPU attention refuses 16). Saved with `save_pretrained` as safetensors, so
-transformers and vLLM load the directory as they would Qwen3-1.7B. Nothing is downloaded.
+The builder is `stages/tiny_model.py` (the tests and benchmarks import it from there); this
+script runs it, and `import tiny_model` from examples/ gets the same functions.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-# Enough text for BPE to learn digits, arithmetic and the words of our prompts.
-CORPUS = [
-    "What is 12 + 34? The answer is \\boxed{46}.",
-    "Compute 7 - 3 step by step. 7 - 3 = 4, so the answer is \\boxed{4}.",
-    "Let's think step by step and output the final answer within \\boxed{}.",
-    "Here is a reference solution written by an expert: add the units digits, carry the one.",
-    "Using the reference only as a guide, write your own complete solution.",
-    "0123456789 + - * / = ( ) { } [ ] \\frac{1}{2} \\sqrt{2} x^2 answer problem solution",
-] * 20
+# From a checkout without `pip install -e .`, the repository root holds the stages package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def build_tokenizer(chat: bool = True):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>" if chat else "<|endoftext|>",
-        pad_token="<|endoftext|>",
-    )
-    if chat:
-        fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-def build(
-    out: str | Path,
-    *,
-    arch: str = "qwen2",
-    hidden: int = 64,
-    layers: int = 2,
-    heads: int = 2,
-    seed: int = 0,
-    chat: bool = True,
-    max_positions: int = 1024,
-    tokenizer=None,
-) -> Path:
-    """Write a tiny model and its tokenizer to `out`; return the directory."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    out = Path(out)
-    tok = tokenizer if tokenizer is not None else build_tokenizer(chat)
-    common = dict(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        max_position_embeddings=max_positions,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    if arch == "qwen2":
-        model = Qwen2ForCausalLM(Qwen2Config(**common))
-    elif arch == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**common))
-    else:
-        raise ValueError(f"arch {arch!r}: use qwen2 or llama")
-    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--arch", default="qwen2", choices=["qwen2", "llama"])
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--heads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    print(build(args.out, arch=args.arch, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed))
-
+from stages.tiny_model import CHAT_TEMPLATE, CORPUS, SPECIALS, build, build_tokenizer, main  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

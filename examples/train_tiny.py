@@ -238,7 +238,8 @@ def train(model, tokenizer, recipe: Recipe, seed: int, name: str) -> int:
 
 def accuracy(model, tokenizer, rows: list[dict], context: str, seed: int) -> float:
     """Greedy accuracy on `rows`, checked by `--verifier exact`."""
-    from stages.generate import SamplingOptions, generate_hf
+    from stages.backends.hf import generate_hf
+    from stages.backends.sampling import SamplingOptions
     from stages.models import eos_token_ids
     from stages.verifiers import check_one
 

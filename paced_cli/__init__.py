@@ -1,8 +1,7 @@
-"""The `paced` command line: one thin command per stage (see DESIGN.md)."""
+"""The `paced` command line: one thin command per stage, each calling `stages.<name>.run(config)`."""
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -54,7 +53,8 @@ def main() -> None:
     try:
         app()
     except SystemExit as e:  # typer always ends with sys.exit(code)
-        if "stages.vllm_backend" in sys.modules:  # a vLLM engine may have run: end without teardown
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-            sys.modules["stages.vllm_backend"].exit_after_engine(code)
+        from stages import backends
+
+        # An engine that must not see the interpreter's teardown (vLLM's) ends the process here.
+        backends.end_process(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
         raise

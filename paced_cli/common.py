@@ -1,6 +1,6 @@
 """What every command shares: how a stage is run, and how failures become exit codes.
 
-Exit codes (DESIGN.md): 0 success, 2 bad input or usage, 1 runtime failure. On success the
+Exit codes: 0 success, 2 bad input or usage, 1 runtime failure. On success the
 output path, alone, goes to stdout; everything else goes to stderr.
 """
 

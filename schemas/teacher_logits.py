@@ -4,26 +4,40 @@ from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.base import ArtifactSchema, Column, quote_rows
 
+# The columns that hold one entry per response token (token_ids).
+PER_TOKEN = ("topk_ids", "topk_logprobs", "tail_logprob", "target_logprobs")
+
+
+def misaligned(table: pa.Table) -> pa.ChunkedArray:
+    """Per row: True when a per-token column (those of PER_TOKEN the table holds) has not one
+    entry per response token, or there is no response token. The one check that both reading
+    an artifact (below) and distill's streaming loader (on raw parts) run."""
+    n = pc.list_value_length(table["token_ids"])
+    bad = pc.equal(n, 0)
+    for name in PER_TOKEN:
+        if name in table.column_names:
+            bad = pc.or_(bad, pc.not_equal(pc.list_value_length(table[name]), n))
+    return bad
+
+
+def misaligned_problem(frame: pl.DataFrame, bad: pa.ChunkedArray) -> str | None:
+    """What is wrong with the rows `misaligned` flags (None when none is), named by their key."""
+    if not pc.any(bad).as_py():
+        return None
+    return (
+        "token_ids, topk_ids, topk_logprobs, tail_logprob and target_logprobs must have one "
+        f"non-empty entry per response token; rows {quote_rows(frame, pl.from_arrow(bad), ('problem_id', 'sample_index'))} "
+        "do not; regenerate them with paced teacher-logits"
+    )
+
 
 def _aligned(frame: pl.DataFrame) -> list[str]:
-    n = pl.col("token_ids").list.len()
-    bad = (
-        (pl.col("topk_ids").list.len() != n)
-        | (pl.col("topk_logprobs").list.len() != n)
-        | (pl.col("tail_logprob").list.len() != n)
-        | (pl.col("target_logprobs").list.len() != n)
-        | (n == 0)
-    )
-    if frame.select(bad.sum()).item():
-        return [
-            "token_ids, topk_ids, topk_logprobs, tail_logprob and target_logprobs must have one "
-            f"non-empty entry per response token; rows {quote_rows(frame, bad, ('problem_id', 'sample_index'))} "
-            "do not; regenerate them with paced teacher-logits"
-        ]
-    return []
+    problem = misaligned_problem(frame, misaligned(frame.select("token_ids", *PER_TOKEN).to_arrow()))
+    return [problem] if problem else []
 
 
 SCHEMA = ArtifactSchema(

@@ -34,9 +34,16 @@ from schemas import InputError
 from schemas.outputs import check_paths
 from schemas.base import quote_rows
 from schemas.io import JOB_FILE, MANIFEST_FILE, check_file_out
-from stages import models, prompts, verifiers, vllm_backend
+from stages import backends, models, prompts, verifiers
+from stages.backends.generation import (
+    GenerationConfig,
+    check_context_length,
+    context_limit,
+    generate_parts,
+    job_options,
+    todo_count,
+)
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out
-from stages.generate import GenerationConfig, check_context_length, context_limit, generate_parts, job_options, todo_count
 from stages.score import verifier_fingerprint
 
 SUMMARY_FILE = "summary.parquet"
@@ -382,11 +389,7 @@ def _generate_and_check(
         tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix
     )
     check_context_length(ids, problems, context_limit(config), config.max_new_tokens)
-    if config.backend == "vllm":
-        vllm_backend.require()
-        vllm_backend.check_engine_args(config)
-    else:
-        models.resolve_dtype(config.dtype, models.resolve_device(config.device))
+    backends.get(config.backend).prepare(config)
     # What a module:function verifier sees: the whole row of its own file, with its benchmark.
     checked_rows = [r for f in frames for r in f.to_dicts()]
 

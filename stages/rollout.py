@@ -9,8 +9,8 @@ the job's key: rerunning with another one is refused rather than mixing results 
 starts over).
 
 `--backend hf` samples with transformers, `--backend vllm` with a vLLM engine started once
-for the job (stages/vllm_backend.py); the part loop, seeds and columns are the same
-(stages/generate.py, shared with eval).
+for the job (stages/backends/); the part loop, seeds and columns are the same
+(stages/backends/generation.py, shared with eval).
 """
 
 from __future__ import annotations
@@ -20,18 +20,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import schemas
-from stages import models, prompts, vllm_backend
-from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
-from stages.generate import (  # noqa: F401 - BACKENDS, check_sampling, job_options: re-exported
-    BACKENDS,
+from stages import backends, models, prompts
+from stages.backends.generation import (
     GenerationConfig,
     check_context_length,
-    check_sampling,
     context_limit,
     generate_parts,
     job_options,
     todo_count,
 )
+from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 from schemas import InputError
 from schemas.outputs import check_paths
 
@@ -81,9 +79,7 @@ def run(config: RolloutConfig) -> Path:
         tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix
     )
     check_context_length(ids, problems, context_limit(config), config.max_new_tokens)
-    if config.backend == "vllm":
-        vllm_backend.require()
-        vllm_backend.check_engine_args(config)
+    backends.get(config.backend).prepare(config)
 
     # 2. The job.
     job.start()

@@ -57,12 +57,13 @@ import pyarrow.parquet as pq
 import schemas
 from schemas import InputError
 from schemas.outputs import check_file, check_paths, save_figure
-from stages import distill, losses, models
+from stages import models
+from stages.training import data as train_data, forward, losses
 from stages.common import advance, console, progress, summary_table
 
 # Token positions per float32 [positions, vocabulary] loss chunk: distill's default.
 CHUNK_SIZE = 1024
-# Figure 3's collapse zones: SNR vanishes for p < 0.2 and p > 0.8 (PAPER.md).
+# Figure 3's collapse zones: SNR vanishes for p < 0.2 and p > 0.8 (docs/method.md).
 LOW, HIGH = 0.2, 0.8
 ESTIMATORS = ("per-problem", "pooled")
 PLOT_KIND = "snr-plot"
@@ -116,14 +117,9 @@ class SnrConfig:
             p.append(f"--bins {self.bins}: must be at least 1 (the paper uses 10)")
         if not 0 <= self.seed <= 2**32 - 1:
             p.append(f"--seed {self.seed}: must be from 0 to {2**32 - 1} (the seeds numpy takes)")
-        if not math.isfinite(self.mu):
-            p.append(f"--mu {self.mu}: the AKL head mass must be in (0, 1)")
         if self.estimator not in ESTIMATORS:
             p.append(f"--estimator {self.estimator}: use one of {', '.join(ESTIMATORS)}")
-        if self.loss not in losses.LOSSES:
-            p.append(f"--loss {self.loss}: use one of {', '.join(losses.LOSSES)}")
-        if not 0 < self.mu < 1:
-            p.append(f"--mu {self.mu}: the AKL head mass must be in (0, 1)")
+        p += losses.option_problems(self.loss, self.mu)
         if self.max_problems is not None and self.max_problems < 2:
             p.append(f"--max-problems {self.max_problems}: must be at least 2 (a bin's interval, and a pooled SNR, need 2 problems)")
         if self.micro_batch_size is not None:
@@ -370,7 +366,7 @@ def choose_problems(pass_rate: dict[str, float], bins: int, max_problems: int | 
 
 
 # ---------------------------------------------------------------------------------------
-# Gradients: distill's own collate and micro_batch_loss.
+# Gradients: distill's own collate and micro_batch_loss (stages/training/).
 
 
 def _autocast(device: str):
@@ -388,7 +384,7 @@ def _take_grad(param):
     return g
 
 
-def rollout_gradients(model, param, data: distill.TrainData, name: str, *, loss: str, mu: float,
+def rollout_gradients(model, param, data: train_data.TrainData, name: str, *, loss: str, mu: float,
                       device: str) -> Iterator[Any]:
     """Yield, for each sequence (rollout) of problem `name`, the gradient of its mean token loss
     w.r.t. `param`, one at a time (one forward and backward pass each); the caller owns it.
@@ -399,14 +395,14 @@ def rollout_gradients(model, param, data: distill.TrainData, name: str, *, loss:
 
     for row in data.rows[name]:
         param.grad = None
-        batch = distill.collate(data, [row], device)
+        batch = train_data.collate(data, [row], device)
         coef = torch.full((1,), 1.0 / int(batch["mask"].sum()), dtype=torch.float32, device=device)
-        terms = distill.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=CHUNK_SIZE, autocast=_autocast(device))
+        terms = forward.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=CHUNK_SIZE, autocast=_autocast(device))
         terms["loss"].backward()
         yield _take_grad(param)
 
 
-def problem_gradients(model, param, data: distill.TrainData, names: list[str], *, loss: str, mu: float,
+def problem_gradients(model, param, data: train_data.TrainData, names: list[str], *, loss: str, mu: float,
                       micro_batch_size: int, device: str) -> Iterator[tuple[str, Any]]:
     """Yield (problem, gradient of its mean token loss w.r.t. `param`), one problem at a time;
     the caller owns the tensor. The pooled estimator's g_i.
@@ -421,9 +417,9 @@ def problem_gradients(model, param, data: distill.TrainData, names: list[str], *
         rows = data.rows[name]
         for m in range(0, len(rows), micro_batch_size):
             chunk = rows[m : m + micro_batch_size]
-            batch = distill.collate(data, chunk, device)
+            batch = train_data.collate(data, chunk, device)
             coef = torch.full((len(chunk),), 1.0 / data.tokens[name], dtype=torch.float32, device=device)
-            terms = distill.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=CHUNK_SIZE, autocast=_autocast(device))
+            terms = forward.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=CHUNK_SIZE, autocast=_autocast(device))
             terms["loss"].backward()
         yield name, _take_grad(param)
 
@@ -521,13 +517,13 @@ def run(config: SnrConfig) -> Path:
     order = sorted(chosen, key=lambda k: (bin_of(rates[k], config.bins), k))
     cache = Path(config.out).with_name(f".{Path(config.out).name}.data-{os.getpid()}.arrow")
     try:
-        data, _ = distill.load_data(Path(config.teacher_logits), mask, cache)
-        distill.check_lengths(data, config.student)
+        data, _ = train_data.load_data(Path(config.teacher_logits), mask, cache)
+        train_data.check_lengths(data, config.student)
 
         # 2. The model: float32, eval mode (no dropout), one parameter trainable.
         device = models.resolve_device(config.device)
         model = models.load_model(config.student, device=device, dtype="float32", trust_remote_code=config.trust_remote_code)
-        distill.check_vocab(data, model)
+        train_data.check_vocab(data, model)
         params = dict(model.named_parameters(remove_duplicate=False))
         param = params[param_name]
         for p in model.parameters():

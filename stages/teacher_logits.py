@@ -16,7 +16,7 @@ batch: hidden states go through the output layer `--chunk-size` positions at a t
 Problems whose weight is 0 (`--weights`) are skipped entirely: no teacher forward pass.
 
 `--backend vllm` scores with a vLLM engine instead (prompt log-probs over prompt + response,
-see stages/vllm_backend.py) and writes the same columns; the engine starts once per job.
+see stages/backends/vllm.py) and writes the same columns; the engine starts once per job.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import schemas
 from schemas import InputError
 from schemas.base import quote_rows
 from schemas.outputs import check_paths
-from stages import models, prompts, vllm_backend
+from stages import backends, models, prompts
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 
 
@@ -57,7 +57,7 @@ class TeacherLogitsConfig:
     shard: str | None = None
     overwrite: bool = False
     backend: str = "hf"
-    # The vllm backend's engine (see stages/vllm_backend.py).
+    # The vllm backend's engine (see stages/backends/vllm.py).
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float | None = None
     max_model_len: int | None = None
@@ -65,7 +65,7 @@ class TeacherLogitsConfig:
 
     def __post_init__(self) -> None:
         parse_shard(self.shard)
-        problems = vllm_backend.option_problems(self)
+        problems = backends.option_problems(self)
         if self.top_k < 1:
             problems.append(f"--top-k {self.top_k}: must be at least 1 (32 is a good default)")
         if self.context not in prompts.CONTEXTS:
@@ -181,17 +181,15 @@ def run(config: TeacherLogitsConfig) -> Path:
             f"--sequences {seq_art.path}: {len(empty)} sequence(s) have no response tokens "
             f"({', '.join(repr((rows[i]['problem_id'], rows[i]['sample_index'])) for i in empty[:5])}); drop them"
         )
-    limit = models.max_context(config.teacher)
-    if config.backend == "vllm" and config.max_model_len is not None:
-        limit = config.max_model_len if limit is None else min(limit, config.max_model_len)
-    # vLLM scores a sequence as a prompt, and wants room for one generated token after it.
-    room = 1 if config.backend == "vllm" else 0
+    backend = backends.get(config.backend)
+    limit = backend.context_limit(config.teacher, config)
+    room = backend.SCORE_ROOM
     if limit is not None:
         long = [i for i in range(len(rows)) if len(teacher_prompts[i]) + len(responses[i]) + room > limit]
         if long:
             raise InputError(
                 f"--sequences {seq_art.path}: {len(long)} sequence(s) are longer than the teacher's context of "
-                f"{limit} tokens with their prompt{' (vLLM: less one token)' if room else ''} "
+                f"{limit} tokens with their prompt{f' ({backend.LABEL}: less one token)' if room else ''} "
                 f"({', '.join(repr(rows[i]['problem_id']) for i in long[:5])}); "
                 f"drop them or use a teacher with a longer context"
             )
@@ -204,8 +202,6 @@ def run(config: TeacherLogitsConfig) -> Path:
                # input paths: their content is in `inputs`, so another spelling of a path resumes
                "problems", "sequences", "teacher", "weights")
     options = {k: v for k, v in asdict(config).items() if k not in runtime}
-    if config.backend == "hf":  # so jobs started before there was a choice keep their key
-        del options["backend"], options["vllm_args"]
     options |= {"system_prompt": system_prompt, "prompt_suffix": suffix, "inputs": inputs}
     prov_inputs = {"problems": problems, "sequences": seq_art} | ({"weights": weights_art} if weights_art else {})
     prov = schemas.provenance("teacher-logits", asdict(config) | {"tokenizer": signature}, prov_inputs, problems=problems.fingerprint)
@@ -224,27 +220,13 @@ def run(config: TeacherLogitsConfig) -> Path:
         why = "its problems all have weight 0" if skipped.height else "no problem of --sequences falls in it"
         console.print(f"shard {config.shard}: no sequences to score ({why}); finished as an empty shard")
         return config.out
-    if config.backend == "vllm":
-        vllm_backend.require()
-        vllm_backend.check_engine_args(config)
+    backend.prepare(config)
 
     # 2. The job.
     job.start()
     todo = [i for i in range(n_parts) if not job.has(i)]
     started = time.perf_counter()
-    if config.backend == "vllm":
-        request_k = vllm_backend.logprobs_to_request(config.top_k, models.vocab_rows(config.teacher, config.trust_remote_code), len(tokenizer))
-        llm = vllm_backend.engine(config.teacher, config, max_logprobs=request_k)
-
-        def score(prompt_ids, response_ids, on_batch):
-            return vllm_backend.score_sequences(llm, prompt_ids, response_ids, top_k=config.top_k,
-                                                request_k=request_k, real_vocab=len(tokenizer), on_batch=on_batch)
-    else:
-        model = models.load_model(config.teacher, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
-
-        def score(prompt_ids, response_ids, on_batch):
-            return score_sequences(model, prompt_ids, response_ids, top_k=config.top_k, real_vocab=len(tokenizer),
-                                   batch_size=config.batch_size, chunk_size=config.chunk_size, on_batch=on_batch)
+    score = backend.open_scorer(config.teacher, config, tokenizer)
     tokens_now = 0
     with progress("teacher-logits", total=sum(len(r) for p in todo for r in responses[p * config.part_size:(p + 1) * config.part_size]), unit="tok") as bar:
         for part in todo:
@@ -301,75 +283,3 @@ def _skipped_tokens(skipped: pl.DataFrame, kind: str, tokenizer: Any) -> int:
     if kind == "rollouts":
         return int(skipped.select(pl.col("response_ids").list.len().sum()).item())
     return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in skipped.get_column("response_text"))
-
-
-def score_sequences(
-    model: Any,
-    prompt_ids: list[list[int]],
-    response_ids: list[list[int]],
-    *,
-    top_k: int,
-    real_vocab: int,
-    batch_size: int,
-    chunk_size: int,
-    on_batch=None,
-) -> list[dict[str, Any]]:
-    """Teacher-force prompt + response and keep the top-k at every response position.
-
-    Batches are formed from sequences of similar length (less padding) and results are
-    returned in input order. Right padding: positions of real tokens are unchanged.
-    """
-    import torch
-
-    device = next(model.parameters()).device
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]) + len(response_ids[i]))
-    out: list[dict[str, Any] | None] = [None] * len(order)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        seqs = [prompt_ids[i] + response_ids[i] for i in idx]
-        width = max(len(s) for s in seqs)
-        ids = torch.zeros((len(idx), width), dtype=torch.long, device=device)
-        mask = torch.zeros((len(idx), width), dtype=torch.long, device=device)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s)
-            mask[r, : len(s)] = 1
-        with torch.inference_mode():
-            hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, H]
-            for r, i in enumerate(idx):
-                p, n = len(prompt_ids[i]), len(response_ids[i])
-                # Hidden state at position t predicts token t + 1: the response's n tokens are
-                # predicted from positions p-1 .. p+n-2.
-                h = hidden[r, p - 1 : p + n - 1]
-                targets = torch.tensor(response_ids[i], device=device)
-                out[i] = topk_from_hidden(head, h, targets, top_k=top_k, real_vocab=real_vocab, chunk_size=chunk_size)
-        if on_batch:
-            on_batch(sum(len(response_ids[i]) for i in idx))
-    return out  # type: ignore[return-value]
-
-
-def topk_from_hidden(head, hidden, targets, *, top_k: int, real_vocab: int, chunk_size: int) -> dict[str, Any]:
-    """[n, H] hidden states -> top-k ids/log-probs, tail log-mass and target log-probs per position.
-
-    log-softmax over the full output layer in float32; the top-k is taken among the
-    `real_vocab` ids the tokenizer can produce (padded embedding rows stay in the tail).
-    """
-    import torch
-
-    ids, lps, tails, tgts = [], [], [], []
-    for s in range(0, hidden.shape[0], chunk_size):
-        logits = head(hidden[s : s + chunk_size]).float()  # [c, V]
-        logp = torch.log_softmax(logits, dim=-1)
-        top = logp[:, :real_vocab].topk(top_k, dim=-1)  # sorted, most likely first
-        rest = logp.scatter(-1, top.indices, float("-inf"))
-        tail = torch.logsumexp(rest, dim=-1)
-        ids.append(top.indices)
-        lps.append(top.values)
-        tails.append(tail)
-        tgts.append(logp.gather(-1, targets[s : s + chunk_size, None]).squeeze(-1))
-    return {
-        "topk_ids": torch.cat(ids).int().tolist(),
-        "topk_logprobs": torch.cat(lps).half().tolist(),
-        "tail_logprob": torch.cat(tails).clamp(min=-1e4).tolist(),
-        "target_logprobs": torch.cat(tgts).tolist(),
-    }

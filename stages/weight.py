@@ -243,15 +243,9 @@ def plot(weights: pl.DataFrame, config: WeightConfig, path: Path, key: str) -> N
     ax.set_ylabel("problems")
     ax2 = ax.twinx()
     grid = np.linspace(0, 1, 201)
-    if config.scheme == "beta":
-        w = grid**config.alpha * (1 - grid) ** config.beta
-        name = f"w(p) = p^{config.alpha:g} (1-p)^{config.beta:g}"
-    elif config.scheme == "hard-filter":
-        w = ((grid > 0) & (grid < 1)).astype(float)
-        name = "hard filter"
-    else:
-        w = np.ones_like(grid)
-        name = "uniform"
+    w = pl.DataFrame({"p": grid}).select(kernel(pl.col("p"), config.scheme, config.alpha, config.beta)).to_series().to_numpy()
+    w = np.broadcast_to(w, grid.shape)  # uniform: one literal for the whole grid
+    name = {"beta": f"w(p) = p^{config.alpha:g} (1-p)^{config.beta:g}", "hard-filter": "hard filter"}.get(config.scheme, "uniform")
     ax2.plot(grid, w, color="#c33", lw=2, label=name)
     ax2.set_ylabel("weight (unnormalised)")
     ax2.set_ylim(bottom=0)

@@ -18,10 +18,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples"))
+from stages import tiny_model
 
-import tiny_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))  # the example scripts some tests import (prepare_data)
 
 os.environ.setdefault("PACED_NO_PROGRESS", "1")
 

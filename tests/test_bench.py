@@ -97,7 +97,7 @@ def test_quick_cheap_sections_print_the_table(tmp_path):
 
 
 def test_the_vllm_interpreter_is_the_variable_then_this_one_then_a_venv(tmp_path, monkeypatch):
-    from stages import vllm_backend
+    from stages.backends import vllm as vllm_backend
 
     monkeypatch.delenv("PACED_VLLM_PYTHON", raising=False)
     monkeypatch.setattr(vllm_backend, "available", lambda: False)

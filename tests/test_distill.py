@@ -34,7 +34,7 @@ ARGS = ["--lr", "3e-3", "--batch-size", "3", "--micro-batch-size", "2", "--sched
 
 def mean_kl(model_dir, tl_dir) -> float:
     """Token-mean forward KL of a model to the stored teacher distributions, over all sequences."""
-    from stages import distill, losses
+    from stages.training import data as train_data, forward, losses
     from transformers import AutoModelForCausalLM
 
     import schemas
@@ -45,11 +45,11 @@ def mean_kl(model_dir, tl_dir) -> float:
                       "pass_rate": 0.0, "weight": 1.0})
     wf = tl_dir.parent / "w_all.parquet"
     w.write_parquet(wf)
-    data, _ = distill.load_data(tl_dir, schemas.read(wf, schemas.WEIGHTS, option="--weights"), tl_dir.parent / "cache.arrow")
+    data, _ = train_data.load_data(tl_dir, schemas.read(wf, schemas.WEIGHTS, option="--weights"), tl_dir.parent / "cache.arrow")
     rows = list(range(data.table.num_rows))
-    batch = distill.collate(data, rows, "cpu")
+    batch = train_data.collate(data, rows, "cpu")
     with torch.no_grad():
-        terms = distill.micro_batch_loss(model, batch, torch.ones(len(rows)), loss="fkl", mu=0.5, chunk_size=64,
+        terms = forward.micro_batch_loss(model, batch, torch.ones(len(rows)), loss="fkl", mu=0.5, chunk_size=64,
                                          autocast=lambda: torch.autocast("cpu", enabled=False))
     return terms["fkl"].item() / batch["mask"].sum().item()
 
@@ -87,24 +87,24 @@ def test_other_losses_train(tmp_path, setup, student_dir, loss):
 
 
 def _grads(model, data, rows, coef):
-    from stages import distill
+    from stages.training import data as train_data, forward
 
     model.zero_grad()
-    batch = distill.collate(data, rows, "cpu")
-    terms = distill.micro_batch_loss(model, batch, torch.tensor(coef), loss="fkl", mu=0.5, chunk_size=8,
+    batch = train_data.collate(data, rows, "cpu")
+    terms = forward.micro_batch_loss(model, batch, torch.tensor(coef), loss="fkl", mu=0.5, chunk_size=8,
                                      autocast=lambda: torch.autocast("cpu", enabled=False))
     terms["loss"].backward()
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone()
 
 
 def test_weight_zero_gives_zero_gradient_and_doubling_doubles(setup, student_dir):
-    from stages import distill
+    from stages.training import data as train_data, forward
     from transformers import AutoModelForCausalLM
 
     import schemas
 
     w = schemas.read(setup / "weights.parquet", schemas.WEIGHTS, option="--weights")
-    data, _ = distill.load_data(setup / "tl", w, setup / "cache2.arrow")
+    data, _ = train_data.load_data(setup / "tl", w, setup / "cache2.arrow")
     model = AutoModelForCausalLM.from_pretrained(student_dir)
     a, b = data.rows[data.problems[0]][0], data.rows[data.problems[1]][0]
     g_a = _grads(model, data, [a], [1.0])

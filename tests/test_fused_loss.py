@@ -1,4 +1,4 @@
-"""stages.losses.fused_head_losses against the materialised path (logits, then token_losses).
+"""stages.training.losses.fused_head_losses against the materialised path (logits, then token_losses).
 
 The fused path must give the same per-token losses and the same gradients for the hidden
 states, the output weight and its bias, while no tensor the size of [tokens, vocab] exists.
@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stages import distill, losses
-from stages.losses import LOSSES, fused_head_losses, token_losses
+from stages.training import forward, losses
+from stages.training.losses import LOSSES, fused_head_losses, token_losses
 
 N, H, V, K = 11, 8, 40, 6
 ATOL = 1e-5
@@ -220,9 +220,9 @@ def old_micro_batch_loss(model, batch, coef, *, loss, mu, chunk_size):
 def compare_with_old(model, loss):
     batch, coef = micro_batch(model.config.vocab_size), torch.tensor([0.5, 2.0, 0.0])
     results = []
-    for fn in (old_micro_batch_loss, distill.micro_batch_loss):
+    for fn in (old_micro_batch_loss, forward.micro_batch_loss):
         model.zero_grad(set_to_none=True)
-        kw = {"autocast": lambda: torch.autocast("cpu", enabled=False)} if fn is distill.micro_batch_loss else {}
+        kw = {"autocast": lambda: torch.autocast("cpu", enabled=False)} if fn is forward.micro_batch_loss else {}
         out = fn(model, batch, coef, loss=loss, mu=0.5, chunk_size=4, **kw)
         out["loss"].backward()
         named = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

@@ -1,4 +1,4 @@
-"""stages.losses against brute-force float64 references written out plainly here."""
+"""stages.training.losses against brute-force float64 references written out plainly here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.losses import LOSSES, sequence_sums, token_losses
+from stages.training.losses import LOSSES, sequence_sums, token_losses
 
 B, T, V = 2, 5, 50
 
@@ -232,7 +232,7 @@ def test_akl_matches_authors_reference_over_full_vocabulary(seed, mu):
     assert (teacher_logits[1].unsqueeze(-1) == teacher_logits[1].unsqueeze(-2)).sum() > V * teacher_logits.shape[1]
 
     # The mixing weights themselves, on the k+1 buckets (the tail bucket empty).
-    from stages import losses
+    from stages.training import losses
 
     teacher = losses._teacher_buckets(lp[mask].float(), tail[mask].float())
     raw, _ = losses._student_buckets(student_logits[mask].float(), ids[mask])
@@ -258,7 +258,7 @@ def test_akl_worked_example_crossing_token_is_tail():
     # c = 0.35, 0.65, 0.90, so the head is token 0 alone (token 1 crosses mu and goes to the
     # tail); g_head = 0.25, g_tail = 0.30 + 0.05 + 0 = 0.35. The old rule (head while the
     # mass before a token is < mu) took token 1 too: w_head = 0.55 / 0.60 = 0.917.
-    from stages import losses
+    from stages.training import losses
 
     p_t = torch.tensor([[0.35, 0.30, 0.25, 0.10]], dtype=torch.float64)
     p_s = torch.tensor([[0.10, 0.60, 0.20, 0.10]], dtype=torch.float64)
@@ -285,7 +285,7 @@ def test_akl_worked_example_crossing_token_is_tail():
 
 
 def test_akl_head_boundaries():
-    from stages import losses
+    from stages.training import losses
 
     # c_j == mu exactly is head (<=), the next token tail: head {0, 1}, gaps 0, .25 | .25, 0.
     p_t = torch.tensor([[0.25, 0.25, 0.25, 0.25, 0.0]])
@@ -584,7 +584,7 @@ def test_gradcheck_in_float64(loss, k):
 @pytest.mark.parametrize("loss", LOSSES)
 def test_closed_form_backward_equals_autograd_through_the_forward(loss, k):
     # The previous backward: autograd through the same forward arithmetic, position by position.
-    from stages import losses
+    from stages.training import losses
 
     case = make_case(40 + k, k=k)
     mask = case["mask"]

@@ -77,11 +77,11 @@ def load_all(setup, name="tl"):
     import dataclasses
 
     import schemas
-    from stages import distill
+    from stages.training import data as train_data
 
     w = schemas.read(setup / "weights.parquet", schemas.WEIGHTS, option="--weights")
     every = dataclasses.replace(w, frame=w.frame.with_columns(weight=pl.lit(1.0)))
-    data, _ = distill.load_data(setup / name, every, setup / f"{name}-cache.arrow")
+    data, _ = train_data.load_data(setup / name, every, setup / f"{name}-cache.arrow")
     return data
 
 

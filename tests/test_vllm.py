@@ -97,7 +97,7 @@ def stopper_dir(tmp_path_factory, tokenizer) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    import tiny_model
+    from stages import tiny_model
 
     path = tiny_model.build(tmp_path_factory.mktemp("models") / "stopper", arch="qwen2", seed=4, tokenizer=tokenizer)
     model = AutoModelForCausalLM.from_pretrained(path)
@@ -174,7 +174,7 @@ def runs(tmp_path_factory, stopper_dir, teacher_dir):
 
 
 def test_vllm_missing_exits_2_with_how_to_install(tmp_path, problems_file, student_dir, monkeypatch):
-    from stages import vllm_backend
+    from stages.backends import vllm as vllm_backend
 
     monkeypatch.setattr(vllm_backend, "_find_vllm", lambda: None)
     for command in (
@@ -189,7 +189,7 @@ def test_vllm_missing_exits_2_with_how_to_install(tmp_path, problems_file, stude
 
 
 def test_engine_options_are_checked_and_need_the_vllm_backend(tmp_path, problems_file, student_dir, monkeypatch):
-    from stages import vllm_backend
+    from stages.backends import vllm as vllm_backend
 
     monkeypatch.setattr(vllm_backend, "_find_vllm", lambda: object())  # as if installed
     base = ["rollout", "--problems", problems_file, "--model", student_dir, "--out", tmp_path / "o"]
@@ -215,7 +215,7 @@ def test_prompt_logprobs_become_the_teacher_logits_columns():
     import math
     from types import SimpleNamespace
 
-    from stages.vllm_backend import _response_topk, logprobs_to_request
+    from stages.backends.vllm import _response_topk, logprobs_to_request
 
     assert logprobs_to_request(2, model_vocab=12, real_vocab=10) == 4  # room for the 2 padded rows
     assert logprobs_to_request(2, model_vocab=None, real_vocab=10) == 2

@@ -30,7 +30,7 @@
 #            set PREPARE_LOCAL to a folder holding dapo, math500, aime2024, aime2025 and mmlu
 #            (each a file or folder in the hub layout, see prepare_data.py --help).
 #
-# Hyperparameters: those known from the authors' setup (PAPER.md): lr 1e-6, weight decay 0.1,
+# Hyperparameters: those known from the authors' setup (docs/method.md): lr 1e-6, weight decay 0.1,
 # gradient clipping 1.0, 256 problems per optimizer step, K = 8 rollouts at temperature 1.0,
 # responses up to 8,192 tokens, alpha = beta = 1, mean-normalised weights, evaluation at
 # temperature 0.6 and top-p 0.8 (paced eval has no top-k: the authors' top-k 20 is not applied),

@@ -5,7 +5,7 @@
 # Both score the student's own responses (on-policy), and the student is trained with reverse KL
 # weighted by Paced weights w(p) = p(1-p) of its pass rates. Training data: DAPO-Math-17k, which
 # has no worked solutions, so the privileged context is the gold answer ("The final answer is
-# $\boxed{...}$.", prepare_data.py --answer-as-reference; PAPER.md: "the expert solution or the
+# $\boxed{...}$.", prepare_data.py --answer-as-reference; docs/method.md: "the expert solution or the
 # answer"). Point TRAIN at a problems file with real `reference` solutions to use those instead.
 # Evaluates the base model and the result on MATH-500, AIME 2024, AIME 2025 and an MMLU subset
 # (retention: forgetting against the base model).
@@ -39,7 +39,7 @@
 #            set PREPARE_LOCAL to a folder holding dapo, math500, aime2024, aime2025 and mmlu
 #            (each a file or folder in the hub layout, see prepare_data.py --help).
 #
-# Hyperparameters: from the authors' setup (PAPER.md): K = 8 rollouts at temperature 1.0,
+# Hyperparameters: from the authors' setup (docs/method.md): K = 8 rollouts at temperature 1.0,
 # alpha = beta = 1, mean-normalised weights, weight decay 0.1, gradient clipping 1.0, 256
 # problems per optimizer step, evaluation at temperature 0.6 and top-p 0.8 (paced eval has no
 # top-k), 8 samples per problem. lr: 1e-6 (theirs) for a full fine-tune; with LoRA the default is

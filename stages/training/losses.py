@@ -605,6 +605,21 @@ def _check_inputs(student_logits, topk_ids, topk_logprobs, tail_logprob, mask, l
         raise ValueError("token_losses: " + "; ".join(problems))
 
 
+def option_problems(loss: str, mu: float) -> list[str]:
+    """--loss and --mu as the commands take them (distill, snr), each named with its fix.
+
+    The functions here accept mu over its whole domain [0, 1] (`_option_problems`); the
+    commands take the open interval, where the head is neither the top-1 token alone whatever
+    the teacher (mu = 0) nor every stored token (mu = 1), i.e. where AKL adapts.
+    """
+    problems = []
+    if loss not in LOSSES:
+        problems.append(f"--loss {loss}: use one of {', '.join(LOSSES)}")
+    if not 0 < mu < 1:  # NaN included
+        problems.append(f"--mu {mu}: the AKL head mass must be in (0, 1)")
+    return problems
+
+
 def _option_problems(loss, mu, chunk_size) -> list[str]:
     problems = []
     if loss not in LOSSES:

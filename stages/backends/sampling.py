@@ -1,0 +1,52 @@
+"""What every backend's samples are made of: the sampling options, a sample, seeds.
+
+Sampling follows the options exactly: temperature, top-p, and nothing else (no model
+defaults; each backend says how it keeps them out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+# sample_index is an int32 column.
+MAX_SAMPLES = 2**31 - 1
+# numpy's RandomState (which vLLM seeds from --seed) takes 0 .. 2**32 - 1; torch a little more.
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    n: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    token_ids: list[int]
+    finish_reason: str  # "stop" | "length"
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 63-bit seed for one unit of work, so a rerun of that unit draws the same numbers."""
+    body = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(body.encode()).digest()[:8], "little") >> 1
+
+
+def split_response(new_tokens: Sequence[int], eos_ids: Sequence[int], max_new_tokens: int) -> Sample:
+    """Cut a generated row at its first end-of-sequence token (kept: the student must learn to stop)."""
+    eos = set(eos_ids)
+    for i, t in enumerate(new_tokens):
+        if t in eos:
+            return Sample(list(new_tokens[: i + 1]), "stop")
+    return Sample(list(new_tokens[:max_new_tokens]), "length")
+
+
+def prompt_samples(rows: Sequence[Sequence[int]], eos_ids: Sequence[int], options: SamplingOptions) -> list[Sample]:
+    """One prompt's K samples from the rows a backend generated for it: each cut at its first
+    end-of-sequence token; greedy decoding generates one row, which stands for all K."""
+    samples = [split_response(r, eos_ids, options.max_new_tokens) for r in rows]
+    return samples * options.n if options.temperature == 0 else samples

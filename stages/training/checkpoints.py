@@ -1,0 +1,128 @@
+"""Checkpoints of a distill run: everything `--resume` needs, each written aside and renamed
+into place, `state.json` last (a folder without it is not a checkpoint); and the loadable
+models that `--export-steps` asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+import schemas
+from schemas import InputError
+
+CHECKPOINTS = "checkpoints"
+
+
+def found(out: Path) -> list[tuple[int, Path]]:
+    """The complete checkpoints in a run directory, (step, folder), oldest first."""
+    d = out / CHECKPOINTS
+    if not d.exists():
+        return []
+    found = [(int(p.name.split("-")[1]), p) for p in d.iterdir() if p.name.startswith("step-") and (p / "state.json").exists()]
+    return sorted(found)
+
+
+def export_model(job: schemas.Job, step: int, model, tokenizer) -> None:
+    """A loadable model at `step` (safetensors, tokenizer) as <dir>/step-N: written aside,
+    recorded as the job's own, renamed into place (a resumed run writes the same one again)."""
+    name = f"step-{step}"
+    tmp = job.dir / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    job.adopt([name])
+    if (job.dir / name).exists():
+        shutil.rmtree(job.dir / name)
+    os.replace(tmp, job.dir / name)
+
+
+def rng_state() -> dict:
+    import torch
+
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, log: list[dict], keep: int = 2,
+                    rng_ranks: list[dict] | None = None) -> None:
+    """Everything a resumed run needs, written to a temporary folder and renamed into place.
+
+    `rng_ranks`: under a launcher, every process's RNG state (gathered to the main process,
+    the only one that writes); rank 0's is also the top-level state a 1-process resume uses.
+    """
+    import torch
+    from safetensors.torch import save_model
+
+    d = out / CHECKPOINTS
+    d.mkdir(exist_ok=True)
+    tmp = d / f".step-{step}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+    finish_checkpoint(out, tmp, step, log, rng_ranks, keep)
+
+
+def finish_checkpoint(out: Path, tmp: Path, step: int, log: list[dict], rng_ranks: list[dict] | None, keep: int,
+                       fmt: str | None = None) -> None:
+    """RNG, train log and state.json (last: complete) into `tmp`, then rename it into place."""
+    import torch
+
+    rng = rng_state() if rng_ranks is None else dict(rng_ranks[0], ranks=rng_ranks)
+    torch.save(rng, tmp / "rng.pt")
+    pl.DataFrame(log, schema=log_schema()).write_parquet(tmp / "train_log.parquet")
+    state = {"step": step} if fmt is None else {"step": step, "format": fmt}
+    (tmp / "state.json").write_text(json.dumps(state))  # written last: complete
+    d = out / CHECKPOINTS
+    final = d / f"step-{step}"
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for _, old in found(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, world: int = 1) -> tuple[int, list[dict]]:
+    import torch
+    from safetensors.torch import load_model
+
+    if not (path / "model.safetensors").exists():
+        raise InputError(
+            f"--resume: checkpoint {path} was written under accelerate launch with FSDP or DeepSpeed; "
+            f"resume it under the same launch configuration"
+        )
+    load_model(model, str(path / "model.safetensors"))
+    state = torch.load(path / "optim.pt", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return load_rng_and_log(path, rank, world)
+
+
+def load_rng_and_log(path: Path, rank: int, world: int) -> tuple[int, list[dict]]:
+    import torch
+
+    rng = torch.load(path / "rng.pt", weights_only=True)
+    if len(rng.get("ranks") or []) == world:  # this process's own state, saved by the same launch shape
+        rng = rng["ranks"][rank]
+    torch.set_rng_state(rng["torch"])
+    random.setstate(_as_random_state(rng["python"]))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    step = json.loads((path / "state.json").read_text())["step"]
+    return step, pl.read_parquet(path / "train_log.parquet").to_dicts()
+
+
+def _as_random_state(s):
+    return (s[0], tuple(s[1]), s[2])
+
+
+def log_schema() -> dict:
+    return {c.name: pl.from_arrow(pa.array([], type=c.type)).dtype for c in schemas.TRAIN_LOG.columns}

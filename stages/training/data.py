@@ -1,0 +1,275 @@
+"""The training rows of a distill run: the teacher_logits rows of problems with weight > 0,
+streamed into one memory-mapped Arrow file and checked on the way; each step's problems in a
+seeded order; micro-batches collated into tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import schemas
+from schemas import InputError
+from stages import models
+
+
+@dataclass
+class TrainData:
+    table: pa.Table               # memory-mapped Arrow IPC: one row per sequence
+    problems: list[str]           # problems with weight > 0 and at least one sequence
+    weight: dict[str, float]
+    rows: dict[str, list[int]]    # problem -> its row indices in `table`
+    tokens: dict[str, int]        # problem -> response tokens over all its sequences
+
+
+def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainData, dict[str, int]]:
+    """Stream teacher_logits parts into one memory-mapped Arrow file of the trained rows.
+
+    Arrow IPC maps zero-copy, so a data set larger than memory is paged in on demand; only
+    rows of problems with weight > 0 are copied (zero-weight problems are never loaded).
+    """
+    w = dict(zip(weights.frame["problem_id"].to_list(), weights.frame["weight"].to_list()))
+    files, _ = schemas.io.artifact_files(Path(tl), "--teacher-logits")
+    stats = {"sequences": 0, "skipped_zero_weight": 0, "missing_weight": 0}
+    columns = ["problem_id", "sample_index", "prompt_token_ids", "token_ids", "topk_ids", "topk_logprobs", "tail_logprob"]
+    tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}")
+    keep_w = pa.array([k for k, v in w.items() if v > 0], pa.string())
+    missing: list[str] = []
+    k: tuple[int, Path] | None = None  # the artifact's k, and the part it was first seen in
+    with pa.OSFile(str(tmp), "wb") as sink:
+        writer = None
+        for f in files:
+            t = pq.read_table(f, columns=columns)
+            try:
+                _check_aligned(t, f)
+                k = _check_values(t, f, k)
+            except InputError:
+                tmp.unlink(missing_ok=True)
+                raise
+            stats["sequences"] += t.num_rows
+            ids = t["problem_id"]
+            known = pc.is_in(ids, value_set=pa.array(list(w), pa.string()))
+            if not pc.all(known).as_py():
+                missing += pc.filter(ids, pc.invert(known)).to_pylist()
+            mask = pc.is_in(ids, value_set=keep_w)
+            kept = t.filter(mask)
+            stats["skipped_zero_weight"] += t.num_rows - kept.num_rows
+            if writer is None:
+                writer = pa.ipc.new_file(sink, kept.schema)
+            writer.write_table(kept)
+        if writer is not None:
+            writer.close()
+    stats["missing_weight"] = len(missing)
+    if missing:
+        tmp.unlink(missing_ok=True)
+        raise InputError(
+            f"--weights {weights.path}: no weight for {len(set(missing))} problem(s) in --teacher-logits "
+            f"({', '.join(repr(x) for x in sorted(set(missing))[:5])}); the weights were computed from "
+            f"other scores than these teacher logits: rerun paced weight on the matching scores"
+        )
+    os.replace(tmp, cache)
+    return open_data(cache, w), stats
+
+
+def open_data(cache: Path, w: dict[str, float]) -> TrainData:
+    """The TrainData of a cache that `load_data` wrote (other processes of a launch open it)."""
+    table = pa.ipc.open_file(pa.memory_map(str(cache), "r")).read_all()
+    frame = pl.DataFrame(
+        {
+            "problem_id": table["problem_id"].to_pylist(),
+            "n": pc.list_value_length(table["token_ids"]).to_pylist(),
+        }
+    ).with_row_index("row")
+    grouped = frame.group_by("problem_id", maintain_order=True).agg(pl.col("row"), pl.col("n").sum())
+    rows = dict(zip(grouped["problem_id"].to_list(), grouped["row"].to_list()))
+    tokens = dict(zip(grouped["problem_id"].to_list(), grouped["n"].to_list()))
+    problems = list(rows)
+    return TrainData(table, problems, {p: float(w[p]) for p in problems}, rows, tokens)
+
+
+def _check_aligned(t: pa.Table, f: Path) -> None:
+    problem = schemas.teacher_logits.misaligned_problem(pl.from_arrow(t.select(["problem_id", "sample_index"])),
+                                                        schemas.teacher_logits.misaligned(t))
+    if problem:
+        raise InputError(f"--teacher-logits {f}: {problem}")
+
+
+# How far above 0 a stored log-probability may lie: float32 log-softmax rounds to at most a few
+# 1e-7 above it; a value past this is not a log-probability (logits stored by mistake?).
+_LOGPROB_SLACK = 1e-3
+
+
+def _check_values(t: pa.Table, f: Path, k: tuple[int, Path] | None) -> tuple[int, Path] | None:
+    """What the losses take on trust, checked per part as it streams by: one k for every position
+    of every part and shard (collate reshapes by it), teacher log-probabilities that are
+    log-probabilities (no NaN, no +inf, none above 0; -inf is a probability of 0 and allowed),
+    token ids >= 0. Returns the artifact's k and the part that set it."""
+    problems = []
+    ks = pc.list_value_length(pc.list_flatten(t["topk_ids"]))
+    if len(ks) == 0:
+        return k
+    lo, hi = (v.as_py() for v in pc.min_max(ks).values())
+    if lo != hi:
+        problems.append(f"positions hold from {lo} to {hi} teacher tokens (one k per artifact)")
+    elif k is not None and lo != k[0]:
+        problems.append(
+            f"k = {lo} teacher tokens per position, but {k[1]} has k = {k[0]} (parts or shards made with "
+            f"different --top-k; rerun paced teacher-logits with one --top-k for all of them)"
+        )
+    if not pc.all(pc.equal(ks, pc.list_value_length(pc.list_flatten(t["topk_logprobs"])))).as_py():
+        problems.append("topk_logprobs and topk_ids differ in length at some positions")
+    for name, depth in (("topk_logprobs", 2), ("tail_logprob", 1)):
+        col = t[name].combine_chunks()
+        flat = pc.list_flatten(pc.list_flatten(col)) if depth == 2 else pc.list_flatten(col)
+        v = flat.to_numpy(zero_copy_only=False)  # float16 or float32, compared as stored (no copy up)
+        bad = np.isnan(v) | (v > _LOGPROB_SLACK)
+        if bad.any():
+            row_of = pc.list_parent_indices(col).to_numpy()  # row of each position
+            if depth == 2:
+                row_of = row_of[pc.list_parent_indices(pc.list_flatten(col)).to_numpy()]  # row of each value
+            rows = sorted(set(row_of[np.flatnonzero(bad)].tolist()))
+            worst = "NaN" if np.isnan(v).any() else f"up to {float(np.nanmax(v)):g}"
+            problems.append(
+                f"{name} holds {int(bad.sum()):,} value(s) that are not log-probabilities ({worst}; must be "
+                f"<= 0, -inf for probability 0) in problem(s) {', '.join(list(dict.fromkeys(repr(t['problem_id'][r].as_py()) for r in rows))[:5])}"
+            )
+    for name in ("token_ids", "prompt_token_ids", "topk_ids"):
+        flat = pc.list_flatten(t[name])
+        flat = pc.list_flatten(flat) if name == "topk_ids" else flat
+        low = pc.min(flat).as_py()
+        if low is not None and low < 0:
+            problems.append(f"{name} holds negative token id {low}")
+    if problems:
+        raise InputError(
+            f"--teacher-logits {f}: {'; '.join(problems)}; regenerate it with paced teacher-logits"
+        )
+    return k if k is not None else (lo, f)
+
+
+def epoch_order(problems: list[str], seed: int, epoch: int) -> list[str]:
+    """The problems of one epoch in a seeded order: a resumed run replays it exactly."""
+    order = list(problems)
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return order
+
+
+def step_problems(data: TrainData, seed: int, batch_size: int, step: int) -> tuple[int, list[str]]:
+    """(epoch, problems) of optimizer step `step` (from 1)."""
+    per_epoch = math.ceil(len(data.problems) / batch_size)
+    epoch, i = divmod(step - 1, per_epoch)
+    order = epoch_order(data.problems, seed, epoch)
+    return epoch, order[i * batch_size : (i + 1) * batch_size]
+
+
+def collate(data: TrainData, rows: list[int], device) -> dict[str, Any]:
+    """Right-padded tensors for a micro-batch of sequences.
+
+    input_ids [B, L]; gather [B, R] positions whose hidden state predicts each response
+    token; topk_ids [B, R, k] int64; topk_logprobs [B, R, k] float32; tail [B, R]; mask [B, R].
+    """
+    import torch
+
+    t = data.table.take(pa.array(rows))
+    prompts = t["prompt_token_ids"].to_pylist()
+    responses = t["token_ids"].to_pylist()
+    k = len(t["topk_ids"][0][0])
+    B = len(rows)
+    L = max(len(p) + len(r) for p, r in zip(prompts, responses))
+    R = max(len(r) for r in responses)
+    input_ids = torch.zeros((B, L), dtype=torch.long)
+    attention = torch.zeros((B, L), dtype=torch.long)
+    gather = torch.zeros((B, R), dtype=torch.long)
+    mask = torch.zeros((B, R), dtype=torch.bool)
+    topk_ids = torch.zeros((B, R, k), dtype=torch.long)
+    topk_lp = torch.full((B, R, k), -1e4, dtype=torch.float32)
+    tail = torch.full((B, R), -1e4, dtype=torch.float32)
+    for b in range(B):
+        p, r = prompts[b], responses[b]
+        n = len(r)
+        input_ids[b, : len(p) + n] = torch.tensor(p + r)
+        attention[b, : len(p) + n] = 1
+        gather[b, :n] = torch.arange(len(p) - 1, len(p) + n - 1)
+        mask[b, :n] = True
+        row = t.slice(b, 1)
+        ids = pc.list_flatten(pc.list_flatten(row["topk_ids"])).to_numpy()
+        lps = pc.list_flatten(pc.list_flatten(row["topk_logprobs"])).to_numpy(zero_copy_only=False)
+        topk_ids[b, :n] = torch.from_numpy(ids.astype(np.int64).reshape(n, k))
+        topk_lp[b, :n] = torch.from_numpy(lps.astype(np.float32).reshape(n, k))
+        tail[b, :n] = torch.from_numpy(pc.list_flatten(row["tail_logprob"]).to_numpy().astype(np.float32))
+    batch = dict(input_ids=input_ids, attention=attention, gather=gather, mask=mask, topk_ids=topk_ids, topk_lp=topk_lp, tail=tail)
+    return {name: x.to(device) for name, x in batch.items()}
+
+
+def step_plan(data: TrainData, names: list[str], micro_batch_size: int, rank: int = 0, world: int = 1) -> list[tuple[list[int], list[float]]]:
+    """The micro-batches (rows, coefs) this process runs for one step of global batch `names`.
+
+    coef_s = w_i / (N * T_i) with N = len(names), the GLOBAL batch, on every process: the
+    normalisation never depends on how the batch is split. Process r takes the problems
+    names[r::world] (whole problems: all sequences of a problem stay together). Every process
+    runs the same number of micro-batches (collectives in DDP's forward, FSDP's all-gathers):
+    a process with fewer pads with copies of one sequence at coef 0, which add exactly 0.
+    With world = 1 this is the single-process plan, unchanged.
+    """
+    n = len(names)
+
+    def chunks(share: list[str]) -> list[tuple[list[int], list[float]]]:
+        seqs = [(r, data.weight[p] / (n * data.tokens[p])) for p in share for r in data.rows[p]]
+        seqs.sort(key=lambda x: x[0])
+        return [([r for r, _ in seqs[m : m + micro_batch_size]], [c for _, c in seqs[m : m + micro_batch_size]])
+                for m in range(0, len(seqs), micro_batch_size)]
+
+    plan = chunks(names[rank::world])
+    if world > 1:
+        most = max(math.ceil(sum(len(data.rows[p]) for p in names[r::world]) / micro_batch_size) for r in range(world))
+        pad = ([data.rows[names[0]][0]], [0.0])
+        plan += [pad] * (most - len(plan))
+    return plan
+
+
+def check_lengths(data: TrainData, model_dir: str) -> None:
+    limit = models.max_context(model_dir)
+    if limit is None:
+        return
+    n = pc.add(pc.list_value_length(data.table["prompt_token_ids"]), pc.list_value_length(data.table["token_ids"]))
+    too_long = pc.greater(n, limit)
+    if pc.any(too_long).as_py():
+        ids = pc.filter(data.table["problem_id"], too_long).to_pylist()
+        raise InputError(
+            f"--teacher-logits: {len(ids)} sequence(s) are longer than the student's context of {limit} "
+            f"tokens ({', '.join(repr(x) for x in ids[:5])}); drop them or use a longer-context student"
+        )
+
+
+def check_vocab(data: TrainData, model, student: str = "") -> None:
+    """`check_vocab_rows` against a loaded model's embeddings (input and output)."""
+    rows = min(model.get_input_embeddings().weight.shape[0], model.get_output_embeddings().weight.shape[0])
+    check_vocab_rows(data, rows, student)
+
+
+def check_vocab_rows(data: TrainData, rows: int | None, student: str) -> None:
+    """Every token id the student is fed (prompt and response) or scored on (the teacher's
+    top-k) must be a row of its embeddings: one past them fails mid-step on an index."""
+    if rows is None:
+        return
+    t = data.table
+    for name, flat in (
+        ("topk_ids", pc.list_flatten(pc.list_flatten(t["topk_ids"]))),
+        ("token_ids", pc.list_flatten(t["token_ids"])),
+        ("prompt_token_ids", pc.list_flatten(t["prompt_token_ids"])),
+    ):
+        top = pc.max(flat).as_py()
+        if top is not None and top >= rows:
+            raise InputError(
+                f"--teacher-logits: {name} holds token id {top}, outside the vocabulary of the student"
+                f"{' ' + student if student else ''} ({rows:,} rows); use a student with the teacher's tokenizer"
+            )
