@@ -376,7 +376,7 @@ def build(dataset: str, frames: list[tuple[Any, str]], *, source: str, suffix: s
     return pl.DataFrame(columns, schema={k: pl.Int64 if k == "level" else pl.String for k in columns})
 
 
-def write(frame, out: Path, options: dict[str, Any]) -> Path:
+def write(frame, out: Path, options: dict[str, Any], command: str | None = None) -> Path:
     """Validate the frame against the problems schema, then write it atomically with paced's
     schema name, version and provenance in the Parquet metadata."""
     import json
@@ -393,7 +393,7 @@ def write(frame, out: Path, options: dict[str, Any]) -> Path:
     conform(frame, schemas.PROBLEMS, where)
     out.parent.mkdir(parents=True, exist_ok=True)
     schemas.io.check_file_out(out, schemas.PROBLEMS, option="--out")
-    prov = schemas.provenance("prepare_data", options)
+    prov = schemas.provenance("prepare_data", options, command=command)
     table = table.replace_schema_metadata({
         schemas.io.META_SCHEMA: schemas.PROBLEMS.name.encode(),
         schemas.io.META_VERSION: str(schemas.PROBLEMS.version).encode(),
@@ -448,11 +448,9 @@ def main(argv: list[str] | None = None) -> int:
             frames, source = _read_hub(hub_id, configs, split), hub_id
         frame = build(args.dataset, frames, source=source, suffix=args.suffix, limit=args.limit, seed=args.seed,
                       answer_as_reference=args.answer_as_reference, log=log)
-        import schemas.io
-
-        schemas.io.COMMAND = shlex.join(["python", "examples/prepare_data.py", *(sys.argv[1:] if argv is None else argv)])
+        command = shlex.join(["python", "examples/prepare_data.py", *(sys.argv[1:] if argv is None else argv)])
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        out = write(frame, args.out, options)
+        out = write(frame, args.out, options, command)
     except UsageError as e:
         log(f"error: {e}")
         return 2

@@ -18,7 +18,6 @@ from typing import Callable, TypeVar
 import typer
 from rich.markup import escape
 
-import schemas.io
 from schemas import InputError
 from stages.common import console
 
@@ -52,12 +51,14 @@ def command_line(ctx: typer.Context | None) -> str:
     return shlex.join(parts)
 
 
-def run_stage(make_config: Callable[[], C], run: Callable[[C], Path], ctx: typer.Context | None = None) -> None:
+def run_stage(make_config: Callable[[], C], run: Callable[..., Path], ctx: typer.Context | None = None) -> None:
+    """Build the config, run the stage with the command line (for its provenance), print the
+    output path; every failure becomes its exit code and message."""
     signal.signal(signal.SIGTERM, _interrupt)
-    schemas.io.COMMAND = command_line(ctx)
+    command = command_line(ctx)
     try:
         config = make_config()
-        out = run(config)
+        out = run(config, command)
     except InputError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -6,7 +6,8 @@ Schemas never import stages.
 from schemas import eval_results, problems, rollouts, scores, teacher_logits, train_log, weights
 from schemas import snr
 from schemas.base import ArtifactSchema, Column, InputError
-from schemas.io import Artifact, Job, fingerprint, provenance, read, read_header, table_from_columns, write_file
+from schemas.io import Artifact, fingerprint, provenance, read, read_header, table_from_columns, write_file
+from schemas.jobs import Job
 
 PROBLEMS = problems.SCHEMA
 ROLLOUTS = rollouts.SCHEMA

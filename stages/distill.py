@@ -143,16 +143,17 @@ class DistillConfig:
         return sorted({int(s) for s in str(self.export_steps).split(",") if s.strip()})
 
 
-def run(config: DistillConfig) -> Path:
-    """Single process (plain `paced distill`) or one process of `accelerate launch ... paced distill`."""
+def run(config: DistillConfig, command: str | None = None) -> Path:
+    """Single process (plain `paced distill`) or one process of `accelerate launch ... paced distill`.
+    `command`: the command line, for provenance (the CLI passes it)."""
     if not launched():
-        return _run(config, None)
+        return _run(config, None, command)
     launch = Launch(config)
     quiet = console.quiet
     console.quiet = not launch.main  # logs, warnings and the summary from the main process only
     try:
         launch.check(config)
-        out = _run(config, launch)
+        out = _run(config, launch, command)
         launch.end()
         return out
     except InputError:
@@ -165,9 +166,9 @@ def run(config: DistillConfig) -> Path:
             console.quiet = quiet
 
 
-def _run(config: DistillConfig, launch: Launch | None) -> Path:
+def _run(config: DistillConfig, launch: Launch | None, command: str | None) -> Path:
     """Setup (inputs, job, rows, model), the training loop, the final model and log."""
-    r = _setup(config, launch)
+    r = _setup(config, launch, command)
     if r is None:
         console.print(f"{config.out}: already complete; nothing to do")
         return Path(config.out)
@@ -201,7 +202,7 @@ class _Run:
     seen: set[str] | None = None
 
 
-def _setup(config: DistillConfig, launch: Launch | None) -> _Run | None:
+def _setup(config: DistillConfig, launch: Launch | None, command: str | None) -> _Run | None:
     """Every check before a model loads, the job and its training rows, then the model,
     optimizer and schedule, resumed if asked. None when the job is already complete."""
     import torch
@@ -233,7 +234,8 @@ def _setup(config: DistillConfig, launch: Launch | None) -> _Run | None:
     runtime = ("out", "overwrite", "resume", "device", "trust_remote_code", "micro_batch_size", "chunk_size", "allow_stale",
                "student", "teacher_logits", "weights", "init")  # input paths: their content is in `inputs`
     options = {k: v for k, v in asdict(config).items() if k not in runtime}
-    prov = schemas.provenance("distill", asdict(config), {"teacher_logits": tl, "weights": weights}, problems=schemas.io.lineage(tl))
+    prov = schemas.provenance("distill", asdict(config), {"teacher_logits": tl, "weights": weights}, problems=schemas.io.lineage(tl),
+                              command=command)
     if launch is not None:
         prov["launch"] = launch.describe
     job = schemas.Job(config.out, schemas.TRAIN_LOG, options | {"inputs": inputs}, prov, overwrite=config.overwrite,

@@ -290,7 +290,8 @@ def print_summary(summary: pl.DataFrame, with_baseline: bool, footer: str) -> No
 # The stage
 
 
-def run(config: EvalConfig) -> Path:
+def run(config: EvalConfig, command: str | None = None) -> Path:
+    """`command`: the command line, for provenance (the CLI passes it)."""
     # 1. Everything that can be checked before loading a model.
     check_paths({"--out": config.out}, {"--model": config.model, "--problems": config.problems, "--baseline": config.baseline})
     spec = verifiers.resolve(config.verifier)
@@ -317,7 +318,7 @@ def run(config: EvalConfig) -> Path:
         shard_out(config.out, shard),
         schemas.EVAL_RESULTS,
         options | {"verifier": spec},
-        schemas.provenance("eval", asdict(config), named_inputs),
+        schemas.provenance("eval", asdict(config), named_inputs, command=command),
         overwrite=config.overwrite,
         own=(SUMMARY_FILE,),
     )
@@ -359,7 +360,8 @@ def run(config: EvalConfig) -> Path:
     elif config.retain:
         console.print("[yellow]note:[/] --retain without --baseline: forgetting needs a baseline", soft_wrap=True)
     prov = schemas.provenance(
-        "eval", asdict(config), {"results": results} | ({"baseline": baseline} if baseline is not None else {})
+        "eval", asdict(config), {"results": results} | ({"baseline": baseline} if baseline is not None else {}),
+        command=command,
     )
     table = schemas.table_from_columns(summary.to_dict(), schemas.EVAL_SUMMARY)
     schemas.write_file(config.out / SUMMARY_FILE, table, schemas.EVAL_SUMMARY, prov)

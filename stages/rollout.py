@@ -48,7 +48,8 @@ class RolloutConfig(GenerationConfig):
             raise InputError("\n".join(problems))
 
 
-def run(config: RolloutConfig) -> Path:
+def run(config: RolloutConfig, command: str | None = None) -> Path:
+    """`command`: the command line, for provenance (the CLI passes it)."""
     # 1. Everything that can be checked before loading a model.
     check_paths({"--out": config.out}, {"--problems": config.problems, "--model": config.model})
     art = schemas.read(config.problems, schemas.PROBLEMS, option="--problems")
@@ -61,7 +62,7 @@ def run(config: RolloutConfig) -> Path:
         shard_out(config.out, shard),
         schemas.ROLLOUTS,
         job_options(config, inputs),
-        schemas.provenance("rollout", asdict(config), {"problems": art}, problems=art.fingerprint),
+        schemas.provenance("rollout", asdict(config), {"problems": art}, problems=art.fingerprint, command=command),
         overwrite=config.overwrite,
     )
     job.check()

@@ -69,7 +69,8 @@ def verifier_fingerprint(spec: str) -> str:
     return spec
 
 
-def run(config: ScoreConfig) -> Path:
+def run(config: ScoreConfig, command: str | None = None) -> Path:
+    """`command`: the command line, for provenance (the CLI passes it)."""
     check_paths({"--out": config.out}, {"--rollouts": config.rollouts, "--problems": config.problems})
     spec = verifiers.resolve(config.verifier)
     rollouts = schemas.read(config.rollouts, schemas.ROLLOUTS, option="--rollouts", columns=["completion"])
@@ -93,7 +94,7 @@ def run(config: ScoreConfig) -> Path:
         shard_out(config.out, shard),
         schemas.SCORES,
         options | {"verifier": spec, "inputs": inputs},
-        schemas.provenance("score", asdict(config), {"rollouts": rollouts, "problems": problems}, problems=problems.fingerprint),
+        schemas.provenance("score", asdict(config), {"rollouts": rollouts, "problems": problems}, problems=problems.fingerprint, command=command),
         overwrite=config.overwrite,
     )
     job.check()

@@ -456,7 +456,8 @@ def check_param(name: str, names: list[str]) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def run(config: SnrConfig) -> Path:
+def run(config: SnrConfig, command: str | None = None) -> Path:
+    """`command`: the command line, for provenance (the CLI passes it)."""
     import torch
 
     started = time.perf_counter()
@@ -570,7 +571,7 @@ def run(config: SnrConfig) -> Path:
         "rollouts_min": min(ks, default=None), "rollouts_max": max(ks, default=None),
     }
     options = asdict(config) | {"param": param_name, "param_shape": shape, "bootstrap_resamples": RESAMPLES} | counts
-    prov = schemas.provenance("snr", options, {"teacher_logits": tl, "weights": weights})
+    prov = schemas.provenance("snr", options, {"teacher_logits": tl, "weights": weights}, command=command)
     if per_problem:
         cols = {c.name: [r[c.name] for r in measured] for c in schemas.snr.PROBLEMS.columns}
         schemas.write_file(table_path, schemas.table_from_columns(cols, schemas.snr.PROBLEMS), schemas.snr.PROBLEMS, prov,

@@ -126,7 +126,8 @@ def apply_weights(seqs: pl.DataFrame, weights_path: Path | None) -> tuple[pl.Dat
     return keep, skipped, art
 
 
-def run(config: TeacherLogitsConfig) -> Path:
+def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
+    """`command`: the command line, for provenance (the CLI passes it)."""
     # 1. Inputs, all checked before the teacher is loaded.
     check_paths({"--out": config.out}, {"--problems": config.problems, "--sequences": config.sequences,
                                         "--teacher": config.teacher, "--weights": config.weights})
@@ -204,7 +205,8 @@ def run(config: TeacherLogitsConfig) -> Path:
     options = {k: v for k, v in asdict(config).items() if k not in runtime}
     options |= {"system_prompt": system_prompt, "prompt_suffix": suffix, "inputs": inputs}
     prov_inputs = {"problems": problems, "sequences": seq_art} | ({"weights": weights_art} if weights_art else {})
-    prov = schemas.provenance("teacher-logits", asdict(config) | {"tokenizer": signature}, prov_inputs, problems=problems.fingerprint)
+    prov = schemas.provenance("teacher-logits", asdict(config) | {"tokenizer": signature}, prov_inputs, problems=problems.fingerprint,
+                              command=command)
     job = schemas.Job(shard_out(config.out, shard), schemas.TEACHER_LOGITS, options, prov, overwrite=config.overwrite)
     job.check()
     n = len(rows)

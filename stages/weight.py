@@ -132,7 +132,8 @@ def compute(
     return per_problem, factor
 
 
-def run(config: WeightConfig) -> Path:
+def run(config: WeightConfig, command: str | None = None) -> Path:
+    """`command`: the command line, for provenance (the CLI passes it)."""
     started = time.perf_counter()
     check_paths({"--out": config.out, "--plot": config.plot}, {"--scores": config.scores})
     art = schemas.read(config.scores, schemas.SCORES, option="--scores", columns=["correct"])
@@ -145,7 +146,7 @@ def run(config: WeightConfig) -> Path:
     weights, factor = compute(art.frame, config, art.key_runs)
 
     options = asdict(config) | {"normalization_factor": factor}
-    prov = schemas.provenance("weight", options, {"scores": art}, problems=schemas.io.lineage(art))
+    prov = schemas.provenance("weight", options, {"scores": art}, problems=schemas.io.lineage(art), command=command)
     table = weights.select([c.name for c in schemas.WEIGHTS.columns]).to_arrow().cast(schemas.WEIGHTS.arrow)
     out = schemas.write_file(config.out, table, schemas.WEIGHTS, prov, key=key, overwrite=config.overwrite)
     if config.plot is not None:

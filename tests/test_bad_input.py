@@ -506,7 +506,7 @@ def test_numeric_options_are_found():
 @pytest.mark.parametrize("content", [b"{torn", b"[1]", b'{"host": "h"}', b'{"pid": "x"}', b"\xff\xfe", b""])
 def test_a_damaged_lock_names_no_holder(tmp_path, content):
     """A lock torn by a killed writer (or edited) holds no live process: the job may take it."""
-    from schemas.io import _lock_holder
+    from schemas.jobs import _lock_holder
 
     lock = tmp_path / "_lock"
     lock.write_bytes(content)

@@ -57,6 +57,19 @@ def test_missing_and_unfinished_shards_are_refused_by_name(tmp_path, problems, s
     assert not (tmp_path / "s").exists()
 
 
+def test_shards_made_with_different_options_are_refused_at_read_time(tmp_path, problems, student_dir):
+    out = tmp_path / "rollouts"
+    for i, seed in ((0, "0"), (1, "1")):
+        r = paced("rollout", "--problems", problems, "--model", student_dir, "--out", out, *FAST, "--shard", f"{i}/2",
+                  "--seed", seed)
+        assert r.exit_code == 0, r.stderr
+    r = paced("score", "--rollouts", out, "--problems", problems, "--out", tmp_path / "s", "--verifier", "exact")
+    assert r.exit_code == 2, r.stderr
+    assert "shards were made with different options" in r.stderr
+    assert "shard-00001-of-00002 has seed 1 where shard-00000-of-00002 has 0" in r.stderr
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("bad", ["2/2", "x", "1/0", "-1/3"])
 def test_bad_shard_values_exit_2(tmp_path, problems, student_dir, bad):
     r = paced("rollout", "--problems", problems, "--model", student_dir, "--out", tmp_path / "r", f"--shard={bad}")

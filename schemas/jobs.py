@@ -1,0 +1,322 @@
+"""The job protocol: a resumable job directory written part by part.
+
+    rollouts/
+      _job.json            what the job is (schema, options, input fingerprints); written first
+      _lock                the process writing it (a second run of the same job waits or refuses)
+      part-00000.parquet   each part written to a hidden temporary name, then renamed
+      _manifest.json       written last, only when every part is done: the artifact is complete
+
+A rerun with the same options skips the finished parts; `schemas.io` reads a finished job
+(its manifest, parts and shards) as one artifact.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as _dt
+import json
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas import outputs
+from schemas.base import ArtifactSchema, InputError
+from schemas.io import (
+    _atomic_write_json,
+    _atomic_write_parquet,
+    _load_json,
+    _sha256_file,
+    _with_metadata,
+    hash_options,
+    part_name,
+)
+from schemas.outputs import JOB_FILE, LOCK_FILE, MANIFEST_FILE
+
+
+def _read_lock(lock: Path) -> dict[str, Any] | None:
+    """The holder a lock file names ({"pid": int, "host": ..., "since": ...}), or None when it
+    names none: absent, or torn by a killed writer (bad JSON or bytes, no whole pid)."""
+    if not lock.exists():
+        return None
+    try:
+        holder = json.loads(lock.read_text())
+        int(holder["pid"])
+    except (OSError, ValueError, TypeError, KeyError):  # torn write of a killed process: no valid holder
+        return None
+    return holder
+
+
+def _lock_holder(lock: Path) -> dict[str, Any] | None:
+    """The live process holding `lock`, or None if it is free or its holder is dead."""
+    holder = _read_lock(lock)
+    if holder is None or holder.get("pid") == os.getpid():
+        return None
+    if holder.get("host") != socket.gethostname():
+        return holder  # cannot see another machine's processes: assume alive
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return holder
+    return holder
+
+
+class Job:
+    """A resumable job directory: parts land atomically, the manifest is written last.
+
+    `options` are every option that changes the output, with the input fingerprints: a rerun
+    with the same options resumes; with different ones it is refused, or with `overwrite`
+    replaced: the new job is written beside the old one (`.NAME.replacing`) and swapped in by
+    `finish`, so a failed or interrupted replacement leaves the old artifact as it was (the
+    same command resumes the replacement). Only what a paced job wrote is ever removed
+    (`schemas.outputs`); `own` names files the stage writes besides parts and bookkeeping.
+
+    `dir` is where the job writes: `out`, or the replacement beside it until `finish`.
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        schema: ArtifactSchema,
+        options: dict[str, Any],
+        prov: dict[str, Any],
+        *,
+        overwrite: bool = False,
+        own: tuple[str, ...] = (),
+    ) -> None:
+        self.out = Path(out)
+        self.dir = self.out
+        self.schema = schema
+        self.options = json.loads(json.dumps(options, sort_keys=True, default=str))
+        self.key = hash_options(self.options)
+        self.provenance = prov
+        self.overwrite = overwrite
+        self.own = own
+        self.created = False
+
+    @property
+    def replacement(self) -> Path:
+        """Where a replacement of a different job in `out` is written until it is complete."""
+        return self.out.with_name(f".{self.out.name}.replacing")
+
+    def _job_key(self, d: Path) -> str | None:
+        """The key of the paced job in `d`, None if `d` holds none."""
+        if not (d / JOB_FILE).is_file():
+            return None
+        return _load_json(d / JOB_FILE, "--out").get("key")
+
+    # -- checks, before any model is loaded ------------------------------------------------
+    def check(self) -> None:
+        """Refuse an --out that holds something else; decide where to write (`dir`)."""
+        d = self.out
+        if d.exists() and not d.is_dir():
+            raise InputError(f"--out {d}: is a file; {self.schema.name} is written to a directory")
+        if not d.exists():
+            if d.is_symlink():
+                raise InputError(f"--out {d}: is a broken symbolic link; remove it or give another path")
+            if not d.parent.exists():
+                raise InputError(f"--out {d}: parent directory {d.parent} does not exist; create it first")
+            if not d.parent.is_dir():
+                raise InputError(f"--out {d}: {d.parent} is a file, not a directory; choose another path")
+            if not os.access(d.parent, os.W_OK):
+                raise InputError(f"--out {d}: parent directory {d.parent} is not writable")
+            self.dir = d
+            return
+        holder = _lock_holder(d / LOCK_FILE)
+        if holder is not None:
+            raise InputError(
+                f"--out {d}: another paced process (pid {holder['pid']} on {holder.get('host')}, "
+                f"since {holder.get('since')}) is writing this job; wait for it to finish or stop "
+                f"it (if it is gone, delete {d / LOCK_FILE})"
+            )
+        job_file = d / JOB_FILE
+        if not job_file.exists():
+            if any(d.iterdir()):
+                raise InputError(
+                    f"--out {d}: exists and is not a paced job directory; choose a new path "
+                    f"(paced never deletes a directory it did not make)"
+                )
+            self.dir = d
+            return
+        job = _load_json(job_file, "--out")
+        if job.get("schema") != self.schema.name:
+            raise InputError(
+                f"--out {d}: holds a paced {job.get('schema')!r} artifact, not {self.schema.name}; "
+                f"choose another --out"
+            )
+        if job.get("key") == self.key:
+            self.dir = d
+            return
+        new = self.replacement
+        resuming = new.is_dir() and not new.is_symlink() and self._job_key(new) == self.key
+        if not (self.overwrite or resuming):  # a replacement asked for earlier is resumed
+            old = job.get("options", {})
+            changed = sorted(k for k in set(old) | set(self.options) if old.get(k) != self.options.get(k))
+            detail = "; ".join(f"{k}: {old.get(k)!r} -> {self.options.get(k)!r}" for k in changed[:6])
+            raise InputError(
+                f"--out {d}: holds a {self.schema.name} job made with other options or inputs "
+                f"({detail}); rerun with the original options to resume it, pass --overwrite to "
+                f"replace it, or choose another --out"
+            )
+        outputs.refuse_foreign(d, "--out", self.own)
+        if new.exists() or new.is_symlink():
+            if new.is_symlink() or not new.is_dir() or self._job_key(new) is None:
+                raise InputError(
+                    f"--out {d}: {new} is in the way of the replacement and paced did not write it; "
+                    f"move it away"
+                )
+            holder = _lock_holder(new / LOCK_FILE)
+            if holder is not None:
+                raise InputError(
+                    f"--out {d}: another paced process (pid {holder['pid']}) is writing its replacement "
+                    f"in {new}; wait for it to finish or stop it"
+                )
+            if self._job_key(new) != self.key:
+                outputs.refuse_foreign(new, "--out", self.own)
+        self.dir = new
+        if self.complete:  # finished, but stopped before it was swapped in: finish that now
+            self._swap()
+
+    def locate(self) -> None:
+        """Set `dir` as `check` did, without checks: for the processes of a launch other than
+        the main one, which checked and started the job."""
+        self.dir = self.out
+        if self._job_key(self.out) != self.key and self._job_key(self.replacement) == self.key:
+            self.dir = self.replacement
+
+    @property
+    def complete(self) -> bool:
+        m = self.dir / MANIFEST_FILE
+        if not m.exists():
+            return False
+        return _load_json(m, "--out").get("key") == self.key
+
+    def start(self) -> None:
+        """Create or resume `dir` (call after check() and input validation)."""
+        d = self.dir
+        if d != self.out and d.exists() and self._job_key(d) != self.key:
+            outputs.remove_owned(d, self.own)  # an earlier replacement with other options
+        try:
+            d.mkdir()
+            self.created = True
+        except FileExistsError:  # resumed, or another process made it a moment ago: the lock decides
+            pass
+        self._lock()
+        for stale in d.glob(".*.tmp-*"):  # left by a killed writer
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        if not (d / JOB_FILE).exists():
+            self._write_job_file([])
+
+    def _write_job_file(self, files: list[str]) -> None:
+        _atomic_write_json(
+            {
+                "schema": self.schema.name,
+                "version": self.schema.version,
+                "key": self.key,
+                "options": self.options,
+                "command": self.provenance.get("command"),
+                "files": files,
+            },
+            self.dir / JOB_FILE,
+        )
+
+    def adopt(self, names: list[str]) -> None:
+        """Record files the stage is about to move into `dir` (a model's files) as the job's own,
+        before they are there, so --overwrite may later remove them and nothing else."""
+        files = sorted(set(outputs.recorded_files(self.dir)) | set(names))
+        self._write_job_file(files)
+
+    def _lock(self) -> None:
+        """Take the job's lock (atomically); a lock left by a dead process is taken over."""
+        lock = self.dir / LOCK_FILE
+        tmp = self.dir / f".{LOCK_FILE}.tmp-{os.getpid()}"
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        tmp.write_text(json.dumps(me))
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, lock)  # fails if the lock exists: no two holders
+                    break
+                except FileExistsError:
+                    holder = _lock_holder(lock)
+                    if holder is not None:
+                        raise InputError(
+                            f"--out {self.out}: another paced process (pid {holder['pid']} on "
+                            f"{holder.get('host')}) is writing this job; wait for it to finish or stop it"
+                        ) from None
+                    lock.unlink(missing_ok=True)  # stale: its holder is dead
+            else:
+                raise InputError(f"--out {self.out}: another paced process took the job's lock at the same moment; rerun")
+        finally:
+            tmp.unlink(missing_ok=True)
+        atexit.register(self.release)
+
+    def release(self) -> None:
+        lock = self.dir / LOCK_FILE
+        holder = _read_lock(lock)
+        if holder is not None and holder.get("pid") == os.getpid():
+            lock.unlink(missing_ok=True)
+
+    def has(self, index: int) -> bool:
+        return (self.dir / part_name(index)).exists()
+
+    def write(self, index: int, table: pa.Table) -> None:
+        _atomic_write_parquet(_with_metadata(table, self.schema, self.provenance), self.dir / part_name(index))
+
+    def finish(self, num_parts: int) -> None:
+        """Write the manifest (the job is complete), then swap a replacement into `out`."""
+        parts = []
+        for i in range(num_parts):
+            f = self.dir / part_name(i)
+            parts.append(
+                {
+                    "file": f.name,
+                    "rows": pq.read_metadata(f).num_rows,
+                    "bytes": f.stat().st_size,
+                    "sha256": _sha256_file(f),
+                }
+            )
+        _atomic_write_json(
+            {
+                "schema": self.schema.name,
+                "version": self.schema.version,
+                "key": self.key,
+                "rows": sum(x["rows"] for x in parts),
+                "parts": parts,
+                "files": sorted(outputs.recorded_files(self.dir)),
+                "provenance": self.provenance,
+            },
+            self.dir / MANIFEST_FILE,
+        )
+        self.release()
+        if self.dir != self.out:
+            self._swap()
+
+    def _swap(self) -> None:
+        """Put the finished replacement at `out`; the old job's own files are removed after."""
+        old = self.out.with_name(f".{self.out.name}.replaced-{os.getpid()}")
+        os.replace(self.out, old)  # two renames: `out` is the old job or the new one, never a mix
+        os.replace(self.dir, self.out)
+        self.dir = self.out
+        outputs.remove_owned(old, self.own)
+        if old.exists():  # something appeared in it while the job ran: the user's, kept
+            kept = self.out.with_name(f"{self.out.name}.kept-{os.getpid()}")
+            os.replace(old, kept)
+            sys.stderr.write(f"note: files that appeared in {self.out} while it was replaced are kept in {kept}\n")
+
+    def abandon(self) -> None:
+        """Remove what this run created (bad input found mid-job): never anything else."""
+        self.release()
+        if self.created and self.dir.exists():
+            outputs.remove_owned(self.dir, self.own)
