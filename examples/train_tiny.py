@@ -2,6 +2,7 @@
 
     python examples/train_tiny.py --out runs/quickstart/models            # a few minutes, 2 cores
     python examples/train_tiny.py --out /tmp/models --quick               # under a minute; for CI
+    python examples/train_tiny.py --out m --student-layers 1 --student-hidden 64 --student-heads 1 --student-seed 3
 
 Both models learn the task of `examples/task.py` (fixed-width addition, numbers written
 units first) and its retention skill (copying a string) from freshly sampled problems of the
@@ -346,7 +347,20 @@ def main() -> None:
     ap.add_argument("--teacher-steps", type=int, default=None, help=f"default {TEACHER.steps}")
     ap.add_argument("--student-steps", type=int, default=None,
                     help=f"at most: it stops at greedy accuracy {STUDENT.stop_at} (default {STUDENT.steps})")
+    ap.add_argument("--student-seed", type=int, default=None,
+                    help="the student's initialisation and data (default --seed); the teacher keeps --seed, so "
+                         "students of several seeds share one cached teacher")
+    ap.add_argument("--student-hidden", type=int, default=None, help=f"default {STUDENT.hidden}")
+    ap.add_argument("--student-layers", type=int, default=None, help=f"default {STUDENT.layers}")
+    ap.add_argument("--student-heads", type=int, default=None,
+                    help=f"default {STUDENT.heads}; hidden / heads is the head dimension (vLLM's CPU attention needs >= 32)")
+    ap.add_argument("--student-stop-at", type=float, default=None,
+                    help=f"greedy accuracy at which the student stops (default {STUDENT.stop_at}); 0 trains all its steps")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch CPU threads (on a machine shared with other jobs, 1 can be faster)")
     args = ap.parse_args()
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: must be at least 1")
 
     def recipe(base: Recipe, given: int | None, flag: str) -> Recipe:
         steps = given if given is not None else base.steps
@@ -358,18 +372,32 @@ def main() -> None:
     if args.quick:
         teacher = replace(TEACHER, steps=QUICK_STEPS)
         student = replace(STUDENT, reading_steps=0, stop_at=QUICK_STUDENT_STOP)
+    size = {k: v for k, v in (("hidden", args.student_hidden), ("layers", args.student_layers),
+                                ("heads", args.student_heads)) if v is not None}
+    for flag, v in size.items():
+        if v < 1:
+            ap.error(f"--student-{flag} {v}: must be at least 1")
+    if size:
+        student = replace(student, **size)
+    if student.hidden % student.heads:
+        ap.error(f"--student-hidden {student.hidden} is not a multiple of --student-heads {student.heads}")
+    if args.student_stop_at is not None:
+        if not 0 <= args.student_stop_at <= 1:
+            ap.error(f"--student-stop-at {args.student_stop_at}: must be from 0 to 1")
+        student = replace(student, stop_at=args.student_stop_at or None)
     recipes = {
         "teacher": recipe(teacher, args.teacher_steps, "--teacher-steps"),
         "student": recipe(student, args.student_steps, "--student-steps"),
     }
+    seeds = {"teacher": args.seed, "student": args.seed if args.student_seed is None else args.student_seed}
 
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     for name, r in recipes.items():
-        print(make_model(args.out, name, r, args.seed, tokenizer, QUICK_EVAL if args.quick else EVAL_PER_DIGIT))
+        print(make_model(args.out, name, r, seeds[name], tokenizer, QUICK_EVAL if args.quick else EVAL_PER_DIGIT))
 
 
 if __name__ == "__main__":

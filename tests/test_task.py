@@ -195,3 +195,30 @@ def test_quick_training_is_reused_on_rerun(quick_models, tmp_path):
     assert r.stderr.count("reused the finished model") == 1
     record = json.loads((out / "student" / "train_config.json").read_text())
     assert record["settings"]["recipe"]["steps"] == 3
+
+
+def test_student_size_seed_and_stop_options(quick_models, tmp_path):
+    """--student-hidden/-layers/-heads/-seed/-stop-at change the student only: the cached
+    teacher is reused, the student is built and trained as asked."""
+    import shutil
+
+    out = tmp_path / "models"
+    shutil.copytree(quick_models[0], out)
+    r = _train(out, "--student-hidden", "64", "--student-layers", "1", "--student-heads", "1",
+               "--student-seed", "3", "--student-stop-at", "0", "--student-steps", "3", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("reused the finished model") == 1  # the teacher
+    cfg = json.loads((out / "student" / "config.json").read_text())
+    assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]) == (64, 1, 1)
+    record = json.loads((out / "student" / "train_config.json").read_text())
+    assert record["settings"]["seed"] == 3 and record["settings"]["recipe"]["stop_at"] is None
+    assert record["steps_run"] == 3
+    teacher = json.loads((out / "teacher" / "train_config.json").read_text())
+    assert teacher["settings"]["seed"] == 0
+
+
+@pytest.mark.parametrize("args", [["--student-hidden", "64", "--student-heads", "3"], ["--student-stop-at", "1.5"],
+                                  ["--student-layers", "0"], ["--threads", "0"]])
+def test_student_options_refuse_bad_values(args, tmp_path):
+    r = _train(tmp_path / "models", *args)
+    assert r.returncode == 2 and "error:" in r.stderr and not (tmp_path / "models").exists()
