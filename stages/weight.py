@@ -246,7 +246,7 @@ def plot(weights: pl.DataFrame, config: WeightConfig, path: Path, key: str) -> N
     grid = np.linspace(0, 1, 201)
     w = pl.DataFrame({"p": grid}).select(kernel(pl.col("p"), config.scheme, config.alpha, config.beta)).to_series().to_numpy()
     w = np.broadcast_to(w, grid.shape)  # uniform: one literal for the whole grid
-    name = {"beta": f"w(p) = p^{config.alpha:g} (1-p)^{config.beta:g}", "hard-filter": "hard filter"}.get(config.scheme, "uniform")
+    name = {"beta": f"w(p) = p^{config.alpha:g} (1-p)^{config.beta:g}", "hard-filter": "hard filter"}.get(config.scheme, config.scheme)
     ax2.plot(grid, w, color="#c33", lw=2, label=name)
     ax2.set_ylabel("weight (unnormalised)")
     ax2.set_ylim(bottom=0)
