@@ -30,9 +30,11 @@ import pytest
 from bench.common import VLLM_HINT, vllm_python  # $PACED_VLLM_PYTHON, else this interpreter if vLLM imports
 from tests.conftest import ROOT, make_problems, paced
 
-# Small engines, started fast: no torch.compile warm-up, a small KV cache (on CPU
-# --gpu-memory-utilization is the fraction of RAM reserved for it).
-ENGINE = ["--gpu-memory-utilization", "0.05", "--vllm-args", '{"enforce_eager": true}']
+# Small engines, started fast: no torch.compile warm-up, a small KV cache. On CPU
+# --gpu-memory-utilization is the fraction of the NUMA node's memory an engine may use, its
+# own process included (about 0.75 GiB before any KV cache): 0.05 of a 13 GiB node leaves
+# none ("less than requested memory for kv"), 0.1 leaves about 0.5 GiB.
+ENGINE = ["--gpu-memory-utilization", "0.1", "--vllm-args", '{"enforce_eager": true}']
 PROBLEMS = 6
 GREEDY = ["--samples", "2", "--temperature", "0", "--max-new-tokens", "16", "--part-size", "4"]
 SAMPLED = ["--samples", "3", "--temperature", "1", "--max-new-tokens", "16", "--part-size", "2", "--seed", "5"]
