@@ -269,7 +269,7 @@ def test_refuses_to_replace_a_file_that_is_not_a_problems_file(raw, tmp_path, ca
     other = tmp_path / "precious.parquet"
     pl.DataFrame({"x": [1]}).write_parquet(other)
     assert prepare("math500", "--local", raw / "math500", "--out", other) == 2
-    assert "refusing to replace" in capsys.readouterr().err
+    assert "paced never replaces a file it did not write" in capsys.readouterr().err
     assert pl.read_parquet(other).columns == ["x"]
 
 
