@@ -2,6 +2,7 @@
 
     python examples/task.py --out runs/quickstart/data --seed 0
     python examples/task.py --out data --seed 1 --train 6000 --test-per-digit 500 --retain 500
+    python examples/task.py --out data --order msb     # most significant digit first
 
 Writes three problems files (the `problems` schema plus `digits` and `benchmark` columns) and
 prints their paths:
@@ -28,6 +29,11 @@ same 2-layer model reached 100 % on all five within 1000 steps, which is what le
     reference  7+9+0=16 4+8+1=13 3+0+1=04 0+0+0=00 0+0+0=00
                634000
 
+`--order msb` writes every number the usual way round instead (`00347+00089=` -> `000436`;
+the reference's column work still runs from the units, its last line is `000436`): the
+answer's first digit then depends on the whole carry chain before anything is written, so
+hard problems need more sequential computation than a shallow model has in one pass.
+
 The reference is the column-by-column work from the units ("digit + digit + carry = next
 carry and sum digit"), then the answer alone on the last line, so `paced score --verifier
 exact` (which reads the last non-empty line) accepts both a bare answer and a worked solution.
@@ -51,6 +57,9 @@ import polars as pl
 
 WIDTH = 5  # operand digits, zero-padded
 SUM_WIDTH = WIDTH + 1
+ORDERS = ("lsb", "msb")
+"""How numbers are written: least significant digit first (the default) or most significant
+first, the usual way (`--order msb`)."""
 DIGITS = tuple(range(1, WIDTH + 1))
 RETAIN_BENCHMARK = "copy"
 # Held out: the pairs whose salted hash is 0 mod 4. The salt is a constant on purpose: the
@@ -80,23 +89,36 @@ def little_endian(x: int, width: int = WIDTH) -> str:
     return f"{x:0{width}d}"[::-1]
 
 
-def add_prompt(a: int, b: int) -> str:
-    return f"{little_endian(a)}+{little_endian(b)}="
+def big_endian(x: int, width: int = WIDTH) -> str:
+    return f"{x:0{width}d}"
 
 
-def add_answer(a: int, b: int) -> str:
-    return little_endian(a + b, SUM_WIDTH)
+def write_number(x: int, width: int = WIDTH, order: str = "lsb") -> str:
+    """Zero-padded to `width`, least significant digit first (`lsb`) or the usual way (`msb`)."""
+    if order not in ORDERS:
+        raise ValueError(f"order {order!r}: one of {', '.join(ORDERS)}")
+    return little_endian(x, width) if order == "lsb" else big_endian(x, width)
 
 
-def add_reference(a: int, b: int) -> str:
-    """Column by column from the units: `x+y+carry=cs` (c the next carry, s the sum digit)."""
+def add_prompt(a: int, b: int, order: str = "lsb") -> str:
+    return f"{write_number(a, order=order)}+{write_number(b, order=order)}="
+
+
+def add_answer(a: int, b: int, order: str = "lsb") -> str:
+    return write_number(a + b, SUM_WIDTH, order)
+
+
+def add_reference(a: int, b: int, order: str = "lsb") -> str:
+    """Column by column from the units: `x+y+carry=cs` (c the next carry, s the sum digit);
+    in either order the work runs from the units (where the carries start), and the answer
+    on the last line is written in `order`."""
     xs, ys = little_endian(a), little_endian(b)
     carry, steps = 0, []
     for x, y in zip(xs, ys):
         total = int(x) + int(y) + carry
         steps.append(f"{x}+{y}+{carry}={total:02d}")
         carry = total // 10
-    return " ".join(steps) + "\n" + add_answer(a, b)
+    return " ".join(steps) + "\n" + add_answer(a, b, order)
 
 
 def copy_prompt(x: int) -> str:
@@ -128,12 +150,12 @@ def held_out_string(x: int) -> bool:
     return held_out("copy", x)
 
 
-def add_row(a: int, b: int, problem_id: str, benchmark: str) -> dict:
+def add_row(a: int, b: int, problem_id: str, benchmark: str, order: str = "lsb") -> dict:
     return {
         "problem_id": problem_id,
-        "prompt": add_prompt(a, b),
-        "answer": add_answer(a, b),
-        "reference": add_reference(a, b),
+        "prompt": add_prompt(a, b, order),
+        "answer": add_answer(a, b, order),
+        "reference": add_reference(a, b, order),
         "digits": digits_of(a, b),
         "benchmark": benchmark,
     }
@@ -225,13 +247,18 @@ def _region_size(d: int, want_held_out: bool) -> int:
     return sum(held_out_pair(*p) == want_held_out for p in pool)
 
 
-def make_splits(seed: int = 0, train: int = 6000, test_per_digit: int = 500, retain: int = 500) -> dict[str, pl.DataFrame]:
-    """The three problems tables, all determined by `seed` (and the sizes)."""
+def make_splits(
+    seed: int = 0, train: int = 6000, test_per_digit: int = 500, retain: int = 500, order: str = "lsb"
+) -> dict[str, pl.DataFrame]:
+    """The three problems tables, all determined by `seed` (and the sizes); `order` changes
+    only how the sums are written, not which problems are drawn."""
+    if order not in ORDERS:
+        raise ValueError(f"--order {order!r}: one of {', '.join(ORDERS)}")
     rows: dict[str, list[dict]] = {"train": [], "test": [], "retain": []}
     for d in DIGITS:
         rng = random.Random(f"{seed}:test:{d}")
         for i, (a, b) in enumerate(distinct_pairs(rng, d, test_per_digit, want_held_out=True)):
-            rows["test"].append(add_row(a, b, f"test-add-{d}d-{i:06d}", f"add-{d}d"))
+            rows["test"].append(add_row(a, b, f"test-add-{d}d-{i:06d}", f"add-{d}d", order))
 
     counts = _train_counts(train, {d: _region_size(d, want_held_out=False) for d in DIGITS})
     pairs = []
@@ -239,7 +266,7 @@ def make_splits(seed: int = 0, train: int = 6000, test_per_digit: int = 500, ret
         pairs += distinct_pairs(random.Random(f"{seed}:train:{d}"), d, counts[d], want_held_out=False)
     random.Random(f"{seed}:train:order").shuffle(pairs)  # mixed difficulties in every part
     for i, (a, b) in enumerate(pairs):
-        rows["train"].append(add_row(a, b, f"train-add-{digits_of(a, b)}d-{i:06d}", "train"))
+        rows["train"].append(add_row(a, b, f"train-add-{digits_of(a, b)}d-{i:06d}", "train", order))
 
     region = [x for x in range(10**WIDTH) if held_out_string(x)]
     if retain > len(region):
@@ -271,12 +298,16 @@ def main() -> None:
     ap.add_argument("--test-per-digit", type=int, default=500,
                     help="test problems per digit count (1 digit has only 25 held-out pairs)")
     ap.add_argument("--retain", type=int, default=500, help="retention problems (copy a string)")
+    ap.add_argument("--order", choices=ORDERS, default="lsb",
+                    help="lsb: numbers least significant digit first (default); msb: the usual way, so the "
+                         "answer's first digit depends on the whole carry chain")
     args = ap.parse_args()
     for flag, v in (("--train", args.train), ("--test-per-digit", args.test_per_digit), ("--retain", args.retain)):
         if v < 1:
             ap.error(f"{flag} {v}: must be at least 1")
     try:
-        paths = write_splits(args.out, seed=args.seed, train=args.train, test_per_digit=args.test_per_digit, retain=args.retain)
+        paths = write_splits(args.out, seed=args.seed, train=args.train, test_per_digit=args.test_per_digit, retain=args.retain,
+                            order=args.order)
     except ValueError as e:
         ap.error(str(e))
     for path in paths.values():

@@ -3,6 +3,7 @@
     python examples/train_tiny.py --out runs/quickstart/models            # a few minutes, 2 cores
     python examples/train_tiny.py --out /tmp/models --quick               # under a minute; for CI
     python examples/train_tiny.py --out m --student-layers 1 --student-hidden 64 --student-heads 1 --student-seed 3
+    python examples/train_tiny.py --out m --order msb --teacher-steps 1000    # numbers the usual way round
 
 Both models learn the task of `examples/task.py` (fixed-width addition, numbers written
 units first) and its retention skill (copying a string) from freshly sampled problems of the
@@ -125,7 +126,9 @@ def build_tokenizer():
 # Data
 
 
-def sample_rows(rng: random.Random, n: int, recipe: Recipe, reading: bool = False) -> list[tuple[dict, str]]:
+def sample_rows(
+    rng: random.Random, n: int, recipe: Recipe, reading: bool = False, order: str = "lsb"
+) -> list[tuple[dict, str]]:
     """n fresh (problem row, context) pairs from the training region; with `reading`, every
     prompt carries the reference."""
     out = []
@@ -134,7 +137,7 @@ def sample_rows(rng: random.Random, n: int, recipe: Recipe, reading: bool = Fals
             row = task.copy_row(task.fresh_string(rng), "")
         else:
             a, b = task.fresh_pair(rng, rng.choice(task.DIGITS))
-            row = task.add_row(a, b, "", "")
+            row = task.add_row(a, b, "", "", order)
         out.append((row, "reference" if reading or rng.random() < recipe.reference_fraction else "none"))
     return out
 
@@ -179,7 +182,7 @@ def lr_at(step: int, recipe: Recipe) -> float:
     return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train(model, tokenizer, recipe: Recipe, seed: int, name: str) -> int:
+def train(model, tokenizer, recipe: Recipe, seed: int, name: str, order: str = "lsb") -> int:
     """Train in place; return the number of steps run."""
     import torch
 
@@ -188,7 +191,9 @@ def train(model, tokenizer, recipe: Recipe, seed: int, name: str) -> int:
     rng = random.Random(f"{seed}:pretrain:{name}")
     # Fresh training-region problems (never test ones) to check `stop_at` on.
     check_rng = random.Random(f"{seed}:check:{name}")
-    check_rows = [task.add_row(*task.fresh_pair(check_rng, d), "", "") for d in task.DIGITS for _ in range(CHECK_PER_DIGIT)]
+    check_rows = [
+        task.add_row(*task.fresh_pair(check_rng, d), "", "", order) for d in task.DIGITS for _ in range(CHECK_PER_DIGIT)
+    ]
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=0.01)
     model.train()
     start, every = time.monotonic(), max(1, recipe.steps // 10)
@@ -196,7 +201,7 @@ def train(model, tokenizer, recipe: Recipe, seed: int, name: str) -> int:
         for step in range(recipe.steps):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, recipe)
-            batch = sample_rows(rng, recipe.batch_size, recipe, reading=step < recipe.reading_steps)
+            batch = sample_rows(rng, recipe.batch_size, recipe, reading=step < recipe.reading_steps, order=order)
             examples = []
             for context in ("none", "reference"):
                 rows = [row for row, c in batch if c == context]
@@ -254,14 +259,16 @@ def accuracy(model, tokenizer, rows: list[dict], context: str, seed: int) -> flo
     return sum(right) / len(right)
 
 
-def held_out_accuracy(model, tokenizer, seed: int, per_digit: int = EVAL_PER_DIGIT) -> dict[str, float]:
+def held_out_accuracy(
+    model, tokenizer, seed: int, per_digit: int = EVAL_PER_DIGIT, order: str = "lsb"
+) -> dict[str, float]:
     """Greedy accuracy on held-out problems per digit count, on the retention skill, and on
     the hardest problems with the reference in the prompt (a model that reads the answer off
     the reference scores near 100 % there)."""
     groups: dict[str, tuple[list[dict], str]] = {}
     for d in task.DIGITS:
         pairs = task.distinct_pairs(random.Random(f"{seed}:eval:{d}"), d, per_digit, want_held_out=True)
-        groups[f"add-{d}d"] = ([task.add_row(a, b, "", "") for a, b in pairs], "none")
+        groups[f"add-{d}d"] = ([task.add_row(a, b, "", "", order) for a, b in pairs], "none")
     xs = random.Random(f"{seed}:eval:{task.RETAIN_BENCHMARK}").sample(
         [x for x in range(10**task.WIDTH) if task.held_out_string(x)], per_digit
     )
@@ -274,10 +281,10 @@ def held_out_accuracy(model, tokenizer, seed: int, per_digit: int = EVAL_PER_DIG
 # One model, cached
 
 
-def settings(recipe: Recipe, seed: int, tokenizer) -> dict:
+def settings(recipe: Recipe, seed: int, tokenizer, order: str = "lsb") -> dict:
     """Everything that determines the model. The rendered prompts are included so that a
     change to the task's format or the pipeline's prompt template retrains, not reuses."""
-    probe = [task.add_row(347, 89, "", ""), task.copy_row(347, "")]
+    probe = [task.add_row(347, 89, "", "", order), task.copy_row(347, "")]
     rendered = [encode_prompts(tokenizer, probe, context=c) for c in ("none", "reference")]
     record = {
         "recipe_version": RECIPE_VERSION,
@@ -289,7 +296,9 @@ def settings(recipe: Recipe, seed: int, tokenizer) -> dict:
     return json.loads(json.dumps(record))  # as it reads back from the marker
 
 
-def make_model(out: Path, name: str, recipe: Recipe, seed: int, tokenizer, eval_per_digit: int = EVAL_PER_DIGIT) -> Path:
+def make_model(
+    out: Path, name: str, recipe: Recipe, seed: int, tokenizer, eval_per_digit: int = EVAL_PER_DIGIT, order: str = "lsb"
+) -> Path:
     """Train `name` into out/name unless a finished model with the same settings is there."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -299,7 +308,7 @@ def make_model(out: Path, name: str, recipe: Recipe, seed: int, tokenizer, eval_
 
     hf_logging.disable_progress_bar()  # the console lines below say what happens
     final = out / name
-    wanted = settings(recipe, seed, tokenizer)
+    wanted = settings(recipe, seed, tokenizer, order)
     marker = final / MARKER
     if marker.exists():
         if json.loads(marker.read_text()).get("settings") == wanted:
@@ -320,9 +329,9 @@ def make_model(out: Path, name: str, recipe: Recipe, seed: int, tokenizer, eval_
     n_params = sum(p.numel() for p in model.parameters())
     console.print(f"{name}: {n_params / 1e6:.2f} M parameters, up to {recipe.steps} steps of {recipe.batch_size}")
     start = time.monotonic()
-    steps_run = train(model, tokenizer, recipe, seed, name)
+    steps_run = train(model, tokenizer, recipe, seed, name, order)
     seconds = time.monotonic() - start
-    held_out = held_out_accuracy(model, tokenizer, seed, eval_per_digit)
+    held_out = held_out_accuracy(model, tokenizer, seed, eval_per_digit, order)
     console.print(
         f"{name}: {steps_run} steps in {seconds:.0f} s; greedy accuracy on held-out problems: "
         + "  ".join(f"{k} {v:.0%}" for k, v in held_out.items())
@@ -356,6 +365,8 @@ def main() -> None:
                     help=f"default {STUDENT.heads}; hidden / heads is the head dimension (vLLM's CPU attention needs >= 32)")
     ap.add_argument("--student-stop-at", type=float, default=None,
                     help=f"greedy accuracy at which the student stops (default {STUDENT.stop_at}); 0 trains all its steps")
+    ap.add_argument("--order", choices=task.ORDERS, default="lsb",
+                    help="how numbers are written (examples/task.py --order): both models train on that format")
     ap.add_argument("--threads", type=int, default=2,
                     help="torch CPU threads (on a machine shared with other jobs, 1 can be faster)")
     args = ap.parse_args()
@@ -397,7 +408,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     for name, r in recipes.items():
-        print(make_model(args.out, name, r, seeds[name], tokenizer, QUICK_EVAL if args.quick else EVAL_PER_DIGIT))
+        print(make_model(args.out, name, r, seeds[name], tokenizer, QUICK_EVAL if args.quick else EVAL_PER_DIGIT, args.order))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,37 @@ def test_addition_reference_work_is_consistent(splits):
         assert "".join(digits) + str(carry) == row["answer"]
 
 
+
+def test_msb_order_writes_the_same_problems_the_usual_way_round(splits):
+    """--order msb: operands and answer most significant digit first, the answer right by
+    integer arithmetic, the reference's last line that answer; the same problems as lsb."""
+    msb = task.make_splits(seed=0, order="msb", **SMALL)
+    for name, frame in msb.items():
+        lsb = splits[name]
+        assert frame["problem_id"].equals(lsb["problem_id"]) and frame["digits"].equals(lsb["digits"])
+        for row, old in zip(frame.iter_rows(named=True), lsb.iter_rows(named=True)):
+            if row["benchmark"] == task.RETAIN_BENCHMARK:
+                assert row == old  # copying does not change
+                continue
+            a, b = (int(x) for x in ADD.match(row["prompt"]).groups())  # the usual way round
+            assert row["prompt"] == f"{a:05d}+{b:05d}=" and row["answer"] == f"{a + b:06d}", row
+            assert old["prompt"] == f"{a:05d}"[::-1] + "+" + f"{b:05d}"[::-1] + "=", (row, old)
+            assert row["answer"] == old["answer"][::-1]
+            work, last = row["reference"].rsplit("\n", 1)
+            assert last == row["answer"] and work == old["reference"].rsplit("\n", 1)[0], row
+    assert task.add_row(347, 89, "", "", "msb")["answer"] == "000436"
+    assert task.add_row(99999, 1, "", "", "msb")["answer"] == "100000"
+    with pytest.raises(ValueError):
+        task.make_splits(seed=0, order="middle", **SMALL)
+
+
+def test_default_order_is_lsb(splits):
+    lsb = task.make_splits(seed=0, order="lsb", **SMALL)
+    for name in splits:
+        assert splits[name].equals(lsb[name]), name
+    assert task.add_row(347, 89, "", "")["prompt"] == "74300+98000="
+
+
 def test_splits_are_disjoint_and_sized(splits):
     train, test, retain = splits["train"], splits["test"], splits["retain"]
     assert train.height == SMALL["train"] and retain.height == SMALL["retain"]
@@ -222,3 +253,24 @@ def test_student_size_seed_and_stop_options(quick_models, tmp_path):
 def test_student_options_refuse_bad_values(args, tmp_path):
     r = _train(tmp_path / "models", *args)
     assert r.returncode == 2 and "error:" in r.stderr and not (tmp_path / "models").exists()
+
+
+def test_train_tiny_order_changes_the_data_and_the_cache_key():
+    """--order msb: pretraining samples and the cached model's settings follow the format;
+    lsb (the default) keeps today's settings, so existing cached models are reused."""
+    import random
+
+    import train_tiny
+
+    tok = train_tiny.build_tokenizer()
+    recipe = train_tiny.STUDENT
+    assert train_tiny.settings(recipe, 0, tok) == train_tiny.settings(recipe, 0, tok, "lsb")
+    assert train_tiny.settings(recipe, 0, tok) != train_tiny.settings(recipe, 0, tok, "msb")
+    lsb = train_tiny.sample_rows(random.Random(0), 50, recipe)
+    msb = train_tiny.sample_rows(random.Random(0), 50, recipe, order="msb")
+    for (a, ca), (b, cb) in zip(lsb, msb):
+        assert ca == cb and a["digits"] == b["digits"]
+        if a["benchmark"] == task.RETAIN_BENCHMARK:
+            assert a == b
+        else:
+            assert b["answer"] == a["answer"][::-1]
