@@ -97,19 +97,25 @@ def recorded_files(d: Path) -> set[str]:
     return names
 
 
+def _entries(d: Path, own: Iterable[str]) -> list[tuple[os.DirEntry, bool]]:
+    """Each entry of job directory `d`, and whether a paced job wrote it: the protocol's files,
+    the names the stage writes there (`own`) and the names the job recorded."""
+    mine = set(own) | recorded_files(d)
+    with os.scandir(d) as it:
+        return [(e, bool(_PROTOCOL.match(e.name)) or e.name in mine) for e in it]
+
+
 def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
     """The entries of job directory `d` that paced did not write, sorted: a user's files, another
     command's artifact. `own`: names the stage writes there besides the protocol's."""
-    mine = set(own) | recorded_files(d)
-    return sorted(e.name for e in os.scandir(d) if not (_PROTOCOL.match(e.name) or e.name in mine))
+    return sorted(e.name for e, ours in _entries(d, own) if not ours)
 
 
 def remove_owned(d: Path, own: Iterable[str] = ()) -> None:
     """Delete what a paced job wrote in `d`, then `d` if nothing else is left. Symbolic links
     are removed as links, never followed; entries paced did not write are kept."""
-    mine = set(own) | recorded_files(d)
-    for e in list(os.scandir(d)):
-        if not (_PROTOCOL.match(e.name) or e.name in mine):
+    for e, ours in _entries(d, own):
+        if not ours:
             continue
         if e.is_dir(follow_symlinks=False):
             shutil.rmtree(e.path)  # removes links inside as links (fd-based, never follows them)

@@ -355,6 +355,7 @@ def _train(config: DistillConfig, r: _Run) -> None:
     r.started = time.perf_counter()
     bar_ctx = progress("distill", total=r.total - r.start, unit="steps") if r.main else _NoBar()
     rank, world = (0, 1) if launch is None else (launch.rank, launch.world)
+    exports = set(config.exports)  # parsed once, not on every step
     with bar_ctx as bar:
         for step in range(r.start + 1, r.total + 1):
             t0 = time.perf_counter()
@@ -392,7 +393,7 @@ def _train(config: DistillConfig, r: _Run) -> None:
                 }
             )
             bar.update(bar.tasks[0].id, advance=1, rate=f"loss {sums['loss']:.4f}")
-            if step in config.exports and step < r.total:
+            if step in exports and step < r.total:
                 checkpoints.export_model(r.job, step, r.model, r.tokenizer)
             if config.save_steps and step % config.save_steps == 0 and step < r.total:
                 if launch is None:
