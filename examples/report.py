@@ -1,186 +1,404 @@
-"""The report of examples/reproduce.sh: tables over seeds and plots, as markdown.
+"""The report of examples/reproduce.sh: the regime map, as markdown.
 
-    python examples/report.py runs/reproduce
+    python examples/report.py runs/reproduce --primary "capacity paced uniform" --steps 2000
 
-Reads every `seed*/eval_<method>/summary.parquet`, the sweep's evals, the train logs and the
-SNR artifact; writes `<work>/report.md`, `<work>/accuracy.png` and `<work>/training.png`.
-Forgetting is computed against the same seed's base evaluation on the retention set.
+Reads what reproduce.sh wrote under WORK (per regime and seed: the base student's pass rates
+on the training and test problems, the greedy evaluation of every method at every budget, the
+training logs; per regime the SNR artifact) and writes WORK/report.md and WORK/accuracy.png.
+In this order: the primary comparison as named before the run; each regime's preconditions
+(is it what it claims?); the primary result; then every cell. Differences are paired by seed
+(the same student, rollouts and test set), with a 95 % t-interval and the minimum detectable
+effect of the design (80 % power, two-sided 5 %).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import platform
+import re
 import statistics
 from pathlib import Path
 
 import polars as pl
 
-DISTILL = [("base", "base student"), ("fkl", "forward KL"), ("hard_fkl", "hard-filter forward KL"), ("akl", "AKL"),
-           ("paced_fkl", "Paced forward KL"), ("paced_two_stage", "Paced two-stage (FKL, then RKL)")]
-SELF = [("base", "base student"), ("self_rkl", "reverse KL"), ("self_hard_rkl", "hard-filter reverse KL"),
-        ("self_paced_rkl", "Paced reverse KL")]
+REGIMES = {
+    "capacity": "capacity-limited (1-layer, hidden-64 student)",
+    "learnable": "learnable (2-layer, hidden-128 student)",
+}
+METHODS = {"uniform": "uniform FKL", "hard": "hard filter FKL", "akl": "AKL", "paced": "Paced FKL",
+           "paced_re": "Paced FKL, re-estimated"}
+# What each regime must show before its results mean what its name says.
+FLAWLESS = 0.98          # the teacher's greedy accuracy on every test difficulty
+CAPACITY_ZERO = 0.25     # capacity: share of training problems the base student never solves (p = 0), at least
+CAPACITY_FRONTIER = 0.10  # capacity: share on the frontier (0 < p < 1), at least
+CAPACITY_REACH = 0.15    # capacity: uniform distillation's accuracy on the hardest difficulty, below, at the longest budget
+LEARNABLE_REACH = 0.50   # learnable: the same accuracy, at least
 
 
-def load(work: Path) -> pl.DataFrame:
-    """One row per (seed, method, benchmark) with accuracy and the retain flag."""
-    frames = []
-    for summary in work.glob("seed*/eval_*/summary.parquet"):
-        seed = int(summary.parent.parent.name.removeprefix("seed"))
-        method = summary.parent.name.removeprefix("eval_")
-        frames.append(pl.read_parquet(summary).select("benchmark", "accuracy_mean", "retain", "problems", "samples")
-                      .with_columns(seed=pl.lit(seed), method=pl.lit(method)))
-    return pl.concat(frames) if frames else pl.DataFrame()
+# Statistics (no scipy: the t quantile by bisection on its distribution function).
 
 
-def per_seed(df: pl.DataFrame) -> pl.DataFrame:
-    """Per seed and method: accuracy per benchmark, the mean over held-out ones, forgetting."""
-    held = df.filter(~pl.col("retain")).group_by("seed", "method").agg(mean=pl.col("accuracy_mean").mean())
-    retain = df.filter(pl.col("retain")).select("seed", "method", retain=pl.col("accuracy_mean"))
-    base = retain.filter(pl.col("method") == "base").select("seed", base_retain=pl.col("retain"))
-    out = held.join(retain, on=["seed", "method"], how="left").join(base, on="seed", how="left")
-    return out.with_columns(
-        forgetting=pl.when(pl.col("base_retain") > 0)
-        .then((pl.col("base_retain") - pl.col("retain")) / pl.col("base_retain") * 100)
-        .otherwise(None)
-    )
+def t_cdf(x: float, df: int) -> float:
+    """Student's t distribution function, by Simpson's rule on the density from 0 to |x|."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    n, a = 2000, abs(x)
+    h = a / n
+    f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
+    area = h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+    return 0.5 + math.copysign(area, x)
 
 
-def ms(values: list[float], scale: float = 100.0) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
+def t_quantile(q: float, df: int) -> float:
+    lo, hi = -60.0, 60.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+def paired(diffs: list[float]) -> dict:
+    """Mean, sd, 95 % t-interval and the minimum detectable effect (80 % power) of paired differences."""
+    n = len(diffs)
+    mean = statistics.fmean(diffs) if diffs else float("nan")
+    if n < 2:
+        return {"n": n, "mean": mean, "sd": None, "lo": None, "hi": None, "mde": None}
+    sd = statistics.stdev(diffs)
+    se = sd / math.sqrt(n)
+    t975, t80 = t_quantile(0.975, n - 1), t_quantile(0.80, n - 1)
+    return {"n": n, "mean": mean, "sd": sd, "lo": mean - t975 * se, "hi": mean + t975 * se, "mde": (t975 + t80) * se}
+
+
+def pts(x: float | None, sign: bool = False) -> str:
+    """A share as accuracy points with one decimal."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
-    m = statistics.fmean(values) * scale
-    s = statistics.pstdev(values) * scale if len(values) > 1 else 0.0
-    return f"{m:.1f} ± {s:.1f}"
+    return f"{x * 100:+.1f}" if sign else f"{x * 100:.1f}"
 
 
-def method_table(df: pl.DataFrame, seeds: pl.DataFrame, methods: list[tuple[str, str]]) -> list[str]:
-    benches = sorted(df.filter(~pl.col("retain"))["benchmark"].unique().to_list())
-    lines = ["| method | " + " | ".join(benches) + " | mean | forgetting % |", "|---|" + "---:|" * (len(benches) + 2)]
-    for key, label in methods:
-        sub = df.filter(pl.col("method") == key)
-        if sub.is_empty():
+def interval(s: dict) -> str:
+    return "-" if s["lo"] is None else f"[{pts(s['lo'], True)}, {pts(s['hi'], True)}]"
+
+
+# Reading what reproduce.sh wrote.
+
+DIGITS = re.compile(r"-(\d+)d-")
+
+
+def difficulty(problem_id: pl.Expr) -> pl.Expr:
+    return problem_id.str.extract(r"-(\d+)d-", 1).cast(pl.Int32)
+
+
+def group_of(p: pl.Expr) -> pl.Expr:
+    return pl.when(p == 0).then(pl.lit("p = 0")).when(p == 1).then(pl.lit("p = 1")).otherwise(pl.lit("0 < p < 1"))
+
+
+def seeds_of(work: Path, regime: str) -> list[int]:
+    return sorted(int(d.name.removeprefix("seed")) for d in (work / regime).glob("seed*") if (d / ".done").exists())
+
+
+def results(work: Path) -> pl.DataFrame:
+    """One row per (regime, seed, method, budget, problem) with `correct`, the benchmark, whether it
+    is a retention problem, its difficulty and the base student's pass-rate group on it."""
+    frames = []
+    for regime in REGIMES:
+        for seed in seeds_of(work, regime):
+            sdir = work / regime / f"seed{seed}"
+            rates = pl.read_parquet(sdir / "test_rates" / "w_uniform.parquet").select(
+                "problem_id", group=group_of(pl.col("pass_rate")))
+            for e in sorted(sdir.glob("eval_*")):
+                name = e.name.removeprefix("eval_")
+                method, budget = ("base", 0) if name == "base" else (name.rsplit("_", 1)[0], int(name.rsplit("_", 1)[1]))
+                retain = set(pl.read_parquet(e / "summary.parquet").filter(pl.col("retain"))["benchmark"].to_list())
+                df = pl.read_parquet(e / "part-*.parquet", columns=["problem_id", "benchmark", "correct"])
+                frames.append(df.join(rates, on="problem_id", how="left").with_columns(
+                    regime=pl.lit(regime), seed=pl.lit(seed), method=pl.lit(method), budget=pl.lit(budget),
+                    retain=pl.col("benchmark").is_in(list(retain)), digits=difficulty(pl.col("problem_id"))))
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def per_seed(res: pl.DataFrame) -> pl.DataFrame:
+    """Per (regime, seed, method, budget): headline (mean over all test problems), per difficulty, retention."""
+    test = res.filter(~pl.col("retain"))
+    keys = ["regime", "seed", "method", "budget"]
+    out = test.group_by(keys).agg(headline=pl.col("correct").mean())
+    by_d = test.group_by([*keys, "digits"]).agg(acc=pl.col("correct").mean()).pivot(
+        on="digits", index=keys, values="acc")
+    by_d = by_d.rename({c: f"d{c}" for c in by_d.columns if c not in keys})
+    by_g = test.group_by([*keys, "group"]).agg(acc=pl.col("correct").mean()).pivot(on="group", index=keys, values="acc")
+    retain = res.filter(pl.col("retain")).group_by(keys).agg(retain=pl.col("correct").mean())
+    return out.join(by_d, on=keys).join(by_g, on=keys, how="left").join(retain, on=keys, how="left").sort(keys)
+
+
+def train_rates(work: Path, regime: str, seed: int) -> pl.DataFrame:
+    return pl.read_parquet(work / regime / f"seed{seed}" / "base" / "w_paced.parquet").with_columns(
+        digits=difficulty(pl.col("problem_id")), group=group_of(pl.col("pass_rate")))
+
+
+def value(table: pl.DataFrame, column: str, **where) -> list[float]:
+    t = table
+    for k, v in where.items():
+        t = t.filter(pl.col(k) == v)
+    return t.sort("seed")[column].to_list() if column in t.columns else []
+
+
+# The report.
+
+
+def preconditions(work: Path, cells: pl.DataFrame, steps: int) -> tuple[list[str], dict]:
+    lines, verdicts = ["## 1. Preconditions: is each regime what it claims?", ""], {}
+    teacher = work / "shared" / "eval_teacher" / "summary.parquet"
+    t = pl.read_parquet(teacher).filter(~pl.col("retain")).sort("benchmark")
+    worst = t["accuracy_mean"].min()
+    lines += [
+        "**The teacher** (shared by both regimes), greedy accuracy on the test problems: "
+        + ", ".join(f"{b} {pts(a)} %" for b, a in zip(t["benchmark"], t["accuracy_mean"])) + ". "
+        + (f"Flawless (at least {pts(FLAWLESS)} % on every difficulty): **holds**." if worst >= FLAWLESS
+           else f"Flawless (at least {pts(FLAWLESS)} % on every difficulty): **does not hold** (worst {pts(worst)} %)."),
+        "",
+    ]
+    for regime, label in REGIMES.items():
+        seeds = seeds_of(work, regime)
+        if not seeds:
             continue
-        cells = [ms(sub.filter(pl.col("benchmark") == b)["accuracy_mean"].to_list()) for b in benches]
-        s = seeds.filter(pl.col("method") == key)
-        forgetting = "-" if key == "base" else ms(s["forgetting"].to_list(), scale=1.0)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ms(s['mean'].to_list())} | {forgetting} |")
+        rows = []
+        for s in seeds:
+            r = train_rates(work, regime, s)
+            hardest = r["digits"].max()
+            share = lambda df, g: df.filter(pl.col("group") == g).height / max(df.height, 1)  # noqa: E731
+            h = r.filter(pl.col("digits") == hardest)
+            reach = value(cells, f"d{hardest}", regime=regime, method="uniform", budget=steps, seed=s)
+            base_h = value(cells, f"d{hardest}", regime=regime, method="base", budget=0, seed=s)
+            rows.append({"seed": s, "zero": share(r, "p = 0"), "frontier": share(r, "0 < p < 1"), "one": share(r, "p = 1"),
+                         "h_zero": share(h, "p = 0"), "h_frontier": share(h, "0 < p < 1"),
+                         "base_h": base_h[0] if base_h else None, "reach": reach[0] if reach else None,
+                         "hardest": hardest})
+        hardest = rows[0]["hardest"]
+        lines += [f"**{label}** ({len(seeds)} seeds). Training problems by the base student's pass rate (K samples at "
+                  f"temperature 1), and the hardest difficulty ({hardest} digits) before and after uniform distillation "
+                  f"for {steps} steps (greedy, test):", "",
+                  "| seed | p = 0 | 0 < p < 1 | p = 1 | " + f"{hardest}d: p = 0 | {hardest}d: 0 < p < 1 | "
+                  f"{hardest}d base | {hardest}d uniform at {steps} |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for x in rows:
+            lines.append(f"| {x['seed']} | {pts(x['zero'])} | {pts(x['frontier'])} | {pts(x['one'])} | {pts(x['h_zero'])} | "
+                         f"{pts(x['h_frontier'])} | {pts(x['base_h'])} | {pts(x['reach'])} |")
+        zero = statistics.fmean(x["zero"] for x in rows)
+        frontier = statistics.fmean(x["frontier"] for x in rows)
+        reach = [x["reach"] for x in rows if x["reach"] is not None]
+        reach_mean = statistics.fmean(reach) if reach else float("nan")
+        if regime == "capacity":
+            checks = [(f"p = 0 on at least {pts(CAPACITY_ZERO)} % of the training problems", zero >= CAPACITY_ZERO, pts(zero)),
+                      (f"a frontier (0 < p < 1) of at least {pts(CAPACITY_FRONTIER)} %", frontier >= CAPACITY_FRONTIER,
+                       pts(frontier)),
+                      (f"uniform distillation leaves {hardest} digits below {pts(CAPACITY_REACH)} % at {steps} steps",
+                       reach_mean < CAPACITY_REACH, pts(reach_mean))]
+        else:
+            checks = [(f"uniform distillation takes {hardest} digits to at least {pts(LEARNABLE_REACH)} % at {steps} steps",
+                       reach_mean >= LEARNABLE_REACH, pts(reach_mean))]
+        ok = all(c[1] for c in checks)
+        verdicts[regime] = ok
+        lines += ["", "Preconditions (means over seeds): " + "; ".join(
+            f"{what}: {got} % → **{'holds' if held else 'does not hold'}**" for what, held, got in checks) + ".", "",
+            f"So this regime **{'is' if ok else 'is not'}** what its name claims"
+            + ("." if ok else "; read its results as a regime of its own, not as a test of the paper's premise."), ""]
+    return lines, verdicts
+
+
+def primary_section(cells: pl.DataFrame, primary: list[str], steps: int, verdicts: dict) -> list[str]:
+    regime, method, base = primary
+    seeds = sorted(set(value(cells, "seed", regime=regime, method=method, budget=steps))
+                   & set(value(cells, "seed", regime=regime, method=base, budget=steps)))
+    a = cells.filter((pl.col("regime") == regime) & (pl.col("budget") == steps))
+    m = {r["seed"]: r["headline"] for r in a.filter(pl.col("method") == method).iter_rows(named=True)}
+    u = {r["seed"]: r["headline"] for r in a.filter(pl.col("method") == base).iter_rows(named=True)}
+    diffs = [m[s] - u[s] for s in seeds]
+    st = paired(diffs)
+    lines = ["## 2. The primary result", "",
+             f"| seed | {METHODS.get(method, method)} | {METHODS.get(base, base)} | difference |", "|---:|---:|---:|---:|"]
+    lines += [f"| {s} | {pts(m[s])} | {pts(u[s])} | {pts(d, True)} |" for s, d in zip(seeds, diffs)]
+    if st["n"] < 2:
+        return lines + ["", f"Only {st['n']} seed(s): no interval."]
+    lines += ["", f"Mean difference {pts(st['mean'], True)} points, 95 % t-interval {interval(st)} ({st['n']} paired seeds, "
+              f"sd {pts(st['sd'])}); the smallest effect this design detects with 80 % power is {pts(st['mde'])} points.",
+              ""]
+    sign = ("Paced is ahead" if st["lo"] > 0 else "Paced is behind" if st["hi"] < 0 else
+            "the interval contains 0: no difference is shown either way")
+    lines.append(f"Plainly: in the {REGIMES[regime]} regime at {steps} steps, {sign}"
+                 + ("" if verdicts.get(regime) else " (and the regime's preconditions do not hold, see section 1)") + ".")
+    return lines + [""]
+
+
+def map_section(cells: pl.DataFrame, steps: int) -> list[str]:
+    lines = ["## 3. Every cell", "",
+             "Headline: greedy accuracy over all test problems (mean over seeds, in %); per difficulty the same on its "
+             "problems; groups: the test problems by the base student's pass rate on them; retain: the retention skill "
+             "(copying), which the base student has and distillation does not train. Each method's difference from "
+             "uniform is paired by seed.", ""]
+    for regime, label in REGIMES.items():
+        r = cells.filter(pl.col("regime") == regime)
+        if r.is_empty():
+            continue
+        digits = sorted(int(c[1:]) for c in r.columns if re.fullmatch(r"d\d+", c))
+        groups = [g for g in ("p = 0", "0 < p < 1", "p = 1") if g in r.columns]
+        lines += [f"### {label}", "",
+                  "| budget | method | headline | − uniform, 95 % interval | MDE | "
+                  + " | ".join(f"{d}d" for d in digits) + " | " + " | ".join(groups) + " | retain |",
+                  "|---:|---|---:|---|---:|" + "---:|" * (len(digits) + len(groups) + 1)]
+        budgets = sorted(b for b in r["budget"].unique().to_list() if b > 0)
+        for b in [0, *budgets]:
+            for method in (["base"] if b == 0 else list(METHODS)):
+                c = r.filter((pl.col("budget") == b) & (pl.col("method") == method))
+                if c.is_empty():
+                    continue
+                diff = "-"
+                mde = "-"
+                if b and method != "uniform":
+                    u = {x["seed"]: x["headline"] for x in r.filter((pl.col("budget") == b) & (pl.col("method") == "uniform"))
+                         .iter_rows(named=True)}
+                    d = [x["headline"] - u[x["seed"]] for x in c.iter_rows(named=True) if x["seed"] in u]
+                    st = paired(d)
+                    diff = f"{pts(st['mean'], True)} {interval(st)}"
+                    mde = pts(st["mde"])
+
+                def mean(col: str) -> str:
+                    vals = [v for v in c[col].to_list() if v is not None] if col in c.columns else []
+                    return pts(statistics.fmean(vals)) if vals else "-"
+
+                lines.append(f"| {b or '-'} | {METHODS.get(method, 'base student')} | {mean('headline')} | {diff} | {mde} | "
+                             + " | ".join(mean(f"d{d}") for d in digits) + " | "
+                             + " | ".join(mean(g) for g in groups) + f" | {mean('retain')} |")
+        lines.append("")
     return lines
 
 
-def sweep_table(work: Path) -> list[str]:
-    rows = {}
-    for summary in (work / "sweep").glob("eval_a*_b*/summary.parquet"):
-        a, b = summary.parent.name.removeprefix("eval_a").split("_b")
-        s = pl.read_parquet(summary).filter(~pl.col("retain"))
-        rows[(float(a), float(b))] = s["accuracy_mean"].mean()
-    if not rows:
-        return []
-    alphas = sorted({a for a, _ in rows})
-    betas = sorted({b for _, b in rows})
-    lines = ["", "## alpha, beta sweep (Paced forward KL, one seed, same rollouts and scores)", "",
-             "mean held-out accuracy (%); rows alpha, columns beta", "",
-             "| alpha \\ beta | " + " | ".join(f"{b:g}" for b in betas) + " |", "|---|" + "---:|" * len(betas)]
-    for a in alphas:
-        lines.append(f"| {a:g} | " + " | ".join(f"{rows[(a, b)] * 100:.1f}" if (a, b) in rows else "-" for b in betas) + " |")
+def weighting_section(work: Path) -> list[str]:
+    lines = ["## 4. What each weighting did", "",
+             "From the training logs (longest budget; paced_re sums its rounds): problems with weight > 0, the share of "
+             "the training problems ever visited, epochs per trained problem, and the mean weight per step (the loss "
+             "scale against uniform). Means over seeds.", ""]
+    for regime, label in REGIMES.items():
+        seeds = seeds_of(work, regime)
+        if not seeds:
+            continue
+        lines += [f"**{label}**", "", "| method | trained problems | visited | epochs per trained problem | mean weight per step |",
+                  "|---|---:|---:|---:|---:|"]
+        for method in METHODS:
+            trained, visited, epochs, weight = [], [], [], []
+            for s in seeds:
+                sdir = work / regime / f"seed{s}"
+                logs = (sorted((sdir / "paced_re").glob("round*/train_log.parquet"), key=lambda p: int(p.parent.name[5:]))
+                        if method == "paced_re" else [sdir / method / "train_log.parquet"])
+                if not logs or not all(p.exists() for p in logs):
+                    continue
+                total = pl.read_parquet(sdir / "base" / "w_uniform.parquet").height
+                w = {"uniform": "w_uniform", "akl": "w_uniform", "hard": "w_hard", "paced": "w_paced"}.get(method)
+                if w:
+                    trained.append(pl.read_parquet(sdir / "base" / f"{w}.parquet").filter(pl.col("weight") > 0).height)
+                else:
+                    rounds = [sdir / "base"] + sorted((sdir / "paced_re").glob("rates*"), key=lambda p: int(p.name[5:]))
+                    trained.append(statistics.fmean(pl.read_parquet(p / "w_paced.parquet").filter(pl.col("weight") > 0).height
+                                                    for p in rounds))
+                log = pl.concat([pl.read_parquet(p) for p in logs])
+                visited.append(min(sum(pl.read_parquet(p)["visited"].max() for p in logs), total) / total)
+                epochs.append(log["problems"].sum() / max(trained[-1], 1))
+                weight.append(log["mean_weight"].mean())
+            if trained:
+                note = " (mean over rounds)" if method == "paced_re" else ""
+                lines.append(f"| {METHODS[method]} | {statistics.fmean(trained):.0f}{note} | "
+                             f"{pts(statistics.fmean(visited))} %{' (at most; per-round counts summed)' if method == 'paced_re' else ''} | "
+                             f"{statistics.fmean(epochs):.1f} | {statistics.fmean(weight):.2f} |")
+        lines.append("")
     return lines
 
 
-def plots(work: Path, seeds: pl.DataFrame) -> None:
+def snr_section(work: Path) -> list[str]:
+    lines = ["## 5. Gradient SNR by pass rate (the paper's Figure 3), per regime", "",
+             "`paced snr` on the first seed's base student: each problem's SNR at lm_head over its K rollouts (forward KL "
+             "on the teacher's logits), averaged per pass-rate bin, normalised by the largest bin mean; 95 % bootstrap "
+             "intervals (see docs/artifacts.md).", ""]
+    for regime, label in REGIMES.items():
+        path = work / regime / "snr" / "snr.parquet"
+        if not path.exists():
+            continue
+        snr = pl.read_parquet(path)
+        lines += [f"**{label}**", "", f"![SNR, {regime}](snr_{regime}.png)", "",
+                  "| bin | problems | mean p | SNR | 95 % interval | normalised | status |", "|---|---:|---:|---:|---|---:|---|"]
+
+        def num(x, fmt):
+            return "-" if x is None else format(x, fmt)
+
+        for x in snr.iter_rows(named=True):
+            ci = "-" if x["snr_ci_low"] is None else f"[{x['snr_ci_low']:.4g}, {x['snr_ci_high']:.4g}]"
+            lines.append(f"| [{x['lo']:.1f}, {x['hi']:.1f}) | {x['problems']} | {num(x['mean_pass_rate'], '.2f')} | "
+                         f"{num(x['snr'], '.4g')} | {ci} | {num(x['snr_normalized'], '.3f')} | {x['status']} |")
+        lines.append("")
+    return lines
+
+
+def plot(work: Path, cells: pl.DataFrame) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = [(k, l) for k, l in DISTILL + SELF[1:] if not seeds.filter(pl.col("method") == k).is_empty()]
-    fig, ax = plt.subplots(figsize=(10, 4))
-    means = [statistics.fmean(seeds.filter(pl.col("method") == k)["mean"].to_list()) * 100 for k, _ in order]
-    stds = [statistics.pstdev(seeds.filter(pl.col("method") == k)["mean"].to_list()) * 100 for k, _ in order]
-    colors = ["#888" if k == "base" else "#c33" if "paced" in k else "#69c" for k, _ in order]
-    ax.bar(range(len(order)), means, yerr=stds, color=colors, capsize=4)
-    ax.set_xticks(range(len(order)), [l for _, l in order], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("mean held-out accuracy (%)")
-    ax.set_title("accuracy by method (mean ± std over seeds)")
+    regimes = [r for r in REGIMES if not cells.filter(pl.col("regime") == r).is_empty()]
+    fig, axes = plt.subplots(1, len(regimes), figsize=(5.5 * len(regimes), 4), squeeze=False)
+    for ax, regime in zip(axes[0], regimes):
+        r = cells.filter(pl.col("regime") == regime)
+        base = statistics.fmean(r.filter(pl.col("method") == "base")["headline"].to_list()) * 100
+        for method, label in METHODS.items():
+            c = r.filter(pl.col("method") == method).group_by("budget").agg(
+                m=pl.col("headline").mean() * 100, s=pl.col("headline").std() * 100).sort("budget")
+            if c.is_empty():
+                continue
+            ax.errorbar([0, *c["budget"].to_list()], [base, *c["m"].to_list()], yerr=[0, *c["s"].fill_null(0).to_list()],
+                        label=label, capsize=3, marker="o", lw=2.2 if "paced" in method else 1.2)
+        ax.set_title(REGIMES[regime])
+        ax.set_xlabel("distillation steps")
+        ax.set_ylabel("greedy test accuracy (%), mean ± sd over seeds")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(work / "accuracy.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 4))
-    first = sorted(work.glob("seed*"))[0] if list(work.glob("seed*")) else None
-    if first is not None:
-        for k, label in order:
-            log = first / k / "train_log.parquet"
-            if log.exists():
-                t = pl.read_parquet(log)
-                ax.plot(t["step"], t["loss"].rolling_mean(25, min_samples=1), label=label)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("weighted loss (rolling mean of 25)")
-        ax.set_title(f"training curves ({first.name})")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(work / "training.png", dpi=110)
-    plt.close(fig)
-
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("work", type=Path)
+    ap.add_argument("--primary", default="capacity paced uniform", help="regime, method, baseline")
+    ap.add_argument("--steps", type=int, required=True, help="the longest budget (the primary comparison's)")
+    ap.add_argument("--seconds", type=int, default=None, help="the run's wall time, for the header")
     args = ap.parse_args()
-    work = args.work
-    df = load(work)
-    seeds = per_seed(df)
-    n_seeds = seeds["seed"].n_unique()
-    samples = df["samples"][0]
+    work, primary = args.work, args.primary.split()
+    if len(primary) != 3 or primary[0] not in REGIMES or primary[1] not in METHODS or primary[2] not in METHODS:
+        ap.error(f"--primary {args.primary!r}: 'REGIME METHOD BASELINE', regimes {list(REGIMES)}, methods {list(METHODS)}")
+    res = results(work)
+    cells = per_seed(res)
+    pre, verdicts = preconditions(work, cells, args.steps)
+    took = f", {args.seconds / 60:.0f} minutes" if args.seconds else ""
     lines = [
-        "# Paced in miniature: the paper's tables on 2 CPU cores",
+        "# Paced in miniature: a regime map",
         "",
-        f"Generated by `bash examples/reproduce.sh` ({dt.date.today()}, {os.cpu_count()} cores, {platform.machine()}). "
-        f"Accuracy in %, mean ± std over {n_seeds} seed(s) of the per-seed accuracy (each the mean over "
-        f"{samples} samples per problem). Forgetting: relative drop on the retention skill against the base student.",
+        f"Generated by `bash examples/reproduce.sh` ({dt.date.today()}, {os.cpu_count()} cores, {platform.machine()}"
+        f"{took}). Accuracy in %, greedy (one answer per problem), on held-out problems of 1-5 digits.",
         "",
-        "## Distillation (teacher -> student, forward-KL family)",
+        "## 0. The primary comparison, named before the run",
         "",
-        *method_table(df, seeds, DISTILL),
+        f"Regime **{primary[0]}**, {METHODS[primary[1]]} − {METHODS[primary[2]]}, headline accuracy (all test problems) "
+        f"at the longest budget ({args.steps} steps), paired by seed, 95 % t-interval. Everything else is secondary.",
         "",
-        "## Self-distillation (the student, shown the reference solution, as its own teacher; reverse KL)",
+        *pre,
+        *primary_section(cells, primary, args.steps, verdicts),
+        *map_section(cells, args.steps),
+        "![accuracy by budget](accuracy.png)",
         "",
-        *method_table(df, seeds, SELF),
-        *sweep_table(work),
-        "",
-        "## Plots",
-        "",
-        "![accuracy by method](accuracy.png)",
-        "",
-        "![pass rates and the weight curve](pass_rates.png)",
-        "",
-        "![training curves](training.png)",
-        "",
+        *weighting_section(work),
+        *snr_section(work),
     ]
-    if (work / "snr.parquet").exists():
-        snr = pl.read_parquet(work / "snr.parquet")
-        per_problem = snr["estimator"][0] == "per-problem"
-        what = ("the mean over the bin's problems of each problem's SNR over its K rollouts, with a 95% bootstrap "
-                "interval; SNR - 1/K removes the noise floor of K rollouts" if per_problem else
-                "the pooled statistic: one SNR over the bin's problems; SNR - 1/n removes the noise floor of a bin of n problems")
-        debiased_name = "SNR - 1/K" if per_problem else "SNR - 1/n"
-        lines += ["## Gradient SNR by pass rate (the paper's Figure 3)", "", "![SNR](snr.png)", "",
-                  f"Estimator `{snr['estimator'][0]}`: {what} (see docs/artifacts.md).", "",
-                  f"| bin | problems | mean p | SNR | 95% interval | normalised SNR | {debiased_name} | status |",
-                  "|---|---:|---:|---:|---|---:|---:|---|"]
-
-        def num(x, fmt):
-            return "-" if x is None else format(x, fmt)
-
-        for r in snr.iter_rows(named=True):
-            interval = "-" if r["snr_ci_low"] is None else f"[{r['snr_ci_low']:.4g}, {r['snr_ci_high']:.4g}]"
-            lines.append(f"| [{r['lo']:.1f}, {r['hi']:.1f}) | {r['problems']} | {num(r['mean_pass_rate'], '.2f')} | "
-                         f"{num(r['snr'], '.4g')} | {interval} | {num(r['snr_normalized'], '.3f')} | "
-                         f"{num(r['snr_debiased'], '.4g')} | {r['status']} |")
-    plots(work, seeds)
+    plot(work, cells)
     (work / "report.md").write_text("\n".join(lines) + "\n")
     print(work / "report.md")
 

@@ -1,140 +1,206 @@
 #!/usr/bin/env bash
-# The paper's tables in miniature, on the quickstart task, over several seeds:
+# Paced in miniature, as a regime map: where does weighting problems by p(1-p) help a student
+# learn from a teacher, and where does it not? On fixed-width addition (examples/task.py,
+# answers most significant digit first), one flawless 4-layer teacher, students of two sizes:
 #
-#   distillation (teacher -> student, forward-KL family):
-#     base | forward KL | hard-filter forward KL | AKL | Paced forward KL | Paced two-stage (FKL then RKL)
-#   self-distillation (the student is its own teacher, given the reference solution; reverse KL):
-#     reverse KL | hard-filter reverse KL | Paced reverse KL
-#   an alpha, beta sweep in {0.5, 1, 2}^2 of Paced forward KL, reusing the same rollouts and scores
-#   (only weight, distill and eval rerun), and `paced snr` (the paper's Figure 3).
+#   capacity   a 1-layer, hidden-64 student (the paper's premise: with the longest budget, uniform
+#              distillation still leaves the hardest problems out of its reach)
+#   learnable  a 2-layer student (the quickstart's size: every difficulty is learnable)
 #
-#   bash examples/reproduce.sh                       # hours on 2 CPU cores; resumable: rerun to continue
-#   SEEDS="0" STEPS=300 SWEEP=0 bash examples/reproduce.sh   # a smaller run
-#   PACED_QUICK=1 bash examples/reproduce.sh         # a reduced run (CI): every step, tiny sizes
+# Per regime and seed (each seed its own student pretraining seed, data order and rollouts):
+#   the student's pass rates (K samples at temperature 1) on the training problems and on the
+#   test problems (to group the results by what the base student could do), then one
+#   distillation run per method, budgets read off the same run (--export-steps, constant
+#   learning rate after warm-up, equal steps and batch for every method):
+#     uniform    forward KL, every problem weighted 1
+#     hard       forward KL on the problems with 0 < p < 1 (hard filter)
+#     akl        AKL (Wu et al.), every problem weighted 1
+#     paced      forward KL weighted by p(1-p), pass rates measured once on the base student
+#     paced_re   the same, pass rates re-estimated every STEPS/ROUNDS steps (rollout, score,
+#                weight, then distill --init the previous round): the same total steps
+#   and a greedy evaluation of every budget on the held-out problems and the retention skill.
+#   Per regime, `paced snr` on the first seed's base student (the paper's Figure 3).
 #
-# Writes $WORK/report.md with the tables and PNG plots (examples/report.py). Every stage is a
-# resumable paced job and finished outputs are reused, so an interrupted run continues.
+# The primary comparison is named here, before any result: PRIMARY below. examples/report.py
+# states it at the top of the report, then prints every cell, including those where Paced loses.
+#
+#   bash examples/reproduce.sh               # the full map (see docs/reproduce/report.md for its time)
+#   PACED_QUICK=1 bash examples/reproduce.sh # a reduced run (CI): every step, tiny sizes
+#   JOBS=1 bash examples/reproduce.sh        # one seed at a time (JOBS pipelines run side by side)
+#
+# Resumable: every stage is a paced job or a cached model, finished outputs are reused, so an
+# interrupted run continues where it stopped. Writes $WORK/report.md (examples/report.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${WORK:-runs/reproduce}
+PRIMARY="capacity paced uniform"   # regime, method, baseline: at the longest budget, headline accuracy
 if [ "${PACED_QUICK:-0}" = 1 ]; then
-  SEEDS=${SEEDS:-"0"} STEPS=${STEPS:-8} BATCH=${BATCH:-16} K=${K:-4} TRAIN=${TRAIN:-200} TEST=${TEST:-6}
-  RETAIN=${RETAIN:-12} EVAL_SAMPLES=${EVAL_SAMPLES:-2} SWEEP_VALUES=${SWEEP_VALUES:-"1 2"}
-  MODELS_FLAG=${MODELS_FLAG:---quick} SNR_PROBLEMS=${SNR_PROBLEMS:-100}
-  # The reduced-mode teacher is a barely trained checkpoint: a small learning rate keeps the
-  # stage-1 student near the base one, so the two-stage run still finds problems to weight.
-  LR=${LR:-1e-5}
+  TRAIN=${TRAIN:-240} TEST=${TEST:-8} RETAIN=${RETAIN:-12} K=${K:-4} STEPS=${STEPS:-8} BUDGETS=${BUDGETS:-4}
+  ROUNDS=${ROUNDS:-2} BATCH=${BATCH:-16} SNR_PROBLEMS=${SNR_PROBLEMS:-40}
+  SEEDS_CAPACITY=${SEEDS_CAPACITY:-"0 1"} SEEDS_LEARNABLE=${SEEDS_LEARNABLE:-"0"}
+  # Tiny models (train_tiny.py --quick); answers least significant digit first, which the
+  # quick students learn in a few hundred steps, so that every method has problems to train on.
+  MODEL_FLAGS=${MODEL_FLAGS:-"--quick"} TEACHER_STEPS=${TEACHER_STEPS:-12} ORDER=${ORDER:-lsb}
 fi
-SEEDS=${SEEDS:-"0 1 2"}
-STEPS=${STEPS:-150}
+TRAIN=${TRAIN:-6000}            # training problems (1-5 digits)
+TEST=${TEST:-500}               # held-out problems per digit count (all 25 of 1 digit)
+RETAIN=${RETAIN:-200}           # retention skill (copying) problems
+K=${K:-8}                       # samples per problem for pass rates
+STEPS=${STEPS:-2000}            # distillation steps: the longest budget
+BUDGETS=${BUDGETS:-"500,1000"}  # shorter budgets, exported from the same runs
+ROUNDS=${ROUNDS:-4}             # paced_re: pass rates re-estimated every STEPS/ROUNDS steps
 BATCH=${BATCH:-32}
-LR=${LR:-1e-3}
-K=${K:-8}
-TRAIN=${TRAIN:-6000}
-TEST=${TEST:-200}
-RETAIN=${RETAIN:-200}
-EVAL_SAMPLES=${EVAL_SAMPLES:-8}
-SWEEP=${SWEEP:-1}
-SWEEP_VALUES=${SWEEP_VALUES:-"0.5 1 2"}   # alpha and beta each take these values
-SNR_PROBLEMS=${SNR_PROBLEMS:-2000}
-MODELS_FLAG=${MODELS_FLAG:-}
+LR=${LR:-5e-4}
+WARMUP=${WARMUP:-50}
+SEEDS_CAPACITY=${SEEDS_CAPACITY:-"0 1 2 3 4 5"}
+SEEDS_LEARNABLE=${SEEDS_LEARNABLE:-"0 1 2"}
+METHODS=${METHODS:-"uniform hard akl paced paced_re"}
+SNR_PROBLEMS=${SNR_PROBLEMS:-1000}
+TEACHER_STEPS=${TEACHER_STEPS:-1000}
+MODEL_FLAGS=${MODEL_FLAGS:-}
+JOBS=${JOBS:-2}                 # seed pipelines side by side
+export OMP_NUM_THREADS=${THREADS:-1}   # torch threads per pipeline
+ORDER=${ORDER:-msb}              # examples/task.py --order: msb puts the whole carry chain before the first answer digit
 MAX_NEW=8
-DATA=$WORK/data MODELS=$WORK/models
-mkdir -p "$WORK/base" "$WORK/sweep"
-# Each stage's log (progress, summary tables, errors) goes to one file; a failure shows its end.
+DATA=$WORK/data TEACHER=$WORK/teacher/teacher
+TRAIN_P=$DATA/train.parquet TEST_P=$DATA/test.parquet
+if [ $((STEPS % ROUNDS)) != 0 ]; then echo "reproduce.sh: STEPS=$STEPS is not a multiple of ROUNDS=$ROUNDS" >&2; exit 2; fi
+ROUND=$((STEPS / ROUNDS))
+student_flags() { case $1 in capacity) echo "--student-layers 1 --student-hidden 64" ;; learnable) echo "" ;; esac; }
+seeds_of() { case $1 in capacity) echo "$SEEDS_CAPACITY" ;; learnable) echo "$SEEDS_LEARNABLE" ;; esac; }
+mkdir -p "$WORK"
 LOG=$WORK/reproduce.log
 set -E
 trap 'echo "reproduce.sh: a step failed (exit $?); the end of $LOG:" >&2; tail -n 25 "$LOG" >&2' ERR
-
-python examples/task.py --out "$DATA" --seed 0 --train "$TRAIN" --test-per-digit "$TEST" --retain "$RETAIN" >/dev/null
-python examples/train_tiny.py --out "$MODELS" $MODELS_FLAG >/dev/null 2> >(tee -a "$LOG" >&2)
-STUDENT=$MODELS/student TEACHER=$MODELS/teacher
-TRAIN_P=$DATA/train.parquet
+say() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
+started=$(date +%s)
 
 done_dir() { [ -f "$1/_manifest.json" ]; }
+rollout() {  # rollout MODEL PROBLEMS OUT SAMPLES TEMPERATURE SEED
+  done_dir "$3" || paced rollout --problems "$2" --model "$1" --out "$3" --samples "$4" --temperature "$5" \
+    --max-new-tokens $MAX_NEW --seed "$6" --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"
+}
+pass_rates() {  # pass_rates MODEL PROBLEMS DIR SEED [SCHEMES]: DIR/rollouts, DIR/scores, DIR/w_SCHEME.parquet
+  mkdir -p "$3"
+  rollout "$1" "$2" "$3/rollouts" "$K" 1.0 "$4"
+  done_dir "$3/scores" || paced score --rollouts "$3/rollouts" --problems "$2" --out "$3/scores" --verifier exact >/dev/null 2>>"$LOG"
+  local scheme
+  for scheme in ${5:-uniform hard paced}; do
+    [ -f "$3/w_$scheme.parquet" ] || case $scheme in
+      uniform) paced weight --scores "$3/scores" --out "$3/w_uniform.parquet" --scheme uniform >/dev/null 2>>"$LOG" ;;
+      hard) paced weight --scores "$3/scores" --out "$3/w_hard.parquet" --scheme hard-filter >/dev/null 2>>"$LOG" ;;
+      paced) paced weight --scores "$3/scores" --out "$3/w_paced.parquet" --alpha 1 --beta 1 >/dev/null 2>>"$LOG" ;;
+    esac
+  done
+}
+trainable() {  # trainable WEIGHTS: whether any problem has weight > 0
+  python -c "import polars as pl, sys; sys.exit(0 if pl.read_parquet(sys.argv[1])['weight'].gt(0).any() else 1)" "$1"
+}
+distill() {  # distill STUDENT START WEIGHTS OUT LOSS MAX_STEPS SEED EXPORTS: START is STUDENT or an earlier run (--init)
+  local student=$1 start=$2 w=$3 out=$4 loss=$5 steps=$6 seed=$7 exports=$8
+  { done_dir "$out" || [ -f "$out.none" ]; } && return 0
+  # No problem to train on (a hard filter without a frontier; every problem solved, or none):
+  # the run would leave START unchanged, and every budget of it evaluates START.
+  if ! trainable "$w"; then echo "$start" > "$out.none"; say "$out: no problem with weight > 0 in $w; it stays $start"; return 0; fi
+  local init=(); [ "$start" != "$student" ] && init=(--init "$start")
+  paced distill --student "$student" "${init[@]}" --teacher-logits "$WORK/shared/teacher_logits" --weights "$w" \
+    --out "$out" --loss "$loss" --lr "$LR" --max-steps "$steps" --batch-size "$BATCH" --micro-batch-size "$BATCH" \
+    --schedule constant --warmup-steps "$WARMUP" --seed "$seed" --save-steps 250 --resume ${exports:+--export-steps "$exports"} \
+    >/dev/null 2>>"$LOG"
+}
+model_at() {  # model_at RUN [BUDGET]: the model a distill run (or one that had nothing to train) gives at BUDGET
+  if [ -f "$1.none" ]; then cat "$1.none"; elif [ -n "${2:-}" ]; then echo "$1/step-$2"; else echo "$1"; fi
+}
+evaluate() {  # evaluate MODEL OUT: greedy, so neighbouring budgets differ by training, not by sampling
+  done_dir "$2" || paced eval --model "$1" --problems "$TEST_P" --problems "$DATA/retain.parquet" --retain copy \
+    --out "$2" --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --seed 0 --verifier exact \
+    --batch-size 256 --part-size 4096 >/dev/null 2>>"$LOG"
+}
 
-rollout() {  # rollout MODEL OUT SAMPLES TEMPERATURE SEED [extra...]
-  local model=$1 out=$2 k=$3 temp=$4 seed=$5; shift 5
-  done_dir "$out" || paced rollout --problems "$TRAIN_P" --model "$model" --out "$out" --samples "$k" \
-    --temperature "$temp" --max-new-tokens $MAX_NEW --seed "$seed" --batch-size 64 --part-size 1024 "$@" >/dev/null 2>>"$LOG"
-  echo "$out"
-}
-weights() {  # weights SCORES OUT [weight options]
-  local scores=$1 out=$2; shift 2
-  [ -f "$out" ] || paced weight --scores "$scores" --out "$out" "$@" >/dev/null 2>>"$LOG"
-  echo "$out"
-}
-pass_rates() {  # pass_rates MODEL DIR SEED -> scores dir
-  local ro
-  mkdir -p "$2"
-  ro=$(rollout "$1" "$2/rollouts" "$K" 1.0 "$3")
-  done_dir "$2/scores" || paced score --rollouts "$ro" --problems "$TRAIN_P" --out "$2/scores" --verifier exact >/dev/null 2>>"$LOG"
-  echo "$2/scores"
-}
-tlogits() {  # tlogits SEQUENCES OUT TEACHER [extra...]
-  local seqs=$1 out=$2 teacher=$3; shift 3
-  done_dir "$out" || paced teacher-logits --problems "$TRAIN_P" --sequences "$seqs" --teacher "$teacher" --out "$out" \
-    --top-k 16 --batch-size 64 --part-size 2048 "$@" >/dev/null 2>>"$LOG"
-  echo "$out"
-}
-distill() {  # distill OUT TL WEIGHTS SEED LOSS [extra...]
-  local out=$1 tl=$2 w=$3 seed=$4 loss=$5; shift 5
-  done_dir "$out" || paced distill --student "$STUDENT" --teacher-logits "$tl" --weights "$w" --out "$out" \
-    --loss "$loss" --lr "$LR" --max-steps "$STEPS" --batch-size "$BATCH" --micro-batch-size "$BATCH" \
-    --schedule cosine --warmup-steps $((STEPS / 20)) --seed "$seed" --save-steps 500 --overwrite "$@" >/dev/null 2>>"$LOG"
-  echo "$out"
-}
-evaluate() {  # evaluate MODEL OUT SEED
-  done_dir "$2" || paced eval --model "$1" --problems "$DATA/test.parquet" --problems "$DATA/retain.parquet" \
-    --retain copy --out "$2" --samples "$EVAL_SAMPLES" --temperature 0.6 --top-p 0.95 --max-new-tokens $MAX_NEW \
-    --seed "$3" --verifier exact --batch-size 128 --part-size 1024 >/dev/null 2>>"$LOG"
+pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method at every budget
+  local regime=$1 seed=$2 S=$WORK/$1/seed$2
+  mkdir -p "$S/models"
+  [ -d "$S/models/teacher" ] || cp -r "$TEACHER" "$S/models/teacher"   # same settings: train_tiny reuses it
+  # shellcheck disable=SC2046
+  python examples/train_tiny.py --out "$S/models" --order $ORDER --teacher-steps "$TEACHER_STEPS" --student-seed "$seed" \
+    --threads "$OMP_NUM_THREADS" $MODEL_FLAGS $(student_flags "$regime") >/dev/null 2>>"$LOG"
+  local student=$S/models/student
+  pass_rates "$student" "$TRAIN_P" "$S/base" "$seed"
+  pass_rates "$student" "$TEST_P" "$S/test_rates" "$seed" uniform   # groups the test problems by the base student's p
+  evaluate "$student" "$S/eval_base"
+  local m
+  for m in $METHODS; do
+    case $m in
+      uniform) distill "$student" "$student" "$S/base/w_uniform.parquet" "$S/$m" fkl "$STEPS" "$seed" "$BUDGETS" ;;
+      hard) distill "$student" "$student" "$S/base/w_hard.parquet" "$S/$m" fkl "$STEPS" "$seed" "$BUDGETS" ;;
+      akl) distill "$student" "$student" "$S/base/w_uniform.parquet" "$S/$m" akl "$STEPS" "$seed" "$BUDGETS" ;;
+      paced) distill "$student" "$student" "$S/base/w_paced.parquet" "$S/$m" fkl "$STEPS" "$seed" "$BUDGETS" ;;
+      paced_re)
+        local r=1 model=$student rates=$S/base
+        mkdir -p "$S/paced_re"
+        while [ $r -le $ROUNDS ]; do
+          if [ $r -gt 1 ]; then rates=$S/paced_re/rates$r; pass_rates "$model" "$TRAIN_P" "$rates" "$((seed * 100 + r))" paced; fi
+          distill "$student" "$model" "$rates/w_paced.parquet" "$S/paced_re/round$r" fkl "$ROUND" "$((seed * 100 + r))" ""
+          model=$(model_at "$S/paced_re/round$r") r=$((r + 1))
+        done ;;
+      *) echo "reproduce.sh: unknown method $m in METHODS" >&2; exit 2 ;;
+    esac
+  done
+  # Every budget of every method: the exports of one run (paced_re: the end of each round).
+  local b
+  for m in $METHODS; do
+    for b in ${BUDGETS//,/ } $STEPS; do
+      if [ "$m" = paced_re ]; then
+        if [ $((b % ROUND)) = 0 ]; then evaluate "$(model_at "$S/paced_re/round$((b / ROUND))")" "$S/eval_${m}_$b"; fi
+      elif [ "$b" = "$STEPS" ]; then evaluate "$(model_at "$S/$m")" "$S/eval_${m}_$b"
+      else evaluate "$(model_at "$S/$m" "$b")" "$S/eval_${m}_$b"; fi
+    done
+  done
+  touch "$S/.done"
 }
 
-# Shared by every method and seed: the base student's pass rates and the teacher's answers.
-SCORES=$(pass_rates "$STUDENT" "$WORK/base" 0)
-UNIFORM=$(weights "$SCORES" "$WORK/base/w_uniform.parquet" --scheme uniform)
-HARD=$(weights "$SCORES" "$WORK/base/w_hard.parquet" --scheme hard-filter)
-PACED=$(weights "$SCORES" "$WORK/base/w_paced.parquet" --alpha 1 --beta 1 --plot "$WORK/pass_rates.png")
-TSEQ=$(rollout "$TEACHER" "$WORK/base/teacher_rollouts" 1 0 0)
-TL=$(tlogits "$TSEQ" "$WORK/base/teacher_logits" "$TEACHER")
+python examples/task.py --out "$DATA" --seed 0 --train "$TRAIN" --test-per-digit "$TEST" --retain "$RETAIN" --order $ORDER >/dev/null
+say "teacher (trained once, reused by every student)"
+# shellcheck disable=SC2086
+python examples/train_tiny.py --out "$WORK/teacher" --only teacher --order $ORDER --teacher-steps "$TEACHER_STEPS" \
+  --threads 2 $MODEL_FLAGS >/dev/null 2>>"$LOG"
+say "the teacher's answers and logits on the training problems (shared by every method)"
+mkdir -p "$WORK/shared"
+rollout "$TEACHER" "$TRAIN_P" "$WORK/shared/teacher_rollouts" 1 0 0
+evaluate "$TEACHER" "$WORK/shared/eval_teacher"
+done_dir "$WORK/shared/teacher_logits" || OMP_NUM_THREADS=2 paced teacher-logits --problems "$TRAIN_P" \
+  --sequences "$WORK/shared/teacher_rollouts" --teacher "$TEACHER" --out "$WORK/shared/teacher_logits" --top-k 16 \
+  --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"
 
-# The paper's Figure 3 on the base student: each problem's gradient SNR at lm_head over the K
-# rollouts its pass rate comes from (the teacher's logits on them), averaged per pass-rate bin.
-SNR_TL=$(tlogits "$WORK/base/rollouts" "$WORK/base/snr_teacher_logits" "$TEACHER")
-[ -f "$WORK/snr.parquet" ] || paced snr --student "$STUDENT" --teacher-logits "$SNR_TL" --weights "$PACED" \
-  --out "$WORK/snr.parquet" --plot "$WORK/snr.png" --max-problems "$SNR_PROBLEMS" >/dev/null 2>>"$LOG"
+# The seed pipelines, JOBS at a time (each one torch thread by default).
+failed=0 running=0
+for regime in capacity learnable; do
+  for seed in $(seeds_of $regime); do
+    [ -f "$WORK/$regime/seed$seed/.done" ] && continue
+    say "start $regime seed $seed"
+    pipeline "$regime" "$seed" &
+    running=$((running + 1))
+    if [ $running -ge "$JOBS" ]; then wait -n || failed=1; running=$((running - 1)); fi
+  done
+done
+while [ $running -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
+[ $failed = 0 ] || { echo "reproduce.sh: a seed pipeline failed; the end of $LOG:" >&2; tail -n 25 "$LOG" >&2; exit 1; }
 
-for seed in $SEEDS; do
-  S=$WORK/seed$seed
-  mkdir -p "$S"
-  evaluate "$STUDENT" "$S/eval_base" "$seed"
-  # Distillation track, forward-KL family.
-  evaluate "$(distill "$S/fkl" "$TL" "$UNIFORM" "$seed" fkl)" "$S/eval_fkl" "$seed"
-  evaluate "$(distill "$S/hard_fkl" "$TL" "$HARD" "$seed" fkl)" "$S/eval_hard_fkl" "$seed"
-  evaluate "$(distill "$S/akl" "$TL" "$UNIFORM" "$seed" akl)" "$S/eval_akl" "$seed"
-  STAGE1=$(distill "$S/paced_fkl" "$TL" "$PACED" "$seed" fkl)
-  evaluate "$STAGE1" "$S/eval_paced_fkl" "$seed"
-  # Two-stage: re-estimate pass rates of the stage-1 student, reverse KL on its own samples.
-  S1_SCORES=$(pass_rates "$STAGE1" "$S/stage1_passrates" "$seed")
-  S1_W=$(weights "$S1_SCORES" "$S/stage1_passrates/w_paced.parquet" --alpha 1 --beta 1)
-  ONPOLICY=$(rollout "$STAGE1" "$S/stage1_onpolicy" 1 1.0 "$seed")
-  TL2=$(tlogits "$ONPOLICY" "$S/stage1_tl" "$TEACHER" --weights "$S1_W")
-  evaluate "$(distill "$S/paced_two_stage" "$TL2" "$S1_W" "$seed" rkl --init "$STAGE1")" "$S/eval_paced_two_stage" "$seed"
-  # Self-distillation track: the student, shown the reference solution, teaches itself.
-  SELF_SEQ=$(rollout "$STUDENT" "$S/self_onpolicy" 1 1.0 "$seed")
-  SELF_TL=$(tlogits "$SELF_SEQ" "$S/self_tl" "$STUDENT" --context reference)
-  evaluate "$(distill "$S/self_rkl" "$SELF_TL" "$UNIFORM" "$seed" rkl)" "$S/eval_self_rkl" "$seed"
-  evaluate "$(distill "$S/self_hard_rkl" "$SELF_TL" "$HARD" "$seed" rkl)" "$S/eval_self_hard_rkl" "$seed"
-  evaluate "$(distill "$S/self_paced_rkl" "$SELF_TL" "$PACED" "$seed" rkl)" "$S/eval_self_paced_rkl" "$seed"
+# Figure 3 per regime, on the first seed's base student: K rollouts of SNR_PROBLEMS training
+# problems, the teacher's logits on each, each problem's gradient SNR at lm_head over them.
+for regime in capacity learnable; do
+  seed=$(seeds_of $regime); seed=${seed%% *}
+  S=$WORK/$regime/seed$seed R=$WORK/$regime/snr
+  mkdir -p "$R"
+  [ -f "$R/problems.parquet" ] || python -c "import pyarrow.parquet as pq, sys; t = pq.read_table(sys.argv[1]); pq.write_table(t.slice(0, int(sys.argv[3])), sys.argv[2])" \
+    "$TRAIN_P" "$R/problems.parquet" "$SNR_PROBLEMS"
+  pass_rates "$S/models/student" "$R/problems.parquet" "$R" "$seed" paced
+  done_dir "$R/teacher_logits" || paced teacher-logits --problems "$R/problems.parquet" --sequences "$R/rollouts" \
+    --teacher "$TEACHER" --out "$R/teacher_logits" --top-k 16 --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"
+  [ -f "$R/snr.parquet" ] || paced snr --student "$S/models/student" --teacher-logits "$R/teacher_logits" \
+    --weights "$R/w_paced.parquet" --out "$R/snr.parquet" --plot "$WORK/snr_$regime.png" >/dev/null 2>>"$LOG"
 done
 
-if [ "$SWEEP" = 1 ]; then  # one seed: only weight, distill and eval rerun
-  seed=${SEEDS%% *}
-  for a in $SWEEP_VALUES; do for b in $SWEEP_VALUES; do
-    W=$(weights "$SCORES" "$WORK/sweep/w_a${a}_b${b}.parquet" --alpha "$a" --beta "$b")
-    evaluate "$(distill "$WORK/sweep/a${a}_b${b}" "$TL" "$W" "$seed" fkl)" "$WORK/sweep/eval_a${a}_b${b}" "$seed"
-  done; done
-fi
-
-python examples/report.py "$WORK"
+say "done in $(( $(date +%s) - started )) s"
+python examples/report.py "$WORK" --primary "$PRIMARY" --steps "$STEPS" --seconds $(( $(date +%s) - started ))

@@ -367,6 +367,8 @@ def main() -> None:
                     help=f"greedy accuracy at which the student stops (default {STUDENT.stop_at}); 0 trains all its steps")
     ap.add_argument("--order", choices=task.ORDERS, default="lsb",
                     help="how numbers are written (examples/task.py --order): both models train on that format")
+    ap.add_argument("--only", choices=("teacher", "student"), default=None,
+                    help="train only this model (students of several seeds share one teacher trained once)")
     ap.add_argument("--threads", type=int, default=2,
                     help="torch CPU threads (on a machine shared with other jobs, 1 can be faster)")
     args = ap.parse_args()
@@ -408,6 +410,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     for name, r in recipes.items():
+        if args.only not in (None, name):
+            continue
         print(make_model(args.out, name, r, seeds[name], tokenizer, QUICK_EVAL if args.quick else EVAL_PER_DIGIT, args.order))
 
 
