@@ -55,6 +55,7 @@ from stages import models
 from stages.common import console, progress, summary_table
 from stages.training import checkpoints, data as train_data, forward, losses, schedules
 from stages.training.launch import Launch, launched
+from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, ALLOW_STALE
 
 DATA_CACHE = ".train_data.arrow"
 TRAIN_LOG_FILE = "train_log.parquet"
@@ -62,36 +63,34 @@ TRAIN_LOG_FILE = "train_log.parquet"
 
 @dataclass
 class DistillConfig:
-    student: str
-    teacher_logits: Path
-    weights: Path
-    out: Path
-    loss: str = "fkl"
-    mu: float = 0.5
-    lr: float = 1e-6
-    weight_decay: float = 0.1
-    max_grad_norm: float = 1.0
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 16
-    micro_batch_size: int = 4
-    schedule: str = "cosine"
-    warmup_steps: int = 0
-    seed: int = 0
-    save_steps: int = 100
-    export_steps: str | None = None
-    """Comma-separated steps (e.g. 250,500,1000) at which to also save a loadable model
-    (safetensors + tokenizer) as <out>/step-N: budgets read off one run."""
-    resume: bool = False
-    init: Path | None = None
-    gradient_checkpointing: bool = False
-    lora_r: int = 0
-    lora_alpha: float | None = None
-    chunk_size: int = 1024
-    device: str = "auto"
-    trust_remote_code: bool = False
-    allow_stale: bool = False
-    overwrite: bool = False
+    student: str = option("Student model: a local directory or a hub id.", role=INPUT)
+    teacher_logits: Path = option("teacher_logits artifact (`paced teacher-logits` output).", role=INPUT)
+    weights: Path = option("Weights artifact (`paced weight` output): one scalar per problem; weight-0 problems are never loaded.", role=INPUT)
+    out: Path = option("Output directory: a Hugging Face checkpoint plus train_log.parquet.", role=RUNTIME)
+    loss: str = option("fkl: KL(teacher||student); rkl: KL(student||teacher), on-policy on student rollouts; akl: adaptive mix (Wu et al. 2025).", "fkl")
+    mu: float = option("AKL: teacher cumulative mass that defines the head.", 0.5)
+    lr: float = option("Peak learning rate (AdamW).", 1e-6)
+    weight_decay: float = option("AdamW weight decay.", 0.1)
+    max_grad_norm: float = option("Gradient clipping norm.", 1.0)
+    epochs: int = option("Passes over the problems with weight > 0.", 1)
+    max_steps: int | None = option("Stop after this many optimizer steps (overrides --epochs).", None)
+    batch_size: int = option("Problems per optimizer step (N in sum_i w_i L_i / N); under accelerate launch the global batch, split across the processes.", 16)
+    micro_batch_size: int = option("Sequences per forward pass; gradients accumulate over a step's micro-batches.", 4, role=RUNTIME)
+    schedule: str = option("Learning-rate schedule after warmup: cosine or constant.", "cosine")
+    warmup_steps: int = option("Linear warmup steps.", 0)
+    seed: int = option("Seeds the data order and torch.", 0)
+    save_steps: int = option("Checkpoint every N steps (model, optimizer, scheduler, RNG, data position); 0 = none.", 100)
+    export_steps: str | None = option("Also save a loadable model at these steps (e.g. 250,500,1000) as <out>/step-N: several budgets from one run (use --schedule constant).", None)
+    resume: bool = option("Continue an interrupted run in --out from its last checkpoint.", False, role=RUNTIME)
+    init: Path | None = option("Start from an earlier paced distill output (the two-stage schedule's second stage).", None, role=INPUT)
+    gradient_checkpointing: bool = option("Trade compute for activation memory.", False)
+    lora_r: int = option("LoRA rank (needs peft); 0 trains all weights. Adapters are merged into the saved model.", 0)
+    lora_alpha: float | None = option("LoRA alpha (default 2 * rank).", None)
+    chunk_size: int = option("Token positions per loss chunk: bounds float32 [positions, vocabulary] buffers.", 1024, role=RUNTIME)
+    device: str = option("auto, cpu, cuda or cuda:N. On CUDA the forward runs under bf16 autocast.", "auto", role=RUNTIME)
+    trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME)
+    allow_stale: bool = option(ALLOW_STALE, False, role=RUNTIME)
+    overwrite: bool = option("Replace a different or unfinished run in --out instead of refusing.", False, role=RUNTIME)
 
     def __post_init__(self) -> None:
         p = []
@@ -231,9 +230,7 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
             raise InputError("--lora-r: LoRA needs peft; install it with `pip install peft` (or pip install 'paced[lora]')") from None
 
     inputs = {"student": models.model_fingerprint(source), "teacher_logits": tl.fingerprint, "weights": weights.fingerprint}
-    runtime = ("out", "overwrite", "resume", "device", "trust_remote_code", "micro_batch_size", "chunk_size", "allow_stale",
-               "student", "teacher_logits", "weights", "init")  # input paths: their content is in `inputs`
-    options = {k: v for k, v in asdict(config).items() if k not in runtime}
+    options = key_options(config)
     prov = schemas.provenance("distill", asdict(config), {"teacher_logits": tl, "weights": weights}, problems=schemas.io.lineage(tl),
                               command=command)
     if launch is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
@@ -45,6 +45,7 @@ from stages.backends.generation import (
 )
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out
 from stages.score import verifier_fingerprint
+from stages.options import option, INPUT, RUNTIME
 
 SUMMARY_FILE = "summary.parquet"
 # Options that only change the summary, never a response or a verdict: a rerun with other
@@ -56,28 +57,18 @@ _SUMMARY_ONLY = ("baseline", "retain", "workers")
 class EvalConfig(GenerationConfig):
     """Generation options (samples, seed, backend, ...) are GenerationConfig's, as in rollout."""
 
-    problems: list[Path]
-    """Problems files (or directories of Parquet); each is one or more benchmarks."""
-    model: str
-    """The model to evaluate: a local directory or a hub id."""
-    out: Path
-    """Output directory: the eval_results job, plus summary.parquet."""
-    samples: int = 8
-    """Responses per problem; accuracy is averaged over sample indices (the paper uses 8)."""
-    temperature: float = 0.6
-    top_p: float = 0.95
-    verifier: str = "math"
-    """math | exact | regex:PATTERN | module:function, as in score."""
-    timeout: float = 5.0
-    """Seconds one check may take; past it the response scores false with reason timeout."""
-    workers: int = 2
-    baseline: Path | None = None
-    """Another eval's --out: report gain (and forgetting for --retain benchmarks) against it."""
-    retain: list[str] = field(default_factory=list)
-    """Benchmarks that measure retention: forgetting is reported for these."""
-    shard: str | None = None
-    """Evaluate one shard I/N of the problems into --out/shard-I-of-N; the summary is written
-    by the shard that finds every shard done."""
+    problems: list[Path] = option("Problems file (repeat for several). Its `benchmark` column names the benchmark(s), else the file name does (math500.parquet -> math500).", role=INPUT)
+    model: str = option("Model to evaluate: a local directory or a hub id such as Qwen/Qwen3-1.7B.", role=INPUT)
+    out: Path = option("Output directory: per-response results (resumable job) and summary.parquet.", role=RUNTIME)
+    samples: int = option("Responses per problem; accuracy is the mean over sample indices (the paper uses 8).", 8, flags=("--samples", "-k"))
+    temperature: float = option("Sampling temperature; 0 is greedy.", 0.6)
+    top_p: float = option("Nucleus sampling mass, in (0, 1].", 0.95)
+    verifier: str = option("math (math-verify equivalence), exact (normalised string), regex:PATTERN (first group), or module:function (your fn(completion, problem_row) -> bool).", "math")
+    timeout: float = option("Seconds one check may take; past it the check is killed and scores false with reason 'timeout'.", 5.0)
+    workers: int = option("Checker processes.", 2)
+    baseline: Path | None = option("Another eval's --out (e.g. the student before distillation): report the gain over it per benchmark.", None, role=INPUT)
+    retain: list[str] = option("A benchmark that measures retention (repeat for several): with --baseline, report forgetting = (baseline - accuracy) / baseline * 100.", default_factory=list)
+    shard: str | None = option("Evaluate one shard I/N of the problems into --out/shard-I-of-N; the last shard to finish writes the summary.", None)
 
     def __post_init__(self) -> None:
         problems = self.generation_problems()

@@ -32,15 +32,16 @@ from stages.backends.generation import (
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 from schemas import InputError
 from schemas.outputs import check_paths
+from stages.options import option, INPUT, RUNTIME
 
 
 @dataclass(kw_only=True)
 class RolloutConfig(GenerationConfig):
     """The generation options (samples, temperature, backend, ...) are GenerationConfig's."""
 
-    problems: Path
-    model: str
-    out: Path
+    problems: Path = option("Problems Parquet file or directory (problem_id, prompt, answer, reference).", role=INPUT)
+    model: str = option("Model to sample from: a local directory or a hub id such as Qwen/Qwen3-1.7B.", role=INPUT)
+    out: Path = option("Output directory of the rollouts artifact (resumable job).", role=RUNTIME)
 
     def __post_init__(self) -> None:
         problems = self.generation_problems()

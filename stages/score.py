@@ -27,20 +27,21 @@ from schemas import InputError
 from schemas.outputs import check_paths
 from stages import verifiers
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
+from stages.options import key_options, option, INPUT, RUNTIME, ALLOW_STALE, SHARD
 
 
 @dataclass
 class ScoreConfig:
-    rollouts: Path
-    problems: Path
-    out: Path
-    verifier: str = "math"
-    timeout: float = 5.0
-    workers: int = 2
-    part_size: int = 4096
-    allow_stale: bool = False
-    shard: str | None = None
-    overwrite: bool = False
+    rollouts: Path = option("Rollouts artifact (`paced rollout` output, or Parquet with problem_id, sample_index, completion).", role=INPUT)
+    problems: Path = option("The problems file the rollouts answer (for the gold `answer`).", role=INPUT)
+    out: Path = option("Output directory of the scores artifact (resumable job).", role=RUNTIME)
+    verifier: str = option("math (math-verify equivalence), exact (normalised string), regex:PATTERN (first group), or module:function (your fn(completion, problem_row) -> bool).", "math")
+    timeout: float = option("Seconds one check may take; past it the check is killed and scores false with reason 'timeout'.", 5.0)
+    workers: int = option("Checker processes.", 2, role=RUNTIME)
+    part_size: int = option("Responses per output part: the unit of resumption.", 4096)
+    allow_stale: bool = option(ALLOW_STALE, False, role=RUNTIME)
+    shard: str | None = option(SHARD, None)
+    overwrite: bool = option("Replace an unfinished or different scores job in --out instead of refusing.", False, role=RUNTIME)
 
     def __post_init__(self) -> None:
         parse_shard(self.shard)
@@ -88,7 +89,7 @@ def run(config: ScoreConfig, command: str | None = None) -> Path:
         console.print(f"[yellow]warning:[/] {stale}")
     inputs = {"rollouts": rollouts.fingerprint, "problems": problems.fingerprint, "verifier": verifier_fingerprint(spec)}
     # Input paths are left out: their content is in `inputs` (the same file named another way resumes).
-    options = {k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "workers", "allow_stale", "rollouts", "problems")}
+    options = key_options(config)
     shard = parse_shard(config.shard)
     job = schemas.Job(
         shard_out(config.out, shard),

@@ -60,6 +60,7 @@ from schemas.outputs import check_file, check_paths, save_figure
 from stages import models
 from stages.training import data as train_data, forward, losses
 from stages.common import advance, console, progress, summary_table
+from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE
 
 # Token positions per float32 [positions, vocabulary] loss chunk: distill's default.
 CHUNK_SIZE = 1024
@@ -78,38 +79,22 @@ NORM_BLOCK = 1 << 20
 
 @dataclass
 class SnrConfig:
-    student: str
-    """Student model: a local directory or a hub id (the model whose gradients are measured)."""
-    teacher_logits: Path
-    """teacher_logits artifact on the student's K rollouts per problem, built without --weights."""
-    weights: Path
-    """Weights artifact: only its pass_rate column is used."""
-    out: Path
-    """Output Parquet file of the snr artifact (per-problem values go beside it)."""
-    bins: int = 10
-    """Equal-width pass-rate bins over [0, 1]."""
-    estimator: str = "per-problem"
-    """per-problem (Figure 3: the mean over a bin's problems of each one's SNR over its rollouts)
-    or pooled (one SNR over a bin's per-problem gradients, minus 1/n)."""
-    param: str | None = None
-    """Parameter name (model.named_parameters()); None: the output embedding weight."""
-    loss: str = "fkl"
-    """The distillation loss whose gradient is measured: fkl, rkl or akl."""
-    mu: float = 0.5
-    """AKL head mass (as in distill)."""
-    plot: Path | None = None
-    """Optional PNG: normalised SNR per bin, as the paper's Figure 3."""
-    max_problems: int | None = None
-    """Measure a seeded subset of this many problems, stratified by bin."""
-    seed: int = 0
-    """Seeds the subset and the bootstrap intervals."""
-    micro_batch_size: int | None = None
-    """Pooled estimator: sequences per forward pass (default 4). The per-problem estimator needs
-    each rollout's gradient alone, so it runs one sequence per pass."""
-    device: str = "auto"
-    trust_remote_code: bool = False
-    overwrite: bool = False
-    """Replace snr files (and plot) that paced wrote with other options or inputs."""
+    student: str = option("Student model whose gradients are measured: a local directory or a hub id.", role=INPUT)
+    teacher_logits: Path = option("teacher_logits artifact on the student's K rollouts per problem (paced teacher-logits --sequences <student rollouts>); build it WITHOUT --weights so problems with p = 0 and p = 1 are present.", role=INPUT)
+    weights: Path = option("Weights artifact (`paced weight` output): only pass_rate is used; problems of weight 0 are measured too.", role=INPUT)
+    out: Path = option("Output snr Parquet file: one row per pass-rate bin (the same command rewrites its own file; one made with other options needs --overwrite). The per-problem estimator also writes each problem's SNR beside it, to <out stem>.problems.parquet.", role=RUNTIME)
+    bins: int = option("Equal-width pass-rate bins over [0, 1] (p = 1 falls in the last).", 10)
+    estimator: str = option("per-problem: each problem's SNR over its K rollouts, averaged per bin with a bootstrap 95% interval (the paper's Figure 3). pooled: one SNR per bin over one gradient per problem, minus 1/n (how alike the bin's problems are).", "per-problem")
+    param: str | None = option("Parameter to take the gradient at, by its model.named_parameters() name (default: the output embedding weight, lm_head.weight; tied to the input embedding in some models).", None)
+    loss: str = option("Distillation loss whose gradient is measured: fkl, rkl or akl (as in distill).", "fkl")
+    mu: float = option("AKL: teacher cumulative mass that defines the head.", 0.5)
+    plot: Path | None = option("Also draw normalised SNR per bin to this PNG (the paper's Figure 3).", None, role=RUNTIME)
+    max_problems: int | None = option("Measure a seeded random subset of this many problems, drawn from each bin in proportion (for big data sets).", None)
+    seed: int = option("Seeds the --max-problems subset and the bootstrap intervals.", 0)
+    micro_batch_size: int | None = option("--estimator pooled: sequences per forward pass (default 4); a problem's gradient accumulates over its micro-batches. The per-problem estimator needs each rollout's gradient alone and runs one sequence per pass.", None)
+    device: str = option("auto, cpu, cuda or cuda:N. The model runs in float32.", "auto", role=RUNTIME)
+    trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME)
+    overwrite: bool = option("Replace snr files (and plot) that paced wrote with other options or inputs; never a file paced did not write.", False, role=RUNTIME)
 
     def __post_init__(self) -> None:
         p = []
@@ -471,8 +456,7 @@ def run(config: SnrConfig, command: str | None = None) -> Path:
     tl = schemas.read_header(config.teacher_logits, schemas.TEACHER_LOGITS, option="--teacher-logits")
     models.check_model(config.student, "--student")
     # What the outputs depend on: the same key rewrites the same files; another needs --overwrite.
-    runtime = ("out", "plot", "overwrite", "device", "trust_remote_code", "student", "teacher_logits", "weights")
-    key = schemas.io.hash_options({k: v for k, v in asdict(config).items() if k not in runtime} | {
+    key = schemas.io.hash_options(key_options(config) | {
         "inputs": [models.model_fingerprint(config.student), tl.fingerprint, weights.fingerprint]})
     schemas.io.check_file_out(config.out, schemas.SNR, key=key, overwrite=config.overwrite)
     if per_problem:

@@ -34,34 +34,34 @@ from schemas.base import quote_rows
 from schemas.outputs import check_paths
 from stages import backends, models, prompts
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
+from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, DEVICE, ALLOW_STALE, SHARD
 
 
 @dataclass
 class TeacherLogitsConfig:
-    problems: Path
-    sequences: Path
-    teacher: str
-    out: Path
-    top_k: int = 32
-    context: str = "none"
-    weights: Path | None = None
-    system_prompt: str | None = None
-    prompt_suffix: str | None = None
-    batch_size: int = 8
-    chunk_size: int = 1024
-    part_size: int = 256
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    allow_stale: bool = False
-    shard: str | None = None
-    overwrite: bool = False
-    backend: str = "hf"
-    # The vllm backend's engine (see stages/backends/vllm.py).
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float | None = None
-    max_model_len: int | None = None
-    vllm_args: str | None = None
+    problems: Path = option("The problems file (prompts, and references for --context reference).", role=INPUT)
+    sequences: Path = option("What the student will learn: a rollouts artifact (teacher's responses for forward KL, the student's for reverse KL) or a problems file whose `reference` solutions are the responses.", role=INPUT)
+    teacher: str = option("Teacher model: a local directory or a hub id. Must share the student's tokenizer.", role=INPUT)
+    out: Path = option("Output directory of the teacher_logits artifact (resumable job).", role=RUNTIME)
+    top_k: int = option("Teacher token ids kept per position (the rest is one tail bucket).", 32)
+    context: str = option("none, or reference: the teacher's prompt carries the expert reference solution; the stored response and student prompt do not change.", "none")
+    weights: Path | None = option("Weights artifact: problems with weight 0 are skipped (no teacher forward pass).", None, role=INPUT)
+    system_prompt: str | None = option("System message of the prompts (default: the one the rollouts used).", None)
+    prompt_suffix: str | None = option("Text appended to every prompt (default: the one the rollouts used).", None)
+    batch_size: int = option("Sequences per teacher forward pass (hf; vllm batches by itself).", 8, role=RUNTIME)
+    chunk_size: int = option("Positions per output-layer chunk: bounds the float32 [positions, vocabulary] buffer (hf).", 1024, role=RUNTIME)
+    part_size: int = option("Sequences per output part: the unit of resumption.", 256)
+    device: str = option(DEVICE, "auto", role=RUNTIME)
+    dtype: str = option(backends.DTYPE_HELP, "auto")
+    trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME)
+    allow_stale: bool = option(ALLOW_STALE, False, role=RUNTIME)
+    shard: str | None = option(SHARD, None)
+    overwrite: bool = option("Replace an unfinished or different job in --out instead of refusing.", False, role=RUNTIME)
+    backend: str = option(backends.BACKEND_HELP, "hf")
+    tensor_parallel_size: int = option(backends.TENSOR_PARALLEL_SIZE_HELP, 1, role=RUNTIME)
+    gpu_memory_utilization: float | None = option(backends.GPU_MEMORY_UTILIZATION_HELP, None, role=RUNTIME)
+    max_model_len: int | None = option(backends.MAX_MODEL_LEN_HELP, None, role=RUNTIME)
+    vllm_args: str | None = option(backends.VLLM_ARGS_HELP, None)
 
     def __post_init__(self) -> None:
         parse_shard(self.shard)
@@ -198,11 +198,7 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
     inputs = {"problems": problems.fingerprint, "sequences": seq_art.fingerprint,
               "teacher": models.model_fingerprint(config.teacher),
               "weights": weights_art.fingerprint if weights_art else None}
-    runtime = ("out", "overwrite", "device", "trust_remote_code", "batch_size", "chunk_size", "allow_stale",
-               "tensor_parallel_size", "gpu_memory_utilization", "max_model_len",
-               # input paths: their content is in `inputs`, so another spelling of a path resumes
-               "problems", "sequences", "teacher", "weights")
-    options = {k: v for k, v in asdict(config).items() if k not in runtime}
+    options = key_options(config)
     options |= {"system_prompt": system_prompt, "prompt_suffix": suffix, "inputs": inputs}
     prov_inputs = {"problems": problems, "sequences": seq_art} | ({"weights": weights_art} if weights_art else {})
     prov = schemas.provenance("teacher-logits", asdict(config) | {"tokenizer": signature}, prov_inputs, problems=problems.fingerprint,

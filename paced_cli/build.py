@@ -1,0 +1,57 @@
+"""A typer command derived from a stage's config dataclass: each option is written once, as a
+field made with `stages.options.option` (its type, default, help and command-line names)."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import types
+import typing
+from dataclasses import MISSING, Field
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+
+from paced_cli.common import run_stage
+from stages import options
+
+
+def _required(f: Field) -> bool:
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def command(config_cls: type, run: Callable[..., Any], doc: str, name: str,
+            around: Callable[[], contextlib.AbstractContextManager] | None = None) -> Callable[..., None]:
+    """The typer callback of one stage: its options are `config_cls`'s option fields, required
+    ones first, then the others in declaration order; it builds the config and runs the stage
+    through `run_stage` (exit codes, messages), inside `around()` when given."""
+    hints = typing.get_type_hints(config_cls)
+    fields = options.declared(config_cls)
+    params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+    factories = {}
+    for f in [f for f in fields if _required(f)] + [f for f in fields if not _required(f)]:
+        tp = hints[f.name]
+        if isinstance(tp, types.UnionType):  # `X | None`, as typer reads it
+            tp = typing.Union[tp.__args__]
+        default: Any = inspect.Parameter.empty
+        if f.default_factory is not MISSING:  # a list option: absent on the command line means the factory's value
+            tp, default = Optional[tp], None
+            factories[f.name] = f.default_factory
+        elif f.default is not MISSING:
+            default = f.default
+        info = typer.Option(*f.metadata["flags"], help=f.metadata["help"])
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[tp, info], default=default))
+
+    def callback(ctx: typer.Context, **given: Any) -> None:
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
+        for k, factory in factories.items():
+            if values[k] is None:
+                values[k] = factory()
+        with around() if around is not None else contextlib.nullcontext():
+            run_stage(lambda: config_cls(**values), run, ctx)
+
+    callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    callback.__annotations__ = {p.name: p.annotation for p in params}
+    callback.__doc__ = doc
+    callback.__name__ = callback.__qualname__ = name
+    return callback

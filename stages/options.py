@@ -1,0 +1,63 @@
+"""Every command option, declared once: a field of the stage's config dataclass.
+
+A field made with `option` carries its help (the `--help` text), its command-line names and
+its role; the typer command is derived from the dataclass (`paced_cli.build`), and a job's
+key is read from the roles (`key_options`), so nothing about an option is written twice:
+
+    @dataclass
+    class WeightConfig:
+        scores: Path = option("Scores artifact ...", role=INPUT)
+        out: Path = option("Output weights Parquet file ...", role=RUNTIME)
+        alpha: float = option("alpha in w(p) = p^alpha (1-p)^beta; must be >= 0.", 1.0)
+
+Roles:
+- IDENTITY (the default): the option changes the output, so it is part of the job's key;
+  rerunning with another value is refused (or replaces the output, with --overwrite).
+- INPUT: a path to an input; its content (fingerprint) is in the key instead of its spelling,
+  so the same file named from another directory resumes the job.
+- RUNTIME: where or how the job runs, not what it makes (--out, --overwrite, --device, batch
+  sizes that do not change results): it may differ on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import MISSING, asdict, fields
+from typing import Any
+
+IDENTITY, INPUT, RUNTIME = "identity", "input", "runtime"
+
+# Help of the options several commands share, worded once.
+TRUST_REMOTE_CODE = "Allow the model repository's own Python code to run. Off unless you trust it."
+DEVICE = "auto, cpu, cuda or cuda:N."
+ALLOW_STALE = "Accept inputs made from another problems file than the others (normally refused as stale)."
+SHARD = "Run one shard I/N of the job (problems split by a stable hash of problem_id) into --out/shard-I-of-N; downstream stages read --out as one artifact once every shard is done."
+ROLES = (IDENTITY, INPUT, RUNTIME)
+
+
+def option(help: str, default: Any = MISSING, *, role: str = IDENTITY, flags: tuple[str, ...] = (),
+           default_factory: Any = MISSING) -> Any:
+    """A config field that is a command option. No default: the option is required.
+    `flags`: the command-line names when not just --field-name (e.g. ("--samples", "-k"))."""
+    if role not in ROLES:
+        raise ValueError(f"role {role!r}: one of {ROLES}")
+    metadata = {"help": help, "role": role, "flags": tuple(flags)}
+    if default_factory is not MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def declared(cls_or_config) -> list[dataclasses.Field]:
+    """The option fields of a config class (or instance), in declaration order."""
+    return [f for f in fields(cls_or_config) if "role" in f.metadata]
+
+
+def names(cls_or_config, role: str) -> tuple[str, ...]:
+    return tuple(f.name for f in declared(cls_or_config) if f.metadata["role"] == role)
+
+
+def key_options(config) -> dict[str, Any]:
+    """The options that make a job what it is: every IDENTITY option with its value (the
+    inputs' fingerprints are added by the stage)."""
+    identity = set(names(config, IDENTITY))
+    return {k: v for k, v in asdict(config).items() if k in identity}

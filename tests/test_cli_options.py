@@ -1,0 +1,64 @@
+"""Every option is written once: a field of its stage's config dataclass (stages.options), from
+which the typer command is derived and the job key is read."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+import typer.main
+
+import paced_cli
+from stages import distill, eval as eval_stage, options, rollout, score, snr, teacher_logits, weight
+from tests.conftest import ROOT
+
+CONFIGS = {
+    "rollout": rollout.RolloutConfig, "score": score.ScoreConfig, "weight": weight.WeightConfig,
+    "teacher-logits": teacher_logits.TeacherLogitsConfig, "distill": distill.DistillConfig,
+    "eval": eval_stage.EvalConfig, "snr": snr.SnrConfig,
+}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_command_options_are_the_config_fields(name):
+    """Each command's options are exactly its config's option fields: names, help, defaults,
+    whether required; and every field of the config is an option."""
+    cls = CONFIGS[name]
+    group = typer.main.get_command(paced_cli.app)
+    cmd = group.commands[name]
+    params = {p.name: p for p in cmd.params if p.param_type_name == "option" and p.name != "help"}
+    fields = {f.name: f for f in options.declared(cls)}
+    assert set(params) == set(fields) == {f.name for f in dataclasses.fields(cls)}
+    for k, f in fields.items():
+        p = params[k]
+        assert p.help == f.metadata["help"], k
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        assert p.required == required, k
+        if not required and f.default_factory is dataclasses.MISSING:
+            assert p.default == f.default, k
+        if f.metadata["flags"]:
+            assert set(f.metadata["flags"]) <= set(p.opts + p.secondary_opts), k
+
+
+def test_no_option_is_declared_in_the_cli_modules():
+    """The CLI modules derive their commands; none declares an option of its own (the root
+    command's --version aside)."""
+    for path in (ROOT / "paced_cli").glob("*.py"):
+        text = path.read_text()
+        declared = len(re.findall(r"typer\.Option\(", text))
+        assert declared == (1 if path.name in ("__init__.py", "build.py") else 0), path.name
+
+
+def test_the_key_is_the_identity_options():
+    """A job's key holds the identity options only: inputs are in it by fingerprint, and runtime
+    options (where and how the job runs) may change on resume."""
+    c = weight.WeightConfig(scores="s.parquet", out="w.parquet", alpha=2.0, plot="w.png", overwrite=True)
+    assert options.key_options(c) == {"alpha": 2.0, "beta": 1.0, "scheme": "beta", "normalize": "mean"}
+    assert options.names(distill.DistillConfig, options.INPUT) == ("student", "teacher_logits", "weights", "init")
+    assert "micro_batch_size" in options.names(distill.DistillConfig, options.RUNTIME)
+    assert "batch_size" in options.names(teacher_logits.TeacherLogitsConfig, options.RUNTIME)
+    # Generation's batch size changes what is sampled: it is identity there.
+    assert "batch_size" in options.names(rollout.RolloutConfig, options.IDENTITY)
+    with pytest.raises(ValueError):
+        options.option("help", role="sometimes")
