@@ -1,10 +1,12 @@
-"""Print the quickstart's comparison: accuracy per benchmark for each model, and forgetting.
+"""Print the quickstart's comparison: greedy accuracy per difficulty for each model and budget.
 
     python examples/compare.py runs/quickstart [--seconds N]
 
-Reads `<work>/eval_<method>/summary.parquet` (base first, then the others in the order
-found: uniform, paced, ...), the weights and the distill train logs, prints a markdown table
-on stdout and writes it to `<work>/report.md`.
+Reads `<work>/eval_base` and `<work>/eval_<method>_<steps>` (their summary.parquet), the
+weights and the distill train logs, prints a markdown table on stdout and writes it to
+`<work>/report.md`. "all" is the accuracy over every held-out problem (each difficulty weighs
+its number of problems); forgetting is the relative drop on the retention skill against the
+base student.
 """
 
 from __future__ import annotations
@@ -20,43 +22,44 @@ import polars as pl
 ORDER = ["base", "uniform", "hard-filter", "akl", "paced", "paced-two-stage"]
 
 
-def methods(work: Path) -> list[str]:
-    found = [p.name.removeprefix("eval_") for p in work.glob("eval_*") if (p / "summary.parquet").exists()]
-    return sorted(found, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
-
-
-def cell(row: dict) -> str:
-    return f"{row['accuracy_mean'] * 100:.1f} ± {row['accuracy_std'] * 100:.1f}"
+def runs(work: Path) -> list[tuple[str, int]]:
+    """(method, steps) of every finished evaluation: base first, then each method by budget."""
+    found = []
+    for p in work.glob("eval_*"):
+        if not (p / "summary.parquet").exists():
+            continue
+        name = p.name.removeprefix("eval_")
+        method, _, steps = name.rpartition("_")
+        found.append((method, int(steps)) if steps.isdigit() and method else (name, 0))
+    return sorted(found, key=lambda r: (ORDER.index(r[0]) if r[0] in ORDER else len(ORDER), r[0], r[1]))
 
 
 def accuracy_table(work: Path) -> list[str]:
-    names = methods(work)
-    summaries = {m: pl.read_parquet(work / f"eval_{m}" / "summary.parquet") for m in names}
-    benchmarks = summaries[names[0]]["benchmark"].to_list()
-    samples = summaries[names[0]]["samples"][0]
+    found = runs(work)
+    summaries = {r: pl.read_parquet(work / ("eval_" + (f"{r[0]}_{r[1]}" if r[1] else r[0])) / "summary.parquet")
+                 for r in found}
+    first = summaries[found[0]]
+    held = first.filter(~pl.col("retain"))["benchmark"].to_list()
+    retain = first.filter(pl.col("retain"))["benchmark"].to_list()
+    sizes = ", ".join(f"{b} {n}" for b, n in zip(first["benchmark"], first["problems"]))
     lines = [
-        f"accuracy (%) on held-out problems, mean ± std over {samples} samples per problem",
+        f"greedy accuracy (%) on held-out problems ({sizes})",
         "",
-        "| benchmark | problems | " + " | ".join(names) + " |",
-        "|---|---:|" + "---:|" * len(names),
+        "| model | steps | " + " | ".join(held) + " | all | " + " | ".join(f"{b} (retention)" for b in retain) + " |",
+        "|---|---:|" + "---:|" * (len(held) + 1 + len(retain)),
     ]
-    for b in benchmarks:
-        rows = {m: s.filter(pl.col("benchmark") == b).row(0, named=True) for m, s in summaries.items()}
-        first = rows[names[0]]
-        label = b + (" (retention)" if first["retain"] else "")
-        cells = []
-        for m in names:
-            text = cell(rows[m])
-            if rows[m]["retain"] and rows[m]["forgetting_pct"] is not None:
-                text += f" (forgetting {rows[m]['forgetting_pct']:.1f} %)"
-            cells.append(text)
-        lines.append(f"| {label} | {first['problems']} | " + " | ".join(cells) + " |")
-    held_out = [b for b in benchmarks if not summaries[names[0]].filter(pl.col("benchmark") == b)["retain"][0]]
-    means = []
-    for m in names:
-        s = summaries[m].filter(pl.col("benchmark").is_in(held_out))
-        means.append(f"{s['accuracy_mean'].mean() * 100:.1f}")
-    lines.append("| mean over difficulties | | " + " | ".join(means) + " |")
+    for (method, steps), s in summaries.items():
+        rows = {r["benchmark"]: r for r in s.iter_rows(named=True)}
+        h = s.filter(~pl.col("retain"))
+        overall = (h["accuracy_mean"] * h["problems"]).sum() / h["problems"].sum()
+        kept = []
+        for b in retain:
+            text = f"{rows[b]['accuracy_mean'] * 100:.1f}"
+            if rows[b]["forgetting_pct"] is not None:
+                text += f" (forgetting {rows[b]['forgetting_pct']:.1f} %)"
+            kept.append(text)
+        lines.append(f"| {method} | {steps or '-'} | " + " | ".join(f"{rows[b]['accuracy_mean'] * 100:.1f}" for b in held)
+                     + f" | {overall * 100:.1f} | " + " | ".join(kept) + " |")
     return lines
 
 
@@ -97,7 +100,8 @@ def main() -> None:
     machine = f"{os.cpu_count()} cores, {platform.machine()}"
     stamp = dt.datetime.now().strftime("%Y-%m-%d")
     footer = f"{stamp}, {machine}" + (f", {args.seconds} s in all" if args.seconds is not None else "")
-    lines += ["", footer]
+    lines += ["", "One seed shows what one student did, not whether Paced beats uniform: for that, the paired seeds "
+              "and intervals of examples/reproduce.sh (docs/reproduce/report.md).", "", footer]
     text = "\n".join(lines)
     print(text)
     (args.work / "report.md").write_text(text + "\n")

@@ -231,7 +231,9 @@ def primary_section(cells: pl.DataFrame, primary: list[str], steps: int, verdict
     return lines + [""]
 
 
-def map_section(cells: pl.DataFrame, steps: int) -> list[str]:
+def map_section(cells: pl.DataFrame, res: pl.DataFrame, steps: int) -> list[str]:
+    res_sizes = (res.filter((pl.col("method") == "base") & ~pl.col("retain"))
+                 .group_by("regime", "seed", "group").agg(n=pl.len()))
     lines = ["## 3. Every cell", "",
              "Headline: greedy accuracy over all test problems (mean over seeds, in %); per difficulty the same on its "
              "problems; groups: the test problems by the base student's pass rate on them; retain: the retention skill "
@@ -270,6 +272,41 @@ def map_section(cells: pl.DataFrame, steps: int) -> list[str]:
                 lines.append(f"| {b or '-'} | {METHODS.get(method, 'base student')} | {mean('headline')} | {diff} | {mde} | "
                              + " | ".join(mean(f"d{d}") for d in digits) + " | "
                              + " | ".join(mean(g) for g in groups) + f" | {mean('retain')} |")
+        sizes = res_sizes.filter(pl.col("regime") == regime)
+        lines += ["", "Test problems per group (mean over seeds): " + ", ".join(
+            f"{g} {sizes.filter(pl.col('group') == g)['n'].mean():,.0f}" for g in groups) + ".", ""]
+    return lines
+
+
+def stability_section(res: pl.DataFrame) -> list[str]:
+    """Do neighbouring budgets of one run agree? The share of test problems with the same greedy
+    verdict at two successive budgets (mean over seeds), and the headline's largest fall."""
+    lines = ["### Neighbouring budgets", "",
+             "Share of the test problems with the same verdict at two successive budgets of one run, mean over "
+             "seeds (low values mark a run still learning fast, or an unstable one); and the largest fall of the "
+             "headline between them over the seeds, in points.", ""]
+    test = res.filter(~pl.col("retain") & (pl.col("budget") > 0))
+    for regime, label in REGIMES.items():
+        r = test.filter(pl.col("regime") == regime)
+        if r.is_empty():
+            continue
+        budgets = sorted(r["budget"].unique().to_list())
+        pairs = list(zip(budgets, budgets[1:]))
+        lines += [f"**{label}**", "", "| method | " + " | ".join(f"{a} → {b}" for a, b in pairs) + " |",
+                  "|---|" + "---|" * len(pairs)]
+        for method in METHODS:
+            m = r.filter(pl.col("method") == method)
+            if m.is_empty():
+                continue
+            cells = []
+            for a, b in pairs:
+                x = m.filter(pl.col("budget") == a).select("seed", "problem_id", ca="correct")
+                y = m.filter(pl.col("budget") == b).select("seed", "problem_id", cb="correct")
+                j = x.join(y, on=["seed", "problem_id"])
+                per_seed = j.group_by("seed").agg(same=(pl.col("ca") == pl.col("cb")).mean(),
+                                                  fall=pl.col("ca").mean() - pl.col("cb").mean())
+                cells.append(f"{per_seed['same'].mean():.3f} (fall ≤ {max(per_seed['fall'].max(), 0) * 100:.1f})")
+            lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
@@ -392,9 +429,10 @@ def main() -> None:
         "",
         *pre,
         *primary_section(cells, primary, args.steps, verdicts),
-        *map_section(cells, args.steps),
+        *map_section(cells, res, args.steps),
         "![accuracy by budget](accuracy.png)",
         "",
+        *stability_section(res),
         *weighting_section(work),
         *snr_section(work),
     ]

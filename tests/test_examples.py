@@ -93,57 +93,89 @@ def test_quickstart_reduced_end_to_end(tmp_path, quick_models):
         log = pl.read_parquet(tmp_path / f"student_{name}" / "train_log.parquet")
         assert log["step"].to_list() == list(range(1, 13))
         assert (tmp_path / f"student_{name}" / "model.safetensors").exists()
-    # The table: one row per difficulty and the retention row, each cell as the summaries say.
-    summaries = {m: pl.read_parquet(tmp_path / f"eval_{m}" / "summary.parquet") for m in ("base", "uniform", "paced")}
-    assert "| benchmark | problems | base | uniform | paced |" in out
-    for bench in [f"add-{d}d" for d in range(1, 6)] + ["copy"]:
-        line = next(x for x in out.splitlines() if x.startswith(f"| {bench} "))
-        for m, s in summaries.items():
-            row = s.filter(pl.col("benchmark") == bench).row(0, named=True)
-            assert f"{row['accuracy_mean'] * 100:.1f} ± {row['accuracy_std'] * 100:.1f}" in line, (bench, m, line)
-        if bench == "copy":
-            assert "(retention)" in line and "forgetting" in line
-        else:
-            assert f"| {bench} | 12 |" in line
+    # Budgets read off one run: the exports and the final model, each evaluated greedily.
+    for name in ("uniform", "paced"):
+        for b in (4, 8):
+            assert (tmp_path / f"student_{name}" / f"step-{b}" / "model.safetensors").exists()
+    # The table: one row per model and budget, each cell as its evaluation's summary says.
+    names = ["base"] + [f"{m}_{b}" for m in ("uniform", "paced") for b in (4, 8, 12)]
+    summaries = {m: pl.read_parquet(tmp_path / f"eval_{m}" / "summary.parquet") for m in names}
+    assert "| model | steps | add-1d | add-2d | add-3d | add-4d | add-5d | all | copy (retention) |" in out
+    for m, s in summaries.items():
+        method, _, steps = m.rpartition("_") if m != "base" else ("base", "", "-")
+        line = next(x for x in out.splitlines() if x.startswith(f"| {method} | {steps} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        held = s.filter(~pl.col("retain")).sort("benchmark")
+        assert cells[2:7] == [f"{a * 100:.1f}" for a in held["accuracy_mean"]], (m, line)
+        assert cells[7] == f"{(held['accuracy_mean'] * held['problems']).sum() / held['problems'].sum() * 100:.1f}"
+        copy = s.filter(pl.col("retain")).row(0, named=True)
+        assert cells[8].startswith(f"{copy['accuracy_mean'] * 100:.1f}")
+        assert ("forgetting" in cells[8]) == (m != "base")
+    assert "One seed shows what one student did" in out
     unsolved = paced.filter(pl.col("pass_rate") == 0).height
     assert f"{unsolved:,} unsolved (p = 0), {frontier.height:,} at the frontier" in out
     assert (tmp_path / "report.md").read_text().strip() == out.strip()
 
 
 def test_reproduce_reduced_end_to_end(tmp_path, quick_models):
-    """examples/reproduce.sh in its reduced mode: every method of both tracks, the sweep on the
-    same rollouts and scores, `paced snr`, and the report with its tables and plots."""
+    """examples/reproduce.sh in its reduced mode: both regimes, every method at every budget,
+    pass rates re-estimated between rounds, `paced snr` per regime, and the report: the primary
+    comparison named first, the preconditions, and cells that agree with the evaluations."""
     import json
+    import shutil
 
-    with_quick_models(tmp_path, quick_models)
+    for regime_dir, name in [("teacher", "teacher"), ("learnable/seed0/models", "student")]:
+        shutil.copytree(quick_models[0] / name, tmp_path / regime_dir / name)  # the same settings: reused
     r = run_script("reproduce.sh", tmp_path, PACED_QUICK=1)
     assert r.returncode == 0, r.stderr[-3000:]
-    report = (tmp_path / "report.md").read_text()
     assert r.stdout.strip().splitlines()[-1] == str(tmp_path / "report.md")
-    for label in ["base student", "forward KL", "hard-filter forward KL", "AKL", "Paced forward KL",
-                  "Paced two-stage (FKL, then RKL)", "reverse KL", "hard-filter reverse KL", "Paced reverse KL"]:
-        assert f"| {label} |" in report, label
-    for png in ["accuracy.png", "training.png", "pass_rates.png", "snr.png"]:
-        assert (tmp_path / png).stat().st_size > 1000 and f"({png})" in report
-    # Each table row's cells agree with the evaluations it was made from (one seed: std 0).
-    base = pl.read_parquet(tmp_path / "seed0" / "eval_base" / "summary.parquet").filter(~pl.col("retain"))
-    base_row = next(x for x in report.splitlines() if x.startswith("| base student |"))
-    for acc in base.sort("benchmark")["accuracy_mean"]:
-        assert f"{acc * 100:.1f} ± 0.0" in base_row
-    # The sweep: a 2 x 2 table, its weights computed from the same scores as the main runs.
-    assert "| alpha \\ beta | 1 | 2 |" in report
-    scores_fp = None
-    for w in sorted((tmp_path / "sweep").glob("w_a*_b*.parquet")) + [tmp_path / "base" / "w_paced.parquet"]:
-        import pyarrow.parquet as pq
+    report = (tmp_path / "report.md").read_text()
+    order = ["## 0. The primary comparison, named before the run", "## 1. Preconditions", "## 2. The primary result",
+             "## 3. Every cell", "## 4. What each weighting did", "## 5. Gradient SNR"]
+    assert [report.index(h) for h in order] == sorted(report.index(h) for h in order)
+    assert "Regime **capacity**, Paced FKL − uniform FKL" in report
+    assert report.count("So this regime **is") == 2  # a verdict for each regime
+    # The primary table: each seed's headline is the share of its test problems answered right.
+    for seed in (0, 1):
+        got = {}
+        for m in ("paced", "uniform"):
+            res = pl.read_parquet(tmp_path / "capacity" / f"seed{seed}" / f"eval_{m}_8" / "part-*.parquet")
+            got[m] = res.filter(pl.col("benchmark") != "copy")["correct"].mean() * 100
+        row = f"| {seed} | {got['paced']:.1f} | {got['uniform']:.1f} | {got['paced'] - got['uniform']:+.1f} |"
+        assert row in report, row
+    # Every method at every budget, in both regimes.
+    for regime in ("capacity", "learnable"):
+        for m in ("uniform", "hard", "akl", "paced", "paced_re"):
+            for b in (4, 8):
+                assert (tmp_path / regime / "seed0" / f"eval_{m}_{b}" / "summary.parquet").exists(), (regime, m, b)
+    for label in ["uniform FKL", "hard filter FKL", "AKL", "Paced FKL", "Paced FKL, re-estimated"]:
+        assert report.count(f"| 8 | {label} |") == 2, label
+    # Re-estimated Paced: round 2 starts from round 1, weighted by the pass rates of round 1's model.
+    s0 = tmp_path / "capacity" / "seed0" / "paced_re"
+    if (s0 / "round2" / "_manifest.json").exists():
+        opts = json.loads((s0 / "round2" / "_manifest.json").read_text())["provenance"]["options"]
+        assert opts["init"].endswith("paced_re/round1") and opts["weights"].endswith("rates2/w_paced.parquet")
+    rollouts = json.loads((s0 / "rates2" / "rollouts" / "_manifest.json").read_text())["provenance"]["options"]
+    assert rollouts["model"].endswith("paced_re/round1")
+    for regime in ("capacity", "learnable"):
+        assert pl.read_parquet(tmp_path / regime / "snr" / "snr.parquet").height == 10
+        assert (tmp_path / f"snr_{regime}.png").stat().st_size > 1000 and f"(snr_{regime}.png)" in report
+    assert (tmp_path / "accuracy.png").stat().st_size > 1000
 
-        prov = json.loads(pq.read_metadata(w).metadata[b"paced.provenance"])
-        fp = json.dumps(prov["inputs"], sort_keys=True)
-        scores_fp = scores_fp or fp
-        assert fp == scores_fp, w
-    assert len(list((tmp_path / "sweep").glob("eval_a*_b*/summary.parquet"))) == 4
-    # The second stage starts from the first and trains with reverse KL on fresh rollouts.
-    two = json.loads((tmp_path / "seed0" / "paced_two_stage" / "_manifest.json").read_text())["provenance"]
-    assert two["options"]["loss"] == "rkl" and two["options"]["init"].endswith("seed0/paced_fkl")
-    # SNR: one row per bin, in the report.
-    snr = pl.read_parquet(tmp_path / "snr.parquet")
-    assert snr.height == 10 and "## Gradient SNR by pass rate" in report
+
+def test_report_statistics():
+    """The t quantiles and paired intervals of examples/report.py against textbook values."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report", ROOT / "examples" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    for q, df, want in [(0.975, 5, 2.5706), (0.975, 2, 4.3027), (0.80, 5, 0.9195), (0.975, 30, 2.0423), (0.80, 1, 1.3764)]:
+        assert abs(report.t_quantile(q, df) - want) < 5e-4, (q, df)
+    st = report.paired([0.01, 0.03, -0.02, 0.04, 0.00, 0.02])
+    sd = 0.0216025  # statistics.stdev of the six values
+    assert abs(st["mean"] - 0.013333) < 1e-6 and abs(st["sd"] - sd) < 1e-6
+    half = 2.5706 * sd / 6 ** 0.5
+    assert abs(st["lo"] - (0.013333 - half)) < 1e-4 and abs(st["hi"] - (0.013333 + half)) < 1e-4
+    assert abs(st["mde"] - (2.5706 + 0.9195) * sd / 6 ** 0.5) < 1e-4
+    assert report.paired([0.1])["lo"] is None
