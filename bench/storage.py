@@ -18,7 +18,7 @@ trains them, about 3 minutes each on one core, side by side):
   natural text and a realistic vocabulary. It is tiny and briefly trained, so its entropy is
   high (6.09 nats per token on its own samples, measured) and few of its tokens fall in the low
   entropy bins where a strong teacher's tokens are.
-- quickstart teacher: examples/train_tiny.py's teacher (its `--quick` one in `--quick`) on
+- train_tiny teacher: examples/train_tiny.py's default teacher (its `--quick` one in `--quick`) on
   its own task: training problems of examples/task.py, sampled at temperature 1. A 258-token
   character vocabulary, so the top-k covers a large share of it; it solves the task, so
   nearly every token is near zero entropy.
@@ -66,7 +66,7 @@ BIN_K = 32
 
 SYNTHETIC = f"synthetic teacher (random, entropy scaled to {workload.TEACHER_ENTROPY} nats)"
 ENGLISH = "English-text teacher (trained)"
-QUICKSTART = "quickstart teacher (trained, character vocabulary)"
+QUICKSTART = "train_tiny teacher (trained, character vocabulary)"
 
 # Sizes of the trained teachers' measurements: (full, quick).
 ENGLISH_SEQUENCES = (64, 16)
@@ -353,7 +353,7 @@ def section(ctx: Context) -> Section:
     )
     qs_seconds = qs_record.get("train_seconds")
     sec.notes.append(
-        f"quickstart teacher: examples/train_tiny.py's {'--quick ' if ctx.quick else ''}teacher "
+        f"train_tiny teacher: examples/train_tiny.py's default {'--quick ' if ctx.quick else ''}teacher "
         f"({qs_record['steps_run']} steps{f', {qs_seconds:.0f} s once, cached' if qs_seconds is not None else ''}"
         f"{'; not a trained teacher' if ctx.quick else ''}), V = {qs.vocab} characters, so k = 8 / 32 / 64 is "
         f"{fmt3([k / qs.vocab for k in KS], '.0%')} of the vocabulary; measured on its own temperature-1 answers to "

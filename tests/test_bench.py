@@ -35,7 +35,7 @@ def vllm_rows() -> list[str]:
 STORAGE = "| 2. teacher-logit storage | "
 STORAGE_TEACHERS = (
     "English-text teacher (trained)",
-    "quickstart teacher (trained, character vocabulary)",
+    "train_tiny teacher (trained, character vocabulary)",
     "synthetic teacher (random, entropy scaled to 1.5 nats)",
 )
 
