@@ -131,7 +131,9 @@ def child(problems: int, samples: int, runs: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="paced-bench-weight-") as d:
         scores = make_scores(Path(d) / "scores", problems, samples)
         config = weight.WeightConfig(scores=scores, out=Path(d) / "weights.parquet")
-        fns = {"stage": lambda: weight.run(config), "floor": lambda: pl.read_parquet(scores / "part-*.parquet"),
+        posterior = weight.WeightConfig(scores=scores, out=Path(d) / "posterior.parquet", estimator="posterior")
+        fns = {"stage": lambda: weight.run(config), "posterior": lambda: weight.run(posterior),
+               "floor": lambda: pl.read_parquet(scores / "part-*.parquet"),
                "io_floor": lambda: io_floor(scores, Path(d) / "io.parquet", problems)}
         if has_pandas():
             fns["pandas"] = lambda: naive_pandas(scores, Path(d) / "naive.parquet")
@@ -140,7 +142,8 @@ def child(problems: int, samples: int, runs: int) -> dict:
         prof.runcall(weight.run, config)
     stats = pstats.Stats(prof).stats  # {(file, line, func): (cc, nc, tt, ct, callers)}
     cum = {f"{Path(f).parent.name}/{Path(f).name}:{fn}": ct for (f, _, fn), (_, _, _, ct, _) in stats.items()}
-    return {"stage": list(t["stage"].values), "floor": list(t["floor"].values), "io_floor": list(t["io_floor"].values),
+    return {"stage": list(t["stage"].values), "posterior": list(t["posterior"].values), "floor": list(t["floor"].values),
+            "io_floor": list(t["io_floor"].values),
             "pandas": list(t["pandas"].values) if "pandas" in t else None,
             "profile": [(name, cum[name]) for name in PROFILED if name in cum]}
 
@@ -164,11 +167,15 @@ def section(ctx: common.Context) -> common.Section:
     for problems in (100_000, 1_000_000) if ctx.quick else (1_000_000, 10_000_000):
         res = common.in_child("bench.weight:child", problems=problems, samples=8, runs=runs)
         v = res.value
-        s = {k: common.Stat(tuple(v[k])) for k in ("stage", "floor", "io_floor", "pandas") if v[k] is not None}
+        s = {k: common.Stat(tuple(v[k])) for k in ("stage", "posterior", "floor", "io_floor", "pandas") if v[k] is not None}
         size = f"{problems / 1e6:g} M" if problems >= 1_000_000 else f"{problems // 1000} k"
         big = problems == 10_000_000
         sec.add(f"paced weight, {size} problems x 8: s", f"{s['stage'].median:.2f}", common.spread(s["stage"]), runs,
                 "< 3 s" if big else "", (s["stage"].median < 3) if big else None)
+        sec.add(f"paced weight --estimator posterior, {size} problems x 8: s", f"{s['posterior'].median:.2f}",
+                common.spread(s["posterior"]), runs)
+        rpost = common.ratio(s["posterior"], s["stage"])
+        sec.add(f"  ratio posterior / plug-in estimator, {size}", f"{rpost.median:.2f}", common.spread(rpost), runs)
         sec.add(f"  floor: pl.read_parquet of the scores (every column), {size}: s", f"{s['floor'].median:.2f}", common.spread(s["floor"]), runs)
         r = common.ratio(s["stage"], s["floor"])
         sec.add(f"  ratio paced weight / read, {size}", f"{r.median:.1f}", common.spread(r, "{:.1f}"), runs,

@@ -274,7 +274,7 @@ def map_section(cells: pl.DataFrame, res: pl.DataFrame, steps: int) -> list[str]
                              + " | ".join(mean(g) for g in groups) + f" | {mean('retain')} |")
         sizes = res_sizes.filter(pl.col("regime") == regime)
         lines += ["", "Test problems per group (mean over seeds): " + ", ".join(
-            f"{g} {sizes.filter(pl.col('group') == g)['n'].mean():,.0f}" for g in groups) + ".", ""]
+            f"{g} {sizes.filter(pl.col('group') == g)['n'].mean() or 0:,.0f}" for g in groups) + ".", ""]
     return lines
 
 

@@ -54,7 +54,8 @@ def test_the_key_is_the_identity_options():
     """A job's key holds the identity options only: inputs are in it by fingerprint, and runtime
     options (where and how the job runs) may change on resume."""
     c = weight.WeightConfig(scores="s.parquet", out="w.parquet", alpha=2.0, plot="w.png", overwrite=True)
-    assert options.key_options(c) == {"alpha": 2.0, "beta": 1.0, "scheme": "beta", "normalize": "mean"}
+    assert options.key_options(c) == {"alpha": 2.0, "beta": 1.0, "scheme": "beta", "normalize": "mean",
+                                      "estimator": "plugin", "prior": "0.5,0.5"}
     assert options.names(distill.DistillConfig, options.INPUT) == ("student", "teacher_logits", "weights", "init")
     assert "micro_batch_size" in options.names(distill.DistillConfig, options.RUNTIME)
     assert "batch_size" in options.names(teacher_logits.TeacherLogitsConfig, options.RUNTIME)

@@ -294,3 +294,71 @@ def test_duplicates_are_refused_on_both_paths(tmp_path, monkeypatch, path, rows,
     assert r.exit_code == 2
     assert "problem_id + sample_index must be unique" in r.stderr and dup in r.stderr
     assert not (tmp_path / "w.parquet").exists()
+
+
+# --estimator posterior: the kernel's expectation under the Beta posterior of p.
+
+
+def numeric_posterior(c, k, alpha, beta, a, b, n=200_000):
+    """E[p^alpha (1-p)^beta] under Beta(c + a, k - c + b) by the midpoint rule on the density
+    (integrable endpoint singularities need a fine grid: the midpoints avoid them)."""
+    x0, y0 = c + a, k - c + b
+    log_norm = math.lgamma(x0 + y0) - math.lgamma(x0) - math.lgamma(y0)
+    h = 1.0 / n
+    total = 0.0
+    for i in range(n):
+        p = (i + 0.5) * h
+        total += p ** alpha * (1 - p) ** beta * math.exp(log_norm + (x0 - 1) * math.log(p) + (y0 - 1) * math.log1p(-p))
+    return total * h
+
+
+@pytest.mark.parametrize("c, k, alpha, beta, a, b", [
+    (0, 8, 1, 1, 0.5, 0.5), (8, 8, 1, 1, 0.5, 0.5), (3, 8, 1, 1, 0.5, 0.5), (1, 4, 2, 0.5, 1, 1),
+    (5, 16, 0.5, 2, 2, 3), (0, 1, 1, 1, 1, 1), (7, 8, 0, 1, 0.5, 0.5),
+])
+def test_posterior_kernel_matches_numerical_integration(c, k, alpha, beta, a, b):
+    from stages.weight import posterior_kernel
+
+    want = numeric_posterior(c, k, alpha, beta, a, b)
+    assert posterior_kernel(c, k, alpha, beta, a, b) == pytest.approx(want, rel=2e-3)
+
+
+def test_posterior_weights_through_the_command(tmp_path):
+    """0 of 8 and 8 of 8 get a small weight instead of none; each problem's weight is the
+    posterior expectation of its (c, K), mean-normalised; estimator and prior are recorded."""
+    import json
+
+    from stages.weight import posterior_kernel
+
+    write_scores(tmp_path / "scores.parquet", OUTCOMES)
+    out = tmp_path / "weights.parquet"
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", out, "--estimator", "posterior", "--prior", "1,1",
+              "--plot", tmp_path / "w.png")
+    assert r.exit_code == 0, r.stderr
+    w = pl.read_parquet(out).sort("problem_id")
+    raw = {x["problem_id"]: posterior_kernel(x["num_correct"], x["num_samples"], 1, 1, 1, 1) for x in w.iter_rows(named=True)}
+    scale = len(raw) / sum(raw.values())
+    for x in w.iter_rows(named=True):
+        assert x["weight"] == pytest.approx(raw[x["problem_id"]] * scale, rel=1e-12)
+        assert x["pass_rate"] == x["num_correct"] / x["num_samples"]  # p stays c / K
+    assert w.filter(pl.col("problem_id") == "unsolved")["weight"][0] > 0
+    options = json.loads(pq.read_metadata(out).metadata[b"paced.provenance"])["options"]
+    assert options["estimator"] == "posterior" and options["prior"] == "1,1"
+    assert (tmp_path / "w.png").stat().st_size > 1000
+    # Another prior is another output: refused without --overwrite.
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", out, "--estimator", "posterior")
+    assert r.exit_code == 2 and "--overwrite" in r.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--estimator", "bayes"], "--estimator bayes"),
+    (["--estimator", "posterior", "--scheme", "uniform"], "--scheme uniform takes --estimator plugin"),
+    (["--estimator", "posterior", "--prior", "0,1"], "--prior 0,1"),
+    (["--estimator", "posterior", "--prior", "half"], "--prior half"),
+    (["--prior", "1,1"], "applies to --estimator posterior only"),
+])
+def test_bad_estimator_options_exit_2(tmp_path, args, needle):
+    write_scores(tmp_path / "scores.parquet", OUTCOMES)
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.parquet", *args)
+    assert r.exit_code == 2 and needle in r.stderr, r.stderr
+    assert not (tmp_path / "w.parquet").exists()
