@@ -84,9 +84,6 @@ def interval(s: dict) -> str:
 
 # Reading what reproduce.sh wrote.
 
-DIGITS = re.compile(r"-(\d+)d-")
-
-
 def difficulty(problem_id: pl.Expr) -> pl.Expr:
     return problem_id.str.extract(r"-(\d+)d-", 1).cast(pl.Int32)
 
@@ -338,8 +335,9 @@ def weighting_section(work: Path) -> list[str]:
                     rounds = [sdir / "base"] + sorted((sdir / "paced_re").glob("rates*"), key=lambda p: int(p.name[5:]))
                     trained.append(statistics.fmean(pl.read_parquet(p / "w_paced.parquet").filter(pl.col("weight") > 0).height
                                                     for p in rounds))
-                log = pl.concat([pl.read_parquet(p) for p in logs])
-                visited.append(min(sum(pl.read_parquet(p)["visited"].max() for p in logs), total) / total)
+                frames = [pl.read_parquet(p) for p in logs]
+                log = pl.concat(frames)
+                visited.append(min(sum(f["visited"].max() for f in frames), total) / total)
                 epochs.append(log["problems"].sum() / max(trained[-1], 1))
                 weight.append(log["mean_weight"].mean())
             if trained:

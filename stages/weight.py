@@ -97,6 +97,15 @@ def posterior_kernel(c: int, k: int, alpha: float, beta: float, a: float, b: flo
     return math.exp(log_beta(c + a + alpha, k - c + b + beta) - log_beta(c + a, k - c + b))
 
 
+def posterior_by_count(frame: pl.DataFrame, config: WeightConfig) -> pl.DataFrame:
+    """The distinct (num_correct, num_samples) of `frame` with `posterior`, the unnormalised
+    posterior weight of each: computed once per pair, however many problems share it."""
+    a, b = config.prior_ab()
+    pairs = frame.select("num_correct", "num_samples").unique()
+    return pairs.with_columns(posterior=pl.Series(
+        [posterior_kernel(c, k, config.alpha, config.beta, a, b) for c, k in pairs.iter_rows()], dtype=pl.Float64))
+
+
 def kernel(p: pl.Expr, scheme: str, alpha: float, beta: float) -> pl.Expr:
     """The unnormalised weight of pass rate p (0^0 = 1, so alpha = 0 keeps unsolved problems)."""
     if scheme == "uniform":
@@ -148,20 +157,14 @@ def compute(
 
     ``runs``: see `counts` (the scores artifact's ``key_runs``, when reading proved them).
     """
-    per_problem = (
-        counts(scores, runs)
-        .lazy()
-        .with_columns(pass_rate=pl.col("num_correct") / pl.col("num_samples"))
-        .with_columns(weight=kernel(pl.col("pass_rate"), config.scheme, config.alpha, config.beta))
-        .collect()
-    )
+    per_count = counts(scores, runs)
+    per_problem = per_count.lazy().with_columns(pass_rate=pl.col("num_correct") / pl.col("num_samples"))
     if config.estimator == "posterior":  # one value per distinct (c, K), joined back in order
-        a, b = config.prior_ab()
-        pairs = per_problem.select("num_correct", "num_samples").unique()
-        pairs = pairs.with_columns(posterior=pl.Series([
-            posterior_kernel(c, k, config.alpha, config.beta, a, b) for c, k in pairs.iter_rows()], dtype=pl.Float64))
-        per_problem = (per_problem.join(pairs, on=["num_correct", "num_samples"], how="left", maintain_order="left")
-                       .with_columns(weight=pl.col("posterior")).drop("posterior"))
+        per_problem = per_problem.join(posterior_by_count(per_count, config).lazy(), on=["num_correct", "num_samples"],
+                                       how="left", maintain_order="left").rename({"posterior": "weight"})
+    else:
+        per_problem = per_problem.with_columns(weight=kernel(pl.col("pass_rate"), config.scheme, config.alpha, config.beta))
+    per_problem = per_problem.collect()
     factor = 1.0
     if config.normalize == "mean":
         total = float(per_problem.get_column("weight").sum())
@@ -288,10 +291,8 @@ def plot(weights: pl.DataFrame, config: WeightConfig, path: Path, key: str) -> N
     name = {"beta": f"w(p) = p^{config.alpha:g} (1-p)^{config.beta:g}", "hard-filter": "hard filter"}.get(config.scheme, config.scheme)
     ax2.plot(grid, w, color="#c33", lw=2, label=name)
     if config.estimator == "posterior":  # what each observed c of K actually gets (before normalisation)
-        a, b = config.prior_ab()
-        seen = weights.select("num_correct", "num_samples", "pass_rate").unique()
-        post = [posterior_kernel(c, k, config.alpha, config.beta, a, b) for c, k in seen.select("num_correct", "num_samples").iter_rows()]
-        ax2.scatter(seen.get_column("pass_rate").to_numpy(), post, color="#333", s=18, zorder=3,
+        seen = posterior_by_count(weights, config)
+        ax2.scatter((seen["num_correct"] / seen["num_samples"]).to_numpy(), seen["posterior"].to_numpy(), color="#333", s=18, zorder=3,
                     label=f"posterior expectation (prior {config.prior})")
     ax2.set_ylabel("weight (unnormalised)")
     ax2.set_ylim(bottom=0)
