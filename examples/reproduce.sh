@@ -67,7 +67,10 @@ DATA=$WORK/data TEACHER=$WORK/teacher/teacher
 TRAIN_P=$DATA/train.parquet TEST_P=$DATA/test.parquet
 if [ $((STEPS % ROUNDS)) != 0 ]; then echo "reproduce.sh: STEPS=$STEPS is not a multiple of ROUNDS=$ROUNDS" >&2; exit 2; fi
 ROUND=$((STEPS / ROUNDS))
-student_flags() { case $1 in capacity) echo "--student-layers 1 --student-hidden 64" ;; learnable) echo "" ;; esac; }
+REGIMES=${REGIMES:-"capacity learnable"}
+CAPACITY_STUDENT=${CAPACITY_STUDENT:-"--student-layers 1 --student-hidden 64"}   # train_tiny.py student options
+LEARNABLE_STUDENT=${LEARNABLE_STUDENT:-}
+student_flags() { case $1 in capacity) echo "$CAPACITY_STUDENT" ;; learnable) echo "$LEARNABLE_STUDENT" ;; esac; }
 seeds_of() { case $1 in capacity) echo "$SEEDS_CAPACITY" ;; learnable) echo "$SEEDS_LEARNABLE" ;; esac; }
 mkdir -p "$WORK"
 LOG=$WORK/reproduce.log
@@ -175,7 +178,7 @@ done_dir "$WORK/shared/teacher_logits" || OMP_NUM_THREADS=2 paced teacher-logits
 
 # The seed pipelines, JOBS at a time (each one torch thread by default).
 failed=0 running=0
-for regime in capacity learnable; do
+for regime in $REGIMES; do
   for seed in $(seeds_of $regime); do
     [ -f "$WORK/$regime/seed$seed/.done" ] && continue
     say "start $regime seed $seed"
@@ -189,7 +192,7 @@ while [ $running -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
 
 # Figure 3 per regime, on the first seed's base student: K rollouts of SNR_PROBLEMS training
 # problems, the teacher's logits on each, each problem's gradient SNR at lm_head over them.
-for regime in capacity learnable; do
+for regime in $REGIMES; do
   seed=$(seeds_of $regime); seed=${seed%% *}
   S=$WORK/$regime/seed$seed R=$WORK/$regime/snr
   mkdir -p "$R"
