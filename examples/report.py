@@ -14,6 +14,7 @@ effect of the design (80 % power, two-sided 5 %).
 from __future__ import annotations
 
 import argparse
+import json
 import datetime as dt
 import math
 import os
@@ -24,11 +25,10 @@ from pathlib import Path
 
 import polars as pl
 
-REGIMES = {
-    "capacity": "capacity-limited (1-layer, hidden-64 student)",
-    "learnable": "learnable (2-layer, hidden-128 student)",
-}
+# Each regime's label; main() adds the student's size, read from its config.
+REGIMES = {"capacity": "capacity-limited", "learnable": "learnable"}
 METHODS = {"uniform": "uniform FKL", "hard": "hard filter FKL", "akl": "AKL", "paced": "Paced FKL",
+           "paced_post": "Paced FKL, posterior weights", "paced_2s": "Paced FKL → RKL (two-stage)",
            "paced_re": "Paced FKL, re-estimated"}
 # What each regime must show before its results mean what its name says.
 FLAWLESS = 0.98          # the teacher's greedy accuracy on every test difficulty
@@ -132,6 +132,18 @@ def per_seed(res: pl.DataFrame) -> pl.DataFrame:
 def train_rates(work: Path, regime: str, seed: int) -> pl.DataFrame:
     return pl.read_parquet(work / regime / f"seed{seed}" / "base" / "w_paced.parquet").with_columns(
         digits=difficulty(pl.col("problem_id")), group=group_of(pl.col("pass_rate")))
+
+
+def student_size(work: Path, regime: str) -> str | None:
+    """'L-layer, hidden-H student' from the first seed's student config, or None without one."""
+    for seed in seeds_of(work, regime):
+        path = work / regime / f"seed{seed}" / "models" / "student" / "config.json"
+        if path.exists():
+            c = json.loads(path.read_text())
+            heads = c.get("num_attention_heads")
+            return (f"{c['num_hidden_layers']}-layer, hidden-{c['hidden_size']}"
+                    + (f", {heads}-head" if heads and heads != 4 else "") + " student")
+    return None
 
 
 def value(table: pl.DataFrame, column: str, **where) -> list[float]:
@@ -300,17 +312,22 @@ def stability_section(res: pl.DataFrame) -> list[str]:
                 x = m.filter(pl.col("budget") == a).select("seed", "problem_id", ca="correct")
                 y = m.filter(pl.col("budget") == b).select("seed", "problem_id", cb="correct")
                 j = x.join(y, on=["seed", "problem_id"])
+                if j.is_empty():  # a method evaluated at fewer budgets (the two-stage schedule: the longest only)
+                    cells.append("-")
+                    continue
                 per_seed = j.group_by("seed").agg(same=(pl.col("ca") == pl.col("cb")).mean(),
                                                   fall=pl.col("ca").mean() - pl.col("cb").mean())
                 cells.append(f"{per_seed['same'].mean():.3f} (fall ≤ {max(per_seed['fall'].max(), 0) * 100:.1f})")
-            lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + " |")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
 
-def weighting_section(work: Path) -> list[str]:
+def weighting_section(work: Path, steps: int) -> list[str]:
     lines = ["## 4. What each weighting did", "",
-             "From the training logs (longest budget; paced_re sums its rounds): problems with weight > 0, the share of "
+             "From the training logs (longest budget; paced_re sums its rounds, the two-stage schedule its two stages, "
+             "and gives the mean of their trained problems): problems with weight > 0, the share of "
              "the training problems ever visited, epochs per trained problem, and the mean weight per step (the loss "
              "scale against uniform). Means over seeds.", ""]
     for regime, label in REGIMES.items():
@@ -323,27 +340,35 @@ def weighting_section(work: Path) -> list[str]:
             trained, visited, epochs, weight = [], [], [], []
             for s in seeds:
                 sdir = work / regime / f"seed{s}"
+                two = sdir / "paced_2s" / "stage2" / "train_log.parquet"
                 logs = (sorted((sdir / "paced_re").glob("round*/train_log.parquet"), key=lambda p: int(p.parent.name[5:]))
-                        if method == "paced_re" else [sdir / method / "train_log.parquet"])
+                        if method == "paced_re" else [sdir / "paced" / "train_log.parquet", two]
+                        if method == "paced_2s" else [sdir / method / "train_log.parquet"])
                 if not logs or not all(p.exists() for p in logs):
                     continue
                 total = pl.read_parquet(sdir / "base" / "w_uniform.parquet").height
-                w = {"uniform": "w_uniform", "akl": "w_uniform", "hard": "w_hard", "paced": "w_paced"}.get(method)
+                w = {"uniform": "w_uniform", "akl": "w_uniform", "hard": "w_hard", "paced": "w_paced",
+                     "paced_post": "w_post"}.get(method)
                 if w:
                     trained.append(pl.read_parquet(sdir / "base" / f"{w}.parquet").filter(pl.col("weight") > 0).height)
                 else:
-                    rounds = [sdir / "base"] + sorted((sdir / "paced_re").glob("rates*"), key=lambda p: int(p.name[5:]))
+                    rounds = ([sdir / "base", sdir / "paced_2s" / "rates"] if method == "paced_2s" else
+                              [sdir / "base"] + sorted((sdir / "paced_re").glob("rates*"), key=lambda p: int(p.name[5:])))
                     trained.append(statistics.fmean(pl.read_parquet(p / "w_paced.parquet").filter(pl.col("weight") > 0).height
                                                     for p in rounds))
                 frames = [pl.read_parquet(p) for p in logs]
+                if method == "paced_2s":  # its first stage: the paced run up to where the second starts
+                    frames[0] = frames[0].filter(pl.col("step") <= steps - frames[1].height)
                 log = pl.concat(frames)
                 visited.append(min(sum(f["visited"].max() for f in frames), total) / total)
                 epochs.append(log["problems"].sum() / max(trained[-1], 1))
                 weight.append(log["mean_weight"].mean())
             if trained:
-                note = " (mean over rounds)" if method == "paced_re" else ""
+                note = (" (mean over rounds)" if method == "paced_re" else " (mean over stages)" if method == "paced_2s"
+                        else "")
                 lines.append(f"| {METHODS[method]} | {statistics.fmean(trained):.0f}{note} | "
-                             f"{pts(statistics.fmean(visited))} %{' (at most; per-round counts summed)' if method == 'paced_re' else ''} | "
+                             f"{pts(statistics.fmean(visited))} %"
+                             f"{' (at most; per-round counts summed)' if method in ('paced_re', 'paced_2s') else ''} | "
                              f"{statistics.fmean(epochs):.1f} | {statistics.fmean(weight):.2f} |")
         lines.append("")
     return lines
@@ -410,6 +435,10 @@ def main() -> None:
     work, primary = args.work, args.primary.split()
     if len(primary) != 3 or primary[0] not in REGIMES or primary[1] not in METHODS or primary[2] not in METHODS:
         ap.error(f"--primary {args.primary!r}: 'REGIME METHOD BASELINE', regimes {list(REGIMES)}, methods {list(METHODS)}")
+    for regime in REGIMES:
+        size = student_size(work, regime)
+        if size:
+            REGIMES[regime] = f"{REGIMES[regime]} ({size})"
     res = results(work)
     cells = per_seed(res)
     pre, verdicts = preconditions(work, cells, args.steps)
@@ -431,7 +460,7 @@ def main() -> None:
         "![accuracy by budget](accuracy.png)",
         "",
         *stability_section(res),
-        *weighting_section(work),
+        *weighting_section(work, args.steps),
         *snr_section(work),
     ]
     plot(work, cells)

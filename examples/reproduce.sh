@@ -16,6 +16,10 @@
 #     hard       forward KL on the problems with 0 < p < 1 (hard filter)
 #     akl        AKL (Wu et al.), every problem weighted 1
 #     paced      forward KL weighted by p(1-p), pass rates measured once on the base student
+#     paced_post the same with the posterior weights (paced weight --estimator posterior, Jeffreys prior)
+#     paced_2s   the two-stage schedule at the same total steps: paced for STEPS/2 (its export), then
+#                reverse KL for STEPS/2 on one fresh rollout per problem of that student, its pass
+#                rates re-estimated (as examples/recipes/distill_qwen3.sh does)
 #     paced_re   the same, pass rates re-estimated every STEPS/ROUNDS steps (rollout, score,
 #                weight, then distill --init the previous round): the same total steps
 #   and a greedy evaluation of every budget on the held-out problems and the retention skill.
@@ -55,7 +59,7 @@ LR=${LR:-5e-4}
 WARMUP=${WARMUP:-50}
 SEEDS_CAPACITY=${SEEDS_CAPACITY:-"0 1 2 3 4 5"}
 SEEDS_LEARNABLE=${SEEDS_LEARNABLE:-"0 1 2"}
-METHODS=${METHODS:-"uniform hard akl paced paced_re"}
+METHODS=${METHODS:-"uniform hard akl paced paced_post paced_2s paced_re"}
 SNR_PROBLEMS=${SNR_PROBLEMS:-1000}
 TEACHER_STEPS=${TEACHER_STEPS:-1000}
 MODEL_FLAGS=${MODEL_FLAGS:-}
@@ -66,8 +70,12 @@ MAX_NEW=8
 DATA=$WORK/data TEACHER=$WORK/teacher/teacher
 TRAIN_P=$DATA/train.parquet TEST_P=$DATA/test.parquet
 if [ $((STEPS % ROUNDS)) != 0 ]; then echo "reproduce.sh: STEPS=$STEPS is not a multiple of ROUNDS=$ROUNDS" >&2; exit 2; fi
+case " $METHODS " in *" paced_2s "*)
+  case ",$BUDGETS," in *",$((STEPS / 2)),"*) ;; *) echo "reproduce.sh: paced_2s starts from paced's export at STEPS/2 = $((STEPS / 2)): add it to BUDGETS=$BUDGETS" >&2; exit 2 ;; esac
+  case " $METHODS " in *" paced "*) ;; *) echo "reproduce.sh: paced_2s needs paced in METHODS (its first stage)" >&2; exit 2 ;; esac ;;
+esac
 ROUND=$((STEPS / ROUNDS))
-REGIMES=${REGIMES:-"capacity learnable"}
+REGIMES=${REGIMES:-"learnable capacity"}   # started in this order: the longest pipelines first
 CAPACITY_STUDENT=${CAPACITY_STUDENT:-"--student-layers 1 --student-hidden 64"}   # train_tiny.py student options
 LEARNABLE_STUDENT=${LEARNABLE_STUDENT:-}
 student_flags() { case $1 in capacity) echo "$CAPACITY_STUDENT" ;; learnable) echo "$LEARNABLE_STUDENT" ;; esac; }
@@ -89,25 +97,26 @@ pass_rates() {  # pass_rates MODEL PROBLEMS DIR SEED [SCHEMES]: DIR/rollouts, DI
   rollout "$1" "$2" "$3/rollouts" "$K" 1.0 "$4"
   done_dir "$3/scores" || paced score --rollouts "$3/rollouts" --problems "$2" --out "$3/scores" --verifier exact >/dev/null 2>>"$LOG"
   local scheme
-  for scheme in ${5:-uniform hard paced}; do
+  for scheme in ${5:-uniform hard paced post}; do
     [ -f "$3/w_$scheme.parquet" ] || case $scheme in
       uniform) paced weight --scores "$3/scores" --out "$3/w_uniform.parquet" --scheme uniform >/dev/null 2>>"$LOG" ;;
       hard) paced weight --scores "$3/scores" --out "$3/w_hard.parquet" --scheme hard-filter >/dev/null 2>>"$LOG" ;;
       paced) paced weight --scores "$3/scores" --out "$3/w_paced.parquet" --alpha 1 --beta 1 >/dev/null 2>>"$LOG" ;;
+      post) paced weight --scores "$3/scores" --out "$3/w_post.parquet" --alpha 1 --beta 1 --estimator posterior >/dev/null 2>>"$LOG" ;;
     esac
   done
 }
 trainable() {  # trainable WEIGHTS: whether any problem has weight > 0
   python -c "import polars as pl, sys; sys.exit(0 if pl.read_parquet(sys.argv[1])['weight'].gt(0).any() else 1)" "$1"
 }
-distill() {  # distill STUDENT START WEIGHTS OUT LOSS MAX_STEPS SEED EXPORTS: START is STUDENT or an earlier run (--init)
-  local student=$1 start=$2 w=$3 out=$4 loss=$5 steps=$6 seed=$7 exports=$8
+distill() {  # distill STUDENT START WEIGHTS OUT LOSS MAX_STEPS SEED EXPORTS [TEACHER_LOGITS]: START is STUDENT or an earlier run (--init)
+  local student=$1 start=$2 w=$3 out=$4 loss=$5 steps=$6 seed=$7 exports=$8 logits=${9:-$WORK/shared/teacher_logits}
   { done_dir "$out" || [ -f "$out.none" ]; } && return 0
   # No problem to train on (a hard filter without a frontier; every problem solved, or none):
   # the run would leave START unchanged, and every budget of it evaluates START.
   if ! trainable "$w"; then echo "$start" > "$out.none"; say "$out: no problem with weight > 0 in $w; it stays $start"; return 0; fi
   local init=(); [ "$start" != "$student" ] && init=(--init "$start")
-  paced distill --student "$student" "${init[@]}" --teacher-logits "$WORK/shared/teacher_logits" --weights "$w" \
+  paced distill --student "$student" "${init[@]}" --teacher-logits "$logits" --weights "$w" \
     --out "$out" --loss "$loss" --lr "$LR" --max-steps "$steps" --batch-size "$BATCH" --micro-batch-size "$BATCH" \
     --schedule constant --warmup-steps "$WARMUP" --seed "$seed" --save-steps 250 --resume ${exports:+--export-steps "$exports"} \
     >/dev/null 2>>"$LOG"
@@ -139,6 +148,19 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
       hard) distill "$student" "$student" "$S/base/w_hard.parquet" "$S/$m" fkl "$STEPS" "$seed" "$BUDGETS" ;;
       akl) distill "$student" "$student" "$S/base/w_uniform.parquet" "$S/$m" akl "$STEPS" "$seed" "$BUDGETS" ;;
       paced) distill "$student" "$student" "$S/base/w_paced.parquet" "$S/$m" fkl "$STEPS" "$seed" "$BUDGETS" ;;
+      paced_post) distill "$student" "$student" "$S/base/w_post.parquet" "$S/$m" fkl "$STEPS" "$seed" "$BUDGETS" ;;
+      paced_2s)
+        local half=$((STEPS / 2)) first two=$S/paced_2s
+        first=$(model_at "$S/paced" "$half")
+        mkdir -p "$two"
+        pass_rates "$first" "$TRAIN_P" "$two/rates" "$((seed * 100 + 50))" paced
+        rollout "$first" "$TRAIN_P" "$two/onpolicy" 1 1.0 "$((seed * 100 + 51))"
+        if trainable "$two/rates/w_paced.parquet"; then
+          done_dir "$two/teacher_logits" || paced teacher-logits --problems "$TRAIN_P" --sequences "$two/onpolicy" \
+            --teacher "$TEACHER" --weights "$two/rates/w_paced.parquet" --out "$two/teacher_logits" --top-k 16 \
+            --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"
+        fi
+        distill "$student" "$first" "$two/rates/w_paced.parquet" "$two/stage2" rkl "$half" "$seed" "" "$two/teacher_logits" ;;
       paced_re)
         local r=1 model=$student rates=$S/base
         mkdir -p "$S/paced_re"
@@ -156,6 +178,8 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
     for b in ${BUDGETS//,/ } $STEPS; do
       if [ "$m" = paced_re ]; then
         if [ $((b % ROUND)) = 0 ]; then evaluate "$(model_at "$S/paced_re/round$((b / ROUND))")" "$S/eval_${m}_$b"; fi
+      elif [ "$m" = paced_2s ]; then   # before STEPS/2 it is paced
+        if [ "$b" = "$STEPS" ]; then evaluate "$(model_at "$S/paced_2s/stage2")" "$S/eval_${m}_$b"; fi
       elif [ "$b" = "$STEPS" ]; then evaluate "$(model_at "$S/$m")" "$S/eval_${m}_$b"
       else evaluate "$(model_at "$S/$m" "$b")" "$S/eval_${m}_$b"; fi
     done

@@ -80,7 +80,7 @@ class DistillConfig:
     warmup_steps: int = option("Linear warmup steps.", 0)
     seed: int = option("Seeds the data order and torch.", 0)
     save_steps: int = option("Checkpoint every N steps (model, optimizer, scheduler, RNG, data position); 0 = none.", 100)
-    export_steps: str | None = option("Also save a loadable model at these steps (e.g. 250,500,1000) as <out>/step-N: several budgets from one run (use --schedule constant).", None)
+    export_steps: str | None = option("Also save a loadable model at these steps (e.g. 250,500,1000) as <out>/step-N (with its train_log: a valid --init): several budgets from one run (use --schedule constant).", None)
     resume: bool = option("Continue an interrupted run in --out from its last checkpoint.", False, role=RUNTIME)
     init: Path | None = option("Start from an earlier paced distill output (the two-stage schedule's second stage).", None, role=INPUT)
     gradient_checkpointing: bool = option("Trade compute for activation memory.", False)
@@ -391,7 +391,7 @@ def _train(config: DistillConfig, r: _Run) -> None:
             )
             bar.update(bar.tasks[0].id, advance=1, rate=f"loss {sums['loss']:.4f}")
             if step in exports and step < r.total:
-                checkpoints.export_model(r.job, step, r.model, r.tokenizer)
+                checkpoints.export_model(r.job, step, r.model, r.tokenizer, r.log, r.prov)
             if config.save_steps and step % config.save_steps == 0 and step < r.total:
                 if launch is None:
                     checkpoints.save_checkpoint(work, step, r.model, r.optimizer, r.scheduler, r.log)

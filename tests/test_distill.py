@@ -212,6 +212,13 @@ def test_export_steps_save_loadable_models_equal_to_shorter_runs(tmp_path, setup
     assert (tmp_path / "long" / "step-1" / "tokenizer_config.json").exists()
     job = __import__("json").loads((tmp_path / "long" / "_manifest.json").read_text())
     assert {"step-1", "step-2"} <= set(job["files"])
+    # An export carries the train log of its steps, as the short run's, so --init accepts it
+    # (a two-stage schedule started from a budget of a longer run).
+    cols = ["step", "loss", "fkl", "problems", "visited"]
+    assert pl.read_parquet(tmp_path / "long" / "step-2" / "train_log.parquet").select(cols).equals(
+        pl.read_parquet(tmp_path / "short" / "train_log.parquet").select(cols))
+    r = paced(*base, "--out", tmp_path / "second", "--max-steps", "1", "--init", tmp_path / "long" / "step-2", "--loss", "rkl")
+    assert r.exit_code == 0, r.stderr
     r = paced(*base, "--out", tmp_path / "bad", "--max-steps", "4", "--export-steps", "9")
     assert r.exit_code == 2 and "past the run's last step 4" in r.stderr and not (tmp_path / "bad").exists()
     r = paced(*base, "--out", tmp_path / "bad", "--max-steps", "4", "--export-steps", "two")

@@ -6,6 +6,7 @@ import os
 import subprocess
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ROOT
@@ -145,11 +146,25 @@ def test_reproduce_reduced_end_to_end(tmp_path, quick_models):
         assert row in report, row
     # Every method at every budget, in both regimes.
     for regime in ("capacity", "learnable"):
-        for m in ("uniform", "hard", "akl", "paced", "paced_re"):
+        for m in ("uniform", "hard", "akl", "paced", "paced_post", "paced_re"):
             for b in (4, 8):
                 assert (tmp_path / regime / "seed0" / f"eval_{m}_{b}" / "summary.parquet").exists(), (regime, m, b)
-    for label in ["uniform FKL", "hard filter FKL", "AKL", "Paced FKL", "Paced FKL, re-estimated"]:
+        # The two-stage schedule: at the longest budget only (before its half it is paced).
+        assert (tmp_path / regime / "seed0" / "eval_paced_2s_8" / "summary.parquet").exists()
+        assert not (tmp_path / regime / "seed0" / "eval_paced_2s_4").exists()
+    for label in ["uniform FKL", "hard filter FKL", "AKL", "Paced FKL", "Paced FKL, posterior weights",
+                  "Paced FKL → RKL (two-stage)", "Paced FKL, re-estimated"]:
         assert report.count(f"| 8 | {label} |") == 2, label
+    # Posterior weights: the estimator the weights artifact records.
+    meta = pq.read_schema(tmp_path / "capacity" / "seed0" / "base" / "w_post.parquet").metadata
+    assert b"posterior" in b"".join(meta.values())
+    # The two-stage schedule: stage 2 is reverse KL from the paced run's export at STEPS/2, on the
+    # teacher's logits of that student's rollouts, weighted by its re-estimated pass rates.
+    two = tmp_path / "capacity" / "seed0" / "paced_2s"
+    if (two / "stage2" / "_manifest.json").exists():
+        opts = json.loads((two / "stage2" / "_manifest.json").read_text())["provenance"]["options"]
+        assert opts["loss"] == "rkl" and opts["init"].endswith("paced/step-4") and opts["max_steps"] == 4
+        assert opts["teacher_logits"].endswith("paced_2s/teacher_logits") and opts["weights"].endswith("rates/w_paced.parquet")
     # Re-estimated Paced: round 2 starts from round 1, weighted by the pass rates of round 1's model.
     s0 = tmp_path / "capacity" / "seed0" / "paced_re"
     if (s0 / "round2" / "_manifest.json").exists():

@@ -29,14 +29,18 @@ def found(out: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def export_model(job: schemas.Job, step: int, model, tokenizer) -> None:
-    """A loadable model at `step` (safetensors, tokenizer) as <dir>/step-N: written aside,
-    recorded as the job's own, renamed into place (a resumed run writes the same one again)."""
+def export_model(job: schemas.Job, step: int, model, tokenizer, log: list[dict], prov: dict) -> None:
+    """A loadable model at `step` (safetensors, tokenizer) as <dir>/step-N, with the train log of
+    steps 1..N beside it, so that it is a distill output `--init` accepts (a two-stage schedule
+    can start from a budget of a longer run): written aside, recorded as the job's own, renamed
+    into place (a resumed run writes the same one again)."""
     name = f"step-{step}"
     tmp = job.dir / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    table = pl.DataFrame(log, schema=log_schema()).to_arrow().cast(schemas.TRAIN_LOG.arrow)
+    schemas.write_file(tmp / "train_log.parquet", table, schemas.TRAIN_LOG, prov)
     job.adopt([name])
     if (job.dir / name).exists():
         shutil.rmtree(job.dir / name)
