@@ -21,9 +21,14 @@ import os
 import platform
 import re
 import statistics
+import sys
 from pathlib import Path
 
 import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from stages.snr import describe_fit, fit_kernel  # noqa: E402
+from stages.stats import t_quantile  # noqa: E402
 
 # Each regime's label; main() adds the student's size, read from its config.
 REGIMES = {"capacity": "capacity-limited", "learnable": "learnable"}
@@ -36,27 +41,6 @@ CAPACITY_ZERO = 0.25     # capacity: share of training problems the base student
 CAPACITY_FRONTIER = 0.10  # capacity: share on the frontier (0 < p < 1), at least
 CAPACITY_REACH = 0.15    # capacity: uniform distillation's accuracy on the hardest difficulty, below, at the longest budget
 LEARNABLE_REACH = 0.50   # learnable: the same accuracy, at least
-
-
-# Statistics (no scipy: the t quantile by bisection on its distribution function).
-
-
-def t_cdf(x: float, df: int) -> float:
-    """Student's t distribution function, by Simpson's rule on the density from 0 to |x|."""
-    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-    n, a = 2000, abs(x)
-    h = a / n
-    f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
-    area = h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
-    return 0.5 + math.copysign(area, x)
-
-
-def t_quantile(q: float, df: int) -> float:
-    lo, hi = -60.0, 60.0
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
-    return (lo + hi) / 2
 
 
 def paired(diffs: list[float]) -> dict:
@@ -384,7 +368,10 @@ def snr_section(work: Path) -> list[str]:
         if not path.exists():
             continue
         snr = pl.read_parquet(path)
+        fit = fit_kernel(snr.to_dicts())
         lines += [f"**{label}**", "", f"![SNR, {regime}](snr_{regime}.png)", "",
+                  f"The Beta kernel p^α (1−p)^β fitted to these bin means (`paced snr --fit`: weighted least squares on "
+                  f"log(SNR − 1/K) over the bins inside (0, 1)): {describe_fit(fit)}.", "",
                   "| bin | problems | mean p | SNR | 95 % interval | normalised | status |", "|---|---:|---:|---:|---|---:|---|"]
 
         def num(x, fmt):

@@ -215,7 +215,8 @@ while [ $running -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
 [ $failed = 0 ] || { echo "reproduce.sh: a seed pipeline failed; the end of $LOG:" >&2; tail -n 25 "$LOG" >&2; exit 1; }
 
 # Figure 3 per regime, on the first seed's base student: K rollouts of SNR_PROBLEMS training
-# problems, the teacher's logits on each, each problem's gradient SNR at lm_head over them.
+# problems, the teacher's logits on each, each problem's gradient SNR at lm_head over them, and
+# the Beta kernel fitted to the bin means (paced snr --fit).
 for regime in $REGIMES; do
   seed=$(seeds_of $regime); seed=${seed%% *}
   S=$WORK/$regime/seed$seed R=$WORK/$regime/snr
@@ -226,7 +227,7 @@ for regime in $REGIMES; do
   done_dir "$R/teacher_logits" || paced teacher-logits --problems "$R/problems.parquet" --sequences "$R/rollouts" \
     --teacher "$TEACHER" --out "$R/teacher_logits" --top-k 16 --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"
   [ -f "$R/snr.parquet" ] || paced snr --student "$S/models/student" --teacher-logits "$R/teacher_logits" \
-    --weights "$R/w_paced.parquet" --out "$R/snr.parquet" --plot "$WORK/snr_$regime.png" >/dev/null 2>>"$LOG"
+    --weights "$R/w_paced.parquet" --out "$R/snr.parquet" --plot "$WORK/snr_$regime.png" --fit >/dev/null 2>>"$LOG"
 done
 
 say "done in $(( $(date +%s) - started )) s"

@@ -62,7 +62,11 @@ SCHEMA = ArtifactSchema(
         "`status`). With the secondary `pooled` estimator a bin's `snr` is one "
         "‖mean g‖² / tr Cov g over one gradient per problem (all its sequences together): it "
         "measures how alike the bin's problems are and reads about 1/n with no signal. A bin "
-        "without an SNR has null values and says why in `status`."
+        "without an SNR has null values and says why in `status`. The provenance also holds "
+        "`kernel_fit`: the Beta kernel p^alpha (1-p)^beta fitted to the bins (weighted least "
+        "squares of log snr_debiased on log p and log(1-p) over the bins inside (0, 1); "
+        "`status`, `alpha`, `beta`, `alpha_ci`, `beta_ci`, `log_scale`, `bins_used`, `dof`, "
+        "`weighting`), which `paced weight --from-snr` uses."
     ),
     columns=(
         Column("bin", pa.int32(), "Bin index, from 0 (lowest pass rates)."),

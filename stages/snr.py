@@ -64,6 +64,8 @@ from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_COD
 
 # Token positions per float32 [positions, vocabulary] loss chunk: distill's default.
 CHUNK_SIZE = 1024
+# Where the kernel fit is stored: a key of the snr artifact's provenance (both files).
+FIT_KEY = "kernel_fit"
 # Figure 3's collapse zones: SNR vanishes for p < 0.2 and p > 0.8 (docs/method.md).
 LOW, HIGH = 0.2, 0.8
 ESTIMATORS = ("per-problem", "pooled")
@@ -89,6 +91,7 @@ class SnrConfig:
     loss: str = option("Distillation loss whose gradient is measured: fkl, rkl or akl (as in distill).", "fkl")
     mu: float = option("AKL: teacher cumulative mass that defines the head.", 0.5)
     plot: Path | None = option("Also draw normalised SNR per bin to this PNG (the paper's Figure 3).", None, role=RUNTIME)
+    fit: bool = option("Print the Beta kernel p^alpha (1-p)^beta fitted to the bin means (weighted least squares on log(SNR - 1/K), with 95% intervals) and draw it on --plot. The fit is stored in --out either way; `paced weight --from-snr` takes its alpha and beta.", False, role=RUNTIME)
     max_problems: int | None = option("Measure a seeded random subset of this many problems, drawn from each bin in proportion (for big data sets).", None)
     seed: int = option("Seeds the --max-problems subset and the bootstrap intervals.", 0)
     micro_batch_size: int | None = option("--estimator pooled: sequences per forward pass (default 4); a problem's gradient accumulates over its micro-batches. The per-problem estimator needs each rollout's gradient alone and runs one sequence per pass.", None)
@@ -326,6 +329,51 @@ def normalise(rows: list[dict[str, Any]], column: str) -> list[dict[str, Any]]:
     return rows
 
 
+def fit_kernel(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The Beta kernel w(p) = p^alpha (1-p)^beta that best follows the bin means: weighted least
+    squares of
+
+        log s_b = log c + alpha log p_b + beta log(1 - p_b)
+
+    over the bins with an SNR whose mean pass rate p_b lies strictly inside (0, 1), where s_b is
+    the bin's SNR above the noise floor (`snr_debiased`, the mean of SNR_i - 1/K: the raw means
+    carry 1/K of pure noise, which flattens the curve towards alpha = beta = 0) and must be > 0.
+    Per-problem estimator: each bin weighted by the inverse variance of log s_b, (s_b / se_b)^2
+    with se_b = (bootstrap interval width) / (2 x 1.96) (bins without an interval, or a zero-width
+    one, are left out); pooled estimator: equal weights. Intervals: t with (bins - 3) degrees of
+    freedom on s^2 (X'WX)^-1, so they need at least 4 bins. A dict that is JSON-ready: `status`
+    ('ok' or why there is no fit), alpha, beta, log_scale, alpha_ci, beta_ci, bins_used, dof."""
+    from stages import stats
+
+    per_problem = bool(rows) and rows[0]["estimator"] == "per-problem"
+    use, weights = [], []
+    for r in rows:
+        p, s = r["mean_pass_rate"], r["snr_debiased"]
+        if r["status"] != "ok" or p is None or not 0 < p < 1 or s is None or not s > 0:
+            continue
+        if per_problem:
+            if r["snr_ci_low"] is None or not r["snr_ci_high"] > r["snr_ci_low"]:
+                continue
+            weights.append((s / ((r["snr_ci_high"] - r["snr_ci_low"]) / (2 * 1.959964))) ** 2)
+        else:
+            weights.append(1.0)
+        use.append((p, s))
+    fit: dict[str, Any] = {"response": "snr_debiased", "bins_used": len(use), "alpha": None, "beta": None,
+                           "log_scale": None, "alpha_ci": None, "beta_ci": None, "dof": None,
+                           "weighting": "inverse variance of log SNR (bootstrap)" if per_problem else "equal"}
+    if len(use) < 3:
+        return fit | {"status": f"too few bins: {len(use)} with 0 < mean p < 1 and SNR - 1/K > 0"
+                                + ("" if not per_problem else " and a bootstrap interval") + "; a fit needs 3"}
+    p = np.array([u[0] for u in use])
+    x = np.stack([np.ones_like(p), np.log(p), np.log1p(-p)], axis=1)
+    res = stats.wls(x, np.log([u[1] for u in use]), np.array(weights))
+    c, a, b = (float(v) for v in res["coef"])
+    fit |= {"status": "ok", "alpha": a, "beta": b, "log_scale": c, "dof": res["dof"]}
+    if res["ci"] is not None:
+        fit |= {"alpha_ci": [float(v) for v in res["ci"][1]], "beta_ci": [float(v) for v in res["ci"][2]]}
+    return fit
+
+
 def choose_problems(pass_rate: dict[str, float], bins: int, max_problems: int | None, seed: int) -> list[str]:
     """All problems, or a seeded subset of `max_problems` drawn from each bin in proportion
     to its size (largest remainders get the leftover places), so the subset keeps the
@@ -556,6 +604,7 @@ def run(config: SnrConfig, command: str | None = None) -> Path:
     }
     options = asdict(config) | {"param": param_name, "param_shape": shape, "bootstrap_resamples": RESAMPLES} | counts
     prov = schemas.provenance("snr", options, {"teacher_logits": tl, "weights": weights}, command=command)
+    prov[FIT_KEY] = fit = fit_kernel(rows)
     if per_problem:
         cols = {c.name: [r[c.name] for r in measured] for c in schemas.snr.PROBLEMS.columns}
         schemas.write_file(table_path, schemas.table_from_columns(cols, schemas.snr.PROBLEMS), schemas.snr.PROBLEMS, prov,
@@ -563,16 +612,16 @@ def run(config: SnrConfig, command: str | None = None) -> Path:
     table = schemas.table_from_columns({c.name: [r[c.name] for r in rows] for c in schemas.SNR.columns}, schemas.SNR)
     out = schemas.write_file(config.out, table, schemas.SNR, prov, key=key, overwrite=config.overwrite)
     if config.plot is not None:
-        plot(rows, param_name, config, Path(config.plot), key)
+        plot(rows, param_name, config, Path(config.plot), key, fit if config.fit else None)
     report(rows, config, param_name, shape, counts, table_path if per_problem else None,
-           len(rates) - len(present), time.perf_counter() - started)
+           len(rates) - len(present), time.perf_counter() - started, fit if config.fit else None)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return out
 
 
 def report(rows: list[dict[str, Any]], config: SnrConfig, param_name: str, shape: list[int], counts: dict[str, Any],
-           table_path: Path | None, no_logits: int, seconds: float) -> None:
+           table_path: Path | None, no_logits: int, seconds: float, fit: dict[str, Any] | None = None) -> None:
     from rich.table import Table
 
     def num(x, fmt):
@@ -615,11 +664,37 @@ def report(rows: list[dict[str, Any]], config: SnrConfig, param_name: str, shape
         summary.append(("problems in --weights without teacher logits", f"{no_logits:,}"))
     if table_path is not None:
         summary.append(("per-problem values", str(table_path)))
+    if fit is not None:
+        summary.append(("fitted kernel p^alpha (1-p)^beta", describe_fit(fit)))
     summary.append(("seconds", f"{seconds:.1f}"))
     summary_table(f"snr summary ({config.estimator} estimator)", summary)
 
 
-def plot(rows: list[dict[str, Any]], param_name: str, config: SnrConfig, path: Path, key: str) -> None:
+def describe_fit(fit: dict[str, Any]) -> str:
+    """One line: alpha and beta with their intervals, and what the fit rests on."""
+    if fit["status"] != "ok":
+        return f"no fit ({fit['status']})"
+
+    def ci(name):
+        return "" if fit[f"{name}_ci"] is None else f" [{fit[f'{name}_ci'][0]:.2f}, {fit[f'{name}_ci'][1]:.2f}]"
+
+    return (f"alpha {fit['alpha']:.2f}{ci('alpha')}, beta {fit['beta']:.2f}{ci('beta')} (95%; {fit['bins_used']} bins, "
+            + ("no interval: 3 bins fit exactly" if fit["dof"] == 0 else f"{fit['dof']} dof") + f", {fit['weighting']} weights)")
+
+
+def read_fit(path: Path, option: str) -> dict[str, Any]:
+    """The kernel fit stored in an snr artifact, for `paced weight --from-snr` (InputError if none)."""
+    art = schemas.read(path, schemas.SNR, option=option)
+    fit = (art.provenance or {}).get(FIT_KEY)
+    if fit is None:
+        raise InputError(f"{option} {path}: has no kernel fit (made by an older paced); rerun the paced snr command that made it")
+    if fit["status"] != "ok":
+        raise InputError(f"{option} {path}: no kernel was fitted ({fit['status']}); give --alpha and --beta instead")
+    return fit
+
+
+def plot(rows: list[dict[str, Any]], param_name: str, config: SnrConfig, path: Path, key: str,
+         fit: dict[str, Any] | None = None) -> None:
     """Bars of normalised SNR at the bin centres, with the bootstrap 95% interval as whiskers
     (per-problem estimator) and n on each bar: red where a bin lies wholly in the paper's
     collapse zones (p < 0.2 or p > 0.8), green between; bins without an SNR hatched grey."""
@@ -652,6 +727,15 @@ def plot(rows: list[dict[str, Any]], param_name: str, config: SnrConfig, path: P
         ax.text(centre, max(tip, 0) + 0.02, f"n={r['problems']:,}", ha="center", va="bottom", fontsize=7, color="#333")
     for edge in (LOW, HIGH):
         ax.axvline(edge, color="#888", ls="--", lw=1)
+    # The bars' scale: the largest bin mean (per-problem), the largest SNR - 1/n (pooled).
+    scale = top if per_problem else max((r["snr_debiased"] for r in rows if r["snr_debiased"] is not None), default=None)
+    if fit is not None and fit["status"] == "ok" and scale and scale > 0:
+        grid = np.linspace(0.005, 0.995, 199)
+        curve = np.exp(fit["log_scale"] + fit["alpha"] * np.log(grid) + fit["beta"] * np.log1p(-grid)) / scale
+        ax.plot(grid, curve, color="#236", lw=1.5,
+                label=f"fit: p^{fit['alpha']:.2f} (1-p)^{fit['beta']:.2f} (of SNR - 1/{'K' if per_problem else 'n'})")
+        ax.legend(fontsize=7, loc="upper right")
+        high = max(high, min(float(curve.max()), 2 * high))
     ax.set_xlim(0, 1)
     ax.set_ylim(low * 1.1, high * 1.1 + 0.05)
     ax.set_xlabel("student pass rate p")

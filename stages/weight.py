@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ class WeightConfig:
     estimator: str = option("plugin: w(c/K), the paper's; posterior: the kernel's expectation under the Beta posterior of p "
                             "given c correct of K (0 of 8 is not p = 0). --scheme beta only.", "plugin")
     prior: str = option("--estimator posterior: the Beta prior A,B of p (0.5,0.5 is Jeffreys'; 1,1 uniform).", "0.5,0.5")
+    from_snr: Path | None = option("Take alpha and beta from the kernel fitted to the gradient SNR (the --out of `paced snr`, which stores its fit); replaces --alpha and --beta, which must be left at their defaults.", None, role=INPUT)
     plot: Path | None = option("Also draw the pass-rate histogram and the weight curve to this PNG.", None, role=RUNTIME)
     overwrite: bool = option("Replace weights (and plot) that paced wrote with other options or scores; never a file paced did not write.", False, role=RUNTIME)
 
@@ -79,6 +81,9 @@ class WeightConfig:
         else:
             if self.estimator == "plugin" and self.prior != "0.5,0.5":
                 problems.append(f"--prior {self.prior}: applies to --estimator posterior only")
+        if self.from_snr is not None:
+            if self.scheme != "beta":
+                problems.append(f"--from-snr: fits the beta kernel; --scheme {self.scheme} takes no alpha and beta")
         if self.plot is not None and Path(self.plot).suffix.lower() != ".png":
             problems.append(f"--plot {self.plot}: give a .png file name")
         if problems:
@@ -177,16 +182,32 @@ def compute(
 def run(config: WeightConfig, command: str | None = None) -> Path:
     """`command`: the command line, for provenance (the CLI passes it)."""
     started = time.perf_counter()
-    check_paths({"--out": config.out, "--plot": config.plot}, {"--scores": config.scores})
+    check_paths({"--out": config.out, "--plot": config.plot}, {"--scores": config.scores, "--from-snr": config.from_snr})
     art = schemas.read(config.scores, schemas.SCORES, option="--scores", columns=["correct"])
+    inputs = {"scores": art.fingerprint}
+    fit = None
+    if config.from_snr is not None:
+        from stages import snr
+
+        if (config.alpha, config.beta) != (1.0, 1.0):
+            raise InputError(f"--from-snr with --alpha {config.alpha:g} --beta {config.beta:g}: the fit gives alpha and "
+                             f"beta; leave --alpha and --beta out, or drop --from-snr")
+        fit = snr.read_fit(config.from_snr, "--from-snr")
+        if fit["alpha"] < 0 or fit["beta"] < 0:
+            raise InputError(
+                f"--from-snr {config.from_snr}: the fitted kernel has alpha {fit['alpha']:.3g}, beta {fit['beta']:.3g}; a "
+                f"negative exponent means the SNR rises towards p = 0 or p = 1 and gives an unbounded weight there, "
+                f"not a Beta kernel: give --alpha and --beta instead")
+        config = dataclasses.replace(config, alpha=fit["alpha"], beta=fit["beta"])
+        inputs["from_snr"] = schemas.io.fingerprint(Path(config.from_snr))
     # What the weights depend on: a rerun with the same key rewrites the same file.
-    key = schemas.io.hash_options(key_options(config) | {"scores": art.fingerprint})
+    key = schemas.io.hash_options(key_options(config) | inputs)
     schemas.io.check_file_out(config.out, schemas.WEIGHTS, key=key, overwrite=config.overwrite)
     if config.plot is not None:
         check_file(config.plot, PLOT_KIND, "--plot", key=key, overwrite=config.overwrite, suffix=".png")
     weights, factor = compute(art.frame, config, art.key_runs)
 
-    options = asdict(config) | {"normalization_factor": factor}
+    options = asdict(config) | {"normalization_factor": factor} | ({"kernel_fit": fit} if fit else {})
     prov = schemas.provenance("weight", options, {"scores": art}, problems=schemas.io.lineage(art), command=command)
     table = weights.select([c.name for c in schemas.WEIGHTS.columns]).to_arrow().cast(schemas.WEIGHTS.arrow)
     out = schemas.write_file(config.out, table, schemas.WEIGHTS, prov, key=key, overwrite=config.overwrite)

@@ -199,6 +199,63 @@ def test_per_problem_bin_means_normalisation_and_bootstrap():
     assert bootstrap_interval(x, 3, resamples=500) == (lo, hi) and bootstrap_interval(x, 4, resamples=500) != (lo, hi)
 
 
+def kernel_rows(pass_rates, snr_of, *, k=4, seed=0):
+    """Per-bin rows (per_problem_bin_stats, 10 bins) of problems whose SNR_i - 1/K follows snr_of(p)."""
+    from stages.snr import per_problem_bin_stats
+
+    measured = [{"pass_rate": p, "snr": snr_of(p) + 1 / k, "snr_debiased": snr_of(p), "status": "ok"} for p in pass_rates]
+    return per_problem_bin_stats(measured, 10, seed)
+
+
+def test_fit_kernel_recovers_an_exact_kernel_and_solves_the_weighted_normal_equations():
+    from stages.snr import describe_fit, fit_kernel
+    from stages.stats import t_quantile
+
+    # Two problems per bin, SNR - 1/K = 3 p^1.5 (1-p)^0.7 times a factor that differs between
+    # the two (so each bin has a bootstrap interval) and is the same in every bin (its mean is
+    # one constant): the fit gives alpha 1.5 and beta 0.7 exactly. Bin 0 (p = 0) is left out.
+    ps = [0.0, 0.0] + [x for b in range(1, 10) for x in (b / 10 + 0.02, b / 10 + 0.06)]
+    factor = {0: 0.5, 1: 1.5}
+    snr_of = lambda p: 3 * p**1.5 * (1 - p) ** 0.7 * factor[round((p * 100) % 10) > 3]  # noqa: E731
+    rows = kernel_rows(ps, snr_of)
+    fit = fit_kernel(rows)
+    assert fit["status"] == "ok" and fit["bins_used"] == 9 and fit["dof"] == 6
+    # The bins' mean p is not where the mean SNR is exact for a curved kernel: compare with the
+    # fit of the bin means written out (unweighted residuals are not zero, so use the formula).
+    use = [r for r in rows if r["status"] == "ok" and 0 < r["mean_pass_rate"] < 1]
+    p = np.array([r["mean_pass_rate"] for r in use])
+    y = np.log([r["snr_debiased"] for r in use])
+    se = np.array([(r["snr_ci_high"] - r["snr_ci_low"]) / (2 * 1.959964) for r in use])
+    w = (np.exp(y) / se) ** 2
+    x = np.stack([np.ones_like(p), np.log(p), np.log(1 - p)], axis=1)
+    coef = np.linalg.solve(x.T @ np.diag(w) @ x, x.T @ np.diag(w) @ y)
+    assert [fit["log_scale"], fit["alpha"], fit["beta"]] == pytest.approx(list(coef), rel=1e-9)
+    r = y - x @ coef
+    s2 = (w * r * r).sum() / 6
+    half = t_quantile(0.975, 6) * np.sqrt(np.diag(s2 * np.linalg.inv(x.T @ np.diag(w) @ x)))
+    assert fit["alpha_ci"] == pytest.approx([coef[1] - half[1], coef[1] + half[1]], rel=1e-9)
+    assert fit["beta_ci"] == pytest.approx([coef[2] - half[2], coef[2] + half[2]], rel=1e-9)
+    assert abs(fit["alpha"] - 1.5) < 0.1 and abs(fit["beta"] - 0.7) < 0.1
+    assert describe_fit(fit).startswith(f"alpha {fit['alpha']:.2f} [") and "6 dof" in describe_fit(fit)
+
+    # Points exactly on a kernel: alpha and beta exact, intervals of zero width.
+    exact = [dict(r, mean_pass_rate=q, snr_debiased=3 * q**1.5 * (1 - q) ** 0.7) for r, q in zip(use, p)]
+    fit = fit_kernel(exact)
+    assert (fit["alpha"], fit["beta"]) == (pytest.approx(1.5), pytest.approx(0.7))
+    assert fit["alpha_ci"] == pytest.approx([1.5, 1.5], abs=1e-6)
+    assert t_quantile(0.975, 2) == pytest.approx(4.302653, abs=5e-4)
+
+    # Three usable bins: an exact fit, no interval; fewer: no fit, and why.
+    assert fit_kernel(exact[:3])["dof"] == 0 and fit_kernel(exact[:3])["alpha_ci"] is None
+    assert "no interval" in describe_fit(fit_kernel(exact[:3]))
+    two = fit_kernel(exact[:2] + [dict(exact[2], snr_debiased=-0.1)])  # SNR under the 1/K floor: out
+    assert two["status"].startswith("too few bins: 2") and two["alpha"] is None
+    assert describe_fit(two).startswith("no fit (too few bins")
+    # Pooled rows (no interval): equal weights.
+    pooled = fit_kernel([dict(r, estimator="pooled", snr_ci_low=None, snr_ci_high=None) for r in exact])
+    assert pooled["weighting"] == "equal" and pooled["alpha"] == pytest.approx(1.5)
+
+
 def test_pooled_bin_stats_matches_a_hand_computation():
     from stages.snr import pooled_bin_stats
 
@@ -290,8 +347,9 @@ def test_snr_end_to_end_per_problem(tmp_path, setup, student_dir):
     from stages.snr import bootstrap_interval
 
     out, png = tmp_path / "snr.parquet", tmp_path / "snr.png"
-    r = run_snr(setup, student_dir, out, "--plot", png, tl="tl_p2_once.parquet")
+    r = run_snr(setup, student_dir, out, "--plot", png, "--fit", tl="tl_p2_once.parquet")
     assert r.exit_code == 0, r.stderr
+    assert "fitted kernel p^alpha (1-p)^beta" in r.stderr
     assert r.stdout.strip() == str(out)
     assert "gradient SNR by pass-rate bin, per-problem estimator" in r.stderr and "lm_head.weight" in r.stderr
     assert "snr summary (per-problem estimator)" in r.stderr
@@ -335,6 +393,10 @@ def test_snr_end_to_end_per_problem(tmp_path, setup, student_dir):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     prov = pq.read_schema(out).metadata[b"paced.provenance"].decode()
     assert '"estimator": "per-problem"' in prov and '"skipped_fewer_than_2_rollouts": 1' in prov
+    # The kernel fit, stored whatever --fit: the fit of the bins as written.
+    from stages.snr import fit_kernel
+
+    assert __import__("json").loads(prov)["kernel_fit"] == fit_kernel(frame.to_dicts())
 
     # The same command rewrites both files (same bootstrap: seeded); a seeded subset, another
     # parameter, another loss need --overwrite, and leave the files as they were without it.

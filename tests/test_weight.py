@@ -362,3 +362,83 @@ def test_bad_estimator_options_exit_2(tmp_path, args, needle):
     r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.parquet", *args)
     assert r.exit_code == 2 and needle in r.stderr, r.stderr
     assert not (tmp_path / "w.parquet").exists()
+
+
+def write_snr(path, fit_of_rows=None, *, alpha=1.5, beta=0.7, drop_fit=False):
+    """An snr artifact as `paced snr` writes it, from per-problem SNRs that follow
+    p^alpha (1-p)^beta (two problems per bin), with the fit `paced snr` stores."""
+    import schemas
+    from stages.snr import FIT_KEY, fit_kernel, per_problem_bin_stats
+
+    ps = [x for b in range(1, 10) for x in (b / 10 + 0.02, b / 10 + 0.06)]
+    measured = [{"pass_rate": p, "snr": 2 * p**alpha * (1 - p) ** beta * (1 + (i % 2)) + 0.25,
+                 "snr_debiased": 2 * p**alpha * (1 - p) ** beta * (1 + (i % 2)), "status": "ok"}
+                for i, p in enumerate(ps)]
+    rows = per_problem_bin_stats(measured, 10, 0)
+    prov = schemas.provenance("snr", {"estimator": "per-problem"})
+    if not drop_fit:
+        prov[FIT_KEY] = fit_kernel(rows)
+    table = schemas.table_from_columns({c.name: [r[c.name] for r in rows] for c in schemas.SNR.columns}, schemas.SNR)
+    schemas.write_file(path, table, schemas.SNR, prov)
+    return prov.get(FIT_KEY)
+
+
+def test_from_snr_takes_alpha_and_beta_from_the_fit(tmp_path):
+    """paced weight --from-snr: the weights of --alpha/--beta set to the stored fit; the fit is in
+    the weights' provenance; the snr file is an input (its content, not its name, in the key)."""
+    import json
+
+    outcomes = {f"q{i}": [j < i for j in range(8)] for i in range(9)}
+    write_scores(tmp_path / "scores.parquet", outcomes)
+    fit = write_snr(tmp_path / "snr.parquet")
+    assert fit["status"] == "ok" and 1.2 < fit["alpha"] < 1.8 and 0.4 < fit["beta"] < 1.0
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.parquet",
+              "--from-snr", tmp_path / "snr.parquet")
+    assert r.exit_code == 0, r.stderr
+    assert f"alpha={fit['alpha']:g}" in r.stderr
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "by_hand.parquet",
+              "--alpha", repr(fit["alpha"]), "--beta", repr(fit["beta"]))
+    assert r.exit_code == 0, r.stderr
+    got, want = pl.read_parquet(tmp_path / "w.parquet"), pl.read_parquet(tmp_path / "by_hand.parquet")
+    assert got["weight"].to_list() == want["weight"].to_list()
+    prov = json.loads(pq.read_schema(tmp_path / "w.parquet").metadata[b"paced.provenance"])
+    assert prov["options"]["kernel_fit"] == fit and prov["options"]["alpha"] == fit["alpha"]
+    # The same command rewrites its own file.
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.parquet",
+              "--from-snr", tmp_path / "snr.parquet")
+    assert r.exit_code == 0, r.stderr
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("alpha", "leave --alpha and --beta out"),
+    ("scheme", "--scheme uniform takes no alpha and beta"),
+    ("no fit", "has no kernel fit"),
+    ("few bins", "no kernel was fitted (too few bins"),
+    ("negative", "negative exponent"),
+    ("missing", "no such file"),
+])
+def test_from_snr_refusals_exit_2(tmp_path, case, needle):
+    import schemas
+    from stages.snr import FIT_KEY
+
+    write_scores(tmp_path / "scores.parquet", {"q0": [True, False], "q1": [False, False]})
+    snr = tmp_path / "snr.parquet"
+    extra = []
+    if case == "alpha":
+        write_snr(snr)
+        extra = ["--alpha", "2"]
+    elif case == "scheme":
+        write_snr(snr)
+        extra = ["--scheme", "uniform"]
+    elif case == "no fit":
+        write_snr(snr, drop_fit=True)
+    elif case in ("few bins", "negative"):
+        write_snr(tmp_path / "base.parquet")
+        t = pq.read_table(tmp_path / "base.parquet")
+        prov = json_prov = __import__("json").loads(t.schema.metadata[b"paced.provenance"])
+        json_prov[FIT_KEY] = (dict(prov[FIT_KEY], status="too few bins: 2 with 0 < mean p < 1", alpha=None, beta=None)
+                              if case == "few bins" else dict(prov[FIT_KEY], alpha=-0.4))
+        schemas.write_file(snr, t.replace_schema_metadata(None), schemas.SNR, json_prov)
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.parquet", "--from-snr", snr, *extra)
+    assert r.exit_code == 2 and needle in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "w.parquet").exists()
