@@ -45,7 +45,7 @@ from stages.backends.generation import (
 )
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out
 from stages.score import verifier_fingerprint
-from stages.options import option, INPUT, RUNTIME
+from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, VERIFIER
 
 SUMMARY_FILE = "summary.parquet"
 # Options that only change the summary, never a response or a verdict: a rerun with other
@@ -63,9 +63,9 @@ class EvalConfig(GenerationConfig):
     samples: int = option("Responses per problem; accuracy is the mean over sample indices (the paper uses 8).", 8, flags=("--samples", "-k"))
     temperature: float = option("Sampling temperature; 0 is greedy.", 0.6)
     top_p: float = option("Nucleus sampling mass, in (0, 1].", 0.95)
-    verifier: str = option("math (math-verify equivalence), exact (normalised string), regex:PATTERN (first group), or module:function (your fn(completion, problem_row) -> bool).", "math")
-    timeout: float = option("Seconds one check may take; past it the check is killed and scores false with reason 'timeout'.", 5.0)
-    workers: int = option("Checker processes.", 2)
+    verifier: str = option(VERIFIER, "math")
+    timeout: float = option(CHECK_TIMEOUT, 5.0)
+    workers: int = option(CHECK_WORKERS, 2)
     baseline: Path | None = option("Another eval's --out (e.g. the student before distillation): report the gain over it per benchmark.", None, role=INPUT)
     retain: list[str] = option("A benchmark that measures retention (repeat for several): with --baseline, report forgetting = (baseline - accuracy) / baseline * 100.", default_factory=list)
     shard: str | None = option("Evaluate one shard I/N of the problems into --out/shard-I-of-N; the last shard to finish writes the summary.", None)
@@ -74,10 +74,7 @@ class EvalConfig(GenerationConfig):
         problems = self.generation_problems()
         if not self.problems:
             problems.append("--problems: give at least one problems file")
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            problems.append(f"--timeout {self.timeout}: must be a finite number of seconds > 0 (5 is the default)")
-        if self.workers < 1:
-            problems.append(f"--workers {self.workers}: must be at least 1")
+        problems += check_problems_options(self.timeout, self.workers)
         if problems:
             raise InputError("\n".join(problems))
 

@@ -31,17 +31,22 @@ IDENTITY, INPUT, RUNTIME = "identity", "input", "runtime"
 TRUST_REMOTE_CODE = "Allow the model repository's own Python code to run. Off unless you trust it."
 DEVICE = "auto, cpu, cuda or cuda:N."
 ALLOW_STALE = "Accept inputs made from another problems file than the others (normally refused as stale)."
+VERIFIER = "math (math-verify equivalence), exact (normalised string), regex:PATTERN (first group), or module:function (your fn(completion, problem_row) -> bool)."
+CHECK_TIMEOUT = "Seconds one check may take; past it the check is killed and scores false with reason 'timeout'."
+CHECK_WORKERS = "Checker processes."
 SHARD = "Run one shard I/N of the job (problems split by a stable hash of problem_id) into --out/shard-I-of-N; downstream stages read --out as one artifact once every shard is done."
 ROLES = (IDENTITY, INPUT, RUNTIME)
 
 
 def option(help: str, default: Any = MISSING, *, role: str = IDENTITY, flags: tuple[str, ...] = (),
-           default_factory: Any = MISSING) -> Any:
+           default_factory: Any = MISSING, keyed_when_set: bool = False) -> Any:
     """A config field that is a command option. No default: the option is required.
-    `flags`: the command-line names when not just --field-name (e.g. ("--samples", "-k"))."""
+    `flags`: the command-line names when not just --field-name (e.g. ("--samples", "-k")).
+    `keyed_when_set`: an IDENTITY option added after jobs were made without it is in the job's
+    key only when it differs from its default, so those jobs keep their key and resume."""
     if role not in ROLES:
         raise ValueError(f"role {role!r}: one of {ROLES}")
-    metadata = {"help": help, "role": role, "flags": tuple(flags)}
+    metadata = {"help": help, "role": role, "flags": tuple(flags), "keyed_when_set": keyed_when_set}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -60,4 +65,17 @@ def key_options(config) -> dict[str, Any]:
     """The options that make a job what it is: every IDENTITY option with its value (the
     inputs' fingerprints are added by the stage)."""
     identity = set(names(config, IDENTITY))
-    return {k: v for k, v in asdict(config).items() if k in identity}
+    unset = {f.name for f in declared(config) if f.metadata.get("keyed_when_set") and getattr(config, f.name) == f.default}
+    return {k: v for k, v in asdict(config).items() if k in identity and k not in unset}
+
+
+def check_problems_options(timeout: float, workers: int) -> list[str]:
+    """The answer-check options' problems (score, eval, rollout --min-samples), each with its fix."""
+    import math
+
+    problems = []
+    if not (math.isfinite(timeout) and timeout > 0):
+        problems.append(f"--timeout {timeout}: must be a finite number of seconds > 0 (5 is the default)")
+    if workers < 1:
+        problems.append(f"--workers {workers}: must be at least 1")
+    return problems

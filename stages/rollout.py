@@ -11,10 +11,20 @@ starts over).
 `--backend hf` samples with transformers, `--backend vllm` with a vLLM engine started once
 for the job (stages/backends/); the part loop, seeds and columns are the same
 (stages/backends/generation.py, shared with eval).
+
+Adaptive sampling, `--min-samples K0`: every problem first gets K0 samples (parts 0..P-1, the
+same samples as a plain `--samples K0` run with the same seed), which are checked with
+`--verifier` as `paced score` would; only the problems whose K0 samples are neither all right
+nor all wrong (0 < c < K0) get the other K - K0 (sample_index K0..K-1, in parts P.., each part's
+seed derived from --seed, "rollout-more", the shard and its index). A problem at c = 0 or c = K0
+keeps K0 samples: its plug-in weight is 0 either way at K0, and score and weight use each
+problem's own count. The selection is recomputed from the first parts on resume, so a killed
+run resumed gives the uninterrupted artifact (as long as no check ends on its time limit).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +42,8 @@ from stages.backends.generation import (
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 from schemas import InputError
 from schemas.outputs import check_paths
-from stages.options import option, INPUT, RUNTIME
+from stages.backends.sampling import derive_seed
+from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, VERIFIER
 
 
 @dataclass(kw_only=True)
@@ -42,9 +53,20 @@ class RolloutConfig(GenerationConfig):
     problems: Path = option("Problems Parquet file or directory (problem_id, prompt, answer, reference).", role=INPUT)
     model: str = option("Model to sample from: a local directory or a hub id such as Qwen/Qwen3-1.7B.", role=INPUT)
     out: Path = option("Output directory of the rollouts artifact (resumable job).", role=RUNTIME)
+    min_samples: int | None = option("Adaptive sampling: K0 samples for every problem first, checked with --verifier; the other K - K0 only for problems whose K0 are neither all right nor all wrong (0 < c < K0). Default: K for every problem.", None, keyed_when_set=True)
+    verifier: str = option(f"With --min-samples: {VERIFIER}", "math", keyed_when_set=True)
+    timeout: float = option(f"With --min-samples: {CHECK_TIMEOUT}", 5.0, keyed_when_set=True)
+    workers: int = option(CHECK_WORKERS, 2, role=RUNTIME)
 
     def __post_init__(self) -> None:
         problems = self.generation_problems()
+        if self.min_samples is not None:
+            if not 1 <= self.min_samples < self.samples:
+                problems.append(f"--min-samples {self.min_samples}: must be from 1 to --samples - 1 = {self.samples - 1} "
+                                f"(e.g. --samples 8 --min-samples 4)")
+        problems += check_problems_options(self.timeout, self.workers)
+        if self.min_samples is None and (self.verifier, self.timeout) != ("math", 5.0):
+            problems.append("--verifier and --timeout: apply with --min-samples only (rollout checks no answer otherwise)")
         if problems:
             raise InputError("\n".join(problems))
 
@@ -59,6 +81,13 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
     prompts.check_references(problems, config.context, f"--problems {art.path}")
     models.check_model(config.model, "--model")
     inputs = {"problems": art.fingerprint, "model": models.model_fingerprint(config.model)}
+    spec = None
+    if config.min_samples is not None:
+        from stages import verifiers
+        from stages.score import verifier_fingerprint
+
+        spec = verifiers.resolve(config.verifier)
+        inputs["verifier"] = verifier_fingerprint(spec)
     job = schemas.Job(
         shard_out(config.out, shard),
         schemas.ROLLOUTS,
@@ -88,6 +117,8 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
     todo = [i for i in range(n_parts) if not job.has(i)]
     started = time.perf_counter()
     stats = {"stop": 0, "length": 0, "tokens": 0}
+    first = config.min_samples or config.samples  # samples per problem in parts 0..n_parts-1
+    more: dict = {"parts": 0, "problems": 0, "todo": 0}
     gen_started = time.perf_counter()
     with progress("rollout", total=todo_count(todo, config.part_size, problems.height), unit="problems") as bar:
         def on_ready() -> None:  # the model is loaded: tokens / second counts from here
@@ -98,10 +129,10 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
             stats["tokens"] += tokens
             advance(bar, done, "problems")
 
-        def write_part(part: int, lo: int, hi: int, samples) -> None:
+        def write_part(part: int, lo: int, hi: int, samples, chosen=None, offset: int = 0) -> None:
             cols: dict[str, list] = {c.name: [] for c in schemas.ROLLOUTS.columns}
-            for row, per_problem in zip(rows[lo:hi], samples):
-                for k, s in enumerate(per_problem):
+            for row, per_problem in zip(rows[lo:hi] if chosen is None else chosen, samples):
+                for k, s in enumerate(per_problem, start=offset):
                     cols["problem_id"].append(row["problem_id"])
                     cols["sample_index"].append(k)
                     cols["completion"].append(tokenizer.decode(s.token_ids, skip_special_tokens=True))
@@ -111,17 +142,35 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
                     stats[s.finish_reason] += 1
             job.write(part, schemas.table_from_columns(cols, schemas.ROLLOUTS))
 
+        def further(generate) -> None:  # --min-samples: the other K - K0 for the unsettled problems
+            chosen = unsettled(job, n_parts, problems, spec, config, bar)
+            n_more = (len(chosen) + config.part_size - 1) // config.part_size
+            todo_more = [j for j in range(n_more) if not job.has(n_parts + j)]
+            more.update(parts=n_more, problems=len(chosen), todo=len(todo_more))
+            bar.reset(bar.tasks[0].id, description=f"rollout: {config.samples - config.min_samples} more samples",
+                      total=sum(len(chosen[j * config.part_size:(j + 1) * config.part_size]) for j in todo_more))
+            for j in todo_more:
+                part = chosen[j * config.part_size:(j + 1) * config.part_size]
+                seed = derive_seed(config.seed, "rollout-more", *([] if shard is None else [f"shard {shard}"]), j)
+                samples = generate([ids[i] for i in part], seed, on_batch, n=config.samples - config.min_samples)
+                write_part(n_parts + j, 0, 0, samples, chosen=[rows[i] for i in part], offset=config.min_samples)
+
         generate_parts(config, stage="rollout", tokenizer=tokenizer, ids=ids, todo=todo, shard=shard,
-                       on_batch=on_batch, write_part=write_part, on_ready=on_ready)
-    job.finish(n_parts)
+                       on_batch=on_batch, write_part=write_part, on_ready=on_ready, n=first,
+                       then=further if config.min_samples is not None else None)
+    job.finish(n_parts + more["parts"])
     gen_seconds = time.perf_counter() - gen_started
+    drawn = first * problems.height + (config.samples - first) * more["problems"]
     generated = stats["stop"] + stats["length"]
     summary_table(
         "rollout summary",
         [
             ("problems", f"{problems.height:,}"),
-            ("samples per problem", str(config.samples)),
-            ("parts (resumed / generated now)", f"{n_parts - len(todo)} / {len(todo)}"),
+            *([("samples per problem", str(config.samples))] if config.min_samples is None else [
+                ("samples per problem", f"{first}, then {config.samples} for {more['problems']:,} (0 < c < {first})"),
+                ("samples drawn", f"{drawn:,} of {config.samples * problems.height:,} "
+                                  f"({1 - drawn / max(config.samples * problems.height, 1):.1%} saved)")]),
+            ("parts (resumed / generated now)", f"{n_parts + more['parts'] - len(todo) - more['todo']} / {len(todo) + more['todo']}"),
             ("responses generated now", f"{generated:,}"),
             ("finished with end-of-sequence", f"{stats['stop']:,}"),
             ("cut at --max-new-tokens", f"{stats['length']:,}"),
@@ -131,3 +180,32 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
         ],
     )
     return config.out
+
+
+def unsettled(job: schemas.Job, n_parts: int, problems, spec: str, config: RolloutConfig, bar) -> list[int]:
+    """Positions (in `problems`) of the problems whose first K0 samples, in parts 0..n_parts-1,
+    are neither all right nor all wrong, checked as `paced score` checks them (progress on `bar`)."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    from stages import verifiers
+
+    first = pl.concat([pl.from_arrow(pq.read_table(job.dir / schemas.jobs.part_name(i),
+                                                   columns=["problem_id", "sample_index", "completion"]))
+                       for i in range(n_parts)]) if n_parts else pl.DataFrame()
+    if first.is_empty():
+        return []
+    rows_by_id = {r["problem_id"]: r for r in problems.to_dicts()}
+    correct = []
+    bar.reset(bar.tasks[0].id, description=f"rollout: checking the first {config.min_samples}", total=first.height)
+    with verifiers.CheckPool(spec, workers=config.workers, timeout=config.timeout) as pool:
+        items = ((c, rows_by_id[pid]) for pid, c in zip(first["problem_id"], first["completion"]))
+        for i, v in enumerate(pool.map(items)):
+            if v.user_error:
+                raise verifiers.user_error(spec, first["problem_id"][i], first["sample_index"][i], v)
+            correct.append(v.correct)
+            advance(bar, 1, "checks")
+    c = first.with_columns(correct=pl.Series(correct, dtype=pl.Boolean)).group_by("problem_id").agg(
+        c=pl.col("correct").sum(), k=pl.len())
+    mixed = set(c.filter((pl.col("c") > 0) & (pl.col("c") < pl.col("k")))["problem_id"].to_list())
+    return [i for i, pid in enumerate(problems["problem_id"].to_list()) if pid in mixed]

@@ -27,7 +27,8 @@ from schemas import InputError
 from schemas.outputs import check_paths
 from stages import verifiers
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
-from stages.options import key_options, option, INPUT, RUNTIME, ALLOW_STALE, SHARD
+from stages.options import (check_problems_options, key_options, option, ALLOW_STALE, CHECK_TIMEOUT, CHECK_WORKERS, INPUT,
+                            RUNTIME, SHARD, VERIFIER)
 
 
 @dataclass
@@ -35,9 +36,9 @@ class ScoreConfig:
     rollouts: Path = option("Rollouts artifact (`paced rollout` output, or Parquet with problem_id, sample_index, completion).", role=INPUT)
     problems: Path = option("The problems file the rollouts answer (for the gold `answer`).", role=INPUT)
     out: Path = option("Output directory of the scores artifact (resumable job).", role=RUNTIME)
-    verifier: str = option("math (math-verify equivalence), exact (normalised string), regex:PATTERN (first group), or module:function (your fn(completion, problem_row) -> bool).", "math")
-    timeout: float = option("Seconds one check may take; past it the check is killed and scores false with reason 'timeout'.", 5.0)
-    workers: int = option("Checker processes.", 2, role=RUNTIME)
+    verifier: str = option(VERIFIER, "math")
+    timeout: float = option(CHECK_TIMEOUT, 5.0)
+    workers: int = option(CHECK_WORKERS, 2, role=RUNTIME)
     part_size: int = option("Responses per output part: the unit of resumption.", 4096)
     allow_stale: bool = option(ALLOW_STALE, False, role=RUNTIME)
     shard: str | None = option(SHARD, None)
@@ -45,11 +46,7 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         parse_shard(self.shard)
-        problems = []
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            problems.append(f"--timeout {self.timeout}: must be a finite number of seconds > 0 (5 is the default)")
-        if self.workers < 1:
-            problems.append(f"--workers {self.workers}: must be at least 1")
+        problems = check_problems_options(self.timeout, self.workers)
         if self.part_size < 1:
             problems.append(f"--part-size {self.part_size}: must be at least 1")
         if problems:

@@ -177,3 +177,72 @@ def test_greedy_and_sampled_rollouts_print_no_transformers_warning(tmp_path, pro
                              "--samples", "2", "--max-new-tokens", "4", "--temperature", temperature)
         assert r.returncode == 0, r.stderr
         assert "generation flags" not in r.stderr and "may be ignored" not in r.stderr, r.stderr
+
+
+# A verifier that calls about half of the tiny random model's answers right, deterministically.
+COIN = "import hashlib\ndef coin(completion, problem):\n    return hashlib.sha256(completion.encode()).digest()[0] % 2 == 0\n"
+
+
+def test_min_samples_draws_the_rest_only_for_unsettled_problems(tmp_path, student_dir, monkeypatch):
+    """--samples 6 --min-samples 3: the first 3 samples of every problem are a plain --samples 3
+    run's; exactly the problems with 0 < c < 3 among them get samples 3..5; score and weight use
+    each problem's own count; a kill in the second phase, rerun, gives the uninterrupted artifact."""
+    from stages.options import key_options
+    from stages.rollout import RolloutConfig
+
+    (tmp_path / "coin.py").write_text(COIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    problems = tmp_path / "problems.parquet"
+    make_problems(12).write_parquet(problems)
+    base = ["--problems", problems, "--model", student_dir, "--max-new-tokens", "12", "--part-size", "4",
+            "--batch-size", "4", "--seed", "5"]
+    assert paced("rollout", *base, "--samples", "3", "--out", tmp_path / "k3").exit_code == 0
+    adaptive = [*base, "--samples", "6", "--min-samples", "3", "--verifier", "coin:coin"]
+    r = paced("rollout", *adaptive, "--out", tmp_path / "ad")
+    assert r.exit_code == 0, r.stderr
+    k3, ad = rollouts(tmp_path / "k3").drop("model"), rollouts(tmp_path / "ad").drop("model")
+    assert ad.filter(pl.col("sample_index") < 3).equals(k3)
+    assert paced("score", "--rollouts", tmp_path / "k3", "--problems", problems, "--out", tmp_path / "s3",
+                 "--verifier", "coin:coin").exit_code == 0
+    c = pl.read_parquet(tmp_path / "s3" / "part-*.parquet").group_by("problem_id").agg(c=pl.col("correct").sum())
+    mixed = set(c.filter((pl.col("c") > 0) & (pl.col("c") < 3))["problem_id"])
+    assert 0 < len(mixed) < 12  # both kinds present at this seed
+    counts = dict(ad.group_by("problem_id").len().iter_rows())
+    assert counts == {p: 6 if p in mixed else 3 for p in counts}
+    assert set(ad.filter(pl.col("sample_index") >= 3)["problem_id"]) == mixed
+    saved = 1 - (3 * 12 + 3 * len(mixed)) / 72
+    assert f"{3 * 12 + 3 * len(mixed)} of 72 ({saved:.1%} saved)" in r.stderr
+    assert f"3, then 6 for {len(mixed)} (0 < c < 3)" in r.stderr
+    # score and weight: each problem's own count.
+    assert paced("score", "--rollouts", tmp_path / "ad", "--problems", problems, "--out", tmp_path / "sa",
+                 "--verifier", "coin:coin").exit_code == 0
+    assert paced("weight", "--scores", tmp_path / "sa", "--out", tmp_path / "w.parquet").exit_code == 0
+    w = pl.read_parquet(tmp_path / "w.parquet")
+    assert dict(w.select("problem_id", "num_samples").iter_rows()) == counts
+    # A plain rollout's job key has none of the adaptive options (jobs made before them resume).
+    plain = RolloutConfig(problems=problems, model=str(student_dir), out=tmp_path / "x")
+    assert not {"min_samples", "verifier", "timeout", "workers"} & set(key_options(plain))
+    assert {"min_samples"} <= set(key_options(RolloutConfig(problems=problems, model="m", out=tmp_path / "x",
+                                                             samples=6, min_samples=3)))
+
+    # Killed when its first part of further samples lands, rerun: the uninterrupted artifact.
+    out = tmp_path / "killed"
+    kill_when(out / "part-00003.parquet", "rollout", *adaptive, "--out", out, "--part-size", "1")
+    assert not (out / "_manifest.json").exists()
+    ref = paced("rollout", *adaptive, "--out", tmp_path / "ref", "--part-size", "1")
+    assert ref.exit_code == 0, ref.stderr
+    rerun = paced_subprocess("rollout", *adaptive, "--out", out, "--part-size", "1")
+    assert rerun.returncode == 0, rerun.stderr
+    assert rollouts(out).equals(rollouts(tmp_path / "ref"))
+
+
+def test_min_samples_bad_options_exit_2(tmp_path, problems_file, student_dir):
+    base = ["rollout", "--problems", problems_file, "--model", student_dir, "--out", tmp_path / "o"]
+    for extra, needle in [(["--samples", "4", "--min-samples", "4"], "--min-samples 4: must be from 1 to --samples - 1 = 3"),
+                          (["--samples", "4", "--min-samples", "0"], "--min-samples 0"),
+                          (["--verifier", "exact"], "apply with --min-samples only"),
+                          (["--samples", "4", "--min-samples", "2", "--timeout", "0"], "--timeout 0")]:
+        r = paced(*base, *extra)
+        assert r.exit_code == 2 and needle in r.stderr, (extra, r.stderr)
+        assert not (tmp_path / "o").exists()

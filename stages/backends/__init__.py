@@ -26,7 +26,7 @@ REGISTRY = {
 }
 NAMES = tuple(REGISTRY)
 
-# generate(prompts, seed, on_batch) -> K samples per prompt; on_batch(prompts_done, tokens)
+# generate(prompts, seed, on_batch, n=None) -> n (default K) samples per prompt; on_batch(prompts_done, tokens)
 Generate = Callable[..., list[list[Sample]]]
 # score(prompt_ids, response_ids, on_batch) -> per sequence {topk_ids, topk_logprobs,
 # tail_logprob, target_logprobs}; on_batch(response_tokens_done)
@@ -60,7 +60,8 @@ class Backend(Protocol):
         """The longest prompt + response the engine takes for `model`."""
 
     def open_generator(self, model: str, config: Any, tokenizer: Any) -> AbstractContextManager[Generate]:
-        """Load `model` once for a job; yield `generate(prompts, seed, on_batch)`."""
+        """Load `model` once for a job; yield `generate(prompts, seed, on_batch, n=None)`: the
+        samples of each prompt, `n` of them (default: the config's --samples)."""
 
     def open_scorer(self, model: str, config: Any, tokenizer: Any) -> Score:
         """Load the teacher `model` once for a job; return `score(prompt_ids, response_ids, on_batch)`."""

@@ -120,13 +120,17 @@ def generate_parts(
     on_batch: Callable[[int, int], None] | None,
     write_part: Callable[[int, int, int, list[list[Sample]]], None],
     on_ready: Callable[[], None] | None = None,
+    n: int | None = None,
+    then: Callable[[Callable[..., list[list[Sample]]]], None] | None = None,
 ) -> None:
     """Generate every unfinished part of a rollout or eval job, one engine for all of them.
 
     Part p's samples depend only on the options, its prompts and its seed (derived from
     --seed, the stage, the shard and p), so a resumed job regenerates exactly what an
     uninterrupted run would have. `write_part(part, lo, hi, samples)` stores part p, which
-    holds prompts ids[lo:hi]. `on_ready()` is called once the model is loaded.
+    holds prompts ids[lo:hi]. `on_ready()` is called once the model is loaded. `n`: samples
+    per prompt when not --samples; `then(generate)` runs after the parts with the same engine
+    (rollout --min-samples draws its further samples there).
     """
     with backends.get(config.backend).open_generator(config.model, config, tokenizer) as generate:
         if on_ready:
@@ -134,4 +138,6 @@ def generate_parts(
         for part in todo:
             lo, hi = part_bounds(part, config.part_size, len(ids))
             seed = derive_seed(config.seed, stage, *([] if shard is None else [f"shard {shard}"]), part)
-            write_part(part, lo, hi, generate(ids[lo:hi], seed, on_batch))
+            write_part(part, lo, hi, generate(ids[lo:hi], seed, on_batch, n=n))
+        if then:
+            then(generate)

@@ -10,6 +10,7 @@ is replaced by an empty one once it is loaded, and every call passes top-k 0 (of
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
 
 from stages import models
@@ -39,7 +40,8 @@ def shutdown() -> None:
 
 @contextmanager
 def open_generator(model_name: str, config: Any, tokenizer: Any) -> Iterator[Callable[..., list[list[Sample]]]]:
-    """Load the model once for the whole job and yield `generate(prompts, seed, on_batch)`."""
+    """Load the model once for the whole job and yield `generate(prompts, seed, on_batch, n)`
+    (`n`: samples per prompt, when not --samples)."""
     from transformers import GenerationConfig as HFGenerationConfig
 
     options = SamplingOptions(config.samples, config.temperature, config.top_p, config.max_new_tokens)
@@ -49,10 +51,9 @@ def open_generator(model_name: str, config: Any, tokenizer: Any) -> Iterator[Cal
     eos = models.eos_token_ids(model, tokenizer)  # reads the model's generation config: before it goes
     model.generation_config = HFGenerationConfig()  # none of the model's sampling defaults (see above)
 
-    def generate(prompts, seed, on_batch=None):
-        return generate_hf(
-            model, tokenizer, prompts, options, eos_ids=eos, batch_size=config.batch_size, seed=seed, on_batch=on_batch
-        )
+    def generate(prompts, seed, on_batch=None, n=None):
+        return generate_hf(model, tokenizer, prompts, options if n is None else replace(options, n=n), eos_ids=eos,
+                           batch_size=config.batch_size, seed=seed, on_batch=on_batch)
 
     yield generate
 

@@ -36,6 +36,7 @@ import math
 import os
 import sys
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
 
 from schemas import InputError
@@ -319,13 +320,15 @@ def eos_token_ids(model: str, tokenizer: Any) -> list[int]:
 
 @contextmanager
 def open_generator(model: str, c: Any, tokenizer: Any) -> Iterator[Callable[..., list[list[Sample]]]]:
-    """Start (or reuse) the engine for `model`; yield `generate(prompts, seed, on_batch)`."""
+    """Start (or reuse) the engine for `model`; yield `generate(prompts, seed, on_batch, n)`
+    (`n`: samples per prompt, when not --samples)."""
     options = SamplingOptions(c.samples, c.temperature, c.top_p, c.max_new_tokens)
     llm = engine(model, c, seeded=True)
     eos = eos_token_ids(model, tokenizer)
 
-    def generate_part(prompts, seed, on_batch=None):
-        return generate(llm, prompts, options, eos_ids=eos, seed=seed, on_batch=on_batch)
+    def generate_part(prompts, seed, on_batch=None, n=None):
+        return generate(llm, prompts, options if n is None else replace(options, n=n), eos_ids=eos, seed=seed,
+                        on_batch=on_batch)
 
     yield generate_part
 
