@@ -148,3 +148,29 @@ def test_unknown_section_is_refused():
     r = bench("--only", "nosuch", timeout=60)
     assert r.returncode == 2
     assert "--only nosuch: no such section" in r.stderr and "distill, storage, floor, rollout, weight, savings" in r.stderr
+
+
+def test_adaptive_synthetic_rows_follow_the_rule():
+    """Section 7's synthetic rows: the rule applied to the plain run's own draws, so a problem
+    settled at K0 (c = 0 or c = K0) keeps K0 samples and the rest get K; the drawn share and
+    the weight changes are those of that rule, recomputed here."""
+    import numpy as np
+
+    from bench.adaptive import K, synthetic
+    from bench.common import Section
+
+    sec = Section("adaptive", "7")
+    synthetic(sec, 5000)
+    rows = {r.measurement: r.value for r in sec.rows}
+    rng = np.random.default_rng(0)
+    kind = rng.random(5000)
+    p = np.where(kind < 0.45, rng.beta(0.3, 6, 5000), np.where(kind < 0.9, rng.random(5000), rng.beta(6, 0.3, 5000)))
+    draws = rng.random((5000, K)) < p[:, None]
+    for k0 in (2, 4):
+        c0 = draws[:, :k0].sum(1)
+        settled = (c0 == 0) | (c0 == k0)
+        drawn = (np.where(settled, k0, K)).sum() / (5000 * K)
+        assert rows[f"synthetic, --min-samples {k0}: samples drawn / plain K = {K}"] == f"{drawn:.3f}"
+        full = draws.sum(1) / K
+        changed = settled & (full > 0) & (full < 1)  # settled problems the plain run weighs > 0
+        assert rows[f"synthetic, --min-samples {k0}: problems set to weight 0 that the plain run weighs > 0"] == f"{changed.mean():.1%}"
