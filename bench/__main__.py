@@ -7,7 +7,8 @@
 
 Sections: distill (1: throughput and memory vs TRL), storage (2: teacher-logit bytes and
 truncation), floor (3: distance from a plain step), rollout (4), weight (5: reweighting cost),
-savings (6: compute saved by weight-0 problems), adaptive (7: rollout --min-samples). Every figure is a ratio, or a number beside
+savings (6: compute saved by weight-0 problems), adaptive (7: rollout --min-samples),
+sweep (8: a 3 x 3 alpha/beta sweep against nine TRL runs). Every figure is a ratio, or a number beside
 the floor it is compared with, measured side by side in this run on this machine; each is
 the median of several runs after a warm-up, printed with its spread. The table goes to
 stdout and, with the date, machine and library versions, to `--out` (bench/results.md).
@@ -36,6 +37,7 @@ SECTIONS = {
     "weight": ("bench.weight", "section"),
     "savings": ("bench.savings", "section"),
     "adaptive": ("bench.adaptive", "section"),
+    "sweep": ("bench.sweep", "section"),
 }
 
 
@@ -58,10 +60,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--only {', '.join(unknown)}: no such section; use {', '.join(SECTIONS)}")
     if args.task_dir is not None and not args.task_dir.is_dir():
         ap.error(f"--task-dir {args.task_dir}: no such directory")
-    if "distill" in names:
+    if "distill" in names or "sweep" in names:
         missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]
         if missing:
-            ap.error(f"section distill compares against TRL, and {', '.join(missing)} is not installed: "
+            ap.error(f"sections distill and sweep compare against TRL, and {', '.join(missing)} is not installed: "
                      f"pip install -e '.[bench]' (or leave it out with --only)")
     if args.threads < 1:
         ap.error(f"--threads {args.threads}: must be at least 1")

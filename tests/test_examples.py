@@ -69,6 +69,33 @@ def with_quick_models(work, quick_models) -> None:
     shutil.copytree(quick_models[0], work / "models")
 
 
+def test_sweep_reduced_end_to_end(tmp_path, quick_models):
+    """examples/sweep.sh in its reduced mode, on a 2 x 2 grid: the shared work done once (one
+    teacher-logits job over the support, the problems with 0 < p < 1), one weights file, distill
+    run and evaluation per setting, and one table whose accuracies are the evaluations'."""
+    import schemas
+
+    with_quick_models(tmp_path, quick_models)
+    r = run_script("sweep.sh", tmp_path, PACED_QUICK=1, GRID="1 2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rates = schemas.read(tmp_path / "support.parquet", schemas.WEIGHTS, option="--weights").frame
+    support = set(rates.filter((pl.col("pass_rate") > 0) & (pl.col("pass_rate") < 1))["problem_id"])
+    assert support, "the quick student must leave problems at the frontier"
+    tl = pl.read_parquet(tmp_path / "teacher_logits" / "part-*.parquet", columns=["problem_id"])
+    assert set(tl["problem_id"]) == support
+    assert "alpha/beta sweep: 4 settings" in r.stdout and "shape: (4," in r.stdout
+    for a, b in [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]:
+        w = pl.read_parquet(tmp_path / f"w_a{a}_b{b}.parquet")
+        assert set(w.filter(pl.col("weight") > 0)["problem_id"]) == support
+        opts = __import__("json").loads((tmp_path / f"student_a{a}_b{b}" / "_manifest.json").read_text())["provenance"]["options"]
+        assert opts["max_steps"] == 8 and opts["weights"].endswith(f"w_a{a}_b{b}.parquet")
+        summary = pl.read_parquet(tmp_path / f"eval_a{a}_b{b}" / "summary.parquet")
+        row = pl.read_parquet(tmp_path / "sweep.parquet").filter((pl.col("alpha") == float(a)) & (pl.col("beta") == float(b)))
+        assert row.height == 1 and row["trained"].item() == len(support)
+        for bench, acc in zip(summary["benchmark"], summary["accuracy_mean"]):
+            assert row[bench].item() == pytest.approx(100 * acc)
+
+
 def test_quickstart_reduced_end_to_end(tmp_path, quick_models):
     """examples/quickstart.sh in its reduced mode: every real command, tiny sizes, and the
     comparison table it prints read back against the artifacts it wrote."""
