@@ -24,7 +24,6 @@ run resumed gives the uninterrupted artifact (as long as no check ends on its ti
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
