@@ -20,7 +20,6 @@ for --retain benchmarks (sets the distillation must not damage) the relative for
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -403,9 +402,7 @@ def _generate_and_check(
                         cols["completion"].append(tokenizer.decode(s.token_ids, skip_special_tokens=True))
                         cols["finish_reason"].append(s.finish_reason)
                         row_of_response.append(row)
-                for i, v in enumerate(pool.map(zip(cols["completion"], row_of_response))):
-                    if v.user_error:
-                        raise verifiers.user_error(spec, cols["problem_id"][i], cols["sample_index"][i], v)
+                for v in pool.check(cols["completion"], row_of_response, cols["problem_id"], cols["sample_index"]):
                     cols["correct"].append(v.correct)
                     cols["extracted"].append(v.extracted)
                     cols["reason"].append(v.reason)

@@ -198,10 +198,8 @@ def unsettled(job: schemas.Job, n_parts: int, problems, spec: str, config: Rollo
     correct = []
     bar.reset(bar.tasks[0].id, description=f"rollout: checking the first {config.min_samples}", total=first.height)
     with verifiers.CheckPool(spec, workers=config.workers, timeout=config.timeout) as pool:
-        items = ((c, rows_by_id[pid]) for pid, c in zip(first["problem_id"], first["completion"]))
-        for i, v in enumerate(pool.map(items)):
-            if v.user_error:
-                raise verifiers.user_error(spec, first["problem_id"][i], first["sample_index"][i], v)
+        for v in pool.check(first["completion"], (rows_by_id[pid] for pid in first["problem_id"]),
+                            first["problem_id"], first["sample_index"]):
             correct.append(v.correct)
             advance(bar, 1, "checks")
     c = first.with_columns(correct=pl.Series(correct, dtype=pl.Boolean)).group_by("problem_id").agg(

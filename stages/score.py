@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import math
 import os
 import sys
 import time
@@ -115,11 +114,9 @@ def run(config: ScoreConfig, command: str | None = None) -> Path:
         ) as bar:
             for part in todo:
                 chunk = frame.slice(part * config.part_size, config.part_size)
-                items = ((c, rows_by_id[pid]) for pid, c in zip(chunk["problem_id"], chunk["completion"]))
                 verdicts = []
-                for i, v in enumerate(pool.map(items)):
-                    if v.user_error:
-                        raise verifiers.user_error(spec, chunk["problem_id"][i], chunk["sample_index"][i], v)
+                for v in pool.check(chunk["completion"], (rows_by_id[pid] for pid in chunk["problem_id"]),
+                                    chunk["problem_id"], chunk["sample_index"]):
                     verdicts.append(v)
                     advance(bar, 1, "checks")
                 table = schemas.table_from_columns(

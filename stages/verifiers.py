@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from schemas import InputError
 
@@ -516,6 +516,16 @@ class CheckPool:
     def _replace(self, w: _Worker) -> None:
         w.kill()
         self._pool[self._pool.index(w)] = self._spawn()
+
+    def check(self, completions: Iterable[str], problems: Iterable[dict], problem_ids: Sequence[str],
+              sample_indices: Sequence[int]) -> Iterator[Verdict]:
+        """`map` over (completion, problem) pairs for the stages: stops at the first response a
+        user's verifier raised on (or answered with a non-bool), as the exit-2 `user_error`
+        naming its problem_id and sample_index."""
+        for i, v in enumerate(self.map(zip(completions, problems))):
+            if v.user_error:
+                raise user_error(self.spec, problem_ids[i], sample_indices[i], v)
+            yield v
 
     def map(self, items: Iterable[tuple[str, dict]]) -> Iterator[Verdict]:
         """Check (completion, problem) pairs; stream verdicts in input order."""

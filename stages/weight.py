@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -198,7 +197,7 @@ def run(config: WeightConfig, command: str | None = None) -> Path:
                 f"--from-snr {config.from_snr}: the fitted kernel has alpha {fit['alpha']:.3g}, beta {fit['beta']:.3g}; a "
                 f"negative exponent means the SNR rises towards p = 0 or p = 1 and gives an unbounded weight there, "
                 f"not a Beta kernel: give --alpha and --beta instead")
-        config = dataclasses.replace(config, alpha=fit["alpha"], beta=fit["beta"])
+        config = replace(config, alpha=fit["alpha"], beta=fit["beta"])
         inputs["from_snr"] = schemas.io.fingerprint(Path(config.from_snr))
     # What the weights depend on: a rerun with the same key rewrites the same file.
     key = schemas.io.hash_options(key_options(config) | inputs)
