@@ -32,6 +32,7 @@ from pathlib import Path
 from bench import workload
 from bench.common import Context, Section, in_child
 from bench.distill import LR, child_trl
+from bench.savings import MASTERED, UNSOLVED
 
 GRID = (0.5, 1.0, 2.0)
 STEPS = 8
@@ -48,7 +49,7 @@ def synthetic_scores(problem_ids: list[str], path: Path) -> None:
     rng = np.random.default_rng(0)
     n = len(problem_ids)
     kind = rng.random(n)
-    p = np.where(kind < 0.5, 0.0, np.where(kind < 0.55, 1.0, rng.uniform(0.05, 0.95, n)))
+    p = np.where(kind < UNSOLVED, 0.0, np.where(kind < UNSOLVED + MASTERED, 1.0, rng.uniform(0.05, 0.95, n)))
     correct = (rng.random((n, K)) < p[:, None]).reshape(-1).tolist()
     cols = {"problem_id": [i for i in problem_ids for _ in range(K)], "sample_index": [k for _ in problem_ids for k in range(K)],
             "correct": correct, "extracted": [None] * (n * K), "reason": [None] * (n * K)}
