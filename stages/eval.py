@@ -13,7 +13,11 @@ benchmark and is recomputed on every run, so rerunning a finished eval with a ne
 
 Accuracy is reported as the paper does (8 samples per problem): the accuracy of each sample
 index over the benchmark's problems, then the mean and the population std over sample
-indices. With --baseline (another eval's --out): gain = accuracy - baseline accuracy, and
+indices. Beside it, at k = --at-k (default --samples): pass@k, the unbiased estimator of
+Chen et al. 2021 (1 - C(n-c, k) / C(n, k) per problem with c of n responses correct, averaged),
+and maj@k, majority voting over the extracted answers of responses 0..k-1 (ties to the answer
+given first). With --baseline (another eval's --out): gain = accuracy - baseline accuracy, the
+same for pass@k and maj@k (the baseline's measured from its responses at the same k), and
 for --retain benchmarks (sets the distillation must not damage) the relative forgetting
 (baseline - accuracy) / baseline * 100.
 """
@@ -33,7 +37,7 @@ from schemas import InputError
 from schemas.outputs import check_paths
 from schemas.base import quote_rows
 from schemas.io import JOB_FILE, MANIFEST_FILE, check_file_out
-from stages import backends, models, prompts, verifiers
+from stages import backends, models, prompts, stats, verifiers
 from stages.backends.generation import (
     GenerationConfig,
     check_context_length,
@@ -44,12 +48,12 @@ from stages.backends.generation import (
 )
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out
 from stages.score import verifier_fingerprint
-from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, VERIFIER
+from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, TOP_K, VERIFIER
 
 SUMMARY_FILE = "summary.parquet"
 # Options that only change the summary, never a response or a verdict: a rerun with other
 # values reuses the finished job and rewrites the summary.
-_SUMMARY_ONLY = ("baseline", "retain", "workers")
+_SUMMARY_ONLY = ("baseline", "retain", "workers", "at_k")
 
 
 @dataclass(kw_only=True)
@@ -62,10 +66,12 @@ class EvalConfig(GenerationConfig):
     samples: int = option("Responses per problem; accuracy is the mean over sample indices (the paper uses 8).", 8, flags=("--samples", "-k"))
     temperature: float = option("Sampling temperature; 0 is greedy.", 0.6)
     top_p: float = option("Nucleus sampling mass, in (0, 1].", 0.95)
+    top_k: int = option(TOP_K + " Qwen3's authors evaluate at temperature 0.6, top-p 0.8, top-k 20.", 0, keyed_when_set=True)
     verifier: str = option(VERIFIER, "math")
     timeout: float = option(CHECK_TIMEOUT, 5.0)
     workers: int = option(CHECK_WORKERS, 2)
     baseline: Path | None = option("Another eval's --out (e.g. the student before distillation): report the gain over it per benchmark.", None, role=INPUT)
+    at_k: int | None = option("k of pass@k and maj@k in the summary, from 1 to --samples (default: --samples).", None)
     retain: list[str] = option("A benchmark that measures retention (repeat for several): with --baseline, report forgetting = (baseline - accuracy) / baseline * 100.", default_factory=list)
     shard: str | None = option("Evaluate one shard I/N of the problems into --out/shard-I-of-N; the last shard to finish writes the summary.", None)
 
@@ -74,6 +80,8 @@ class EvalConfig(GenerationConfig):
         if not self.problems:
             problems.append("--problems: give at least one problems file")
         problems += check_problems_options(self.timeout, self.workers)
+        if self.at_k is not None and not 1 <= self.at_k <= self.samples:
+            problems.append(f"--at-k {self.at_k}: must be from 1 to --samples = {self.samples}")
         if problems:
             raise InputError("\n".join(problems))
 
@@ -156,7 +164,8 @@ def read_problems(paths: list[Path], context: str) -> tuple[list[schemas.Artifac
 
 
 def read_baseline(path: Path) -> schemas.Artifact:
-    """The summary of a finished eval, given to --baseline."""
+    """The per-response results of a finished eval, given to --baseline (its metrics are
+    measured again at this eval's k)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"--baseline {p}: no such directory; give the --out of an earlier `paced eval`")
@@ -177,55 +186,88 @@ def read_baseline(path: Path) -> schemas.Artifact:
                 f"--baseline {p}: this eval is not finished (no {MANIFEST_FILE}); rerun the command "
                 f"that made it to finish it"
             )
-    if not (p / SUMMARY_FILE).exists():
-        raise InputError(
-            f"--baseline {p}: has no {SUMMARY_FILE}; rerun the `paced eval` that made it "
-            f"(a finished job only rewrites its summary)"
-        )
-    return schemas.read(p / SUMMARY_FILE, schemas.EVAL_SUMMARY, option="--baseline")
+    return schemas.read(p, schemas.EVAL_RESULTS, option="--baseline")
 
 
 # ---------------------------------------------------------------------------------------
 # Summary
 
 
-def summarize(results: pl.DataFrame, retain: set[str], baseline: pl.DataFrame | None, model: str) -> pl.DataFrame:
-    """One row per benchmark, in the EVAL_SUMMARY columns, from per-response results.
+def benchmark_metrics(results: pl.DataFrame, k: int) -> pl.DataFrame:
+    """Per benchmark: problems, samples, accuracy mean and std over sample indices, pass@k, maj@k.
 
-    `results` needs problem_id, sample_index, benchmark and correct. For each benchmark the
-    accuracy of sample index s is the fraction of its problems whose response s is correct;
-    accuracy_mean and accuracy_std (ddof=0) are over those per-index accuracies. `baseline`
-    is another eval's summary (benchmark, accuracy_mean); benchmarks it lacks get nulls.
-    Forgetting is only for `retain` benchmarks, and null where the baseline accuracy is 0.
+    `results` needs problem_id, sample_index, benchmark and correct, and `extracted` for maj@k
+    (null without it, or when no response has an extracted answer: module:function verifiers
+    extract none). The accuracy of sample index s is the fraction of a benchmark's
+    problems whose response s is correct; accuracy_mean and accuracy_std (ddof=0) are over
+    those per-index accuracies. pass@k is the mean over problems of Chen et al.'s unbiased
+    estimate from c correct of n responses (stats.pass_at_k); maj@k the share of problems whose
+    most frequent extracted answer among responses 0..k-1 is correct (responses without an
+    answer do not vote, a problem without any counts as wrong, ties go to the answer given
+    first; an answer's verdict is that of its first response). Both are null for a benchmark
+    with a problem of fewer than k responses.
     """
     per_index = results.group_by("benchmark", "sample_index", maintain_order=True).agg(
         acc=pl.col("correct").cast(pl.Float64).mean(),
-    )
-    sizes = results.group_by("benchmark", maintain_order=True).agg(
-        problems=pl.col("problem_id").n_unique().cast(pl.Int32),
-        samples=pl.col("sample_index").n_unique().cast(pl.Int32),
     )
     accuracy = per_index.group_by("benchmark", maintain_order=True).agg(
         accuracy_mean=pl.col("acc").mean(),
         accuracy_std=pl.col("acc").std(ddof=0),
     )
-    summary = sizes.join(accuracy, on="benchmark", how="left", maintain_order="left").with_columns(
+    per_problem = results.group_by("benchmark", "problem_id", maintain_order=True).agg(
+        n=pl.len(), c=pl.col("correct").sum(),
+    )
+    per_problem = per_problem.with_columns(
+        pass_at_k=pl.Series([stats.pass_at_k(n, c, k) if n >= k else None
+                             for n, c in per_problem.select("n", "c").iter_rows()], dtype=pl.Float64),
+    )
+    if "extracted" in results.columns and results["extracted"].null_count() < results.height:
+        winners = (
+            results.filter((pl.col("sample_index") < k) & pl.col("extracted").is_not_null())
+            .group_by("benchmark", "problem_id", "extracted")
+            .agg(votes=pl.len(), first=pl.col("sample_index").min(),
+                 right=pl.col("correct").sort_by("sample_index").first())
+            .sort("votes", "first", descending=[True, False])
+            .group_by("benchmark", "problem_id", maintain_order=True)
+            .agg(maj=pl.col("right").first())
+        )
+        per_problem = per_problem.join(winners, on=["benchmark", "problem_id"], how="left", maintain_order="left")
+        per_problem = per_problem.with_columns(maj=pl.col("maj").fill_null(False).cast(pl.Float64))
+    else:
+        per_problem = per_problem.with_columns(maj=pl.lit(None, pl.Float64))
+    short = (pl.col("n") < k).any()
+    per_benchmark = per_problem.group_by("benchmark", maintain_order=True).agg(
+        problems=pl.len().cast(pl.Int32),
+        samples=pl.col("n").max().cast(pl.Int32),
+        pass_at_k=pl.when(short).then(None).otherwise(pl.col("pass_at_k").mean()),
+        maj_at_k=pl.when(short).then(None).otherwise(pl.col("maj").mean()),
+    )
+    return per_benchmark.join(accuracy, on="benchmark", how="left", maintain_order="left").with_columns(
+        k=pl.lit(k, pl.Int32)
+    )
+
+
+def summarize(results: pl.DataFrame, retain: set[str], baseline: pl.DataFrame | None, model: str, k: int) -> pl.DataFrame:
+    """One row per benchmark, in the EVAL_SUMMARY columns, from per-response results
+    (benchmark_metrics at k). `baseline`: another eval's per-response results, measured at the
+    same k; benchmarks it lacks get nulls. Forgetting is only for `retain` benchmarks, and null
+    where the baseline accuracy is 0.
+    """
+    summary = benchmark_metrics(results, k).with_columns(
         model=pl.lit(model, pl.String),
         retain=pl.col("benchmark").is_in(sorted(retain)),
     )
+    names = {"accuracy_mean": "baseline_accuracy", "pass_at_k": "baseline_pass_at_k", "maj_at_k": "baseline_maj_at_k"}
     if baseline is None:
-        base = pl.lit(None, pl.Float64)
+        summary = summary.with_columns(pl.lit(None, pl.Float64).alias(b) for b in names.values())
     else:
-        summary = summary.join(
-            baseline.select("benchmark", baseline_accuracy=pl.col("accuracy_mean").cast(pl.Float64)),
-            on="benchmark",
-            how="left",
-            maintain_order="left",
-        )
-        base = pl.col("baseline_accuracy")
+        base = benchmark_metrics(baseline, k).select("benchmark", *(pl.col(a).alias(b) for a, b in names.items()))
+        summary = summary.join(base, on="benchmark", how="left", maintain_order="left")
+    base = pl.col("baseline_accuracy")
     summary = summary.with_columns(
-        baseline_accuracy=base,
         gain=pl.col("accuracy_mean") - base,
+        pass_at_k_gain=pl.col("pass_at_k") - pl.col("baseline_pass_at_k"),
+        maj_at_k_gain=pl.col("maj_at_k") - pl.col("baseline_maj_at_k"),
         forgetting_pct=pl.when(pl.col("retain") & (base > 0))
         .then((base - pl.col("accuracy_mean")) / base * 100)
         .otherwise(None),
@@ -240,34 +282,33 @@ def _percent(x: float | None, signed: bool = False) -> str:
 
 
 def print_summary(summary: pl.DataFrame, with_baseline: bool, footer: str) -> None:
+    """The summary as a table; with a baseline each metric's cell has its gain on a second line
+    (one column per metric keeps the table within a terminal's width)."""
+    k = summary["k"][0] if summary.height else 0
     table = Table(title="eval summary", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("benchmark", style="bold")
     table.add_column("problems", justify="right")
     table.add_column("samples", justify="right")
     table.add_column("accuracy", justify="right", no_wrap=True)
+    table.add_column(f"pass@{k}", justify="right", no_wrap=True)
+    table.add_column(f"maj@{k}", justify="right", no_wrap=True)
     if with_baseline:
-        table.add_column("baseline", justify="right")
-        table.add_column("gain", justify="right")
         table.add_column("forgetting", justify="right")
     for r in summary.iter_rows(named=True):
-        row = [
-            r["benchmark"] + (" *" if r["retain"] else ""),
-            f"{r['problems']:,}",
-            str(r["samples"]),
-            f"{r['accuracy_mean'] * 100:.1f} ± {r['accuracy_std'] * 100:.1f}",
-        ]
+        cells = [f"{r['accuracy_mean'] * 100:.1f} ± {r['accuracy_std'] * 100:.1f}", _percent(r["pass_at_k"]), _percent(r["maj_at_k"])]
+        if with_baseline:
+            gains = (r["gain"], r["pass_at_k_gain"], r["maj_at_k_gain"])
+            cells = [f"{cell}\n[dim]{_percent(g, signed=True)}[/]" for cell, g in zip(cells, gains)]
+        row = [r["benchmark"] + (" *" if r["retain"] else ""), f"{r['problems']:,}", str(r["samples"]), *cells]
         if with_baseline:
             forgetting = r["forgetting_pct"]
-            row += [
-                _percent(r["baseline_accuracy"]),
-                _percent(r["gain"], signed=True),
-                "-" if forgetting is None else f"{forgetting:.1f}",
-            ]
+            row.append("-" if forgetting is None else f"{forgetting:.1f}")
         table.add_row(*row)
     console.print(table)
-    notes = ["accuracy: % correct, mean ± std over sample indices"]
+    notes = [f"accuracy: % correct, mean ± std over sample indices; pass@{k}: unbiased estimate (Chen et al. 2021); "
+             f"maj@{k}: majority vote over the extracted answers of the first {k} responses"]
     if with_baseline:
-        notes.append("gain: accuracy - baseline, in percentage points")
+        notes.append("second line: gain over the baseline (measured from its responses at the same k), in percentage points")
     if summary["retain"].any():
         notes.append("* retention set (--retain): forgetting = (baseline - accuracy) / baseline * 100")
     console.print("\n".join([*notes, footer]), soft_wrap=True)
@@ -334,7 +375,8 @@ def run(config: EvalConfig, command: str | None = None) -> Path:
             return config.out
     results = schemas.read(config.out, schemas.EVAL_RESULTS, option="--out")
     summary = summarize(
-        results.frame, set(config.retain), baseline.frame if baseline is not None else None, config.model
+        results.frame, set(config.retain), baseline.frame if baseline is not None else None, config.model,
+        config.at_k or config.samples,
     )
     if baseline is not None:
         missing = summary.filter(pl.col("baseline_accuracy").is_null())["benchmark"].to_list()
@@ -375,7 +417,8 @@ def _generate_and_check(
     tokenizer = models.load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     rows = problems.select("prompt", "reference").to_dicts()
     ids = prompts.encode_prompts(
-        tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix
+        tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix,
+        chat_template_kwargs=config.chat_template_kwargs,
     )
     check_context_length(ids, problems, context_limit(config), config.max_new_tokens)
     backends.get(config.backend).prepare(config)

@@ -34,6 +34,8 @@ ALLOW_STALE = "Accept inputs made from another problems file than the others (no
 VERIFIER = "math (math-verify equivalence), exact (normalised string), regex:PATTERN (first group), or module:function (your fn(completion, problem_row) -> bool)."
 CHECK_TIMEOUT = "Seconds one check may take; past it the check is killed and scores false with reason 'timeout'."
 CHECK_WORKERS = "Checker processes."
+TOP_K = "Sample only from the k most likely tokens at each step; 0 is off (the paper samples rollouts without it)."
+CHAT_TEMPLATE_KWARGS = 'Variables for the chat template, as a JSON object, e.g. \'{"enable_thinking": false}\' for Qwen3 (whose template thinks by default).'
 SHARD = "Run one shard I/N of the job (problems split by a stable hash of problem_id) into --out/shard-I-of-N; downstream stages read --out as one artifact once every shard is done."
 ROLES = (IDENTITY, INPUT, RUNTIME)
 

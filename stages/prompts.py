@@ -14,11 +14,14 @@ README, so a teacher prompt can be reproduced exactly:
     Using the reference only as a guide, write your own complete solution.
 
 The text goes through the model's chat template when the tokenizer has one (as a single user
-turn, after an optional system prompt), else it is used raw.
+turn, after an optional system prompt), else it is used raw. `--chat-template-kwargs JSON`
+passes variables to that template, e.g. `'{"enable_thinking": false}'` for Qwen3, whose
+template thinks by default; a model without a chat template refuses them.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 import polars as pl
@@ -48,6 +51,25 @@ def check_references(problems: pl.DataFrame, context: str, source: str) -> None:
         )
 
 
+def template_kwargs(text: str | None, flag: str = "--chat-template-kwargs") -> dict[str, Any]:
+    """The chat template's variables from their JSON object (none when not given)."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{flag} {text!r}: not valid JSON ({e.msg}); give an object, e.g. '{{\"enable_thinking\": false}}'") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{flag} {text!r}: must be a JSON object of template variables, e.g. '{{\"enable_thinking\": false}}'")
+    return value
+
+
+def canonical_template_kwargs(text: str | None) -> str | None:
+    """One spelling per set of variables (sorted keys, no spaces), so that a job's key and the
+    check against the rollouts do not depend on how the JSON was typed. Raises InputError."""
+    return None if text is None else json.dumps(template_kwargs(text), sort_keys=True, separators=(",", ":"))
+
+
 def prompt_text(prompt: str, reference: str | None, *, context: str, suffix: str | None) -> str:
     text = prompt + (suffix or "")
     if context == "reference":
@@ -62,17 +84,25 @@ def encode_prompts(
     context: str = "none",
     system_prompt: str | None = None,
     suffix: str | None = None,
+    chat_template_kwargs: str | None = None,
 ) -> list[list[int]]:
-    """Token ids of each problem's prompt, ready for generation or teacher forcing."""
+    """Token ids of each problem's prompt, ready for generation or teacher forcing.
+    `chat_template_kwargs`: the JSON object of --chat-template-kwargs."""
     out = []
     templated = getattr(tokenizer, "chat_template", None) is not None
+    variables = template_kwargs(chat_template_kwargs)
+    if variables and not templated:
+        raise InputError(
+            f"--chat-template-kwargs {chat_template_kwargs}: the model's tokenizer has no chat template, so "
+            f"there is nothing to pass them to; drop the option"
+        )
     for row in rows:
         text = prompt_text(row["prompt"], row.get("reference"), context=context, suffix=suffix)
         if templated:
             messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
                 {"role": "user", "content": text}
             ]
-            rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **variables)
             ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
         else:
             if system_prompt:

@@ -106,7 +106,8 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
     model_name = str(Path(config.model).resolve()) if Path(config.model).is_dir() else config.model
     rows = problems.select("problem_id", "prompt", "reference").to_dicts()
     ids = prompts.encode_prompts(
-        tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix
+        tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix,
+        chat_template_kwargs=config.chat_template_kwargs,
     )
     check_context_length(ids, problems, context_limit(config), config.max_new_tokens)
     backends.get(config.backend).prepare(config)

@@ -1,5 +1,6 @@
-"""Small statistics the stages and the reproduce report share: Student's t quantiles and weighted
-least squares with coefficient intervals (numpy only; scipy is not a dependency)."""
+"""Small statistics the stages and the reproduce report share: Student's t quantiles, weighted
+least squares with coefficient intervals, and the pass@k estimator (numpy only; scipy is not a
+dependency)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,15 @@ def wls(x: np.ndarray, y: np.ndarray, w: np.ndarray, level: float = 0.95) -> dic
     se = np.sqrt(np.diag(cov))
     t = t_quantile(0.5 + level / 2, dof)
     return {"coef": coef, "se": se, "ci": np.stack([coef - t * se, coef + t * se], axis=1), "dof": dof}
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimator of pass@k from c correct of n samples (Chen et al. 2021, "Evaluating
+    Large Language Models Trained on Code"): 1 - C(n - c, k) / C(n, k), the chance that k of the n
+    samples drawn without replacement hold a correct one, as their numerically stable product
+    1 - prod_{i = n - c + 1}^{n} (1 - k / i). Needs 1 <= k <= n."""
+    if not 1 <= k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass_at_k: n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))

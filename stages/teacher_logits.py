@@ -34,7 +34,7 @@ from schemas.base import quote_rows
 from schemas.outputs import check_paths
 from stages import backends, models, prompts
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
-from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, DEVICE, ALLOW_STALE, SHARD
+from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, DEVICE, ALLOW_STALE, SHARD, CHAT_TEMPLATE_KWARGS
 
 
 @dataclass
@@ -48,6 +48,7 @@ class TeacherLogitsConfig:
     weights: Path | None = option("Weights artifact: problems with weight 0 are skipped (no teacher forward pass).", None, role=INPUT)
     system_prompt: str | None = option("System message of the prompts (default: the one the rollouts used).", None)
     prompt_suffix: str | None = option("Text appended to every prompt (default: the one the rollouts used).", None)
+    chat_template_kwargs: str | None = option(CHAT_TEMPLATE_KWARGS[:-1] + "; default: those the rollouts used, which a different value may not contradict.", None, keyed_when_set=True)
     batch_size: int = option("Sequences per teacher forward pass (hf; vllm batches by itself).", 8, role=RUNTIME)
     chunk_size: int = option("Positions per output-layer chunk: bounds the float32 [positions, vocabulary] buffer (hf).", 1024, role=RUNTIME)
     part_size: int = option("Sequences per output part: the unit of resumption.", 256)
@@ -70,11 +71,32 @@ class TeacherLogitsConfig:
             problems.append(f"--top-k {self.top_k}: must be at least 1 (32 is a good default)")
         if self.context not in prompts.CONTEXTS:
             problems.append(f"--context {self.context}: use one of {', '.join(prompts.CONTEXTS)}")
+        try:
+            self.chat_template_kwargs = prompts.canonical_template_kwargs(self.chat_template_kwargs)
+        except InputError as e:
+            problems.append(str(e))
         for flag, v in (("--batch-size", self.batch_size), ("--chunk-size", self.chunk_size), ("--part-size", self.part_size)):
             if v < 1:
                 problems.append(f"{flag} {v}: must be at least 1")
         if problems:
             raise InputError("\n".join(problems))
+
+
+def inherited_template_kwargs(given: str | None, rollout_opts: dict, kind: str, path: Path) -> str | None:
+    """The chat template variables of both prompts: the rollouts' (a student's responses were
+    sampled under them, and its prompt here must be that one), or --chat-template-kwargs, which
+    may repeat them but not contradict them."""
+    if kind != "rollouts":
+        return given
+    sampled = rollout_opts.get("chat_template_kwargs")
+    if given is not None and given != sampled:
+        raise InputError(
+            f"--chat-template-kwargs {given}: the rollouts in --sequences {path} were sampled with "
+            f"{sampled if sampled is not None else 'none'}, and the prompt their responses follow must be "
+            f"the same here (a Qwen3 response sampled without thinking follows an empty <think></think> "
+            f"block in its prompt); drop the option, as it is inherited, or sample the rollouts with it"
+        )
+    return sampled
 
 
 def _declared_columns(path: Path, option: str) -> list[str]:
@@ -150,10 +172,11 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
                 console.print(f"[yellow]warning:[/] {stale}")
     models.check_model(config.teacher, "--teacher")
     # The student prompt must be the one the sequences were sampled under: inherit the
-    # rollout's system prompt and suffix unless given.
+    # rollout's system prompt, suffix and chat template variables unless given.
     rollout_opts = ((seq_art.provenance or {}).get("options") or {}) if kind == "rollouts" else {}
     system_prompt = config.system_prompt if config.system_prompt is not None else rollout_opts.get("system_prompt")
     suffix = config.prompt_suffix if config.prompt_suffix is not None else rollout_opts.get("prompt_suffix")
+    template_kwargs = inherited_template_kwargs(config.chat_template_kwargs, rollout_opts, kind, seq_art.path)
 
     tokenizer = models.load_tokenizer(config.teacher, trust_remote_code=config.trust_remote_code)
     signature = models.tokenizer_signature(tokenizer)
@@ -167,8 +190,10 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
         raise InputError(f"--top-k {config.top_k}: larger than the teacher's vocabulary ({len(tokenizer):,} tokens)")
 
     rows = seqs.join(problems.frame, on="problem_id", how="left").to_dicts()
-    student_prompts = prompts.encode_prompts(tokenizer, rows, context="none", system_prompt=system_prompt, suffix=suffix)
-    teacher_prompts = prompts.encode_prompts(tokenizer, rows, context=config.context, system_prompt=system_prompt, suffix=suffix)
+    student_prompts = prompts.encode_prompts(tokenizer, rows, context="none", system_prompt=system_prompt, suffix=suffix,
+                                             chat_template_kwargs=template_kwargs)
+    teacher_prompts = prompts.encode_prompts(tokenizer, rows, context=config.context, system_prompt=system_prompt, suffix=suffix,
+                                             chat_template_kwargs=template_kwargs)
     eos = tokenizer.eos_token_id
     responses = [
         list(r["response_ids"]) if kind == "rollouts" else tokenizer(r["response_text"], add_special_tokens=False)["input_ids"] + [eos]
@@ -200,8 +225,11 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
               "weights": weights_art.fingerprint if weights_art else None}
     options = key_options(config)
     options |= {"system_prompt": system_prompt, "prompt_suffix": suffix, "inputs": inputs}
+    if template_kwargs is not None:  # absent when none, as in jobs made before the option
+        options["chat_template_kwargs"] = template_kwargs
     prov_inputs = {"problems": problems, "sequences": seq_art} | ({"weights": weights_art} if weights_art else {})
-    prov = schemas.provenance("teacher-logits", asdict(config) | {"tokenizer": signature}, prov_inputs, problems=problems.fingerprint,
+    used = {"tokenizer": signature, "chat_template_kwargs": template_kwargs}
+    prov = schemas.provenance("teacher-logits", asdict(config) | used, prov_inputs, problems=problems.fingerprint,
                               command=command)
     job = schemas.Job(shard_out(config.out, shard), schemas.TEACHER_LOGITS, options, prov, overwrite=config.overwrite)
     job.check()

@@ -53,7 +53,7 @@ RESULTS = results_frame(
 
 
 def test_summarize_mean_and_population_std_over_sample_indices():
-    s = summarize(RESULTS, set(), None, "m")
+    s = summarize(RESULTS, set(), None, "m", 1)
     assert s.columns == [c.name for c in schemas.EVAL_SUMMARY.columns]
     assert s["benchmark"].to_list() == ["alpha", "beta", "gamma"]
     assert s["problems"].to_list() == [4, 2, 1]
@@ -62,27 +62,79 @@ def test_summarize_mean_and_population_std_over_sample_indices():
     # population std of (0.5, 1.0, 0.0): sqrt(((0)^2 + 0.5^2 + 0.5^2) / 3)
     assert s["accuracy_std"].to_list() == pytest.approx([math.sqrt(0.5 / 3), 0.0, 0.5])
     assert s["model"].to_list() == ["m"] * 3 and s["retain"].to_list() == [False] * 3
-    for col in ("baseline_accuracy", "gain", "forgetting_pct"):
+    for col in ("baseline_accuracy", "gain", "forgetting_pct", "baseline_pass_at_k", "pass_at_k_gain", "maj_at_k_gain"):
         assert s[col].null_count() == 3
+    assert s["pass_at_k"].to_list() == pytest.approx([0.5, 0.5, 0.5])  # pass@1 is the accuracy
+    assert s["maj_at_k"].null_count() == 3  # no extracted answers in these rows
     # The summary builds a table of the artifact's exact schema.
     schemas.table_from_columns(s.to_dict(), schemas.EVAL_SUMMARY)
 
 
+def test_pass_at_k_is_the_unbiased_estimator():
+    from stages.stats import pass_at_k
+
+    # alpha: c = 2, 2, 1, 1 of n = 3. pass@2 = 1 - C(n-c, 2) / C(3, 2): 1, 1, 1 - 1/3, 1 - 1/3.
+    s = summarize(RESULTS.filter(pl.col("benchmark") == "alpha"), set(), None, "m", 2)
+    assert s["pass_at_k"].item() == pytest.approx((1 + 1 + 2 / 3 + 2 / 3) / 4)
+    assert s["k"].item() == 2
+    assert summarize(RESULTS.filter(pl.col("benchmark") == "alpha"), set(), None, "m", 3)["pass_at_k"].item() == 1.0
+    # Fewer than k responses on a problem of the benchmark: no estimate.
+    assert summarize(RESULTS, set(), None, "m", 2)["pass_at_k"].to_list() == [pytest.approx(10 / 12), None, 1.0]
+    # Against the definition by combinations, and against sampling k of n without replacement.
+    for n, c, k in ((8, 0, 1), (8, 3, 1), (8, 3, 4), (8, 5, 4), (10, 1, 10), (16, 2, 5)):
+        assert pass_at_k(n, c, k) == pytest.approx(1 - math.comb(n - c, k) / math.comb(n, k))
+    import itertools
+
+    draws = list(itertools.combinations([True] * 3 + [False] * 5, 4))
+    assert pass_at_k(8, 3, 4) == pytest.approx(sum(any(d) for d in draws) / len(draws))
+    with pytest.raises(ValueError):
+        pass_at_k(3, 1, 4)
+
+
+def test_maj_at_k_votes_over_extracted_answers_with_ties_to_the_first():
+    rows = [  # (problem, extracted answers of samples 0, 1, 2, their verdicts)
+        ("A", ["7", "7", "8"], [True, True, False]),    # 7 wins: right
+        ("B", ["5", "6", "6"], [True, False, False]),   # maj@3: 6 wins, wrong; maj@1: 5, right
+        ("C", ["3", "4", None], [False, True, False]),  # a 1-1 tie: 3 came first, wrong
+        ("D", [None, None, None], [False, False, False]),  # no answer at all: wrong
+    ]
+    frame = pl.DataFrame(
+        [{"problem_id": p, "sample_index": i, "benchmark": "b", "correct": v, "extracted": e}
+         for p, ex, ok in rows for i, (e, v) in enumerate(zip(ex, ok))],
+        schema={"problem_id": pl.String, "sample_index": pl.Int32, "benchmark": pl.String, "correct": pl.Boolean,
+                "extracted": pl.String},
+    )
+    assert summarize(frame, set(), None, "m", 3)["maj_at_k"].item() == pytest.approx(1 / 4)
+    assert summarize(frame, set(), None, "m", 2)["maj_at_k"].item() == pytest.approx(2 / 4)  # A; B's 5-6 tie goes to 5
+    assert summarize(frame, set(), None, "m", 1)["maj_at_k"].item() == pytest.approx(2 / 4)  # A, B
+    # The sample order decides ties, not the order of the rows.
+    assert summarize(frame.reverse(), set(), None, "m", 3)["maj_at_k"].item() == pytest.approx(1 / 4)
+    # A verifier that extracts no answer at all (module:function): no vote to count.
+    assert summarize(frame.with_columns(extracted=pl.lit(None, pl.String)), set(), None, "m", 3)["maj_at_k"].item() is None
+
+
 def test_summarize_gain_and_forgetting_against_a_baseline():
-    baseline = pl.DataFrame({"benchmark": ["alpha", "beta", "delta"], "accuracy_mean": [0.8, 0.0, 0.9]})
-    s = summarize(RESULTS, {"alpha", "beta", "gamma"}, baseline, "m")
+    # The baseline's per-response results: alpha 4 of 5 right (0.8), beta 0 of 2, delta 9 of 10.
+    baseline = results_frame({"alpha": [[True]] * 4 + [[False]], "beta": [[False]] * 2, "delta": [[True]] * 9 + [[False]]})
+    s = summarize(RESULTS, {"alpha", "beta", "gamma"}, baseline, "m", 1)
     by = {r["benchmark"]: r for r in s.iter_rows(named=True)}
     assert by["alpha"]["baseline_accuracy"] == 0.8
     assert by["alpha"]["gain"] == pytest.approx(0.5 - 0.8)
     assert by["alpha"]["forgetting_pct"] == pytest.approx((0.8 - 0.5) / 0.8 * 100)  # 37.5
+    assert by["alpha"]["baseline_pass_at_k"] == pytest.approx(0.8)  # pass@1 = accuracy, measured again
+    assert by["alpha"]["pass_at_k_gain"] == pytest.approx(0.5 - 0.8)
     assert by["beta"]["gain"] == pytest.approx(0.5)
     assert by["beta"]["forgetting_pct"] is None  # baseline 0: no relative drop
     assert by["gamma"]["baseline_accuracy"] is None  # not in the baseline
     assert by["gamma"]["gain"] is None and by["gamma"]["forgetting_pct"] is None
     # Forgetting is only for retention sets; gain is for all.
-    s = summarize(RESULTS, {"beta"}, baseline, "m")
+    s = summarize(RESULTS, {"beta"}, baseline, "m", 1)
     alpha = s.filter(pl.col("benchmark") == "alpha").row(0, named=True)
     assert alpha["gain"] == pytest.approx(-0.3) and alpha["forgetting_pct"] is None and not alpha["retain"]
+    # At k = 2 the one-response baseline has no pass@2: null, while accuracy's gain stays.
+    s = summarize(RESULTS.filter(pl.col("benchmark") == "alpha"), set(), baseline, "m", 2)
+    assert s["baseline_pass_at_k"].item() is None and s["pass_at_k_gain"].item() is None
+    assert s["gain"].item() == pytest.approx(-0.3)
 
 
 # ---------------------------------------------------------------------------------------
@@ -128,7 +180,7 @@ def summary_rows(out) -> dict[str, dict]:
 def test_per_response_rows_and_summary(evals, student_dir):
     out, r = evals["yes"]
     assert r.stdout.strip() == str(out)
-    assert "eval summary" in r.stderr and "100.0 ± 0.0" in r.stderr
+    assert "eval summary" in r.stderr and "100.0 ± 0.0" in r.stderr and "pass@3" in r.stderr and "maj@3" in r.stderr
     df = pl.read_parquet(out / "part-*.parquet")
     assert df.height == (4 + 3) * 3
     assert df.select(pl.struct("problem_id", "sample_index").n_unique()).item() == df.height
@@ -144,6 +196,7 @@ def test_per_response_rows_and_summary(evals, student_dir):
     assert (s["math500"]["problems"], s["gsm8k"]["problems"], s["aime"]["problems"]) == (4, 1, 2)
     for row in s.values():
         assert (row["samples"], row["accuracy_mean"], row["accuracy_std"]) == (3, 1.0, 0.0)
+        assert (row["k"], row["pass_at_k"], row["maj_at_k"]) == (3, 1.0, None)  # the module verifier extracts nothing
         assert row["model"] == str(student_dir)
     meta = pq.read_schema(out / "summary.parquet").metadata
     assert meta[b"paced.schema"] == b"eval_summary"
@@ -165,6 +218,16 @@ def test_rerun_with_a_baseline_regenerates_nothing_and_reports_gain_and_forgetti
     assert all(row["baseline_accuracy"] == 0.0 and row["gain"] == 1.0 for row in s.values())
     assert s["aime"]["retain"] and s["aime"]["forgetting_pct"] is None
     assert not s["math500"]["retain"] and s["math500"]["forgetting_pct"] is None
+    assert all(row["pass_at_k_gain"] == 1.0 and row["k"] == 3 for row in s.values())
+
+    # Another k only rewrites the summary: pass@k and maj@k (the baseline's too) at k = 2.
+    r = eval_cmd(bench, student_dir, yes, "evalchecks:yes", "--baseline", no, "--at-k", "2")
+    assert r.exit_code == 0 and "already complete" in r.stderr and "pass@2" in r.stderr, r.stderr
+    assert "+100.0" in r.stderr and "gain over the baseline" in r.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in yes.glob("part-*.parquet")} == before
+    assert all((row["k"], row["pass_at_k"], row["baseline_pass_at_k"]) == (2, 1.0, 0.0) for row in summary_rows(yes).values())
+    r = eval_cmd(bench, student_dir, yes, "evalchecks:yes", "--at-k", "4")
+    assert r.exit_code == 2 and "--at-k 4: must be from 1 to --samples = 3" in r.stderr
 
     # The reverse: all wrong now, all right in the baseline: retention sets forgot 100 %.
     r = eval_cmd(bench, student_dir, no, "evalchecks:no", "--baseline", yes, "--retain", "aime", "--retain", "gsm8k")

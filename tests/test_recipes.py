@@ -391,13 +391,15 @@ def test_distill_qwen3_recipe_end_to_end(tmp_path, student_dir, teacher_dir):
     for stage, model in (("stage1", student_dir), ("stage2", s1)):
         ro = provenance(work / stage / "student_rollouts")["options"]
         assert (ro["samples"], ro["temperature"], ro["model"]) == (4, 1.0, str(model))
+        assert ro["chat_template_kwargs"] == '{"enable_thinking":true}'  # THINKING=1, recorded
         w = pl.read_parquet(work / stage / "weights.parquet")
         assert w.height == 3 and (w["weight"] > 0).any()
     assert provenance(work / "stage1" / "teacher_rollouts")["options"]["model"] == str(teacher_dir)
     assert provenance(work / "stage2" / "onpolicy_rollouts")["options"]["model"] == str(s1)
     check_evals(work, ["base", "stage1", "stage2"])
     ev = provenance(work / "eval" / "stage2")["options"]
-    assert (ev["temperature"], ev["top_p"]) == (0.6, 0.8)
+    assert (ev["temperature"], ev["top_p"], ev["top_k"]) == (0.6, 0.8, 20)
+    assert ev["chat_template_kwargs"] == '{"enable_thinking":true}'
     assert "| mmlu (retention) | 3 |" in r.stdout and "| base student | Paced FKL | Paced FKL -> RKL |" in r.stdout
 
 

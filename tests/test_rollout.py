@@ -72,6 +72,24 @@ def test_sampling_is_temperature_and_top_p_only(tmp_path, problems_file, student
     assert distinct["completion_token_ids"].min() > 80, distinct
 
 
+def test_top_k_limits_each_draw_to_the_k_most_likely_tokens(tmp_path, problems_file, student_dir):
+    # Same near-uniform model as above: without --top-k ~150 distinct first tokens per prompt.
+    args = ["--problems", problems_file, "--model", student_dir, "--samples", "200", "--max-new-tokens", "1",
+            "--part-size", "6", "--batch-size", "6"]
+    assert paced("rollout", *args, "--out", tmp_path / "k5", "--top-k", "5").exit_code == 0
+    firsts = rollouts(tmp_path / "k5").group_by("problem_id").agg(pl.col("completion_token_ids").list.first().n_unique())
+    assert firsts["completion_token_ids"].max() <= 5 and firsts["completion_token_ids"].min() >= 3, firsts
+    assert json.loads((tmp_path / "k5" / "_job.json").read_text())["options"]["top_k"] == 5
+    # top-k 1 at temperature 1 is greedy decoding.
+    common = ["--problems", problems_file, "--model", student_dir, *FAST]
+    assert paced("rollout", *common, "--out", tmp_path / "k1", "--top-k", "1").exit_code == 0
+    assert paced("rollout", *common, "--out", tmp_path / "greedy", "--temperature", "0").exit_code == 0
+    assert rollouts(tmp_path / "k1")["completion_token_ids"].to_list() == rollouts(tmp_path / "greedy")["completion_token_ids"].to_list()
+    # Off (the default) is not in the job's key, so jobs made before --top-k existed resume.
+    assert paced("rollout", *common, "--out", tmp_path / "off").exit_code == 0
+    assert "top_k" not in json.loads((tmp_path / "off" / "_job.json").read_text())["options"]
+
+
 def test_greedy_gives_k_identical_samples(tmp_path, problems_file, student_dir):
     assert paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", tmp_path / "g",
                  *FAST, "--temperature", "0").exit_code == 0
@@ -120,6 +138,7 @@ def test_bad_input_exits_2_before_loading_anything(tmp_path, problems_file, stud
         (["--problems", no_ref, "--context", "reference"], "--context reference: 6 problem(s)"),
         (["--problems", problems_file, "--samples", "0"], "--samples 0"),
         (["--problems", problems_file, "--top-p", "0"], "--top-p 0.0"),
+        (["--problems", problems_file, "--top-k", "-1"], "--top-k -1: must be 0 (off)"),
         (["--problems", problems_file, "--backend", "tgi"], "--backend tgi"),
         (["--problems", problems_file, "--max-new-tokens", "5000"], "exceed the model's context of 1024"),
         (["--problems", tmp_path / "missing.parquet"], "no such file"),

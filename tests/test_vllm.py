@@ -37,6 +37,7 @@ from tests.conftest import ROOT, make_problems, paced
 ENGINE = ["--gpu-memory-utilization", "0.1", "--vllm-args", '{"enforce_eager": true}']
 PROBLEMS = 6
 GREEDY = ["--samples", "2", "--temperature", "0", "--max-new-tokens", "16", "--part-size", "4"]
+TOP_K1 = ["--samples", "2", "--temperature", "1", "--top-k", "1", "--max-new-tokens", "16", "--part-size", "4"]
 SAMPLED = ["--samples", "3", "--temperature", "1", "--max-new-tokens", "16", "--part-size", "2", "--seed", "5"]
 EVAL = ["--samples", "2", "--temperature", "0", "--max-new-tokens", "16", "--part-size", "4",
         "--verifier", "exact", "--workers", "1"]
@@ -130,6 +131,7 @@ def runs(tmp_path_factory, stopper_dir, teacher_dir):
         {"name": "resumed", "args": ["rollout", *student, *SAMPLED], "out": d / "v_resumed",
          "resume_from": d / "v_sampled", "delete": ["_manifest.json", "part-00002.parquet"]},
         {"name": "eval", "args": ["eval", *student, *EVAL], "out": d / "v_eval"},
+        {"name": "top_k1", "args": ["rollout", *student, *TOP_K1], "out": d / "v_top_k1"},
         {"name": "big_part", "args": ["rollout", "--problems", many, "--model", stopper_dir, "--backend", "vllm", *ENGINE,
                                       "--samples", str(BIG_K), "--max-new-tokens", "4", "--part-size", str(MANY)],
          "out": d / "v_big_part"},
@@ -258,7 +260,7 @@ def test_greedy_rollouts_are_the_hf_tokens(runs, stopper_dir, tokenizer):
     assert report["greedy"]["stdout"].strip() == str(d / "v_greedy")
     # One engine for the job's two parts, and for every later job of the process on this model.
     starts = {name: r["stderr"].count("starting the vLLM engine") for name, r in report.items()}
-    assert starts == {"greedy": 1, "sampled": 0, "resumed": 0, "eval": 0, "big_part": 0}, starts
+    assert starts == {"greedy": 1, "sampled": 0, "resumed": 0, "eval": 0, "top_k1": 0, "big_part": 0}, starts
     v, h = read(d / "v_greedy"), read(d / "h_greedy")
     assert v.height == h.height == PROBLEMS * 2
     assert v.drop("model").equals(h.drop("model"))  # tokens, text, finish reasons
@@ -271,6 +273,13 @@ def test_greedy_rollouts_are_the_hf_tokens(runs, stopper_dir, tokenizer):
     job = json.loads((d / "v_greedy" / "_job.json").read_text())
     assert job["options"]["backend"] == "vllm"
     assert "gpu_memory_utilization" not in job["options"]  # engine layout is not the job's identity
+
+
+@needs_vllm
+def test_top_k_1_sampling_is_greedy(runs):
+    d, _, _ = runs
+    assert read(d / "v_top_k1").drop("model").equals(read(d / "v_greedy").drop("model"))
+    assert json.loads((d / "v_top_k1" / "_job.json").read_text())["options"]["top_k"] == 1
 
 
 @needs_vllm

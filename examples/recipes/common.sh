@@ -22,10 +22,13 @@ TL_BATCH=${TL_BATCH:-4}
 EVAL_SAMPLES=${EVAL_SAMPLES:-8}
 EVAL_TEMPERATURE=${EVAL_TEMPERATURE:-0.6}
 EVAL_TOP_P=${EVAL_TOP_P:-0.8}
+EVAL_TOP_K=${EVAL_TOP_K:-20}
 EVAL_MAX_NEW_TOKENS=${EVAL_MAX_NEW_TOKENS:-$MAX_NEW_TOKENS}
 EVAL_VERIFIER=${EVAL_VERIFIER:-math}
 MMLU_LIMIT=${MMLU_LIMIT:-1000}
 SEED=${SEED:-0}
+CHAT_KWARGS=${CHAT_KWARGS:-}              # --chat-template-kwargs of rollout and eval (teacher-logits inherits them)
+TEMPLATE=(); if [ -n "$CHAT_KWARGS" ]; then TEMPLATE=(--chat-template-kwargs "$CHAT_KWARGS"); fi
 mkdir -p "$WORK/eval" "$DATA"
 
 # --- Problems files (prompts carry the paper's suffix: no --prompt-suffix below) ---------------
@@ -53,7 +56,7 @@ engine "$BACKEND"; GEN=("${ENGINE[@]}")
 
 sample() {  # sample MODEL OUT SAMPLES: rollouts of the training problems at temperature 1.0 (the paper's)
   paced rollout --problems "$TRAIN" --model "$1" --out "$2" --samples "$3" --temperature 1.0 \
-    --max-new-tokens "$MAX_NEW_TOKENS" --seed "$SEED" "${GEN[@]}"
+    --max-new-tokens "$MAX_NEW_TOKENS" --seed "$SEED" "${GEN[@]}" "${TEMPLATE[@]}"
 }
 resume() {  # --resume when a distill run was started in $1 (a finished one is left as it is)
   if [ -f "$1/_job.json" ]; then echo --resume; fi
@@ -61,6 +64,6 @@ resume() {  # --resume when a distill run was started in $1 (a finished one is l
 evaluate() {  # evaluate MODEL OUT [--baseline DIR]
   local model=$1 out=$2; shift 2
   paced eval --model "$model" "${BENCHMARKS[@]}" --out "$out" --samples "$EVAL_SAMPLES" \
-    --temperature "$EVAL_TEMPERATURE" --top-p "$EVAL_TOP_P" --max-new-tokens "$EVAL_MAX_NEW_TOKENS" \
-    --verifier "$EVAL_VERIFIER" --workers "$WORKERS" --seed "$SEED" "${GEN[@]}" "$@"
+    --temperature "$EVAL_TEMPERATURE" --top-p "$EVAL_TOP_P" --top-k "$EVAL_TOP_K" --max-new-tokens "$EVAL_MAX_NEW_TOKENS" \
+    --verifier "$EVAL_VERIFIER" --workers "$WORKERS" --seed "$SEED" "${GEN[@]}" "${TEMPLATE[@]}" "$@"
 }

@@ -33,9 +33,13 @@
 # Hyperparameters: those known from the authors' setup (docs/method.md): lr 1e-6, weight decay 0.1,
 # gradient clipping 1.0, 256 problems per optimizer step, K = 8 rollouts at temperature 1.0,
 # responses up to 8,192 tokens, alpha = beta = 1, mean-normalised weights, evaluation at
-# temperature 0.6 and top-p 0.8 (paced eval has no top-k: the authors' top-k 20 is not applied),
-# 8 samples per problem. Not public, our choices: one epoch per stage, top-32 teacher logits,
-# re-estimated pass rates before stage 2 (REESTIMATE=0 keeps the stage-1 weights). The paper's
+# temperature 0.6, top-p 0.8 and top-k 20, 8 samples per problem. Not public, our choices: one epoch per stage, top-32 teacher logits,
+# re-estimated pass rates before stage 2 (REESTIMATE=0 keeps the stage-1 weights), and Qwen3's
+# thinking mode (THINKING=1, its chat template's default, passed explicitly as
+# --chat-template-kwargs '{"enable_thinking": true}' so every artifact records it): the paper does
+# not name the mode, and its 8,192-token responses are sized for thinking. THINKING=0 turns it off
+# for rollouts, teacher scoring (teacher-logits inherits the rollouts' setting) and evaluation:
+# shorter responses, for a quicker, weaker run. The paper's
 # teacher is Qwen3-8B after GRPO training: set TEACHER to your own checkpoint if you have one.
 #
 #   bash examples/recipes/distill_qwen3.sh
@@ -56,6 +60,8 @@ EPOCHS1=${EPOCHS1:-1}
 EPOCHS2=${EPOCHS2:-1}
 LORA_R=${LORA_R:-0}
 REESTIMATE=${REESTIMATE:-1}
+THINKING=${THINKING:-1}
+if [ "$THINKING" = 1 ]; then CHAT_KWARGS='{"enable_thinking": true}'; else CHAT_KWARGS='{"enable_thinking": false}'; fi
 . examples/recipes/common.sh              # the other settings, benchmarks, engine, sample, evaluate
 
 if [ -z "${TRAIN:-}" ]; then

@@ -41,12 +41,14 @@
 #
 # Hyperparameters: from the authors' setup (docs/method.md): K = 8 rollouts at temperature 1.0,
 # alpha = beta = 1, mean-normalised weights, weight decay 0.1, gradient clipping 1.0, 256
-# problems per optimizer step, evaluation at temperature 0.6 and top-p 0.8 (paced eval has no
-# top-k), 8 samples per problem. lr: 1e-6 (theirs) for a full fine-tune; with LoRA the default is
+# problems per optimizer step, evaluation at temperature 0.6, top-p 0.8 and top-k 20, 8 samples
+# per problem. lr: 1e-6 (theirs) for a full fine-tune; with LoRA the default is
 # 1e-5, our choice (LoRA usually wants a larger rate). Not public, our choices: one epoch and one
 # on-policy round (ROUNDS=2 or more: each round re-estimates the pass rates of the current
 # student and rolls it out again, the teacher staying the base model with the reference), one
-# on-policy response per problem (SEQ_SAMPLES), top-32 teacher logits.
+# on-policy response per problem (SEQ_SAMPLES), top-32 teacher logits. No chat template
+# variables: Qwen2.5-Math's template has no thinking switch (CHAT_KWARGS passes some to rollout
+# and eval for a model whose template has variables).
 #
 #   bash examples/recipes/self_distill_math.sh
 #   ROUNDS=2 LORA_R=0 LR=1e-6 bash examples/recipes/self_distill_math.sh    # full fine-tune, big GPU

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from schemas import InputError
 from stages import backends
 from stages.backends.sampling import MAX_SAMPLES, MAX_SEED, Sample, derive_seed
-from stages.options import key_options, option, RUNTIME, TRUST_REMOTE_CODE, DEVICE, SHARD
+from stages.options import key_options, option, RUNTIME, TRUST_REMOTE_CODE, DEVICE, SHARD, TOP_K, CHAT_TEMPLATE_KWARGS
 
 @dataclass(kw_only=True)
 class GenerationConfig:
@@ -27,11 +27,13 @@ class GenerationConfig:
     samples: int = option("K: responses per problem.", 8, flags=("--samples", "-k"))
     temperature: float = option("Sampling temperature; 0 is greedy. The paper samples at 1.0.", 1.0)
     top_p: float = option("Nucleus sampling mass, in (0, 1].", 1.0)
+    top_k: int = option(TOP_K, 0, keyed_when_set=True)
     max_new_tokens: int = option("Longest response; longer ones stop with finish_reason 'length'.", 1024)
     seed: int = option("Same seed, options and batch size give the same responses.", 0)
     backend: str = option(backends.BACKEND_HELP, "hf")
     context: str = option("none, or reference: the prompt carries the problem's expert reference solution (privileged context).", "none")
     system_prompt: str | None = option("A system message placed before the problem (chat models).", None)
+    chat_template_kwargs: str | None = option(CHAT_TEMPLATE_KWARGS, None, keyed_when_set=True)
     prompt_suffix: str | None = option("Text appended to every prompt, e.g. \" Let's think step by step and output the final answer within \\boxed{}.\"", None)
     batch_size: int = option("Problems per generate call (each with K samples); vllm takes a whole part at once.", 8)
     part_size: int = option("Problems per output part: the unit of resumption.", 64)
@@ -61,6 +63,8 @@ class GenerationConfig:
             problems.append(f"--temperature {self.temperature}: must be a finite number >= 0 (0 is greedy)")
         if not 0 < self.top_p <= 1:
             problems.append(f"--top-p {self.top_p}: must be in (0, 1]")
+        if self.top_k < 0:
+            problems.append(f"--top-k {self.top_k}: must be 0 (off) or a number of tokens >= 1 (Qwen3's evaluation uses 20)")
         if self.max_new_tokens < 1:
             problems.append(f"--max-new-tokens {self.max_new_tokens}: must be at least 1")
         if not 0 <= self.seed <= MAX_SEED:
@@ -69,6 +73,10 @@ class GenerationConfig:
             problems.append(f"--batch-size {self.batch_size}: must be at least 1")
         if self.part_size < 1:
             problems.append(f"--part-size {self.part_size}: must be at least 1")
+        try:  # one spelling, so the job's key does not depend on how the JSON was typed
+            self.chat_template_kwargs = prompts.canonical_template_kwargs(self.chat_template_kwargs)
+        except InputError as e:
+            problems.append(str(e))
         if self.context not in prompts.CONTEXTS:
             problems.append(f"--context {self.context}: use one of {', '.join(prompts.CONTEXTS)}")
         problems += backends.option_problems(self)

@@ -4,7 +4,8 @@ teacher scoring with one forward pass and the output layer in chunks.
 transformers fills every generation option left unset (None) from the model's own generation
 config (Qwen3 ships top-k 20, top-p 0.95, temperature 0.6) and then from its global defaults
 (top-k 50), which would bias the pass rates Paced measures. So the model's generation config
-is replaced by an empty one once it is loaded, and every call passes top-k 0 (off) explicitly.
+is replaced by an empty one once it is loaded, and every call passes top-k explicitly (`--top-k`,
+0 when off).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def open_generator(model_name: str, config: Any, tokenizer: Any) -> Iterator[Cal
     (`n`: samples per prompt, when not --samples)."""
     from transformers import GenerationConfig as HFGenerationConfig
 
-    options = SamplingOptions(config.samples, config.temperature, config.top_p, config.max_new_tokens)
+    options = SamplingOptions.of(config)
     model = models.load_model(
         model_name, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
     )
@@ -99,9 +100,9 @@ def generate_hf(
         do_sample=not greedy,
         temperature=None if greedy else options.temperature,
         top_p=None if greedy else options.top_p,
-        # Off when sampling (None would mean transformers' default of 50); unset when greedy,
+        # --top-k, 0 when off (None would mean transformers' default of 50); unset when greedy,
         # where any value is unused and transformers warns about it.
-        top_k=None if greedy else 0,
+        top_k=None if greedy else options.top_k,
         max_new_tokens=options.max_new_tokens,
         # Greedy decoding gives K identical samples: decode once and copy.
         num_return_sequences=1 if greedy else options.n,

@@ -1,6 +1,6 @@
 """What every backend's samples are made of: the sampling options, a sample, seeds.
 
-Sampling follows the options exactly: temperature, top-p, and nothing else (no model
+Sampling follows the options exactly: temperature, top-p, top-k, and nothing else (no model
 defaults; each backend says how it keeps them out).
 """
 
@@ -22,6 +22,12 @@ class SamplingOptions:
     temperature: float
     top_p: float
     max_new_tokens: int
+    top_k: int = 0  # 0: off
+
+    @classmethod
+    def of(cls, config: Any) -> "SamplingOptions":
+        """The sampling options of a rollout or eval config."""
+        return cls(config.samples, config.temperature, config.top_p, config.max_new_tokens, config.top_k)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ a script that runs a stage with this backend needs the `if __name__ == "__main__
 `paced` command has it, and `python -m paced_cli` is safe (a package's __main__ is not re-run).
 vLLM logs to stderr here (its default is stdout, which carries only the output path).
 
-- Sampling: explicit SamplingParams (n = K, temperature, top-p, max_tokens, the model's
+- Sampling: explicit SamplingParams (n = K, temperature, top-p, top-k, max_tokens, the model's
   end-of-sequence ids as stop tokens), never the model's generation defaults
   (`generation_config="vllm"`). Each prompt gets its own seed, derived from the part's seed
   and the prompt's place in the part (vLLM gives sample k of a prompt the seed + k), and a
@@ -322,7 +322,7 @@ def eos_token_ids(model: str, tokenizer: Any) -> list[int]:
 def open_generator(model: str, c: Any, tokenizer: Any) -> Iterator[Callable[..., list[list[Sample]]]]:
     """Start (or reuse) the engine for `model`; yield `generate(prompts, seed, on_batch, n)`
     (`n`: samples per prompt, when not --samples)."""
-    options = SamplingOptions(c.samples, c.temperature, c.top_p, c.max_new_tokens)
+    options = SamplingOptions.of(c)
     llm = engine(model, c, seeded=True)
     eos = eos_token_ids(model, tokenizer)
 
@@ -374,6 +374,7 @@ def generate(
             n=1 if greedy else options.n,
             temperature=0.0 if greedy else options.temperature,
             top_p=1.0 if greedy else options.top_p,
+            top_k=0 if greedy else options.top_k,  # 0: off
             max_tokens=options.max_new_tokens,
             stop_token_ids=list(eos_ids),
             seed=derive_seed(seed, i),
