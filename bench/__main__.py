@@ -8,7 +8,8 @@
 Sections: distill (1: throughput and memory vs TRL), storage (2: teacher-logit bytes and
 truncation), floor (3: distance from a plain step), rollout (4), weight (5: reweighting cost),
 savings (6: compute saved by weight-0 problems), adaptive (7: rollout --min-samples),
-sweep (8: a 3 x 3 alpha/beta sweep against nine TRL runs). Every figure is a ratio, or a number beside
+sweep (8: a 3 x 3 alpha/beta sweep against nine TRL runs), busy (9: a stage's speed beside one
+other busy process). Every figure is a ratio, or a number beside
 the floor it is compared with, measured side by side in this run on this machine; each is
 the median of several runs after a warm-up, printed with its spread. The table goes to
 stdout and, with the date, machine and library versions, to `--out` (bench/results.md).
@@ -38,6 +39,7 @@ SECTIONS = {
     "savings": ("bench.savings", "section"),
     "adaptive": ("bench.adaptive", "section"),
     "sweep": ("bench.sweep", "section"),
+    "busy": ("bench.busy", "section"),
 }
 
 

@@ -52,6 +52,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 
+from stages import threads  # noqa: E402
+
+threads.bounded_wait()  # before torch loads (stages.threads says why)
+
 import task  # noqa: E402
 import tiny_model  # noqa: E402
 
@@ -369,10 +373,9 @@ def main() -> None:
                     help="how numbers are written (examples/task.py --order): both models train on that format")
     ap.add_argument("--only", choices=("teacher", "student"), default=None,
                     help="train only this model (students of several seeds share one teacher trained once)")
-    ap.add_argument("--threads", type=int, default=2,
-                    help="torch CPU threads (on a machine shared with other jobs, 1 can be faster)")
+    ap.add_argument("--threads", type=int, default=None, help=threads.HELP)
     args = ap.parse_args()
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         ap.error(f"--threads {args.threads}: must be at least 1")
 
     def recipe(base: Recipe, given: int | None, flag: str) -> Recipe:
@@ -404,9 +407,7 @@ def main() -> None:
     }
     seeds = {"teacher": args.seed, "student": args.seed if args.student_seed is None else args.student_seed}
 
-    import torch
-
-    torch.set_num_threads(args.threads)
+    threads.configure(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     for name, r in recipes.items():

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import typer
+from stages import threads
 
-from paced_cli.eval import eval_ as eval_command
-from paced_cli.distill import distill
-from paced_cli.rollout import rollout
-from paced_cli.score import score
-from paced_cli.snr import snr
-from paced_cli.teacher_logits import teacher_logits
-from paced_cli.weight import weight
+threads.bounded_wait()  # before anything imports torch: OpenMP reads it once, when it loads
+
+import typer  # noqa: E402
+
+from paced_cli.eval import eval_ as eval_command  # noqa: E402
+from paced_cli.distill import distill  # noqa: E402
+from paced_cli.rollout import rollout  # noqa: E402
+from paced_cli.score import score  # noqa: E402
+from paced_cli.snr import snr  # noqa: E402
+from paced_cli.teacher_logits import teacher_logits  # noqa: E402
+from paced_cli.weight import weight  # noqa: E402
 
 app = typer.Typer(
     name="paced",

@@ -13,7 +13,17 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from paced_cli.common import run_stage
-from stages import options
+from stages import options, threads
+
+
+def with_threads(run: Callable[..., Any], n: int | None) -> Callable[..., Any]:
+    """`run`, with torch's threads chosen first (after the config is built: bad options exit 2
+    before anything is measured)."""
+    def run_with_threads(config: Any, command: str | None = None) -> Any:
+        threads.configure(n)
+        return run(config, command)
+
+    return run_with_threads
 
 
 def _required(f: Field) -> bool:
@@ -21,10 +31,12 @@ def _required(f: Field) -> bool:
 
 
 def command(config_cls: type, run: Callable[..., Any], doc: str, name: str,
-            around: Callable[[], contextlib.AbstractContextManager] | None = None) -> Callable[..., None]:
+            around: Callable[[], contextlib.AbstractContextManager] | None = None,
+            uses_torch: bool = True) -> Callable[..., None]:
     """The typer callback of one stage: its options are `config_cls`'s option fields, required
     ones first, then the others in declaration order; it builds the config and runs the stage
-    through `run_stage` (exit codes, messages), inside `around()` when given."""
+    through `run_stage` (exit codes, messages), inside `around()` when given. A stage that
+    `uses_torch` also takes --threads (stages.threads), chosen once its options are valid."""
     hints = typing.get_type_hints(config_cls)
     fields = options.declared(config_cls)
     params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
@@ -42,13 +54,18 @@ def command(config_cls: type, run: Callable[..., Any], doc: str, name: str,
         info = typer.Option(*f.metadata["flags"], help=f.metadata["help"])
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[tp, info], default=default))
 
+    if uses_torch:  # the one option that is not the stage's: where it runs, not what it makes
+        params.append(inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[Optional[int], typer.Option(help=threads.HELP, min=1)]))
+
     def callback(ctx: typer.Context, **given: Any) -> None:
+        n_threads = given.pop("threads", None)
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
         for k, factory in factories.items():
             if values[k] is None:
                 values[k] = factory()
         with around() if around is not None else contextlib.nullcontext():
-            run_stage(lambda: config_cls(**values), run, ctx)
+            run_stage(lambda: config_cls(**values), with_threads(run, n_threads) if uses_torch else run, ctx)
 
     callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     callback.__annotations__ = {p.name: p.annotation for p in params}

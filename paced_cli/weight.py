@@ -5,4 +5,4 @@ from __future__ import annotations
 from paced_cli.build import command
 from stages import weight as stage
 
-weight = command(stage.WeightConfig, stage.run, 'Per-problem pass rate p and weight w(p) from scores (fast: rerun it alone with a new alpha, beta).', "weight")
+weight = command(stage.WeightConfig, stage.run, 'Per-problem pass rate p and weight w(p) from scores (fast: rerun it alone with a new alpha, beta).', "weight", uses_torch=False)

@@ -174,3 +174,13 @@ def test_adaptive_synthetic_rows_follow_the_rule():
         full = draws.sum(1) / K
         changed = settled & (full > 0) & (full < 1)  # settled problems the plain run weighs > 0
         assert rows[f"synthetic, --min-samples {k0}: problems set to weight 0 that the plain run weighs > 0"] == f"{changed.mean():.1%}"
+
+
+def test_busy_quick_section_runs_every_way(tmp_path):
+    # bench section 9: 8 short distill runs (4 ways, quiet and beside a busy process), about a minute.
+    r = bench("--quick", "--only", "busy", "--out", str(tmp_path / "results.md"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| 9. shared machine |")]
+    assert len(rows) == 7, rows
+    assert "steps/s busy / quiet" in rows[0] and rows[0].rstrip().endswith(("| yes |", "| **no** |"))
+    assert "What paced chose: quiet: threads: " in r.stdout and "GOMP_SPINCOUNT=1000" in r.stdout
