@@ -37,6 +37,7 @@ nothing above changes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -50,10 +51,10 @@ import polars as pl
 
 import schemas
 from schemas import InputError
-from schemas.outputs import check_paths
+from schemas.outputs import check_file, check_paths
 from stages import models
 from stages.common import console, progress, summary_table
-from stages.training import checkpoints, data as train_data, forward, losses, schedules
+from stages.training import checkpoints, data as train_data, forward, losses, schedules, tracking
 from stages.training.launch import Launch, launched
 from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, ALLOW_STALE
 
@@ -91,9 +92,14 @@ class DistillConfig:
     trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME)
     allow_stale: bool = option(ALLOW_STALE, False, role=RUNTIME)
     overwrite: bool = option("Replace a different or unfinished run in --out instead of refusing.", False, role=RUNTIME)
+    report_to: str = option("Also send every step's train_log row to: none, tensorboard (event files in <out>/tensorboard) or wandb (project $WANDB_PROJECT or paced, files in <out>/wandb; WANDB_MODE=offline keeps them local).", "none", role=RUNTIME)
+    plot: Path | None = option("Also draw loss, forward and reverse KL, learning rate and mean weight per step to this PNG (also for a finished run).", None, role=RUNTIME)
 
     def __post_init__(self) -> None:
         p = []
+        p += tracking.option_problems(self.report_to)
+        if self.plot is not None and Path(self.plot).suffix.lower() != ".png":
+            p.append(f"--plot {self.plot}: give a .png file name")
         p += losses.option_problems(self.loss, self.mu)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             p.append(f"--lr {self.lr}: must be a positive number")
@@ -169,7 +175,11 @@ def _run(config: DistillConfig, launch: Launch | None, command: str | None) -> P
     """Setup (inputs, job, rows, model), the training loop, the final model and log."""
     r = _setup(config, launch, command)
     if r is None:
-        console.print(f"{config.out}: already complete; nothing to do")
+        console.print(f"{config.out}: already complete; nothing to do" + (" but the plot" if config.plot else ""))
+        if config.plot is not None and (launch is None or launch.main):
+            log = schemas.read(Path(config.out) / TRAIN_LOG_FILE, schemas.TRAIN_LOG, option="--out")
+            key = schemas.io.read_job(Path(config.out), "--out").get("key", "")
+            tracking.plot(log.frame.to_dicts(), Path(config.plot), f"paced distill: {Path(config.out).name}", key)
         return Path(config.out)
     _train(config, r)
     return _finish(config, r)
@@ -208,7 +218,7 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
 
     main = launch is None or launch.main
     # 1. Inputs and options, before any model is loaded (every process checks the same files).
-    check_paths({"--out": config.out}, {"--student": config.student, "--teacher-logits": config.teacher_logits,
+    check_paths({"--out": config.out, "--plot": config.plot}, {"--student": config.student, "--teacher-logits": config.teacher_logits,
                                         "--weights": config.weights, "--init": config.init})
     weights = schemas.read(config.weights, schemas.WEIGHTS, option="--weights")
     tl = schemas.read_header(config.teacher_logits, schemas.TEACHER_LOGITS, option="--teacher-logits")
@@ -236,7 +246,9 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
     if launch is not None:
         prov["launch"] = launch.describe
     job = schemas.Job(config.out, schemas.TRAIN_LOG, options | {"inputs": inputs}, prov, overwrite=config.overwrite,
-                      own=(checkpoints.CHECKPOINTS, DATA_CACHE, TRAIN_LOG_FILE))
+                      own=(checkpoints.CHECKPOINTS, DATA_CACHE, TRAIN_LOG_FILE, tracking.TENSORBOARD_DIR, tracking.WANDB_DIR))
+    if config.plot is not None:
+        check_file(config.plot, tracking.PLOT_KIND, "--plot", key=job.key, overwrite=config.overwrite, suffix=".png")
     held: dict[str, Any] = {}
 
     def job_and_rows():
@@ -353,7 +365,8 @@ def _train(config: DistillConfig, r: _Run) -> None:
     bar_ctx = progress("distill", total=r.total - r.start, unit="steps") if r.main else _NoBar()
     rank, world = (0, 1) if launch is None else (launch.rank, launch.world)
     exports = set(config.exports)  # parsed once, not on every step
-    with bar_ctx as bar:
+    tracker = tracking.Tracker(config.report_to if r.main else "none", work, r.job.key, key_options(config), r.start + 1)
+    with bar_ctx as bar, contextlib.closing(tracker):
         for step in range(r.start + 1, r.total + 1):
             t0 = time.perf_counter()
             epoch, names = train_data.step_problems(data, config.seed, config.batch_size, step)
@@ -389,6 +402,7 @@ def _train(config: DistillConfig, r: _Run) -> None:
                     "visited": len(r.seen), "seconds": time.perf_counter() - t0,
                 }
             )
+            tracker.log(r.log[-1])
             bar.update(bar.tasks[0].id, advance=1, rate=f"loss {sums['loss']:.4f}")
             if step in exports and step < r.total:
                 checkpoints.export_model(r.job, step, r.model, r.tokenizer, r.log, r.prov)
@@ -424,6 +438,8 @@ def _finish(config: DistillConfig, r: _Run) -> Path:
     table = pl.DataFrame(log, schema=checkpoints.log_schema()).to_arrow().cast(schemas.TRAIN_LOG.arrow)
     schemas.write_file(work / TRAIN_LOG_FILE, table, schemas.TRAIN_LOG, r.prov, overwrite=True)
     r.job.finish(0)
+    if config.plot is not None:
+        tracking.plot(log, Path(config.plot), f"paced distill: {out.name}", r.job.key)
     shutil.rmtree(r.job.dir / checkpoints.CHECKPOINTS, ignore_errors=True)
     (r.job.dir / DATA_CACHE).unlink(missing_ok=True)
     first, last = log[0], log[-1]

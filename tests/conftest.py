@@ -49,8 +49,9 @@ def paced(*args: str | os.PathLike) -> Result:
 
 
 def paced_subprocess(*args: str | os.PathLike, **kw) -> subprocess.CompletedProcess:
-    """Run `python -m paced_cli` in a real process (for kills, exit codes, stdout purity)."""
-    env = os.environ | {"PACED_NO_PROGRESS": "1"}
+    """Run `python -m paced_cli` in a real process (for kills, exit codes, stdout purity);
+    `env`: variables to add to this process's."""
+    env = os.environ | {"PACED_NO_PROGRESS": "1"} | kw.get("env", {})
     return subprocess.run(
         [sys.executable, "-m", "paced_cli", *[str(a) for a in args]],
         capture_output=True, text=True, env=env, cwd=kw.get("cwd", ROOT), timeout=kw.get("timeout", 600),
