@@ -355,3 +355,42 @@ def test_teacher_logits_through_the_paced_command_match_hf(runs):
         assert np.abs(a - b).max() <= atol, (c, np.abs(a - b).max())
     job = json.loads((d / "v_tl" / "_job.json").read_text())
     assert job["options"]["backend"] == "vllm"
+
+
+@needs_vllm
+def test_kill_9_leaves_no_engine_process_behind(tmp_path, stopper_dir):
+    """SIGKILL the `paced` command while its engine generates: the engine's processes (vLLM's
+    engine core and workers, about 5 GB each) must end too (stages/backends/watchdog.py)."""
+    import signal
+    import time
+
+    from stages.backends import watchdog
+
+    python = vllm_python()
+    script = Path(python).parent / "paced"
+    problems = tmp_path / "problems.parquet"
+    make_problems(400).write_parquet(problems)
+    out = tmp_path / "r"
+    proc = subprocess.Popen(
+        [str(script), "rollout", "--problems", str(problems), "--model", str(stopper_dir), "--backend", "vllm", *ENGINE,
+         "--samples", "4", "--max-new-tokens", "16", "--part-size", "8", "--out", str(out)],
+        cwd=ROOT, env=os.environ | {"PACED_NO_PROGRESS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 600
+        while not (out / "part-00001.parquet").exists():  # the engine runs and has written a part
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.time() < deadline, "no part within 600 s"
+            time.sleep(0.1)
+        below = watchdog.descendants(proc.pid, watchdog._table())
+        assert len(below) >= 2  # the watchdog and the engine core, at least
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # paced turned chunked prefill off itself (CPU, seeded sampling): vLLM's alarm about it is not shown.
+    assert "officially support disabling chunked prefill" not in proc.stderr.read()
+    deadline = time.time() + 30
+    alive = below
+    while alive and time.time() < deadline:
+        time.sleep(0.5)
+        alive = {pid: t for pid, t in below.items() if (watchdog._stat(pid) or (0, None))[1] == t}
+    assert not alive, f"still running after the kill: {sorted(alive)}"

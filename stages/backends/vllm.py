@@ -25,6 +25,8 @@ vLLM logs to stderr here (its default is stdout, which carries only the output p
   are requested in extra and dropped, as the transformers backend does.
 - Weights load from safetensors only (`load_format="safetensors"`); remote code runs only
   with --trust-remote-code.
+- The engine's processes end with the command: on a normal end, Ctrl-C or SIGTERM paced stops
+  them, and after a SIGKILL `stages/backends/watchdog.py` does.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import gc
 import importlib.util
 import json
+import logging
 import math
 import os
 import sys
@@ -42,6 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 from schemas import InputError
 from stages import models
 from stages.backends.sampling import Sample, SamplingOptions, derive_seed, prompt_samples
+from stages.backends import watchdog
 
 LABEL = "vLLM"
 # The config fields only this backend uses, with their defaults (the others refuse them).
@@ -247,6 +251,26 @@ def engine_kwargs(model: str, c: Any, *, max_logprobs: int = 20, seeded: bool = 
     return kwargs | extra
 
 
+# What vLLM says when paced itself turns chunked prefill off on CPU (engine_kwargs says why).
+_OWN_WARNING = "This model does not officially support disabling chunked prefill"
+
+
+class _DropOwnWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_OWN_WARNING)
+
+
+def _quiet_own_chunked_prefill_warning() -> None:
+    """vLLM warns that disabling chunked prefill "may cause the engine to crash or produce
+    incorrect outputs" for models that do not declare support for it. paced disables it on CPU
+    for seeded sampling (tested: tests/test_vllm.py compares the outputs with the hf backend's),
+    so the warning would only alarm; it is dropped here. A user's own
+    `--vllm-args '{"enable_chunked_prefill": false}'` keeps it."""
+    logger = logging.getLogger("vllm.engine.arg_utils")
+    if not any(isinstance(f, _DropOwnWarning) for f in logger.filters):
+        logger.addFilter(_DropOwnWarning())
+
+
 def engine(model: str, c: Any, *, max_logprobs: int = 20, seeded: bool = False) -> Any:
     """The vllm.LLM for `model` with the config's engine options: started once, then reused."""
     vllm = require()
@@ -261,6 +285,9 @@ def engine(model: str, c: Any, *, max_logprobs: int = 20, seeded: bool = False) 
     from stages.common import console
 
     console.print(f"starting the vLLM engine for {model} (vLLM {vllm.__version__}) ...")
+    watchdog.start()  # the engine's processes end with this one, even after a kill -9
+    if kwargs.get("enable_chunked_prefill") is False and "enable_chunked_prefill" not in parse_vllm_args(c.vllm_args):
+        _quiet_own_chunked_prefill_warning()
     with _stdout_to_stderr():
         llm = vllm.LLM(**kwargs)
     _engine.update(key=key, llm=llm)
