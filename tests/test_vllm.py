@@ -394,3 +394,37 @@ def test_kill_9_leaves_no_engine_process_behind(tmp_path, stopper_dir):
         time.sleep(0.5)
         alive = {pid: t for pid, t in below.items() if (watchdog._stat(pid) or (0, None))[1] == t}
     assert not alive, f"still running after the kill: {sorted(alive)}"
+
+
+@needs_vllm
+def test_a_distilled_checkpoint_evaluates_on_vllm_as_on_hf(tmp_path, stopper_dir):
+    """The path every user takes after distill: `paced eval --backend vllm` on its --out."""
+    problems = tmp_path / "problems.parquet"
+    make_problems(PROBLEMS).write_parquet(problems)
+    for args in (
+        ["rollout", "--problems", problems, "--model", stopper_dir, "--out", tmp_path / "seqs", *GREEDY],
+        ["teacher-logits", "--problems", problems, "--sequences", tmp_path / "seqs", "--teacher", stopper_dir,
+         "--top-k", "4", "--out", tmp_path / "tl"],
+    ):
+        r = paced(*args)
+        assert r.exit_code == 0, (args, r.stderr)
+    pl.DataFrame({"problem_id": [f"p{i}" for i in range(PROBLEMS)], "num_samples": [2] * PROBLEMS,
+                  "num_correct": [1] * PROBLEMS, "pass_rate": [0.5] * PROBLEMS, "weight": [1.0] * PROBLEMS}
+                 ).write_parquet(tmp_path / "weights.parquet")
+    r = paced("distill", "--student", stopper_dir, "--teacher-logits", tmp_path / "tl", "--weights", tmp_path / "weights.parquet",
+              "--out", tmp_path / "student", "--max-steps", "3", "--batch-size", "2", "--lr", "1e-2", "--save-steps", "0")
+    assert r.exit_code == 0, r.stderr
+    evaluate = ["eval", "--problems", str(problems), "--model", str(tmp_path / "student"), *map(str, EVAL)]
+    script = Path(vllm_python()).parent / "paced"
+    v = subprocess.run([str(script), *evaluate, "--backend", "vllm", *ENGINE, "--out", str(tmp_path / "v_eval")], cwd=ROOT,
+                       env=os.environ | {"PACED_NO_PROGRESS": "1"}, capture_output=True, text=True, timeout=1200)
+    assert v.returncode == 0, v.stderr[-5000:]
+    r = paced(*evaluate, "--out", tmp_path / "h_eval")
+    assert r.exit_code == 0, r.stderr
+    cols = ["problem_id", "sample_index", "completion", "finish_reason", "correct"]
+    assert read(tmp_path / "v_eval").select(cols).equals(read(tmp_path / "h_eval").select(cols))
+    # The distilled model differs from the student it started from: not a copy evaluated twice.
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "student" / "model.safetensors"), load_file(stopper_dir / "model.safetensors")
+    assert any(not (a[k] == b[k]).all() for k in a)
