@@ -11,6 +11,7 @@ threads.bounded_wait()  # before anything imports torch: OpenMP reads it once, w
 import typer  # noqa: E402
 
 from paced_cli.eval import eval_ as eval_command  # noqa: E402
+from paced_cli.inspect import inspect  # noqa: E402
 from paced_cli.distill import distill  # noqa: E402
 from paced_cli.rollout import rollout  # noqa: E402
 from paced_cli.score import score  # noqa: E402
@@ -51,6 +52,7 @@ app.command("teacher-logits")(teacher_logits)
 app.command("distill")(distill)
 app.command("eval")(eval_command)
 app.command("snr")(snr)
+app.command("inspect")(inspect)
 
 
 def main() -> None:

@@ -51,7 +51,8 @@ def command(config_cls: type, run: Callable[..., Any], doc: str, name: str,
             factories[f.name] = f.default_factory
         elif f.default is not MISSING:
             default = f.default
-        info = typer.Option(*f.metadata["flags"], help=f.metadata["help"])
+        info = (typer.Argument(help=f.metadata["help"]) if f.metadata.get("argument")
+                else typer.Option(*f.metadata["flags"], help=f.metadata["help"]))
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[tp, info], default=default))
 
     if uses_torch:  # the one option that is not the stage's: where it runs, not what it makes

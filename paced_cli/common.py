@@ -103,5 +103,6 @@ def run_stage(make_config: Callable[[], C], run: Callable[..., Path], ctx: typer
             console.print(traceback.format_exc(limit=-3), soft_wrap=True, markup=False)
         console.print(f"[bold red]failed:[/] {type(e).__name__}: {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(1) from None
-    sys.stdout.write(f"{out}\n")
+    if out is not None:  # a stage that writes no artifact (inspect) printed its report itself
+        sys.stdout.write(f"{out}\n")
     sys.stdout.flush()

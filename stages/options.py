@@ -41,14 +41,15 @@ ROLES = (IDENTITY, INPUT, RUNTIME)
 
 
 def option(help: str, default: Any = MISSING, *, role: str = IDENTITY, flags: tuple[str, ...] = (),
-           default_factory: Any = MISSING, keyed_when_set: bool = False) -> Any:
+           default_factory: Any = MISSING, keyed_when_set: bool = False, argument: bool = False) -> Any:
     """A config field that is a command option. No default: the option is required.
     `flags`: the command-line names when not just --field-name (e.g. ("--samples", "-k")).
+    `argument`: a positional argument instead (`paced inspect PATH`).
     `keyed_when_set`: an IDENTITY option added after jobs were made without it is in the job's
     key only when it differs from its default, so those jobs keep their key and resume."""
     if role not in ROLES:
         raise ValueError(f"role {role!r}: one of {ROLES}")
-    metadata = {"help": help, "role": role, "flags": tuple(flags), "keyed_when_set": keyed_when_set}
+    metadata = {"help": help, "role": role, "flags": tuple(flags), "keyed_when_set": keyed_when_set, "argument": argument}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

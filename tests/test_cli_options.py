@@ -10,13 +10,13 @@ import pytest
 import typer.main
 
 import paced_cli
-from stages import distill, eval as eval_stage, options, rollout, score, snr, teacher_logits, weight
+from stages import distill, eval as eval_stage, inspect, options, rollout, score, snr, teacher_logits, weight
 from tests.conftest import ROOT
 
 CONFIGS = {
     "rollout": rollout.RolloutConfig, "score": score.ScoreConfig, "weight": weight.WeightConfig,
     "teacher-logits": teacher_logits.TeacherLogitsConfig, "distill": distill.DistillConfig,
-    "eval": eval_stage.EvalConfig, "snr": snr.SnrConfig,
+    "eval": eval_stage.EvalConfig, "snr": snr.SnrConfig, "inspect": inspect.InspectConfig,
 }
 
 
@@ -28,9 +28,9 @@ def test_command_options_are_the_config_fields(name):
     cls = CONFIGS[name]
     group = typer.main.get_command(paced_cli.app)
     cmd = group.commands[name]
-    params = {p.name: p for p in cmd.params if p.param_type_name == "option" and p.name != "help"}
+    params = {p.name: p for p in cmd.params if p.param_type_name in ("option", "argument") and p.name != "help"}
     threads = params.pop("threads", None)
-    assert (threads is None) == (name in ("score", "weight")), name
+    assert (threads is None) == (name in ("score", "weight", "inspect")), name
     fields = {f.name: f for f in options.declared(cls)}
     assert set(params) == set(fields) == {f.name for f in dataclasses.fields(cls)}
     for k, f in fields.items():
@@ -40,6 +40,7 @@ def test_command_options_are_the_config_fields(name):
         assert p.required == required, k
         if not required and f.default_factory is dataclasses.MISSING:
             assert p.default == f.default, k
+        assert (p.param_type_name == "argument") == f.metadata["argument"], k
         if f.metadata["flags"]:
             assert set(f.metadata["flags"]) <= set(p.opts + p.secondary_opts), k
 

@@ -1,0 +1,109 @@
+"""paced inspect: what an artifact is, whether it is finished, what made it and from what."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+
+from tests.conftest import make_problems, paced
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, student_dir, teacher_dir):
+    """problems -> rollouts -> scores -> weights; teacher rollouts -> teacher logits; distill."""
+    d = tmp_path_factory.mktemp("inspect")
+    make_problems(6).write_parquet(d / "problems.parquet")
+    steps = [
+        ["rollout", "--problems", d / "problems.parquet", "--model", student_dir, "--out", d / "rollouts",
+         "--samples", "2", "--max-new-tokens", "6", "--part-size", "4"],
+        ["score", "--rollouts", d / "rollouts", "--problems", d / "problems.parquet", "--out", d / "scores",
+         "--verifier", "exact", "--workers", "1"],
+        ["weight", "--scores", d / "scores", "--out", d / "weights.parquet", "--scheme", "uniform"],
+        ["rollout", "--problems", d / "problems.parquet", "--model", teacher_dir, "--out", d / "teacher_rollouts",
+         "--samples", "1", "--max-new-tokens", "6"],
+        ["teacher-logits", "--problems", d / "problems.parquet", "--sequences", d / "teacher_rollouts", "--teacher", teacher_dir,
+         "--out", d / "tl", "--top-k", "4"],
+        ["distill", "--student", student_dir, "--teacher-logits", d / "tl", "--weights", d / "weights.parquet",
+         "--out", d / "student", "--max-steps", "2", "--batch-size", "2", "--save-steps", "0"],
+    ]
+    for args in steps:
+        r = paced(*args)
+        assert r.exit_code == 0, (args[0], r.stderr)
+    return d
+
+
+def inspect_json(path, *extra) -> dict:
+    r = paced("inspect", path, "--json", *extra)
+    assert r.exit_code == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_a_distill_output_back_to_the_problems_file(chain, student_dir):
+    info = inspect_json(chain / "student")
+    assert (info["kind"], info["schema"], info["finished"], info["rows"]) == ("distill output", "train_log", True, 2)
+    assert info["command"].startswith("paced distill --student") and info["stage"] == "distill"
+    assert info["model"]["architectures"] == ["Qwen2ForCausalLM"]
+    assert info["models"]["student"].startswith(("sha256:", "quick-sha256:"))
+    assert {k: v["now"] for k, v in info["inputs"].items()} == {"teacher_logits": "same", "weights": "same"}
+    tl, w = info["lineage"]["teacher_logits"], info["lineage"]["weights"]
+    assert (tl["schema"], tl["kind"], tl["rows"], tl["finished"]) == ("teacher_logits", "job directory", 6, True)
+    assert set(tl["lineage"]) == {"problems", "sequences"}
+    assert tl["lineage"]["sequences"]["lineage"]["problems"]["schema"] == "problems"
+    scores = w["lineage"]["scores"]
+    assert (w["schema"], w["kind"], w["rows"]) == ("weights", "file", 6)
+    assert (scores["schema"], scores["rows"]) == ("scores", 12)
+    rollouts = scores["lineage"]["rollouts"]
+    assert (rollouts["schema"], rollouts["rows"], rollouts["parts"]) == ("rollouts", 12, 2)
+    assert rollouts["lineage"]["problems"]["note"].startswith("a problems file")
+    assert [r["step"] for r in info["head"]] == [1, 2]  # a distill output's rows: its train log
+
+
+def test_the_head_the_tables_and_no_lineage(chain):
+    r = paced("inspect", chain / "rollouts", "--head", "3")
+    assert r.exit_code == 0, r.stderr
+    assert "rollouts (schema version 1), job directory" in r.stdout and "first 3 rows" in r.stdout
+    assert "rollouts <- problems" in r.stdout and "a problems file" in r.stdout
+    info = inspect_json(chain / "rollouts", "--no-lineage", "--head", "1")
+    assert "lineage" not in info and len(info["head"]) == 1
+    ids = info["head"][0]["completion_token_ids"]
+    assert len(ids) <= 6 and all(isinstance(t, int) for t in ids)  # up to 6 new tokens: shown whole
+
+
+def test_unfinished_changed_and_sharded(chain, tmp_path, student_dir):
+    # A job killed before its manifest: unfinished, with the parts it has.
+    killed = tmp_path / "killed"
+    shutil.copytree(chain / "rollouts", killed)
+    (killed / "_manifest.json").unlink()
+    (killed / "part-00001.parquet").unlink()
+    info = inspect_json(killed)
+    assert info["finished"] is False and info["parts"] == 1 and info["rows"] == 8 and "unfinished" in info["note"]
+    # An input rewritten since: its fingerprint no longer matches.
+    problems = tmp_path / "problems.parquet"
+    make_problems(6).write_parquet(problems)
+    r = paced("rollout", "--problems", problems, "--model", student_dir, "--out", tmp_path / "r", "--samples", "1",
+              "--max-new-tokens", "4")
+    assert r.exit_code == 0, r.stderr
+    make_problems(7).write_parquet(problems)
+    assert inspect_json(tmp_path / "r")["inputs"]["problems"]["now"] == "changed"
+    # A sharded job: both shards, their rows together; one shard missing says so.
+    for i in range(2):
+        r = paced("rollout", "--problems", problems, "--model", student_dir, "--out", tmp_path / "sh", "--samples", "1",
+                  "--max-new-tokens", "4", "--shard", f"{i}/2")
+        assert r.exit_code == 0, r.stderr
+    info = inspect_json(tmp_path / "sh")
+    assert (info["kind"], info["shards"], info["rows"], info["finished"]) == ("sharded job", "2 of 2", 7, True)
+    assert "--shard I/2" in info["command"]
+    shutil.rmtree(next((tmp_path / "sh").glob("shard-00001-*")))
+    info = inspect_json(tmp_path / "sh")
+    assert info["finished"] is False and "1 shard(s) missing" in info["note"]
+
+
+def test_files_paced_did_not_write_and_bad_paths(tmp_path):
+    pl.DataFrame({"a": [1, 2]}).write_parquet(tmp_path / "mine.parquet")
+    info = inspect_json(tmp_path / "mine.parquet")
+    assert info["schema"] is None and info["note"] == "a Parquet file paced did not write" and info["rows"] == 2
+    r = paced("inspect", tmp_path / "nothing")
+    assert r.exit_code == 2 and "no such file or directory" in r.stderr
