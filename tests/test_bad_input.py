@@ -483,7 +483,8 @@ def _required_args(command: str) -> list[str]:
     from paced_cli import app
 
     click_command = typer.main.get_command(app).commands[command]
-    return [a for p in click_command.params if p.required for a in (p.opts[0], "x")]
+    return [a for p in click_command.params if p.required
+            for a in ((p.opts[0], "x") if p.param_type_name == "option" else ("x",))]  # an argument: its value alone
 
 
 @pytest.mark.parametrize(("command", "flag", "kind"), NUMERIC_OPTIONS, ids=[f"{c} {f}" for c, f, _ in NUMERIC_OPTIONS])
