@@ -1,6 +1,6 @@
 """The benchmark suite: one command, one markdown table.
 
-    python -m bench                       # everything, 10-20 minutes on 2 cores
+    python -m bench                       # everything, about an hour on 2 cores (each section's time: bench/results.md)
     python -m bench --quick               # smaller models and data, about 3 minutes
     python -m bench --only rollout,weight # some sections (names below), --only may repeat
     python -m bench --only savings --task-dir runs/my-task

