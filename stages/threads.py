@@ -4,15 +4,14 @@ Two things make a shared machine slow, and both are fixed here:
 
 - **Spin-waiting.** torch's OpenMP threads (libgomp) spin up to 300,000 times while they wait
   for each other before they sleep. When another process holds one of the cores, a spinning
-  thread waits for a partner that the scheduler has descheduled: on 2 cores with one other busy
-  process, a training step at 2 threads ran up to 20 times slower than at 1. Not spinning at
-  all (OMP_WAIT_POLICY=PASSIVE) avoids that but costs every short parallel region a sleep and
-  a wake-up: on a quiet machine a step of the quickstart teacher's size ran slower at 2 passive
-  threads than at 1 (bench section 9). So paced bounds the spin instead, `GOMP_SPINCOUNT=1000`:
-  about as fast as the default on a quiet machine, and a competing process costs a fraction
-  of a millisecond per wait instead of a time slice (numbers in bench/results.md, section 9).
-  OpenMP reads it once, when torch loads it, so `paced_cli` sets it before any import of torch
-  unless the environment sets OMP_WAIT_POLICY or GOMP_SPINCOUNT itself; `bounded_wait()` is that step.
+  thread waits for a partner that the scheduler has descheduled: on 2 cores beside one busy
+  process, a training step of the quickstart teacher's size at 2 threads kept 0.28x of its
+  quiet rate (bench section 9). Not spinning at all (OMP_WAIT_POLICY=PASSIVE) avoids that but
+  costs every short parallel region a sleep and a wake-up: on the quiet machine it ran 0.66x
+  as fast. So paced bounds the spin instead, `GOMP_SPINCOUNT=1000`: 0.96x of the default's
+  quiet speed, and 0.47x of its quiet rate beside a busy process at 2 threads. OpenMP reads it
+  once, when torch loads it, so `paced_cli` sets it before any import of torch unless the
+  environment sets OMP_WAIT_POLICY or GOMP_SPINCOUNT itself; `bounded_wait()` is that step.
 - **Oversubscription.** torch starts one thread per core whether or not the core is free.
   `choose()` counts the cores this process may use (its CPU affinity, and a cgroup CPU quota
   when the container has one), measures how many of them are idle over a short window (from
