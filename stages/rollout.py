@@ -13,7 +13,8 @@ for the job (stages/backends/); the part loop, seeds and columns are the same
 (stages/backends/generation.py, shared with eval).
 
 Adaptive sampling, `--min-samples K0`: every problem first gets K0 samples (parts 0..P-1, the
-same samples as a plain `--samples K0` run with the same seed), which are checked with
+same samples as a plain `--samples K0` run with the same seed; on vLLM, which seeds sample k of
+a prompt with its seed + k, also the first K0 of a plain `--samples K` run), which are checked with
 `--verifier` as `paced score` would; only the problems whose K0 samples are neither all right
 nor all wrong (0 < c < K0) get the other K - K0 (sample_index K0..K-1, in parts P.., each part's
 seed derived from --seed, "rollout-more", the shard and its index). A problem at c = 0 or c = K0

@@ -132,6 +132,8 @@ def runs(tmp_path_factory, stopper_dir, teacher_dir):
          "resume_from": d / "v_sampled", "delete": ["_manifest.json", "part-00002.parquet"]},
         {"name": "eval", "args": ["eval", *student, *EVAL], "out": d / "v_eval"},
         {"name": "top_k1", "args": ["rollout", *student, *TOP_K1], "out": d / "v_top_k1"},
+        {"name": "adaptive", "args": ["rollout", *student, *SAMPLED, "--min-samples", "2", "--verifier", "exact"],
+         "out": d / "v_adaptive"},
         {"name": "big_part", "args": ["rollout", "--problems", many, "--model", stopper_dir, "--backend", "vllm", *ENGINE,
                                       "--samples", str(BIG_K), "--max-new-tokens", "4", "--part-size", str(MANY)],
          "out": d / "v_big_part"},
@@ -260,7 +262,7 @@ def test_greedy_rollouts_are_the_hf_tokens(runs, stopper_dir, tokenizer):
     assert report["greedy"]["stdout"].strip() == str(d / "v_greedy")
     # One engine for the job's two parts, and for every later job of the process on this model.
     starts = {name: r["stderr"].count("starting the vLLM engine") for name, r in report.items()}
-    assert starts == {"greedy": 1, "sampled": 0, "resumed": 0, "eval": 0, "top_k1": 0, "big_part": 0}, starts
+    assert starts == {"greedy": 1, "sampled": 0, "resumed": 0, "eval": 0, "top_k1": 0, "adaptive": 0, "big_part": 0}, starts
     v, h = read(d / "v_greedy"), read(d / "h_greedy")
     assert v.height == h.height == PROBLEMS * 2
     assert v.drop("model").equals(h.drop("model"))  # tokens, text, finish reasons
@@ -273,6 +275,17 @@ def test_greedy_rollouts_are_the_hf_tokens(runs, stopper_dir, tokenizer):
     job = json.loads((d / "v_greedy" / "_job.json").read_text())
     assert job["options"]["backend"] == "vllm"
     assert "gpu_memory_utilization" not in job["options"]  # engine layout is not the job's identity
+
+
+@needs_vllm
+def test_adaptive_first_samples_are_a_plain_runs_first_samples(runs):
+    """rollout --min-samples K0 on vLLM: the first K0 samples of every problem are those of a
+    plain --samples K run with the same seed (vLLM seeds sample k of a prompt with its seed + k)."""
+    d, _, _ = runs
+    cols = ["problem_id", "sample_index", "completion_token_ids", "finish_reason"]
+    first = read(d / "v_adaptive").filter(pl.col("sample_index") < 2).select(cols)
+    plain = read(d / "v_sampled").filter(pl.col("sample_index") < 2).select(cols)
+    assert first.height == PROBLEMS * 2 and first.equals(plain)
 
 
 @needs_vllm
