@@ -135,8 +135,9 @@ def _job_dir(d: Path) -> dict[str, Any]:
     else:
         info |= {"rows": _rows(parts), "parts": len(parts), "bytes": sum(p.stat().st_size for p in parts),
                  "note": f"unfinished (no {MANIFEST_FILE}): rerun its command to resume it"}
-        if parts and _prov(_meta(parts[0])) is not None:
-            info["provenance"] = _prov(_meta(parts[0]))
+        prov = _prov(_meta(parts[0])) if parts else None
+        if prov is not None:
+            info["provenance"] = prov
     return info
 
 
