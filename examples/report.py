@@ -93,7 +93,7 @@ def results(work: Path) -> pl.DataFrame:
                 name = e.name.removeprefix("eval_")
                 method, budget = ("base", 0) if name == "base" else (name.rsplit("_", 1)[0], int(name.rsplit("_", 1)[1]))
                 retain = set(pl.read_parquet(e / "summary.parquet").filter(pl.col("retain"))["benchmark"].to_list())
-                df = pl.read_parquet(e / "part-*.parquet", columns=["problem_id", "benchmark", "correct"])
+                df = pl.read_parquet(e / "results", columns=["problem_id", "benchmark", "correct"])
                 frames.append(df.join(rates, on="problem_id", how="left").with_columns(
                     regime=pl.lit(regime), seed=pl.lit(seed), method=pl.lit(method), budget=pl.lit(budget),
                     retain=pl.col("benchmark").is_in(list(retain)), digits=difficulty(pl.col("problem_id"))))

@@ -87,7 +87,7 @@ trap 'echo "reproduce.sh: a step failed (exit $?); the end of $LOG:" >&2; tail -
 say() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
 started=$(date +%s)
 
-done_dir() { [ -f "$1/_manifest.json" ]; }
+done_dir() { [ -f "$1/_manifest.parquet" ] || [ -f "$1/summary.parquet" ]; }  # a finished job, or eval
 rollout() {  # rollout MODEL PROBLEMS OUT SAMPLES TEMPERATURE SEED
   done_dir "$3" || paced rollout --problems "$2" --model "$1" --out "$3" --samples "$4" --temperature "$5" \
     --max-new-tokens $MAX_NEW --seed "$6" --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"

@@ -41,7 +41,7 @@ python examples/task.py --out "$DATA" --seed 0 --train "$TRAIN" --test-per-digit
 python examples/train_tiny.py --out "$MODELS" --order $ORDER $MODEL_FLAGS >/dev/null
 STUDENT=$MODELS/student TEACHER=$MODELS/teacher
 
-done_dir() { [ -f "$1/_manifest.json" ]; }
+done_dir() { [ -f "$1/_manifest.parquet" ] || [ -f "$1/summary.parquet" ]; }  # a finished job, or eval
 # --- Once ----------------------------------------------------------------------------------
 ROLLOUTS=$(paced rollout --problems "$DATA/train.parquet" --model "$STUDENT" --out "$WORK/rollouts" \
   --samples "$K" --temperature 1.0 --max-new-tokens $MAX_NEW --batch-size 64 --part-size 2048)

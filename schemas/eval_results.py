@@ -9,7 +9,10 @@ from schemas.base import ArtifactSchema, Column
 SCHEMA = ArtifactSchema(
     name="eval_results",
     version=1,
-    doc="One row per evaluated response; `paced eval` writes them as parts of its --out directory.",
+    doc=(
+        "One row per evaluated response; `paced eval` writes them as a job directory `<out>/results` "
+        "(an earlier paced wrote them into `<out>` itself, beside the summary: still read as --baseline)."
+    ),
     columns=(
         Column("problem_id", pa.string(), "The problem."),
         Column("sample_index", pa.int32(), "Which of the --samples responses."),

@@ -5,14 +5,17 @@ An artifact is either a single Parquet file (small artifacts such as weights) or
 directory of parts written by a long stage:
 
     rollouts/
-      _job.json            what the job is (schema, options, input fingerprints); written first
+      _job.parquet         what the job is (schema, options, input fingerprints); written first
       part-00000.parquet   each part written to a hidden temporary name, then renamed
       part-00001.parquet
-      _manifest.json       written last, only when every part is done: the artifact is complete
+      _manifest.parquet    written last, only when every part is done: the artifact is complete
 
-Every Parquet file carries the schema name, version and provenance in its key-value
-metadata, so any single part says how it was made. Read a job directory with polars as
-`pl.read_parquet("rollouts/part-*.parquet")`.
+The bookkeeping files are Parquet files of the artifact's schema with no rows, their record
+(JSON) in the key-value metadata (`schemas.outputs.load_record`), so a finished job directory
+holds only Parquet files of one schema: `pl.read_parquet("rollouts")` reads exactly its rows,
+shards included. Job directories of earlier versions (`_job.json`, `_manifest.json`) are read
+too. Every Parquet file carries the schema name, version and provenance in its key-value
+metadata, so any single part says how it was made.
 
 Inputs are accepted from any tool: a Parquet file, or a directory of Parquet files, with the
 right columns and types. Files that declare another paced schema or version are refused.
@@ -35,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import outputs
-from schemas.outputs import JOB_FILE, MANIFEST_FILE
+from schemas.outputs import JOB_FILE, MANIFEST_FILE, META_RECORD, load_record, record_path
 from schemas.base import ArtifactSchema, InputError, check_types, conform_with_runs
 
 META_SCHEMA = b"paced.schema"
@@ -76,7 +79,7 @@ def fingerprint(path: str | os.PathLike) -> str:
         if shards is not None:
             body = json.dumps([fingerprint(d) for d in shards])
             return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
-        if (p / MANIFEST_FILE).exists():
+        if record_path(p, MANIFEST_FILE):
             m = read_manifest(p, "input")
             body = json.dumps([(x["file"], x["sha256"]) for x in m["parts"]])
             return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
@@ -112,7 +115,7 @@ def shard_dirs(p: Path, option: str) -> list[Path] | None:
         )
     n = counts.pop()
     missing = [f"{i}/{n}" for i in range(n) if (i, n) not in found]
-    unfinished = [f"{i}/{n}" for (i, _), d in sorted(found.items()) if not (d / MANIFEST_FILE).exists()]
+    unfinished = [f"{i}/{n}" for (i, _), d in sorted(found.items()) if not record_path(d, MANIFEST_FILE)]
     if missing or unfinished:
         parts = ([f"missing shard(s) {', '.join(missing)}"] if missing else []) + (
             [f"unfinished shard(s) {', '.join(unfinished)}"] if unfinished else []
@@ -268,7 +271,7 @@ def artifact_files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | N
     """The Parquet files of an artifact path, and the manifest's provenance if any."""
     if not p.is_dir():
         return [p], None
-    if (p / MANIFEST_FILE).exists():
+    if record_path(p, MANIFEST_FILE):
         m = read_manifest(p, option)
         verify_parts(p, m, option)
         return [p / x["file"] for x in m["parts"]], m.get("provenance")
@@ -281,7 +284,7 @@ def artifact_files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | N
             files += part_files
             prov = prov if prov is not None else shard_prov
         return files, prov
-    if (p / JOB_FILE).exists():
+    if record_path(p, JOB_FILE):
         job = read_job(p, option)
         raise InputError(
             f"{option} {p}: this {job.get('schema', '')} job is not finished (no "
@@ -299,9 +302,9 @@ def artifact_files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | N
 
 def check_shards_agree(p: Path, shards: list[Path], option: str) -> None:
     """The shards of one artifact must be one job split by --shard: the same schema and the
-    same options (those that define the output, from each shard's _job.json, less --shard).
+    same options (those that define the output, from each shard's job record, less --shard).
     Shards a user assembled without paced's job files are left to the row checks."""
-    jobs = [(d, read_job(d, option)) for d in shards if (d / JOB_FILE).is_file()]
+    jobs = [(d, read_job(d, option)) for d in shards if record_path(d, JOB_FILE)]
 
     def identity(job: dict[str, Any]) -> dict[str, Any]:
         options = job.get("options") if isinstance(job.get("options"), dict) else {}
@@ -341,7 +344,7 @@ def headers_to_check(files: list[Path]) -> list[Path]:
     for f in files:
         d = f.parent
         if d not in checked:
-            checked[d] = not (d / MANIFEST_FILE).exists()
+            checked[d] = not record_path(d, MANIFEST_FILE)
         elif not checked[d]:
             continue
         out.append(f)
@@ -355,8 +358,8 @@ def read_manifest(d: Path, option: str) -> dict[str, Any]:
     """The manifest of finished job directory `d`, its structure checked: each part with its
     file name, rows, bytes and sha256, and the rows adding up. One edited by hand, torn, or
     left by another tool is refused by name rather than failing later on a missing key."""
-    path = d / MANIFEST_FILE
-    m = _load_json(path, option)
+    path = record_path(d, MANIFEST_FILE) or d / MANIFEST_FILE
+    m = _load_record(path, option)
     fields = (("file", str), ("rows", int), ("bytes", int), ("sha256", str))
     bad = []
     parts = m.get("parts")
@@ -387,9 +390,9 @@ def read_manifest(d: Path, option: str) -> dict[str, Any]:
 
 
 def _job_command(d: Path) -> str:
-    """The command that made job directory `d`, as its _job.json recorded it, for a hint."""
+    """The command that made job directory `d`, as its job record says, for a hint."""
     try:
-        job = json.loads((d / JOB_FILE).read_text())
+        job = load_record(record_path(d, JOB_FILE) or d / JOB_FILE)
         return str(job["command"]) if isinstance(job, dict) and job.get("command") else "the command that made it"
     except (OSError, ValueError):
         return "the command that made it"
@@ -521,7 +524,7 @@ def check_rows(p: Path, files: list[Path], option: str, counted) -> None:
     if not p.is_dir():
         return
     dirs = list(dict.fromkeys(f.parent for f in files))
-    if not dirs or not all((d / MANIFEST_FILE).is_file() for d in dirs):
+    if not dirs or not all(record_path(d, MANIFEST_FILE) for d in dirs):
         return
     recorded = {d / x["file"]: x["rows"] for d in dirs for x in read_manifest(d, option)["parts"]}
     got = counted()
@@ -538,15 +541,16 @@ def check_rows(p: Path, files: list[Path], option: str, counted) -> None:
 
 
 def read_job(d: Path, option: str) -> dict[str, Any]:
-    """The `_job.json` of job directory `d`: what the job is (schema, key, options, command)."""
-    return _load_json(d / JOB_FILE, option)
+    """The job record of job directory `d`: what the job is (schema, key, options, command)."""
+    return _load_record(record_path(d, JOB_FILE) or d / JOB_FILE, option)
 
 
-def _load_json(path: Path, option: str) -> dict[str, Any]:
-    """A job's bookkeeping file (`_job.json`, `_manifest.json`) as a JSON object; a damaged one
-    (torn, not UTF-8, not an object, a directory) is refused by name."""
+def _load_record(path: Path, option: str) -> dict[str, Any]:
+    """A job's bookkeeping file (`_job.parquet`, `_manifest.parquet`, or an earlier version's
+    JSON) as a JSON object; a damaged one (torn, not Parquet, not UTF-8, no record, not an
+    object, a directory) is refused by name."""
     try:
-        obj = json.loads(path.read_text())
+        obj = load_record(path)
         why = None if isinstance(obj, dict) else f"holds a JSON {type(obj).__name__}, not an object"
     except (OSError, ValueError) as e:  # ValueError: invalid JSON, or bytes that are not UTF-8
         why = str(e)
@@ -598,13 +602,22 @@ def _atomic_write_parquet(table: pa.Table, dest: Path, unique: tuple[str, ...] =
         tmp.unlink(missing_ok=True)
 
 
-def _atomic_write_json(obj: Any, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+def record_table(obj: Any, schema: ArtifactSchema) -> pa.Table:
+    """A bookkeeping record as a table of `schema` with no rows, the record (JSON) in its
+    key-value metadata beside the schema's name and version: a reader of the job directory
+    (polars, pyarrow.dataset) sees one more file of the artifact's schema, and no rows."""
+    return schema.arrow.empty_table().replace_schema_metadata(
+        {
+            META_SCHEMA: schema.name.encode(),
+            META_VERSION: str(schema.version).encode(),
+            META_RECORD.encode(): json.dumps(obj, default=str).encode(),
+        }
+    )
+
+
+def _atomic_write_record(obj: Any, dest: Path, schema: ArtifactSchema) -> None:
+    """Write a bookkeeping record (`record_table`) atomically: complete at `dest`, or absent."""
+    _atomic_write_parquet(record_table(obj, schema), dest)
 
 
 def check_file_out(

@@ -1,13 +1,19 @@
 """The job protocol: a resumable job directory written part by part.
 
     rollouts/
-      _job.json            what the job is (schema, options, input fingerprints); written first
-      _lock                the process writing it (a second run of the same job waits or refuses)
+      _job.parquet         what the job is (schema, options, input fingerprints); written first
+      _lock.parquet        the process writing it (a second run of the same job is refused);
+                           removed when it ends
       part-00000.parquet   each part written to a hidden temporary name, then renamed
-      _manifest.json       written last, only when every part is done: the artifact is complete
+      _manifest.parquet    written last, only when every part is done: the artifact is complete
 
-A rerun with the same options skips the finished parts; `schemas.io` reads a finished job
-(its manifest, parts and shards) as one artifact.
+The three bookkeeping files are Parquet files of the artifact's own schema with no rows, their
+record in the key-value metadata (`schemas.io.record_table`): the directory holds only Parquet
+files of one schema, so polars reads it in one call (`pl.read_parquet("rollouts")`), even one
+whose writer was killed. A rerun with the same options skips the finished parts; `schemas.io`
+reads a finished job (its manifest, parts and shards) as one artifact. A job directory of an
+earlier paced (`_job.json`, `_lock`, `_manifest.json`) is read as before, and its bookkeeping
+is rewritten in Parquet when it resumes.
 """
 
 from __future__ import annotations
@@ -28,33 +34,42 @@ import pyarrow.parquet as pq
 from schemas import outputs
 from schemas.base import ArtifactSchema, InputError
 from schemas.io import (
-    _atomic_write_json,
     _atomic_write_parquet,
-    _load_json,
+    _atomic_write_record,
+    _load_record,
     _sha256_file,
     _with_metadata,
     hash_options,
     part_name,
+    record_table,
 )
-from schemas.outputs import JOB_FILE, LOCK_FILE, MANIFEST_FILE
+from schemas.outputs import JOB_FILE, LEGACY, LOCK_FILE, MANIFEST_FILE, load_record, record_path
 
 
 def _read_lock(lock: Path) -> dict[str, Any] | None:
     """The holder a lock file names ({"pid": int, "host": ..., "since": ...}), or None when it
-    names none: absent, or torn by a killed writer (bad JSON or bytes, no whole pid)."""
-    if not lock.exists():
+    names none: absent, or damaged (not a record, no whole pid)."""
+    if not lock.is_file():
         return None
     try:
-        holder = json.loads(lock.read_text())
+        holder = load_record(lock)
         int(holder["pid"])
-    except (OSError, ValueError, TypeError, KeyError):  # torn write of a killed process: no valid holder
+    except (OSError, ValueError, TypeError, KeyError):  # no valid holder
         return None
     return holder
 
 
-def _lock_holder(lock: Path) -> dict[str, Any] | None:
-    """The live process holding `lock`, or None if it is free or its holder is dead."""
-    holder = _read_lock(lock)
+def _lock_holder(d: Path) -> dict[str, Any] | None:
+    """The live process holding job directory `d`'s lock (or an earlier paced's `_lock`), or
+    None if it is free or its holder is dead."""
+    for lock in (d / LOCK_FILE, d / LEGACY[LOCK_FILE]):
+        holder = _holder_alive(_read_lock(lock))
+        if holder is not None:
+            return holder | {"lock": lock}
+    return None
+
+
+def _holder_alive(holder: dict[str, Any] | None) -> dict[str, Any] | None:
     if holder is None or holder.get("pid") == os.getpid():
         return None
     if holder.get("host") != socket.gethostname():
@@ -108,9 +123,8 @@ class Job:
 
     def _job_key(self, d: Path) -> str | None:
         """The key of the paced job in `d`, None if `d` holds none."""
-        if not (d / JOB_FILE).is_file():
-            return None
-        return _load_json(d / JOB_FILE, "--out").get("key")
+        path = record_path(d, JOB_FILE)
+        return None if path is None else _load_record(path, "--out").get("key")
 
     # -- checks, before any model is loaded ------------------------------------------------
     def check(self) -> None:
@@ -129,15 +143,15 @@ class Job:
                 raise InputError(f"--out {d}: parent directory {d.parent} is not writable")
             self.dir = d
             return
-        holder = _lock_holder(d / LOCK_FILE)
+        holder = _lock_holder(d)
         if holder is not None:
             raise InputError(
                 f"--out {d}: another paced process (pid {holder['pid']} on {holder.get('host')}, "
                 f"since {holder.get('since')}) is writing this job; wait for it to finish or stop "
-                f"it (if it is gone, delete {d / LOCK_FILE})"
+                f"it (if it is gone, delete {holder['lock']})"
             )
-        job_file = d / JOB_FILE
-        if not job_file.exists():
+        job_file = record_path(d, JOB_FILE)
+        if job_file is None:
             if any(d.iterdir()):
                 raise InputError(
                     f"--out {d}: exists and is not a paced job directory; choose a new path "
@@ -145,7 +159,7 @@ class Job:
                 )
             self.dir = d
             return
-        job = _load_json(job_file, "--out")
+        job = _load_record(job_file, "--out")
         if job.get("schema") != self.schema.name:
             raise InputError(
                 f"--out {d}: holds a paced {job.get('schema')!r} artifact, not {self.schema.name}; "
@@ -172,7 +186,7 @@ class Job:
                     f"--out {d}: {new} is in the way of the replacement and paced did not write it; "
                     f"move it away"
                 )
-            holder = _lock_holder(new / LOCK_FILE)
+            holder = _lock_holder(new)
             if holder is not None:
                 raise InputError(
                     f"--out {d}: another paced process (pid {holder['pid']}) is writing its replacement "
@@ -193,10 +207,10 @@ class Job:
 
     @property
     def complete(self) -> bool:
-        m = self.dir / MANIFEST_FILE
-        if not m.exists():
+        m = record_path(self.dir, MANIFEST_FILE)
+        if m is None:
             return False
-        return _load_json(m, "--out").get("key") == self.key
+        return _load_record(m, "--out").get("key") == self.key
 
     def start(self) -> None:
         """Create or resume `dir` (call after check() and input validation)."""
@@ -214,11 +228,15 @@ class Job:
                 shutil.rmtree(stale, ignore_errors=True)
             else:
                 stale.unlink(missing_ok=True)
+        legacy = d / LEGACY[JOB_FILE]
+        if legacy.is_file():  # an earlier paced's job, resumed: its record is rewritten in Parquet
+            _atomic_write_record(_load_record(legacy, "--out"), d / JOB_FILE, self.schema)
+            legacy.unlink()
         if not (d / JOB_FILE).exists():
             self._write_job_file([])
 
     def _write_job_file(self, files: list[str]) -> None:
-        _atomic_write_json(
+        _atomic_write_record(
             {
                 "schema": self.schema.name,
                 "version": self.schema.version,
@@ -228,6 +246,7 @@ class Job:
                 "files": files,
             },
             self.dir / JOB_FILE,
+            self.schema,
         )
 
     def adopt(self, names: list[str]) -> None:
@@ -242,14 +261,22 @@ class Job:
         tmp = self.dir / f".{LOCK_FILE}.tmp-{os.getpid()}"
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        tmp.write_text(json.dumps(me))
+        pq.write_table(record_table(me, self.schema), tmp)
         try:
+            legacy = self.dir / LEGACY[LOCK_FILE]
+            holder = _holder_alive(_read_lock(legacy))
+            if holder is not None:  # an earlier paced is writing this job
+                raise InputError(
+                    f"--out {self.out}: another paced process (pid {holder['pid']} on "
+                    f"{holder.get('host')}) is writing this job; wait for it to finish or stop it"
+                )
+            legacy.unlink(missing_ok=True)  # its holder is dead
             for _ in range(2):
                 try:
                     os.link(tmp, lock)  # fails if the lock exists: no two holders
                     break
                 except FileExistsError:
-                    holder = _lock_holder(lock)
+                    holder = _holder_alive(_read_lock(lock))
                     if holder is not None:
                         raise InputError(
                             f"--out {self.out}: another paced process (pid {holder['pid']} on "
@@ -287,7 +314,7 @@ class Job:
                     "sha256": _sha256_file(f),
                 }
             )
-        _atomic_write_json(
+        _atomic_write_record(
             {
                 "schema": self.schema.name,
                 "version": self.schema.version,
@@ -298,7 +325,9 @@ class Job:
                 "provenance": self.provenance,
             },
             self.dir / MANIFEST_FILE,
+            self.schema,
         )
+        (self.dir / LEGACY[MANIFEST_FILE]).unlink(missing_ok=True)
         self.release()
         if self.dir != self.out:
             self._swap()

@@ -23,12 +23,22 @@ from typing import Any, Iterable
 
 from schemas.base import InputError
 
-JOB_FILE = "_job.json"
-LOCK_FILE = "_lock"
-MANIFEST_FILE = "_manifest.json"
+# A job directory's bookkeeping: zero-row Parquet files of the artifact's own schema that carry
+# their record (JSON) in the key-value metadata, so a finished job directory holds only Parquet
+# files of one schema and `pl.read_parquet(dir)` reads exactly its rows.
+JOB_FILE = "_job.parquet"
+LOCK_FILE = "_lock.parquet"
+MANIFEST_FILE = "_manifest.parquet"
+# What earlier paced versions wrote instead (JSON files, a `_lock` file): still read, and replaced
+# when such a job resumes.
+LEGACY = {JOB_FILE: "_job.json", MANIFEST_FILE: "_manifest.json", LOCK_FILE: "_lock"}
+META_RECORD = "paced.record"
 # What the job protocol itself writes into a job directory: its parts and bookkeeping, and
 # the hidden temporary names a killed writer may leave (`.NAME.tmp-PID...`).
-_PROTOCOL = re.compile(r"^(_job\.json|_manifest\.json|_lock|part-\d{5}\.parquet|\..+\.tmp-\d+.*)$")
+_PROTOCOL = re.compile(
+    r"^(_job\.parquet|_manifest\.parquet|_lock\.parquet|_job\.json|_manifest\.json|_lock"
+    r"|part-\d{5}\.parquet|\..+\.tmp-\d+.*)$"
+)
 # The key of a single-file artifact (Parquet key-value metadata, PNG text chunk): the options
 # and inputs it was made from, so a rerun of the same command may replace it without --overwrite.
 META_KEY = "paced.key"
@@ -68,7 +78,7 @@ def check_paths(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, 
                 problems.append(f"{option} {shown}: lies inside {in_option} {in_shown}; choose a path outside the input")
             elif _inside(src, out):
                 problems.append(f"{option} {shown}: holds {in_option} {in_shown}; choose an output path that holds no input")
-        job = next((p for p in out.parents if (p / JOB_FILE).is_file() or (p / MANIFEST_FILE).is_file()), None)
+        job = next((p for p in out.parents if record_path(p, JOB_FILE) or record_path(p, MANIFEST_FILE)), None)
         if job is not None:
             problems.append(
                 f"{option} {shown}: lies inside the paced job directory {job}, which holds only that job's own "
@@ -86,13 +96,40 @@ def check_paths(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, 
 # Job directories: what a paced job wrote there
 
 
+def record_path(d: Path, name: str) -> Path | None:
+    """The bookkeeping file `name` (JOB_FILE, MANIFEST_FILE, LOCK_FILE) of job directory `d`, or
+    the file an older paced wrote in its place; None when there is neither."""
+    for f in (d / name, d / LEGACY[name]):
+        if f.is_file():
+            return f
+    return None
+
+
+def load_record(path: Path) -> Any:
+    """The record a bookkeeping file holds: the JSON in a Parquet file's `paced.record` metadata,
+    or a legacy JSON file's content. Raises OSError or ValueError when it holds none."""
+    if path.suffix != ".parquet":
+        return json.loads(path.read_text())
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except pa.ArrowException as e:
+        raise ValueError(f"not a readable Parquet file ({e})") from None
+    if META_RECORD.encode() not in meta:
+        raise ValueError(f"no {META_RECORD} metadata")
+    return json.loads(meta[META_RECORD.encode()].decode("utf-8"))
+
+
 def recorded_files(d: Path) -> set[str]:
     """The names a job recorded as its own beyond the protocol's (a model's files, a summary)."""
     names: set[str] = set()
     for f in (JOB_FILE, MANIFEST_FILE):
+        path = record_path(d, f)
         try:
-            names |= set(json.loads((d / f).read_text()).get("files", []))
-        except (OSError, ValueError, AttributeError):
+            names |= set(load_record(path).get("files", [])) if path is not None else set()
+        except (OSError, ValueError, AttributeError, TypeError):
             continue
     return names
 

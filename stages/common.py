@@ -99,13 +99,13 @@ def shard_out(out, shard: tuple[int, int] | None):
     if shard is None:
         return out
     from schemas import InputError
-    from schemas.io import JOB_FILE
+    from schemas.outputs import JOB_FILE, record_path
 
     if out.is_symlink() and not out.exists():
         raise InputError(f"--out {out}: is a broken symbolic link; remove it or give another path")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file; with --shard, --out is the directory that holds every shard")
-    if (out / JOB_FILE).exists():
+    if record_path(out, JOB_FILE):
         raise InputError(f"--out {out}: holds an unsharded job; give the shards a directory of their own")
     if not out.exists():
         if not out.parent.is_dir():

@@ -256,7 +256,7 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
         job.check()
         if job.complete:
             return None
-        existing = (job.dir / schemas.io.JOB_FILE).exists()
+        existing = schemas.outputs.record_path(job.dir, schemas.outputs.JOB_FILE) is not None
         if existing and not (config.resume or config.overwrite):
             raise InputError(
                 f"--out {config.out}: holds an unfinished distill run with these options; pass --resume to "

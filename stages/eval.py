@@ -6,10 +6,12 @@
 Each problems file holds one or more benchmarks: its `benchmark` column when it has one,
 else the file's name (`math500.parquet` is benchmark `math500`). Generation is exactly
 rollout's (same parts, same per-part seeds, same sampling), then every response is checked
-by `--verifier` in bounded time, as in score. The per-response rows are a resumable job in
---out (a killed run resumes with the same command); `<out>/summary.parquet` has one row per
-benchmark and is recomputed on every run, so rerunning a finished eval with a new
---baseline only rewrites the summary.
+by `--verifier` in bounded time, as in score. --out holds two artifacts: `<out>/results`, the
+per-response rows, a resumable job (a killed run resumes with the same command; with --shard
+its shards are inside it), and `<out>/summary.parquet`, one row per benchmark, recomputed on
+every run, so rerunning a finished eval with a new --baseline only rewrites the summary. Each
+reads with one polars call (`pl.read_parquet("eval/results")`). An eval --out of an earlier
+paced (responses and summary in one directory) is still read as --baseline.
 
 Accuracy is reported as the paper does (8 samples per problem): the accuracy of each sample
 index over the benchmark's problems, then the mean and the population std over sample
@@ -24,6 +26,7 @@ for --retain benchmarks (sets the distillation must not damage) the relative for
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +39,8 @@ import schemas
 from schemas import InputError
 from schemas.outputs import check_paths
 from schemas.base import quote_rows
-from schemas.io import JOB_FILE, MANIFEST_FILE, check_file_out
+from schemas.io import check_file_out
+from schemas.outputs import JOB_FILE, MANIFEST_FILE, record_path
 from stages import backends, models, prompts, stats, verifiers
 from stages.backends.generation import (
     GenerationConfig,
@@ -51,6 +55,7 @@ from stages.score import verifier_fingerprint
 from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, TOP_K, VERIFIER
 
 SUMMARY_FILE = "summary.parquet"
+RESULTS_DIR = "results"
 # Options that only change the summary, never a response or a verdict: a rerun with other
 # values reuses the finished job and rewrites the summary.
 _SUMMARY_ONLY = ("baseline", "retain", "workers", "at_k")
@@ -62,7 +67,7 @@ class EvalConfig(GenerationConfig):
 
     problems: list[Path] = option("Problems file (repeat for several). Its `benchmark` column names the benchmark(s), else the file name does (math500.parquet -> math500).", role=INPUT)
     model: str = option("Model to evaluate: a local directory or a hub id such as Qwen/Qwen3-1.7B.", role=INPUT)
-    out: Path = option("Output directory: per-response results (resumable job) and summary.parquet.", role=RUNTIME)
+    out: Path = option("Output directory: results/ (per-response rows, a resumable job) and summary.parquet.", role=RUNTIME)
     samples: int = option("Responses per problem; accuracy is the mean over sample indices (the paper uses 8).", 8, flags=("--samples", "-k"))
     temperature: float = option("Sampling temperature; 0 is greedy.", 0.6)
     top_p: float = option("Nucleus sampling mass, in (0, 1].", 0.95)
@@ -163,6 +168,41 @@ def read_problems(paths: list[Path], context: str) -> tuple[list[schemas.Artifac
     return arts, frames
 
 
+def results_dir(out: Path) -> Path:
+    """Where the per-response rows of eval --out `out` are: `out/results`, or `out` itself for
+    an eval of an earlier paced (responses and summary in one directory)."""
+    legacy = record_path(out, JOB_FILE) is not None or any(
+        schemas.io.SHARD_NAME.match(d.name) for d in (out.iterdir() if out.is_dir() else []))
+    return out if legacy and not (out / RESULTS_DIR).exists() else out / RESULTS_DIR
+
+
+def check_out(out: Path) -> None:
+    """--out must be new, or an eval --out of this paced (results/ and summary.parquet and the
+    job's temporaries): an earlier paced's layout or a directory of other files is refused."""
+    if out.is_symlink() and not out.exists():
+        raise InputError(f"--out {out}: is a broken symbolic link; remove it or give another path")
+    if not out.exists():
+        if not out.parent.is_dir():
+            raise InputError(f"--out {out}: parent directory {out.parent} does not exist or is not a directory; create it first")
+        return
+    if not out.is_dir():
+        raise InputError(f"--out {out}: is a file; eval writes a directory (results/ and summary.parquet)")
+    if results_dir(out) == out:
+        raise InputError(
+            f"--out {out}: holds an eval job itself (an earlier paced's layout, responses and summary in one "
+            f"directory, or another eval's results/); it reads as --baseline; give this eval a new --out"
+        )
+    mine = (RESULTS_DIR, SUMMARY_FILE, f".{RESULTS_DIR}.replacing")
+    others = sorted(e.name for e in out.iterdir() if e.name not in mine and not e.name.startswith(
+        (f".{RESULTS_DIR}.replaced-", f"{RESULTS_DIR}.kept-", f".{SUMMARY_FILE}.tmp-")))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise InputError(
+            f"--out {out}: exists and is not a paced eval directory (it holds {shown}); choose a new path "
+            f"(paced never writes into a directory of other files)"
+        )
+
+
 def read_baseline(path: Path) -> schemas.Artifact:
     """The per-response results of a finished eval, given to --baseline (its metrics are
     measured again at this eval's k)."""
@@ -171,9 +211,13 @@ def read_baseline(path: Path) -> schemas.Artifact:
         raise InputError(f"--baseline {p}: no such directory; give the --out of an earlier `paced eval`")
     # A sharded eval (`--shard I/N` into one --out) is finished when every shard is: its shards
     # hold the job files, --out the summary.
+    p = results_dir(p) if p.is_dir() else p
+    if not p.exists():
+        raise InputError(f"--baseline {path}: not a paced eval directory (no {RESULTS_DIR}/); give the --out of an "
+                         f"earlier `paced eval`")
     shards = schemas.io.shard_dirs(p, "--baseline") if p.is_dir() else None
     for d in shards or [p]:
-        if not (d / JOB_FILE).exists() or not d.is_dir():
+        if record_path(d, JOB_FILE) is None or not d.is_dir():
             raise InputError(
                 f"--baseline {p}: not a paced eval directory (no {JOB_FILE}); give the --out of an "
                 f"earlier `paced eval`"
@@ -181,7 +225,7 @@ def read_baseline(path: Path) -> schemas.Artifact:
         kind = schemas.io.read_job(d, "--baseline").get("schema")
         if kind != schemas.EVAL_RESULTS.name:
             raise InputError(f"--baseline {p}: holds a paced {kind!r} artifact, not an eval; give the --out of an earlier `paced eval`")
-        if not (d / MANIFEST_FILE).exists():
+        if record_path(d, MANIFEST_FILE) is None:
             raise InputError(
                 f"--baseline {p}: this eval is not finished (no {MANIFEST_FILE}); rerun the command "
                 f"that made it to finish it"
@@ -342,13 +386,35 @@ def run(config: EvalConfig, command: str | None = None) -> Path:
     }
     options = {k: v for k, v in job_options(config, inputs).items() if k not in _SUMMARY_ONLY}
     named_inputs = {f"problems[{i}]": a for i, a in enumerate(arts)}
+    check_out(config.out)
+    made = [d for d in (config.out, config.out / RESULTS_DIR) if not d.exists()]
+    config.out.mkdir(exist_ok=True)  # every input is checked: only results/ and the summary go in it
+    try:
+        return _evaluate(config, spec, shard, frames, options, named_inputs, baseline, command)
+    except BaseException:
+        for d in reversed(made):  # a refused first run leaves no empty directory behind
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _evaluate(
+    config: EvalConfig,
+    spec: str,
+    shard: tuple[int, int] | None,
+    frames: list[pl.DataFrame],
+    options: dict,
+    named_inputs: dict[str, schemas.Artifact],
+    baseline: schemas.Artifact | None,
+    command: str | None,
+) -> Path:
+    """Generate and check the responses into --out/results (resumable), then the summary."""
     job = schemas.Job(
-        shard_out(config.out, shard),
+        shard_out(config.out / RESULTS_DIR, shard),
         schemas.EVAL_RESULTS,
         options | {"verifier": spec},
         schemas.provenance("eval", asdict(config), named_inputs, command=command),
         overwrite=config.overwrite,
-        own=(SUMMARY_FILE,),
     )
     job.check()
     if (config.out / SUMMARY_FILE).exists():
@@ -368,12 +434,12 @@ def run(config: EvalConfig, command: str | None = None) -> Path:
     # 2. The summary, from every part (also those of earlier runs, and of every shard).
     if shard is not None:
         waiting = [f"{i}/{shard[1]}" for i in range(shard[1])
-                   if not (config.out / schemas.io.shard_name(i, shard[1]) / schemas.io.MANIFEST_FILE).exists()]
+                   if record_path(config.out / RESULTS_DIR / schemas.io.shard_name(i, shard[1]), MANIFEST_FILE) is None]
         if waiting:
             console.print(f"shard {shard[0]}/{shard[1]} done; the summary is written when shard(s) "
                           f"{', '.join(waiting)} are done too (by the last to finish)")
             return config.out
-    results = schemas.read(config.out, schemas.EVAL_RESULTS, option="--out")
+    results = schemas.read(config.out / RESULTS_DIR, schemas.EVAL_RESULTS, option="--out")
     summary = summarize(
         results.frame, set(config.retain), baseline.frame if baseline is not None else None, config.model,
         config.at_k or config.samples,

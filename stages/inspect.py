@@ -29,7 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import InputError
-from schemas.io import JOB_FILE, MANIFEST_FILE, META_PROVENANCE, META_SCHEMA, META_VERSION, SHARD_NAME, fingerprint
+from schemas.io import META_PROVENANCE, META_SCHEMA, META_VERSION, SHARD_NAME, fingerprint
+from schemas.outputs import JOB_FILE, MANIFEST_FILE, load_record, record_path
 from stages.options import INPUT, RUNTIME, option
 
 MAX_DEPTH = 8  # inputs followed back at most this far (a lineage is 3-4 deep)
@@ -61,9 +62,10 @@ def _meta(path: Path) -> dict[bytes, bytes]:
         return {}
 
 
-def _json_file(path: Path) -> dict[str, Any] | None:
+def _json_file(path: Path | None) -> dict[str, Any] | None:
+    """A JSON object from a JSON file or a job's bookkeeping file; None if there is none."""
     try:
-        obj = json.loads(path.read_text())
+        obj = load_record(path) if path is not None else None
         return obj if isinstance(obj, dict) else None
     except (OSError, ValueError):
         return None
@@ -121,8 +123,8 @@ def _prov(meta: dict[bytes, bytes]) -> dict[str, Any] | None:
 
 def _job_dir(d: Path) -> dict[str, Any]:
     """One job directory (a shard of a sharded job, or a whole job)."""
-    job = _json_file(d / JOB_FILE) or {}
-    manifest = _json_file(d / MANIFEST_FILE)
+    job = _json_file(record_path(d, JOB_FILE)) or {}
+    manifest = _json_file(record_path(d, MANIFEST_FILE))
     parts = _parts(d)
     info: dict[str, Any] = {"path": str(d), "kind": "job directory", "schema": job.get("schema"),
                             "version": job.get("version"), "finished": manifest is not None, "command": job.get("command"),
@@ -157,7 +159,13 @@ def _directory(d: Path) -> dict[str, Any]:
         if waiting or len(shards) != expected:
             info["note"] = f"{expected - len(shards)} shard(s) missing, {len(waiting)} unfinished"
         return info
-    if (d / JOB_FILE).exists():
+    results = d / "results"  # an eval --out: its results job and summary.parquet
+    if results.is_dir() and (record_path(results, JOB_FILE) or _shards(results)):
+        info = _directory(results) | {"path": str(d), "results": str(results)}
+        if (d / "summary.parquet").exists():
+            info["summary"] = str(d / "summary.parquet")
+        return info
+    if record_path(d, JOB_FILE):
         info = _job_dir(d)
         if info["schema"] == "train_log":  # a distill --out: a model and its training log
             info["kind"] = "distill output"
@@ -227,6 +235,8 @@ def head(path: Path, n: int) -> list[dict[str, Any]]:
     if n <= 0:
         return []
     if path.is_dir():
+        if (path / "results").is_dir() and not record_path(path, JOB_FILE):  # an eval --out
+            path = path / "results"
         shards = _shards(path)
         d = shards[0] if shards else path
         files = [d / "train_log.parquet"] if (d / "train_log.parquet").exists() and not _parts(d) else _parts(d)

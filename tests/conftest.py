@@ -141,3 +141,45 @@ def problems_file(tmp_path) -> Path:
     path = tmp_path / "problems.parquet"
     make_problems().write_parquet(path)  # written by polars: large_string columns, no paced metadata
     return path
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory, student_dir, teacher_dir):
+    """Every stage's artifact, once per session, from the tiny models: problems -> rollouts ->
+    scores -> weights; teacher rollouts -> teacher logits; distill; eval. Tests that change
+    one work on a copy."""
+    d = tmp_path_factory.mktemp("chain")
+    make_problems(6).write_parquet(d / "problems.parquet")
+    steps = [
+        ["rollout", "--problems", d / "problems.parquet", "--model", student_dir, "--out", d / "rollouts",
+         "--samples", "2", "--max-new-tokens", "6", "--part-size", "4"],
+        ["score", "--rollouts", d / "rollouts", "--problems", d / "problems.parquet", "--out", d / "scores",
+         "--verifier", "exact", "--workers", "1"],
+        ["weight", "--scores", d / "scores", "--out", d / "weights.parquet", "--scheme", "uniform"],
+        ["rollout", "--problems", d / "problems.parquet", "--model", teacher_dir, "--out", d / "teacher_rollouts",
+         "--samples", "1", "--max-new-tokens", "6"],
+        ["teacher-logits", "--problems", d / "problems.parquet", "--sequences", d / "teacher_rollouts", "--teacher", teacher_dir,
+         "--out", d / "tl", "--top-k", "4"],
+        ["distill", "--student", student_dir, "--teacher-logits", d / "tl", "--weights", d / "weights.parquet",
+         "--out", d / "student", "--max-steps", "2", "--batch-size", "2", "--save-steps", "0"],
+        ["eval", "--model", student_dir, "--problems", d / "problems.parquet", "--out", d / "eval", "--samples", "2",
+         "--max-new-tokens", "6", "--part-size", "4", "--verifier", "exact", "--workers", "1"],
+    ]
+    for args in steps:
+        r = paced(*args)
+        assert r.exit_code == 0, (args[0], r.stderr)
+    return d
+
+
+def job_record(d: os.PathLike) -> dict:
+    """What job directory `d` is (its `_job.parquet` record: schema, key, options, command)."""
+    from schemas.outputs import JOB_FILE, load_record
+
+    return load_record(Path(d) / JOB_FILE)
+
+
+def manifest_record(d: os.PathLike) -> dict:
+    """The manifest of finished job directory `d` (parts, rows, provenance)."""
+    from schemas.outputs import MANIFEST_FILE, load_record
+
+    return load_record(Path(d) / MANIFEST_FILE)

@@ -23,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, make_problems, paced
+from schemas.outputs import load_record
+from tests.conftest import ROOT, make_problems, manifest_record, paced
 
 
 @pytest.fixture(scope="module")
@@ -115,28 +116,40 @@ def model_with(w, tmp, name: str, content: bytes | Callable[[bytes], bytes], mod
     return d
 
 
-def job_with(w, tmp, name: str, *, manifest: Callable[[dict], object] | bytes | None = None, extra_part: bool = False) -> Path:
+def record_bytes(text: bytes) -> bytes:
+    """A job bookkeeping file (zero-row Parquet) whose `paced.record` metadata is `text`."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"x": pa.array([], pa.int64())}).replace_schema_metadata({b"paced.record": text}), sink)
+    return sink.getvalue().to_pybytes()
+
+
+def job_with(w, tmp, name: str, *, manifest: Callable[[dict], object] | bytes | None = None, extra_part: bool = False,
+             legacy: bool = False) -> Path:
     """A copy of a world job directory, its manifest rewritten (`manifest(m)` edits the parsed
-    one in place, or bytes replace it) and/or a stray copy of its part beside the listed ones."""
+    one in place, or bytes replace the file) and/or a stray copy of its part beside the listed
+    ones. `legacy`: the manifest as an earlier paced wrote it (`_manifest.json`)."""
     d = tmp / name
     shutil.copytree(w[name], d)
-    m = d / "_manifest.json"
+    m = d / "_manifest.parquet"
+    if legacy:
+        m.unlink()
+        m = d / "_manifest.json"
     if isinstance(manifest, bytes):
         m.write_bytes(manifest)
     elif manifest is not None:
-        parsed = json.loads(m.read_text())
+        parsed = load_record(d / "_manifest.parquet")
         manifest(parsed)
-        m.write_text(json.dumps(parsed))
+        m.write_bytes(record_bytes(json.dumps(parsed).encode()))
     if extra_part:
         shutil.copy(d / "part-00000.parquet", d / "part-00001.parquet")
     return d
 
 
-def job_dir(tmp, name: str, job_json: bytes) -> Path:
-    """A directory holding only a (damaged) _job.json: an unfinished job, or an --out to resume."""
+def job_dir(tmp, name: str, content: bytes, file: str = "_job.parquet") -> Path:
+    """A directory holding only a (damaged) job record: an unfinished job, or an --out to resume."""
     d = tmp / name
     d.mkdir()
-    (d / "_job.json").write_bytes(job_json)
+    (d / file).write_bytes(content)
     return d
 
 
@@ -194,7 +207,7 @@ def job_of(d: Path, *tables: pa.Table) -> Path:
         f = d / f"part-{i:05d}.parquet"
         pq.write_table(t, f)
         parts.append({"file": f.name, "rows": t.num_rows, "bytes": f.stat().st_size, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()})
-    (d / "_manifest.json").write_text(json.dumps({"rows": sum(x["rows"] for x in parts), "parts": parts}))
+    (d / "_manifest.parquet").write_bytes(record_bytes(json.dumps({"rows": sum(x["rows"] for x in parts), "parts": parts}).encode()))
     return d
 
 
@@ -228,7 +241,7 @@ def unfinished_shards(tmp, name: str, *present: int, of: int = 2) -> Path:
     for i in present:
         d = tmp / name / f"shard-{i:05d}-of-{of:05d}"
         d.mkdir(parents=True)
-        (d / "_manifest.json").write_text('{"rows": 0, "parts": []}')
+        (d / "_manifest.parquet").write_bytes(record_bytes(b'{"rows": 0, "parts": []}'))
     return tmp / name
 
 
@@ -246,7 +259,7 @@ CASES = [
     Case("problems: empty directory", lambda w, t: rollout(w, t, problems=(t / "pd").mkdir() or t / "pd"), ("holds no .parquet files",)),
     Case("problems: other schema version", lambda w, t: rollout(w, t, problems=with_metadata(write(t / "p.parquet", make_problems(4)), "problems", "7")), ("schema version 7",)),
     Case("problems: a weights file", lambda w, t: rollout(w, t, problems=w["weights"]), ("paced 'weights' artifact, but --problems expects",)),
-    Case("problems: unfinished job dir", lambda w, t: rollout(w, t, problems=(t / "job").mkdir() or (t / "job" / "_job.json").write_text('{"schema": "problems", "command": "paced x"}') and t / "job"), ("not finished", "rerun")),
+    Case("problems: unfinished job dir", lambda w, t: rollout(w, t, problems=job_dir(t, "job", record_bytes(b'{"schema": "problems", "command": "paced x"}'))), ("not finished", "rerun")),
     # rollout options and models
     Case("rollout: samples 0", lambda w, t: rollout(w, t, "--samples", "0"), ("--samples 0",)),
     Case("rollout: temperature -1", lambda w, t: rollout(w, t, "--temperature", "-1"), ("--temperature -1.0",)),
@@ -313,18 +326,24 @@ CASES = [
     Case("model: index names a missing shard", lambda w, t: ["rollout", "--problems", w["problems"], "--model", model_with(w, t, "model.safetensors.index.json", b'{"weight_map": {"w": "model-00002-of-00002.safetensors"}}'), "--out", t / "out"], ("names model-00002-of-00002.safetensors, which the directory lacks",)),
     Case("teacher-logits: teacher weights not safetensors", lambda w, t: tlogits(w, t, teacher=model_with(w, t, "model.safetensors", b"garbage!" * 64, model="teacher")), ("--teacher", "model.safetensors is not a safetensors file")),
     Case("distill: student with 0-byte safetensors", lambda w, t: distill(w, t, student=model_with(w, t, "model.safetensors", b"")), ("--student", "model.safetensors has 0 bytes")),
-    Case("rollouts: manifest not JSON", lambda w, t: score(w, t, rollouts=job_with(w, t, "rollouts", manifest=b"{bad")), ("--rollouts", "_manifest.json: unreadable", "regenerate it")),
-    Case("rollouts: manifest a JSON list", lambda w, t: score(w, t, rollouts=job_with(w, t, "rollouts", manifest=b"[]")), ("_manifest.json: unreadable (holds a JSON list, not an object)",)),
+    Case("rollouts: manifest not Parquet", lambda w, t: score(w, t, rollouts=job_with(w, t, "rollouts", manifest=b"{bad")), ("--rollouts", "_manifest.parquet: unreadable (not a readable Parquet file", "regenerate it")),
+    Case("rollouts: manifest without its record", lambda w, t: score(w, t, rollouts=job_with(w, t, "rollouts", manifest=(w["rollouts"] / "part-00000.parquet").read_bytes())), ("_manifest.parquet: unreadable (no paced.record metadata)",)),
+    Case("rollouts: manifest record not JSON", lambda w, t: score(w, t, rollouts=job_with(w, t, "rollouts", manifest=record_bytes(b"{bad"))), ("--rollouts", "_manifest.parquet: unreadable", "regenerate it")),
+    Case("rollouts: manifest a JSON list", lambda w, t: score(w, t, rollouts=job_with(w, t, "rollouts", manifest=record_bytes(b"[]"))), ("_manifest.parquet: unreadable (holds a JSON list, not an object)",)),
+    Case("rollouts: an earlier paced's manifest not JSON", lambda w, t: score(w, t, rollouts=job_with(w, t, "rollouts", manifest=b"{bad", legacy=True)), ("--rollouts", "_manifest.json: unreadable", "regenerate it")),
     Case("rollouts: manifest part without sha256", lambda w, t: score(w, t, rollouts=job_with(w, t, "rollouts", manifest=lambda m: m["parts"][0].pop("sha256"))), ("parts[0] lacks 'sha256'", "delete it and rerun", "paced rollout")),
     Case("rollouts: manifest without parts", lambda w, t: score(w, t, rollouts=job_with(w, t, "rollouts", manifest=lambda m: m.pop("parts"))), ("it has no 'parts' list",)),
-    Case("scores: manifest not UTF-8", lambda w, t: weight(w, t, scores=job_with(w, t, "scores", manifest=b"\xff\xfe{")), ("--scores", "_manifest.json: unreadable", "utf-8")),
-    Case("scores: manifest rows disagree with the part", lambda w, t: weight(w, t, scores=job_with(w, t, "scores", manifest=edit_rows)), ("part", "rows, the manifest records", "delete _manifest.json")),
-    Case("scores: a part the manifest does not list", lambda w, t: weight(w, t, scores=job_with(w, t, "scores", extra_part=True)), ("part-00001.parquet, which _manifest.json does not list", "move them out")),
+    Case("scores: manifest record not UTF-8", lambda w, t: weight(w, t, scores=job_with(w, t, "scores", manifest=record_bytes(b"\xff\xfe{"))), ("--scores", "_manifest.parquet: unreadable", "utf-8")),
+    Case("scores: an earlier paced's manifest not UTF-8", lambda w, t: weight(w, t, scores=job_with(w, t, "scores", manifest=b"\xff\xfe{", legacy=True)), ("--scores", "_manifest.json: unreadable", "utf-8")),
+    Case("scores: manifest rows disagree with the part", lambda w, t: weight(w, t, scores=job_with(w, t, "scores", manifest=edit_rows)), ("part", "rows, the manifest records", "delete _manifest.parquet")),
+    Case("scores: a part the manifest does not list", lambda w, t: weight(w, t, scores=job_with(w, t, "scores", extra_part=True)), ("part-00001.parquet, which _manifest.parquet does not list", "move them out")),
     Case("teacher-logits: manifest rows disagree with the part", lambda w, t: distill(w, t, tl=job_with(w, t, "tl", manifest=edit_rows)), ("--teacher-logits", "part-00000.parquet holds 8 rows, the manifest records 9")),
-    Case("problems: unfinished job with a damaged _job.json", lambda w, t: rollout(w, t, problems=job_dir(t, "job", b"{bad")), ("--problems", "_job.json: unreadable")),
-    Case("problems: unfinished job whose _job.json is a list", lambda w, t: rollout(w, t, problems=job_dir(t, "job", b"[1, 2]")), ("_job.json: unreadable (holds a JSON list",)),
-    Case("rollout: out's _job.json not JSON", lambda w, t: ["rollout", "--problems", w["problems"], "--model", w["student"], "--out", job_dir(t, "job", b"{bad")], ("--out", "_job.json: unreadable", "move it away")),
-    Case("rollout: out's _job.json a list", lambda w, t: ["rollout", "--problems", w["problems"], "--model", w["student"], "--out", job_dir(t, "job", b"[]")], ("--out", "holds a JSON list")),
+    Case("problems: unfinished job with a damaged job record", lambda w, t: rollout(w, t, problems=job_dir(t, "job", record_bytes(b"{bad"))), ("--problems", "_job.parquet: unreadable")),
+    Case("problems: unfinished job with a damaged _job.json", lambda w, t: rollout(w, t, problems=job_dir(t, "job", b"{bad", "_job.json")), ("--problems", "_job.json: unreadable")),
+    Case("problems: unfinished job whose job record is a list", lambda w, t: rollout(w, t, problems=job_dir(t, "job", record_bytes(b"[1, 2]"))), ("_job.parquet: unreadable (holds a JSON list",)),
+    Case("rollout: out's job record not Parquet", lambda w, t: ["rollout", "--problems", w["problems"], "--model", w["student"], "--out", job_dir(t, "job", b"{bad")], ("--out", "_job.parquet: unreadable", "move it away")),
+    Case("rollout: out's _job.json not JSON", lambda w, t: ["rollout", "--problems", w["problems"], "--model", w["student"], "--out", job_dir(t, "job", b"{bad", "_job.json")], ("--out", "_job.json: unreadable", "move it away")),
+    Case("rollout: out's job record a list", lambda w, t: ["rollout", "--problems", w["problems"], "--model", w["student"], "--out", job_dir(t, "job", record_bytes(b"[]"))], ("--out", "holds a JSON list")),
     Case("problems: paced metadata with a non-numeric version", lambda w, t: rollout(w, t, problems=with_metadata(write(t / "p.parquet", make_problems(4)), "problems", "one")), ("paced.schema_version", "whole number")),
     Case("problems: provenance metadata not JSON", lambda w, t: rollout(w, t, problems=(lambda f: (pq.write_table(pq.read_table(f).replace_schema_metadata({b"paced.schema": b"problems", b"paced.schema_version": b"1", b"paced.provenance": b"{bad"}), f), f)[1])(write(t / "p.parquet", make_problems(4)))), ("paced.provenance metadata is not a JSON object",)),
     # paths of the wrong shape
@@ -505,25 +524,30 @@ def test_numeric_options_are_found():
 
 
 @pytest.mark.parametrize("content", [b"{torn", b"[1]", b'{"host": "h"}', b'{"pid": "x"}', b"\xff\xfe", b""])
-def test_a_damaged_lock_names_no_holder(tmp_path, content):
-    """A lock torn by a killed writer (or edited) holds no live process: the job may take it."""
+@pytest.mark.parametrize("name", ["_lock.parquet", "_lock"])
+def test_a_damaged_lock_names_no_holder(tmp_path, content, name):
+    """A lock damaged (or edited, or an earlier paced's torn `_lock`) holds no live process: the
+    job may take it."""
     from schemas.jobs import _lock_holder
 
-    lock = tmp_path / "_lock"
+    lock = tmp_path / name
     lock.write_bytes(content)
-    assert _lock_holder(lock) is None
+    assert _lock_holder(tmp_path) is None
+    if name == "_lock.parquet":
+        lock.write_bytes(record_bytes(content))
+        assert _lock_holder(tmp_path) is None
 
 
 def test_an_interrupted_job_with_a_damaged_lock_resumes(world, tmp_path):
-    """An unfinished job whose _lock is garbage resumes with the same command (was: a traceback)."""
+    """An unfinished job whose lock is garbage resumes with the same command (was: a traceback)."""
     out = tmp_path / "rollouts"
     shutil.copytree(world["rollouts"], out)
-    (out / "_manifest.json").unlink()  # unfinished: the part is done, the manifest not yet written
-    (out / "_lock").write_bytes(b"\xff\xfe[1")
+    (out / "_manifest.parquet").unlink()  # unfinished: the part is done, the manifest not yet written
+    (out / "_lock.parquet").write_bytes(b"\xff\xfe[1")
     r = paced("rollout", "--problems", world["problems"], "--model", world["student"], "--samples", "2",
               "--max-new-tokens", "6", "--out", out)
     assert r.exit_code == 0, r.stderr
-    assert (out / "_manifest.json").exists() and not (out / "_lock").exists()
+    assert (out / "_manifest.parquet").exists() and not (out / "_lock.parquet").exists()
     assert pl.read_parquet(out / "*.parquet").height == pl.read_parquet(world["rollouts"] / "*.parquet").height
 
 
@@ -550,7 +574,7 @@ def test_an_empty_teacher_logits_shard_finishes_empty(world, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert r.stdout.strip() == str(out) and "finished as an empty shard" in r.stderr and "weight 0" not in r.stderr
     shard = out / f"shard-{empty:05d}-of-{n:05d}"
-    assert json.loads((shard / "_manifest.json").read_text())["parts"] == []
+    assert manifest_record(shard)["parts"] == []
     for i in (i for i in range(n) if i != empty):
         r = paced(*base, "--shard", f"{i}/{n}")
         assert r.exit_code == 0, r.stderr
@@ -561,7 +585,7 @@ def test_an_empty_teacher_logits_shard_finishes_empty(world, tmp_path):
 
 def test_a_finished_sharded_eval_is_a_baseline(world, tmp_path):
     """`paced eval --shard I/N` into one --out, every shard done and the summary written by the
-    last: a valid --baseline for another eval (was refused for lacking a _job.json at the top)."""
+    last: a valid --baseline for another eval (was refused for lacking a job record at the top)."""
     base = ["eval", "--model", world["student"], "--problems", world["problems"], "--samples", "1",
             "--max-new-tokens", "4", "--verifier", "exact"]
     for i in range(2):

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from stages import tiny_model
-from tests.conftest import paced
+from tests.conftest import job_record, paced
 
 # The tiny chat template with Qwen3's switch: `enable_thinking=False` opens the assistant turn with
 # an empty thinking block, as Qwen3's own template does.
@@ -58,14 +58,14 @@ def test_rollout_eval_and_teacher_logits_use_record_and_check_them(tmp_path, pro
     rollout = ["rollout", "--problems", problems_file, "--model", student, *FAST]
     r = paced(*rollout, "--out", tmp_path / "ro", "--chat-template-kwargs", NO_THINKING)
     assert r.exit_code == 0, r.stderr
-    job = json.loads((tmp_path / "ro" / "_job.json").read_text())
+    job = job_record(tmp_path / "ro")
     assert job["options"]["chat_template_kwargs"] == '{"enable_thinking":false}'
     # Another spelling of the same variables is the same job.
     r = paced(*rollout, "--out", tmp_path / "ro", "--chat-template-kwargs", '{ "enable_thinking" : false }')
     assert r.exit_code == 0 and "already complete" in r.stderr
     # Without them: not in the job's key, so jobs made before the option resume.
     assert paced(*rollout, "--out", tmp_path / "plain").exit_code == 0
-    assert "chat_template_kwargs" not in json.loads((tmp_path / "plain" / "_job.json").read_text())["options"]
+    assert "chat_template_kwargs" not in job_record(tmp_path / "plain")["options"]
 
     # teacher-logits inherits them: the stored student prompt is the one the responses followed.
     tl = ["teacher-logits", "--problems", problems_file, "--sequences", tmp_path / "ro", "--teacher", teacher, "--top-k", "4"]
@@ -76,7 +76,7 @@ def test_rollout_eval_and_teacher_logits_use_record_and_check_them(tmp_path, pro
     tok = models.load_tokenizer(str(student))
     prompts_seen = pl.read_parquet(f"{tmp_path / 'tl'}/part-*.parquet")["prompt_token_ids"].to_list()
     assert all(tok.decode(p).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") for p in prompts_seen)
-    tl_job = json.loads((tmp_path / "tl" / "_job.json").read_text())
+    tl_job = job_record(tmp_path / "tl")
     assert tl_job["options"]["chat_template_kwargs"] == '{"enable_thinking":false}'
     # Repeating them is fine; contradicting them is refused before the teacher loads.
     assert paced(*tl, "--out", tmp_path / "tl", "--chat-template-kwargs", NO_THINKING).exit_code == 0
@@ -93,7 +93,7 @@ def test_rollout_eval_and_teacher_logits_use_record_and_check_them(tmp_path, pro
               "--temperature", "0", "--max-new-tokens", "4", "--verifier", "exact", "--workers", "1",
               "--chat-template-kwargs", NO_THINKING)
     assert r.exit_code == 0, r.stderr
-    assert json.loads((tmp_path / "ev" / "_job.json").read_text())["options"]["chat_template_kwargs"] == '{"enable_thinking":false}'
+    assert job_record(tmp_path / "ev" / "results")["options"]["chat_template_kwargs"] == '{"enable_thinking":false}'
 
 
 @pytest.mark.parametrize("command", ["rollout", "eval", "teacher-logits"])

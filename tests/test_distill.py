@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 import torch
 
-from tests.conftest import kill_when, make_problems, paced, paced_subprocess
+from tests.conftest import kill_when, make_problems, manifest_record, paced, paced_subprocess
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_kill_then_resume_reproduces_the_loss_curve(tmp_path, setup, student_dir
 
     out = tmp_path / "killed"
     kill_when(out / "checkpoints" / "step-8" / "state.json", "distill", *args, "--out", out)
-    assert not (out / "_manifest.json").exists()
+    assert not (out / "_manifest.parquet").exists()
 
     refused = paced_subprocess("distill", *args, "--out", out)
     assert refused.returncode == 2 and "--resume" in refused.stderr
@@ -210,7 +210,7 @@ def test_export_steps_save_loadable_models_equal_to_shorter_runs(tmp_path, setup
     short = load_file(tmp_path / "short" / "model.safetensors")
     assert exported.keys() == short.keys() and all(torch.equal(exported[k], short[k]) for k in short)
     assert (tmp_path / "long" / "step-1" / "tokenizer_config.json").exists()
-    job = __import__("json").loads((tmp_path / "long" / "_manifest.json").read_text())
+    job = manifest_record(tmp_path / "long")
     assert {"step-1", "step-2"} <= set(job["files"])
     # An export carries the train log of its steps, as the short run's, so --init accepts it
     # (a two-stage schedule started from a budget of a longer run).

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import ROOT, paced, wait_for
+from tests.conftest import ROOT, manifest_record, paced, wait_for
 from tests.test_distill import setup  # noqa: F401 (the module fixture: teacher logits and weights)
 
 pytestmark = pytest.mark.slow
@@ -96,10 +96,10 @@ def test_two_processes_match_one_process_and_only_rank_0_writes(tmp_path, setup,
     assert b.height == 4 and b["problems"].to_list() == [5, 1, 5, 1]
     # Same artifacts, written once: no lock, data cache, checkpoints or temporary files left.
     assert sorted(os.listdir(multi)) == sorted(os.listdir(tmp_path / "single"))
-    assert not any(n.startswith(".") or n in ("_lock", "checkpoints") for n in os.listdir(multi))
+    assert not any(n.startswith(".") or n in ("_lock.parquet", "checkpoints") for n in os.listdir(multi))
     # The same job (options and inputs) as the 1-process run: --resume may switch launch modes.
-    manifest = json.loads((multi / "_manifest.json").read_text())
-    assert manifest["key"] == json.loads((tmp_path / "single" / "_manifest.json").read_text())["key"]
+    manifest = manifest_record(multi)
+    assert manifest["key"] == manifest_record(tmp_path / "single")["key"]
     prov = json.loads(pq.read_schema(multi / "train_log.parquet").metadata[b"paced.provenance"])
     assert prov["launch"] == {"processes": 2, "distributed_type": "MULTI_CPU"}
     from transformers import AutoModelForCausalLM
@@ -128,7 +128,7 @@ def test_kill_then_resume_under_the_launcher(tmp_path, setup, student_dir):  # n
     finally:
         proc.wait()
     psutil.wait_procs(workers, timeout=30)
-    assert not (out / "_manifest.json").exists()
+    assert not (out / "_manifest.parquet").exists()
 
     p = subprocess.run(launch_cmd(*args, "--out", out, "--resume"), cwd=ROOT, env=launch_env(),
                        capture_output=True, text=True, timeout=300)
@@ -137,4 +137,4 @@ def test_kill_then_resume_under_the_launcher(tmp_path, setup, student_dir):  # n
     assert p.stdout.splitlines() == [str(out)]
     a, b = assert_same_run(tmp_path / "ref", out)
     assert b["step"].to_list() == list(range(1, 13))
-    assert not (out / "checkpoints").exists() and not (out / "_lock").exists()
+    assert not (out / "checkpoints").exists() and not (out / "_lock.parquet").exists()

@@ -181,7 +181,7 @@ def test_per_response_rows_and_summary(evals, student_dir):
     out, r = evals["yes"]
     assert r.stdout.strip() == str(out)
     assert "eval summary" in r.stderr and "100.0 ± 0.0" in r.stderr and "pass@3" in r.stderr and "maj@3" in r.stderr
-    df = pl.read_parquet(out / "part-*.parquet")
+    df = pl.read_parquet(out / "results")
     assert df.height == (4 + 3) * 3
     assert df.select(pl.struct("problem_id", "sample_index").n_unique()).item() == df.height
     benchmarks = dict(df.select("problem_id", "benchmark").unique().iter_rows())
@@ -207,13 +207,13 @@ def test_per_response_rows_and_summary(evals, student_dir):
 def test_rerun_with_a_baseline_regenerates_nothing_and_reports_gain_and_forgetting(evals, bench, student_dir, monkeypatch):
     monkeypatch.chdir(bench)
     yes, no = evals["yes"][0], evals["no"][0]
-    before = {p.name: p.stat().st_mtime_ns for p in yes.glob("part-*.parquet")}
+    before = {p.name: p.stat().st_mtime_ns for p in (yes / "results").glob("part-*.parquet")}
 
     # All right now, all wrong in the baseline: gain 1; a retention set at baseline 0 has no forgetting.
     r = eval_cmd(bench, student_dir, yes, "evalchecks:yes", "--baseline", no, "--retain", "aime")
     assert r.exit_code == 0, r.stderr
     assert "already complete" in r.stderr and "0 / 0" not in r.stderr
-    assert {p.name: p.stat().st_mtime_ns for p in yes.glob("part-*.parquet")} == before
+    assert {p.name: p.stat().st_mtime_ns for p in (yes / "results").glob("part-*.parquet")} == before
     s = summary_rows(yes)
     assert all(row["baseline_accuracy"] == 0.0 and row["gain"] == 1.0 for row in s.values())
     assert s["aime"]["retain"] and s["aime"]["forgetting_pct"] is None
@@ -224,7 +224,7 @@ def test_rerun_with_a_baseline_regenerates_nothing_and_reports_gain_and_forgetti
     r = eval_cmd(bench, student_dir, yes, "evalchecks:yes", "--baseline", no, "--at-k", "2")
     assert r.exit_code == 0 and "already complete" in r.stderr and "pass@2" in r.stderr, r.stderr
     assert "+100.0" in r.stderr and "gain over the baseline" in r.stderr
-    assert {p.name: p.stat().st_mtime_ns for p in yes.glob("part-*.parquet")} == before
+    assert {p.name: p.stat().st_mtime_ns for p in (yes / "results").glob("part-*.parquet")} == before
     assert all((row["k"], row["pass_at_k"], row["baseline_pass_at_k"]) == (2, 1.0, 0.0) for row in summary_rows(yes).values())
     r = eval_cmd(bench, student_dir, yes, "evalchecks:yes", "--at-k", "4")
     assert r.exit_code == 2 and "--at-k 4: must be from 1 to --samples = 3" in r.stderr
@@ -255,15 +255,15 @@ def test_baseline_missing_a_benchmark_gives_nulls_and_a_warning(evals, bench, st
 def test_resume_regenerates_only_the_missing_part(bench, student_dir, tmp_path):
     out = tmp_path / "resumed"
     assert eval_cmd(bench, student_dir, out, "exact").exit_code == 0  # a built-in verifier
-    full = pl.read_parquet(out / "part-*.parquet")
+    full = pl.read_parquet(out / "results")
     # A run killed after its first part: later parts and the manifest are not there yet.
-    (out / "_manifest.json").unlink()
+    (out / "results" / "_manifest.parquet").unlink()
     (out / "summary.parquet").unlink()
-    (out / "part-00002.parquet").unlink()
+    (out / "results" / "part-00002.parquet").unlink()
     r = eval_cmd(bench, student_dir, out, "exact")
     assert r.exit_code == 0, r.stderr
     assert "parts resumed / generated now: 2 / 1" in r.stderr
-    assert pl.read_parquet(out / "part-*.parquet").equals(full)
+    assert pl.read_parquet(out / "results").equals(full)
     assert (out / "summary.parquet").exists()
 
 

@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, manifest_record
 
 
 def run_script(name: str, work, **env) -> subprocess.CompletedProcess:
@@ -38,7 +38,7 @@ def test_two_stage_script(tmp_path):
     assert (final / "model.safetensors").exists()
     import json
 
-    prov = json.loads((final / "_manifest.json").read_text())["provenance"]
+    prov = manifest_record(final)["provenance"]
     assert prov["options"]["loss"] == "rkl" and prov["options"]["init"].endswith("stage1/student")
     stage1 = pl.read_parquet(tmp_path / "stage1" / "student" / "train_log.parquet")
     stage2 = pl.read_parquet(final / "train_log.parquet")
@@ -87,7 +87,7 @@ def test_sweep_reduced_end_to_end(tmp_path, quick_models):
     for a, b in [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]:
         w = pl.read_parquet(tmp_path / f"w_a{a}_b{b}.parquet")
         assert set(w.filter(pl.col("weight") > 0)["problem_id"]) == support
-        opts = __import__("json").loads((tmp_path / f"student_a{a}_b{b}" / "_manifest.json").read_text())["provenance"]["options"]
+        opts = manifest_record(tmp_path / f"student_a{a}_b{b}")["provenance"]["options"]
         assert opts["max_steps"] == 8 and opts["weights"].endswith(f"w_a{a}_b{b}.parquet")
         summary = pl.read_parquet(tmp_path / f"eval_a{a}_b{b}" / "summary.parquet")
         row = pl.read_parquet(tmp_path / "sweep.parquet").filter((pl.col("alpha") == float(a)) & (pl.col("beta") == float(b)))
@@ -167,7 +167,7 @@ def test_reproduce_reduced_end_to_end(tmp_path, quick_models):
     for seed in (0, 1):
         got = {}
         for m in ("paced", "uniform"):
-            res = pl.read_parquet(tmp_path / "capacity" / f"seed{seed}" / f"eval_{m}_8" / "part-*.parquet")
+            res = pl.read_parquet(tmp_path / "capacity" / f"seed{seed}" / f"eval_{m}_8" / "results")
             got[m] = res.filter(pl.col("benchmark") != "copy")["correct"].mean() * 100
         row = f"| {seed} | {got['paced']:.1f} | {got['uniform']:.1f} | {got['paced'] - got['uniform']:+.1f} |"
         assert row in report, row
@@ -188,16 +188,16 @@ def test_reproduce_reduced_end_to_end(tmp_path, quick_models):
     # The two-stage schedule: stage 2 is reverse KL from the paced run's export at STEPS/2, on the
     # teacher's logits of that student's rollouts, weighted by its re-estimated pass rates.
     two = tmp_path / "capacity" / "seed0" / "paced_2s"
-    if (two / "stage2" / "_manifest.json").exists():
-        opts = json.loads((two / "stage2" / "_manifest.json").read_text())["provenance"]["options"]
+    if (two / "stage2" / "_manifest.parquet").exists():
+        opts = manifest_record(two / "stage2")["provenance"]["options"]
         assert opts["loss"] == "rkl" and opts["init"].endswith("paced/step-4") and opts["max_steps"] == 4
         assert opts["teacher_logits"].endswith("paced_2s/teacher_logits") and opts["weights"].endswith("rates/w_paced.parquet")
     # Re-estimated Paced: round 2 starts from round 1, weighted by the pass rates of round 1's model.
     s0 = tmp_path / "capacity" / "seed0" / "paced_re"
-    if (s0 / "round2" / "_manifest.json").exists():
-        opts = json.loads((s0 / "round2" / "_manifest.json").read_text())["provenance"]["options"]
+    if (s0 / "round2" / "_manifest.parquet").exists():
+        opts = manifest_record(s0 / "round2")["provenance"]["options"]
         assert opts["init"].endswith("paced_re/round1") and opts["weights"].endswith("rates2/w_paced.parquet")
-    rollouts = json.loads((s0 / "rates2" / "rollouts" / "_manifest.json").read_text())["provenance"]["options"]
+    rollouts = manifest_record(s0 / "rates2" / "rollouts")["provenance"]["options"]
     assert rollouts["model"].endswith("paced_re/round1")
     for regime in ("capacity", "learnable"):
         assert pl.read_parquet(tmp_path / regime / "snr" / "snr.parquet").height == 10

@@ -11,30 +11,6 @@ import pytest
 from tests.conftest import make_problems, paced
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory, student_dir, teacher_dir):
-    """problems -> rollouts -> scores -> weights; teacher rollouts -> teacher logits; distill."""
-    d = tmp_path_factory.mktemp("inspect")
-    make_problems(6).write_parquet(d / "problems.parquet")
-    steps = [
-        ["rollout", "--problems", d / "problems.parquet", "--model", student_dir, "--out", d / "rollouts",
-         "--samples", "2", "--max-new-tokens", "6", "--part-size", "4"],
-        ["score", "--rollouts", d / "rollouts", "--problems", d / "problems.parquet", "--out", d / "scores",
-         "--verifier", "exact", "--workers", "1"],
-        ["weight", "--scores", d / "scores", "--out", d / "weights.parquet", "--scheme", "uniform"],
-        ["rollout", "--problems", d / "problems.parquet", "--model", teacher_dir, "--out", d / "teacher_rollouts",
-         "--samples", "1", "--max-new-tokens", "6"],
-        ["teacher-logits", "--problems", d / "problems.parquet", "--sequences", d / "teacher_rollouts", "--teacher", teacher_dir,
-         "--out", d / "tl", "--top-k", "4"],
-        ["distill", "--student", student_dir, "--teacher-logits", d / "tl", "--weights", d / "weights.parquet",
-         "--out", d / "student", "--max-steps", "2", "--batch-size", "2", "--save-steps", "0"],
-    ]
-    for args in steps:
-        r = paced(*args)
-        assert r.exit_code == 0, (args[0], r.stderr)
-    return d
-
-
 def inspect_json(path, *extra) -> dict:
     r = paced("inspect", path, "--json", *extra)
     assert r.exit_code == 0, r.stderr
@@ -76,7 +52,7 @@ def test_unfinished_changed_and_sharded(chain, tmp_path, student_dir):
     # A job killed before its manifest: unfinished, with the parts it has.
     killed = tmp_path / "killed"
     shutil.copytree(chain / "rollouts", killed)
-    (killed / "_manifest.json").unlink()
+    (killed / "_manifest.parquet").unlink()
     (killed / "part-00001.parquet").unlink()
     info = inspect_json(killed)
     assert info["finished"] is False and info["parts"] == 1 and info["rows"] == 8 and "unfinished" in info["note"]

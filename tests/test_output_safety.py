@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 import schemas
-from tests.conftest import ROOT, kill_when, make_problems, paced
+from tests.conftest import ROOT, job_record, kill_when, make_problems, paced
 
 FAST = ["--samples", "2", "--max-new-tokens", "4"]
 
@@ -161,7 +161,7 @@ def test_distill_overwrite_replaces_its_own_model_and_refuses_a_users_file(world
     base = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
             "--out", out, "--max-steps", "2", "--batch-size", "2"]
     assert paced(*base, "--lr", "1e-3").exit_code == 0
-    job = schemas.io._load_json(out / "_job.json", "--out")
+    job = job_record(out)
     assert "model.safetensors" in job["files"] and "config.json" in job["files"]
     first = (out / "model.safetensors").read_bytes()
     r = paced(*base, "--lr", "2e-3", "--overwrite")

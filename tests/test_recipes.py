@@ -17,7 +17,7 @@ import pytest
 
 import prepare_data  # examples/ is on sys.path (tests/conftest.py)
 import schemas
-from tests.conftest import ROOT
+from tests.conftest import ROOT, manifest_record
 
 SUFFIX = prepare_data.SUFFIX
 DAPO_WRAP = (
@@ -356,7 +356,7 @@ def tiny_env(tmp_path) -> dict:
 
 
 def provenance(path) -> dict:
-    return json.loads((path / "_manifest.json").read_text())["provenance"]
+    return manifest_record(path)["provenance"]
 
 
 def check_evals(work, names):

@@ -11,8 +11,11 @@ import sys
 import time
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
+import schemas
+from schemas.io import record_table
 from tests.conftest import ROOT, make_problems, paced
 
 FAST = ["--samples", "2", "--max-new-tokens", "8", "--part-size", "2"]
@@ -39,14 +42,14 @@ def test_a_damaged_part_is_detected_on_read(tmp_path, rollouts, problems_file, d
     assert r.exit_code == 2
     assert "part-00001.parquet" in r.stderr
     assert {"truncate": "truncated", "alter": "altered", "delete": "missing"}[damage] in r.stderr
-    assert "delete them and _manifest.json, then rerun: paced rollout" in r.stderr
+    assert "delete them and _manifest.parquet, then rerun: paced rollout" in r.stderr
     assert not (tmp_path / "scores").exists()
 
 
 def test_deleting_the_damaged_part_and_manifest_regenerates_only_it(tmp_path, rollouts, problems_file, student_dir):
     before = pl.read_parquet(f"{rollouts}/part-*.parquet")
     (rollouts / "part-00001.parquet").unlink()
-    (rollouts / "_manifest.json").unlink()
+    (rollouts / "_manifest.parquet").unlink()
     r = paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", rollouts, *FAST)
     assert r.exit_code == 0 and "2 / 1" in r.stderr
     assert pl.read_parquet(f"{rollouts}/part-*.parquet").equals(before)
@@ -57,8 +60,9 @@ def test_a_live_writer_holds_the_lock_and_a_dead_ones_lock_is_taken_over(tmp_pat
     out.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        (out / "_lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(), "since": "now"}))
-        (out / "_job.json").write_text(json.dumps({"schema": "rollouts", "key": "x", "options": {}}))
+        for name, record in (("_lock.parquet", {"pid": sleeper.pid, "host": socket.gethostname(), "since": "now"}),
+                             ("_job.parquet", {"schema": "rollouts", "key": "x", "options": {}})):
+            pq.write_table(record_table(record, schemas.ROLLOUTS), out / name)
         r = paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST)
         assert r.exit_code == 2 and f"pid {sleeper.pid}" in r.stderr and "another paced process" in r.stderr
     finally:
@@ -66,7 +70,7 @@ def test_a_live_writer_holds_the_lock_and_a_dead_ones_lock_is_taken_over(tmp_pat
         sleeper.wait()
     r = paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST, "--overwrite")
     assert r.exit_code == 0, r.stderr
-    assert not (out / "_lock").exists()  # released at the end
+    assert not (out / "_lock.parquet").exists()  # released at the end
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -87,7 +91,7 @@ def test_sigterm_and_sigint_stop_cleanly_and_resume(tmp_path, student_dir, sig):
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "rerun the same command to resume" in stderr
     assert stdout == ""  # no output path: the artifact is not done
-    assert not (tmp_path / "r" / "_lock").exists() and not (tmp_path / "r" / "_manifest.json").exists()
+    assert not (tmp_path / "r" / "_lock.parquet").exists() and not (tmp_path / "r" / "_manifest.parquet").exists()
     r = paced("rollout", *args[1:])
     assert r.exit_code == 0, r.stderr
     assert pl.read_parquet(f"{tmp_path}/r/part-*.parquet").height == 32

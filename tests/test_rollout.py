@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pyarrow.parquet as pq
 
-from tests.conftest import kill_when, make_problems, paced, paced_subprocess
+from tests.conftest import job_record, kill_when, make_problems, manifest_record, paced, paced_subprocess
 
 FAST = ["--samples", "3", "--max-new-tokens", "12", "--part-size", "2", "--batch-size", "2"]
 
@@ -33,7 +33,7 @@ def test_k_samples_per_problem_with_tokens_and_finish_reasons(tmp_path, problems
         assert eos not in ids[:-1]
         assert row["completion"] == tokenizer.decode(ids, skip_special_tokens=True)
         assert row["model"] == str(student_dir)
-    manifest = json.loads((out / "_manifest.json").read_text())
+    manifest = manifest_record(out)
     assert manifest["rows"] == 18 and len(manifest["parts"]) == 3
     prov = json.loads(pq.read_schema(out / "part-00000.parquet").metadata[b"paced.provenance"])
     assert prov["options"]["samples"] == 3 and prov["inputs"]["problems"]["fingerprint"].startswith("sha256:")
@@ -79,7 +79,7 @@ def test_top_k_limits_each_draw_to_the_k_most_likely_tokens(tmp_path, problems_f
     assert paced("rollout", *args, "--out", tmp_path / "k5", "--top-k", "5").exit_code == 0
     firsts = rollouts(tmp_path / "k5").group_by("problem_id").agg(pl.col("completion_token_ids").list.first().n_unique())
     assert firsts["completion_token_ids"].max() <= 5 and firsts["completion_token_ids"].min() >= 3, firsts
-    assert json.loads((tmp_path / "k5" / "_job.json").read_text())["options"]["top_k"] == 5
+    assert job_record(tmp_path / "k5")["options"]["top_k"] == 5
     # top-k 1 at temperature 1 is greedy decoding.
     common = ["--problems", problems_file, "--model", student_dir, *FAST]
     assert paced("rollout", *common, "--out", tmp_path / "k1", "--top-k", "1").exit_code == 0
@@ -87,7 +87,7 @@ def test_top_k_limits_each_draw_to_the_k_most_likely_tokens(tmp_path, problems_f
     assert rollouts(tmp_path / "k1")["completion_token_ids"].to_list() == rollouts(tmp_path / "greedy")["completion_token_ids"].to_list()
     # Off (the default) is not in the job's key, so jobs made before --top-k existed resume.
     assert paced("rollout", *common, "--out", tmp_path / "off").exit_code == 0
-    assert "top_k" not in json.loads((tmp_path / "off" / "_job.json").read_text())["options"]
+    assert "top_k" not in job_record(tmp_path / "off")["options"]
 
 
 def test_greedy_gives_k_identical_samples(tmp_path, problems_file, student_dir):
@@ -128,7 +128,7 @@ def test_changed_options_refuse_to_mix_and_overwrite_starts_over(tmp_path, probl
     r = paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST,
               "--temperature", "0.5", "--overwrite")
     assert r.exit_code == 0, r.stderr
-    assert json.loads((out / "_job.json").read_text())["options"]["temperature"] == 0.5
+    assert job_record(out)["options"]["temperature"] == 0.5
 
 
 def test_bad_input_exits_2_before_loading_anything(tmp_path, problems_file, student_dir):
@@ -177,7 +177,7 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path, student_dir):
     out = tmp_path / "killed"
     kill_when(out / "part-00001.parquet", "rollout", *args, "--out", out)
     done_before = len(list(out.glob("part-*.parquet")))
-    assert not (out / "_manifest.json").exists() and done_before < 16
+    assert not (out / "_manifest.parquet").exists() and done_before < 16
 
     rerun = paced_subprocess("rollout", *args, "--out", out)
     assert rerun.returncode == 0, rerun.stderr
@@ -248,7 +248,7 @@ def test_min_samples_draws_the_rest_only_for_unsettled_problems(tmp_path, studen
     # Killed when its first part of further samples lands, rerun: the uninterrupted artifact.
     out = tmp_path / "killed"
     kill_when(out / "part-00003.parquet", "rollout", *adaptive, "--out", out, "--part-size", "1")
-    assert not (out / "_manifest.json").exists()
+    assert not (out / "_manifest.parquet").exists()
     ref = paced("rollout", *adaptive, "--out", tmp_path / "ref", "--part-size", "1")
     assert ref.exit_code == 0, ref.stderr
     rerun = paced_subprocess("rollout", *adaptive, "--out", out, "--part-size", "1")

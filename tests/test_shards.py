@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
+import schemas
+from schemas.io import record_table
 from tests.conftest import make_problems, paced
 
 FAST = ["--samples", "2", "--max-new-tokens", "6"]
@@ -50,7 +53,7 @@ def test_missing_and_unfinished_shards_are_refused_by_name(tmp_path, problems, s
     out = tmp_path / "rollouts"
     assert paced("rollout", "--problems", problems, "--model", student_dir, "--out", out, *FAST, "--shard", "0/3").exit_code == 0
     (out / "shard-00002-of-00003").mkdir()
-    (out / "shard-00002-of-00003" / "_job.json").write_text('{"schema": "rollouts"}')
+    pq.write_table(record_table({"schema": "rollouts"}, schemas.ROLLOUTS), out / "shard-00002-of-00003" / "_job.parquet")
     r = paced("score", "--rollouts", out, "--problems", problems, "--out", tmp_path / "s")
     assert r.exit_code == 2
     assert "missing shard(s) 1/3" in r.stderr and "unfinished shard(s) 2/3" in r.stderr and "--shard I/N" in r.stderr

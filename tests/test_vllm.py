@@ -28,7 +28,7 @@ import polars as pl
 import pytest
 
 from bench.common import VLLM_HINT, vllm_python  # $PACED_VLLM_PYTHON, else this interpreter if vLLM imports
-from tests.conftest import ROOT, make_problems, paced
+from tests.conftest import ROOT, job_record, make_problems, manifest_record, paced
 
 # Small engines, started fast: no torch.compile warm-up, a small KV cache. On CPU
 # --gpu-memory-utilization is the fraction of the NUMA node's memory an engine may use, its
@@ -129,7 +129,7 @@ def runs(tmp_path_factory, stopper_dir, teacher_dir):
         {"name": "greedy", "args": ["rollout", *student, *GREEDY], "out": d / "v_greedy"},
         {"name": "sampled", "args": ["rollout", *student, *SAMPLED], "out": d / "v_sampled"},
         {"name": "resumed", "args": ["rollout", *student, *SAMPLED], "out": d / "v_resumed",
-         "resume_from": d / "v_sampled", "delete": ["_manifest.json", "part-00002.parquet"]},
+         "resume_from": d / "v_sampled", "delete": ["_manifest.parquet", "part-00002.parquet"]},
         {"name": "eval", "args": ["eval", *student, *EVAL], "out": d / "v_eval"},
         {"name": "top_k1", "args": ["rollout", *student, *TOP_K1], "out": d / "v_top_k1"},
         {"name": "adaptive", "args": ["rollout", *student, *SAMPLED, "--min-samples", "2", "--verifier", "exact"],
@@ -272,7 +272,7 @@ def test_greedy_rollouts_are_the_hf_tokens(runs, stopper_dir, tokenizer):
         ids = row["completion_token_ids"]
         assert (row["finish_reason"] == "stop") == (ids[-1] == eos) and eos not in ids[:-1]
         assert row["model"] == str(stopper_dir)
-    job = json.loads((d / "v_greedy" / "_job.json").read_text())
+    job = job_record(d / "v_greedy")
     assert job["options"]["backend"] == "vllm"
     assert "gpu_memory_utilization" not in job["options"]  # engine layout is not the job's identity
 
@@ -292,7 +292,7 @@ def test_adaptive_first_samples_are_a_plain_runs_first_samples(runs):
 def test_top_k_1_sampling_is_greedy(runs):
     d, _, _ = runs
     assert read(d / "v_top_k1").drop("model").equals(read(d / "v_greedy").drop("model"))
-    assert json.loads((d / "v_top_k1" / "_job.json").read_text())["options"]["top_k"] == 1
+    assert job_record(d / "v_top_k1")["options"]["top_k"] == 1
 
 
 @needs_vllm
@@ -328,14 +328,14 @@ def test_a_resumed_job_equals_an_uninterrupted_one(runs):
     d, report, _ = runs
     assert "2 / 1" in report["resumed"]["stderr"]  # parts resumed / generated now
     assert read(d / "v_resumed").equals(read(d / "v_sampled"))
-    assert json.loads((d / "v_resumed" / "_manifest.json").read_text())["rows"] == PROBLEMS * 3
+    assert manifest_record(d / "v_resumed")["rows"] == PROBLEMS * 3
 
 
 @needs_vllm
 def test_eval_matches_hf(runs):
     d, _, _ = runs
     cols = ["problem_id", "sample_index", "benchmark", "completion", "finish_reason", "correct", "extracted", "reason"]
-    assert read(d / "v_eval").select(cols).equals(read(d / "h_eval").select(cols))
+    assert read(d / "v_eval" / "results").select(cols).equals(read(d / "h_eval" / "results").select(cols))
     drop = ["model"]
     v = pl.read_parquet(d / "v_eval" / "summary.parquet").drop(drop)
     assert v.equals(pl.read_parquet(d / "h_eval" / "summary.parquet").drop(drop))
@@ -366,7 +366,7 @@ def test_teacher_logits_through_the_paced_command_match_hf(runs):
         a = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in v[c].to_list()])
         b = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in h[c].to_list()])
         assert np.abs(a - b).max() <= atol, (c, np.abs(a - b).max())
-    job = json.loads((d / "v_tl" / "_job.json").read_text())
+    job = job_record(d / "v_tl")
     assert job["options"]["backend"] == "vllm"
 
 
@@ -435,7 +435,7 @@ def test_a_distilled_checkpoint_evaluates_on_vllm_as_on_hf(tmp_path, stopper_dir
     r = paced(*evaluate, "--out", tmp_path / "h_eval")
     assert r.exit_code == 0, r.stderr
     cols = ["problem_id", "sample_index", "completion", "finish_reason", "correct"]
-    assert read(tmp_path / "v_eval").select(cols).equals(read(tmp_path / "h_eval").select(cols))
+    assert read(tmp_path / "v_eval" / "results").select(cols).equals(read(tmp_path / "h_eval" / "results").select(cols))
     # The distilled model differs from the student it started from: not a copy evaluated twice.
     from safetensors.torch import load_file
 

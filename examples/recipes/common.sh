@@ -59,7 +59,7 @@ sample() {  # sample MODEL OUT SAMPLES: rollouts of the training problems at tem
     --max-new-tokens "$MAX_NEW_TOKENS" --seed "$SEED" "${GEN[@]}" "${TEMPLATE[@]}"
 }
 resume() {  # --resume when a distill run was started in $1 (a finished one is left as it is)
-  if [ -f "$1/_job.json" ]; then echo --resume; fi
+  if [ -f "$1/_job.parquet" ] || [ -f "$1/_job.json" ]; then echo --resume; fi
 }
 evaluate() {  # evaluate MODEL OUT [--baseline DIR]
   local model=$1 out=$2; shift 2
