@@ -54,6 +54,23 @@ class ArtifactSchema:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     checks: tuple[Check, ...] = field(default=())
+    older: tuple["ArtifactSchema", ...] = field(default=())
+    """Earlier versions still read, newest first: a file that declares one (or, from another
+    tool, has none of the columns added since) is checked against it."""
+
+    def variant(self, arrow_schema: pa.Schema, declared: int | None) -> "ArtifactSchema | None":
+        """The version of this schema a file is read as: the one it declares (None when paced
+        reads no such version), or for an undeclared file the newest whose added columns it
+        lacks entirely (a file with some of them is checked, and refused, as this version)."""
+        if declared is not None:
+            return next((s for s in (self, *self.older) if s.version == declared), None)
+        names = set(arrow_schema.names)
+        for old in self.older:
+            added = {c.name for c in self.columns} - {c.name for c in old.columns}
+            if not added & names:
+                return old
+            break
+        return self
 
     @property
     def arrow(self) -> pa.Schema:

@@ -236,10 +236,11 @@ def _declared(path: Path, meta: dict[bytes, bytes] | None, schema: ArtifactSchem
             f"{option} {path}: this is a paced {name!r} artifact, but {option} expects a "
             f"{schema.name!r} artifact; pass the {schema.name} file instead"
         )
-    if version != schema.version:
+    if schema.variant(pa.schema([]), version) is None:
         raise InputError(
             f"{option} {path}: {schema.name} schema version {version}, but this paced "
-            f"(version {paced_version()}) reads version {schema.version}; regenerate it with "
+            f"(version {paced_version()}) reads version "
+            f"{' or '.join(str(v) for v in sorted({schema.version, *(o.version for o in schema.older)}))}; regenerate it with "
             f"this paced version, or convert it"
         )
     prov = meta.get(META_PROVENANCE)
@@ -255,6 +256,16 @@ def _declared(path: Path, meta: dict[bytes, bytes] | None, schema: ArtifactSchem
             f"file with paced, or drop the paced.* metadata"
         )
     return prov
+
+
+def _variant(arrow_schema: pa.Schema, schema: ArtifactSchema) -> ArtifactSchema:
+    """The version of `schema` a file is checked against (`ArtifactSchema.variant`); `_declared`
+    has refused versions paced does not read."""
+    meta = arrow_schema.metadata or {}
+    declared = None
+    if meta.get(META_SCHEMA) == schema.name.encode():
+        declared = int(meta.get(META_VERSION, b"0").decode() or 0)
+    return schema.variant(arrow_schema, declared) or schema
 
 
 def parquet_schema(path: Path, option: str) -> pa.Schema:
@@ -449,7 +460,7 @@ def read(
         arrow_schema = parquet_schema(f, option)
         declared = _declared(f, arrow_schema.metadata, schema, option)
         prov = prov if prov is not None else declared
-        check_types(arrow_schema, schema, f"{option} {f}")
+        check_types(arrow_schema, _variant(arrow_schema, schema), f"{option} {f}")
     wanted = None if columns is None else [c.name for c in schema.columns]
     frame = None
     if len(files) > 1:
@@ -502,7 +513,7 @@ def read_header(path: str | os.PathLike, schema: ArtifactSchema, *, option: str)
         arrow_schema = parquet_schema(f, option)
         declared = _declared(f, arrow_schema.metadata, schema, option)
         prov = prov if prov is not None else declared
-        check_types(arrow_schema, schema, f"{option} {f}")
+        check_types(arrow_schema, _variant(arrow_schema, schema), f"{option} {f}")
     rows = {f: _num_rows(f, option) for f in files}
     check_rows(p, files, option, lambda: rows)
     if sum(rows.values()) == 0:

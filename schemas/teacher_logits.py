@@ -1,4 +1,12 @@
-"""teacher_logits: per scored sequence, the teacher's top-k distribution at every response token."""
+"""teacher_logits: per scored sequence, the teacher's distribution at every response token, kept sparse.
+
+Version 2 stores one representation for all of `paced teacher-logits --logits topk|sampled|hybrid`:
+the top-k ids with their exact log-probabilities (k = 0 for `sampled`), then S draws from the
+teacher's remaining mass (S = 0 for `topk`), kept as their distinct ids with the mass each
+stands for (`sample_logmass`), and the teacher's entropy. `stages/training/data.py` turns both
+into the buckets the losses take. Version 1 (top-k only, no sample or entropy columns) is
+still read, as `topk`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ import pyarrow.compute as pc
 from schemas.base import ArtifactSchema, Column, quote_rows
 
 # The columns that hold one entry per response token (token_ids).
-PER_TOKEN = ("topk_ids", "topk_logprobs", "tail_logprob", "target_logprobs")
+PER_TOKEN = ("topk_ids", "topk_logprobs", "tail_logprob", "target_logprobs", "sample_ids", "sample_logmass", "entropy")
 
 
 def misaligned(table: pa.Table) -> pa.ChunkedArray:
@@ -29,18 +37,19 @@ def misaligned_problem(frame: pl.DataFrame, bad: pa.ChunkedArray) -> str | None:
     if not pc.any(bad).as_py():
         return None
     return (
-        "token_ids, topk_ids, topk_logprobs, tail_logprob and target_logprobs must have one "
+        f"token_ids and {', '.join(c for c in PER_TOKEN if c in frame.columns)} must have one "
         f"non-empty entry per response token; rows {quote_rows(frame, pl.from_arrow(bad), ('problem_id', 'sample_index'))} "
         "do not; regenerate them with paced teacher-logits"
     )
 
 
 def _aligned(frame: pl.DataFrame) -> list[str]:
-    problem = misaligned_problem(frame, misaligned(frame.select("token_ids", *PER_TOKEN).to_arrow()))
+    columns = [c for c in PER_TOKEN if c in frame.columns]
+    problem = misaligned_problem(frame, misaligned(frame.select("token_ids", *columns).to_arrow()))
     return [problem] if problem else []
 
 
-SCHEMA = ArtifactSchema(
+V1 = ArtifactSchema(
     name="teacher_logits",
     version=1,
     doc=(
@@ -81,4 +90,44 @@ SCHEMA = ArtifactSchema(
     ),
     key=("problem_id", "sample_index"),
     checks=(_aligned,),
+)
+
+SCHEMA = ArtifactSchema(
+    name="teacher_logits",
+    version=2,
+    doc=(
+        "One row per sequence the student will be trained on: the response tokens and, at each, a "
+        "sparse view of the teacher's distribution. `--logits topk` (version 1's content): the k most "
+        "likely ids with their true log-probabilities under the full softmax and the log of the "
+        "remaining mass (the tail bucket). `sampled`: no top-k (tail_logprob = 0: all mass is 'rest'), "
+        "S ids drawn from the teacher's distribution, each with the mass it stands for. `hybrid`: the "
+        "top-k, then S draws from the rest. Draws are kept as distinct ids with their estimated mass "
+        "(count / S of the rest's mass; with --sample-temperature importance-weighted, then "
+        "normalised), an unbiased estimate of the teacher's probability of each token at temperature "
+        "1, so the forward-KL gradient computed on them is unbiased (Anshumann et al., ACL 2025). "
+        "Losses are computed on the top-k buckets, then the sampled ones (or the tail bucket when "
+        "there are none). Version 1 (no sample_ids, sample_logmass, entropy) is still read."
+    ),
+    columns=V1.columns + (
+        Column(
+            "sample_ids",
+            pa.list_(pa.list_(pa.int32())),
+            "Per response token: the distinct ids drawn from the teacher's mass outside topk_ids, most drawn first; empty for --logits topk.",
+        ),
+        Column(
+            "sample_logmass",
+            pa.list_(pa.list_(pa.float32())),
+            "Per response token: log of the teacher mass each of sample_ids stands for (they sum to exp(tail_logprob)).",
+        ),
+        Column(
+            "entropy",
+            pa.list_(pa.float32()),
+            "Per response token: the teacher's entropy in nats over its full softmax (what makes a sparse view "
+            "lossy); null where the backend cannot see the full distribution (vLLM).",
+            nullable=True,
+        ),
+    ),
+    key=("problem_id", "sample_index"),
+    checks=(_aligned,),
+    older=(V1,),
 )

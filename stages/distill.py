@@ -267,6 +267,7 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
             shutil.rmtree(job.dir / checkpoints.CHECKPOINTS, ignore_errors=True)
         try:  # checks that need the rows: a refused run leaves nothing behind
             data, stats = train_data.load_data(config.teacher_logits, weights, job.dir / DATA_CACHE)
+            train_data.check_loss(stats["representation"], config.loss)
             if not data.problems:
                 raise InputError(f"--weights {weights.path}: every problem in --teacher-logits has weight 0; nothing to train on")
             train_data.check_lengths(data, source)
@@ -454,7 +455,8 @@ def _finish(config: DistillConfig, r: _Run) -> Path:
     summary_table(
         "distill summary",
         [
-            ("loss", f"{config.loss}" + (f" (mu {config.mu:g})" if config.loss == "akl" else "")),
+            ("loss", f"{config.loss}" + (f" (mu {config.mu:g})" if config.loss == "akl" else "")
+             + f", teacher {r.stats.get('representation', 'topk')}"),
             ("steps", f"{total} ({total - start} now)"),
             *([("processes", f"{launch.world} ({launch.kind.upper()} via accelerate)")] if launch is not None else []),
             ("problems trained (weight > 0)", f"{len(data.problems):,}"),
@@ -467,7 +469,8 @@ def _finish(config: DistillConfig, r: _Run) -> Path:
             ("tokens per epoch", f"{sum(data.tokens.values()):,}"),
             ("loss first -> last step", f"{first['loss']:.4f} -> {last['loss']:.4f}"),
             ("forward KL first -> last", f"{first['fkl']:.4f} -> {last['fkl']:.4f}"),
-            ("reverse KL first -> last", f"{first['rkl']:.4f} -> {last['rkl']:.4f}"),
+            ("reverse KL first -> last", f"{first['rkl']:.4f} -> {last['rkl']:.4f}" if math.isfinite(first["rkl"])
+             else "not estimated: the teacher's tokens were drawn"),
             ("seconds", f"{time.perf_counter() - r.started:.1f}"),
         ],
     )

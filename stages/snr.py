@@ -550,7 +550,8 @@ def run(config: SnrConfig, command: str | None = None) -> Path:
     order = sorted(chosen, key=lambda k: (bin_of(rates[k], config.bins), k))
     cache = Path(config.out).with_name(f".{Path(config.out).name}.data-{os.getpid()}.arrow")
     try:
-        data, _ = train_data.load_data(Path(config.teacher_logits), mask, cache)
+        data, loaded = train_data.load_data(Path(config.teacher_logits), mask, cache)
+        train_data.check_loss(loaded["representation"], config.loss)
         train_data.check_lengths(data, config.student)
 
         # 2. The model: float32, eval mode (no dropout), one parameter trainable.

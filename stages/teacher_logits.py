@@ -1,7 +1,8 @@
-"""The teacher's top-k distribution at every token of the sequences the student will learn.
+"""The teacher's distribution at every token of the sequences the student will learn, kept sparse.
 
     paced teacher-logits --problems problems.parquet --sequences teacher_rollouts/ \
         --teacher Qwen/Qwen3-8B --out teacher_logits/ --top-k 32 --weights weights.parquet
+    paced teacher-logits ... --logits hybrid --top-k 8 --draws 12      # top-8, 12 draws from the rest
 
 `--sequences` is a rollouts artifact (the teacher's own responses for forward KL, the
 student's rollouts for reverse KL) or a problems file, whose `reference` solutions are then
@@ -9,18 +10,43 @@ the responses (distillation on expert solutions). With `--context reference` the
 prompt carries the expert solution (the paper's Figure 2) while the stored response tokens,
 and the student prompt stored beside them, stay the same.
 
-Stored per response token: the teacher's k most likely ids among real tokens and their true
-log-probabilities under the full softmax, the log of the remaining mass (tail bucket), and
-the log-probability of the actual token. The vocabulary is never materialised for a whole
-batch: hidden states go through the output layer `--chunk-size` positions at a time.
+Stored per response token (`--logits topk`, the default): the teacher's k most likely ids among
+real tokens and their true log-probabilities under the full softmax, the log of the remaining
+mass (tail bucket), the log-probability of the actual token and the teacher's entropy. The
+vocabulary is never materialised for a whole batch: hidden states go through the output layer
+`--chunk-size` positions at a time.
+
+Top-k is biased where the teacher's entropy is high: the loss sees the tail as one bucket, so
+the student is taught to put the tail's mass anywhere outside the top-k, and at natural-text
+entropy k = 32 holds about half the mass. `--logits sampled` (Random-Sampling KD, Anshumann et
+al., ACL 2025, "Sparse Logit Sampling: Accelerating Knowledge Distillation in LLMs") stores
+instead `--draws` S ids drawn with replacement from the teacher's distribution, kept as the
+distinct ids with the mass m_v = c_v / S each stands for (c_v draws of v). E[m_v] = p_T(v), so
+the forward-KL gradient on these buckets, softmax(z) - m, has expectation softmax(z) - p_T: the
+full-vocabulary gradient, unbiased. `--logits hybrid` stores the top-k exactly and draws the S
+ids from the rest only (m_v = P_rest c_v / S): unbiased too, with less variance where the
+teacher is peaked. With `--sample-temperature t` the draws come from the proposal
+q ∝ p_T^(1/t) (more distinct tokens of the tail at t > 1) and each is importance-weighted
+(w = p_T / q), the weights normalised to the rest's mass: self-normalised importance sampling,
+consistent but biased by O(1/S) at t != 1. The estimate of the KL's value uses the stored
+entropy (distill reports -H_T - sum_v m_v log q_S(v), unbiased at t = 1). A sampled
+representation gives no estimate of the reverse KL or of AKL (they need p_T wherever the
+student puts mass): distill and snr refuse those losses for it. Draws are seeded per sequence
+(--seed, problem, sample index), so a resumed or re-batched job writes the same artifact.
 Problems whose weight is 0 (`--weights`) are skipped entirely: no teacher forward pass.
 
 `--backend vllm` scores with a vLLM engine instead (prompt log-probs over prompt + response,
-see stages/backends/vllm.py) and writes the same columns; the engine starts once per job.
+see stages/backends/vllm.py) and writes the same columns for `--logits topk` (the entropy
+left null); the engine starts once per job. It cannot draw: vLLM returns each prompt
+position's top log-probs (at most `max_logprobs`) as Python objects, never the distribution,
+so a draw from the tail would need all vocabulary log-probs of every position as Python
+objects (151,936 per token for Qwen); `sampled` and `hybrid` are refused on it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,13 +63,20 @@ from stages.common import advance, console, parse_shard, progress, select_shard,
 from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, DEVICE, ALLOW_STALE, SHARD, CHAT_TEMPLATE_KWARGS
 
 
+LOGITS = ("topk", "sampled", "hybrid")
+
+
 @dataclass
 class TeacherLogitsConfig:
     problems: Path = option("The problems file (prompts, and references for --context reference).", role=INPUT)
     sequences: Path = option("What the student will learn: a rollouts artifact (teacher's responses for forward KL, the student's for reverse KL) or a problems file whose `reference` solutions are the responses.", role=INPUT)
     teacher: str = option("Teacher model: a local directory or a hub id. Must share the student's tokenizer.", role=INPUT)
     out: Path = option("Output directory of the teacher_logits artifact (resumable job).", role=RUNTIME)
-    top_k: int = option("Teacher token ids kept per position (the rest is one tail bucket).", 32)
+    top_k: int = option("Teacher token ids kept per position (the rest is one tail bucket, or --draws draws); set to 0 by --logits sampled.", 32)
+    logits: str = option("topk: the top-k and one tail bucket; sampled: --draws ids drawn from the teacher (unbiased forward-KL gradient); hybrid: the top-k, then --draws draws from the rest.", "topk", keyed_when_set=True)
+    draws: int = option("Draws per response token for --logits sampled or hybrid (kept as distinct ids with their mass).", 12, keyed_when_set=True)
+    sample_temperature: float = option("Proposal temperature of the draws (1: from the teacher itself, unbiased; > 1 reaches further into the tail, importance-weighted).", 1.0, keyed_when_set=True)
+    seed: int = option("Seed of the draws (each sequence's are seeded by it, its problem and its sample index).", 0, keyed_when_set=True)
     context: str = option("none, or reference: the teacher's prompt carries the expert reference solution; the stored response and student prompt do not change.", "none")
     weights: Path | None = option("Weights artifact: problems with weight 0 are skipped (no teacher forward pass).", None, role=INPUT)
     system_prompt: str | None = option("System message of the prompts (default: the one the rollouts used).", None)
@@ -67,8 +100,28 @@ class TeacherLogitsConfig:
     def __post_init__(self) -> None:
         parse_shard(self.shard)
         problems = backends.option_problems(self)
-        if self.top_k < 1:
+        if self.logits not in LOGITS:
+            problems.append(f"--logits {self.logits}: use one of {', '.join(LOGITS)}")
+        elif self.logits == "sampled":
+            self.top_k = 0  # no top-k: every bucket is drawn
+        elif self.top_k < 1:
             problems.append(f"--top-k {self.top_k}: must be at least 1 (32 is a good default)")
+        if self.logits == "topk":
+            extra = [flag for flag, v, d in (("--draws", self.draws, 12), ("--sample-temperature", self.sample_temperature, 1.0),
+                                             ("--seed", self.seed, 0)) if v != d]
+            if extra:
+                problems.append(f"{', '.join(extra)}: only with --logits sampled or hybrid (top-k draws nothing)")
+        else:
+            if self.draws < 1:
+                problems.append(f"--draws {self.draws}: must be at least 1 (the paper's sampled KD uses about 12)")
+            if not (math.isfinite(self.sample_temperature) and self.sample_temperature > 0):
+                problems.append(f"--sample-temperature {self.sample_temperature}: must be a finite number > 0 (1: unbiased)")
+            if self.backend == "vllm":
+                problems.append(
+                    f"--logits {self.logits}: not with --backend vllm, which returns the top log-probs of each position, "
+                    f"not the teacher's distribution, so nothing can be drawn from it (every vocabulary log-prob of "
+                    f"every position as a Python object would be needed); use --backend hf, or --logits topk"
+                )
         if self.context not in prompts.CONTEXTS:
             problems.append(f"--context {self.context}: use one of {', '.join(prompts.CONTEXTS)}")
         try:
@@ -188,6 +241,9 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
                 models.check_same_tokenizer(signature, models.tokenizer_signature(other), f"--teacher {config.teacher}", f"the rollouts' model {name}")
     if config.top_k > len(tokenizer):
         raise InputError(f"--top-k {config.top_k}: larger than the teacher's vocabulary ({len(tokenizer):,} tokens)")
+    if config.logits == "hybrid" and config.top_k >= len(tokenizer):
+        raise InputError(f"--top-k {config.top_k}: with --logits hybrid it leaves no token to draw from (the vocabulary "
+                         f"has {len(tokenizer):,}); use --logits topk, or a smaller --top-k")
 
     rows = seqs.join(problems.frame, on="problem_id", how="left").to_dicts()
     student_prompts = prompts.encode_prompts(tokenizer, rows, context="none", system_prompt=system_prompt, suffix=suffix,
@@ -259,13 +315,15 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
         for part in todo:
             lo, hi = part * config.part_size, min((part + 1) * config.part_size, n)
             cols: dict[str, list] = {c.name: [] for c in schemas.TEACHER_LOGITS.columns}
-            results = score(teacher_prompts[lo:hi], responses[lo:hi], lambda t: advance(bar, t, "tok"))
+            extra = {} if config.logits == "topk" else {
+                "seeds": [draw_seed(config.seed, rows[i]["problem_id"], rows[i]["sample_index"]) for i in range(lo, hi)]}
+            results = score(teacher_prompts[lo:hi], responses[lo:hi], lambda t: advance(bar, t, "tok"), **extra)
             for i, res in zip(range(lo, hi), results):
                 cols["problem_id"].append(rows[i]["problem_id"])
                 cols["sample_index"].append(rows[i]["sample_index"])
                 cols["prompt_token_ids"].append(student_prompts[i])
                 cols["token_ids"].append(responses[i])
-                for key in ("topk_ids", "topk_logprobs", "tail_logprob", "target_logprobs"):
+                for key in ("topk_ids", "topk_logprobs", "tail_logprob", "target_logprobs", "sample_ids", "sample_logmass", "entropy"):
                     cols[key].append(res[key])
                 tokens_now += len(responses[i])
             job.write(part, schemas.table_from_columns(cols, schemas.TEACHER_LOGITS))
@@ -282,13 +340,21 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
             ("parts (resumed / scored now)", f"{n_parts - len(todo)} / {len(todo)}"),
             ("skipped: weight-0 problems", f"{skipped.get_column('problem_id').n_unique():,} problems, {skipped.height:,} sequences"),
             ("teacher tokens saved by skipping", f"{saved_tokens:,} ({saved_tokens / max(saved_tokens + total_tokens, 1):.1%})"),
-            ("top-k", str(config.top_k)),
+            ("representation", config.logits + (f", top-k {config.top_k}" if config.top_k else "")
+             + (f", {config.draws} draws per token" if config.logits != "topk" else "")
+             + (f" at temperature {config.sample_temperature:g}" if config.logits != "topk" and config.sample_temperature != 1 else "")),
             ("bytes per token on disk", f"{size / max(total_tokens, 1):.1f}"),
             ("tokens / second", f"{tokens_now / max(seconds, 1e-9):,.1f} (scoring: from the model loaded)"),
             ("seconds: model load or engine start / scoring", f"{ready - started:.1f} / {seconds:.1f}"),
         ],
     )
     return config.out
+
+
+def draw_seed(seed: int, problem_id: str, sample_index: int) -> int:
+    """The seed of one sequence's draws: its own, whatever its part, batch or shard."""
+    digest = hashlib.sha256(f"teacher-draws:{seed}:{problem_id}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def check_token_ids(seqs: pl.DataFrame, vocab: int, path: Path) -> None:

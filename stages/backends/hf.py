@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
+
 from stages import models
 from stages.backends.sampling import Sample, SamplingOptions, prompt_samples
 
@@ -63,9 +65,11 @@ def open_scorer(model_name: str, config: Any, tokenizer: Any) -> Callable[..., l
     """Load the teacher once for the whole job and return `score(prompt_ids, response_ids, on_batch)`."""
     model = models.load_model(model_name, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
 
-    def score(prompt_ids, response_ids, on_batch):
+    def score(prompt_ids, response_ids, on_batch, seeds=None):
         return score_sequences(model, prompt_ids, response_ids, top_k=config.top_k, real_vocab=len(tokenizer),
-                               batch_size=config.batch_size, chunk_size=config.chunk_size, on_batch=on_batch)
+                               batch_size=config.batch_size, chunk_size=config.chunk_size, on_batch=on_batch,
+                               samples=config.draws if config.logits != "topk" else 0,
+                               temperature=config.sample_temperature, seeds=seeds)
 
     return score
 
@@ -146,11 +150,16 @@ def score_sequences(
     batch_size: int,
     chunk_size: int,
     on_batch=None,
+    samples: int = 0,
+    temperature: float = 1.0,
+    seeds: list[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Teacher-force prompt + response and keep the top-k at every response position.
+    """Teacher-force prompt + response and keep the top-k (and `samples` draws from the rest,
+    sequence i's seeded by `seeds[i]`) at every response position.
 
     Batches are formed from sequences of similar length (less padding) and results are
-    returned in input order. Right padding: positions of real tokens are unchanged.
+    returned in input order. Right padding: positions of real tokens are unchanged. A
+    sequence's draws depend on its seed alone, never on its batch.
     """
     import torch
 
@@ -175,21 +184,37 @@ def score_sequences(
                 # predicted from positions p-1 .. p+n-2.
                 h = hidden[r, p - 1 : p + n - 1]
                 targets = torch.tensor(response_ids[i], device=device)
-                out[i] = topk_from_hidden(head, h, targets, top_k=top_k, real_vocab=real_vocab, chunk_size=chunk_size)
+                generator = None
+                if samples:
+                    generator = torch.Generator(device=device)
+                    generator.manual_seed(seeds[i])
+                out[i] = topk_from_hidden(head, h, targets, top_k=top_k, real_vocab=real_vocab, chunk_size=chunk_size,
+                                          samples=samples, temperature=temperature, generator=generator)
         if on_batch:
             on_batch(sum(len(response_ids[i]) for i in idx))
     return out  # type: ignore[return-value]
 
 
-def topk_from_hidden(head, hidden, targets, *, top_k: int, real_vocab: int, chunk_size: int) -> dict[str, Any]:
-    """[n, H] hidden states -> top-k ids/log-probs, tail log-mass and target log-probs per position.
+def topk_from_hidden(
+    head, hidden, targets, *, top_k: int, real_vocab: int, chunk_size: int,
+    samples: int = 0, temperature: float = 1.0, generator=None,
+) -> dict[str, Any]:
+    """[n, H] hidden states -> the teacher_logits columns of n positions: top-k ids/log-probs,
+    tail log-mass, target log-probs, entropy, and `samples` draws from the tail.
 
-    log-softmax over the full output layer in float32; the top-k is taken among the
-    `real_vocab` ids the tokenizer can produce (padded embedding rows stay in the tail).
+    log-softmax over the full output layer in float32; the top-k and the draws are taken among
+    the `real_vocab` ids the tokenizer can produce (padded embedding rows stay in the tail).
+    Draws: `samples` ids with replacement from the teacher's distribution outside the top-k
+    raised to 1 / `temperature` (the proposal), `generator` seeding them; kept per position as
+    the distinct ids drawn (most drawn first) and the tail mass each stands for,
+    exp(tail) * c_v w_v / sum(c w) with c_v its count and w_v = p_v / proposal_v (1 at
+    temperature 1, where the estimate exp(tail) c_v / S of p_v is unbiased).
     """
     import torch
 
-    ids, lps, tails, tgts = [], [], [], []
+    ids, lps, tails, tgts, ents = [], [], [], [], []
+    sample_ids: list[list[int]] = []
+    sample_mass: list[list[float]] = []
     for s in range(0, hidden.shape[0], chunk_size):
         logits = head(hidden[s : s + chunk_size]).float()  # [c, V]
         logp = torch.log_softmax(logits, dim=-1)
@@ -200,9 +225,47 @@ def topk_from_hidden(head, hidden, targets, *, top_k: int, real_vocab: int, chun
         lps.append(top.values)
         tails.append(tail)
         tgts.append(logp.gather(-1, targets[s : s + chunk_size, None]).squeeze(-1))
+        ents.append(-torch.where(logp > float("-inf"), logp.exp() * logp, 0.0).sum(-1))
+        if samples:
+            got_ids, got_mass = _draw_tail(rest[:, :real_vocab], tail, samples, temperature, generator)
+            sample_ids += got_ids
+            sample_mass += got_mass
+    n = hidden.shape[0]
     return {
         "topk_ids": torch.cat(ids).int().tolist(),
         "topk_logprobs": torch.cat(lps).half().tolist(),
         "tail_logprob": torch.cat(tails).clamp(min=-1e4).tolist(),
         "target_logprobs": torch.cat(tgts).tolist(),
+        "sample_ids": sample_ids if samples else [[] for _ in range(n)],
+        "sample_logmass": sample_mass if samples else [[] for _ in range(n)],
+        "entropy": torch.cat(ents).clamp(min=0).tolist(),
     }
+
+
+def _draw_tail(rest, tail, samples: int, temperature: float, generator) -> tuple[list[list[int]], list[list[float]]]:
+    """`samples` draws per row from the proposal softmax(rest / temperature) (`rest`: [c, V]
+    teacher log-probs, -inf on the top-k), as (distinct ids, log of the tail mass each stands
+    for) per row, most drawn first (ties: smaller id first). A row whose rest holds no token
+    (every real token in the top-k) gets no draws."""
+    import torch
+
+    finite = torch.isfinite(rest).any(-1)  # [c]
+    proposal = torch.log_softmax(torch.where(finite[:, None], rest / temperature, 0.0), dim=-1)
+    draws = torch.multinomial(proposal.exp(), samples, replacement=True, generator=generator)  # [c, S]
+    # log w_v = log p_v - log proposal_v, for the drawn ids
+    log_w = (rest.gather(-1, draws) - proposal.gather(-1, draws)).cpu().double().numpy()
+    draws = draws.cpu().numpy()
+    tail = tail.cpu().double().numpy()
+    out_ids, out_mass = [], []
+    for r in range(draws.shape[0]):
+        if not finite[r]:
+            out_ids.append([])
+            out_mass.append([])
+            continue
+        uniq, first, counts = np.unique(draws[r], return_index=True, return_counts=True)
+        weight = counts * np.exp(log_w[r][first] - log_w[r][first].max())  # c_v w_v, scaled
+        order = np.lexsort((uniq, -counts))
+        mass = tail[r] + np.log(weight[order]) - np.log(weight.sum())
+        out_ids.append(uniq[order].astype(np.int64).tolist())
+        out_mass.append(mass.astype(np.float32).tolist())
+    return out_ids, out_mass

@@ -516,4 +516,7 @@ def _response_topk(prompt_logprobs: Any, p: int, response: Sequence[int], *, top
         mass = math.fsum(math.exp(x) for x in lps_k)
         tails.append(max(math.log1p(-mass), -1e4) if mass < 1 else -1e4)
         targets.append(target)
-    return {"topk_ids": topk_ids, "topk_logprobs": topk_lps, "tail_logprob": tails, "target_logprobs": targets}
+    # No draws (--logits topk only: see TeacherLogitsConfig) and no entropy: the engine returns the
+    # top log-probs of each position, not its whole distribution.
+    return {"topk_ids": topk_ids, "topk_logprobs": topk_lps, "tail_logprob": tails, "target_logprobs": targets,
+            "sample_ids": [[] for _ in targets], "sample_logmass": [[] for _ in targets], "entropy": None}

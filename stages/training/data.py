@@ -1,6 +1,17 @@
 """The training rows of a distill run: the teacher_logits rows of problems with weight > 0,
 streamed into one memory-mapped Arrow file and checked on the way; each step's problems in a
 seeded order; micro-batches collated into tensors.
+
+Every representation of the teacher (`paced teacher-logits --logits topk|sampled|hybrid`) is
+collated into the same buckets the losses take (stages/training/losses.py): the top-k ids,
+then the drawn ids with the mass each stands for, padded to one width per micro-batch with
+ids of mass 0 (distinct from the position's own, so each bucket is one token), then the tail
+bucket, which holds the teacher's remaining mass when nothing was drawn and nothing (mass 0)
+when the draws stand for it. The forward-KL gradient on such buckets is softmax(z) - m: with
+drawn masses m whose expectation is the teacher's probabilities, an unbiased estimate of the
+full-vocabulary gradient. `fkl_shift` turns the bucket divergence into an unbiased estimate of
+the KL's value: the divergence from the buckets is -H(m) - sum m log q; the KL is
+-H_T - sum p_T log q, so the shift is H(m) - H_T (the teacher's entropy, stored per token).
 """
 
 from __future__ import annotations
@@ -40,8 +51,9 @@ def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainDa
     """
     w = dict(zip(weights.frame["problem_id"].to_list(), weights.frame["weight"].to_list()))
     files, _ = schemas.io.artifact_files(Path(tl), "--teacher-logits")
-    stats = {"sequences": 0, "skipped_zero_weight": 0, "missing_weight": 0}
+    stats = {"sequences": 0, "skipped_zero_weight": 0, "missing_weight": 0, "draws": 0}
     columns = ["problem_id", "sample_index", "prompt_token_ids", "token_ids", "topk_ids", "topk_logprobs", "tail_logprob"]
+    drawn = ["sample_ids", "sample_logmass", "entropy"]  # version 2; a version-1 part has none (top-k)
     tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}")
     keep_w = pa.array([k for k, v in w.items() if v > 0], pa.string())
     missing: list[str] = []
@@ -49,10 +61,11 @@ def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainDa
     with pa.OSFile(str(tmp), "wb") as sink:
         writer = None
         for f in files:
-            t = pq.read_table(f, columns=columns)
+            t = _with_draws(pq.read_table(f, columns=columns + [c for c in drawn if c in pq.read_schema(f).names]))
             try:
                 _check_aligned(t, f)
                 k = _check_values(t, f, k)
+                stats["draws"] = max(stats["draws"], _check_draws(t, f))
             except InputError:
                 tmp.unlink(missing_ok=True)
                 raise
@@ -70,6 +83,8 @@ def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainDa
         if writer is not None:
             writer.close()
     stats["missing_weight"] = len(missing)
+    stats["top_k"] = k[0] if k is not None else 0
+    stats["representation"] = representation(stats["top_k"], stats["draws"])
     if missing:
         tmp.unlink(missing_ok=True)
         raise InputError(
@@ -79,6 +94,58 @@ def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainDa
         )
     os.replace(tmp, cache)
     return open_data(cache, w), stats
+
+
+def representation(k: int, draws: int) -> str:
+    """topk, sampled or hybrid: what an artifact holds, from its k and its most draws at a position."""
+    return "topk" if draws == 0 else ("sampled" if k == 0 else "hybrid")
+
+
+def check_loss(representation: str, loss: str, option: str = "--loss") -> None:
+    """Refuse a loss the representation cannot estimate (exit 2, with the reason)."""
+    if representation != "topk" and loss != "fkl":
+        raise InputError(
+            f"{option} {loss}: --teacher-logits holds a {representation} representation (tokens drawn from the "
+            f"teacher), which gives an unbiased forward KL only: the reverse KL and AKL need the teacher's "
+            f"probability of every token the student puts mass on, and draws give it only for the tokens drawn; "
+            f"use --loss fkl, or teacher logits made with --logits topk"
+        )
+
+
+def _with_draws(t: pa.Table) -> pa.Table:
+    """A part with the version-2 columns: a version-1 part (top-k only) gets no draws and no entropy."""
+    n = pc.list_value_length(t["token_ids"]).to_pylist()
+    for name, kind in (("sample_ids", pa.int32()), ("sample_logmass", pa.float32())):
+        if name not in t.column_names:
+            t = t.append_column(name, pa.array([[[] for _ in range(m)] for m in n], pa.list_(pa.list_(kind))))
+    if "entropy" not in t.column_names:
+        t = t.append_column("entropy", pa.nulls(t.num_rows, pa.list_(pa.float32())))
+    return t.select(["problem_id", "sample_index", "prompt_token_ids", "token_ids", "topk_ids", "topk_logprobs",
+                     "tail_logprob", "sample_ids", "sample_logmass", "entropy"])
+
+
+def _check_draws(t: pa.Table, f: Path) -> int:
+    """The draws' invariants (ids >= 0, one mass per id, masses that are log-probabilities, an
+    entropy >= 0); returns the most distinct draws at one position."""
+    problems = []
+    ids = pc.list_flatten(t["sample_ids"])
+    mass = pc.list_flatten(t["sample_logmass"])
+    lengths = pc.list_value_length(ids)
+    if not pc.all(pc.equal(lengths, pc.list_value_length(mass))).as_py():
+        problems.append("sample_ids and sample_logmass differ in length at some positions")
+    low = pc.min(pc.list_flatten(ids)).as_py()
+    if low is not None and low < 0:
+        problems.append(f"sample_ids holds negative token id {low}")
+    v = pc.list_flatten(mass).to_numpy(zero_copy_only=False)
+    if (np.isnan(v) | (v > _LOGPROB_SLACK)).any():
+        problems.append("sample_logmass holds values that are not log-probabilities (NaN, or above 0)")
+    h = pc.list_flatten(t["entropy"]).to_numpy(zero_copy_only=False)
+    if (np.isnan(h) | (h < -_LOGPROB_SLACK)).any():
+        problems.append("entropy holds NaN or negative values")
+    if problems:
+        raise InputError(f"--teacher-logits {f}: {'; '.join(problems)}; regenerate it with paced teacher-logits")
+    most = pc.max(lengths).as_py()
+    return int(most or 0)
 
 
 def open_data(cache: Path, w: dict[str, float]) -> TrainData:
@@ -175,7 +242,9 @@ def collate(data: TrainData, rows: list[int], device) -> dict[str, Any]:
     """Right-padded tensors for a micro-batch of sequences.
 
     input_ids [B, L]; gather [B, R] positions whose hidden state predicts each response
-    token; topk_ids [B, R, k] int64; topk_logprobs [B, R, k] float32; tail [B, R]; mask [B, R].
+    token; topk_ids [B, R, W] int64 and topk_lp [B, R, W] float32, the W = k + D buckets (the
+    top-k, then up to D drawn ids, D the most at one position of the micro-batch); tail [B, R];
+    fkl_shift [B, R] (0 where nothing was drawn); has_draws [B, R]; mask [B, R].
     """
     import torch
 
@@ -183,6 +252,9 @@ def collate(data: TrainData, rows: list[int], device) -> dict[str, Any]:
     prompts = t["prompt_token_ids"].to_pylist()
     responses = t["token_ids"].to_pylist()
     k = len(t["topk_ids"][0][0])
+    drawn = pc.list_flatten(t["sample_ids"])  # one list per position
+    D = int(pc.max(pc.list_value_length(drawn)).as_py() or 0)
+    W = k + D
     B = len(rows)
     L = max(len(p) + len(r) for p, r in zip(prompts, responses))
     R = max(len(r) for r in responses)
@@ -190,9 +262,11 @@ def collate(data: TrainData, rows: list[int], device) -> dict[str, Any]:
     attention = torch.zeros((B, L), dtype=torch.long)
     gather = torch.zeros((B, R), dtype=torch.long)
     mask = torch.zeros((B, R), dtype=torch.bool)
-    topk_ids = torch.zeros((B, R, k), dtype=torch.long)
-    topk_lp = torch.full((B, R, k), -1e4, dtype=torch.float32)
+    topk_ids = torch.zeros((B, R, W), dtype=torch.long)
+    topk_lp = torch.full((B, R, W), -1e4, dtype=torch.float32)
     tail = torch.full((B, R), -1e4, dtype=torch.float32)
+    entropy = torch.full((B, R), float("nan"), dtype=torch.float32)  # unknown: no shift
+    has_draws = torch.zeros((B, R), dtype=torch.bool)
     for b in range(B):
         p, r = prompts[b], responses[b]
         n = len(r)
@@ -203,11 +277,59 @@ def collate(data: TrainData, rows: list[int], device) -> dict[str, Any]:
         row = t.slice(b, 1)
         ids = pc.list_flatten(pc.list_flatten(row["topk_ids"])).to_numpy()
         lps = pc.list_flatten(pc.list_flatten(row["topk_logprobs"])).to_numpy(zero_copy_only=False)
-        topk_ids[b, :n] = torch.from_numpy(ids.astype(np.int64).reshape(n, k))
-        topk_lp[b, :n] = torch.from_numpy(lps.astype(np.float32).reshape(n, k))
+        topk_ids[b, :n, :k] = torch.from_numpy(ids.astype(np.int64).reshape(n, k))
+        topk_lp[b, :n, :k] = torch.from_numpy(lps.astype(np.float32).reshape(n, k))
         tail[b, :n] = torch.from_numpy(pc.list_flatten(row["tail_logprob"]).to_numpy().astype(np.float32))
-    batch = dict(input_ids=input_ids, attention=attention, gather=gather, mask=mask, topk_ids=topk_ids, topk_lp=topk_lp, tail=tail)
+        if D:
+            d_ids, d_mass, m = _padded(pc.list_flatten(row["sample_ids"]), pc.list_flatten(row["sample_logmass"]), D)
+            topk_ids[b, :n, k:] = torch.from_numpy(d_ids)
+            topk_lp[b, :n, k:] = torch.from_numpy(d_mass)
+            has_draws[b, :n] = torch.from_numpy(m > 0)
+            h = row["entropy"][0]
+            if h.is_valid:
+                entropy[b, :n] = torch.from_numpy(pc.list_flatten(row["entropy"]).to_numpy(zero_copy_only=False).astype(np.float32))
+    fkl_shift = torch.zeros((B, R), dtype=torch.float32)
+    if D:
+        filled = topk_ids >= 0
+        topk_ids = _distinct_fill(topk_ids, filled)
+        # The draws stand for the tail: its bucket is empty (mass 0) where there are draws.
+        tail = torch.where(has_draws, torch.full_like(tail, -1e4), tail)
+        buckets = torch.log_softmax(torch.cat([topk_lp, tail[..., None]], -1).clamp_min(-1e4), -1).clamp_min(-1e4)
+        h_drawn = -(buckets.exp() * buckets).sum(-1)
+        fkl_shift = torch.where(has_draws & mask & entropy.isfinite(), h_drawn - entropy, 0.0)
+    batch = dict(input_ids=input_ids, attention=attention, gather=gather, mask=mask, topk_ids=topk_ids, topk_lp=topk_lp, tail=tail,
+                 fkl_shift=fkl_shift, has_draws=has_draws)
     return {name: x.to(device) for name, x in batch.items()}
+
+
+def _padded(ids: pa.Array, mass: pa.Array, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One list per position -> ([n, width] int64 ids, -1 in empty slots; [n, width] float32
+    log-mass, -1e4 in empty slots; [n] how many each position holds)."""
+    lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    n = len(lengths)
+    out_ids = np.full((n, width), -1, dtype=np.int64)
+    out_mass = np.full((n, width), -1e4, dtype=np.float32)
+    flat_ids = pc.list_flatten(ids).to_numpy(zero_copy_only=False)
+    if len(flat_ids):
+        pos = np.repeat(np.arange(n), lengths)
+        slot = np.arange(len(flat_ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out_ids[pos, slot] = flat_ids
+        out_mass[pos, slot] = pc.list_flatten(mass).to_numpy(zero_copy_only=False)
+    return out_ids, out_mass, lengths
+
+
+def _distinct_fill(ids, filled):
+    """`ids` [B, R, W] with its empty slots (not `filled`) set to ids of no other bucket of their
+    position: the smallest ones not among its ids (W candidates always suffice), so that every
+    bucket is one token and an empty one (mass 0) is any other token with target 0."""
+    import torch
+
+    W = ids.shape[-1]
+    candidates = torch.arange(W, dtype=ids.dtype)
+    member = ((ids[..., :, None] == candidates) & filled[..., :, None]).any(-2)  # [B, R, W]
+    free = torch.sort(member.to(torch.int8), dim=-1, stable=True).indices  # non-members first, in id order
+    rank = ((~filled).cumsum(-1) - 1).clamp_min(0)
+    return torch.where(filled, ids, free.gather(-1, rank))
 
 
 def step_plan(data: TrainData, names: list[str], micro_batch_size: int, rank: int = 0, world: int = 1) -> list[tuple[list[int], list[float]]]:
@@ -258,12 +380,13 @@ def check_vocab(data: TrainData, model, student: str = "") -> None:
 
 def check_vocab_rows(data: TrainData, rows: int | None, student: str) -> None:
     """Every token id the student is fed (prompt and response) or scored on (the teacher's
-    top-k) must be a row of its embeddings: one past them fails mid-step on an index."""
+    top-k and draws) must be a row of its embeddings: one past them fails mid-step on an index."""
     if rows is None:
         return
     t = data.table
     for name, flat in (
         ("topk_ids", pc.list_flatten(pc.list_flatten(t["topk_ids"]))),
+        ("sample_ids", pc.list_flatten(pc.list_flatten(t["sample_ids"]))),
         ("token_ids", pc.list_flatten(t["token_ids"])),
         ("prompt_token_ids", pc.list_flatten(t["prompt_token_ids"])),
     ):

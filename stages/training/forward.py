@@ -46,6 +46,16 @@ def micro_batch_loss(model, batch: dict[str, Any], coef, *, loss: str, mu: float
         terms = losses.token_losses(
             logits, batch["topk_ids"], batch["topk_lp"], batch["tail"], mask, loss=loss, mu=mu, chunk_size=chunk_size
         )
+    drawn = batch.get("has_draws")
+    if drawn is not None and bool(drawn.any()):
+        shift = batch["fkl_shift"]
+        # Drawn teacher tokens (stages/training/data.py): the bucket forward KL plus a constant
+        # per token is the unbiased estimate of the KL's value (the gradient is unchanged);
+        # they give no estimate of the reverse KL, logged as NaN.
+        terms["fkl"] = terms["fkl"] + shift
+        if loss == "fkl":
+            terms["loss"] = terms["loss"] + shift
+        terms["rkl"] = torch.full_like(terms["rkl"], float("nan"))
     out = {}
     for name in ("loss", "fkl", "rkl"):
         sums, _ = losses.sequence_sums(terms[name], mask)
