@@ -9,8 +9,9 @@ Sections: distill (1: throughput and memory vs TRL), storage (2: teacher-logit b
 truncation), floor (3: distance from a plain step), rollout (4), weight (5: reweighting cost),
 savings (6: compute saved by weight-0 problems), adaptive (7: rollout --min-samples),
 sweep (8: a 3 x 3 alpha/beta sweep against nine TRL runs), busy (9: a stage's speed beside one
-other busy process). Every figure is a ratio, or a number beside
-the floor it is compared with, measured side by side in this run on this machine; each is
+other busy process), sparse (10: teacher logits as top-k, drawn tokens or both, at equal
+bytes). Every figure is a ratio, or a number beside the floor it is compared with, measured
+side by side in this run on this machine; each is
 the median of several runs after a warm-up, printed with its spread. The table goes to
 stdout and, with the date, machine and library versions, to `--out` (bench/results.md).
 """
@@ -40,6 +41,7 @@ SECTIONS = {
     "adaptive": ("bench.adaptive", "section"),
     "sweep": ("bench.sweep", "section"),
     "busy": ("bench.busy", "section"),
+    "sparse": ("bench.sparse", "section"),
 }
 
 
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `{' '.join(['python -m bench', *(sys.argv[1:] if argv is None else argv)])}`",
         f"- machine: {machine}; load average {load_end:.1f} at the end",
         f"- versions: {versions}",
-        f"- sections: " + ", ".join(f"{s.name} {s.seconds:.0f} s" for s in sections) + f"; total {total:.0f} s",
+        "- sections: " + ", ".join(f"{s.name} {s.seconds:.0f} s" for s in sections) + f"; total {total:.0f} s",
         "",
     ]
     report = "\n".join(head) + "\n" + table + "\n"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 from bench.common import ROOT, Context, Section
 

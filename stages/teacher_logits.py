@@ -218,9 +218,9 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
                              config.context, f"--problems {problems.path}")
     shard = parse_shard(config.shard)
     seqs, skipped, weights_art = apply_weights(select_shard(seqs, shard), config.weights)
-    for option, art in (("--sequences", seq_art), ("--weights", weights_art)):
+    for flag, art in (("--sequences", seq_art), ("--weights", weights_art)):
         if art is not None and art is not problems:
-            stale = schemas.io.check_lineage(problems.fingerprint, f"--problems {problems.path}", art, option, config.allow_stale)
+            stale = schemas.io.check_lineage(problems.fingerprint, f"--problems {problems.path}", art, flag, config.allow_stale)
             if stale:
                 console.print(f"[yellow]warning:[/] {stale}")
     models.check_model(config.teacher, "--teacher")

@@ -4,7 +4,6 @@ from the rollouts and checked against them."""
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import polars as pl

@@ -34,7 +34,7 @@ ARGS = ["--lr", "3e-3", "--batch-size", "3", "--micro-batch-size", "2", "--sched
 
 def mean_kl(model_dir, tl_dir) -> float:
     """Token-mean forward KL of a model to the stored teacher distributions, over all sequences."""
-    from stages.training import data as train_data, forward, losses
+    from stages.training import data as train_data, forward
     from transformers import AutoModelForCausalLM
 
     import schemas
@@ -98,7 +98,7 @@ def _grads(model, data, rows, coef):
 
 
 def test_weight_zero_gives_zero_gradient_and_doubling_doubles(setup, student_dir):
-    from stages.training import data as train_data, forward
+    from stages.training import data as train_data
     from transformers import AutoModelForCausalLM
 
     import schemas

@@ -36,8 +36,6 @@ def test_two_stage_script(tmp_path):
     final = tmp_path / "stage2" / "student"
     assert r.stdout.strip().splitlines()[-1] == str(final)
     assert (final / "model.safetensors").exists()
-    import json
-
     prov = manifest_record(final)["provenance"]
     assert prov["options"]["loss"] == "rkl" and prov["options"]["init"].endswith("stage1/student")
     stage1 = pl.read_parquet(tmp_path / "stage1" / "student" / "train_log.parquet")
@@ -149,7 +147,6 @@ def test_reproduce_reduced_end_to_end(tmp_path, quick_models):
     """examples/reproduce.sh in its reduced mode: both regimes, every method at every budget,
     pass rates re-estimated between rounds, `paced snr` per regime, and the report: the primary
     comparison named first, the preconditions, and cells that agree with the evaluations."""
-    import json
     import shutil
 
     for regime_dir, name in [("teacher", "teacher"), ("learnable/seed0/models", "student")]:

@@ -6,7 +6,6 @@ import json
 import shutil
 
 import polars as pl
-import pytest
 
 from tests.conftest import make_problems, paced
 

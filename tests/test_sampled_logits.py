@@ -185,6 +185,19 @@ def test_sampled_and_hybrid_end_to_end_and_the_losses_they_cannot_give(chain, dr
             assert not (tmp_path / f"{name}-{loss}").exists()
 
 
+def test_snr_measures_the_drawn_forward_kl_and_refuses_the_rest(chain, student_dir, teacher_dir, tmp_path):
+    """snr on the student's K = 2 rollouts per problem, their teacher logits drawn."""
+    r = paced("teacher-logits", "--problems", chain / "problems.parquet", "--sequences", chain / "rollouts",
+              "--teacher", teacher_dir, "--out", tmp_path / "tl", "--logits", "hybrid", "--top-k", "2", "--draws", "4")
+    assert r.exit_code == 0, r.stderr
+    base = ["snr", "--student", student_dir, "--teacher-logits", tmp_path / "tl", "--weights", chain / "weights.parquet"]
+    r = paced(*base, "--out", tmp_path / "snr.parquet")
+    assert r.exit_code == 0, r.stderr
+    assert pl.read_parquet(tmp_path / "snr.parquet").height > 0
+    r = paced(*base, "--out", tmp_path / "snr-akl.parquet", "--loss", "akl")
+    assert r.exit_code == 2 and "a hybrid representation" in r.stderr and not (tmp_path / "snr-akl.parquet").exists()
+
+
 def test_a_resumed_sampled_job_writes_the_same_artifact(chain, drawn, teacher_dir, tmp_path):
     out = tmp_path / "resumed"
     shutil.copytree(drawn / "sampled", out)

@@ -7,21 +7,14 @@ import json
 import polars as pl
 import pytest
 
-from tests.conftest import make_problems, paced, paced_subprocess
+from tests.conftest import paced, paced_subprocess
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, student_dir, teacher_dir):
-    d = tmp_path_factory.mktemp("tracking")
-    make_problems(6).write_parquet(d / "problems.parquet")
-    assert paced("rollout", "--problems", d / "problems.parquet", "--model", teacher_dir, "--out", d / "seqs",
-                 "--samples", "1", "--max-new-tokens", "8").exit_code == 0
-    assert paced("teacher-logits", "--problems", d / "problems.parquet", "--sequences", d / "seqs", "--teacher", teacher_dir,
-                 "--out", d / "tl", "--top-k", "8").exit_code == 0
-    pl.DataFrame({"problem_id": [f"p{i}" for i in range(6)], "num_samples": [4] * 6, "num_correct": [1, 2, 3, 1, 2, 3],
-                  "pass_rate": [.25, .5, .75, .25, .5, .75], "weight": [1.0] * 6}).write_parquet(d / "weights.parquet")
-    return d, ["--student", student_dir, "--teacher-logits", d / "tl", "--weights", d / "weights.parquet",
-               "--lr", "1e-3", "--batch-size", "2", "--micro-batch-size", "2", "--max-steps", "6", "--save-steps", "2"]
+def setup(chain, student_dir):
+    """distill's inputs from the session's chain of artifacts (conftest)."""
+    return chain, ["--student", student_dir, "--teacher-logits", chain / "tl", "--weights", chain / "weights.parquet",
+                   "--lr", "1e-3", "--batch-size", "2", "--micro-batch-size", "2", "--max-steps", "6", "--save-steps", "2"]
 
 
 def scalars(logdir) -> dict[str, list[tuple[int, float]]]:
