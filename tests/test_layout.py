@@ -61,6 +61,10 @@ def test_single_file_artifacts_and_the_eval_summary_beside_its_results(chain):
     assert summary["benchmark"].to_list() == ["problems"] and summary["problems"].to_list() == [6]
     assert pl.read_parquet(chain / "weights.parquet").height == 6
     assert pl.read_parquet(chain / "student" / "train_log.parquet")["step"].to_list() == [1, 2]
+    info = json.loads(paced("inspect", chain / "eval", "--json", "--no-lineage").stdout)
+    assert (info["schema"], info["rows"], info["finished"]) == ("eval_results", 12, True)
+    assert info["summary"] == str(chain / "eval" / "summary.parquet") and info["results"] == str(chain / "eval" / "results")
+    assert len(info["head"]) == 5 and {"problem_id", "correct"} <= set(info["head"][0])
 
 
 def test_sharded_jobs_read_whole_in_one_call(chain, student_dir, tmp_path):

@@ -397,7 +397,7 @@ def test_distill_qwen3_recipe_end_to_end(tmp_path, student_dir, teacher_dir):
     assert provenance(work / "stage1" / "teacher_rollouts")["options"]["model"] == str(teacher_dir)
     assert provenance(work / "stage2" / "onpolicy_rollouts")["options"]["model"] == str(s1)
     check_evals(work, ["base", "stage1", "stage2"])
-    ev = provenance(work / "eval" / "stage2")["options"]
+    ev = provenance(work / "eval" / "stage2" / "results")["options"]
     assert (ev["temperature"], ev["top_p"], ev["top_k"]) == (0.6, 0.8, 20)
     assert ev["chat_template_kwargs"] == '{"enable_thinking":true}'
     assert "| mmlu (retention) | 3 |" in r.stdout and "| base student | Paced FKL | Paced FKL -> RKL |" in r.stdout
