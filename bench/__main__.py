@@ -1,7 +1,7 @@
 """The benchmark suite: one command, one markdown table.
 
-    python -m bench                       # everything, about an hour on 2 cores (each section's time: bench/results.md)
-    python -m bench --quick               # smaller models and data, about 3 minutes
+    python -m bench                       # everything, over an hour on 2 cores (each section's time: bench/results.md)
+    python -m bench --quick               # smaller models and data, about 5 minutes
     python -m bench --only rollout,weight # some sections (names below), --only may repeat
     python -m bench --only savings --task-dir runs/my-task
 
@@ -47,7 +47,7 @@ SECTIONS = {
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller models and data (about 3 minutes); for a smoke run")
+    ap.add_argument("--quick", action="store_true", help="smaller models and data (about 5 minutes); for a smoke run")
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
                     help=f"run only these sections, comma-separated or repeated: {', '.join(SECTIONS)}")
     ap.add_argument("--out", type=Path, default=common.ROOT / "bench" / "results.md",

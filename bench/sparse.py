@@ -299,7 +299,7 @@ def section(ctx: Context) -> Section:
         m = measure(ctx, t, d / ("english" if t is teachers[0] else "synthetic"), steps, batch_size)
         sec.add(f"{t.label}: teacher entropy, mean over training tokens, nats", f"{m['entropy']:.2f}", runs="1")
         base, dense = m["evals"]["student before distillation"], m["evals"]["dense"]
-        sec.add(f"{t.label}: held-out KL(teacher || student) / ECE: before distillation; after, dense teacher",
+        sec.add(f"{t.label}: held-out KL(teacher ‖ student) / ECE: before distillation; after, dense teacher",
                 f"{base['kl']:.4f} / {base['ece']:.4f}; {dense['kl']:.4f} / {dense['ece']:.4f}", runs="1")
         for b in BUDGETS:
             best = None

@@ -116,12 +116,6 @@ class TeacherLogitsConfig:
                 problems.append(f"--draws {self.draws}: must be at least 1 (the paper's sampled KD uses about 12)")
             if not (math.isfinite(self.sample_temperature) and self.sample_temperature > 0):
                 problems.append(f"--sample-temperature {self.sample_temperature}: must be a finite number > 0 (1: unbiased)")
-            if self.backend == "vllm":
-                problems.append(
-                    f"--logits {self.logits}: not with --backend vllm, which returns the top log-probs of each position, "
-                    f"not the teacher's distribution, so nothing can be drawn from it (every vocabulary log-prob of "
-                    f"every position as a Python object would be needed); use --backend hf, or --logits topk"
-                )
         if self.context not in prompts.CONTEXTS:
             problems.append(f"--context {self.context}: use one of {', '.join(prompts.CONTEXTS)}")
         try:

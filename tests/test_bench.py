@@ -184,3 +184,21 @@ def test_busy_quick_section_runs_every_way(tmp_path):
     assert len(rows) == 7, rows
     assert "steps/s busy / quiet" in rows[0] and rows[0].rstrip().endswith(("| yes |", "| **no** |"))
     assert "What paced chose: quiet: threads: " in r.stdout and "GOMP_SPINCOUNT=1000" in r.stdout
+
+
+def test_sparse_quick_section_compares_the_representations(tmp_path):
+    # bench section 10: both teachers, every representation at two byte budgets, 7 short distillations each.
+    r = bench("--quick", "--only", "sparse", "--out", str(tmp_path / "results.md"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in r.stdout.splitlines()
+            if line.startswith("| 10. sparse teacher")]
+    assert len(rows) == 2 * (2 + 2 * 7), len(rows)
+    for cells in rows:
+        if "gradient at init cos / bias" in cells[1]:
+            cos, bias, one = (float(x) for x in cells[2].split(" / "))
+            assert -1 <= cos <= 1 and 0 <= bias and 0 <= one
+            if "top-k" in cells[1]:
+                assert bias == one  # deterministic: one seed
+    best = [cells for cells in rows if "best representation" in cells[1]]
+    assert len(best) == 4 and all(c[1].endswith("dense-teacher student") for c in best)
+    assert sum(c[-1] in ("yes", "**no**") for c in best) == 2  # the goal is judged at about 90 B/token only

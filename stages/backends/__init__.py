@@ -28,8 +28,10 @@ NAMES = tuple(REGISTRY)
 
 # generate(prompts, seed, on_batch, n=None) -> n (default K) samples per prompt; on_batch(prompts_done, tokens)
 Generate = Callable[..., list[list[Sample]]]
-# score(prompt_ids, response_ids, on_batch) -> per sequence {topk_ids, topk_logprobs,
-# tail_logprob, target_logprobs}; on_batch(response_tokens_done)
+# score(prompt_ids, response_ids, on_batch, seeds=None) -> per sequence {topk_ids, topk_logprobs,
+# tail_logprob, target_logprobs, sample_ids, sample_logmass, entropy}; on_batch(response_tokens_done).
+# seeds (one per sequence) come only with --logits sampled|hybrid, which a backend that cannot
+# draw from the teacher's distribution refuses in its option_problems.
 Score = Callable[..., list[dict[str, Any]]]
 
 # The --help of the engine options of every command that runs a model (rollout, eval,
@@ -64,7 +66,7 @@ class Backend(Protocol):
         samples of each prompt, `n` of them (default: the config's --samples)."""
 
     def open_scorer(self, model: str, config: Any, tokenizer: Any) -> Score:
-        """Load the teacher `model` once for a job; return `score(prompt_ids, response_ids, on_batch)`."""
+        """Load the teacher `model` once for a job; return `score(prompt_ids, response_ids, on_batch, seeds=None)`."""
 
     def shutdown(self) -> None:
         """Free the engine this process holds, if any."""

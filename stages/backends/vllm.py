@@ -127,6 +127,12 @@ def option_problems(c: Any) -> list[str]:
     problems = []
     if not available():
         problems.append(f"--backend vllm: vLLM is not installed; {INSTALL_HINT}")
+    if getattr(c, "logits", "topk") != "topk":  # teacher-logits
+        problems.append(
+            f"--logits {c.logits}: not with --backend vllm, which returns the top log-probs of each position, "
+            f"not the teacher's distribution, so nothing can be drawn from it (every vocabulary log-prob of "
+            f"every position as a Python object would be needed); use --backend hf, or --logits topk"
+        )
     if c.device != "auto":
         problems.append(
             f"--device {c.device}: the vllm backend runs where its build runs (GPUs, or the CPU "
@@ -363,11 +369,11 @@ def open_generator(model: str, c: Any, tokenizer: Any) -> Iterator[Callable[...,
 
 
 def open_scorer(model: str, c: Any, tokenizer: Any) -> Callable[..., list[dict[str, Any]]]:
-    """Start (or reuse) the engine for the teacher `model`; return `score(prompt_ids, response_ids, on_batch)`."""
+    """Start (or reuse) the engine for the teacher `model`; return `score(prompt_ids, response_ids, on_batch, seeds=None)`."""
     request_k = logprobs_to_request(c.top_k, models.vocab_rows(model, c.trust_remote_code), len(tokenizer))
     llm = engine(model, c, max_logprobs=request_k)
 
-    def score(prompt_ids, response_ids, on_batch):
+    def score(prompt_ids, response_ids, on_batch, seeds=None):  # no draws (option_problems refuses them)
         return score_sequences(llm, prompt_ids, response_ids, top_k=c.top_k, request_k=request_k,
                                real_vocab=len(tokenizer), on_batch=on_batch)
 
