@@ -61,7 +61,8 @@ def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainDa
     with pa.OSFile(str(tmp), "wb") as sink:
         writer = None
         for f in files:
-            t = _with_draws(pq.read_table(f, columns=columns + [c for c in drawn if c in pq.read_schema(f).names]))
+            part = pq.ParquetFile(f)  # one footer read: which version-2 columns it has, then its rows
+            t = _with_draws(part.read(columns=columns + [c for c in drawn if c in part.schema_arrow.names]))
             try:
                 _check_aligned(t, f)
                 k = _check_values(t, f, k)
