@@ -66,6 +66,7 @@ MODEL_FLAGS=${MODEL_FLAGS:-}
 JOBS=${JOBS:-2}                 # seed pipelines side by side
 export OMP_NUM_THREADS=${THREADS:-1}   # torch threads per pipeline
 ORDER=${ORDER:-msb}              # examples/task.py --order: msb puts the whole carry chain before the first answer digit
+PAD=${PAD:-fixed}                # examples/task.py --pad: problem writes harder sums longer
 MAX_NEW=8
 DATA=$WORK/data TEACHER=$WORK/teacher/teacher
 TRAIN_P=$DATA/train.parquet TEST_P=$DATA/test.parquet
@@ -135,7 +136,7 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
   mkdir -p "$S/models"
   [ -d "$S/models/teacher" ] || cp -r "$TEACHER" "$S/models/teacher"   # same settings: train_tiny reuses it
   # shellcheck disable=SC2046
-  python examples/train_tiny.py --out "$S/models" --order $ORDER --teacher-steps "$TEACHER_STEPS" --student-seed "$seed" \
+  python examples/train_tiny.py --out "$S/models" --order $ORDER --pad $PAD --teacher-steps "$TEACHER_STEPS" --student-seed "$seed" \
     --threads "$OMP_NUM_THREADS" $MODEL_FLAGS $(student_flags "$regime") >/dev/null 2>>"$LOG"
   local student=$S/models/student
   pass_rates "$student" "$TRAIN_P" "$S/base" "$seed"
@@ -187,10 +188,10 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
   touch "$S/.done"
 }
 
-python examples/task.py --out "$DATA" --seed 0 --train "$TRAIN" --test-per-digit "$TEST" --retain "$RETAIN" --order $ORDER >/dev/null
+python examples/task.py --out "$DATA" --seed 0 --train "$TRAIN" --test-per-digit "$TEST" --retain "$RETAIN" --order $ORDER --pad $PAD >/dev/null
 say "teacher (trained once, reused by every student)"
 # shellcheck disable=SC2086
-python examples/train_tiny.py --out "$WORK/teacher" --only teacher --order $ORDER --teacher-steps "$TEACHER_STEPS" \
+python examples/train_tiny.py --out "$WORK/teacher" --only teacher --order $ORDER --pad $PAD --teacher-steps "$TEACHER_STEPS" \
   --threads 2 $MODEL_FLAGS >/dev/null 2>>"$LOG"
 say "the teacher's answers and logits on the training problems (shared by every method)"
 mkdir -p "$WORK/shared"

@@ -3,6 +3,7 @@
     python examples/task.py --out runs/quickstart/data --seed 0
     python examples/task.py --out data --seed 1 --train 6000 --test-per-digit 500 --retain 500
     python examples/task.py --out data --order msb     # most significant digit first
+    python examples/task.py --out data --pad problem   # operands as wide as the problem, not 5
 
 Writes three problems files (the `problems` schema plus `digits` and `benchmark` columns) and
 prints their paths:
@@ -34,6 +35,15 @@ the reference's column work still runs from the units, its last line is `000436`
 answer's first digit then depends on the whole carry chain before anything is written, so
 hard problems need more sequential computation than a shallow model has in one pass.
 
+`--pad problem` pads both operands only to the problem's own digit count d (the larger
+operand's), and the answer to d + 1 digits: 347 + 89 reads `743+980=` -> `6340` (`lsb`) or
+`347+089=` -> `0436` (`msb`). Problems of more digits are then longer, and the operand digits an
+answer digit needs sit further back: the first answer digit needs a digit of the first operand
+2d + 1 tokens before the token that predicts it (in `lsb` every answer digit does). A student whose attention sees only a window of W
+tokens per layer (`examples/train_tiny.py --student-window W`) reaches at most L (W - 1) tokens back
+through L layers, so a d-digit sum with 2d + 1 > L (W - 1) is out of its reach by construction,
+whatever it is taught: with 2 layers and W = 5, 1-3 digits are in reach and 4-5 digits are not.
+
 The reference is the column-by-column work from the units ("digit + digit + carry = next
 carry and sum digit"), then the answer alone on the last line, so `paced score --verifier
 exact` (which reads the last non-empty line) accepts both a bare answer and a worked solution.
@@ -60,6 +70,9 @@ SUM_WIDTH = WIDTH + 1
 ORDERS = ("lsb", "msb")
 """How numbers are written: least significant digit first (the default) or most significant
 first, the usual way (`--order msb`)."""
+PADS = ("fixed", "problem")
+"""How wide operands are written: always WIDTH digits (the default), or the problem's own digit
+count (`--pad problem`)."""
 DIGITS = tuple(range(1, WIDTH + 1))
 RETAIN_BENCHMARK = "copy"
 # Held out: the pairs whose salted hash is 0 mod 4. The salt is a constant on purpose: the
@@ -100,25 +113,34 @@ def write_number(x: int, width: int = WIDTH, order: str = "lsb") -> str:
     return little_endian(x, width) if order == "lsb" else big_endian(x, width)
 
 
-def add_prompt(a: int, b: int, order: str = "lsb") -> str:
-    return f"{write_number(a, order=order)}+{write_number(b, order=order)}="
+def operand_width(a: int, b: int, pad: str = "fixed") -> int:
+    """Digits each operand is written with: WIDTH, or the problem's digit count (`pad="problem"`)."""
+    if pad not in PADS:
+        raise ValueError(f"pad {pad!r}: one of {', '.join(PADS)}")
+    return WIDTH if pad == "fixed" else digits_of(a, b)
 
 
-def add_answer(a: int, b: int, order: str = "lsb") -> str:
-    return write_number(a + b, SUM_WIDTH, order)
+def add_prompt(a: int, b: int, order: str = "lsb", pad: str = "fixed") -> str:
+    w = operand_width(a, b, pad)
+    return f"{write_number(a, w, order)}+{write_number(b, w, order)}="
 
 
-def add_reference(a: int, b: int, order: str = "lsb") -> str:
+def add_answer(a: int, b: int, order: str = "lsb", pad: str = "fixed") -> str:
+    return write_number(a + b, operand_width(a, b, pad) + 1, order)
+
+
+def add_reference(a: int, b: int, order: str = "lsb", pad: str = "fixed") -> str:
     """Column by column from the units: `x+y+carry=cs` (c the next carry, s the sum digit);
     in either order the work runs from the units (where the carries start), and the answer
     on the last line is written in `order`."""
-    xs, ys = little_endian(a), little_endian(b)
+    w = operand_width(a, b, pad)
+    xs, ys = little_endian(a, w), little_endian(b, w)
     carry, steps = 0, []
     for x, y in zip(xs, ys):
         total = int(x) + int(y) + carry
         steps.append(f"{x}+{y}+{carry}={total:02d}")
         carry = total // 10
-    return " ".join(steps) + "\n" + add_answer(a, b, order)
+    return " ".join(steps) + "\n" + add_answer(a, b, order, pad)
 
 
 def copy_prompt(x: int) -> str:
@@ -150,12 +172,12 @@ def held_out_string(x: int) -> bool:
     return held_out("copy", x)
 
 
-def add_row(a: int, b: int, problem_id: str, benchmark: str, order: str = "lsb") -> dict:
+def add_row(a: int, b: int, problem_id: str, benchmark: str, order: str = "lsb", pad: str = "fixed") -> dict:
     return {
         "problem_id": problem_id,
-        "prompt": add_prompt(a, b, order),
-        "answer": add_answer(a, b, order),
-        "reference": add_reference(a, b, order),
+        "prompt": add_prompt(a, b, order, pad),
+        "answer": add_answer(a, b, order, pad),
+        "reference": add_reference(a, b, order, pad),
         "digits": digits_of(a, b),
         "benchmark": benchmark,
     }
@@ -248,17 +270,20 @@ def _region_size(d: int, want_held_out: bool) -> int:
 
 
 def make_splits(
-    seed: int = 0, train: int = 6000, test_per_digit: int = 500, retain: int = 500, order: str = "lsb"
+    seed: int = 0, train: int = 6000, test_per_digit: int = 500, retain: int = 500, order: str = "lsb",
+    pad: str = "fixed",
 ) -> dict[str, pl.DataFrame]:
-    """The three problems tables, all determined by `seed` (and the sizes); `order` changes
-    only how the sums are written, not which problems are drawn."""
+    """The three problems tables, all determined by `seed` (and the sizes); `order` and `pad`
+    change only how the sums are written, not which problems are drawn."""
     if order not in ORDERS:
         raise ValueError(f"--order {order!r}: one of {', '.join(ORDERS)}")
+    if pad not in PADS:
+        raise ValueError(f"--pad {pad!r}: one of {', '.join(PADS)}")
     rows: dict[str, list[dict]] = {"train": [], "test": [], "retain": []}
     for d in DIGITS:
         rng = random.Random(f"{seed}:test:{d}")
         for i, (a, b) in enumerate(distinct_pairs(rng, d, test_per_digit, want_held_out=True)):
-            rows["test"].append(add_row(a, b, f"test-add-{d}d-{i:06d}", f"add-{d}d", order))
+            rows["test"].append(add_row(a, b, f"test-add-{d}d-{i:06d}", f"add-{d}d", order, pad))
 
     counts = _train_counts(train, {d: _region_size(d, want_held_out=False) for d in DIGITS})
     pairs = []
@@ -266,7 +291,7 @@ def make_splits(
         pairs += distinct_pairs(random.Random(f"{seed}:train:{d}"), d, counts[d], want_held_out=False)
     random.Random(f"{seed}:train:order").shuffle(pairs)  # mixed difficulties in every part
     for i, (a, b) in enumerate(pairs):
-        rows["train"].append(add_row(a, b, f"train-add-{digits_of(a, b)}d-{i:06d}", "train", order))
+        rows["train"].append(add_row(a, b, f"train-add-{digits_of(a, b)}d-{i:06d}", "train", order, pad))
 
     region = [x for x in range(10**WIDTH) if held_out_string(x)]
     if retain > len(region):
@@ -301,13 +326,16 @@ def main() -> None:
     ap.add_argument("--order", choices=ORDERS, default="lsb",
                     help="lsb: numbers least significant digit first (default); msb: the usual way, so the "
                          "answer's first digit depends on the whole carry chain")
+    ap.add_argument("--pad", choices=PADS, default="fixed",
+                    help=f"fixed: operands zero-padded to {WIDTH} digits (default); problem: to the problem's own "
+                         "digit count, so harder problems are longer")
     args = ap.parse_args()
     for flag, v in (("--train", args.train), ("--test-per-digit", args.test_per_digit), ("--retain", args.retain)):
         if v < 1:
             ap.error(f"{flag} {v}: must be at least 1")
     try:
         paths = write_splits(args.out, seed=args.seed, train=args.train, test_per_digit=args.test_per_digit, retain=args.retain,
-                            order=args.order)
+                            order=args.order, pad=args.pad)
     except ValueError as e:
         ap.error(str(e))
     for path in paths.values():

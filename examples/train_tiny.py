@@ -4,6 +4,7 @@
     python examples/train_tiny.py --out /tmp/models --quick               # under a minute; for CI
     python examples/train_tiny.py --out m --student-layers 1 --student-hidden 64 --student-heads 1 --student-seed 3
     python examples/train_tiny.py --out m --order msb --teacher-steps 1000    # numbers the usual way round
+    python examples/train_tiny.py --out m --pad problem --student-window 5    # a student that cannot see 4-5 digit sums whole
 
 Both models learn the task of `examples/task.py` (fixed-width addition, numbers written
 units first) and its retention skill (copying a string) from freshly sampled problems of the
@@ -101,6 +102,11 @@ class Recipe:
     CHECK_EVERY steps) reaches this; None trains all `steps`."""
     max_positions: int = 512
     """Context length: the reference prompt is 188 tokens, the response 7."""
+    window: int | None = None
+    """Sliding attention window on every layer (tokens, the current one included), None for full
+    attention. Information then travels at most layers x (window - 1) tokens back: with
+    `--pad problem`, d-digit sums with 2d + 1 beyond that are out of the model's reach
+    (examples/task.py)."""
 
 
 TEACHER = Recipe(hidden=128, layers=4, heads=4, steps=1000, reference_fraction=0.1, retain_fraction=0.05)
@@ -131,7 +137,7 @@ def build_tokenizer():
 
 
 def sample_rows(
-    rng: random.Random, n: int, recipe: Recipe, reading: bool = False, order: str = "lsb"
+    rng: random.Random, n: int, recipe: Recipe, reading: bool = False, order: str = "lsb", pad: str = "fixed"
 ) -> list[tuple[dict, str]]:
     """n fresh (problem row, context) pairs from the training region; with `reading`, every
     prompt carries the reference."""
@@ -141,7 +147,7 @@ def sample_rows(
             row = task.copy_row(task.fresh_string(rng), "")
         else:
             a, b = task.fresh_pair(rng, rng.choice(task.DIGITS))
-            row = task.add_row(a, b, "", "", order)
+            row = task.add_row(a, b, "", "", order, pad)
         out.append((row, "reference" if reading or rng.random() < recipe.reference_fraction else "none"))
     return out
 
@@ -186,7 +192,7 @@ def lr_at(step: int, recipe: Recipe) -> float:
     return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train(model, tokenizer, recipe: Recipe, seed: int, name: str, order: str = "lsb") -> int:
+def train(model, tokenizer, recipe: Recipe, seed: int, name: str, order: str = "lsb", pad: str = "fixed") -> int:
     """Train in place; return the number of steps run."""
     import torch
 
@@ -196,7 +202,8 @@ def train(model, tokenizer, recipe: Recipe, seed: int, name: str, order: str = "
     # Fresh training-region problems (never test ones) to check `stop_at` on.
     check_rng = random.Random(f"{seed}:check:{name}")
     check_rows = [
-        task.add_row(*task.fresh_pair(check_rng, d), "", "", order) for d in task.DIGITS for _ in range(CHECK_PER_DIGIT)
+        task.add_row(*task.fresh_pair(check_rng, d), "", "", order, pad)
+        for d in task.DIGITS for _ in range(CHECK_PER_DIGIT)
     ]
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=0.01)
     model.train()
@@ -205,7 +212,7 @@ def train(model, tokenizer, recipe: Recipe, seed: int, name: str, order: str = "
         for step in range(recipe.steps):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, recipe)
-            batch = sample_rows(rng, recipe.batch_size, recipe, reading=step < recipe.reading_steps, order=order)
+            batch = sample_rows(rng, recipe.batch_size, recipe, reading=step < recipe.reading_steps, order=order, pad=pad)
             examples = []
             for context in ("none", "reference"):
                 rows = [row for row, c in batch if c == context]
@@ -264,7 +271,7 @@ def accuracy(model, tokenizer, rows: list[dict], context: str, seed: int) -> flo
 
 
 def held_out_accuracy(
-    model, tokenizer, seed: int, per_digit: int = EVAL_PER_DIGIT, order: str = "lsb"
+    model, tokenizer, seed: int, per_digit: int = EVAL_PER_DIGIT, order: str = "lsb", pad: str = "fixed"
 ) -> dict[str, float]:
     """Greedy accuracy on held-out problems per digit count, on the retention skill, and on
     the hardest problems with the reference in the prompt (a model that reads the answer off
@@ -272,7 +279,7 @@ def held_out_accuracy(
     groups: dict[str, tuple[list[dict], str]] = {}
     for d in task.DIGITS:
         pairs = task.distinct_pairs(random.Random(f"{seed}:eval:{d}"), d, per_digit, want_held_out=True)
-        groups[f"add-{d}d"] = ([task.add_row(a, b, "", "", order) for a, b in pairs], "none")
+        groups[f"add-{d}d"] = ([task.add_row(a, b, "", "", order, pad) for a, b in pairs], "none")
     xs = random.Random(f"{seed}:eval:{task.RETAIN_BENCHMARK}").sample(
         [x for x in range(10**task.WIDTH) if task.held_out_string(x)], per_digit
     )
@@ -285,14 +292,15 @@ def held_out_accuracy(
 # One model, cached
 
 
-def settings(recipe: Recipe, seed: int, tokenizer, order: str = "lsb") -> dict:
+def settings(recipe: Recipe, seed: int, tokenizer, order: str = "lsb", pad: str = "fixed") -> dict:
     """Everything that determines the model. The rendered prompts are included so that a
     change to the task's format or the pipeline's prompt template retrains, not reuses."""
-    probe = [task.add_row(347, 89, "", "", order), task.copy_row(347, "")]
+    probe = [task.add_row(347, 89, "", "", order, pad), task.copy_row(347, "")]
     rendered = [encode_prompts(tokenizer, probe, context=c) for c in ("none", "reference")]
     record = {
         "recipe_version": RECIPE_VERSION,
-        "recipe": asdict(recipe),
+        # Full attention is left out, so models cached before `window` existed are still reused.
+        "recipe": {k: v for k, v in asdict(recipe).items() if k != "window" or v is not None},
         "seed": seed,
         "vocab_sha256": hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest(),
         "prompt_sha256": hashlib.sha256(json.dumps(rendered).encode()).hexdigest(),
@@ -301,7 +309,8 @@ def settings(recipe: Recipe, seed: int, tokenizer, order: str = "lsb") -> dict:
 
 
 def make_model(
-    out: Path, name: str, recipe: Recipe, seed: int, tokenizer, eval_per_digit: int = EVAL_PER_DIGIT, order: str = "lsb"
+    out: Path, name: str, recipe: Recipe, seed: int, tokenizer, eval_per_digit: int = EVAL_PER_DIGIT, order: str = "lsb",
+    pad: str = "fixed",
 ) -> Path:
     """Train `name` into out/name unless a finished model with the same settings is there."""
     import torch
@@ -312,7 +321,7 @@ def make_model(
 
     hf_logging.disable_progress_bar()  # the console lines below say what happens
     final = out / name
-    wanted = settings(recipe, seed, tokenizer, order)
+    wanted = settings(recipe, seed, tokenizer, order, pad)
     marker = final / MARKER
     if marker.exists():
         if json.loads(marker.read_text()).get("settings") == wanted:
@@ -327,15 +336,16 @@ def make_model(
     shutil.rmtree(partial, ignore_errors=True)
     tiny_model.build(
         partial, arch="qwen2", hidden=recipe.hidden, layers=recipe.layers, heads=recipe.heads,
-        seed=seed, max_positions=recipe.max_positions, tokenizer=tokenizer,
+        seed=seed, max_positions=recipe.max_positions, tokenizer=tokenizer, sliding_window=recipe.window,
     )
     model = AutoModelForCausalLM.from_pretrained(partial, dtype=torch.float32)
     n_params = sum(p.numel() for p in model.parameters())
-    console.print(f"{name}: {n_params / 1e6:.2f} M parameters, up to {recipe.steps} steps of {recipe.batch_size}")
+    window = f", attention window {recipe.window} tokens" if recipe.window else ""
+    console.print(f"{name}: {n_params / 1e6:.2f} M parameters{window}, up to {recipe.steps} steps of {recipe.batch_size}")
     start = time.monotonic()
-    steps_run = train(model, tokenizer, recipe, seed, name, order)
+    steps_run = train(model, tokenizer, recipe, seed, name, order, pad)
     seconds = time.monotonic() - start
-    held_out = held_out_accuracy(model, tokenizer, seed, eval_per_digit, order)
+    held_out = held_out_accuracy(model, tokenizer, seed, eval_per_digit, order, pad)
     console.print(
         f"{name}: {steps_run} steps in {seconds:.0f} s; greedy accuracy on held-out problems: "
         + "  ".join(f"{k} {v:.0%}" for k, v in held_out.items())
@@ -371,6 +381,11 @@ def main() -> None:
                     help=f"greedy accuracy at which the student stops (default {STUDENT.stop_at}); 0 trains all its steps")
     ap.add_argument("--order", choices=task.ORDERS, default="lsb",
                     help="how numbers are written (examples/task.py --order): both models train on that format")
+    ap.add_argument("--pad", choices=task.PADS, default="fixed",
+                    help="how wide operands are written (examples/task.py --pad): both models train on that format")
+    ap.add_argument("--student-window", type=int, default=None,
+                    help="the student attends to this many tokens per layer (the current one included; default: "
+                         "all). With --pad problem, the sums it cannot see whole are out of its reach")
     ap.add_argument("--only", choices=("teacher", "student"), default=None,
                     help="train only this model (students of several seeds share one teacher trained once)")
     ap.add_argument("--threads", type=int, default=None, help=threads.HELP)
@@ -389,10 +404,10 @@ def main() -> None:
         teacher = replace(TEACHER, steps=QUICK_STEPS)
         student = replace(STUDENT, reading_steps=0, stop_at=QUICK_STUDENT_STOP)
     size = {k: v for k, v in (("hidden", args.student_hidden), ("layers", args.student_layers),
-                                ("heads", args.student_heads)) if v is not None}
+                                ("heads", args.student_heads), ("window", args.student_window)) if v is not None}
     for flag, v in size.items():
-        if v < 1:
-            ap.error(f"--student-{flag} {v}: must be at least 1")
+        if v < (2 if flag == "window" else 1):
+            ap.error(f"--student-{flag} {v}: must be at least {2 if flag == 'window' else 1}")
     if size:
         student = replace(student, **size)
     if student.hidden % student.heads:
@@ -413,7 +428,8 @@ def main() -> None:
     for name, r in recipes.items():
         if args.only not in (None, name):
             continue
-        print(make_model(args.out, name, r, seeds[name], tokenizer, QUICK_EVAL if args.quick else EVAL_PER_DIGIT, args.order))
+        print(make_model(args.out, name, r, seeds[name], tokenizer, QUICK_EVAL if args.quick else EVAL_PER_DIGIT,
+                         args.order, args.pad))
 
 
 if __name__ == "__main__":

@@ -66,8 +66,10 @@ def build(
     chat: bool = True,
     max_positions: int = 1024,
     tokenizer=None,
+    sliding_window: int | None = None,
 ) -> Path:
-    """Write a tiny model and its tokenizer to `out`; return the directory."""
+    """Write a tiny model and its tokenizer to `out`; return the directory. `sliding_window`
+    (qwen2 only): every layer attends to that many tokens, the current one included."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -87,8 +89,11 @@ def build(
         tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
+    if sliding_window is not None and arch != "qwen2":
+        raise ValueError(f"sliding_window: arch {arch!r} has none here; use qwen2")
     if arch == "qwen2":
-        model = Qwen2ForCausalLM(Qwen2Config(**common))
+        window = {} if sliding_window is None else dict(use_sliding_window=True, sliding_window=sliding_window, max_window_layers=0)
+        model = Qwen2ForCausalLM(Qwen2Config(**common, **window))
     elif arch == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common))
     else:

@@ -93,6 +93,72 @@ def test_msb_order_writes_the_same_problems_the_usual_way_round(splits):
         task.make_splits(seed=0, order="middle", **SMALL)
 
 
+@pytest.mark.parametrize("order", task.ORDERS)
+def test_pad_problem_writes_each_sum_as_wide_as_its_digits(splits, order):
+    """--pad problem: the same problems, each operand zero-padded to the problem's digit count d,
+    the answer to d + 1 digits (right by integer arithmetic), the reference one column per digit."""
+    wide = task.make_splits(seed=0, order=order, **SMALL)
+    narrow = task.make_splits(seed=0, order=order, pad="problem", **SMALL)
+    lengths = {}
+    for name, frame in narrow.items():
+        assert frame["problem_id"].equals(wide[name]["problem_id"]) and frame["digits"].equals(wide[name]["digits"])
+        for row, old in zip(frame.iter_rows(named=True), wide[name].iter_rows(named=True)):
+            if row["benchmark"] == task.RETAIN_BENCHMARK:
+                assert row == old
+                continue
+            d = row["digits"]
+            x, y = row["prompt"][:-1].split("+")
+            a, b = (int(v if order == "msb" else v[::-1]) for v in (x, y))
+            assert len(x) == len(y) == d and max(len(str(a)), len(str(b))) == d, row
+            want = f"{a + b:0{d + 1}d}"
+            assert row["answer"] == (want if order == "msb" else want[::-1]), row
+            work, last = row["reference"].rsplit("\n", 1)
+            assert last == row["answer"] and len(work.split()) == d, row
+            lengths.setdefault(d, set()).add(len(row["prompt"]))
+    assert {d: min(v) for d, v in lengths.items()} == {d: 2 * d + 2 for d in task.DIGITS}
+    assert task.add_row(347, 89, "", "", "lsb", "problem")["prompt"] == "743+980="
+    assert task.add_row(347, 89, "", "", "msb", "problem")["answer"] == "0436"
+    assert task.add_row(3, 4, "", "", "msb", "problem")["prompt"] == "3+4="
+    with pytest.raises(ValueError):
+        task.make_splits(seed=0, pad="wide", **SMALL)
+
+
+def test_window_student_cannot_see_sums_beyond_its_reach(tmp_path):
+    """A 2-layer student with a 5-token window (train_tiny --student-window 5) reaches 8 tokens
+    back: on a 4-digit --pad problem sum its first answer digit does not depend on the first
+    operand's leading digit (9 tokens back) at all, on a 3-digit one it can (7 back); and the
+    pipeline's generation (paced rollout's hf backend) keeps the window."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import train_tiny
+    from stages.backends.hf import generate_hf
+    from stages.backends.sampling import SamplingOptions
+    from stages.prompts import encode_prompts
+
+    tok = train_tiny.build_tokenizer()
+    path = train_tiny.tiny_model.build(tmp_path / "s", hidden=32, layers=2, heads=2, seed=0, tokenizer=tok, sliding_window=5)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+    def first_digit_logits(a, b):
+        ids = encode_prompts(tok, [task.add_row(a, b, "", "", "msb", "problem")], context="none")[0]
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0, -1]
+
+    assert torch.equal(first_digit_logits(4347, 1089), first_digit_logits(9347, 1089))  # 4 digits: out of reach
+    assert not torch.allclose(first_digit_logits(347, 189), first_digit_logits(947, 189))  # 3 digits: in reach
+    rows = [task.add_row(a, b, "", "", "msb", "problem") for a, b in ((4347, 1089), (12, 7), (99999, 1))]
+    prompts = encode_prompts(tok, rows, context="none")
+    options = SamplingOptions(n=1, temperature=0.0, top_p=1.0, max_new_tokens=6)
+    out = generate_hf(model, tok, prompts, options, eos_ids=[], batch_size=3, seed=0)
+    for p, s in zip(prompts, out):
+        seq = list(p)
+        with torch.no_grad():
+            for _ in range(6):
+                seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+        assert list(s[0].token_ids) == seq[len(p):]
+
+
 def test_default_order_is_lsb(splits):
     lsb = task.make_splits(seed=0, order="lsb", **SMALL)
     for name in splits:
@@ -234,21 +300,24 @@ def test_student_size_seed_and_stop_options(quick_models, tmp_path):
 
     out = tmp_path / "models"
     shutil.copytree(quick_models[0], out)
-    r = _train(out, "--student-hidden", "64", "--student-layers", "1", "--student-heads", "1",
+    assert "window" not in json.loads((out / "student" / "train_config.json").read_text())["settings"]["recipe"]
+    r = _train(out, "--student-hidden", "64", "--student-layers", "1", "--student-heads", "1", "--student-window", "5",
                "--student-seed", "3", "--student-stop-at", "0", "--student-steps", "3", "--threads", "1")
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("reused the finished model") == 1  # the teacher
     cfg = json.loads((out / "student" / "config.json").read_text())
     assert (cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]) == (64, 1, 1)
+    assert (cfg["sliding_window"], cfg["layer_types"]) == (5, ["sliding_attention"])
     record = json.loads((out / "student" / "train_config.json").read_text())
     assert record["settings"]["seed"] == 3 and record["settings"]["recipe"]["stop_at"] is None
+    assert record["settings"]["recipe"]["window"] == 5
     assert record["steps_run"] == 3
     teacher = json.loads((out / "teacher" / "train_config.json").read_text())
     assert teacher["settings"]["seed"] == 0
 
 
 @pytest.mark.parametrize("args", [["--student-hidden", "64", "--student-heads", "3"], ["--student-stop-at", "1.5"],
-                                  ["--student-layers", "0"], ["--threads", "0"]])
+                                  ["--student-layers", "0"], ["--student-window", "1"], ["--threads", "0"]])
 def test_student_options_refuse_bad_values(args, tmp_path):
     r = _train(tmp_path / "models", *args)
     assert r.returncode == 2 and "error:" in r.stderr and not (tmp_path / "models").exists()
@@ -265,6 +334,7 @@ def test_train_tiny_order_changes_the_data_and_the_cache_key():
     recipe = train_tiny.STUDENT
     assert train_tiny.settings(recipe, 0, tok) == train_tiny.settings(recipe, 0, tok, "lsb")
     assert train_tiny.settings(recipe, 0, tok) != train_tiny.settings(recipe, 0, tok, "msb")
+    assert train_tiny.settings(recipe, 0, tok) != train_tiny.settings(recipe, 0, tok, "lsb", "problem")
     lsb = train_tiny.sample_rows(random.Random(0), 50, recipe)
     msb = train_tiny.sample_rows(random.Random(0), 50, recipe, order="msb")
     for (a, ca), (b, cb) in zip(lsb, msb):
