@@ -67,7 +67,7 @@ JOBS=${JOBS:-2}                 # seed pipelines side by side
 export OMP_NUM_THREADS=${THREADS:-1}   # torch threads per pipeline
 ORDER=${ORDER:-msb}              # examples/task.py --order: msb puts the whole carry chain before the first answer digit
 PAD=${PAD:-fixed}                # examples/task.py --pad: problem writes harder sums longer
-MAX_NEW=8
+case $PAD in labelled) MAX_NEW=14 ;; *) MAX_NEW=8 ;; esac   # the answer (digits, letters), end of sequence, one to spare
 DATA=$WORK/data TEACHER=$WORK/teacher/teacher
 TRAIN_P=$DATA/train.parquet TEST_P=$DATA/test.parquet
 if [ $((STEPS % ROUNDS)) != 0 ]; then echo "reproduce.sh: STEPS=$STEPS is not a multiple of ROUNDS=$ROUNDS" >&2; exit 2; fi

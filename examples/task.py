@@ -39,10 +39,23 @@ hard problems need more sequential computation than a shallow model has in one p
 operand's), and the answer to d + 1 digits: 347 + 89 reads `743+980=` -> `6340` (`lsb`) or
 `347+089=` -> `0436` (`msb`). Problems of more digits are then longer, and the operand digits an
 answer digit needs sit further back: the first answer digit needs a digit of the first operand
-2d + 1 tokens before the token that predicts it (in `lsb` every answer digit does). A student whose attention sees only a window of W
-tokens per layer (`examples/train_tiny.py --student-window W`) reaches at most L (W - 1) tokens back
-through L layers, so a d-digit sum with 2d + 1 > L (W - 1) is out of its reach by construction,
-whatever it is taught: with 2 layers and W = 5, 1-3 digits are in reach and 4-5 digits are not.
+2d + 1 tokens before the token that predicts it (in `lsb` every answer digit does). A student
+whose attention sees only a window of W tokens per layer (`examples/train_tiny.py
+--student-window W`) reaches at most L (W - 1) tokens back through L layers, so a d-digit sum
+with 2d + 1 > L (W - 1) is out of its reach by construction, whatever it is taught: with 2
+layers and W = 5, 1-3 digits are in reach and 4-5 digits are not.
+
+`--pad labelled` is `problem` with every digit after its column's letter (`A` the units): 347 + 89
+reads `A7B4C3+A9B8C0=` -> `A6B3C4D0` (`lsb`), so a model can find a column's digits by its letter
+rather than by a distance that changes with the problem's width; every answer digit then needs
+its column's digit of the first operand 4d + 1 tokens back (2 layers and W = 9: 1-3 digits in
+reach, 4-5 not).
+
+Both are harder to learn than the fixed width: the quickstart's 4-layer teacher did not learn
+either in 1,000-3,000 steps (greedy 100 / 100 / 14 / 1 / 0 % on 1-5 digits with `problem`, lsb,
+3,000 steps; 76 / 11 / 2 / 0 / 0 % with `labelled`; docs/reproduce/pilot.md, pilot 4), against
+100 % on every width in 1,000 steps with `fixed`. A window-limited student needs a flawless
+teacher on the same format, so these formats wait for a stronger teacher.
 
 The reference is the column-by-column work from the units ("digit + digit + carry = next
 carry and sum digit"), then the answer alone on the last line, so `paced score --verifier
@@ -70,9 +83,10 @@ SUM_WIDTH = WIDTH + 1
 ORDERS = ("lsb", "msb")
 """How numbers are written: least significant digit first (the default) or most significant
 first, the usual way (`--order msb`)."""
-PADS = ("fixed", "problem")
+PADS = ("fixed", "problem", "labelled")
 """How wide operands are written: always WIDTH digits (the default), or the problem's own digit
-count (`--pad problem`)."""
+count (`--pad problem`), or that with every digit after its column's letter (`--pad labelled`)."""
+COLUMNS = "ABCDEF"  # column letters, units first (`--pad labelled`)
 DIGITS = tuple(range(1, WIDTH + 1))
 RETAIN_BENCHMARK = "copy"
 # Held out: the pairs whose salted hash is 0 mod 4. The salt is a constant on purpose: the
@@ -114,19 +128,28 @@ def write_number(x: int, width: int = WIDTH, order: str = "lsb") -> str:
 
 
 def operand_width(a: int, b: int, pad: str = "fixed") -> int:
-    """Digits each operand is written with: WIDTH, or the problem's digit count (`pad="problem"`)."""
+    """Digits each operand is written with: WIDTH, or the problem's digit count (`problem`, `labelled`)."""
     if pad not in PADS:
         raise ValueError(f"pad {pad!r}: one of {', '.join(PADS)}")
     return WIDTH if pad == "fixed" else digits_of(a, b)
 
 
+def _written(x: int, width: int, order: str, pad: str) -> str:
+    """`x` in `width` digits; `labelled`: each digit after its column's letter (`A` the units)."""
+    digits = write_number(x, width, order)
+    if pad != "labelled":
+        return digits
+    columns = COLUMNS[:width] if order == "lsb" else COLUMNS[:width][::-1]
+    return "".join(c + d for c, d in zip(columns, digits))
+
+
 def add_prompt(a: int, b: int, order: str = "lsb", pad: str = "fixed") -> str:
     w = operand_width(a, b, pad)
-    return f"{write_number(a, w, order)}+{write_number(b, w, order)}="
+    return f"{_written(a, w, order, pad)}+{_written(b, w, order, pad)}="
 
 
 def add_answer(a: int, b: int, order: str = "lsb", pad: str = "fixed") -> str:
-    return write_number(a + b, operand_width(a, b, pad) + 1, order)
+    return _written(a + b, operand_width(a, b, pad) + 1, order, pad)
 
 
 def add_reference(a: int, b: int, order: str = "lsb", pad: str = "fixed") -> str:

@@ -260,7 +260,8 @@ def accuracy(model, tokenizer, rows: list[dict], context: str, seed: int) -> flo
     from stages.models import eos_token_ids
     from stages.verifiers import check_one
 
-    options = SamplingOptions(n=1, temperature=0.0, top_p=1.0, max_new_tokens=MAX_NEW_TOKENS)
+    longest = max(len(r["answer"]) for r in rows) + 2  # characters are tokens; --pad labelled's answers are longer
+    options = SamplingOptions(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max(MAX_NEW_TOKENS, longest))
     prompts = encode_prompts(tokenizer, rows, context=context)
     samples = generate_hf(model, tokenizer, prompts, options, eos_ids=eos_token_ids(model, tokenizer), batch_size=256, seed=seed)
     right = [

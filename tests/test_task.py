@@ -123,6 +123,27 @@ def test_pad_problem_writes_each_sum_as_wide_as_its_digits(splits, order):
         task.make_splits(seed=0, pad="wide", **SMALL)
 
 
+@pytest.mark.parametrize("order", task.ORDERS)
+def test_pad_labelled_puts_each_digit_after_its_column_letter(order):
+    """--pad labelled: --pad problem's digits, each after its column's letter (A the units)."""
+    labelled = task.make_splits(seed=0, order=order, pad="labelled", **SMALL)
+    plain = task.make_splits(seed=0, order=order, pad="problem", **SMALL)
+    for name, frame in labelled.items():
+        for row, old in zip(frame.iter_rows(named=True), plain[name].iter_rows(named=True)):
+            if row["benchmark"] == task.RETAIN_BENCHMARK:
+                assert row == old
+                continue
+            for key in ("prompt", "answer"):
+                text = row[key].rstrip("=")
+                for part, old_part in zip(text.split("+"), old[key].rstrip("=").split("+")):
+                    letters = task.COLUMNS[: len(old_part)]
+                    assert part[0::2] == (letters if order == "lsb" else letters[::-1]) and part[1::2] == old_part, row
+            assert row["reference"].rsplit("\n", 1) == [old["reference"].rsplit("\n", 1)[0], row["answer"]]
+    assert task.add_row(347, 89, "", "", "lsb", "labelled")["prompt"] == "A7B4C3+A9B8C0="
+    assert task.add_row(347, 89, "", "", "lsb", "labelled")["answer"] == "A6B3C4D0"
+    assert task.add_row(347, 89, "", "", "msb", "labelled")["answer"] == "D0C4B3A6"
+
+
 def test_window_student_cannot_see_sums_beyond_its_reach(tmp_path):
     """A 2-layer student with a 5-token window (train_tiny --student-window 5) reaches 8 tokens
     back: on a 4-digit --pad problem sum its first answer digit does not depend on the first
@@ -147,6 +168,19 @@ def test_window_student_cannot_see_sums_beyond_its_reach(tmp_path):
 
     assert torch.equal(first_digit_logits(4347, 1089), first_digit_logits(9347, 1089))  # 4 digits: out of reach
     assert not torch.allclose(first_digit_logits(347, 189), first_digit_logits(947, 189))  # 3 digits: in reach
+    # --pad labelled, lsb: the units digit of the answer is predicted from the answer's `A`, 4d + 1 tokens
+    # after the first operand's units digit; a 9-token window in 2 layers reaches 16.
+    path9 = train_tiny.tiny_model.build(tmp_path / "s9", hidden=32, layers=2, heads=2, seed=0, tokenizer=tok, sliding_window=9)
+    model9 = AutoModelForCausalLM.from_pretrained(path9, dtype=torch.float32).eval()
+
+    def units_logits(a, b):
+        ids = encode_prompts(tok, [task.add_row(a, b, "", "", "lsb", "labelled")], context="none")[0]
+        ids = ids + tok("A", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            return model9(torch.tensor([ids])).logits[0, -1]
+
+    assert torch.equal(units_logits(4341, 1089), units_logits(4349, 1089))
+    assert not torch.allclose(units_logits(341, 189), units_logits(349, 189))
     rows = [task.add_row(a, b, "", "", "msb", "problem") for a, b in ((4347, 1089), (12, 7), (99999, 1))]
     prompts = encode_prompts(tok, rows, context="none")
     options = SamplingOptions(n=1, temperature=0.0, top_p=1.0, max_new_tokens=6)
