@@ -351,7 +351,7 @@ def main() -> None:
                          "answer's first digit depends on the whole carry chain")
     ap.add_argument("--pad", choices=PADS, default="fixed",
                     help=f"fixed: operands zero-padded to {WIDTH} digits (default); problem: to the problem's own "
-                         "digit count, so harder problems are longer")
+                         "digit count, so harder problems are longer; labelled: that, each digit after its column's letter")
     args = ap.parse_args()
     for flag, v in (("--train", args.train), ("--test-per-digit", args.test_per_digit), ("--retain", args.retain)):
         if v < 1:

@@ -407,8 +407,9 @@ def main() -> None:
     size = {k: v for k, v in (("hidden", args.student_hidden), ("layers", args.student_layers),
                                 ("heads", args.student_heads), ("window", args.student_window)) if v is not None}
     for flag, v in size.items():
-        if v < (2 if flag == "window" else 1):
-            ap.error(f"--student-{flag} {v}: must be at least {2 if flag == 'window' else 1}")
+        least = 2 if flag == "window" else 1  # a window of 1 sees only the current token
+        if v < least:
+            ap.error(f"--student-{flag} {v}: must be at least {least}")
     if size:
         student = replace(student, **size)
     if student.hidden % student.heads:
