@@ -35,6 +35,16 @@ the reference's column work still runs from the units, its last line is `000436`
 answer's first digit then depends on the whole carry chain before anything is written, so
 hard problems need more sequential computation than a shallow model has in one pass.
 
+`--order answer-lsb` writes the operands the usual way round and the answer units first
+(`00347+00089=` -> `634000`; the reference's last line is that answer). Answer digit i is then
+predicted 7 + 2i tokens after the first operand's digit i (and 1 + 2i after the second's): the
+higher the digit, the further back its operands, at the same distance in every problem. A
+student whose attention sees W tokens per layer through L layers (`examples/train_tiny.py
+--student-window W`) reaches L (W - 1) tokens back, so with 2 layers and W = 6 (reach 10) it sees
+the operand digits of answer digits 0-1 and not those of 2-4: 1-2 digit sums are within its
+reach, and 3-5 digit sums out of it whatever it is taught (beyond guessing), while a teacher
+with full attention (or one that reads the reference) can solve them all.
+
 `--pad problem` pads both operands only to the problem's own digit count d (the larger
 operand's), and the answer to d + 1 digits: 347 + 89 reads `743+980=` -> `6340` (`lsb`) or
 `347+089=` -> `0436` (`msb`). Problems of more digits are then longer, and the operand digits an
@@ -80,9 +90,10 @@ import polars as pl
 
 WIDTH = 5  # operand digits, zero-padded
 SUM_WIDTH = WIDTH + 1
-ORDERS = ("lsb", "msb")
-"""How numbers are written: least significant digit first (the default) or most significant
-first, the usual way (`--order msb`)."""
+ORDERS = ("lsb", "msb", "answer-lsb")
+"""How numbers are written: least significant digit first (the default), most significant
+first, the usual way (`--order msb`), or operands the usual way and the answer units first
+(`--order answer-lsb`)."""
 PADS = ("fixed", "problem", "labelled")
 """How wide operands are written: always WIDTH digits (the default), or the problem's own digit
 count (`--pad problem`), or that with every digit after its column's letter (`--pad labelled`)."""
@@ -122,9 +133,16 @@ def big_endian(x: int, width: int = WIDTH) -> str:
 
 def write_number(x: int, width: int = WIDTH, order: str = "lsb") -> str:
     """Zero-padded to `width`, least significant digit first (`lsb`) or the usual way (`msb`)."""
+    if order not in ("lsb", "msb"):
+        raise ValueError(f"order {order!r}: lsb or msb")
+    return little_endian(x, width) if order == "lsb" else big_endian(x, width)
+
+
+def _orders(order: str) -> tuple[str, str]:
+    """(operands' order, answer's order) for a task `--order`."""
     if order not in ORDERS:
         raise ValueError(f"order {order!r}: one of {', '.join(ORDERS)}")
-    return little_endian(x, width) if order == "lsb" else big_endian(x, width)
+    return ("msb", "lsb") if order == "answer-lsb" else (order, order)
 
 
 def operand_width(a: int, b: int, pad: str = "fixed") -> int:
@@ -144,12 +162,12 @@ def _written(x: int, width: int, order: str, pad: str) -> str:
 
 
 def add_prompt(a: int, b: int, order: str = "lsb", pad: str = "fixed") -> str:
-    w = operand_width(a, b, pad)
-    return f"{_written(a, w, order, pad)}+{_written(b, w, order, pad)}="
+    w, operands = operand_width(a, b, pad), _orders(order)[0]
+    return f"{_written(a, w, operands, pad)}+{_written(b, w, operands, pad)}="
 
 
 def add_answer(a: int, b: int, order: str = "lsb", pad: str = "fixed") -> str:
-    return _written(a + b, operand_width(a, b, pad) + 1, order, pad)
+    return _written(a + b, operand_width(a, b, pad) + 1, _orders(order)[1], pad)
 
 
 def add_reference(a: int, b: int, order: str = "lsb", pad: str = "fixed") -> str:
@@ -348,7 +366,8 @@ def main() -> None:
     ap.add_argument("--retain", type=int, default=500, help="retention problems (copy a string)")
     ap.add_argument("--order", choices=ORDERS, default="lsb",
                     help="lsb: numbers least significant digit first (default); msb: the usual way, so the "
-                         "answer's first digit depends on the whole carry chain")
+                         "answer's first digit depends on the whole carry chain; answer-lsb: operands the usual "
+                         "way, the answer units first, so higher answer digits need operand digits further back")
     ap.add_argument("--pad", choices=PADS, default="fixed",
                     help=f"fixed: operands zero-padded to {WIDTH} digits (default); problem: to the problem's own "
                          "digit count, so harder problems are longer; labelled: that, each digit after its column's letter")

@@ -93,7 +93,7 @@ def test_msb_order_writes_the_same_problems_the_usual_way_round(splits):
         task.make_splits(seed=0, order="middle", **SMALL)
 
 
-@pytest.mark.parametrize("order", task.ORDERS)
+@pytest.mark.parametrize("order", ("lsb", "msb"))
 def test_pad_problem_writes_each_sum_as_wide_as_its_digits(splits, order):
     """--pad problem: the same problems, each operand zero-padded to the problem's digit count d,
     the answer to d + 1 digits (right by integer arithmetic), the reference one column per digit."""
@@ -123,7 +123,7 @@ def test_pad_problem_writes_each_sum_as_wide_as_its_digits(splits, order):
         task.make_splits(seed=0, pad="wide", **SMALL)
 
 
-@pytest.mark.parametrize("order", task.ORDERS)
+@pytest.mark.parametrize("order", ("lsb", "msb"))
 def test_pad_labelled_puts_each_digit_after_its_column_letter(order):
     """--pad labelled: --pad problem's digits, each after its column's letter (A the units)."""
     labelled = task.make_splits(seed=0, order=order, pad="labelled", **SMALL)
@@ -142,6 +142,42 @@ def test_pad_labelled_puts_each_digit_after_its_column_letter(order):
     assert task.add_row(347, 89, "", "", "lsb", "labelled")["prompt"] == "A7B4C3+A9B8C0="
     assert task.add_row(347, 89, "", "", "lsb", "labelled")["answer"] == "A6B3C4D0"
     assert task.add_row(347, 89, "", "", "msb", "labelled")["answer"] == "D0C4B3A6"
+
+
+def test_answer_lsb_writes_operands_the_usual_way_and_the_answer_units_first(splits):
+    """--order answer-lsb: the msb prompt, the lsb answer (the reference's last line), the same problems."""
+    mixed = task.make_splits(seed=0, order="answer-lsb", **SMALL)
+    msb = task.make_splits(seed=0, order="msb", **SMALL)
+    for name, frame in mixed.items():
+        for row, up, down in zip(frame.iter_rows(named=True), msb[name].iter_rows(named=True), splits[name].iter_rows(named=True)):
+            assert (row["problem_id"], row["prompt"]) == (up["problem_id"], up["prompt"])
+            assert row["answer"] == down["answer"] and row["reference"].rsplit("\n", 1)[1] == row["answer"], row
+    assert task.add_row(347, 89, "", "", "answer-lsb") == {**task.add_row(347, 89, "", "", "msb"), "answer": "634000",
+                                                           "reference": task.add_reference(347, 89) }
+    assert task.add_row(347, 89, "", "", "answer-lsb", "problem")["prompt"] == "347+089="
+
+
+def test_answer_lsb_puts_higher_answer_digits_further_from_their_operand_digits(tmp_path):
+    """In `answer-lsb`, answer digit i is predicted 7 + 2i tokens after the first operand's digit i:
+    a 2-layer student with a 7-token window (reach 12) sees it for i <= 2 and not for i = 3."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import train_tiny
+    from stages.prompts import encode_prompts
+
+    tok = train_tiny.build_tokenizer()
+    path = train_tiny.tiny_model.build(tmp_path / "s", hidden=32, layers=2, heads=2, seed=0, tokenizer=tok, sliding_window=7)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+    def digit_logits(a, b, i):  # the logits that predict answer digit i, after the right digits 0..i-1
+        row = task.add_row(a, b, "", "", "answer-lsb")
+        ids = encode_prompts(tok, [row], context="none")[0] + tok(row["answer"][:i], add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0, -1]
+
+    assert torch.equal(digit_logits(1347, 2089, 3), digit_logits(9347, 2089, 3))  # a_3, 13 back: out of reach
+    assert not torch.allclose(digit_logits(1347, 2089, 2), digit_logits(1947, 2089, 2))  # a_2, 11 back: in reach
 
 
 def test_window_student_cannot_see_sums_beyond_its_reach(tmp_path):
