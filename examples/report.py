@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stages.snr import describe_fit, fit_kernel  # noqa: E402
@@ -125,8 +126,10 @@ def student_size(work: Path, regime: str) -> str | None:
         if path.exists():
             c = json.loads(path.read_text())
             heads = c.get("num_attention_heads")
+            window = c.get("sliding_window") if c.get("use_sliding_window") else None
             return (f"{c['num_hidden_layers']}-layer, hidden-{c['hidden_size']}"
-                    + (f", {heads}-head" if heads and heads != 4 else "") + " student")
+                    + (f", {heads}-head" if heads and heads != 4 else "")
+                    + (f", {window}-token window" if window else "") + " student")
     return None
 
 
@@ -145,8 +148,12 @@ def preconditions(work: Path, cells: pl.DataFrame, steps: int) -> tuple[list[str
     teacher = work / "shared" / "eval_teacher" / "summary.parquet"
     t = pl.read_parquet(teacher).filter(~pl.col("retain")).sort("benchmark")
     worst = t["accuracy_mean"].min()
+    meta = pq.read_schema(teacher).metadata or {}
+    options = json.loads(meta.get(b"paced.provenance", b"{}")).get("options", {})
+    reads = (" reading each problem's reference solution (`--context reference`, the paper's privileged-context "
+             "teacher; the students never see it)") if options.get("context") == "reference" else ""
     lines += [
-        "**The teacher** (shared by both regimes), greedy accuracy on the test problems: "
+        f"**The teacher** (shared by both regimes){reads}, greedy accuracy on the test problems: "
         + ", ".join(f"{b} {pts(a)} %" for b, a in zip(t["benchmark"], t["accuracy_mean"])) + ". "
         + (f"Flawless (at least {pts(FLAWLESS)} % on every difficulty): **holds**." if worst >= FLAWLESS
            else f"Flawless (at least {pts(FLAWLESS)} % on every difficulty): **does not hold** (worst {pts(worst)} %)."),

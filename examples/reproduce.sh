@@ -46,6 +46,7 @@ if [ "${PACED_QUICK:-0}" = 1 ]; then
   # Tiny models (train_tiny.py --quick); answers least significant digit first, which the
   # quick students learn in a few hundred steps, so that every method has problems to train on.
   MODEL_FLAGS=${MODEL_FLAGS:-"--quick"} TEACHER_STEPS=${TEACHER_STEPS:-12} ORDER=${ORDER:-lsb}
+  TEACHER_CONTEXT=${TEACHER_CONTEXT:-reference}   # the privileged-context path, end to end
 fi
 TRAIN=${TRAIN:-6000}            # training problems (1-5 digits)
 TEST=${TEST:-500}               # held-out problems per digit count (all 25 of 1 digit)
@@ -67,6 +68,9 @@ JOBS=${JOBS:-2}                 # seed pipelines side by side
 export OMP_NUM_THREADS=${THREADS:-1}   # torch threads per pipeline
 ORDER=${ORDER:-msb}              # examples/task.py --order: msb puts the whole carry chain before the first answer digit
 PAD=${PAD:-fixed}                # examples/task.py --pad: problem writes harder sums longer
+TEACHER_CONTEXT=${TEACHER_CONTEXT:-none}   # reference: the teacher reads each problem's reference solution
+                                           # (the paper's privileged context; train it with TEACHER_FLAGS below)
+TEACHER_FLAGS=${TEACHER_FLAGS:-}           # train_tiny.py teacher options, e.g. --teacher-reference-fraction 0.5
 case $PAD in labelled) MAX_NEW=14 ;; *) MAX_NEW=8 ;; esac   # the answer (digits, letters), end of sequence, one to spare
 DATA=$WORK/data TEACHER=$WORK/teacher/teacher
 TRAIN_P=$DATA/train.parquet TEST_P=$DATA/test.parquet
@@ -89,9 +93,14 @@ say() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
 started=$(date +%s)
 
 done_dir() { [ -f "$1/_manifest.parquet" ] || [ -f "$1/summary.parquet" ]; }  # a finished job, or eval
-rollout() {  # rollout MODEL PROBLEMS OUT SAMPLES TEMPERATURE SEED
+rollout() {  # rollout MODEL PROBLEMS OUT SAMPLES TEMPERATURE SEED [CONTEXT]
   done_dir "$3" || paced rollout --problems "$2" --model "$1" --out "$3" --samples "$4" --temperature "$5" \
-    --max-new-tokens $MAX_NEW --seed "$6" --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"
+    --max-new-tokens $MAX_NEW --seed "$6" --context "${7:-none}" --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"
+}
+teacher_logits() {  # teacher_logits PROBLEMS SEQUENCES OUT [WEIGHTS]: the teacher's top-k logits on SEQUENCES
+  done_dir "$3" || OMP_NUM_THREADS=${TL_THREADS:-$OMP_NUM_THREADS} paced teacher-logits --problems "$1" --sequences "$2" \
+    --teacher "$TEACHER" --context "$TEACHER_CONTEXT" ${4:+--weights "$4"} --out "$3" --top-k 16 \
+    --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"
 }
 pass_rates() {  # pass_rates MODEL PROBLEMS DIR SEED [SCHEMES]: DIR/rollouts, DIR/scores, DIR/w_SCHEME.parquet
   mkdir -p "$3"
@@ -125,18 +134,17 @@ distill() {  # distill STUDENT START WEIGHTS OUT LOSS MAX_STEPS SEED EXPORTS [TE
 model_at() {  # model_at RUN [BUDGET]: the model a distill run (or one that had nothing to train) gives at BUDGET
   if [ -f "$1.none" ]; then cat "$1.none"; elif [ -n "${2:-}" ]; then echo "$1/step-$2"; else echo "$1"; fi
 }
-evaluate() {  # evaluate MODEL OUT: greedy, so neighbouring budgets differ by training, not by sampling
+evaluate() {  # evaluate MODEL OUT [CONTEXT]: greedy, so neighbouring budgets differ by training, not by sampling
   done_dir "$2" || paced eval --model "$1" --problems "$TEST_P" --problems "$DATA/retain.parquet" --retain copy \
-    --out "$2" --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --seed 0 --verifier exact \
+    --out "$2" --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --seed 0 --context "${3:-none}" --verifier exact \
     --batch-size 256 --part-size 4096 >/dev/null 2>>"$LOG"
 }
 
 pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method at every budget
   local regime=$1 seed=$2 S=$WORK/$1/seed$2
   mkdir -p "$S/models"
-  [ -d "$S/models/teacher" ] || cp -r "$TEACHER" "$S/models/teacher"   # same settings: train_tiny reuses it
   # shellcheck disable=SC2046
-  python examples/train_tiny.py --out "$S/models" --order $ORDER --pad $PAD --teacher-steps "$TEACHER_STEPS" --student-seed "$seed" \
+  python examples/train_tiny.py --out "$S/models" --only student --order $ORDER --pad $PAD --student-seed "$seed" \
     --threads "$OMP_NUM_THREADS" $MODEL_FLAGS $(student_flags "$regime") >/dev/null 2>>"$LOG"
   local student=$S/models/student
   pass_rates "$student" "$TRAIN_P" "$S/base" "$seed"
@@ -157,9 +165,7 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
         pass_rates "$first" "$TRAIN_P" "$two/rates" "$((seed * 100 + 50))" paced
         rollout "$first" "$TRAIN_P" "$two/onpolicy" 1 1.0 "$((seed * 100 + 51))"
         if trainable "$two/rates/w_paced.parquet"; then
-          done_dir "$two/teacher_logits" || paced teacher-logits --problems "$TRAIN_P" --sequences "$two/onpolicy" \
-            --teacher "$TEACHER" --weights "$two/rates/w_paced.parquet" --out "$two/teacher_logits" --top-k 16 \
-            --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"
+          teacher_logits "$TRAIN_P" "$two/onpolicy" "$two/teacher_logits" "$two/rates/w_paced.parquet"
         fi
         distill "$student" "$first" "$two/rates/w_paced.parquet" "$two/stage2" rkl "$half" "$seed" "" "$two/teacher_logits" ;;
       paced_re)
@@ -192,14 +198,12 @@ python examples/task.py --out "$DATA" --seed 0 --train "$TRAIN" --test-per-digit
 say "teacher (trained once, reused by every student)"
 # shellcheck disable=SC2086
 python examples/train_tiny.py --out "$WORK/teacher" --only teacher --order $ORDER --pad $PAD --teacher-steps "$TEACHER_STEPS" \
-  --threads 2 $MODEL_FLAGS >/dev/null 2>>"$LOG"
+  --threads 2 $MODEL_FLAGS $TEACHER_FLAGS >/dev/null 2>>"$LOG"
 say "the teacher's answers and logits on the training problems (shared by every method)"
 mkdir -p "$WORK/shared"
-rollout "$TEACHER" "$TRAIN_P" "$WORK/shared/teacher_rollouts" 1 0 0
-evaluate "$TEACHER" "$WORK/shared/eval_teacher"
-done_dir "$WORK/shared/teacher_logits" || OMP_NUM_THREADS=2 paced teacher-logits --problems "$TRAIN_P" \
-  --sequences "$WORK/shared/teacher_rollouts" --teacher "$TEACHER" --out "$WORK/shared/teacher_logits" --top-k 16 \
-  --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"
+rollout "$TEACHER" "$TRAIN_P" "$WORK/shared/teacher_rollouts" 1 0 0 "$TEACHER_CONTEXT"
+evaluate "$TEACHER" "$WORK/shared/eval_teacher" "$TEACHER_CONTEXT"
+TL_THREADS=2 teacher_logits "$TRAIN_P" "$WORK/shared/teacher_rollouts" "$WORK/shared/teacher_logits"
 
 # The seed pipelines, JOBS at a time (each one torch thread by default).
 failed=0 running=0
@@ -225,8 +229,7 @@ for regime in $REGIMES; do
   [ -f "$R/problems.parquet" ] || python -c "import pyarrow.parquet as pq, sys; t = pq.read_table(sys.argv[1]); pq.write_table(t.slice(0, int(sys.argv[3])), sys.argv[2])" \
     "$TRAIN_P" "$R/problems.parquet" "$SNR_PROBLEMS"
   pass_rates "$S/models/student" "$R/problems.parquet" "$R" "$seed" paced
-  done_dir "$R/teacher_logits" || paced teacher-logits --problems "$R/problems.parquet" --sequences "$R/rollouts" \
-    --teacher "$TEACHER" --out "$R/teacher_logits" --top-k 16 --batch-size 64 --part-size 2048 >/dev/null 2>>"$LOG"
+  teacher_logits "$R/problems.parquet" "$R/rollouts" "$R/teacher_logits"
   [ -f "$R/snr.parquet" ] || paced snr --student "$S/models/student" --teacher-logits "$R/teacher_logits" \
     --weights "$R/w_paced.parquet" --out "$R/snr.parquet" --plot "$WORK/snr_$regime.png" --fit >/dev/null 2>>"$LOG"
 done

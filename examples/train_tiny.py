@@ -369,6 +369,10 @@ def main() -> None:
                          f"student stops at greedy accuracy {QUICK_STUDENT_STOP} (under a minute)")
     ap.add_argument("--seed", type=int, default=0, help="initialisation and training data")
     ap.add_argument("--teacher-steps", type=int, default=None, help=f"default {TEACHER.steps}")
+    ap.add_argument("--teacher-reference-fraction", type=float, default=None,
+                    help=f"share of the teacher's examples whose prompt carries the reference (default "
+                         f"{TEACHER.reference_fraction}); a teacher used with --context reference, which reads the "
+                         "answer off it (the paper's privileged-context teacher), learns that with 0.5")
     ap.add_argument("--student-steps", type=int, default=None,
                     help=f"at most: it stops at greedy accuracy {STUDENT.stop_at} (default {STUDENT.steps})")
     ap.add_argument("--student-seed", type=int, default=None,
@@ -412,6 +416,10 @@ def main() -> None:
             ap.error(f"--student-{flag} {v}: must be at least {least}")
     if size:
         student = replace(student, **size)
+    if args.teacher_reference_fraction is not None:
+        if not 0 <= args.teacher_reference_fraction <= 1:
+            ap.error(f"--teacher-reference-fraction {args.teacher_reference_fraction}: must be from 0 to 1")
+        teacher = replace(teacher, reference_fraction=args.teacher_reference_fraction)
     if student.hidden % student.heads:
         ap.error(f"--student-hidden {student.hidden} is not a multiple of --student-heads {student.heads}")
     if args.student_stop_at is not None:

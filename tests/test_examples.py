@@ -200,6 +200,12 @@ def test_reproduce_reduced_end_to_end(tmp_path, quick_models):
         assert pl.read_parquet(tmp_path / regime / "snr" / "snr.parquet").height == 10
         assert (tmp_path / f"snr_{regime}.png").stat().st_size > 1000 and f"(snr_{regime}.png)" in report
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
+    # The reduced run's teacher reads the reference (TEACHER_CONTEXT=reference): its answers,
+    # its evaluation and its logits are made with it; the students' are not.
+    for job in ("teacher_rollouts", "teacher_logits"):
+        assert manifest_record(tmp_path / "shared" / job)["provenance"]["options"]["context"] == "reference", job
+    assert manifest_record(tmp_path / "capacity" / "seed0" / "base" / "rollouts")["provenance"]["options"]["context"] == "none"
+    assert "reading each problem's reference solution (`--context reference`" in report
 
 
 def test_report_statistics():

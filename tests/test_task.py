@@ -384,10 +384,20 @@ def test_student_size_seed_and_stop_options(quick_models, tmp_path):
     assert record["steps_run"] == 3
     teacher = json.loads((out / "teacher" / "train_config.json").read_text())
     assert teacher["settings"]["seed"] == 0
+    # --teacher-reference-fraction is the teacher's: with --only student it changes nothing.
+    r = _train(out, "--only", "student", "--teacher-reference-fraction", "0.5", "--student-hidden", "64", "--student-layers",
+               "1", "--student-heads", "1", "--student-window", "5", "--student-seed", "3", "--student-stop-at", "0",
+               "--student-steps", "3", "--threads", "1")
+    assert r.returncode == 0 and r.stderr.count("reused the finished model") == 1, r.stderr
+    r = _train(tmp_path / "privileged", "--only", "teacher", "--teacher-reference-fraction", "0.5", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    recipe = json.loads((tmp_path / "privileged" / "teacher" / "train_config.json").read_text())["settings"]["recipe"]
+    assert recipe["reference_fraction"] == 0.5
 
 
 @pytest.mark.parametrize("args", [["--student-hidden", "64", "--student-heads", "3"], ["--student-stop-at", "1.5"],
-                                  ["--student-layers", "0"], ["--student-window", "1"], ["--threads", "0"]])
+                                  ["--student-layers", "0"], ["--student-window", "1"], ["--threads", "0"],
+                                  ["--teacher-reference-fraction", "-0.1"]])
 def test_student_options_refuse_bad_values(args, tmp_path):
     r = _train(tmp_path / "models", *args)
     assert r.returncode == 2 and "error:" in r.stderr and not (tmp_path / "models").exists()
