@@ -28,6 +28,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from schemas.io import META_PROVENANCE  # noqa: E402
 from stages.snr import describe_fit, fit_kernel  # noqa: E402
 from stages.stats import t_quantile  # noqa: E402
 
@@ -149,7 +150,7 @@ def preconditions(work: Path, cells: pl.DataFrame, steps: int) -> tuple[list[str
     t = pl.read_parquet(teacher).filter(~pl.col("retain")).sort("benchmark")
     worst = t["accuracy_mean"].min()
     meta = pq.read_schema(teacher).metadata or {}
-    options = json.loads(meta.get(b"paced.provenance", b"{}")).get("options", {})
+    options = json.loads(meta.get(META_PROVENANCE, b"{}")).get("options", {})
     reads = (" reading each problem's reference solution (`--context reference`, the paper's privileged-context "
              "teacher; the students never see it)") if options.get("context") == "reference" else ""
     lines += [
