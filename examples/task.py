@@ -40,10 +40,11 @@ hard problems need more sequential computation than a shallow model has in one p
 predicted 7 + 2i tokens after the first operand's digit i (and 1 + 2i after the second's): the
 higher the digit, the further back its operands, at the same distance in every problem. A
 student whose attention sees W tokens per layer through L layers (`examples/train_tiny.py
---student-window W`) reaches L (W - 1) tokens back, so with 2 layers and W = 6 (reach 10) it sees
-the operand digits of answer digits 0-1 and not those of 2-4: 1-2 digit sums are within its
-reach, and 3-5 digit sums out of it whatever it is taught (beyond guessing), while a teacher
-with full attention (or one that reads the reference) can solve them all.
+--student-window W`) reaches L (W - 1) tokens back, so with 2 layers and W = 7 (reach 12) it sees
+the operand digits of answer digits 0-2 and not those of 3-4: 1-3 digit sums are within its
+reach (the zeros above them follow from the second operand, which it sees whole), and 4-5 digit
+sums out of it whatever it is taught (beyond guessing), while a teacher with full attention (or
+one that reads the reference) can solve them all.
 
 `--pad problem` pads both operands only to the problem's own digit count d (the larger
 operand's), and the answer to d + 1 digits: 347 + 89 reads `743+980=` -> `6340` (`lsb`) or
