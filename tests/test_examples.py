@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 
 import polars as pl
@@ -12,9 +13,19 @@ import pytest
 from tests.conftest import ROOT, manifest_record
 
 
-def run_script(name: str, work, **env) -> subprocess.CompletedProcess:
+def run_script(name: str, work, timeout: float = 900, **env) -> subprocess.CompletedProcess:
+    """Run examples/NAME in its own process group; past `timeout`, the whole group is killed (the
+    script and every paced job it started, so none is left running) and the test fails."""
     e = os.environ | {"WORK": str(work), "PACED_NO_PROGRESS": "1"} | {k: str(v) for k, v in env.items()}
-    return subprocess.run(["bash", str(ROOT / "examples" / name)], cwd=ROOT, env=e, capture_output=True, text=True, timeout=900)
+    with subprocess.Popen(["bash", str(ROOT / "examples" / name)], cwd=ROOT, env=e, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            pytest.fail(f"examples/{name} ran past {timeout} s; its process group was killed. The end of stderr:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_pipeline_script(tmp_path):
