@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Paced in miniature, as a regime map: where does weighting problems by p(1-p) help a student
-# learn from a teacher, and where does it not? On fixed-width addition (examples/task.py,
-# answers most significant digit first), one flawless 4-layer teacher, students of two sizes:
+# learn from a teacher, and where does it not? On fixed-width addition written `answer-lsb`
+# (examples/task.py: operands the usual way round, the answer units first, so answer digit i is
+# predicted 7 + 2i tokens after the first operand's digit i), one 4-layer teacher that reads each
+# problem's reference solution (the paper's privileged context: flawless with it), and 2-layer
+# students that do not, whose attention sees 7 tokens per layer (reach 12 tokens back): the
+# operand digits of answer digits 0-2 are in sight, those of answer digits 3-4 are not, so 1-3
+# digit sums are within a student's reach and 4-5 digit sums are not, whatever it is taught.
+# Each student stops pretraining at 30 % greedy accuracy, so its pass rates spread. Two regimes,
+# the same students and teacher, differing only in which problems they train and are tested on:
 #
-#   capacity   a 1-layer, hidden-64 student (the paper's premise: with the longest budget, uniform
-#              distillation still leaves the hardest problems out of its reach)
-#   learnable  a 2-layer student (the quickstart's size: every difficulty is learnable)
+#   capacity   1-5 digits: the paper's premise, a large share of the problems out of reach
+#   learnable  1-REACH digits (3): every problem within reach, a problem at p = 0 is one the
+#              student has not learned yet
 #
 # Per regime and seed (each seed its own student pretraining seed, data order and rollouts):
 #   the student's pass rates (K samples at temperature 1) on the training problems and on the
@@ -43,48 +50,55 @@ if [ "${PACED_QUICK:-0}" = 1 ]; then
   TRAIN=${TRAIN:-240} TEST=${TEST:-8} RETAIN=${RETAIN:-12} K=${K:-4} STEPS=${STEPS:-8} BUDGETS=${BUDGETS:-4}
   ROUNDS=${ROUNDS:-2} BATCH=${BATCH:-16} SNR_PROBLEMS=${SNR_PROBLEMS:-40}
   SEEDS_CAPACITY=${SEEDS_CAPACITY:-"0 1"} SEEDS_LEARNABLE=${SEEDS_LEARNABLE:-"0"}
+  JOBS=${JOBS:-3}   # every pipeline at once: they are short, and the last would run alone on one core
   # Tiny models (train_tiny.py --quick); answers least significant digit first, which the
   # quick students learn in a few hundred steps, so that every method has problems to train on.
   MODEL_FLAGS=${MODEL_FLAGS:-"--quick"} TEACHER_STEPS=${TEACHER_STEPS:-12} ORDER=${ORDER:-lsb}
-  TEACHER_CONTEXT=${TEACHER_CONTEXT:-reference}   # the privileged-context path, end to end
+  TEACHER_FLAGS=${TEACHER_FLAGS-}   # empty: the quick teacher's recipe as it is
+  STUDENT_FLAGS=${STUDENT_FLAGS-}   # the quick student as it is (a window is tested in tests/test_task.py)
 fi
 TRAIN=${TRAIN:-6000}            # training problems (1-5 digits)
 TEST=${TEST:-500}               # held-out problems per digit count (all 25 of 1 digit)
 RETAIN=${RETAIN:-200}           # retention skill (copying) problems
 K=${K:-8}                       # samples per problem for pass rates
-STEPS=${STEPS:-2000}            # distillation steps: the longest budget
-BUDGETS=${BUDGETS:-"500,1000"}  # shorter budgets, exported from the same runs
+STEPS=${STEPS:-1000}            # distillation steps: the longest budget
+BUDGETS=${BUDGETS:-"250,500"}   # shorter budgets, exported from the same runs
 ROUNDS=${ROUNDS:-4}             # paced_re: pass rates re-estimated every STEPS/ROUNDS steps
 BATCH=${BATCH:-32}
 LR=${LR:-5e-4}
 WARMUP=${WARMUP:-50}
 SEEDS_CAPACITY=${SEEDS_CAPACITY:-"0 1 2 3 4 5"}
-SEEDS_LEARNABLE=${SEEDS_LEARNABLE:-"0 1 2"}
+SEEDS_LEARNABLE=${SEEDS_LEARNABLE:-"0 1"}
 METHODS=${METHODS:-"uniform hard akl paced paced_post paced_2s paced_re"}
 SNR_PROBLEMS=${SNR_PROBLEMS:-1000}
 TEACHER_STEPS=${TEACHER_STEPS:-1000}
 MODEL_FLAGS=${MODEL_FLAGS:-}
 JOBS=${JOBS:-2}                 # seed pipelines side by side
 export OMP_NUM_THREADS=${THREADS:-1}   # torch threads per pipeline
-ORDER=${ORDER:-msb}              # examples/task.py --order: msb puts the whole carry chain before the first answer digit
+ORDER=${ORDER:-answer-lsb}       # examples/task.py --order (the windows above assume answer-lsb)
 PAD=${PAD:-fixed}                # examples/task.py --pad: problem writes harder sums longer
-TEACHER_CONTEXT=${TEACHER_CONTEXT:-none}   # reference: the teacher reads each problem's reference solution
-                                           # (the paper's privileged context; train it with TEACHER_FLAGS below)
-TEACHER_FLAGS=${TEACHER_FLAGS:-}           # train_tiny.py teacher options, e.g. --teacher-reference-fraction 0.5
+TEACHER_CONTEXT=${TEACHER_CONTEXT:-reference}   # the teacher reads each problem's reference solution
+                                                # (the paper's privileged context); none: it does not
+TEACHER_FLAGS=${TEACHER_FLAGS-"--teacher-reference-fraction 0.5"}   # train_tiny.py teacher options
 case $PAD in labelled) MAX_NEW=14 ;; *) MAX_NEW=8 ;; esac   # the answer (digits, letters), end of sequence, one to spare
 DATA=$WORK/data TEACHER=$WORK/teacher/teacher
 TRAIN_P=$DATA/train.parquet TEST_P=$DATA/test.parquet
+REGIME_TEST=$TEST_P REGIME_LOGITS=$WORK/shared/teacher_logits   # set per regime by pipeline()
 if [ $((STEPS % ROUNDS)) != 0 ]; then echo "reproduce.sh: STEPS=$STEPS is not a multiple of ROUNDS=$ROUNDS" >&2; exit 2; fi
 case " $METHODS " in *" paced_2s "*)
   case ",$BUDGETS," in *",$((STEPS / 2)),"*) ;; *) echo "reproduce.sh: paced_2s starts from paced's export at STEPS/2 = $((STEPS / 2)): add it to BUDGETS=$BUDGETS" >&2; exit 2 ;; esac
   case " $METHODS " in *" paced "*) ;; *) echo "reproduce.sh: paced_2s needs paced in METHODS (its first stage)" >&2; exit 2 ;; esac ;;
 esac
 ROUND=$((STEPS / ROUNDS))
-REGIMES=${REGIMES:-"learnable capacity"}   # started in this order: the longest pipelines first
-CAPACITY_STUDENT=${CAPACITY_STUDENT:-"--student-layers 1 --student-hidden 64"}   # train_tiny.py student options
-LEARNABLE_STUDENT=${LEARNABLE_STUDENT:-}
-student_flags() { case $1 in capacity) echo "$CAPACITY_STUDENT" ;; learnable) echo "$LEARNABLE_STUDENT" ;; esac; }
+REGIMES=${REGIMES:-"capacity learnable"}   # started in this order: the longest pipelines first
+# train_tiny.py student options (2 layers, hidden 128 by default); one student per seed, shared by the regimes
+STUDENT_FLAGS=${STUDENT_FLAGS-"--student-window 7 --student-stop-at 0.3 --student-steps 2500"}
+REACH=${REACH:-3}               # learnable: problems of 1-REACH digits only (training and test)
 seeds_of() { case $1 in capacity) echo "$SEEDS_CAPACITY" ;; learnable) echo "$SEEDS_LEARNABLE" ;; esac; }
+# Each regime's problems and the teacher's logits on them.
+train_of() { case $1 in capacity) echo "$TRAIN_P" ;; learnable) echo "$DATA/reach$REACH/train.parquet" ;; esac; }
+test_of() { case $1 in capacity) echo "$TEST_P" ;; learnable) echo "$DATA/reach$REACH/test.parquet" ;; esac; }
+logits_of() { case $1 in capacity) echo "$WORK/shared/teacher_logits" ;; learnable) echo "$WORK/shared/reach${REACH}_teacher_logits" ;; esac; }
 mkdir -p "$WORK"
 LOG=$WORK/reproduce.log
 set -E
@@ -120,7 +134,7 @@ trainable() {  # trainable WEIGHTS: whether any problem has weight > 0
   python -c "import polars as pl, sys; sys.exit(0 if pl.read_parquet(sys.argv[1])['weight'].gt(0).any() else 1)" "$1"
 }
 distill() {  # distill STUDENT START WEIGHTS OUT LOSS MAX_STEPS SEED EXPORTS [TEACHER_LOGITS]: START is STUDENT or an earlier run (--init)
-  local student=$1 start=$2 w=$3 out=$4 loss=$5 steps=$6 seed=$7 exports=$8 logits=${9:-$WORK/shared/teacher_logits}
+  local student=$1 start=$2 w=$3 out=$4 loss=$5 steps=$6 seed=$7 exports=$8 logits=${9:-$REGIME_LOGITS}
   { done_dir "$out" || [ -f "$out.none" ]; } && return 0
   # No problem to train on (a hard filter without a frontier; every problem solved, or none):
   # the run would leave START unchanged, and every budget of it evaluates START.
@@ -135,20 +149,25 @@ model_at() {  # model_at RUN [BUDGET]: the model a distill run (or one that had 
   if [ -f "$1.none" ]; then cat "$1.none"; elif [ -n "${2:-}" ]; then echo "$1/step-$2"; else echo "$1"; fi
 }
 evaluate() {  # evaluate MODEL OUT [CONTEXT]: greedy, so neighbouring budgets differ by training, not by sampling
-  done_dir "$2" || paced eval --model "$1" --problems "$TEST_P" --problems "$DATA/retain.parquet" --retain copy \
+  done_dir "$2" || paced eval --model "$1" --problems "$REGIME_TEST" --problems "$DATA/retain.parquet" --retain copy \
     --out "$2" --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --seed 0 --context "${3:-none}" --verifier exact \
     --batch-size 256 --part-size 4096 >/dev/null 2>>"$LOG"
 }
 
 pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method at every budget
-  local regime=$1 seed=$2 S=$WORK/$1/seed$2
-  mkdir -p "$S/models"
-  # shellcheck disable=SC2046
-  python examples/train_tiny.py --out "$S/models" --only student --order $ORDER --pad $PAD --student-seed "$seed" \
-    --threads "$OMP_NUM_THREADS" $MODEL_FLAGS $(student_flags "$regime") >/dev/null 2>>"$LOG"
-  local student=$S/models/student
-  pass_rates "$student" "$TRAIN_P" "$S/base" "$seed"
-  pass_rates "$student" "$TEST_P" "$S/test_rates" "$seed" uniform   # groups the test problems by the base student's p
+  local regime=$1 seed=$2 S=$WORK/$1/seed$2 M=$WORK/students/seed$2
+  # What distill and evaluate read (bash locals are seen by the functions this one calls).
+  local train REGIME_TEST REGIME_LOGITS
+  train=$(train_of "$regime") REGIME_TEST=$(test_of "$regime") REGIME_LOGITS=$(logits_of "$regime")
+  mkdir -p "$S" "$M"
+  # The seed's student, shared by the regimes: trained by whichever pipeline gets there first.
+  # shellcheck disable=SC2086
+  flock "$M/.lock" python examples/train_tiny.py --out "$M" --only student --order $ORDER --pad $PAD --student-seed "$seed" \
+    --threads "$OMP_NUM_THREADS" $MODEL_FLAGS $STUDENT_FLAGS >/dev/null 2>>"$LOG"
+  ln -sfn "../../students/seed$seed" "$S/models"
+  local student=$M/student
+  pass_rates "$student" "$train" "$S/base" "$seed"
+  pass_rates "$student" "$REGIME_TEST" "$S/test_rates" "$seed" uniform   # groups the test problems by the base student's p
   evaluate "$student" "$S/eval_base"
   local m
   for m in $METHODS; do
@@ -162,17 +181,17 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
         local half=$((STEPS / 2)) first two=$S/paced_2s
         first=$(model_at "$S/paced" "$half")
         mkdir -p "$two"
-        pass_rates "$first" "$TRAIN_P" "$two/rates" "$((seed * 100 + 50))" paced
-        rollout "$first" "$TRAIN_P" "$two/onpolicy" 1 1.0 "$((seed * 100 + 51))"
+        pass_rates "$first" "$train" "$two/rates" "$((seed * 100 + 50))" paced
+        rollout "$first" "$train" "$two/onpolicy" 1 1.0 "$((seed * 100 + 51))"
         if trainable "$two/rates/w_paced.parquet"; then
-          teacher_logits "$TRAIN_P" "$two/onpolicy" "$two/teacher_logits" "$two/rates/w_paced.parquet"
+          teacher_logits "$train" "$two/onpolicy" "$two/teacher_logits" "$two/rates/w_paced.parquet"
         fi
         distill "$student" "$first" "$two/rates/w_paced.parquet" "$two/stage2" rkl "$half" "$seed" "" "$two/teacher_logits" ;;
       paced_re)
         local r=1 model=$student rates=$S/base
         mkdir -p "$S/paced_re"
         while [ $r -le $ROUNDS ]; do
-          if [ $r -gt 1 ]; then rates=$S/paced_re/rates$r; pass_rates "$model" "$TRAIN_P" "$rates" "$((seed * 100 + r))" paced; fi
+          if [ $r -gt 1 ]; then rates=$S/paced_re/rates$r; pass_rates "$model" "$train" "$rates" "$((seed * 100 + r))" paced; fi
           distill "$student" "$model" "$rates/w_paced.parquet" "$S/paced_re/round$r" fkl "$ROUND" "$((seed * 100 + r))" ""
           model=$(model_at "$S/paced_re/round$r") r=$((r + 1))
         done ;;
@@ -195,6 +214,11 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
 }
 
 python examples/task.py --out "$DATA" --seed 0 --train "$TRAIN" --test-per-digit "$TEST" --retain "$RETAIN" --order $ORDER --pad $PAD >/dev/null
+mkdir -p "$DATA/reach$REACH"
+for split in train test; do   # the learnable regime's problems: those of 1-REACH digits
+  [ -f "$DATA/reach$REACH/$split.parquet" ] || python -c "import polars as pl, sys; pl.read_parquet(sys.argv[1]).filter(pl.col('digits') <= int(sys.argv[3])).write_parquet(sys.argv[2])" \
+    "$DATA/$split.parquet" "$DATA/reach$REACH/$split.parquet" "$REACH"
+done
 say "teacher (trained once, reused by every student)"
 # shellcheck disable=SC2086
 python examples/train_tiny.py --out "$WORK/teacher" --only teacher --order $ORDER --pad $PAD --teacher-steps "$TEACHER_STEPS" \
@@ -204,6 +228,10 @@ mkdir -p "$WORK/shared"
 rollout "$TEACHER" "$TRAIN_P" "$WORK/shared/teacher_rollouts" 1 0 0 "$TEACHER_CONTEXT"
 evaluate "$TEACHER" "$WORK/shared/eval_teacher" "$TEACHER_CONTEXT"
 TL_THREADS=2 teacher_logits "$TRAIN_P" "$WORK/shared/teacher_rollouts" "$WORK/shared/teacher_logits"
+case " $REGIMES " in *" learnable "*)   # the same, on the learnable regime's problems
+  rollout "$TEACHER" "$(train_of learnable)" "$WORK/shared/reach${REACH}_teacher_rollouts" 1 0 0 "$TEACHER_CONTEXT"
+  TL_THREADS=2 teacher_logits "$(train_of learnable)" "$WORK/shared/reach${REACH}_teacher_rollouts" "$(logits_of learnable)" ;;
+esac
 
 # The seed pipelines, JOBS at a time (each one torch thread by default).
 failed=0 running=0
@@ -227,7 +255,7 @@ for regime in $REGIMES; do
   S=$WORK/$regime/seed$seed R=$WORK/$regime/snr
   mkdir -p "$R"
   [ -f "$R/problems.parquet" ] || python -c "import pyarrow.parquet as pq, sys; t = pq.read_table(sys.argv[1]); pq.write_table(t.slice(0, int(sys.argv[3])), sys.argv[2])" \
-    "$TRAIN_P" "$R/problems.parquet" "$SNR_PROBLEMS"
+    "$(train_of "$regime")" "$R/problems.parquet" "$SNR_PROBLEMS"
   pass_rates "$S/models/student" "$R/problems.parquet" "$R" "$seed" paced
   teacher_logits "$R/problems.parquet" "$R/rollouts" "$R/teacher_logits"
   [ -f "$R/snr.parquet" ] || paced snr --student "$S/models/student" --teacher-logits "$R/teacher_logits" \

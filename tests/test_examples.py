@@ -160,9 +160,9 @@ def test_reproduce_reduced_end_to_end(tmp_path, quick_models):
     comparison named first, the preconditions, and cells that agree with the evaluations."""
     import shutil
 
-    for regime_dir, name in [("teacher", "teacher"), ("learnable/seed0/models", "student")]:
-        shutil.copytree(quick_models[0] / name, tmp_path / regime_dir / name)  # the same settings: reused
-    r = run_script("reproduce.sh", tmp_path, PACED_QUICK=1)
+    for where, name in [("teacher", "teacher"), ("students/seed0", "student")]:
+        shutil.copytree(quick_models[0] / name, tmp_path / where / name)  # the same settings: reused
+    r = run_script("reproduce.sh", tmp_path, timeout=1800, PACED_QUICK=1)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == str(tmp_path / "report.md")
     report = (tmp_path / "report.md").read_text()
@@ -217,6 +217,16 @@ def test_reproduce_reduced_end_to_end(tmp_path, quick_models):
         assert manifest_record(tmp_path / "shared" / job)["provenance"]["options"]["context"] == "reference", job
     assert manifest_record(tmp_path / "capacity" / "seed0" / "base" / "rollouts")["provenance"]["options"]["context"] == "none"
     assert "reading each problem's reference solution (`--context reference`" in report
+    # One student per seed, shared by the regimes; the learnable regime trains and is tested on
+    # the problems of 1-3 digits only, with the teacher's logits on those.
+    for regime in ("capacity", "learnable"):
+        assert (tmp_path / regime / "seed0" / "models").resolve() == (tmp_path / "students" / "seed0").resolve()
+    learn = tmp_path / "learnable" / "seed0"
+    for path in (learn / "base" / "w_paced.parquet", learn / "test_rates" / "w_uniform.parquet"):
+        digits = pl.read_parquet(path)["problem_id"].str.extract(r"-(\d)d-").cast(int)
+        assert digits.max() == 3 and digits.min() == 1, path
+    assert manifest_record(learn / "uniform")["provenance"]["options"]["teacher_logits"].endswith("reach3_teacher_logits")
+    assert "problems of 1-3 digits" in report and "problems of 1-5 digits" in report
 
 
 def test_report_statistics():
