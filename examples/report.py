@@ -134,6 +134,12 @@ def student_size(work: Path, regime: str) -> str | None:
     return None
 
 
+def pretrained(model: Path) -> dict | None:
+    """examples/train_tiny.py's record of a model (steps run, seconds), None for another model."""
+    path = model / "train_config.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def digit_range(work: Path, regime: str) -> str | None:
     """'problems of LO-HI digits': what the regime's first seed trained on."""
     for seed in seeds_of(work, regime):
@@ -161,9 +167,11 @@ def preconditions(work: Path, cells: pl.DataFrame, steps: int) -> tuple[list[str
     options = json.loads(meta.get(META_PROVENANCE, b"{}")).get("options", {})
     reads = (" reading each problem's reference solution (`--context reference`, the paper's privileged-context "
              "teacher; the students never see it)") if options.get("context") == "reference" else ""
+    record = pretrained(work / "teacher" / "teacher")
+    trained = f" It pretrained for {record['steps_run']:,} steps ({record['train_seconds']:.0f} s)." if record else ""
     lines += [
         f"**The teacher** (shared by both regimes){reads}, greedy accuracy on the test problems: "
-        + ", ".join(f"{b} {pts(a)} %" for b, a in zip(t["benchmark"], t["accuracy_mean"])) + ". "
+        + ", ".join(f"{b} {pts(a)} %" for b, a in zip(t["benchmark"], t["accuracy_mean"])) + "." + trained + " "
         + (f"Flawless (at least {pts(FLAWLESS)} % on every difficulty): **holds**." if worst >= FLAWLESS
            else f"Flawless (at least {pts(FLAWLESS)} % on every difficulty): **does not hold** (worst {pts(worst)} %)."),
         "",
@@ -180,7 +188,8 @@ def preconditions(work: Path, cells: pl.DataFrame, steps: int) -> tuple[list[str
             h = r.filter(pl.col("digits") == hardest)
             reach = value(cells, f"d{hardest}", regime=regime, method="uniform", budget=steps, seed=s)
             base_h = value(cells, f"d{hardest}", regime=regime, method="base", budget=0, seed=s)
-            rows.append({"seed": s, "zero": share(r, "p = 0"), "frontier": share(r, "0 < p < 1"), "one": share(r, "p = 1"),
+            student = pretrained(work / regime / f"seed{s}" / "models" / "student")
+            rows.append({"seed": s, "steps": student["steps_run"] if student else None, "zero": share(r, "p = 0"), "frontier": share(r, "0 < p < 1"), "one": share(r, "p = 1"),
                          "h_zero": share(h, "p = 0"), "h_frontier": share(h, "0 < p < 1"),
                          "base_h": base_h[0] if base_h else None, "reach": reach[0] if reach else None,
                          "hardest": hardest})
@@ -188,11 +197,11 @@ def preconditions(work: Path, cells: pl.DataFrame, steps: int) -> tuple[list[str
         lines += [f"**{label}** ({len(seeds)} seeds). Training problems by the base student's pass rate (K samples at "
                   f"temperature 1), and the hardest difficulty ({hardest} digits) before and after uniform distillation "
                   f"for {steps} steps (greedy, test):", "",
-                  "| seed | p = 0 | 0 < p < 1 | p = 1 | " + f"{hardest}d: p = 0 | {hardest}d: 0 < p < 1 | "
-                  f"{hardest}d base | {hardest}d uniform at {steps} |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| seed | student's pretraining steps | p = 0 | 0 < p < 1 | p = 1 | "
+                  f"{hardest}d: p = 0 | {hardest}d: 0 < p < 1 | {hardest}d base | {hardest}d uniform at {steps} |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for x in rows:
-            lines.append(f"| {x['seed']} | {pts(x['zero'])} | {pts(x['frontier'])} | {pts(x['one'])} | {pts(x['h_zero'])} | "
+            lines.append(f"| {x['seed']} | {'-' if x['steps'] is None else format(x['steps'], ',')} | {pts(x['zero'])} | {pts(x['frontier'])} | {pts(x['one'])} | {pts(x['h_zero'])} | "
                          f"{pts(x['h_frontier'])} | {pts(x['base_h'])} | {pts(x['reach'])} |")
         zero = statistics.fmean(x["zero"] for x in rows)
         frontier = statistics.fmean(x["frontier"] for x in rows)
@@ -252,8 +261,9 @@ def map_section(cells: pl.DataFrame, res: pl.DataFrame, steps: int) -> list[str]
         r = cells.filter(pl.col("regime") == regime)
         if r.is_empty():
             continue
-        digits = sorted(int(c[1:]) for c in r.columns if re.fullmatch(r"d\d+", c))
-        groups = [g for g in ("p = 0", "0 < p < 1", "p = 1") if g in r.columns]
+        # The columns this regime has values in (the cells of every regime share one table).
+        digits = sorted(int(c[1:]) for c in r.columns if re.fullmatch(r"d\d+", c) and r[c].is_not_null().any())
+        groups = [g for g in ("p = 0", "0 < p < 1", "p = 1") if g in r.columns and r[g].is_not_null().any()]
         lines += [f"### {label}", "",
                   "| budget | method | headline | − uniform, 95 % interval | MDE | "
                   + " | ".join(f"{d}d" for d in digits) + " | " + " | ".join(groups) + " | retain |",

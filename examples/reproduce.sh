@@ -68,7 +68,7 @@ BATCH=${BATCH:-32}
 LR=${LR:-5e-4}
 WARMUP=${WARMUP:-50}
 SEEDS_CAPACITY=${SEEDS_CAPACITY:-"0 1 2 3 4 5"}
-SEEDS_LEARNABLE=${SEEDS_LEARNABLE:-"0 1"}
+SEEDS_LEARNABLE=${SEEDS_LEARNABLE:-"0 1 2 3 4 5"}
 METHODS=${METHODS:-"uniform hard akl paced paced_post paced_2s paced_re"}
 SNR_PROBLEMS=${SNR_PROBLEMS:-1000}
 TEACHER_STEPS=${TEACHER_STEPS:-1000}
@@ -79,7 +79,9 @@ ORDER=${ORDER:-answer-lsb}       # examples/task.py --order (the windows above a
 PAD=${PAD:-fixed}                # examples/task.py --pad: problem writes harder sums longer
 TEACHER_CONTEXT=${TEACHER_CONTEXT:-reference}   # the teacher reads each problem's reference solution
                                                 # (the paper's privileged context); none: it does not
-TEACHER_FLAGS=${TEACHER_FLAGS-"--teacher-reference-fraction 0.5"}   # train_tiny.py teacher options
+# train_tiny.py teacher options: half its examples read the reference, and it trains until it reads
+# it without a mistake on 200 fresh problems (at most TEACHER_STEPS steps)
+TEACHER_FLAGS=${TEACHER_FLAGS-"--teacher-reference-fraction 0.5 --teacher-stop-at 1"}
 case $PAD in labelled) MAX_NEW=14 ;; *) MAX_NEW=8 ;; esac   # the answer (digits, letters), end of sequence, one to spare
 DATA=$WORK/data TEACHER=$WORK/teacher/teacher
 TRAIN_P=$DATA/train.parquet TEST_P=$DATA/test.parquet
@@ -92,12 +94,14 @@ esac
 ROUND=$((STEPS / ROUNDS))
 REGIMES=${REGIMES:-"capacity learnable"}   # started in this order: the longest pipelines first
 # train_tiny.py student options (2 layers, hidden 128 by default); one student per seed, shared by the regimes
-STUDENT_FLAGS=${STUDENT_FLAGS-"--student-window 7 --student-stop-at 0.3 --student-steps 2500"}
+# (no reference in its prompts: a student never reads one, and a reference prompt is 188 tokens)
+STUDENT_FLAGS=${STUDENT_FLAGS-"--student-window 7 --student-stop-at 0.3 --student-steps 2500 --student-reference-fraction 0"}
 REACH=${REACH:-3}               # learnable: problems of 1-REACH digits only (training and test)
 seeds_of() { case $1 in capacity) echo "$SEEDS_CAPACITY" ;; learnable) echo "$SEEDS_LEARNABLE" ;; esac; }
 # Each regime's problems and the teacher's logits on them.
 train_of() { case $1 in capacity) echo "$TRAIN_P" ;; learnable) echo "$DATA/reach$REACH/train.parquet" ;; esac; }
 test_of() { case $1 in capacity) echo "$TEST_P" ;; learnable) echo "$DATA/reach$REACH/test.parquet" ;; esac; }
+rollouts_of() { case $1 in capacity) echo "$WORK/shared/teacher_rollouts" ;; learnable) echo "$WORK/shared/reach${REACH}_teacher_rollouts" ;; esac; }
 logits_of() { case $1 in capacity) echo "$WORK/shared/teacher_logits" ;; learnable) echo "$WORK/shared/reach${REACH}_teacher_logits" ;; esac; }
 mkdir -p "$WORK"
 LOG=$WORK/reproduce.log
@@ -149,17 +153,27 @@ model_at() {  # model_at RUN [BUDGET]: the model a distill run (or one that had 
   if [ -f "$1.none" ]; then cat "$1.none"; elif [ -n "${2:-}" ]; then echo "$1/step-$2"; else echo "$1"; fi
 }
 evaluate() {  # evaluate MODEL OUT [CONTEXT]: greedy, so neighbouring budgets differ by training, not by sampling
-  done_dir "$2" || paced eval --model "$1" --problems "$REGIME_TEST" --problems "$DATA/retain.parquet" --retain copy \
-    --out "$2" --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --seed 0 --context "${3:-none}" --verifier exact \
-    --batch-size 256 --part-size 4096 >/dev/null 2>>"$LOG"
+  done_dir "$2" && return 0
+  local cmd=(eval --model "$1" --problems "$REGIME_TEST" --problems "$DATA/retain.parquet" --retain copy
+    --out "$2" --samples 1 --temperature 0 --max-new-tokens "$MAX_NEW" --seed 0 --context "${3:-none}" --verifier exact
+    --batch-size 256 --part-size 4096)
+  # Inside a pipeline, queued in $EVALS and run by run_evals in one process (examples/paced_many.py):
+  # starting paced costs more than evaluating a tiny model.
+  if [ -n "${EVALS:-}" ]; then printf '%q ' "${cmd[@]}" >> "$EVALS"; echo >> "$EVALS"
+  else paced "${cmd[@]}" >/dev/null 2>>"$LOG"; fi
+}
+run_evals() {  # run_evals: the evaluations queued in $EVALS
+  [ -s "$EVALS" ] && python examples/paced_many.py "$EVALS" >/dev/null 2>>"$LOG"
+  rm -f "$EVALS"
 }
 
 pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method at every budget
   local regime=$1 seed=$2 S=$WORK/$1/seed$2 M=$WORK/students/seed$2
   # What distill and evaluate read (bash locals are seen by the functions this one calls).
-  local train REGIME_TEST REGIME_LOGITS
+  local train REGIME_TEST REGIME_LOGITS EVALS=$S/evals.txt
   train=$(train_of "$regime") REGIME_TEST=$(test_of "$regime") REGIME_LOGITS=$(logits_of "$regime")
   mkdir -p "$S" "$M"
+  rm -f "$EVALS"   # a queue an interrupted run left: what it held is queued again below unless done
   # The seed's student, shared by the regimes: trained by whichever pipeline gets there first.
   # shellcheck disable=SC2086
   flock "$M/.lock" python examples/train_tiny.py --out "$M" --only student --order $ORDER --pad $PAD --student-seed "$seed" \
@@ -210,6 +224,7 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
       else evaluate "$(model_at "$S/$m" "$b")" "$S/eval_${m}_$b"; fi
     done
   done
+  run_evals
   touch "$S/.done"
 }
 
@@ -223,15 +238,13 @@ say "teacher (trained once, reused by every student)"
 # shellcheck disable=SC2086
 python examples/train_tiny.py --out "$WORK/teacher" --only teacher --order $ORDER --pad $PAD --teacher-steps "$TEACHER_STEPS" \
   --threads 2 $MODEL_FLAGS $TEACHER_FLAGS >/dev/null 2>>"$LOG"
-say "the teacher's answers and logits on the training problems (shared by every method)"
+say "the teacher's answers and logits on each regime's training problems (shared by every method)"
 mkdir -p "$WORK/shared"
-rollout "$TEACHER" "$TRAIN_P" "$WORK/shared/teacher_rollouts" 1 0 0 "$TEACHER_CONTEXT"
 evaluate "$TEACHER" "$WORK/shared/eval_teacher" "$TEACHER_CONTEXT"
-TL_THREADS=2 teacher_logits "$TRAIN_P" "$WORK/shared/teacher_rollouts" "$WORK/shared/teacher_logits"
-case " $REGIMES " in *" learnable "*)   # the same, on the learnable regime's problems
-  rollout "$TEACHER" "$(train_of learnable)" "$WORK/shared/reach${REACH}_teacher_rollouts" 1 0 0 "$TEACHER_CONTEXT"
-  TL_THREADS=2 teacher_logits "$(train_of learnable)" "$WORK/shared/reach${REACH}_teacher_rollouts" "$(logits_of learnable)" ;;
-esac
+for regime in $REGIMES; do
+  rollout "$TEACHER" "$(train_of "$regime")" "$(rollouts_of "$regime")" 1 0 0 "$TEACHER_CONTEXT"
+  TL_THREADS=2 teacher_logits "$(train_of "$regime")" "$(rollouts_of "$regime")" "$(logits_of "$regime")"
+done
 
 # The seed pipelines, JOBS at a time (each one torch thread by default).
 failed=0 running=0

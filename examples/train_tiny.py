@@ -100,6 +100,9 @@ class Recipe:
     stop_at: float | None = None
     """Stop once greedy accuracy on fresh training problems (1-5 digits equally, checked every
     CHECK_EVERY steps) reaches this; None trains all `steps`."""
+    stop_context: str = "none"
+    """The prompts `stop_at` is checked on: `none`, or `reference` (the teacher that reads the
+    reference stops once it reads it well enough)."""
     max_positions: int = 512
     """Context length: the reference prompt is 188 tokens, the response 7."""
     window: int | None = None
@@ -237,12 +240,13 @@ def train(model, tokenizer, recipe: Recipe, seed: int, name: str, order: str = "
                 console.print(f"{name} step {done}/{recipe.steps}  loss {total:.4f}  {time.monotonic() - start:.0f} s")
             if recipe.stop_at is not None and done > recipe.reading_steps and done % CHECK_EVERY == 0:
                 model.eval()
-                reached = accuracy(model, tokenizer, check_rows, "none", seed)
+                reached = accuracy(model, tokenizer, check_rows, recipe.stop_context, seed)
                 model.train()
                 if reached >= recipe.stop_at:
+                    with_ref = " with the reference" if recipe.stop_context == "reference" else ""
                     console.print(
                         f"{name}: stopped at step {done}: greedy accuracy {reached:.0%} on fresh training "
-                        f"problems reached stop_at {recipe.stop_at:.0%}"
+                        f"problems{with_ref} reached stop_at {recipe.stop_at:.0%}"
                     )
                     break
     model.eval()
@@ -300,8 +304,9 @@ def settings(recipe: Recipe, seed: int, tokenizer, order: str = "lsb", pad: str 
     rendered = [encode_prompts(tokenizer, probe, context=c) for c in ("none", "reference")]
     record = {
         "recipe_version": RECIPE_VERSION,
-        # Full attention is left out, so models cached before `window` existed are still reused.
-        "recipe": {k: v for k, v in asdict(recipe).items() if k != "window" or v is not None},
+        # Defaults of fields added later are left out, so models cached before them are still reused.
+        "recipe": {k: v for k, v in asdict(recipe).items()
+                   if not (k == "window" and v is None or k == "stop_context" and v == "none")},
         "seed": seed,
         "vocab_sha256": hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest(),
         "prompt_sha256": hashlib.sha256(json.dumps(rendered).encode()).hexdigest(),
@@ -373,6 +378,14 @@ def main() -> None:
                     help=f"share of the teacher's examples whose prompt carries the reference (default "
                          f"{TEACHER.reference_fraction}); a teacher used with --context reference, which reads the "
                          "answer off it (the paper's privileged-context teacher), learns that with 0.5")
+    ap.add_argument("--teacher-stop-at", type=float, default=None,
+                    help="stop the teacher once its greedy accuracy on fresh training problems with the reference in "
+                         f"the prompt reaches this (checked every {CHECK_EVERY} steps; --teacher-steps is then the most "
+                         "it trains): a teacher used with --context reference is ready when it reads the reference")
+    ap.add_argument("--student-reference-fraction", type=float, default=None,
+                    help=f"share of the student's examples whose prompt carries the reference (default "
+                         f"{STUDENT.reference_fraction}, and every one in its first {STUDENT.reading_steps} steps); 0: it "
+                         "never sees a reference, and trains about four times faster (a reference prompt is 188 tokens)")
     ap.add_argument("--student-steps", type=int, default=None,
                     help=f"at most: it stops at greedy accuracy {STUDENT.stop_at} (default {STUDENT.steps})")
     ap.add_argument("--student-seed", type=int, default=None,
@@ -420,6 +433,15 @@ def main() -> None:
         if not 0 <= args.teacher_reference_fraction <= 1:
             ap.error(f"--teacher-reference-fraction {args.teacher_reference_fraction}: must be from 0 to 1")
         teacher = replace(teacher, reference_fraction=args.teacher_reference_fraction)
+    if args.teacher_stop_at is not None:
+        if not 0 < args.teacher_stop_at <= 1:
+            ap.error(f"--teacher-stop-at {args.teacher_stop_at}: must be above 0 and at most 1")
+        teacher = replace(teacher, stop_at=args.teacher_stop_at, stop_context="reference")
+    if args.student_reference_fraction is not None:
+        if not 0 <= args.student_reference_fraction <= 1:
+            ap.error(f"--student-reference-fraction {args.student_reference_fraction}: must be from 0 to 1")
+        student = replace(student, reference_fraction=args.student_reference_fraction,
+                          reading_steps=student.reading_steps if args.student_reference_fraction else 0)
     if student.hidden % student.heads:
         ap.error(f"--student-hidden {student.hidden} is not a multiple of --student-heads {student.heads}")
     if args.student_stop_at is not None:
