@@ -388,7 +388,9 @@ def snr_section(work: Path) -> list[str]:
     lines = ["## 5. Gradient SNR by pass rate (the paper's Figure 3), per regime", "",
              "`paced snr` on the first seed's base student: each problem's SNR at lm_head over its K rollouts (forward KL "
              "on the teacher's logits), averaged per pass-rate bin, normalised by the largest bin mean; 95 % bootstrap "
-             "intervals (see docs/artifacts.md).", ""]
+             "intervals (see docs/artifacts.md). Beside it, the median SNR_i of each bin (from the per-problem values "
+             "`paced snr` writes beside its table), normalised the same way: a few problems whose K rollouts give "
+             "near-identical gradients have SNR_i in the millions and decide a bin's mean, not its median.", ""]
     for regime, label in REGIMES.items():
         path = work / regime / "snr" / "snr.parquet"
         if not path.exists():
@@ -398,15 +400,22 @@ def snr_section(work: Path) -> list[str]:
         lines += [f"**{label}**", "", f"![SNR, {regime}](snr_{regime}.png)", "",
                   f"The Beta kernel p^α (1−p)^β fitted to these bin means (`paced snr --fit`: weighted least squares on "
                   f"log(SNR − 1/K) over the bins inside (0, 1)): {describe_fit(fit)}.", "",
-                  "| bin | problems | mean p | SNR | 95 % interval | normalised | status |", "|---|---:|---:|---:|---|---:|---|"]
+                  "| bin | problems | mean p | SNR (mean) | 95 % interval | normalised | median SNR_i | median, normalised "
+                  "| status |", "|---|---:|---:|---:|---|---:|---:|---:|---|"]
 
         def num(x, fmt):
             return "-" if x is None else format(x, fmt)
 
+        per_problem = path.with_name(f"{path.stem}.problems.parquet")
+        medians = ({} if not per_problem.exists() else dict(
+            pl.read_parquet(per_problem).filter(pl.col("snr").is_not_null()).group_by("bin").agg(pl.col("snr").median()).iter_rows()))
+        top = max(medians.values(), default=None)
         for x in snr.iter_rows(named=True):
             ci = "-" if x["snr_ci_low"] is None else f"[{x['snr_ci_low']:.4g}, {x['snr_ci_high']:.4g}]"
+            med = medians.get(x["bin"])
             lines.append(f"| [{x['lo']:.1f}, {x['hi']:.1f}) | {x['problems']} | {num(x['mean_pass_rate'], '.2f')} | "
-                         f"{num(x['snr'], '.4g')} | {ci} | {num(x['snr_normalized'], '.3f')} | {x['status']} |")
+                         f"{num(x['snr'], '.4g')} | {ci} | {num(x['snr_normalized'], '.3f')} | {num(med, '.4g')} | "
+                         f"{num(med / top if med is not None and top else None, '.3f')} | {x['status']} |")
         lines.append("")
     return lines
 
