@@ -10,14 +10,16 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, manifest_record
+from tests.conftest import ROOT, manifest_record, paced
+
+EXAMPLES = ROOT / "examples"
 
 
 def run_script(name: str, work, timeout: float = 900, **env) -> subprocess.CompletedProcess:
     """Run examples/NAME in its own process group; past `timeout`, the whole group is killed (the
     script and every paced job it started, so none is left running) and the test fails."""
     e = os.environ | {"WORK": str(work), "PACED_NO_PROGRESS": "1"} | {k: str(v) for k, v in env.items()}
-    with subprocess.Popen(["bash", str(ROOT / "examples" / name)], cwd=ROOT, env=e, stdout=subprocess.PIPE,
+    with subprocess.Popen(["bash", str(EXAMPLES / name)], cwd=ROOT, env=e, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -35,6 +37,30 @@ def test_pipeline_script(tmp_path):
     assert weights.height == 12 and weights["num_samples"].to_list() == [8] * 12
     assert (tmp_path / "weights.png").exists()
     assert "shape: (12, 5)" in r.stdout  # the script prints the weights table
+
+
+def test_paced_many_runs_commands_in_one_process_and_stops_at_the_first_failure(tmp_path, chain):
+    """examples/paced_many.py: each line a paced command (comments and blank lines skipped),
+    the same artifacts as `paced` writes; the first failing command stops the batch with its
+    exit code and names it."""
+    import sys
+
+    scores = chain / "scores"
+    batch = tmp_path / "batch.txt"
+    batch.write_text(f"# two weightings\n\nweight --scores {scores} --out {tmp_path / 'a.parquet'} --alpha 1 --beta 1\n"
+                     f"weight --scores {scores} --out {tmp_path / 'b.parquet'} --scheme uniform\n")
+    r = subprocess.run([sys.executable, str(EXAMPLES / "paced_many.py"), str(batch)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    single = tmp_path / "single.parquet"
+    assert paced("weight", "--scores", scores, "--out", single, "--alpha", "1", "--beta", "1").exit_code == 0
+    assert pl.read_parquet(tmp_path / "a.parquet").equals(pl.read_parquet(single))
+    assert (pl.read_parquet(tmp_path / "b.parquet")["weight"] == 1.0).all()
+    batch.write_text(f"weight --scores {tmp_path / 'missing'} --out {tmp_path / 'c.parquet'}\n"
+                     f"weight --scores {scores} --out {tmp_path / 'd.parquet'}\n")
+    r = subprocess.run([sys.executable, str(EXAMPLES / "paced_many.py"), str(batch)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "command 1 of 2 failed (exit 2): paced weight --scores" in r.stderr and "no such file" in r.stdout + r.stderr
+    assert not (tmp_path / "d.parquet").exists()
 
 
 @pytest.mark.slow
@@ -233,7 +259,7 @@ def test_report_statistics():
     """The t quantiles and paired intervals of examples/report.py against textbook values."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("report", ROOT / "examples" / "report.py")
+    spec = importlib.util.spec_from_file_location("report", EXAMPLES / "report.py")
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
     for q, df, want in [(0.975, 5, 2.5706), (0.975, 2, 4.3027), (0.80, 5, 0.9195), (0.975, 30, 2.0423), (0.80, 1, 1.3764)]:
