@@ -32,13 +32,13 @@ def main() -> int:
     text = args.file.read_text() if args.file is not None else sys.stdin.read()
     commands = [shlex.split(line) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
-    from paced_cli import app
+    from paced_cli import app, exit_code
 
     for i, argv in enumerate(commands, 1):
         try:
             app(argv, prog_name="paced")
         except SystemExit as e:  # typer ends every command with sys.exit(code)
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            code = exit_code(e)
             if code != 0:
                 print(f"paced_many.py: command {i} of {len(commands)} failed (exit {code}): paced {shlex.join(argv)}",
                       file=sys.stderr)

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from schemas.io import META_PROVENANCE  # noqa: E402
-from stages.snr import describe_fit, fit_kernel  # noqa: E402
+from stages.snr import describe_fit, fit_kernel, problems_path  # noqa: E402
 from stages.stats import t_quantile  # noqa: E402
 
 # Each regime's label; main() adds the student's size, read from its config.
@@ -406,7 +406,7 @@ def snr_section(work: Path) -> list[str]:
         def num(x, fmt):
             return "-" if x is None else format(x, fmt)
 
-        per_problem = path.with_name(f"{path.stem}.problems.parquet")
+        per_problem = problems_path(path)
         medians = ({} if not per_problem.exists() else dict(
             pl.read_parquet(per_problem).filter(pl.col("snr").is_not_null()).group_by("bin").agg(pl.col("snr").median()).iter_rows()))
         top = max(medians.values(), default=None)

@@ -67,6 +67,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def exit_code(e: SystemExit) -> int:
+    """The exit status a SystemExit gives the process (typer ends every command with one)."""
+    return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+
+
 def main() -> None:
     command = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in COMMANDS else None
     try:
@@ -75,5 +80,5 @@ def main() -> None:
         from stages import backends
 
         # An engine that must not see the interpreter's teardown (vLLM's) ends the process here.
-        backends.end_process(e.code if isinstance(e.code, int) else (0 if e.code is None else 1))
+        backends.end_process(exit_code(e))
         raise

@@ -38,10 +38,13 @@ from stages import models
 @dataclass
 class TrainData:
     table: pa.Table               # memory-mapped Arrow IPC: one row per sequence
-    problems: list[str]           # problems with weight > 0 and at least one sequence
+    problems: tuple[str, ...]     # problems with weight > 0 and at least one sequence
     weight: dict[str, float]
     rows: dict[str, list[int]]    # problem -> its row indices in `table`
     tokens: dict[str, int]        # problem -> response tokens over all its sequences
+
+    def __post_init__(self) -> None:
+        self.problems = tuple(self.problems)  # hashable: epoch_order caches on it
 
 
 def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainData, dict[str, int]]:
@@ -239,7 +242,7 @@ def step_problems(data: TrainData, seed: int, batch_size: int, step: int) -> tup
     """(epoch, problems) of optimizer step `step` (from 1)."""
     per_epoch = math.ceil(len(data.problems) / batch_size)
     epoch, i = divmod(step - 1, per_epoch)
-    order = epoch_order(tuple(data.problems), seed, epoch)
+    order = epoch_order(data.problems, seed, epoch)
     return epoch, list(order[i * batch_size : (i + 1) * batch_size])
 
 
