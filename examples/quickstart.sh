@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Paced, whole and on 2 CPU cores, in the regime the paper's premise is about: a tiny 1-layer
-# student learns fixed-width addition (answers most significant digit first) from a 4-layer
-# teacher, with uniform weights and with Paced weights, and both are evaluated at three budgets.
+# Paced, whole and on 2 CPU cores, in the regime the paper's premise is about: the capacity
+# regime of examples/reproduce.sh, its seed 0. A 2-layer student whose attention sees 7 tokens
+# per layer learns fixed-width addition (operands the usual way round, answers units first), so
+# 4-5 digit sums are out of its reach, from a 2-layer teacher with full attention that reads each
+# problem's reference solution (the paper's privileged context; flawless with it), with uniform
+# weights and with Paced weights; both are evaluated at three budgets.
 #
-#   bash examples/quickstart.sh                  # about 10 minutes on 2 cores (4 of them train the models, once)
+#   bash examples/quickstart.sh                  # see README.md for its time on 2 cores
 #   PACED_QUICK=1 bash examples/quickstart.sh    # a reduced run (CI): every step, tiny sizes
 #
 # One seed shows what one student did, not whether Paced beats uniform: for that, the paired
 # seeds and intervals of examples/reproduce.sh (docs/reproduce/report.md).
 #
-# Steps (each a real `paced` command; artifacts under $WORK):
+# Steps (each a real `paced` command; artifacts under $WORK), two at a time where they do not
+# depend on each other, with the thread counts of reproduce.sh (so the artifacts are its seed 0's):
 #   1. the task (examples/task.py) and the two models, pretrained from scratch and cached
 #      (examples/train_tiny.py)
 #   2. student rollouts (K = 8, temperature 1) -> score -> weight: the pass rates
-#   3. teacher sequences (greedy) -> teacher-logits
+#   3. teacher sequences (greedy, the teacher reading the reference) -> teacher-logits
 #   4. distill with uniform weights, and with Paced weights p(1-p): constant learning rate after
-#      a warm-up, budgets of 500, 1000 and 2000 steps read off one run each (--export-steps)
+#      a warm-up, budgets of 250, 500 and 1000 steps read off one run each (--export-steps)
 #   5. eval every budget greedily on held-out problems (per difficulty) and on a retention
 #      skill, and print the comparison
 set -euo pipefail
@@ -23,43 +27,61 @@ cd "$(dirname "$0")/.."
 
 WORK=${WORK:-runs/quickstart}
 if [ "${PACED_QUICK:-0}" = 1 ]; then
-  TRAIN=300 TEST=12 RETAIN=24 K=4 STEPS=12 BUDGETS=4,8 BATCH=16 MODEL_FLAGS=--quick ORDER=lsb
+  TRAIN=300 TEST=12 RETAIN=24 K=4 STEPS=12 BUDGETS=4,8 BATCH=16 WARMUP=0 MODEL_FLAGS=--quick ORDER=lsb
 else
-  TRAIN=6000 TEST=500 RETAIN=200 K=8 STEPS=2000 BUDGETS=500,1000 BATCH=32 ORDER=msb
-  MODEL_FLAGS="--teacher-steps 1000 --student-layers 1 --student-hidden 64"
+  # examples/reproduce.sh's settings, so that this is its capacity regime's seed 0
+  TRAIN=6000 TEST=500 RETAIN=200 K=8 STEPS=1000 BUDGETS=250,500 BATCH=32 WARMUP=50 ORDER=answer-lsb
+  MODEL_FLAGS="--teacher-steps 1000 --teacher-layers 2 --teacher-reference-fraction 1 --teacher-stop-at 1
+    --student-window 7 --student-stop-at 0.3 --student-steps 2500 --student-reference-fraction 0"
 fi
 LR=${LR:-5e-4}
 MAX_NEW=8   # 6 answer digits and the end-of-sequence token
 DATA=$WORK/data MODELS=$WORK/models
 mkdir -p "$WORK"
 started=$(date +%s)
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT   # a failed step stops the steps running beside it
 
 python examples/task.py --out "$DATA" --seed 0 --train "$TRAIN" --test-per-digit "$TEST" --retain "$RETAIN" --order $ORDER >/dev/null
-# shellcheck disable=SC2086
-python examples/train_tiny.py --out "$MODELS" --order $ORDER $MODEL_FLAGS >/dev/null
 STUDENT=$MODELS/student TEACHER=$MODELS/teacher
+ROLLOUTS=$WORK/rollouts SCORES=$WORK/scores TEACHER_SEQ=$WORK/teacher_rollouts TL=$WORK/teacher_logits
+PACED_W=$WORK/weights_paced.parquet UNIFORM_W=$WORK/weights_uniform.parquet
+export OMP_NUM_THREADS=1   # one thread per step, two steps side by side
 
-# 2. How often does the student solve each training problem?
-ROLLOUTS=$(paced rollout --problems "$DATA/train.parquet" --model "$STUDENT" --out "$WORK/rollouts" \
-  --samples "$K" --temperature 1.0 --max-new-tokens $MAX_NEW --batch-size 64 --part-size 1024)
-SCORES=$(paced score --rollouts "$ROLLOUTS" --problems "$DATA/train.parquet" --out "$WORK/scores" --verifier exact)
-PACED_W=$(paced weight --scores "$SCORES" --out "$WORK/weights_paced.parquet" --alpha 1 --beta 1 \
-  --plot "$WORK/weights_paced.png")
-UNIFORM_W=$(paced weight --scores "$SCORES" --out "$WORK/weights_uniform.parquet" --scheme uniform)
+teacher_side() {  # 1. the teacher; 3. its answers, reading each problem's reference solution
+  # shellcheck disable=SC2086
+  python examples/train_tiny.py --out "$MODELS" --only teacher --order $ORDER $MODEL_FLAGS --threads 1 >/dev/null
+  # What the teacher would say, on its own answers. All problems: the uniform run needs them.
+  # The teacher reads each problem's reference solution (--context reference); the student never does.
+  paced rollout --problems "$DATA/train.parquet" --model "$TEACHER" --out "$TEACHER_SEQ" \
+    --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --context reference --batch-size 64 --part-size 2048 >/dev/null
+}
+student_side() {  # 1. the student; 2. how often does it solve each training problem?
+  # shellcheck disable=SC2086
+  python examples/train_tiny.py --out "$MODELS" --only student --order $ORDER $MODEL_FLAGS --threads 1 >/dev/null
+  paced rollout --problems "$DATA/train.parquet" --model "$STUDENT" --out "$ROLLOUTS" \
+    --samples "$K" --temperature 1.0 --max-new-tokens $MAX_NEW --batch-size 64 --seed 0 --part-size 2048 >/dev/null
+  paced score --rollouts "$ROLLOUTS" --problems "$DATA/train.parquet" --out "$SCORES" --verifier exact >/dev/null
+  paced weight --scores "$SCORES" --out "$PACED_W" --alpha 1 --beta 1 --plot "$WORK/weights_paced.png" >/dev/null
+  paced weight --scores "$SCORES" --out "$UNIFORM_W" --scheme uniform >/dev/null
+}
+teacher_side & teacher=$!
+student_side & student=$!
+wait $teacher; wait $student
+# The teacher's top-k logits on its answers (both threads: nothing else runs now).
+paced teacher-logits --problems "$DATA/train.parquet" --sequences "$TEACHER_SEQ" --teacher "$TEACHER" \
+  --context reference --out "$TL" --top-k 16 --batch-size 64 --part-size 2048 --threads 2 >/dev/null
 
-# 3. What the teacher would say, on its own answers. All problems: the uniform run needs them.
-TEACHER_SEQ=$(paced rollout --problems "$DATA/train.parquet" --model "$TEACHER" --out "$WORK/teacher_rollouts" \
-  --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --batch-size 128 --part-size 2048)
-TL=$(paced teacher-logits --problems "$DATA/train.parquet" --sequences "$TEACHER_SEQ" --teacher "$TEACHER" \
-  --out "$WORK/teacher_logits" --top-k 16 --batch-size 64 --part-size 2048)
-
-# 4. Distill: the same steps, learning rate and batch; only the weights differ.
+# 4. Distill: the same steps, learning rate and batch; only the weights differ. The two runs go
+# side by side, one thread each.
+runs=()
 for name in uniform paced; do
   weights=$UNIFORM_W; [ $name = paced ] && weights=$PACED_W
   paced distill --student "$STUDENT" --teacher-logits "$TL" --weights "$weights" --out "$WORK/student_$name" \
     --loss fkl --lr "$LR" --max-steps "$STEPS" --batch-size "$BATCH" --micro-batch-size "$BATCH" \
-    --schedule constant --warmup-steps $((STEPS / 40)) --save-steps 500 --export-steps "$BUDGETS" >/dev/null
+    --schedule constant --warmup-steps $WARMUP --seed 0 --save-steps 250 --export-steps "$BUDGETS" >/dev/null &
+  runs+=($!)
 done
+for run in "${runs[@]}"; do wait "$run"; done
 
 # 5. Evaluate, greedily: held-out sums per digit count, and the retention skill (forgetting).
 evaluate() {  # evaluate NAME MODEL
@@ -68,9 +90,14 @@ evaluate() {  # evaluate NAME MODEL
     --verifier exact --batch-size 256 --part-size 4096 ${3:+--baseline "$3"} >/dev/null
 }
 evaluate base "$STUDENT"
-for name in uniform paced; do
-  for b in ${BUDGETS//,/ }; do evaluate "${name}_$b" "$WORK/student_$name/step-$b" "$WORK/eval_base"; done
-  evaluate "${name}_$STEPS" "$WORK/student_$name" "$WORK/eval_base"
+runs=()
+for name in uniform paced; do   # the two methods side by side
+  for b in ${BUDGETS//,/ } $STEPS; do
+    model=$WORK/student_$name/step-$b; [ "$b" = "$STEPS" ] && model=$WORK/student_$name
+    evaluate "${name}_$b" "$model" "$WORK/eval_base"
+  done &
+  runs+=($!)
 done
+for run in "${runs[@]}"; do wait "$run"; done
 
 python examples/compare.py "$WORK" --seconds $(( $(date +%s) - started ))

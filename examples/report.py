@@ -354,6 +354,10 @@ def weighting_section(work: Path, steps: int) -> list[str]:
                 logs = (sorted((sdir / "paced_re").glob("round*/train_log.parquet"), key=lambda p: int(p.parent.name[5:]))
                         if method == "paced_re" else [sdir / "paced" / "train_log.parquet", two]
                         if method == "paced_2s" else [sdir / method / "train_log.parquet"])
+                # paced_re's first round, when reproduce.sh took it from paced's run (its export)
+                first_from_paced = method == "paced_re" and logs and not (sdir / "paced_re" / "round1").exists()
+                if first_from_paced:
+                    logs.insert(0, sdir / "paced" / "train_log.parquet")
                 if not logs or not all(p.exists() for p in logs):
                     continue
                 total = pl.read_parquet(sdir / "base" / "w_uniform.parquet").height
@@ -369,6 +373,8 @@ def weighting_section(work: Path, steps: int) -> list[str]:
                 frames = [pl.read_parquet(p) for p in logs]
                 if method == "paced_2s":  # its first stage: the paced run up to where the second starts
                     frames[0] = frames[0].filter(pl.col("step") <= steps - frames[1].height)
+                elif first_from_paced:  # paced's first round: as many steps as each later round
+                    frames[0] = frames[0].filter(pl.col("step") <= frames[1].height)
                 log = pl.concat(frames)
                 visited.append(min(sum(f["visited"].max() for f in frames), total) / total)
                 epochs.append(log["problems"].sum() / max(trained[-1], 1))

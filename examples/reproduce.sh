@@ -2,9 +2,9 @@
 # Paced in miniature, as a regime map: where does weighting problems by p(1-p) help a student
 # learn from a teacher, and where does it not? On fixed-width addition written `answer-lsb`
 # (examples/task.py: operands the usual way round, the answer units first, so answer digit i is
-# predicted 7 + 2i tokens after the first operand's digit i), one 4-layer teacher that reads each
-# problem's reference solution (the paper's privileged context: flawless with it), and 2-layer
-# students that do not, whose attention sees 7 tokens per layer (reach 12 tokens back): the
+# predicted 7 + 2i tokens after the first operand's digit i), one 2-layer teacher with full
+# attention that reads each problem's reference solution (the paper's privileged context:
+# flawless with it), and 2-layer students that do not, whose attention sees 7 tokens per layer (reach 12 tokens back): the
 # operand digits of answer digits 0-2 are in sight, those of answer digits 3-4 are not, so 1-3
 # digit sums are within a student's reach and 4-5 digit sums are not, whatever it is taught.
 # Each student stops pretraining at 30 % greedy accuracy, so its pass rates spread. Two regimes,
@@ -28,9 +28,11 @@
 #                reverse KL for STEPS/2 on one fresh rollout per problem of that student, its pass
 #                rates re-estimated (as examples/recipes/distill_qwen3.sh does)
 #     paced_re   the same, pass rates re-estimated every STEPS/ROUNDS steps (rollout, score,
-#                weight, then distill --init the previous round): the same total steps
+#                weight, then distill --init the previous round): the same total steps; its
+#                first round is paced's first STEPS/ROUNDS steps (that export of paced's run)
 #   and a greedy evaluation of every budget on the held-out problems and the retention skill.
-#   Per regime, `paced snr` on the first seed's base student (the paper's Figure 3).
+#   Per regime, `paced snr` on the first seed's base student (the paper's Figure 3), run beside
+#   the seed pipelines.
 #
 # The primary comparison is named here, before any result: PRIMARY below. examples/report.py
 # states it at the top of the report, then prints every cell, including those where Paced loses.
@@ -68,7 +70,7 @@ BATCH=${BATCH:-32}
 LR=${LR:-5e-4}
 WARMUP=${WARMUP:-50}
 SEEDS_CAPACITY=${SEEDS_CAPACITY:-"0 1 2 3 4 5"}
-SEEDS_LEARNABLE=${SEEDS_LEARNABLE:-"0 1 2 3 4 5"}
+SEEDS_LEARNABLE=${SEEDS_LEARNABLE:-"0 1 2 3"}   # the secondary regime: fewer seeds, so that the map fits 75 minutes
 METHODS=${METHODS:-"uniform hard akl paced paced_post paced_2s paced_re"}
 SNR_PROBLEMS=${SNR_PROBLEMS:-1000}
 TEACHER_STEPS=${TEACHER_STEPS:-1000}
@@ -79,9 +81,10 @@ ORDER=${ORDER:-answer-lsb}       # examples/task.py --order (the windows above a
 PAD=${PAD:-fixed}                # examples/task.py --pad: problem writes harder sums longer
 TEACHER_CONTEXT=${TEACHER_CONTEXT:-reference}   # the teacher reads each problem's reference solution
                                                 # (the paper's privileged context); none: it does not
-# train_tiny.py teacher options: half its examples read the reference, and it trains until it reads
-# it without a mistake on 200 fresh problems (at most TEACHER_STEPS steps)
-TEACHER_FLAGS=${TEACHER_FLAGS-"--teacher-reference-fraction 0.5 --teacher-stop-at 1"}
+# train_tiny.py teacher options: 2 layers, every example reads the reference (it is only ever used
+# with it), and it trains until it reads it without a mistake on 200 fresh problems (at most
+# TEACHER_STEPS steps)
+TEACHER_FLAGS=${TEACHER_FLAGS-"--teacher-layers 2 --teacher-reference-fraction 1 --teacher-stop-at 1"}
 case $PAD in labelled) MAX_NEW=14 ;; *) MAX_NEW=8 ;; esac   # the answer (digits, letters), end of sequence, one to spare
 DATA=$WORK/data TEACHER=$WORK/teacher/teacher
 TRAIN_P=$DATA/train.parquet TEST_P=$DATA/test.parquet
@@ -149,6 +152,10 @@ distill() {  # distill STUDENT START WEIGHTS OUT LOSS MAX_STEPS SEED EXPORTS [TE
     --schedule constant --warmup-steps "$WARMUP" --seed "$seed" --save-steps 250 --resume ${exports:+--export-steps "$exports"} \
     >/dev/null 2>>"$LOG"
 }
+has_export() {  # has_export METHOD STEP: METHOD runs and exports its model at STEP (< STEPS)
+  case " $METHODS " in *" $1 "*) case ",$BUDGETS," in *",$2,"*) return 0 ;; esac ;; esac
+  return 1
+}
 model_at() {  # model_at RUN [BUDGET]: the model a distill run (or one that had nothing to train) gives at BUDGET
   if [ -f "$1.none" ]; then cat "$1.none"; elif [ -n "${2:-}" ]; then echo "$1/step-$2"; else echo "$1"; fi
 }
@@ -204,6 +211,8 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
       paced_re)
         local r=1 model=$student rates=$S/base
         mkdir -p "$S/paced_re"
+        # Round 1 trains what paced's run trains in its first ROUND steps: that export, when there is one.
+        if has_export paced "$ROUND"; then model=$(model_at "$S/paced" "$ROUND") r=2; fi
         while [ $r -le $ROUNDS ]; do
           if [ $r -gt 1 ]; then rates=$S/paced_re/rates$r; pass_rates "$model" "$train" "$rates" "$((seed * 100 + r))" paced; fi
           distill "$student" "$model" "$rates/w_paced.parquet" "$S/paced_re/round$r" fkl "$ROUND" "$((seed * 100 + r))" ""
@@ -217,7 +226,8 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
   for m in $METHODS; do
     for b in ${BUDGETS//,/ } $STEPS; do
       if [ "$m" = paced_re ]; then
-        if [ $((b % ROUND)) = 0 ]; then evaluate "$(model_at "$S/paced_re/round$((b / ROUND))")" "$S/eval_${m}_$b"; fi
+        if [ "$b" = "$ROUND" ] && has_export paced "$ROUND"; then evaluate "$(model_at "$S/paced" "$ROUND")" "$S/eval_${m}_$b"
+        elif [ $((b % ROUND)) = 0 ]; then evaluate "$(model_at "$S/paced_re/round$((b / ROUND))")" "$S/eval_${m}_$b"; fi
       elif [ "$m" = paced_2s ]; then   # before STEPS/2 it is paced
         if [ "$b" = "$STEPS" ]; then evaluate "$(model_at "$S/paced_2s/stage2")" "$S/eval_${m}_$b"; fi
       elif [ "$b" = "$STEPS" ]; then evaluate "$(model_at "$S/$m")" "$S/eval_${m}_$b"
@@ -246,34 +256,48 @@ for regime in $REGIMES; do
   TL_THREADS=2 teacher_logits "$(train_of "$regime")" "$(rollouts_of "$regime")" "$(logits_of "$regime")"
 done
 
-# The seed pipelines, JOBS at a time (each one torch thread by default).
-failed=0 running=0
-for regime in $REGIMES; do
-  for seed in $(seeds_of $regime); do
-    [ -f "$WORK/$regime/seed$seed/.done" ] && continue
-    say "start $regime seed $seed"
-    pipeline "$regime" "$seed" &
-    running=$((running + 1))
-    if [ $running -ge "$JOBS" ]; then wait -n || failed=1; running=$((running - 1)); fi
-  done
-done
-while [ $running -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
-[ $failed = 0 ] || { echo "reproduce.sh: a seed pipeline failed; the end of $LOG:" >&2; tail -n 25 "$LOG" >&2; exit 1; }
-
-# Figure 3 per regime, on the first seed's base student: K rollouts of SNR_PROBLEMS training
-# problems, the teacher's logits on each, each problem's gradient SNR at lm_head over them, and
-# the Beta kernel fitted to the bin means (paced snr --fit).
-for regime in $REGIMES; do
-  seed=$(seeds_of $regime); seed=${seed%% *}
-  S=$WORK/$regime/seed$seed R=$WORK/$regime/snr
-  mkdir -p "$R"
+snr() {  # snr REGIME: Figure 3 on the first seed's base student (the seed's student, trained here if not yet)
+  # K rollouts of SNR_PROBLEMS training problems, the teacher's logits on each, each problem's
+  # gradient SNR at lm_head over them, and the Beta kernel fitted to the bin means (paced snr --fit).
+  local regime=$1 seed R=$WORK/$1/snr M
+  seed=$(seeds_of "$regime"); seed=${seed%% *} M=$WORK/students/seed$seed
+  mkdir -p "$R" "$M"
+  # shellcheck disable=SC2086
+  flock "$M/.lock" python examples/train_tiny.py --out "$M" --only student --order $ORDER --pad $PAD --student-seed "$seed" \
+    --threads "$OMP_NUM_THREADS" $MODEL_FLAGS $STUDENT_FLAGS >/dev/null 2>>"$LOG"
   [ -f "$R/problems.parquet" ] || python -c "import pyarrow.parquet as pq, sys; t = pq.read_table(sys.argv[1]); pq.write_table(t.slice(0, int(sys.argv[3])), sys.argv[2])" \
     "$(train_of "$regime")" "$R/problems.parquet" "$SNR_PROBLEMS"
-  pass_rates "$S/models/student" "$R/problems.parquet" "$R" "$seed" paced
+  pass_rates "$M/student" "$R/problems.parquet" "$R" "$seed" paced
   teacher_logits "$R/problems.parquet" "$R/rollouts" "$R/teacher_logits"
-  [ -f "$R/snr.parquet" ] || paced snr --student "$S/models/student" --teacher-logits "$R/teacher_logits" \
+  [ -f "$R/snr.parquet" ] || paced snr --student "$M/student" --teacher-logits "$R/teacher_logits" \
     --weights "$R/w_paced.parquet" --out "$R/snr.parquet" --plot "$WORK/snr_$regime.png" --fit >/dev/null 2>>"$LOG"
+}
+
+# The seed pipelines and the SNR jobs, JOBS at a time (each one torch thread by default): the
+# capacity pipelines, the SNR jobs, then the learnable pipelines (the longest first).
+failed=0 running=0
+jobs_list() {
+  local regime seed
+  for seed in $SEEDS_CAPACITY; do case " $REGIMES " in *" capacity "*) echo "pipeline capacity $seed" ;; esac; done
+  for regime in $REGIMES; do echo "snr $regime"; done
+  for seed in $SEEDS_LEARNABLE; do case " $REGIMES " in *" learnable "*) echo "pipeline learnable $seed" ;; esac; done
+}
+mapfile -t queue < <(jobs_list)
+for entry in "${queue[@]}"; do
+  read -r job regime seed <<< "$entry"
+  if [ "$job" = pipeline ]; then
+    [ -f "$WORK/$regime/seed$seed/.done" ] && continue
+    say "start $regime seed $seed"
+  else
+    [ -f "$WORK/$regime/snr/snr.parquet" ] && continue
+    say "start $regime snr"
+  fi
+  $job "$regime" ${seed:+"$seed"} < /dev/null &
+  running=$((running + 1))
+  if [ $running -ge "$JOBS" ]; then wait -n || failed=1; running=$((running - 1)); fi
 done
+while [ $running -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
+[ $failed = 0 ] || { echo "reproduce.sh: a seed pipeline or SNR job failed; the end of $LOG:" >&2; tail -n 25 "$LOG" >&2; exit 1; }
 
 say "done in $(( $(date +%s) - started )) s"
 python examples/report.py "$WORK" --primary "$PRIMARY" --steps "$STEPS" --seconds $(( $(date +%s) - started ))

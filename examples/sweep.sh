@@ -15,7 +15,7 @@
 # printed and written to $WORK/sweep.parquet.
 #
 # Models: the quickstart's (examples/quickstart.sh trains them into runs/quickstart/models;
-# train_tiny.py reuses them, or trains them here the first time, about 4 minutes).
+# train_tiny.py reuses them, or trains them here the first time).
 # Resumable: every stage is a paced job or a cached model; a rerun continues where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,10 +25,13 @@ if [ "${PACED_QUICK:-0}" = 1 ]; then
   TRAIN=300 TEST=12 RETAIN=12 K=4 STEPS=8 BATCH=16 ORDER=lsb MODEL_FLAGS=--quick
   MODELS=${MODELS:-$WORK/models}
 else
-  TRAIN=6000 TEST=500 RETAIN=200 K=8 STEPS=1000 BATCH=32 ORDER=msb
-  MODEL_FLAGS="--teacher-steps 1000 --student-layers 1 --student-hidden 64"
+  # examples/quickstart.sh's task and models (the primary regime of examples/reproduce.sh)
+  TRAIN=6000 TEST=500 RETAIN=200 K=8 STEPS=1000 BATCH=32 ORDER=answer-lsb
+  MODEL_FLAGS="--teacher-steps 1000 --teacher-layers 2 --teacher-reference-fraction 1 --teacher-stop-at 1
+    --student-window 7 --student-stop-at 0.3 --student-steps 2500 --student-reference-fraction 0"
   MODELS=${MODELS:-runs/quickstart/models}
 fi
+TEACHER_CONTEXT=${TEACHER_CONTEXT:-reference}
 GRID=${GRID:-"0.5 1 2"}
 LR=${LR:-5e-4}
 MAX_NEW=8
@@ -47,10 +50,11 @@ ROLLOUTS=$(paced rollout --problems "$DATA/train.parquet" --model "$STUDENT" --o
   --samples "$K" --temperature 1.0 --max-new-tokens $MAX_NEW --batch-size 64 --part-size 2048)
 SCORES=$(paced score --rollouts "$ROLLOUTS" --problems "$DATA/train.parquet" --out "$WORK/scores" --verifier exact)
 SUPPORT=$(paced weight --scores "$SCORES" --out "$WORK/support.parquet" --scheme hard-filter)
+# The teacher reads each problem's reference solution (--context reference); the student never does.
 TEACHER_SEQ=$(paced rollout --problems "$DATA/train.parquet" --model "$TEACHER" --out "$WORK/teacher_rollouts" \
-  --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --batch-size 128 --part-size 2048)
+  --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --context "$TEACHER_CONTEXT" --batch-size 64 --part-size 2048)
 TL=$(paced teacher-logits --problems "$DATA/train.parquet" --sequences "$TEACHER_SEQ" --teacher "$TEACHER" \
-  --weights "$SUPPORT" --out "$WORK/teacher_logits" --top-k 16 --batch-size 64 --part-size 2048)
+  --context "$TEACHER_CONTEXT" --weights "$SUPPORT" --out "$WORK/teacher_logits" --top-k 16 --batch-size 64 --part-size 2048)
 once=$(( $(date +%s) - started ))
 
 # --- Per setting ---------------------------------------------------------------------------

@@ -226,13 +226,17 @@ def test_reproduce_reduced_end_to_end(tmp_path, quick_models):
         opts = manifest_record(two / "stage2")["provenance"]["options"]
         assert opts["loss"] == "rkl" and opts["init"].endswith("paced/step-4") and opts["max_steps"] == 4
         assert opts["teacher_logits"].endswith("paced_2s/teacher_logits") and opts["weights"].endswith("rates/w_paced.parquet")
-    # Re-estimated Paced: round 2 starts from round 1, weighted by the pass rates of round 1's model.
+    # Re-estimated Paced: round 1 is paced's run up to STEPS/ROUNDS (its export, not a second run of
+    # the same thing); round 2 starts from it, weighted by the pass rates of that model.
     s0 = tmp_path / "capacity" / "seed0" / "paced_re"
+    assert not (s0 / "round1").exists()
     if (s0 / "round2" / "_manifest.parquet").exists():
         opts = manifest_record(s0 / "round2")["provenance"]["options"]
-        assert opts["init"].endswith("paced_re/round1") and opts["weights"].endswith("rates2/w_paced.parquet")
+        assert opts["init"].endswith("paced/step-4") and opts["weights"].endswith("rates2/w_paced.parquet")
     rollouts = manifest_record(s0 / "rates2" / "rollouts")["provenance"]["options"]
-    assert rollouts["model"].endswith("paced_re/round1")
+    assert rollouts["model"].endswith("paced/step-4")
+    seed0 = tmp_path / "capacity" / "seed0"
+    assert pl.read_parquet(seed0 / "eval_paced_re_4" / "results").equals(pl.read_parquet(seed0 / "eval_paced_4" / "results"))
     for regime in ("capacity", "learnable"):
         assert pl.read_parquet(tmp_path / regime / "snr" / "snr.parquet").height == 10
         assert (tmp_path / f"snr_{regime}.png").stat().st_size > 1000 and f"(snr_{regime}.png)" in report
