@@ -9,8 +9,8 @@ Two measurements, each against the plain K = 8 run:
   The adaptive rule is applied to the same draws (its first K0 are the plain run's first K0), so
   every difference is the rule's: the samples it saves, how many problems' weights it changes,
   and the error of the weights against the true kernel w(p) = p(1-p), beside the plain run's.
-- the quickstart student (examples/train_tiny.py, 1-layer hidden-64, trained here, about 40 s) on
-  the quickstart's 6,000 training problems (1,000 with --quick): the real commands, `paced
+- a 1-layer msb student (examples/train_tiny.py, 1-layer hidden-64, `--order msb`: the quickstart's
+  student until 2026-12-03; trained here, about 40 s) on 6,000 training problems (1,000 with --quick): the real commands, `paced
   rollout` K = 8 seed 0, K = 8 seed 1, and K = 8 --min-samples 4 seed 0, each scored (`exact`)
   and weighted (p(1-p), plug-in, unnormalised). Response tokens generated are counted from the
   artifacts. Two K = 8 runs with different seeds differ by sampling alone: that difference is
@@ -101,7 +101,7 @@ def quickstart(sec: Section, ctx: Context) -> None:
     n = len(w["plain"])
     import numpy as np
 
-    label = f"quickstart student ({n:,} problems, K = {K})"
+    label = f"1-layer msb student ({n:,} problems, K = {K})"
     sec.add(f"{label}, --min-samples 4: samples / response tokens drawn, over the plain run's",
             f"{samples['adaptive'] / samples['plain']:.3f} / {tokens['adaptive'] / tokens['plain']:.3f}", runs=1)
     for name in ("adaptive", "other seed"):
@@ -118,6 +118,6 @@ def section(ctx: Context) -> Section:
     quickstart(sec, ctx)
     sec.notes.append(
         "--min-samples K0 draws K0 samples per problem and the other K - K0 only where 0 < c < K0. The synthetic rows "
-        "apply the rule to the same draws as the plain run, so their differences are the rule's alone; the quickstart "
+        "apply the rule to the same draws as the plain run, so their differences are the rule's alone; the 1-layer msb student's "
         "rows compare real runs, beside two plain runs that differ only in their seed.")
     return sec

@@ -1,6 +1,6 @@
 """Section 9: a stage's speed when the machine is shared (stages.threads).
 
-`paced distill` trains a model of the quickstart teacher's size (Qwen2, hidden 128, 4 layers, 4
+`paced distill` trains a model of train_tiny's default teacher size (Qwen2, hidden 128, 4 layers, 4
 heads) for a few steps, alone on the machine ("quiet") and beside one busy single-threaded
 process ("busy": `while True: pass`), with four ways of running torch's threads:
 
@@ -110,7 +110,7 @@ def section(ctx: Context) -> Section:
     for way in ways:
         kept = rate[way, "busy"] / rate[way, "quiet"]
         default = way.startswith("paced (")
-        sec.add(f"distill, quickstart teacher size, batch {BATCH}: {way}: steps/s busy / quiet",
+        sec.add(f"distill, train_tiny default teacher size, batch {BATCH}: {way}: steps/s busy / quiet",
                 f"{kept:.2f}x", f"{rate[way, 'busy']:.2f} / {rate[way, 'quiet']:.2f} steps/s", runs=repeats,
                 goal=">= 0.4x" if default else "", met=(kept >= 0.4) if default else None)
     for way in ways:

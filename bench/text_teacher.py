@@ -37,8 +37,9 @@ settings>/, built in a temporary directory beside it and renamed into place, wit
 
 The quickstart teacher
 ----------------------
-`examples/train_tiny.py`'s TEACHER recipe (4 layers, hidden 128, 1000 steps; `--quick`: 12
-steps, a valid checkpoint but not a trained teacher), trained by its own `make_model` into
+`examples/train_tiny.py`'s default TEACHER recipe (4 layers, hidden 128, 1000 steps; `--quick`: 12
+steps, a valid checkpoint but not a trained teacher; the quickstart itself now trains a 2-layer
+teacher that reads the reference), trained by its own `make_model` into
 the cache (or reused from `runs/quickstart/models/teacher` when the quickstart made it with
 the same settings). Its tokenizer is character level: 258 tokens.
 """
