@@ -36,10 +36,18 @@ else
 fi
 LR=${LR:-5e-4}
 MAX_NEW=8   # 6 answer digits and the end-of-sequence token
-DATA=$WORK/data MODELS=$WORK/models
-mkdir -p "$WORK"
+DATA=$WORK/data MODELS=$WORK/models LOGS=$WORK/logs
+mkdir -p "$WORK" "$LOGS"
 started=$(date +%s)
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT   # a failed step stops the steps running beside it
+say() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+# logged NAME CMD...: CMD with its progress and summaries in $LOGS/NAME.log (two steps run side by
+# side, and their progress bars would interleave); on failure, the end of that log.
+logged() {
+  local name=$1; shift
+  "$@" 2> "$LOGS/$name.log" || { local rc=$?; echo "quickstart.sh: $name failed (exit $rc); the end of $LOGS/$name.log:" >&2
+                                 tail -n 20 "$LOGS/$name.log" >&2; return $rc; }
+}
 
 python examples/task.py --out "$DATA" --seed 0 --train "$TRAIN" --test-per-digit "$TEST" --retain "$RETAIN" --order $ORDER >/dev/null
 STUDENT=$MODELS/student TEACHER=$MODELS/teacher
@@ -49,34 +57,36 @@ export OMP_NUM_THREADS=1   # one thread per step, two steps side by side
 
 teacher_side() {  # 1. the teacher; 3. its answers, reading each problem's reference solution
   # shellcheck disable=SC2086
-  python examples/train_tiny.py --out "$MODELS" --only teacher --order $ORDER $MODEL_FLAGS --threads 1 >/dev/null
+  logged teacher python examples/train_tiny.py --out "$MODELS" --only teacher --order $ORDER $MODEL_FLAGS --threads 1 >/dev/null
   # What the teacher would say, on its own answers. All problems: the uniform run needs them.
   # The teacher reads each problem's reference solution (--context reference); the student never does.
-  paced rollout --problems "$DATA/train.parquet" --model "$TEACHER" --out "$TEACHER_SEQ" \
+  logged teacher_rollouts paced rollout --problems "$DATA/train.parquet" --model "$TEACHER" --out "$TEACHER_SEQ" \
     --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --context reference --batch-size 64 --part-size 2048 >/dev/null
 }
 student_side() {  # 1. the student; 2. how often does it solve each training problem?
   # shellcheck disable=SC2086
-  python examples/train_tiny.py --out "$MODELS" --only student --order $ORDER $MODEL_FLAGS --threads 1 >/dev/null
-  paced rollout --problems "$DATA/train.parquet" --model "$STUDENT" --out "$ROLLOUTS" \
+  logged student python examples/train_tiny.py --out "$MODELS" --only student --order $ORDER $MODEL_FLAGS --threads 1 >/dev/null
+  logged rollouts paced rollout --problems "$DATA/train.parquet" --model "$STUDENT" --out "$ROLLOUTS" \
     --samples "$K" --temperature 1.0 --max-new-tokens $MAX_NEW --batch-size 64 --seed 0 --part-size 2048 >/dev/null
-  paced score --rollouts "$ROLLOUTS" --problems "$DATA/train.parquet" --out "$SCORES" --verifier exact >/dev/null
-  paced weight --scores "$SCORES" --out "$PACED_W" --alpha 1 --beta 1 --plot "$WORK/weights_paced.png" >/dev/null
-  paced weight --scores "$SCORES" --out "$UNIFORM_W" --scheme uniform >/dev/null
+  logged score paced score --rollouts "$ROLLOUTS" --problems "$DATA/train.parquet" --out "$SCORES" --verifier exact >/dev/null
+  logged weights_paced paced weight --scores "$SCORES" --out "$PACED_W" --alpha 1 --beta 1 --plot "$WORK/weights_paced.png" >/dev/null
+  logged weights_uniform paced weight --scores "$SCORES" --out "$UNIFORM_W" --scheme uniform >/dev/null
 }
+say "1-3. the teacher (then its answers) and the student (then its pass rates) side by side; logs in $LOGS"
 teacher_side & teacher=$!
 student_side & student=$!
 wait $teacher; wait $student
-# The teacher's top-k logits on its answers (both threads: nothing else runs now).
-paced teacher-logits --problems "$DATA/train.parquet" --sequences "$TEACHER_SEQ" --teacher "$TEACHER" \
+say "3. the teacher's top-k logits on its answers"
+logged teacher_logits paced teacher-logits --problems "$DATA/train.parquet" --sequences "$TEACHER_SEQ" --teacher "$TEACHER" \
   --context reference --out "$TL" --top-k 16 --batch-size 64 --part-size 2048 --threads 2 >/dev/null
 
 # 4. Distill: the same steps, learning rate and batch; only the weights differ. The two runs go
 # side by side, one thread each.
+say "4. distill with uniform and with Paced weights, side by side"
 runs=()
 for name in uniform paced; do
   weights=$UNIFORM_W; [ $name = paced ] && weights=$PACED_W
-  paced distill --student "$STUDENT" --teacher-logits "$TL" --weights "$weights" --out "$WORK/student_$name" \
+  logged "distill_$name" paced distill --student "$STUDENT" --teacher-logits "$TL" --weights "$weights" --out "$WORK/student_$name" \
     --loss fkl --lr "$LR" --max-steps "$STEPS" --batch-size "$BATCH" --micro-batch-size "$BATCH" \
     --schedule constant --warmup-steps $WARMUP --seed 0 --save-steps 250 --export-steps "$BUDGETS" >/dev/null &
   runs+=($!)
@@ -84,9 +94,10 @@ done
 for run in "${runs[@]}"; do wait "$run"; done
 
 # 5. Evaluate, greedily: held-out sums per digit count, and the retention skill (forgetting).
-evaluate() {  # evaluate NAME MODEL
-  paced eval --model "$2" --problems "$DATA/test.parquet" --problems "$DATA/retain.parquet" --retain copy \
-    --out "$WORK/eval_$1" --samples 1 --temperature 0 --max-new-tokens $MAX_NEW \
+say "5. evaluate every budget"
+evaluate() {  # evaluate NAME MODEL [BASELINE]
+  logged "eval_$1" paced eval --model "$2" --problems "$DATA/test.parquet" --problems "$DATA/retain.parquet" --retain copy \
+    --out "$WORK/eval_$1" --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --seed 0 \
     --verifier exact --batch-size 256 --part-size 4096 ${3:+--baseline "$3"} >/dev/null
 }
 evaluate base "$STUDENT"

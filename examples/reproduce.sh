@@ -4,9 +4,10 @@
 # (examples/task.py: operands the usual way round, the answer units first, so answer digit i is
 # predicted 7 + 2i tokens after the first operand's digit i), one 2-layer teacher with full
 # attention that reads each problem's reference solution (the paper's privileged context:
-# flawless with it), and 2-layer students that do not, whose attention sees 7 tokens per layer (reach 12 tokens back): the
-# operand digits of answer digits 0-2 are in sight, those of answer digits 3-4 are not, so 1-3
-# digit sums are within a student's reach and 4-5 digit sums are not, whatever it is taught.
+# flawless with it), and 2-layer students that do not, whose attention sees 7 tokens per layer
+# (reach 12 tokens back): the operand digits of answer digits 0-2 are in sight, those of answer
+# digits 3-4 are not, so 1-3 digit sums are within a student's reach and 4-5 digit sums are not,
+# whatever it is taught.
 # Each student stops pretraining at 30 % greedy accuracy, so its pass rates spread. Two regimes,
 # the same students and teacher, differing only in which problems they train and are tested on:
 #

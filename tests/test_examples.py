@@ -139,7 +139,12 @@ def test_quickstart_reduced_end_to_end(tmp_path, quick_models):
     with_quick_models(tmp_path, quick_models)
     r = run_script("quickstart.sh", tmp_path, PACED_QUICK=1)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stderr.count("reused the finished model") == 2
+    # Steps that run side by side log to files; the terminal gets one line per step.
+    logs = tmp_path / "logs"
+    assert all("reused the finished model" in (logs / f"{m}.log").read_text() for m in ("teacher", "student"))
+    assert "━" not in r.stderr and "Traceback" not in r.stderr
+    assert [line.split("] ", 1)[1][:3] for line in r.stderr.splitlines() if line.startswith("[")] == ["1-3", "3. ", "4. ", "5. "]
+    assert (logs / "distill_paced.log").read_text().count("distill summary") == 1
     out = r.stdout
     # The artifacts of each step, valid by their schemas.
     scores = schemas.read(tmp_path / "scores", schemas.SCORES, option="--scores").frame
