@@ -39,7 +39,9 @@ MAX_NEW=8   # 6 answer digits and the end-of-sequence token
 DATA=$WORK/data MODELS=$WORK/models LOGS=$WORK/logs
 mkdir -p "$WORK" "$LOGS"
 started=$(date +%s)
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT   # a failed step stops the steps running beside it
+# A failed step stops the steps running beside it: each side-by-side lane and the command it runs.
+stop_lanes() { local lane; for lane in $(jobs -p); do pkill -TERM -P "$lane" 2>/dev/null; kill "$lane" 2>/dev/null; done; true; }
+trap stop_lanes EXIT
 say() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 # logged NAME CMD...: CMD with its progress and summaries in $LOGS/NAME.log (two steps run side by
 # side, and their progress bars would interleave); on failure, the end of that log.

@@ -131,6 +131,19 @@ def test_sweep_reduced_end_to_end(tmp_path, quick_models):
             assert row[bench].item() == pytest.approx(100 * acc)
 
 
+def test_quickstart_stops_the_step_beside_a_failed_one(tmp_path):
+    """The teacher's lane fails at once (its --out holds a directory train_tiny did not make); the
+    student trains beside it: the script fails naming the step and its log, and stops the
+    student's training rather than leave it running (its model is never finished)."""
+    (tmp_path / "models" / "teacher").mkdir(parents=True)
+    r = run_script("quickstart.sh", tmp_path, PACED_QUICK=1)
+    assert r.returncode != 0
+    assert "quickstart.sh: teacher failed (exit 1)" in r.stderr and "was not made by this script" in r.stderr
+    assert not (tmp_path / "models" / "student").exists()
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert left == [], left
+
+
 def test_quickstart_reduced_end_to_end(tmp_path, quick_models):
     """examples/quickstart.sh in its reduced mode: every real command, tiny sizes, and the
     comparison table it prints read back against the artifacts it wrote."""
