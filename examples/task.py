@@ -62,7 +62,7 @@ rather than by a distance that changes with the problem's width; every answer di
 its column's digit of the first operand 4d + 1 tokens back (2 layers and W = 9: 1-3 digits in
 reach, 4-5 not).
 
-Both are harder to learn than the fixed width: the quickstart's 4-layer teacher did not learn
+Both are harder to learn than the fixed width: train_tiny.py's default 4-layer teacher did not learn
 either in 1,000-3,000 steps (greedy 100 / 100 / 14 / 1 / 0 % on 1-5 digits with `problem`, lsb,
 3,000 steps; 76 / 11 / 2 / 0 / 0 % with `labelled`; docs/reproduce/pilot.md, pilot 4), against
 100 % on every width in 1,000 steps with `fixed`. A window-limited student needs a flawless
