@@ -458,7 +458,9 @@ def main() -> None:
     ap.add_argument("work", type=Path)
     ap.add_argument("--primary", default="capacity paced uniform", help="regime, method, baseline")
     ap.add_argument("--steps", type=int, required=True, help="the longest budget (the primary comparison's)")
-    ap.add_argument("--seconds", type=int, default=None, help="the run's wall time, for the header")
+    ap.add_argument("--seconds", type=int, default=None,
+                    help="the run's wall time, for the header (summed over its invocations, when resumed)")
+    ap.add_argument("--invocations", type=int, default=1, help="how many invocations of reproduce.sh made the run")
     args = ap.parse_args()
     work, primary = args.work, args.primary.split()
     if len(primary) != 3 or primary[0] not in REGIMES or primary[1] not in METHODS or primary[2] not in METHODS:
@@ -470,7 +472,8 @@ def main() -> None:
     res = results(work)
     cells = per_seed(res)
     pre, verdicts = preconditions(work, cells, args.steps)
-    took = f", {args.seconds / 60:.0f} minutes" if args.seconds else ""
+    took = (f", {args.seconds / 60:.0f} minutes" + (f" of wall time over {args.invocations} invocations (resumed or repeated)"
+                                                   if args.invocations > 1 else "")) if args.seconds else ""
     lines = [
         "# Paced in miniature: a regime map",
         "",

@@ -301,4 +301,8 @@ while [ $running -gt 0 ]; do wait -n || failed=1; running=$((running - 1)); done
 [ $failed = 0 ] || { echo "reproduce.sh: a seed pipeline or SNR job failed; the end of $LOG:" >&2; tail -n 25 "$LOG" >&2; exit 1; }
 
 say "done in $(( $(date +%s) - started )) s"
-python examples/report.py "$WORK" --primary "$PRIMARY" --steps "$STEPS" --seconds $(( $(date +%s) - started ))
+# The report's wall time is the sum over the invocations that made the run (a resumed or repeated
+# run adds its own), so a rerun of a finished map does not report its few seconds as the map's.
+echo $(( $(date +%s) - started )) >> "$WORK/wall_seconds"
+python examples/report.py "$WORK" --primary "$PRIMARY" --steps "$STEPS" --seconds "$(awk '{s += $1} END {print s}' "$WORK/wall_seconds")" \
+  --invocations "$(wc -l < "$WORK/wall_seconds")"

@@ -275,6 +275,13 @@ def test_reproduce_reduced_end_to_end(tmp_path, quick_models):
         assert digits.max() == 3 and digits.min() == 1, path
     assert manifest_record(learn / "uniform")["provenance"]["options"]["teacher_logits"].endswith("reach3_teacher_logits")
     assert "problems of 1-3 digits" in report and "problems of 1-5 digits" in report
+    # A rerun of the finished map recomputes nothing and reports the wall time of both invocations.
+    done = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("_manifest.parquet")}
+    r = run_script("reproduce.sh", tmp_path, timeout=600, PACED_QUICK=1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("_manifest.parquet")} == done
+    assert len((tmp_path / "wall_seconds").read_text().split()) == 2
+    assert "of wall time over 2 invocations (resumed or repeated)" in (tmp_path / "report.md").read_text()
 
 
 def test_report_statistics():
