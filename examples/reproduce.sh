@@ -175,19 +175,28 @@ run_evals() {  # run_evals: the evaluations queued in $EVALS
   rm -f "$EVALS"
 }
 
+student_of() {  # student_of SEED: the seed's student, shared by the regimes and the SNR jobs: trained by
+  # whichever job gets there first (the others wait on the lock, then reuse it); prints its path
+  local M=$WORK/students/seed$1
+  mkdir -p "$M"
+  # shellcheck disable=SC2086
+  flock "$M/.lock" python examples/train_tiny.py --out "$M" --only student --order $ORDER --pad $PAD --student-seed "$1" \
+    --threads "$OMP_NUM_THREADS" $MODEL_FLAGS $STUDENT_FLAGS >/dev/null 2>>"$LOG" || return  # (errexit is off in $(...))
+  echo "$M/student"
+}
+re_round_model() {  # re_round_model R: paced_re's model after round R (round 1: paced's export, when it has one)
+  if [ "$1" = 1 ] && has_export paced "$ROUND"; then model_at "$S/paced" "$ROUND"; else model_at "$S/paced_re/round$1"; fi
+}
+
 pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method at every budget
-  local regime=$1 seed=$2 S=$WORK/$1/seed$2 M=$WORK/students/seed$2
+  local regime=$1 seed=$2 S=$WORK/$1/seed$2 student
   # What distill and evaluate read (bash locals are seen by the functions this one calls).
   local train REGIME_TEST REGIME_LOGITS EVALS=$S/evals.txt
   train=$(train_of "$regime") REGIME_TEST=$(test_of "$regime") REGIME_LOGITS=$(logits_of "$regime")
-  mkdir -p "$S" "$M"
+  mkdir -p "$S"
   rm -f "$EVALS"   # a queue an interrupted run left: what it held is queued again below unless done
-  # The seed's student, shared by the regimes: trained by whichever pipeline gets there first.
-  # shellcheck disable=SC2086
-  flock "$M/.lock" python examples/train_tiny.py --out "$M" --only student --order $ORDER --pad $PAD --student-seed "$seed" \
-    --threads "$OMP_NUM_THREADS" $MODEL_FLAGS $STUDENT_FLAGS >/dev/null 2>>"$LOG"
+  student=$(student_of "$seed")
   ln -sfn "../../students/seed$seed" "$S/models"
-  local student=$M/student
   pass_rates "$student" "$train" "$S/base" "$seed"
   pass_rates "$student" "$REGIME_TEST" "$S/test_rates" "$seed" uniform   # groups the test problems by the base student's p
   evaluate "$student" "$S/eval_base"
@@ -212,12 +221,13 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
       paced_re)
         local r=1 model=$student rates=$S/base
         mkdir -p "$S/paced_re"
-        # Round 1 trains what paced's run trains in its first ROUND steps: that export, when there is one.
-        if has_export paced "$ROUND"; then model=$(model_at "$S/paced" "$ROUND") r=2; fi
         while [ $r -le $ROUNDS ]; do
           if [ $r -gt 1 ]; then rates=$S/paced_re/rates$r; pass_rates "$model" "$train" "$rates" "$((seed * 100 + r))" paced; fi
-          distill "$student" "$model" "$rates/w_paced.parquet" "$S/paced_re/round$r" fkl "$ROUND" "$((seed * 100 + r))" ""
-          model=$(model_at "$S/paced_re/round$r") r=$((r + 1))
+          # Round 1 trains what paced's run trains in its first ROUND steps: that export, when there is one.
+          if [ $r -gt 1 ] || ! has_export paced "$ROUND"; then
+            distill "$student" "$model" "$rates/w_paced.parquet" "$S/paced_re/round$r" fkl "$ROUND" "$((seed * 100 + r))" ""
+          fi
+          model=$(re_round_model $r) r=$((r + 1))
         done ;;
       *) echo "reproduce.sh: unknown method $m in METHODS" >&2; exit 2 ;;
     esac
@@ -227,8 +237,7 @@ pipeline() {  # pipeline REGIME SEED: one student, its pass rates, every method 
   for m in $METHODS; do
     for b in ${BUDGETS//,/ } $STEPS; do
       if [ "$m" = paced_re ]; then
-        if [ "$b" = "$ROUND" ] && has_export paced "$ROUND"; then evaluate "$(model_at "$S/paced" "$ROUND")" "$S/eval_${m}_$b"
-        elif [ $((b % ROUND)) = 0 ]; then evaluate "$(model_at "$S/paced_re/round$((b / ROUND))")" "$S/eval_${m}_$b"; fi
+        if [ $((b % ROUND)) = 0 ]; then evaluate "$(re_round_model $((b / ROUND)))" "$S/eval_${m}_$b"; fi
       elif [ "$m" = paced_2s ]; then   # before STEPS/2 it is paced
         if [ "$b" = "$STEPS" ]; then evaluate "$(model_at "$S/paced_2s/stage2")" "$S/eval_${m}_$b"; fi
       elif [ "$b" = "$STEPS" ]; then evaluate "$(model_at "$S/$m")" "$S/eval_${m}_$b"
@@ -260,17 +269,15 @@ done
 snr() {  # snr REGIME: Figure 3 on the first seed's base student (the seed's student, trained here if not yet)
   # K rollouts of SNR_PROBLEMS training problems, the teacher's logits on each, each problem's
   # gradient SNR at lm_head over them, and the Beta kernel fitted to the bin means (paced snr --fit).
-  local regime=$1 seed R=$WORK/$1/snr M
-  seed=$(seeds_of "$regime"); seed=${seed%% *} M=$WORK/students/seed$seed
-  mkdir -p "$R" "$M"
-  # shellcheck disable=SC2086
-  flock "$M/.lock" python examples/train_tiny.py --out "$M" --only student --order $ORDER --pad $PAD --student-seed "$seed" \
-    --threads "$OMP_NUM_THREADS" $MODEL_FLAGS $STUDENT_FLAGS >/dev/null 2>>"$LOG"
+  local regime=$1 seed R=$WORK/$1/snr student
+  seed=$(seeds_of "$regime"); seed=${seed%% *}
+  mkdir -p "$R"
+  student=$(student_of "$seed")
   [ -f "$R/problems.parquet" ] || python -c "import pyarrow.parquet as pq, sys; t = pq.read_table(sys.argv[1]); pq.write_table(t.slice(0, int(sys.argv[3])), sys.argv[2])" \
     "$(train_of "$regime")" "$R/problems.parquet" "$SNR_PROBLEMS"
-  pass_rates "$M/student" "$R/problems.parquet" "$R" "$seed" paced
+  pass_rates "$student" "$R/problems.parquet" "$R" "$seed" paced
   teacher_logits "$R/problems.parquet" "$R/rollouts" "$R/teacher_logits"
-  [ -f "$R/snr.parquet" ] || paced snr --student "$M/student" --teacher-logits "$R/teacher_logits" \
+  [ -f "$R/snr.parquet" ] || paced snr --student "$student" --teacher-logits "$R/teacher_logits" \
     --weights "$R/w_paced.parquet" --out "$R/snr.parquet" --plot "$WORK/snr_$regime.png" --fit >/dev/null 2>>"$LOG"
 }
 

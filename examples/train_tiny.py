@@ -432,10 +432,10 @@ def main() -> None:
             least = 2 if flag == "window" else 1  # a window of 1 sees only the current token
             if v < least:
                 ap.error(f"--{name}-{flag} {v}: must be at least {least}")
-        sized = replace(base, **size)
-        if sized.hidden % sized.heads:
-            ap.error(f"--{name}-hidden {sized.hidden} is not a multiple of --{name}-heads {sized.heads}")
-        return sized
+        out = replace(base, **size)
+        if out.hidden % out.heads:
+            ap.error(f"--{name}-hidden {out.hidden} is not a multiple of --{name}-heads {out.heads}")
+        return out
 
     teacher, student = sized(teacher, "teacher"), sized(student, "student")
     if args.teacher_reference_fraction is not None:
