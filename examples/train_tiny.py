@@ -242,7 +242,7 @@ def train(model, tokenizer, recipe: Recipe, seed: int, name: str, order: str = "
                 console.print(f"{name} step {done}/{recipe.steps}  loss {total:.4f}  {time.monotonic() - start:.0f} s")
             if recipe.stop_at is not None and done > recipe.reading_steps and done % CHECK_EVERY == 0:
                 model.eval()
-                reached = accuracy(model, tokenizer, check_rows, recipe.stop_context, seed)
+                reached = accuracy(model, tokenizer, check_rows, recipe.stop_context)
                 model.train()
                 if reached >= recipe.stop_at:
                     with_ref = " with the reference" if recipe.stop_context == "reference" else ""
@@ -259,7 +259,7 @@ def train(model, tokenizer, recipe: Recipe, seed: int, name: str, order: str = "
 # Evaluation: the pipeline's own prompts, generation and verifier
 
 
-def accuracy(model, tokenizer, rows: list[dict], context: str, seed: int) -> float:
+def accuracy(model, tokenizer, rows: list[dict], context: str) -> float:
     """Greedy accuracy on `rows`, checked by `--verifier exact`."""
     from stages.backends.hf import generate_hf
     from stages.backends.sampling import SamplingOptions
@@ -269,7 +269,7 @@ def accuracy(model, tokenizer, rows: list[dict], context: str, seed: int) -> flo
     longest = max(len(r["answer"]) for r in rows) + 2  # characters are tokens; --pad labelled's answers are longer
     options = SamplingOptions(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max(MAX_NEW_TOKENS, longest))
     prompts = encode_prompts(tokenizer, rows, context=context)
-    samples = generate_hf(model, tokenizer, prompts, options, eos_ids=eos_token_ids(model, tokenizer), batch_size=256, seed=seed)
+    samples = generate_hf(model, tokenizer, prompts, options, eos_ids=eos_token_ids(model, tokenizer), batch_size=256)
     right = [
         check_one("exact", tokenizer.decode(s[0].token_ids, skip_special_tokens=True), row).correct
         for s, row in zip(samples, rows)
@@ -292,7 +292,7 @@ def held_out_accuracy(
     )
     groups[task.RETAIN_BENCHMARK] = ([task.copy_row(x, "") for x in xs], "none")
     groups[f"add-{task.WIDTH}d+reference"] = (groups[f"add-{task.WIDTH}d"][0], "reference")
-    return {name: accuracy(model, tokenizer, rows, context, seed) for name, (rows, context) in groups.items()}
+    return {name: accuracy(model, tokenizer, rows, context) for name, (rows, context) in groups.items()}
 
 
 # ---------------------------------------------------------------------------------------

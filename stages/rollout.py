@@ -3,8 +3,9 @@
     paced rollout --problems problems.parquet --model student/ --out rollouts/ --samples 8
 
 Output is a job directory of parts (`--part-size` problems each). A killed run resumes with
-the same command: finished parts are kept, the rest is generated with the same per-part seed,
-so the artifact equals an uninterrupted run's. Any option that changes the output is part of
+the same command: finished parts are kept, the rest is generated with the same seeds (sample
+k of a problem from its own generator, seeded with the problem's seed + k), so the artifact
+equals an uninterrupted run's. Any option that changes the output is part of
 the job's key: rerunning with another one is refused rather than mixing results (--overwrite
 starts over).
 
@@ -13,12 +14,12 @@ for the job (stages/backends/); the part loop, seeds and columns are the same
 (stages/backends/generation.py, shared with eval).
 
 Adaptive sampling, `--min-samples K0`: every problem first gets K0 samples (parts 0..P-1, the
-same samples as a plain `--samples K0` run with the same seed; on vLLM, which seeds sample k of
-a prompt with its seed + k, also the first K0 of a plain `--samples K` run), which are checked with
+first K0 samples of a plain `--samples K` run with the same seed), which are checked with
 `--verifier` as `paced score` would; only the problems whose K0 samples are neither all right
-nor all wrong (0 < c < K0) get the other K - K0 (sample_index K0..K-1, in parts P.., each part's
-seed derived from --seed, "rollout-more", the shard and its index). A problem at c = 0 or c = K0
-keeps K0 samples: its plug-in weight is 0 either way at K0, and score and weight use each
+nor all wrong (0 < c < K0) get the other K - K0 (sample_index K0..K-1, in parts P..: the plain
+run's samples K0..K-1 of those problems). So every sample of an adaptive run is the plain
+run's sample of the same problem and index (on the same hardware and software: logits that
+differ in the last bit can change a draw). A problem at c = 0 or c = K0 keeps K0 samples: its plug-in weight is 0 either way at K0, and score and weight use each
 problem's own count. The selection is recomputed from the first parts on resume, so a killed
 run resumed gives the uninterrupted artifact (as long as no check ends on its time limit).
 """
@@ -37,12 +38,12 @@ from stages.backends.generation import (
     context_limit,
     generate_parts,
     job_options,
+    prompt_seeds,
     todo_count,
 )
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 from schemas import InputError
 from schemas.outputs import check_paths
-from stages.backends.sampling import derive_seed
 from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, VERIFIER
 
 
@@ -152,8 +153,8 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
                       total=sum(len(chosen[j * config.part_size:(j + 1) * config.part_size]) for j in todo_more))
             for j in todo_more:
                 part = chosen[j * config.part_size:(j + 1) * config.part_size]
-                seed = derive_seed(config.seed, "rollout-more", *([] if shard is None else [f"shard {shard}"]), j)
-                samples = generate([ids[i] for i in part], seed, on_batch, n=config.samples - config.min_samples)
+                samples = generate([ids[i] for i in part], prompt_seeds(config, "rollout", shard, part), on_batch,
+                                   n=config.samples - config.min_samples, first=config.min_samples)
                 write_part(n_parts + j, 0, 0, samples, chosen=[rows[i] for i in part], offset=config.min_samples)
 
         generate_parts(config, stage="rollout", tokenizer=tokenizer, ids=ids, todo=todo, shard=shard,

@@ -203,9 +203,10 @@ COIN = "import hashlib\ndef coin(completion, problem):\n    return hashlib.sha25
 
 
 def test_min_samples_draws_the_rest_only_for_unsettled_problems(tmp_path, student_dir, monkeypatch):
-    """--samples 6 --min-samples 3: the first 3 samples of every problem are a plain --samples 3
-    run's; exactly the problems with 0 < c < 3 among them get samples 3..5; score and weight use
-    each problem's own count; a kill in the second phase, rerun, gives the uninterrupted artifact."""
+    """--samples 6 --min-samples 3: every problem gets the first 3 samples of a plain --samples 6
+    run; exactly the problems with 0 < c < 3 among them get samples 3..5, the plain run's; score
+    and weight use each problem's own count; a kill in the second phase, rerun, gives the
+    uninterrupted artifact."""
     from stages.options import key_options
     from stages.rollout import RolloutConfig
 
@@ -216,20 +217,21 @@ def test_min_samples_draws_the_rest_only_for_unsettled_problems(tmp_path, studen
     make_problems(12).write_parquet(problems)
     base = ["--problems", problems, "--model", student_dir, "--max-new-tokens", "12", "--part-size", "4",
             "--batch-size", "4", "--seed", "5"]
-    assert paced("rollout", *base, "--samples", "3", "--out", tmp_path / "k3").exit_code == 0
+    assert paced("rollout", *base, "--samples", "6", "--out", tmp_path / "k6").exit_code == 0
     adaptive = [*base, "--samples", "6", "--min-samples", "3", "--verifier", "coin:coin"]
     r = paced("rollout", *adaptive, "--out", tmp_path / "ad")
     assert r.exit_code == 0, r.stderr
-    k3, ad = rollouts(tmp_path / "k3").drop("model"), rollouts(tmp_path / "ad").drop("model")
-    assert ad.filter(pl.col("sample_index") < 3).equals(k3)
-    assert paced("score", "--rollouts", tmp_path / "k3", "--problems", problems, "--out", tmp_path / "s3",
+    k6, ad = rollouts(tmp_path / "k6").drop("model"), rollouts(tmp_path / "ad").drop("model")
+    assert paced("score", "--rollouts", tmp_path / "k6", "--problems", problems, "--out", tmp_path / "s6",
                  "--verifier", "coin:coin").exit_code == 0
-    c = pl.read_parquet(tmp_path / "s3" / "part-*.parquet").group_by("problem_id").agg(c=pl.col("correct").sum())
+    c = (pl.read_parquet(tmp_path / "s6" / "part-*.parquet").filter(pl.col("sample_index") < 3)
+         .group_by("problem_id").agg(c=pl.col("correct").sum()))
     mixed = set(c.filter((pl.col("c") > 0) & (pl.col("c") < 3))["problem_id"])
     assert 0 < len(mixed) < 12  # both kinds present at this seed
+    # Every adaptive sample is the plain run's sample of the same problem and index.
+    assert ad.equals(k6.filter((pl.col("sample_index") < 3) | pl.col("problem_id").is_in(sorted(mixed))))
     counts = dict(ad.group_by("problem_id").len().iter_rows())
     assert counts == {p: 6 if p in mixed else 3 for p in counts}
-    assert set(ad.filter(pl.col("sample_index") >= 3)["problem_id"]) == mixed
     saved = 1 - (3 * 12 + 3 * len(mixed)) / 72
     assert f"{3 * 12 + 3 * len(mixed)} of 72 ({saved:.1%} saved)" in r.stderr
     assert f"3, then 6 for {len(mixed)} (0 < c < 3)" in r.stderr

@@ -278,14 +278,17 @@ def test_greedy_rollouts_are_the_hf_tokens(runs, stopper_dir, tokenizer):
 
 
 @needs_vllm
-def test_adaptive_first_samples_are_a_plain_runs_first_samples(runs):
-    """rollout --min-samples K0 on vLLM: the first K0 samples of every problem are those of a
-    plain --samples K run with the same seed (vLLM seeds sample k of a prompt with its seed + k)."""
+def test_adaptive_samples_are_a_plain_runs_samples(runs):
+    """rollout --min-samples K0 on vLLM: every sample is the plain --samples K run's sample of the
+    same problem and index (vLLM seeds sample k of a prompt with its seed + k): the first K0 of
+    every problem, and the further ones of the problems that got them."""
     d, _, _ = runs
     cols = ["problem_id", "sample_index", "completion_token_ids", "finish_reason"]
-    first = read(d / "v_adaptive").filter(pl.col("sample_index") < 2).select(cols)
-    plain = read(d / "v_sampled").filter(pl.col("sample_index") < 2).select(cols)
-    assert first.height == PROBLEMS * 2 and first.equals(plain)
+    adaptive = read(d / "v_adaptive").select(cols)
+    plain = read(d / "v_sampled").select(cols)
+    assert adaptive.filter(pl.col("sample_index") < 2).height == PROBLEMS * 2
+    assert adaptive.equals(plain.join(adaptive.select("problem_id", "sample_index"), on=["problem_id", "sample_index"],
+                                      how="semi").sort("problem_id", "sample_index"))
 
 
 @needs_vllm

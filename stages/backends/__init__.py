@@ -26,7 +26,8 @@ REGISTRY = {
 }
 NAMES = tuple(REGISTRY)
 
-# generate(prompts, seed, on_batch, n=None) -> n (default K) samples per prompt; on_batch(prompts_done, tokens)
+# generate(prompts, seeds, on_batch, n=None, first=0) -> samples first .. first + n - 1 (n default K) of each
+# prompt, sample k of prompt i seeded with seeds[i] + k; on_batch(prompts_done, tokens)
 Generate = Callable[..., list[list[Sample]]]
 # score(prompt_ids, response_ids, on_batch, seeds=None) -> per sequence {topk_ids, topk_logprobs,
 # tail_logprob, target_logprobs, sample_ids, sample_logmass, entropy}; on_batch(response_tokens_done).
@@ -51,6 +52,9 @@ class Backend(Protocol):
     """Config fields only this backend uses, with their defaults (refused by the others)."""
     SCORE_ROOM: int
     """Tokens a scored sequence must leave free in the context (vLLM generates one)."""
+    SAMPLING: str | None
+    """The name of how its samples are drawn, in the key of every sampled job when not None:
+    changed when the same seed would give other samples, so no job mixes two schemes."""
 
     def option_problems(self, config: Any) -> list[str]:
         """Its own bad options, each named with its fix, before anything is loaded."""
@@ -62,8 +66,10 @@ class Backend(Protocol):
         """The longest prompt + response the engine takes for `model`."""
 
     def open_generator(self, model: str, config: Any, tokenizer: Any) -> AbstractContextManager[Generate]:
-        """Load `model` once for a job; yield `generate(prompts, seed, on_batch, n=None)`: the
-        samples of each prompt, `n` of them (default: the config's --samples)."""
+        """Load `model` once for a job; yield `generate(prompts, seeds, on_batch, n=None, first=0)`:
+        samples `first` .. `first` + n - 1 of each prompt (n default: the config's --samples),
+        sample k of prompt i drawn from a generator seeded with `seeds[i]` + k alone, so that a
+        sample does not depend on n, `first`, the batch or the other prompts."""
 
     def open_scorer(self, model: str, config: Any, tokenizer: Any) -> Score:
         """Load the teacher `model` once for a job; return `score(prompt_ids, response_ids, on_batch, seeds=None)`."""

@@ -1,8 +1,8 @@
 """The generation options and part loop that rollout and eval share, on any backend.
 
-Part p's samples depend only on the options, its prompts and its seed (derived from --seed,
-the stage, the shard and p), so a resumed job regenerates exactly what an uninterrupted run
-would have.
+Sample k of a prompt depends only on the options, the prompt and its seed + k, the prompt's
+seed derived from --seed, the stage, the shard, its part and its place in the part
+(`prompt_seeds`), so a resumed job regenerates exactly what an uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -85,8 +85,10 @@ class GenerationConfig:
 
 def job_options(config, inputs: dict[str, Any]) -> dict:
     """The options that make a job what it is (its key): the identity options (stages.options),
-    with the inputs' fingerprints."""
-    return key_options(config) | {"inputs": inputs}
+    with the inputs' fingerprints, and for sampled jobs the backend's sampling scheme where it
+    names one (a job an older scheme began is then not resumed by a newer one)."""
+    scheme = backends.get(config.backend).SAMPLING if config.temperature > 0 else None
+    return key_options(config) | {"inputs": inputs} | ({"sampling": scheme} if scheme else {})
 
 
 def context_limit(config) -> int | None:
@@ -117,6 +119,15 @@ def todo_count(todo: Sequence[int], part_size: int, n: int) -> int:
     return sum(hi - lo for lo, hi in (part_bounds(p, part_size, n) for p in todo))
 
 
+def prompt_seeds(config, stage: str, shard: tuple[int, int] | None, positions: Sequence[int]) -> list[int]:
+    """The seeds of the prompts at `positions` in a job's input: prompt i of part p has
+    derive_seed(part seed, i), the part seed derived from --seed, the stage, the shard and p."""
+    def part_seed(part: int) -> int:
+        return derive_seed(config.seed, stage, *([] if shard is None else [f"shard {shard}"]), part)
+
+    return [derive_seed(part_seed(pos // config.part_size), pos % config.part_size) for pos in positions]
+
+
 def generate_parts(
     config,
     *,
@@ -133,9 +144,9 @@ def generate_parts(
 ) -> None:
     """Generate every unfinished part of a rollout or eval job, one engine for all of them.
 
-    Part p's samples depend only on the options, its prompts and its seed (derived from
-    --seed, the stage, the shard and p), so a resumed job regenerates exactly what an
-    uninterrupted run would have. `write_part(part, lo, hi, samples)` stores part p, which
+    Part p's samples depend only on the options, its prompts and their seeds
+    (`prompt_seeds`), so a resumed job regenerates exactly what an uninterrupted run would
+    have. `write_part(part, lo, hi, samples)` stores part p, which
     holds prompts ids[lo:hi]. `on_ready()` is called once the model is loaded. `n`: samples
     per prompt when not --samples; `then(generate)` runs after the parts with the same engine
     (rollout --min-samples draws its further samples there).
@@ -145,7 +156,6 @@ def generate_parts(
             on_ready()
         for part in todo:
             lo, hi = part_bounds(part, config.part_size, len(ids))
-            seed = derive_seed(config.seed, stage, *([] if shard is None else [f"shard {shard}"]), part)
-            write_part(part, lo, hi, generate(ids[lo:hi], seed, on_batch, n=n))
+            write_part(part, lo, hi, generate(ids[lo:hi], prompt_seeds(config, stage, shard, range(lo, hi)), on_batch, n=n))
         if then:
             then(generate)

@@ -22,6 +22,7 @@ from stages.backends.sampling import Sample, SamplingOptions, prompt_samples
 LABEL = "transformers"
 OPTIONS: dict[str, Any] = {}  # no engine options of its own
 SCORE_ROOM = 0
+SAMPLING = "per-sample generators, seed + k"  # see generate_hf; before it, one generator per part
 
 
 def option_problems(config: Any) -> list[str]:
@@ -43,8 +44,8 @@ def shutdown() -> None:
 
 @contextmanager
 def open_generator(model_name: str, config: Any, tokenizer: Any) -> Iterator[Callable[..., list[list[Sample]]]]:
-    """Load the model once for the whole job and yield `generate(prompts, seed, on_batch, n)`
-    (`n`: samples per prompt, when not --samples)."""
+    """Load the model once for the whole job and yield `generate(prompts, seeds, on_batch, n,
+    first)` (see `Backend.open_generator`)."""
     from transformers import GenerationConfig as HFGenerationConfig
 
     options = SamplingOptions.of(config)
@@ -54,9 +55,9 @@ def open_generator(model_name: str, config: Any, tokenizer: Any) -> Iterator[Cal
     eos = models.eos_token_ids(model, tokenizer)  # reads the model's generation config: before it goes
     model.generation_config = HFGenerationConfig()  # none of the model's sampling defaults (see above)
 
-    def generate(prompts, seed, on_batch=None, n=None):
+    def generate(prompts, seeds, on_batch=None, n=None, first=0):
         return generate_hf(model, tokenizer, prompts, options if n is None else replace(options, n=n), eos_ids=eos,
-                           batch_size=config.batch_size, seed=seed, on_batch=on_batch)
+                           batch_size=config.batch_size, seeds=seeds, first=first, on_batch=on_batch)
 
     yield generate
 
@@ -86,46 +87,51 @@ def generate_hf(
     *,
     eos_ids: Sequence[int],
     batch_size: int,
-    seed: int,
+    seeds: Sequence[int] | None = None,
+    first: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> list[list[Sample]]:
-    """K = options.n samples for each prompt, prompts batched `batch_size` at a time.
+    """K = options.n samples for each prompt, prompts batched `batch_size` at a time:
+    samples `first` .. `first` + K - 1 of each.
 
-    The torch RNG is seeded with `seed` once, then batches run in order: for a fixed seed,
-    batch size and device the samples are reproducible. `on_batch(prompts_done, tokens)`
-    reports progress.
+    Sample k of prompt i is drawn with its own generator, seeded with `seeds[i]` + k (as vLLM
+    seeds the samples of a request), so it depends on that seed and the logits alone: not on
+    K, the batch or the other prompts. A `--min-samples K0` run's first K0 samples are then
+    those of a plain `--samples K` run, and its further ones (`first` = K0) the plain run's
+    samples K0 .. K - 1. Greedy decoding (temperature 0) needs no seeds. `on_batch(prompts_done,
+    tokens)` reports progress.
     """
     import torch
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, LogitsProcessorList
 
     device = next(model.parameters()).device
     greedy = options.temperature == 0
+    if not greedy and (seeds is None or len(seeds) != len(prompts)):
+        raise ValueError("sampling needs one seed per prompt")
+    per_prompt = 1 if greedy else options.n  # greedy decoding gives K identical samples: decode once and copy
     gen = GenerationConfig(
-        do_sample=not greedy,
-        temperature=None if greedy else options.temperature,
-        top_p=None if greedy else options.top_p,
-        # --top-k, 0 when off (None would mean transformers' default of 50); unset when greedy,
-        # where any value is unused and transformers warns about it.
-        top_k=None if greedy else options.top_k,
+        do_sample=False,  # sampling is done by SeededSampler, the last logits processor
         max_new_tokens=options.max_new_tokens,
-        # Greedy decoding gives K identical samples: decode once and copy.
-        num_return_sequences=1 if greedy else options.n,
         eos_token_id=list(eos_ids),
         pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(seed)
     results: list[list[Sample]] = []
     pad = tokenizer.pad_token_id
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
         width = max(len(p) for p in batch)
-        # Left padding: every prompt ends where generation starts.
-        input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in batch], device=device)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+        # Left padding: every prompt ends where generation starts. Each prompt once per sample.
+        rows = [p for p in batch for _ in range(per_prompt)]
+        input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in rows], device=device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in rows], device=device)
+        processors = LogitsProcessorList()
+        if not greedy:
+            row_seeds = [seeds[start + i] + first + k for i in range(len(batch)) for k in range(per_prompt)]
+            processors.append(SeededSampler(options, row_seeds, width))
         with torch.inference_mode():
-            out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen)
+            out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen,
+                                 logits_processor=processors)
         new = out[:, width:].tolist()
-        per_prompt = gen.num_return_sequences
         tokens = 0
         for i in range(len(batch)):
             samples = prompt_samples(new[i * per_prompt : (i + 1) * per_prompt], eos_ids, options)
@@ -134,6 +140,49 @@ def generate_hf(
         if on_batch:
             on_batch(len(batch), tokens)
     return results
+
+
+class SeededSampler:
+    """A transformers logits processor that samples each row's next token with the row's own
+    generator, and leaves greedy decoding nothing else to choose.
+
+    transformers samples a batch with one draw from the global generator, so a row's sample
+    depends on every other row. Here row r's draws are `max_new_tokens` uniforms (float64) from
+    a generator seeded with `seeds[r]`, made before decoding; at step t the token is drawn by
+    inverting the cumulative distribution (float64) at uniform t, after temperature, top-k and
+    top-p as transformers applies them when it samples (its own warpers, in its order). The
+    scores returned are 0 for that token and -inf elsewhere, so the argmax is the draw.
+    """
+
+    def __init__(self, options: SamplingOptions, seeds: Sequence[int], width: int):
+        import torch
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.width = width
+        self.warpers = [
+            *([TemperatureLogitsWarper(options.temperature)] if options.temperature != 1.0 else []),
+            *([TopKLogitsWarper(top_k=options.top_k)] if options.top_k else []),
+            *([TopPLogitsWarper(top_p=options.top_p)] if options.top_p < 1.0 else []),
+        ]
+        self.uniforms = torch.stack([
+            torch.rand(options.max_new_tokens, generator=torch.Generator().manual_seed(s % 2**64), dtype=torch.float64)
+            for s in seeds
+        ])  # [rows, max_new_tokens], on the CPU: the same draws on every device
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        step = input_ids.shape[1] - self.width
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        probs = torch.softmax(scores.double(), dim=-1)
+        cdf = probs.cumsum(-1)
+        u = self.uniforms[:, step].to(cdf.device) * cdf[:, -1]
+        token = torch.searchsorted(cdf, u[:, None], right=True)
+        # u rounded up to the total mass would pick past the last token with mass: take that one
+        last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(-1, keepdim=True)
+        token = torch.minimum(token, last)
+        return torch.full_like(scores, float("-inf")).scatter_(-1, token, 0.0)
 
 
 # ---------------------------------------------------------------------------------------

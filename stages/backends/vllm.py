@@ -16,7 +16,8 @@ vLLM logs to stderr here (its default is stdout, which carries only the output p
 - Sampling: explicit SamplingParams (n = K, temperature, top-p, top-k, max_tokens, the model's
   end-of-sequence ids as stop tokens), never the model's generation defaults
   (`generation_config="vllm"`). Each prompt gets its own seed, derived from the part's seed
-  and the prompt's place in the part (vLLM gives sample k of a prompt the seed + k), and a
+  and the prompt's place in the part (vLLM gives sample k of a prompt the seed + k, and so
+  does the hf backend), and a
   part goes to the engine as one batch: a resumed part is sampled as it was the first time
   (on the same hardware and vLLM version).
 - Teacher log-probs: `prompt_logprobs=k` on prompt + response; only the response positions
@@ -44,7 +45,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from schemas import InputError
 from stages import models
-from stages.backends.sampling import Sample, SamplingOptions, derive_seed, prompt_samples
+from stages.backends.sampling import Sample, SamplingOptions, prompt_samples
 from stages import threads
 from stages.backends import watchdog
 
@@ -58,6 +59,7 @@ OPTIONS: dict[str, Any] = {
 }
 # vLLM scores a sequence as a prompt, and wants room for one generated token after it.
 SCORE_ROOM = 1
+SAMPLING = None  # vLLM's own seeding (seed + k per sample), unchanged since the first version
 
 INSTALL_HINT = (
     'install vLLM: on a GPU machine `pip install "paced[vllm]"`; on a CPU-only machine '
@@ -355,15 +357,15 @@ def eos_token_ids(model: str, tokenizer: Any) -> list[int]:
 
 @contextmanager
 def open_generator(model: str, c: Any, tokenizer: Any) -> Iterator[Callable[..., list[list[Sample]]]]:
-    """Start (or reuse) the engine for `model`; yield `generate(prompts, seed, on_batch, n)`
-    (`n`: samples per prompt, when not --samples)."""
+    """Start (or reuse) the engine for `model`; yield `generate(prompts, seeds, on_batch, n,
+    first)` (see `Backend.open_generator`)."""
     options = SamplingOptions.of(c)
     llm = engine(model, c, seeded=True)
     eos = eos_token_ids(model, tokenizer)
 
-    def generate_part(prompts, seed, on_batch=None, n=None):
-        return generate(llm, prompts, options if n is None else replace(options, n=n), eos_ids=eos, seed=seed,
-                        on_batch=on_batch)
+    def generate_part(prompts, seeds, on_batch=None, n=None, first=0):
+        return generate(llm, prompts, options if n is None else replace(options, n=n), eos_ids=eos, seeds=seeds,
+                        first=first, on_batch=on_batch)
 
     yield generate_part
 
@@ -390,14 +392,17 @@ def generate(
     options: SamplingOptions,
     *,
     eos_ids: Sequence[int],
-    seed: int,
+    seeds: Sequence[int],
+    first: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> list[list[Sample]]:
-    """K = options.n samples for each prompt, as `generate_hf` returns them.
+    """K = options.n samples for each prompt, samples `first` .. `first` + K - 1 of each, as
+    `generate_hf` returns them.
 
-    The whole list goes to the engine at once (it batches continuously). Prompt i is
-    sampled with seed derive_seed(seed, i). Greedy decoding (temperature 0) decodes once and
-    copies, as the hf backend does.
+    The whole list goes to the engine at once (it batches continuously). Prompt i's request
+    has the seed `seeds[i]` + `first`, and vLLM seeds its sample j with the request's seed + j,
+    so sample k of prompt i is seeded with `seeds[i]` + k, as on the hf backend. Greedy
+    decoding (temperature 0) decodes once and copies, as the hf backend does.
     """
     from vllm import SamplingParams
 
@@ -412,7 +417,7 @@ def generate(
             top_k=0 if greedy else options.top_k,  # 0: off
             max_tokens=options.max_new_tokens,
             stop_token_ids=list(eos_ids),
-            seed=derive_seed(seed, i),
+            seed=seeds[i] + first,
             detokenize=False,  # paced decodes the ids itself, as for the hf backend
         )
         for i in range(len(prompts))
