@@ -13,8 +13,10 @@ Two measurements, each against the plain K = 8 run:
   student until 2026-12-03; trained here, about 40 s) on 6,000 training problems (1,000 with --quick): the real commands, `paced
   rollout` K = 8 seed 0, K = 8 seed 1, and K = 8 --min-samples 4 seed 0, each scored (`exact`)
   and weighted (p(1-p), plug-in, unnormalised). Response tokens generated are counted from the
-  artifacts. Two K = 8 runs with different seeds differ by sampling alone: that difference is
-  printed beside the adaptive run's, as the yardstick.
+  artifacts. The adaptive run's samples are the seed-0 plain run's samples of the same problem
+  and index (checked and printed), so its weights differ from that run's by the rule alone, as
+  in the synthetic rows; two K = 8 runs with different seeds differ by sampling alone: that
+  difference is printed beside the adaptive run's, as the yardstick.
 """
 
 from __future__ import annotations
@@ -87,14 +89,15 @@ def quickstart(sec: Section, ctx: Context) -> None:
               "--batch-size", "64", "--part-size", "2048"]
     runs = {"plain": ["--seed", "0"], "other seed": ["--seed", "1"], "adaptive": ["--seed", "0", "--min-samples", "4",
                                                                                  "--verifier", "exact"]}
-    w, tokens, samples = {}, {}, {}
+    w, tokens, samples, drawn = {}, {}, {}, {}
     for name, extra in runs.items():
         out = d / name.replace(" ", "_")
         out.mkdir(exist_ok=True)
         paced("rollout", *common, *extra, "--out", out / "rollouts")
         paced("score", "--rollouts", out / "rollouts", "--problems", problems, "--out", out / "scores", "--verifier", "exact")
         paced("weight", "--scores", out / "scores", "--out", out / "w.parquet", "--normalize", "none")
-        r = pl.read_parquet(out / "rollouts" / "part-*.parquet", columns=["completion_token_ids"])
+        r = pl.read_parquet(out / "rollouts" / "part-*.parquet", columns=["problem_id", "sample_index", "completion_token_ids"])
+        drawn[name] = r
         tokens[name] = int(r["completion_token_ids"].list.len().sum())
         samples[name] = r.height
         w[name] = pl.read_parquet(out / "w.parquet").select("problem_id", "weight").sort("problem_id")["weight"].to_numpy()
@@ -102,6 +105,9 @@ def quickstart(sec: Section, ctx: Context) -> None:
     import numpy as np
 
     label = f"1-layer msb student ({n:,} problems, K = {K})"
+    same = drawn["adaptive"].join(drawn["plain"], on=["problem_id", "sample_index"], how="left", suffix="_plain")
+    sec.add(f"{label}, --min-samples 4: samples equal to the plain seed-0 run's sample of the same problem and index",
+            f"{(same['completion_token_ids'] == same['completion_token_ids_plain']).mean():.1%}", runs=1)
     sec.add(f"{label}, --min-samples 4: samples / response tokens drawn, over the plain run's",
             f"{samples['adaptive'] / samples['plain']:.3f} / {tokens['adaptive'] / tokens['plain']:.3f}", runs=1)
     for name in ("adaptive", "other seed"):
@@ -118,6 +124,7 @@ def section(ctx: Context) -> Section:
     quickstart(sec, ctx)
     sec.notes.append(
         "--min-samples K0 draws K0 samples per problem and the other K - K0 only where 0 < c < K0. The synthetic rows "
-        "apply the rule to the same draws as the plain run, so their differences are the rule's alone; the 1-layer msb student's "
-        "rows compare real runs, beside two plain runs that differ only in their seed.")
+        "apply the rule to the same draws as the plain run, so their differences are the rule's alone; so do the 1-layer msb "
+        "student's real runs (every adaptive sample is the plain seed-0 run's), printed beside two plain runs that differ only in "
+        "their seed.")
     return sec

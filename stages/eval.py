@@ -5,7 +5,7 @@
 
 Each problems file holds one or more benchmarks: its `benchmark` column when it has one,
 else the file's name (`math500.parquet` is benchmark `math500`). Generation is exactly
-rollout's (same parts, same per-part seeds, same sampling), then every response is checked
+rollout's (same parts, same per-sample seeds, same sampling), then every response is checked
 by `--verifier` in bounded time, as in score. --out holds two artifacts: `<out>/results`, the
 per-response rows, a resumable job (a killed run resumes with the same command; with --shard
 its shards are inside it), and `<out>/summary.parquet`, one row per benchmark, recomputed on

@@ -267,3 +267,22 @@ def test_min_samples_bad_options_exit_2(tmp_path, problems_file, student_dir):
         r = paced(*base, *extra)
         assert r.exit_code == 2 and needle in r.stderr, (extra, r.stderr)
         assert not (tmp_path / "o").exists()
+
+
+def test_sampled_hf_jobs_carry_the_sampling_scheme_in_their_key(tmp_path, problems_file, student_dir):
+    """A sampled job made by an earlier hf sampler (one generator per part) is not resumed by this
+    one: the scheme is in the key of sampled hf jobs; greedy jobs, whose output it does not
+    change, and vLLM jobs, whose seeding did not change, keep their keys."""
+    from stages import backends
+    from stages.backends import hf
+    from stages.backends.generation import job_options
+    from stages.rollout import RolloutConfig
+
+    def options(**kw):
+        return job_options(RolloutConfig(problems=problems_file, model=str(student_dir), out=tmp_path / "x", **kw), {})
+
+    assert options()["sampling"] == hf.SAMPLING
+    assert "sampling" not in options(temperature=0.0)
+    assert backends.get("vllm").SAMPLING is None
+    assert paced("rollout", "--problems", problems_file, "--model", student_dir, "--out", tmp_path / "r", *FAST).exit_code == 0
+    assert job_record(tmp_path / "r")["options"]["sampling"] == hf.SAMPLING

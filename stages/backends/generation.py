@@ -29,7 +29,7 @@ class GenerationConfig:
     top_p: float = option("Nucleus sampling mass, in (0, 1].", 1.0)
     top_k: int = option(TOP_K, 0, keyed_when_set=True)
     max_new_tokens: int = option("Longest response; longer ones stop with finish_reason 'length'.", 1024)
-    seed: int = option("Same seed, options and batch size give the same responses.", 0)
+    seed: int = option("Same seed and options give the same responses (sample k of a problem is seeded with its seed + k).", 0)
     backend: str = option(backends.BACKEND_HELP, "hf")
     context: str = option("none, or reference: the prompt carries the problem's expert reference solution (privileged context).", "none")
     system_prompt: str | None = option("A system message placed before the problem (chat models).", None)
