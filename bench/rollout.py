@@ -12,8 +12,9 @@ after a warm-up, the compared things alternated run by run.
 
 1. In this process: the whole stage (`rollout.run`: read and validate problems, load the
    model, generate, decode, write parts and manifest) against the floor of `model.generate`
-   alone on the same prompts with the same sampling (K return sequences per prompt, no top-k,
-   the same batches).
+   alone on the same prompts with transformers' own sampler (K return sequences per prompt,
+   no top-k, the same batches, one generator for the batch): the stage draws each sample from
+   its own seeded generator (stages/backends/hf.py), so its figure includes that sampler.
 2. The command, `--backend hf` against `--backend vllm`: each run a fresh
    `python -m paced_cli rollout ...` in its own interpreter, the vLLM one found by
    `bench.common.vllm_python` ($PACED_VLLM_PYTHON; else this interpreter if vLLM imports;
