@@ -122,10 +122,9 @@ def todo_count(todo: Sequence[int], part_size: int, n: int) -> int:
 def prompt_seeds(config, stage: str, shard: tuple[int, int] | None, positions: Sequence[int]) -> list[int]:
     """The seeds of the prompts at `positions` in a job's input: prompt i of part p has
     derive_seed(part seed, i), the part seed derived from --seed, the stage, the shard and p."""
-    def part_seed(part: int) -> int:
-        return derive_seed(config.seed, stage, *([] if shard is None else [f"shard {shard}"]), part)
-
-    return [derive_seed(part_seed(pos // config.part_size), pos % config.part_size) for pos in positions]
+    part_seeds = {part: derive_seed(config.seed, stage, *([] if shard is None else [f"shard {shard}"]), part)
+                  for part in {pos // config.part_size for pos in positions}}
+    return [derive_seed(part_seeds[pos // config.part_size], pos % config.part_size) for pos in positions]
 
 
 def generate_parts(

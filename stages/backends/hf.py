@@ -127,7 +127,7 @@ def generate_hf(
         processors = LogitsProcessorList()
         if not greedy:
             row_seeds = [seeds[start + i] + first + k for i in range(len(batch)) for k in range(per_prompt)]
-            processors.append(SeededSampler(options, row_seeds, width))
+            processors.append(SeededSampler(options, row_seeds, width, device))
         with torch.inference_mode():
             out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen,
                                  logits_processor=processors)
@@ -154,7 +154,7 @@ class SeededSampler:
     scores returned are 0 for that token and -inf elsewhere, so the argmax is the draw.
     """
 
-    def __init__(self, options: SamplingOptions, seeds: Sequence[int], width: int):
+    def __init__(self, options: SamplingOptions, seeds: Sequence[int], width: int, device: Any = "cpu"):
         import torch
         from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
@@ -167,7 +167,7 @@ class SeededSampler:
         self.uniforms = torch.stack([
             torch.rand(options.max_new_tokens, generator=torch.Generator().manual_seed(s % 2**64), dtype=torch.float64)
             for s in seeds
-        ])  # [rows, max_new_tokens], on the CPU: the same draws on every device
+        ]).to(device)  # [rows, max_new_tokens], drawn on the CPU: the same draws on every device
 
     def __call__(self, input_ids, scores):
         import torch
@@ -177,7 +177,7 @@ class SeededSampler:
             scores = warp(input_ids, scores)
         probs = torch.softmax(scores.double(), dim=-1)
         cdf = probs.cumsum(-1)
-        u = self.uniforms[:, step].to(cdf.device) * cdf[:, -1]
+        u = self.uniforms[:, step] * cdf[:, -1]
         token = torch.searchsorted(cdf, u[:, None], right=True)
         # u rounded up to the total mass would pick past the last token with mass: take that one
         last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(-1, keepdim=True)
