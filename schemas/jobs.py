@@ -22,6 +22,7 @@ import atexit
 import datetime as _dt
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -67,6 +68,15 @@ def _lock_holder(d: Path) -> dict[str, Any] | None:
         if holder is not None:
             return holder | {"lock": lock}
     return None
+
+
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the temporary file `tmp` (`.NAME.tmp-PID...`) belongs to another live process
+    on this machine: one that is about to take the lock or rename it into place."""
+    m = re.match(r"\..+\.tmp-(\d+)", tmp.name)
+    if m is None:
+        return False
+    return _holder_alive({"pid": int(m.group(1)), "host": socket.gethostname()}) is not None
 
 
 def _holder_alive(holder: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -224,6 +234,8 @@ class Job:
             pass
         self._lock()
         for stale in d.glob(".*.tmp-*"):  # left by a killed writer
+            if _writer_alive(stale):  # another process's file in flight (its lock, a moment ago)
+                continue
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)
             else:

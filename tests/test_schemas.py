@@ -240,3 +240,31 @@ def test_key_runs_across_chunk_boundaries(tmp_path):
     )
     assert key_runs(broken, KEY) is None  # row 127 (last of chunk 2): sample 1 became 0, a repeat
     assert _duplicates(broken, list(KEY))
+
+
+def test_starting_a_job_removes_a_dead_writers_temporary_files_but_not_a_live_ones(tmp_path):
+    # Two identical commands at once: the one that takes the lock must not remove, as stale,
+    # the lock file the other has written and is about to link (it then failed with a traceback).
+    import subprocess
+    import sys
+
+    d = tmp_path / "scores"
+    first = schemas.Job(d, schemas.SCORES, {"x": 1}, schemas.provenance("score", {}))
+    first.check()
+    first.start()
+    first.release()  # as if killed: the job is resumed below
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        in_flight = d / f"._lock.parquet.tmp-{live.pid}"
+        stale = d / f".part-00000.parquet.tmp-{dead.pid}"
+        in_flight.write_bytes(b"x")
+        stale.write_bytes(b"x")
+        job = schemas.Job(d, schemas.SCORES, {"x": 1}, schemas.provenance("score", {}))
+        job.check()
+        job.start()
+        assert in_flight.exists() and not stale.exists()
+    finally:
+        live.kill()
+        live.wait()
