@@ -201,13 +201,13 @@ def measure(label: str, problems: Path, sequences: Path, teacher: Path, student:
     return m
 
 
-def sample(problems: Path, teacher: Path, out: Path, max_new_tokens: int, batch: int) -> Path:
-    """The teacher's own responses: one per problem, temperature 1, by the real rollout stage."""
+def sample(problems: Path, teacher: Path, out: Path, max_new_tokens: int, batch: int, samples: int = 1) -> Path:
+    """The teacher's own responses: `samples` per problem, temperature 1, by the real rollout stage."""
     from stages import rollout
 
     t = time.perf_counter()
     path = Path(rollout.run(rollout.RolloutConfig(
-        problems=problems, model=str(teacher), out=out, samples=1, temperature=1.0, top_p=1.0,
+        problems=problems, model=str(teacher), out=out, samples=samples, temperature=1.0, top_p=1.0,
         max_new_tokens=max_new_tokens, seed=0, batch_size=batch, overwrite=True)))
     log(f"storage: sampled {teacher}'s responses in {time.perf_counter() - t:.0f} s")
     return path
