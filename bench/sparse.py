@@ -226,9 +226,9 @@ def gradients(t: Teacher, chosen: dict, d: Path, few: Path, keep: int) -> dict:
     return out
 
 
-def train(t: Teacher, data, rep: str, steps: int, batch_size: int, teacher=None, schedule: str = "cosine"):
+def train(t: Teacher, data, rep: str, steps: int, batch_size: int, teacher=None):
     """The student after `steps` steps on `data` (or on dense teacher log-probs for rep 'dense'),
-    with distill's learning-rate schedule (`schedule`: cosine, distill's default, or constant)."""
+    with distill's default learning-rate schedule (cosine decay to 0)."""
     import torch
 
     from stages import models
@@ -238,7 +238,7 @@ def train(t: Teacher, data, rep: str, steps: int, batch_size: int, teacher=None,
     student = models.load_model(str(t.student), device="cpu", dtype="float32")
     student.train()
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=LR, weight_decay=0.1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedules.lr_lambda(steps, 0, schedule))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedules.lr_lambda(steps, 0, "cosine"))
     for step in range(1, steps + 1):
         _, names = train_data.step_problems(data, 0, batch_size, step)
         opt.zero_grad(set_to_none=True)
@@ -317,9 +317,9 @@ def measure(ctx: Context, t: Teacher, d: Path, size: Sizes) -> dict:
     ref_dir = chosen[BUDGETS[0]]["topk"][2]
     students = {"student before distillation": models.load_model(str(t.student), device="cpu", dtype="float32").eval()}
     regimes = {"one": None, "few": size.few}
+    refs = {regime: load(ref_dir, d / f"train-ref-{regime}.arrow", keep) for regime, keep in regimes.items()}
     for regime, keep in regimes.items():
-        students[("dense", regime)] = train(t, load(ref_dir, d / f"train-ref-{regime}.arrow", keep), "dense",
-                                            size.steps, size.batch, teacher)
+        students[("dense", regime)] = train(t, refs[regime], "dense", size.steps, size.batch, teacher)
         for b in BUDGETS if regime == "one" else BUDGETS[:1]:
             for rep, (cfg, _, path) in chosen[b].items():
                 data = load(path, d / f"train-{rep}-{b}-{regime}.arrow", keep)
@@ -332,14 +332,11 @@ def measure(ctx: Context, t: Teacher, d: Path, size: Sizes) -> dict:
     tl.run(tl.TeacherLogitsConfig(problems=t.held_problems, sequences=t.held, teacher=str(t.teacher), out=held, top_k=1,
                                   batch_size=16, overwrite=True))
     evals = held_out(t, load(held, d / "held.arrow"), students, teacher)
-    ref = load(ref_dir, d / "entropy.arrow")
-    entropy = float(np.mean(np.concatenate([np.asarray(x) for x in ref.table["entropy"].to_pylist()])))
-    few_data = load(ref_dir, d / "entropy-few.arrow", size.few)
+    entropy = float(np.mean(np.concatenate([np.asarray(x) for x in refs["one"].table["entropy"].to_pylist()])))
     log(f"sparse: {t.label}: done in {time.perf_counter() - t0:.0f} s")
-    tokens = lambda data: int(sum(len(x) for x in data.table["token_ids"].to_pylist()))  # noqa: E731
     return {"chosen": chosen, "grads": grads, "evals": evals, "entropy": entropy,
-            "sequences": {"one": ref.table.num_rows, "few": few_data.table.num_rows},
-            "train_tokens": {"one": tokens(ref), "few": tokens(few_data)}}
+            "sequences": {r: data.table.num_rows for r, data in refs.items()},
+            "train_tokens": {r: int(sum(len(x) for x in data.table["token_ids"].to_pylist())) for r, data in refs.items()}}
 
 
 def section(ctx: Context) -> Section:

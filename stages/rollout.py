@@ -20,8 +20,9 @@ nor all wrong (0 < c < K0) get the other K - K0 (sample_index K0..K-1, in parts 
 run's samples K0..K-1 of those problems). So every sample of an adaptive run is the plain
 run's sample of the same problem and index (on the same hardware and software: logits that
 differ in the last bit can change a draw). A problem at c = 0 or c = K0 keeps K0 samples: its
-plug-in weight is 0 either way at K0, and score and weight use each problem's own count. The selection is recomputed from the first parts on resume, so a killed
-run resumed gives the uninterrupted artifact (as long as no check ends on its time limit).
+plug-in weight is 0 either way at K0, and score and weight use each problem's own count. The
+selection is recomputed from the first parts on resume, so a killed run resumed gives the
+uninterrupted artifact (as long as no check ends on its time limit).
 """
 
 from __future__ import annotations
