@@ -2,7 +2,9 @@
 
     python -m bench --only sparse [--quick]
 
-`paced teacher-logits --logits topk|sampled|hybrid` (stages/teacher_logits.py) on two teachers:
+`paced teacher-logits --logits topk|sampled|hybrid` (stages/teacher_logits.py; draws by the
+default `--draw-scheme systematic`, and sampled also by `multinomial`, the paper's independent
+draws, as a fourth representation) on two teachers:
 the English-text teacher of section 2 (bench/text_teacher.py, trained once and cached; its
 `--quick` recipe in --quick) on its own temperature-1 responses, and the synthetic teacher of
 bench/workload.py (random, output layer scaled to 1.5 nats of entropy on the workload's text),
@@ -42,9 +44,11 @@ from bench import text_teacher, workload
 from bench.common import Context, Section
 
 BUDGETS = (90, 170)
+DRAWS = (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 GRID = {
     "topk": [{"top_k": k} for k in (4, 8, 12, 16, 24, 32, 48, 64, 96)],
-    "sampled": [{"draws": s} for s in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)],
+    "sampled": [{"draws": s} for s in DRAWS],
+    "sampled, multinomial": [{"draws": s, "draw_scheme": "multinomial"} for s in DRAWS],
     "hybrid": [{"top_k": k, "draws": s} for k, s in ((2, 4), (4, 8), (4, 12), (8, 12), (8, 16), (12, 24), (16, 24), (16, 32),
                                                       (24, 48), (32, 64), (32, 128), (48, 96))],
 }
@@ -137,17 +141,24 @@ def artifact(t: Teacher, rep: str, cfg: dict, out: Path, seed: int = 0, weights:
     from stages import teacher_logits as tl
 
     tl.run(tl.TeacherLogitsConfig(
-        problems=t.train_problems, sequences=t.train, teacher=str(t.teacher), out=out, logits=rep,
-        top_k=cfg.get("top_k", 32), draws=cfg.get("draws", 12), seed=seed, batch_size=16, weights=weights,
-        overwrite=True))
+        problems=t.train_problems, sequences=t.train, teacher=str(t.teacher), out=out, logits=rep.split(",")[0],
+        top_k=cfg.get("top_k", 32), draws=cfg.get("draws", 12), draw_scheme=cfg.get("draw_scheme", "systematic"),
+        seed=seed, batch_size=16, weights=weights, overwrite=True))
     parts = sorted(out.glob("part-*.parquet"))
     tokens = int(pl.read_parquet(parts, columns=["token_ids"])["token_ids"].list.len().sum())
     return sum(p.stat().st_size for p in parts) / tokens
 
 
+def slug(rep: str) -> str:
+    """A representation's name as a file name ("sampled, multinomial" -> "sampled-multinomial")."""
+    return rep.replace(", ", "-")
+
+
 def describe(rep: str, cfg: dict) -> str:
-    return {"topk": f"top-k {cfg.get('top_k')}", "sampled": f"sampled, {cfg.get('draws')} draws",
-            "hybrid": f"hybrid, top-{cfg.get('top_k')} + {cfg.get('draws')} draws", "dense": "dense"}[rep]
+    scheme = cfg.get("draw_scheme", "systematic")
+    return {"topk": f"top-k {cfg.get('top_k')}", "sampled": f"sampled, {cfg.get('draws')} {scheme} draws",
+            "sampled, multinomial": f"sampled, {cfg.get('draws')} {scheme} draws",
+            "hybrid": f"hybrid, top-{cfg.get('top_k')} + {cfg.get('draws')} {scheme} draws", "dense": "dense"}[rep]
 
 
 def load(tl_dir: Path, cache: Path, keep: int | None = None):
@@ -213,10 +224,10 @@ def gradients(t: Teacher, chosen: dict, d: Path, few: Path, keep: int) -> dict:
             seeds = 1 if rep == "topk" else SEEDS
             grads = []
             for s in range(seeds):
-                p = path if s == 0 else d / f"grad-{rep}-{budget}-seed{s}"
+                p = path if s == 0 else d / f"grad-{slug(rep)}-{budget}-seed{s}"
                 if s:  # other draw seeds: of the first problems only (draws are seeded per sequence)
                     artifact(t, rep, cfg, p, seed=s, weights=few)
-                data = load(p, d / f"grad-{rep}-{budget}-{s}.arrow", keep)
+                data = load(p, d / f"grad-{slug(rep)}-{budget}-{s}.arrow", keep)
                 assert data.table["problem_id"].to_pylist()[:n] == ref.table["problem_id"].to_pylist()[:n]
                 grads.append(head_gradient(student, train_data.collate(data, rows, "cpu"), coef))
             mean = torch.stack(grads).mean(0)
@@ -301,13 +312,13 @@ def measure(ctx: Context, t: Teacher, d: Path, size: Sizes) -> dict:
     grid = {}  # bytes per token of every setting, on the first problems' sequences
     for rep, cfgs in GRID.items():
         for i, cfg in enumerate(cfgs):
-            grid[(rep, i)] = artifact(t, rep, cfg, d / f"grid-{rep}-{i}", weights=few)
+            grid[(rep, i)] = artifact(t, rep, cfg, d / f"grid-{slug(rep)}-{i}", weights=few)
     chosen = {}  # per budget and representation: (setting, bytes per token of the whole artifact, its path)
     for b in BUDGETS:
         chosen[b] = {}
         for rep in GRID:
             cfg = GRID[rep][min(range(len(GRID[rep])), key=lambda i: abs(grid[(rep, i)] - b))]
-            path = d / f"{rep}-{b}"
+            path = d / f"{slug(rep)}-{b}"
             chosen[b][rep] = (cfg, artifact(t, rep, cfg, path), path)
     log(f"sparse: {t.label}: {len(grid)} grid artifacts and {len(BUDGETS) * len(GRID)} whole ones in "
         f"{time.perf_counter() - t0:.0f} s")
@@ -322,7 +333,7 @@ def measure(ctx: Context, t: Teacher, d: Path, size: Sizes) -> dict:
         students[("dense", regime)] = train(t, refs[regime], "dense", size.steps, size.batch, teacher)
         for b in BUDGETS if regime == "one" else BUDGETS[:1]:
             for rep, (cfg, _, path) in chosen[b].items():
-                data = load(path, d / f"train-{rep}-{b}-{regime}.arrow", keep)
+                data = load(path, d / f"train-{slug(rep)}-{b}-{regime}.arrow", keep)
                 students[(b, rep, regime)] = train(t, data, rep, size.steps, size.batch)
         log(f"sparse: {t.label}: distillations of regime {regime!r} done at {time.perf_counter() - t0:.0f} s")
     # Held-out teacher samples, scored as a top-1 artifact (only their tokens are used).

@@ -20,10 +20,15 @@ Top-k is biased where the teacher's entropy is high: the loss sees the tail as o
 the student is taught to put the tail's mass anywhere outside the top-k, and at natural-text
 entropy k = 32 holds about half the mass. `--logits sampled` (Random-Sampling KD, Anshumann et
 al., ACL 2025, "Sparse Logit Sampling: Accelerating Knowledge Distillation in LLMs") stores
-instead `--draws` S ids drawn with replacement from the teacher's distribution, kept as the
-distinct ids with the mass m_v = c_v / S each stands for (c_v draws of v). E[m_v] = p_T(v), so
-the forward-KL gradient on these buckets, softmax(z) - m, has expectation softmax(z) - p_T: the
-full-vocabulary gradient, unbiased. `--logits hybrid` stores the top-k exactly and draws the S
+instead `--draws` S ids drawn from the teacher's distribution, kept as the distinct ids with the
+mass m_v = c_v / S each stands for (c_v draws of v). E[m_v] = p_T(v), so the forward-KL gradient
+on these buckets, softmax(z) - m, has expectation softmax(z) - p_T: the full-vocabulary
+gradient, unbiased. How the S are drawn (`--draw-scheme`): `multinomial`, independently with
+replacement, the paper's (var m_v = p (1 - p) / S); `systematic`, the default, S evenly spaced
+points (u + j) / S through the cumulative distribution from one uniform u, the systematic
+resampling of particle filters: still E[c_v] = S p_v, but c_v is floor(S p_v) or its ceiling, so
+a token of mass over 1/S is kept with its mass almost exact and the variance falls (bench
+section 10 measures both at equal bytes); see `backends.hf.draw`. `--logits hybrid` stores the top-k exactly and draws the S
 ids from the rest only (m_v = P_rest c_v / S): unbiased too, with less variance where the
 teacher is peaked. With `--sample-temperature t` the draws come from the proposal
 q ∝ p_T^(1/t) (more distinct tokens of the tail at t > 1) and each is importance-weighted
@@ -59,11 +64,13 @@ from schemas import InputError
 from schemas.base import quote_rows
 from schemas.outputs import check_paths
 from stages import backends, models, prompts
+from stages.backends import hf
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, DEVICE, ALLOW_STALE, SHARD, CHAT_TEMPLATE_KWARGS
 
 
 LOGITS = ("topk", "sampled", "hybrid")
+DRAW_SCHEMES = hf.SCHEMES
 
 
 @dataclass
@@ -75,6 +82,7 @@ class TeacherLogitsConfig:
     top_k: int = option("Teacher token ids kept per position (the rest is one tail bucket, or --draws draws); set to 0 by --logits sampled.", 32)
     logits: str = option("topk: the top-k and one tail bucket; sampled: --draws ids drawn from the teacher (unbiased forward-KL gradient); hybrid: the top-k, then --draws draws from the rest.", "topk", keyed_when_set=True)
     draws: int = option("Draws per response token for --logits sampled or hybrid (kept as distinct ids with their mass).", 12, keyed_when_set=True)
+    draw_scheme: str = option("How the --draws are drawn: systematic (one uniform, S evenly spaced points through the teacher's cumulative distribution: each token's count is floor or ceiling of S p, far less variance for the same ids) or multinomial (S independent draws, the paper's); both unbiased.", "systematic", keyed_when_set=True)
     sample_temperature: float = option("Proposal temperature of the draws (1: from the teacher itself, unbiased; > 1 reaches further into the tail, importance-weighted).", 1.0, keyed_when_set=True)
     seed: int = option("Seed of the draws (each sequence's are seeded by it, its problem and its sample index).", 0, keyed_when_set=True)
     context: str = option("none, or reference: the teacher's prompt carries the expert reference solution; the stored response and student prompt do not change.", "none")
@@ -108,12 +116,14 @@ class TeacherLogitsConfig:
             problems.append(f"--top-k {self.top_k}: must be at least 1 (32 is a good default)")
         if self.logits == "topk":
             extra = [flag for flag, v, d in (("--draws", self.draws, 12), ("--sample-temperature", self.sample_temperature, 1.0),
-                                             ("--seed", self.seed, 0)) if v != d]
+                                             ("--seed", self.seed, 0), ("--draw-scheme", self.draw_scheme, "systematic")) if v != d]
             if extra:
                 problems.append(f"{', '.join(extra)}: only with --logits sampled or hybrid (top-k draws nothing)")
         else:
             if self.draws < 1:
                 problems.append(f"--draws {self.draws}: must be at least 1 (the paper's sampled KD uses about 12)")
+            if self.draw_scheme not in DRAW_SCHEMES:
+                problems.append(f"--draw-scheme {self.draw_scheme}: use one of {', '.join(DRAW_SCHEMES)}")
             if not (math.isfinite(self.sample_temperature) and self.sample_temperature > 0):
                 problems.append(f"--sample-temperature {self.sample_temperature}: must be a finite number > 0 (1: unbiased)")
         if self.context not in prompts.CONTEXTS:
@@ -274,6 +284,11 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
               "teacher": models.model_fingerprint(config.teacher),
               "weights": weights_art.fingerprint if weights_art else None}
     options = key_options(config)
+    # Jobs made before --draw-scheme drew independently and have no such key: multinomial stays
+    # out of the key (so they resume), systematic is always in it (so they are never finished so).
+    options.pop("draw_scheme", None)
+    if config.logits != "topk" and config.draw_scheme != "multinomial":
+        options["draw_scheme"] = config.draw_scheme
     options |= {"system_prompt": system_prompt, "prompt_suffix": suffix, "inputs": inputs}
     if template_kwargs is not None:  # absent when none, as in jobs made before the option
         options["chat_template_kwargs"] = template_kwargs
@@ -335,7 +350,7 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
             ("skipped: weight-0 problems", f"{skipped.get_column('problem_id').n_unique():,} problems, {skipped.height:,} sequences"),
             ("teacher tokens saved by skipping", f"{saved_tokens:,} ({saved_tokens / max(saved_tokens + total_tokens, 1):.1%})"),
             ("representation", config.logits + (f", top-k {config.top_k}" if config.top_k else "")
-             + (f", {config.draws} draws per token" if config.logits != "topk" else "")
+             + (f", {config.draws} {config.draw_scheme} draws per token" if config.logits != "topk" else "")
              + (f" at temperature {config.sample_temperature:g}" if config.logits != "topk" and config.sample_temperature != 1 else "")),
             ("bytes per token on disk", f"{size / max(total_tokens, 1):.1f}"),
             ("tokens / second", f"{tokens_now / max(seconds, 1e-9):,.1f} (scoring: from the model loaded)"),

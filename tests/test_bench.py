@@ -187,14 +187,16 @@ def test_busy_quick_section_runs_every_way(tmp_path):
 
 
 def test_sparse_quick_section_compares_the_representations(tmp_path):
-    # bench section 10: both teachers, every representation at two byte budgets (one epoch), and at
-    # the lower one over many epochs of fewer sequences: 11 short distillations each.
+    # bench section 10: both teachers, every representation (top-k, sampled by both draw schemes,
+    # hybrid) at two byte budgets (one epoch), and at the lower one over many epochs of fewer
+    # sequences: 14 short distillations each.
     r = bench("--quick", "--only", "sparse", "--out", str(tmp_path / "results.md"))
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in r.stdout.splitlines()
             if line.startswith("| 10. sparse teacher")]
-    assert len(rows) == 2 * (2 + 2 * 7 + 4), len(rows)
-    assert sum("held-out KL / ECE after 10 epochs over" in c[1] for c in rows) == 2 * 3
+    assert len(rows) == 2 * (2 + 2 * 9 + 5), len(rows)
+    assert sum("held-out KL / ECE after 10 epochs over" in c[1] for c in rows) == 2 * 4
+    assert sum("multinomial draws" in c[1] and "10 epochs" in c[1] for c in rows) == 2
     for cells in rows:
         if "gradient at init cos / bias" in cells[1]:
             cos, bias, one = (float(x) for x in cells[2].split(" / "))

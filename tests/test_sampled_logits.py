@@ -38,13 +38,13 @@ def teacher_and_student(seed: int = 0, scale: float = 2.5):
     return head, hidden, student
 
 
-def columns(head, hidden, *, top_k: int, draws: int, seed: int, temperature: float = 1.0) -> dict:
+def columns(head, hidden, *, top_k: int, draws: int, seed: int, temperature: float = 1.0, scheme: str = "systematic") -> dict:
     gen = None
     if draws:
         gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         return hf.topk_from_hidden(head, hidden, torch.zeros(N_POS, dtype=torch.long), top_k=top_k, real_vocab=V,
-                                   chunk_size=2, samples=draws, temperature=temperature, generator=gen)
+                                   chunk_size=2, samples=draws, temperature=temperature, scheme=scheme, generator=gen)
 
 
 def as_data(cols_list: list[dict]) -> train_data.TrainData:
@@ -82,29 +82,57 @@ def dense(head, hidden, student) -> tuple[torch.Tensor, float]:
     return grad.detach(), kl
 
 
+@pytest.mark.parametrize("scheme", hf.SCHEMES)
 @pytest.mark.parametrize("top_k, draws", [(0, 8), (4, 6)], ids=["sampled", "hybrid"])
-def test_the_drawn_gradient_and_value_are_unbiased(top_k, draws):
+def test_the_drawn_gradient_and_value_are_unbiased_with_the_variance_of_their_scheme(top_k, draws, scheme):
     head, hidden, student = teacher_and_student()
     want_grad, want_kl = dense(head, hidden, student)
     seeds = 1500
-    grads, values = bucket_terms([columns(head, hidden, top_k=top_k, draws=draws, seed=s) for s in range(seeds)], student)
+    grads, values = bucket_terms([columns(head, hidden, top_k=top_k, draws=draws, seed=s, scheme=scheme)
+                                  for s in range(seeds)], student)
     mean, se = grads.mean(0), grads.std(0) / math.sqrt(seeds)
-    # The standard error the estimator has in theory (a token rarely drawn may never be, and its
-    # sample std is then 0): the mass P c / S of a token of the rest (mass P) with c ~ Bin(S, p / P)
-    # has variance p (P - p) / S; a top-k token's is 0.
-    p = torch.softmax(head(hidden).float(), -1).detach()
+    # The variance the estimator has in theory (a token rarely drawn may never be, and its sample
+    # std is then 0). The mass P c / S of a token of the rest (mass P), with x = S p / P:
+    # multinomial, c ~ Bin(S, p / P): variance p (P - p) / S; systematic, c = floor(x) or
+    # ceil(x): P^2 f (1 - f) / S^2, f = x - floor(x). A top-k token's is 0.
+    p = torch.softmax(head(hidden).float(), -1).detach().double()
     top = torch.zeros_like(p, dtype=torch.bool)
     if top_k:
         top.scatter_(-1, p.topk(top_k, -1).indices, True)
     rest = torch.where(top, 0.0, p).sum(-1, keepdim=True)
-    se_theory = torch.where(top, 0.0, p * (rest - p) / draws).sqrt() / math.sqrt(seeds)
+    if scheme == "multinomial":
+        var = p * (rest - p) / draws
+    else:
+        x = draws * p / rest
+        f = x - x.floor()
+        var = rest**2 * f * (1 - f) / draws**2
+    var = torch.where(top, 0.0, var)
+    se_theory = (var / seeds).sqrt().float()
     # float16 storage of the top-k log-probs: a relative error of at most 2^-11 in each stored mass
-    rounding = 1e-3 * p + 1e-7
+    rounding = 1e-3 * p.float() + 1e-7
     bound = 5 * torch.maximum(se, se_theory) + rounding
     assert ((mean - want_grad).abs() <= bound).all(), float(((mean - want_grad).abs() / bound).max())
-    assert se.max() > 1e-3  # the draws do vary: the check above is not vacuous
+    # the draws vary, and as much as the scheme's variance says (summed over the vocabulary)
+    seen = float(grads.double().var(0).sum())
+    assert var.sum() > 1e-4 and seen == pytest.approx(float(var.sum()), rel=0.1)
     v_se = float(values.std()) / math.sqrt(seeds)
     assert abs(float(values.mean()) - want_kl) <= 5 * v_se + 1e-3 * want_kl
+
+
+def test_systematic_counts_are_the_floor_or_ceiling_of_the_expected_count():
+    """Each token's count is floor(S q) or ceil(S q) of its proposal mass q, whatever the seed;
+    a token of zero mass is never drawn, even where it sits between two drawn ones."""
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        logits = torch.randn(5, V, generator=g) * 3
+        logits[:, ::3] = float("-inf")  # every third id has no mass
+        q = torch.softmax(logits.double(), -1)
+        for S in (1, 7, 40, 1000):
+            ids = hf.draw(torch.log_softmax(logits, -1), S, "systematic", torch.Generator().manual_seed(seed))
+            counts = torch.zeros(5, V, dtype=torch.float64).scatter_add_(-1, ids, torch.ones_like(ids, dtype=torch.float64))
+            assert counts.sum(-1).eq(S).all()
+            assert (counts >= (S * q - 1e-6).floor()).all() and (counts <= (S * q + 1e-6).ceil()).all()
+            assert counts[:, ::3].eq(0).all()
 
 
 def test_many_draws_and_k_equal_v_match_the_dense_loss():
@@ -116,9 +144,10 @@ def test_many_draws_and_k_equal_v_match_the_dense_loss():
     assert torch.allclose(full[0], want_grad, atol=2e-3) and full_kl.item() == pytest.approx(want_kl, rel=2e-3)
 
 
-def test_draws_are_stored_as_distinct_ids_with_their_mass():
+@pytest.mark.parametrize("scheme", hf.SCHEMES)
+def test_draws_are_stored_as_distinct_ids_with_their_mass(scheme):
     head, hidden, _ = teacher_and_student(seed=5)
-    cols = columns(head, hidden, top_k=4, draws=10, seed=7)
+    cols = columns(head, hidden, top_k=4, draws=10, seed=7, scheme=scheme)
     for pos in range(N_POS):
         ids = cols["sample_ids"][pos]
         assert len(ids) == len(set(ids)) and not set(ids) & set(cols["topk_ids"][pos])
@@ -132,8 +161,8 @@ def test_draws_are_stored_as_distinct_ids_with_their_mass():
     h = -(p * p.log()).sum(-1)
     assert cols["entropy"] == pytest.approx(h.tolist(), rel=1e-5)
     # the same seed draws the same tokens; another seed others
-    assert columns(head, hidden, top_k=4, draws=10, seed=7)["sample_ids"] == cols["sample_ids"]
-    assert columns(head, hidden, top_k=4, draws=10, seed=8)["sample_ids"] != cols["sample_ids"]
+    assert columns(head, hidden, top_k=4, draws=10, seed=7, scheme=scheme)["sample_ids"] == cols["sample_ids"]
+    assert columns(head, hidden, top_k=4, draws=10, seed=8, scheme=scheme)["sample_ids"] != cols["sample_ids"]
 
 
 def test_a_proposal_temperature_reaches_further_into_the_tail():
@@ -211,6 +240,21 @@ def test_a_resumed_sampled_job_writes_the_same_artifact(chain, drawn, teacher_di
     assert manifest_record(out)["rows"] == manifest_record(drawn / "sampled")["rows"]
 
 
+def test_a_job_drawn_before_the_draw_scheme_option_resumes_only_as_multinomial(chain, teacher_dir, tmp_path):
+    """Jobs made before --draw-scheme drew independently and their key has no scheme: a
+    multinomial job keeps that key, so they resume; a systematic one would refuse to finish them."""
+    out = tmp_path / "old"
+    base = ["teacher-logits", "--problems", chain / "problems.parquet", "--sequences", chain / "teacher_rollouts",
+            "--teacher", teacher_dir, "--out", out, "--logits", "sampled", "--draws", "6", "--part-size", "4"]
+    r = paced(*base, "--draw-scheme", "multinomial")
+    assert r.exit_code == 0 and "multinomial" in r.stderr, r.stderr
+    assert "draw_scheme" not in job_record(out)["options"]
+    r = paced(*base)
+    assert r.exit_code == 2 and "--overwrite" in r.stderr, r.stderr
+    r = paced(*base, "--draw-scheme", "multinomial")
+    assert r.exit_code == 0 and "already complete" in r.stdout + r.stderr, r.stderr
+
+
 def test_options_that_do_not_go_together_are_refused(chain, teacher_dir, tmp_path):
     base = ["teacher-logits", "--problems", chain / "problems.parquet", "--sequences", chain / "teacher_rollouts",
             "--teacher", teacher_dir, "--out", tmp_path / "x"]
@@ -220,6 +264,8 @@ def test_options_that_do_not_go_together_are_refused(chain, teacher_dir, tmp_pat
         (["--logits", "hybrid", "--draws", "0"], "--draws 0: must be at least 1"),
         (["--logits", "sampled", "--sample-temperature", "0"], "--sample-temperature 0.0: must be a finite number > 0"),
         (["--logits", "nucleus"], "--logits nucleus: use one of topk, sampled, hybrid"),
+        (["--draw-scheme", "multinomial"], "--draw-scheme: only with --logits sampled or hybrid"),
+        (["--logits", "sampled", "--draw-scheme", "stratified"], "--draw-scheme stratified: use one of systematic, multinomial"),
     ):
         r = paced(*base, *extra)
         assert r.exit_code == 2 and needle in r.stderr, (extra, r.stderr)

@@ -70,7 +70,7 @@ def open_scorer(model_name: str, config: Any, tokenizer: Any) -> Callable[..., l
         return score_sequences(model, prompt_ids, response_ids, top_k=config.top_k, real_vocab=len(tokenizer),
                                batch_size=config.batch_size, chunk_size=config.chunk_size, on_batch=on_batch,
                                samples=config.draws if config.logits != "topk" else 0,
-                               temperature=config.sample_temperature, seeds=seeds)
+                               temperature=config.sample_temperature, scheme=config.draw_scheme, seeds=seeds)
 
     return score
 
@@ -201,6 +201,7 @@ def score_sequences(
     on_batch=None,
     samples: int = 0,
     temperature: float = 1.0,
+    scheme: str = "systematic",
     seeds: list[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Teacher-force prompt + response and keep the top-k (and `samples` draws from the rest,
@@ -238,7 +239,7 @@ def score_sequences(
                     generator = torch.Generator(device=device)
                     generator.manual_seed(seeds[i])
                 out[i] = topk_from_hidden(head, h, targets, top_k=top_k, real_vocab=real_vocab, chunk_size=chunk_size,
-                                          samples=samples, temperature=temperature, generator=generator)
+                                          samples=samples, temperature=temperature, scheme=scheme, generator=generator)
         if on_batch:
             on_batch(sum(len(response_ids[i]) for i in idx))
     return out  # type: ignore[return-value]
@@ -246,15 +247,15 @@ def score_sequences(
 
 def topk_from_hidden(
     head, hidden, targets, *, top_k: int, real_vocab: int, chunk_size: int,
-    samples: int = 0, temperature: float = 1.0, generator=None,
+    samples: int = 0, temperature: float = 1.0, scheme: str = "systematic", generator=None,
 ) -> dict[str, Any]:
     """[n, H] hidden states -> the teacher_logits columns of n positions: top-k ids/log-probs,
     tail log-mass, target log-probs, entropy, and `samples` draws from the tail.
 
     log-softmax over the full output layer in float32; the top-k and the draws are taken among
     the `real_vocab` ids the tokenizer can produce (padded embedding rows stay in the tail).
-    Draws: `samples` ids with replacement from the teacher's distribution outside the top-k
-    raised to 1 / `temperature` (the proposal), `generator` seeding them; kept per position as
+    Draws: `samples` ids from the teacher's distribution outside the top-k raised to
+    1 / `temperature` (the proposal), by `scheme` (see `draw`), `generator` seeding them; kept per position as
     the distinct ids drawn (most drawn first) and the tail mass each stands for,
     exp(tail) * c_v w_v / sum(c w) with c_v its count and w_v = p_v / proposal_v (1 at
     temperature 1, where the estimate exp(tail) c_v / S of p_v is unbiased).
@@ -276,7 +277,7 @@ def topk_from_hidden(
         tgts.append(logp.gather(-1, targets[s : s + chunk_size, None]).squeeze(-1))
         ents.append(-torch.where(logp > float("-inf"), logp.exp() * logp, 0.0).sum(-1))
         if samples:
-            got_ids, got_mass = _draw_tail(rest[:, :real_vocab], tail, samples, temperature, generator)
+            got_ids, got_mass = _draw_tail(rest[:, :real_vocab], tail, samples, temperature, scheme, generator)
             sample_ids += got_ids
             sample_mass += got_mass
     n = hidden.shape[0]
@@ -291,16 +292,50 @@ def topk_from_hidden(
     }
 
 
-def _draw_tail(rest, tail, samples: int, temperature: float, generator) -> tuple[list[list[int]], list[list[float]]]:
+SCHEMES = ("systematic", "multinomial")
+
+
+def draw(proposal, samples: int, scheme: str, generator):
+    """[c, S] ids drawn from each row of `proposal` ([c, V] log-probabilities).
+
+    multinomial: S independent draws with replacement (Anshumann et al.'s random sampling):
+    the count c_v of token v is Binomial(S, q_v), so var(c_v / S) = q_v (1 - q_v) / S.
+    systematic: one uniform u per row and the S points (u + j) / S, j = 0 .. S - 1, read through
+    the row's cumulative distribution (vocabulary order, float64). Each point is uniform on its
+    own 1/S of [0, 1), so E[c_v] = S q_v exactly (the same unbiased estimate), but c_v is always
+    floor(S q_v) or its ceiling: var(c_v / S) = f (1 - f) / S^2 with f the fractional part of
+    S q_v, at most q_v (1 - S q_v) / S below 1/S and at most 1 / (4 S^2) above. A token of mass
+    at least 1/S is always kept, with its mass almost exact; the rest is kept with probability
+    S q_v, as many distinct ids as the budget allows (near the optimum of an estimate of q from
+    n kept ids, inclusion probability in proportion to q_v).
+    """
+    import torch
+
+    if scheme == "multinomial":
+        return torch.multinomial(proposal.exp(), samples, replacement=True, generator=generator)
+    if scheme != "systematic":
+        raise ValueError(f"draw scheme {scheme!r}: one of {SCHEMES}")
+    u = torch.rand(proposal.shape[0], 1, generator=generator, device=proposal.device, dtype=torch.float64)
+    points = (u + torch.arange(samples, device=proposal.device, dtype=torch.float64)) / samples  # [c, S], in [0, 1)
+    out = []
+    for lo in range(0, proposal.shape[0], 64):  # the float64 cumulative sums of 64 rows at a time
+        cdf = proposal[lo : lo + 64].double().exp().cumsum(-1)
+        cdf /= cdf[:, -1:].clone()
+        # the first id whose cumulative mass exceeds the point: never one of zero mass
+        out.append(torch.searchsorted(cdf, points[lo : lo + 64], right=True).clamp_(max=proposal.shape[1] - 1))
+    return torch.cat(out)
+
+
+def _draw_tail(rest, tail, samples: int, temperature: float, scheme: str, generator) -> tuple[list[list[int]], list[list[float]]]:
     """`samples` draws per row from the proposal softmax(rest / temperature) (`rest`: [c, V]
-    teacher log-probs, -inf on the top-k), as (distinct ids, log of the tail mass each stands
-    for) per row, most drawn first (ties: smaller id first). A row whose rest holds no token
-    (every real token in the top-k) gets no draws."""
+    teacher log-probs, -inf on the top-k) by `scheme`, as (distinct ids, log of the tail mass
+    each stands for) per row, most drawn first (ties: smaller id first). A row whose rest holds
+    no token (every real token in the top-k) gets no draws."""
     import torch
 
     finite = torch.isfinite(rest).any(-1)  # [c]
     proposal = torch.log_softmax(torch.where(finite[:, None], rest / temperature, 0.0), dim=-1)
-    draws = torch.multinomial(proposal.exp(), samples, replacement=True, generator=generator)  # [c, S]
+    draws = draw(proposal, samples, scheme, generator)  # [c, S]
     # log w_v = log p_v - log proposal_v, for the drawn ids
     log_w = (rest.gather(-1, draws) - proposal.gather(-1, draws)).cpu().double().numpy()
     draws = draws.cpu().numpy()
