@@ -33,11 +33,12 @@ top-k exactly and draws the S ids from the rest only (m_v = P_rest c_v / S): unb
 less variance where the teacher is peaked. With `--sample-temperature t` the draws come from
 the proposal q ∝ p_T^(1/t) (more distinct tokens of the tail at t > 1) and each is
 importance-weighted (w = p_T / q), the weights normalised to the rest's mass: self-normalised
-importance sampling, consistent but biased by O(1/S) at t != 1. The estimate of the KL's value uses the stored
-entropy (distill reports -H_T - sum_v m_v log q_S(v), unbiased at t = 1). A sampled
-representation gives no estimate of the reverse KL or of AKL (they need p_T wherever the
-student puts mass): distill and snr refuse those losses for it. Draws are seeded per sequence
-(--seed, problem, sample index), so a resumed or re-batched job writes the same artifact.
+importance sampling, consistent but biased by O(1/S) at t != 1. The estimate of the KL's value
+uses the stored entropy (distill reports -H_T - sum_v m_v log q_S(v), unbiased at t = 1). A
+sampled representation gives no estimate of the reverse KL or of AKL (they need p_T wherever
+the student puts mass): distill and snr refuse those losses for it. Draws are seeded per
+sequence (--seed, problem, sample index), so a resumed or re-batched job writes the same
+artifact.
 Problems whose weight is 0 (`--weights`) are skipped entirely: no teacher forward pass.
 
 `--backend vllm` scores with a vLLM engine instead (prompt log-probs over prompt + response,
