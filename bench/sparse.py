@@ -407,3 +407,69 @@ def section(ctx: Context) -> Section:
         "step sees. Regimes: one epoch is distill's default (each stored draw is seen once, so draw noise averages "
         "over steps like batch noise); many epochs over few sequences show what repeated, fixed draws cost.")
     return sec
+
+
+STEP_SAMPLES = ((3, 6, 12), (2, 4))  # teacher samples per prompt (full, quick): sequences per step = batch x samples
+STEP_DRAWS = (48, 12)                 # the primary cell's draws at about 90 B/token (full), and --quick's
+
+
+def section_steps(ctx: Context) -> Section:
+    """Section `sparse-steps`: does the drawn student's gap to dense shrink with the sequences per step?
+
+    Premise, from section 10: at about 90 B/token the student of 48 systematic draws is about 12 %
+    further from the teacher than the dense-logit one after one epoch of 9 sequences per step, and
+    the gap is the draws' noise (the estimate is unbiased). If so, averaging more sequences in each
+    step must shrink it, as it does for any unbiased noise, while a bias would not move. A real
+    distillation's step holds hundreds of times the tokens of this bench's. Primary comparison,
+    named before the run: the gap at 4x the sequences per step (3 -> 12 teacher samples per
+    prompt, the same prompts, 54 steps, one epoch, so 4x the data) against the gap at 1x.
+    Dense and drawn students see the same sequences in the same order at every setting.
+    """
+    from stages import models
+    from stages import teacher_logits as tl
+
+    sec = Section("sparse-steps", "11. sparse teacher: drawn-token noise against sequences per step")
+    base = SIZES[ctx.quick]
+    draws = STEP_DRAWS[ctx.quick]
+    d = ctx.work / "sparse-steps"
+    t0 = time.perf_counter()
+    teacher = students = held = None
+    results = []
+    for samples in STEP_SAMPLES[ctx.quick]:
+        size = Sizes(prompts=base.prompts, samples=samples, held=base.held, batch=base.batch)
+        t = english(ctx, d / f"english-{samples}", size)
+        if teacher is None:
+            teacher = models.load_model(str(t.teacher), device="cpu", dtype="float32").eval()
+            tl.run(tl.TeacherLogitsConfig(problems=t.held_problems, sequences=t.held, teacher=str(t.teacher),
+                                          out=d / "held-tl", top_k=1, batch_size=16, overwrite=True))
+            held = load(d / "held-tl", d / "held.arrow")
+            students = {"before": models.load_model(str(t.student), device="cpu", dtype="float32").eval()}
+        path = d / f"sampled-{samples}"
+        size_b = artifact(t, "sampled", {"draws": draws}, path)
+        data = load(path, d / f"train-{samples}.arrow")
+        tokens = int(sum(len(x) for x in data.table["token_ids"].to_pylist()))
+        students[("dense", samples)] = train(t, data, "dense", size.steps, size.batch, teacher)
+        students[("drawn", samples)] = train(t, data, "sampled", size.steps, size.batch)
+        results.append((samples, size, size_b, data.table.num_rows, tokens))
+        log(f"sparse-steps: {samples} samples per prompt done at {time.perf_counter() - t0:.0f} s")
+    ev = held_out(t, held, students, teacher)
+    sec.add("English-text teacher: held-out KL(teacher ‖ student) before distillation", f"{ev['before']['kl']:.4f}", runs="1")
+    gaps = {}
+    for samples, size, size_b, rows, tokens in results:
+        dense, drawn = ev[("dense", samples)], ev[("drawn", samples)]
+        gaps[samples] = drawn["kl"] / dense["kl"] - 1
+        per_step = size.batch * samples
+        sec.add(f"English-text teacher, {per_step} sequences per step (about {tokens / size.steps:,.0f} response tokens), "
+                f"one epoch of {size.steps} steps: held-out KL / ECE, dense vs {draws} systematic draws ({size_b:.0f} B/token)",
+                f"{dense['kl']:.4f} / {dense['ece']:.4f} vs {drawn['kl']:.4f} / {drawn['ece']:.4f} ({gaps[samples]:+.1%})",
+                runs="1")
+    lo, hi = min(gaps), max(gaps)
+    sec.add(f"English-text teacher, {draws} systematic draws: gap to dense at {hi // lo}x the sequences per step / at 1x",
+            f"{gaps[hi]:+.1%} / {gaps[lo]:+.1%}", runs="1")
+    sec.notes.append(
+        f"sparse-steps: the English-text teacher of section 10 and its student; {base.prompts} training prompts with "
+        f"{', '.join(str(s) for s, *_ in results)} teacher samples each (temperature 1), {base.batch} prompts per step, "
+        f"one epoch ({base.steps} steps) with distill's loss and cosine schedule, AdamW lr {LR:g}, the same order for "
+        f"dense and drawn; held-out: {ev['before']['tokens']:,} tokens of the teacher's samples on {base.held} other "
+        f"prompts. One run per cell (one draw seed, one student seed). {time.perf_counter() - t0:.0f} s.")
+    return sec
