@@ -208,3 +208,21 @@ def test_sparse_quick_section_compares_the_representations(tmp_path):
     judged = [c for c in best if c[-1] in ("yes", "**no**")]
     # the goal is judged at about 90 B/token, in the primary regime (one epoch) only
     assert len(judged) == 2 and all("90 B/token, one epoch over" in c[1] for c in judged)
+
+
+def test_sparse_steps_quick_section_compares_dense_and_drawn_at_each_batch(tmp_path):
+    # bench section 11: dense and drawn students at 1x and 2x the sequences per step (quick: 4 short runs).
+    r = bench("--quick", "--only", "sparse-steps", "--out", str(tmp_path / "results.md"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in r.stdout.splitlines()
+            if line.startswith("| 11. sparse teacher")]
+    assert len(rows) == 4, rows
+    cells = [c for c in rows if "dense vs 12 systematic draws" in c[1]]
+    assert [c[1].split(" sequences per step")[0].rsplit(" ", 1)[-1] for c in cells] == ["4", "8"]
+    for c in cells:
+        dense, drawn = c[2].split(" vs ")
+        kl_d, kl_s = float(dense.split(" / ")[0]), float(drawn.split(" / ")[0])
+        gap = drawn.rsplit("(", 1)[1].rstrip(")%")
+        assert abs(kl_s / kl_d - 1 - float(gap) / 100) < 1e-3
+    assert rows[-1][1].endswith("gap to dense at 2x the sequences per step / at 1x")
+    assert "sparse-steps: the English-text teacher" in (tmp_path / "results.md").read_text()
