@@ -10,9 +10,10 @@ truncation), floor (3: distance from a plain step), rollout (4), weight (5: rewe
 savings (6: compute saved by weight-0 problems), adaptive (7: rollout --min-samples),
 sweep (8: a 3 x 3 alpha/beta sweep against nine TRL runs), busy (9: a stage's speed beside one
 other busy process), sparse (10: teacher logits as top-k, drawn tokens or both, at equal
-bytes), sparse-steps (11: the drawn-token student's gap to dense against sequences per step). Every figure is a ratio, or a number beside the floor it is compared with, measured
-side by side in this run on this machine; each is
-the median of several runs after a warm-up, printed with its spread. The table goes to
+bytes), sparse-steps (11: the drawn-token student's gap to dense against sequences per step).
+Every figure is a ratio, or a number beside the floor it is compared with, measured side by
+side in this run on this machine; each is the median of several runs after a warm-up, printed
+with its spread. The table goes to
 stdout and, with the date, machine and library versions, to `--out` (bench/results.md).
 """
 
