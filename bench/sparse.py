@@ -172,6 +172,20 @@ def load(tl_dir: Path, cache: Path, keep: int | None = None):
     return train_data.load_data(tl_dir, weights, cache)[0]
 
 
+def held_set(t: Teacher, d: Path):
+    """The held-out teacher samples as distill's data, scored as a top-1 artifact (only their
+    tokens are used)."""
+    from stages import teacher_logits as tl
+
+    tl.run(tl.TeacherLogitsConfig(problems=t.held_problems, sequences=t.held, teacher=str(t.teacher), out=d / "held-tl",
+                                  top_k=1, batch_size=16, overwrite=True))
+    return load(d / "held-tl", d / "held.arrow")
+
+
+def response_tokens(data) -> int:
+    return int(sum(len(x) for x in data.table["token_ids"].to_pylist()))
+
+
 def few_weights(t: Teacher, d: Path, keep: int) -> Path:
     """Weight 1 for the first `keep` training problems, 0 (never scored) for the rest."""
     from bench.distill import problem_ids, write_uniform_weights
@@ -336,18 +350,12 @@ def measure(ctx: Context, t: Teacher, d: Path, size: Sizes) -> dict:
                 data = load(path, d / f"train-{slug(rep)}-{b}-{regime}.arrow", keep)
                 students[(b, rep, regime)] = train(t, data, rep, size.steps, size.batch)
         log(f"sparse: {t.label}: distillations of regime {regime!r} done at {time.perf_counter() - t0:.0f} s")
-    # Held-out teacher samples, scored as a top-1 artifact (only their tokens are used).
-    held = d / "held-tl"
-    from stages import teacher_logits as tl
-
-    tl.run(tl.TeacherLogitsConfig(problems=t.held_problems, sequences=t.held, teacher=str(t.teacher), out=held, top_k=1,
-                                  batch_size=16, overwrite=True))
-    evals = held_out(t, load(held, d / "held.arrow"), students, teacher)
+    evals = held_out(t, held_set(t, d), students, teacher)
     entropy = float(np.mean(np.concatenate([np.asarray(x) for x in refs["one"].table["entropy"].to_pylist()])))
     log(f"sparse: {t.label}: done in {time.perf_counter() - t0:.0f} s")
     return {"chosen": chosen, "grads": grads, "evals": evals, "entropy": entropy,
             "sequences": {r: data.table.num_rows for r, data in refs.items()},
-            "train_tokens": {r: int(sum(len(x) for x in data.table["token_ids"].to_pylist())) for r, data in refs.items()}}
+            "train_tokens": {r: response_tokens(data) for r, data in refs.items()}}
 
 
 def section(ctx: Context) -> Section:
@@ -426,7 +434,6 @@ def section_steps(ctx: Context) -> Section:
     Dense and drawn students see the same sequences in the same order at every setting.
     """
     from stages import models
-    from stages import teacher_logits as tl
 
     sec = Section("sparse-steps", "11. sparse teacher: drawn-token noise against sequences per step")
     base = SIZES[ctx.quick]
@@ -440,22 +447,20 @@ def section_steps(ctx: Context) -> Section:
         t = english(ctx, d / f"english-{samples}", size)
         if teacher is None:
             teacher = models.load_model(str(t.teacher), device="cpu", dtype="float32").eval()
-            tl.run(tl.TeacherLogitsConfig(problems=t.held_problems, sequences=t.held, teacher=str(t.teacher),
-                                          out=d / "held-tl", top_k=1, batch_size=16, overwrite=True))
-            held = load(d / "held-tl", d / "held.arrow")
+            held = held_set(t, d)
             students = {"before": models.load_model(str(t.student), device="cpu", dtype="float32").eval()}
         path = d / f"sampled-{samples}"
         size_b = artifact(t, "sampled", {"draws": draws}, path)
         data = load(path, d / f"train-{samples}.arrow")
-        tokens = int(sum(len(x) for x in data.table["token_ids"].to_pylist()))
+        tokens = response_tokens(data)
         students[("dense", samples)] = train(t, data, "dense", size.steps, size.batch, teacher)
         students[("drawn", samples)] = train(t, data, "sampled", size.steps, size.batch)
-        results.append((samples, size, size_b, data.table.num_rows, tokens))
+        results.append((samples, size, size_b, tokens))
         log(f"sparse-steps: {samples} samples per prompt done at {time.perf_counter() - t0:.0f} s")
     ev = held_out(t, held, students, teacher)
     sec.add("English-text teacher: held-out KL(teacher ‖ student) before distillation", f"{ev['before']['kl']:.4f}", runs="1")
     gaps = {}
-    for samples, size, size_b, rows, tokens in results:
+    for samples, size, size_b, tokens in results:
         dense, drawn = ev[("dense", samples)], ev[("drawn", samples)]
         gaps[samples] = drawn["kl"] / dense["kl"] - 1
         per_step = size.batch * samples
