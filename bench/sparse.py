@@ -417,7 +417,7 @@ def section(ctx: Context) -> Section:
     return sec
 
 
-STEP_SAMPLES = ((3, 6, 12), (2, 4))  # teacher samples per prompt (full, quick): sequences per step = batch x samples
+STEP_SAMPLES = ((3, 6, 12, 24), (2, 4))  # teacher samples per prompt (full, quick): sequences per step = batch x samples
 STEP_DRAWS = (48, 12)                 # the primary cell's draws at about 90 B/token (full), and --quick's
 
 
@@ -432,6 +432,9 @@ def section_steps(ctx: Context) -> Section:
     named before the run: the gap at 4x the sequences per step (3 -> 12 teacher samples per
     prompt, the same prompts, 54 steps, one epoch, so 4x the data) against the gap at 1x.
     Dense and drawn students see the same sequences in the same order at every setting.
+    Follow-up, added after the first run (1x, 2x, 4x: +11.7 %, +7.9 %, +6.1 %) and named before
+    its own: at 8x (24 samples per prompt, about 8,000 response tokens per step) is the gap within
+    the 5 % that section 10's goal asks at 1x? The primary comparison stays 4x against 1x.
     """
     from stages import models
 
@@ -468,7 +471,8 @@ def section_steps(ctx: Context) -> Section:
                 f"one epoch of {size.steps} steps: held-out KL / ECE, dense vs {draws} systematic draws ({size_b:.0f} B/token)",
                 f"{dense['kl']:.4f} / {dense['ece']:.4f} vs {drawn['kl']:.4f} / {drawn['ece']:.4f} ({gaps[samples]:+.1%})",
                 runs="1")
-    lo, hi = min(gaps), max(gaps)
+    lo = min(gaps)
+    hi = max(s for s in gaps if s <= 4 * lo)  # the primary comparison: 4x (--quick: 2x) against 1x
     sec.add(f"English-text teacher, {draws} systematic draws: gap to dense at {hi // lo}x the sequences per step / at 1x",
             f"{gaps[hi]:+.1%} / {gaps[lo]:+.1%}", runs="1")
     sec.notes.append(
