@@ -433,7 +433,7 @@ def section_steps(ctx: Context) -> Section:
     prompt, the same prompts, 54 steps, one epoch, so 4x the data) against the gap at 1x.
     Dense and drawn students see the same sequences in the same order at every setting.
     Follow-up, added after the first run (1x, 2x, 4x: +11.7 %, +7.9 %, +6.1 %) and named before
-    its own: at 8x (24 samples per prompt, about 8,000 response tokens per step) is the gap within
+    its result: at 8x (24 samples per prompt, about 8,000 response tokens per step) is the gap within
     the 5 % that section 10's goal asks at 1x? The primary comparison stays 4x against 1x.
     """
     from stages import models
