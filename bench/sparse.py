@@ -418,7 +418,7 @@ def section(ctx: Context) -> Section:
 
 
 STEP_SAMPLES = ((3, 6, 12, 24), (2, 4))  # teacher samples per prompt (full, quick): sequences per step = batch x samples
-STEP_DRAWS = (48, 12)                 # the primary cell's draws at about 90 B/token (full), and --quick's
+STEP_DRAWS = (48, 12)                     # the primary cell's draws at about 90 B/token (full), and --quick's
 
 
 def section_steps(ctx: Context) -> Section:
@@ -433,8 +433,8 @@ def section_steps(ctx: Context) -> Section:
     prompt, the same prompts, 54 steps, one epoch, so 4x the data) against the gap at 1x.
     Dense and drawn students see the same sequences in the same order at every setting.
     Follow-up, added after the first run (1x, 2x, 4x: +11.7 %, +7.9 %, +6.1 %) and named before
-    its result: at 8x (24 samples per prompt, about 8,000 response tokens per step) is the gap within
-    the 5 % that section 10's goal asks at 1x? The primary comparison stays 4x against 1x.
+    its result: at 8x (24 samples per prompt, about 8,000 response tokens per step) is the gap
+    within the 5 % that section 10's goal asks at 1x? The primary comparison stays 4x against 1x.
     """
     from stages import models
 
