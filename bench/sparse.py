@@ -34,6 +34,7 @@ workload's kind of prompts. Each teacher answers training prompts and other, hel
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -251,9 +252,10 @@ def gradients(t: Teacher, chosen: dict, d: Path, few: Path, keep: int) -> dict:
     return out
 
 
-def train(t: Teacher, data, rep: str, steps: int, batch_size: int, teacher=None):
+def train(t: Teacher, data, rep: str, steps: int, batch_size: int, teacher=None, order: int = 0):
     """The student after `steps` steps on `data` (or on dense teacher log-probs for rep 'dense'),
-    with distill's default learning-rate schedule (cosine decay to 0)."""
+    with distill's default learning-rate schedule (cosine decay to 0), the problems in distill's
+    order of seed `order`."""
     import torch
 
     from stages import models
@@ -265,7 +267,7 @@ def train(t: Teacher, data, rep: str, steps: int, batch_size: int, teacher=None)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=LR, weight_decay=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedules.lr_lambda(steps, 0, "cosine"))
     for step in range(1, steps + 1):
-        _, names = train_data.step_problems(data, 0, batch_size, step)
+        _, names = train_data.step_problems(data, order, batch_size, step)
         opt.zero_grad(set_to_none=True)
         for rows, coefs in train_data.step_plan(data, names, batch_size):
             batch = train_data.collate(data, rows, "cpu")
@@ -481,4 +483,72 @@ def section_steps(ctx: Context) -> Section:
         f"one epoch ({base.steps} steps) with distill's loss and cosine schedule, AdamW lr {LR:g}, the same order for "
         f"dense and drawn; held-out: {ev['before']['tokens']:,} tokens of the teacher's samples on {base.held} other "
         f"prompts. One run per cell (one draw seed, one student seed). {time.perf_counter() - t0:.0f} s.")
+    return sec
+
+
+SEED_REPLICATES = (5, 2)  # replicates of section 12 (full, quick)
+
+
+def section_seeds(ctx: Context) -> Section:
+    """Section `sparse-seeds`: section 10's primary comparison, replicated, with its interval.
+
+    Section 10 judges its goal on one run of each student. Primary comparison, named before the
+    run: at about 90 B/token (48 systematic draws; --quick: 12) after one epoch of 9 sequences per
+    step (section 10's primary regime), the drawn student's held-out KL relative to the dense
+    student's, paired by replicate. Replicate r draws its artifact with teacher-logits --seed r and
+    trains both students on distill's problem order of seed r; the student starts from the same
+    checkpoint in every replicate (a distillation starts from a given student; it has no dropout),
+    the teacher's samples and the held-out set are the same. The goal (within +5 %) is met when the
+    95 % interval of the paired relative gap lies below +5 %.
+    """
+    from stages import models
+    from stages.stats import paired
+
+    sec = Section("sparse-seeds", "12. sparse teacher: the primary comparison, replicated")
+    size = SIZES[ctx.quick]
+    draws = STEP_DRAWS[ctx.quick]
+    d = ctx.work / "sparse-seeds"
+    t0 = time.perf_counter()
+    t = english(ctx, d / "english", size)
+    teacher = models.load_model(str(t.teacher), device="cpu", dtype="float32").eval()
+    held = held_set(t, d)
+    students = {"before": models.load_model(str(t.student), device="cpu", dtype="float32").eval()}
+    sizes = {}
+    for r in range(SEED_REPLICATES[ctx.quick]):
+        path = d / f"sampled-seed{r}"
+        sizes[r] = artifact(t, "sampled", {"draws": draws}, path, seed=r)
+        data = load(path, d / f"train-seed{r}.arrow")
+        students[("dense", r)] = train(t, data, "dense", size.steps, size.batch, teacher, order=r)
+        students[("drawn", r)] = train(t, data, "sampled", size.steps, size.batch, order=r)
+        log(f"sparse-seeds: replicate {r} done at {time.perf_counter() - t0:.0f} s")
+    tokens = response_tokens(data)
+    ev = held_out(t, held, students, teacher)
+    sec.add("English-text teacher: held-out KL(teacher ‖ student) before distillation", f"{ev['before']['kl']:.4f}", runs="1")
+    gaps = []
+    for r in sizes:
+        dense, drawn = ev[("dense", r)], ev[("drawn", r)]
+        gaps.append(drawn["kl"] / dense["kl"] - 1)
+        sec.add(f"English-text teacher, replicate {r} (draw seed {r}, order seed {r}): held-out KL / ECE, dense vs "
+                f"{draws} systematic draws ({sizes[r]:.0f} B/token)",
+                f"{dense['kl']:.4f} / {dense['ece']:.4f} vs {drawn['kl']:.4f} / {drawn['ece']:.4f} ({gaps[-1]:+.1%})",
+                runs="1")
+    st = paired(gaps)
+    dense_kl = [ev[("dense", r)]["kl"] for r in sizes]
+    sec.add(f"English-text teacher: the dense student's held-out KL over the {len(sizes)} problem orders",
+            f"{statistics.median(dense_kl):.4f}", spread=f"{min(dense_kl):.4f}-{max(dense_kl):.4f}", runs=str(len(sizes)))
+    if st["lo"] is None:
+        value, met = f"{st['mean']:+.1%} (one replicate: no interval)", None
+    else:
+        value = f"{st['mean']:+.1%}, 95 % CI [{st['lo']:+.1%}, {st['hi']:+.1%}], detectable {st['mde']:.1%}"
+        met = st["hi"] <= 0.05
+    sec.add(f"English-text teacher, about {round(sum(sizes.values()) / len(sizes))} B/token, one epoch: drawn student's "
+            f"held-out KL vs dense, paired over {len(sizes)} replicates (mean, interval, smallest effect the design "
+            f"detects at 80 % power)", value, runs=str(len(sizes)), goal="within +5 % (the interval's upper end)",
+            met=met)
+    sec.notes.append(
+        f"sparse-seeds: section 10's English-text teacher, student and primary regime: {size.prompts} training prompts x "
+        f"{size.samples} teacher samples ({tokens:,} response tokens), one epoch of {size.steps} steps of {size.batch} "
+        f"problems, distill's loss and cosine schedule, AdamW lr {LR:g}; the same teacher samples in every replicate; "
+        f"held-out: {ev['before']['tokens']:,} tokens of the teacher's samples on {size.held} other prompts. The "
+        f"interval is Student's t on the paired relative gaps. {time.perf_counter() - t0:.0f} s.")
     return sec

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from schemas.io import META_PROVENANCE  # noqa: E402
 from stages.snr import describe_fit, fit_kernel, problems_path  # noqa: E402
-from stages.stats import t_quantile  # noqa: E402
+from stages.stats import paired, t_quantile  # noqa: E402
 
 # Each regime's label; main() adds the student's size, read from its config.
 REGIMES = {"capacity": "capacity-limited", "learnable": "learnable"}
@@ -43,18 +43,6 @@ CAPACITY_ZERO = 0.25     # capacity: share of training problems the base student
 CAPACITY_FRONTIER = 0.10  # capacity: share on the frontier (0 < p < 1), at least
 CAPACITY_REACH = 0.15    # capacity: uniform distillation's accuracy on the hardest difficulty, below, at the longest budget
 LEARNABLE_REACH = 0.50   # learnable: the same accuracy, at least
-
-
-def paired(diffs: list[float]) -> dict:
-    """Mean, sd, 95 % t-interval and the minimum detectable effect (80 % power) of paired differences."""
-    n = len(diffs)
-    mean = statistics.fmean(diffs) if diffs else float("nan")
-    if n < 2:
-        return {"n": n, "mean": mean, "sd": None, "lo": None, "hi": None, "mde": None}
-    sd = statistics.stdev(diffs)
-    se = sd / math.sqrt(n)
-    t975, t80 = t_quantile(0.975, n - 1), t_quantile(0.80, n - 1)
-    return {"n": n, "mean": mean, "sd": sd, "lo": mean - t975 * se, "hi": mean + t975 * se, "mde": (t975 + t80) * se}
 
 
 def pts(x: float | None, sign: bool = False) -> str:

@@ -1,10 +1,11 @@
-"""Small statistics the stages and the reproduce report share: Student's t quantiles, weighted
-least squares with coefficient intervals, and the pass@k estimator (numpy only; scipy is not a
-dependency)."""
+"""Small statistics the stages, the reproduce report and the bench share: Student's t quantiles,
+paired differences with their interval, weighted least squares with coefficient intervals, and the
+pass@k estimator (numpy only; scipy is not a dependency)."""
 
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 
@@ -26,6 +27,18 @@ def t_quantile(q: float, df: int) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
     return (lo + hi) / 2
+
+
+def paired(diffs: list[float]) -> dict:
+    """Mean, sd, 95 % t-interval and the minimum detectable effect (80 % power) of paired differences."""
+    n = len(diffs)
+    mean = statistics.fmean(diffs) if diffs else float("nan")
+    if n < 2:
+        return {"n": n, "mean": mean, "sd": None, "lo": None, "hi": None, "mde": None}
+    sd = statistics.stdev(diffs)
+    se = sd / math.sqrt(n)
+    t975, t80 = t_quantile(0.975, n - 1), t_quantile(0.80, n - 1)
+    return {"n": n, "mean": mean, "sd": sd, "lo": mean - t975 * se, "hi": mean + t975 * se, "mde": (t975 + t80) * se}
 
 
 def wls(x: np.ndarray, y: np.ndarray, w: np.ndarray, level: float = 0.95) -> dict:

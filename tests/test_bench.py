@@ -226,3 +226,24 @@ def test_sparse_steps_quick_section_compares_dense_and_drawn_at_each_batch(tmp_p
         assert abs(kl_s / kl_d - 1 - float(gap) / 100) < 1e-3
     assert rows[-1][1].endswith("gap to dense at 2x the sequences per step / at 1x")
     assert "sparse-steps: the English-text teacher" in (tmp_path / "results.md").read_text()
+
+
+def test_sparse_seeds_quick_section_pairs_the_replicates(tmp_path):
+    # bench section 12: section 10's primary cell over 2 replicates (quick: 4 short runs), paired, with its interval.
+    r = bench("--quick", "--only", "sparse-seeds", "--out", str(tmp_path / "results.md"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in r.stdout.splitlines()
+            if line.startswith("| 12. sparse teacher")]
+    assert len(rows) == 5, rows
+    gaps = []
+    for c in [c for c in rows if "dense vs 12 systematic draws" in c[1]]:
+        dense, drawn = c[2].split(" vs ")
+        gaps.append(float(drawn.split(" / ")[0]) / float(dense.split(" / ")[0]) - 1)
+        assert abs(gaps[-1] - float(drawn.rsplit("(", 1)[1].rstrip(")%")) / 100) < 1e-3
+    assert len(gaps) == 2 and gaps[0] != gaps[1]  # the replicates differ (draw seed and order)
+    summary = rows[-1]
+    assert "paired over 2 replicates" in summary[1] and summary[-1] in ("yes", "**no**")
+    mean, rest = summary[2].split(", 95 % CI [")
+    lo, hi = (float(x.strip("%")) / 100 for x in rest.split("]")[0].split(", "))
+    assert abs(float(mean.strip("%")) / 100 - sum(gaps) / 2) < 1e-3 and lo < sum(gaps) / 2 < hi
+    assert (summary[-1] == "yes") == (hi <= 0.05)
