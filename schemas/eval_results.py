@@ -48,7 +48,7 @@ SUMMARY = ArtifactSchema(
         Column("maj_at_k", pa.float64(), "Share of problems whose majority answer over responses 0..k-1 is correct: votes by extracted answer (responses without one do not vote; none at all counts as wrong), ties to the answer given first; null when the verifier extracts no answers (module:function).", nullable=True),
         Column("retain", pa.bool_(), "Whether the benchmark is a retention set (--retain)."),
         Column("baseline_accuracy", pa.float64(), "The baseline's accuracy_mean (with --baseline).", nullable=True),
-        Column("gain", pa.float64(), "accuracy_mean - baseline_accuracy, in accuracy points (with --baseline).", nullable=True),
+        Column("gain", pa.float64(), "accuracy_mean - baseline_accuracy, a fraction like both (0.05 is 5 accuracy points; the console shows points) (with --baseline).", nullable=True),
         Column("baseline_pass_at_k", pa.float64(), "The baseline's pass@k at the same k, from its responses (with --baseline; null when it has fewer than k per problem).", nullable=True),
         Column("pass_at_k_gain", pa.float64(), "pass_at_k - baseline_pass_at_k (with --baseline).", nullable=True),
         Column("baseline_maj_at_k", pa.float64(), "The baseline's maj@k at the same k, from its responses (with --baseline; null when it has fewer than k per problem).", nullable=True),

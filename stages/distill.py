@@ -87,7 +87,7 @@ class DistillConfig:
     gradient_checkpointing: bool = option("Trade compute for activation memory.", False)
     lora_r: int = option("LoRA rank (needs peft); 0 trains all weights. Adapters are merged into the saved model.", 0)
     lora_alpha: float | None = option("LoRA alpha (default 2 * rank).", None)
-    chunk_size: int = option("Token positions per loss chunk: bounds float32 [positions, vocabulary] buffers.", 1024, role=RUNTIME)
+    chunk_size: int = option("Token positions per loss chunk: bounds float32 positions x vocabulary buffers.", 1024, role=RUNTIME)
     device: str = option("auto, cpu, cuda or cuda:N. On CUDA the forward runs under bf16 autocast.", "auto", role=RUNTIME)
     trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME)
     allow_stale: bool = option(ALLOW_STALE, False, role=RUNTIME)

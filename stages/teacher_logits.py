@@ -92,7 +92,7 @@ class TeacherLogitsConfig:
     prompt_suffix: str | None = option("Text appended to every prompt (default: the one the rollouts used).", None)
     chat_template_kwargs: str | None = option(CHAT_TEMPLATE_KWARGS[:-1] + "; default: those the rollouts used, which a different value may not contradict.", None, keyed_when_set=True)
     batch_size: int = option("Sequences per teacher forward pass (hf; vllm batches by itself).", 8, role=RUNTIME)
-    chunk_size: int = option("Positions per output-layer chunk: bounds the float32 [positions, vocabulary] buffer (hf).", 1024, role=RUNTIME)
+    chunk_size: int = option("Positions per output-layer chunk: bounds the float32 positions x vocabulary buffer (hf).", 1024, role=RUNTIME)
     part_size: int = option("Sequences per output part: the unit of resumption.", 256)
     device: str = option(DEVICE, "auto", role=RUNTIME)
     dtype: str = option(backends.DTYPE_HELP, "auto")

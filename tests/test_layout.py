@@ -67,6 +67,26 @@ def test_single_file_artifacts_and_the_eval_summary_beside_its_results(chain):
     assert len(info["head"]) == 5 and {"problem_id", "correct"} <= set(info["head"][0])
 
 
+def test_the_readme_polars_snippet_runs_on_real_artifacts(chain, monkeypatch):
+    """README's 'Opening artifacts with polars' block, run as written on the chain's artifacts
+    (its runs/ paths mapped to theirs)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Opening artifacts with polars"):]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    paths = {"runs/weights.parquet": "weights.parquet", "runs/rollouts": "rollouts", "runs/scores/": "scores/",
+             "runs/teacher_logits": "tl", "runs/student-paced/": "student/"}
+    for old, new in paths.items():
+        assert f'"{old}' in code, old
+        code = code.replace(f'"{old}', f'"{new}')
+    monkeypatch.chdir(chain)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own documentation)
+    joined = scope["weights"].lazy().join(scope["scores"].group_by("problem_id").agg(pl.col("extracted")),
+                                          on="problem_id").collect()
+    assert joined.height == scope["weights"].height and "extracted" in joined.columns
+    assert scope["teacher"].height and scope["log"].height and scope["rollouts"].height
+
+
 def test_sharded_jobs_read_whole_in_one_call(chain, student_dir, tmp_path):
     problems = chain / "problems.parquet"
     for i in range(2):
