@@ -33,7 +33,7 @@ def _ranges(frame: pl.DataFrame) -> list[str]:
 SCHEMA = ArtifactSchema(
     name="weights",
     version=1,
-    doc="One row per problem; `paced weight` derives it from scores without a model, in about 0.7 s per million problems (bench section 5).",
+    doc="One row per problem; `paced weight` derives it from scores without a model, in about a second per million problems (bench section 5).",
     columns=(
         Column("problem_id", pa.string(), "The problem."),
         Column("num_samples", pa.int32(), "K: how many responses were scored."),
