@@ -16,8 +16,8 @@ trains them, about 3 minutes each on one core, side by side):
   prompts, continuations sampled by the real `paced rollout` at temperature 1 (what
   forward-KL distillation trains on). The goals are judged on it, the one trained teacher with
   natural text and a realistic vocabulary. It is tiny and briefly trained, so its entropy is
-  high (6.09 nats per token on its own samples, measured) and few of its tokens fall in the low
-  entropy bins where a strong teacher's tokens are.
+  high (about 6.2 nats per token on its own samples, bench/results.md) and few of its tokens
+  fall in the low entropy bins where a strong teacher's tokens are.
 - train_tiny teacher: examples/train_tiny.py's default teacher (its `--quick` one in `--quick`) on
   its own task: training problems of examples/task.py, sampled at temperature 1. A 258-token
   character vocabulary, so the top-k covers a large share of it; it solves the task, so
