@@ -52,7 +52,7 @@ from stages.backends.generation import (
 )
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out
 from stages.score import verifier_fingerprint
-from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, TOP_K, VERIFIER
+from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, SHARD_DIR, TOP_K, VERIFIER
 
 SUMMARY_FILE = "summary.parquet"
 RESULTS_DIR = "results"
@@ -78,7 +78,7 @@ class EvalConfig(GenerationConfig):
     baseline: Path | None = option("Another eval's --out (e.g. the student before distillation): report the gain over it per benchmark.", None, role=INPUT)
     at_k: int | None = option("k of pass@k and maj@k in the summary, from 1 to --samples (default: --samples).", None)
     retain: list[str] = option("A benchmark that measures retention (repeat for several): with --baseline, report forgetting = (baseline - accuracy) / baseline * 100.", default_factory=list)
-    shard: str | None = option("Evaluate one shard I/N of the problems into --out/shard-IIIII-of-NNNNN (zero-padded: shard-00000-of-00002); the last shard to finish writes the summary.", None)
+    shard: str | None = option(f"Evaluate one shard I/N of the problems into {SHARD_DIR}; the last shard to finish writes the summary.", None)
 
     def __post_init__(self) -> None:
         problems = self.generation_problems()

@@ -36,7 +36,8 @@ CHECK_TIMEOUT = "Seconds one check may take; past it the check is killed and sco
 CHECK_WORKERS = "Checker processes."
 TOP_K = "Sample only from the k most likely tokens at each step; 0 is off (the paper samples rollouts without it)."
 CHAT_TEMPLATE_KWARGS = 'Variables for the chat template, as a JSON object, e.g. \'{"enable_thinking": false}\' for Qwen3 (whose template thinks by default).'
-SHARD = "Run one shard I/N of the job (problems split by a stable hash of problem_id) into --out/shard-IIIII-of-NNNNN (zero-padded: shard-00000-of-00002); downstream stages read --out as one artifact once every shard is done."
+SHARD_DIR = "--out/shard-IIIII-of-NNNNN (zero-padded: shard-00000-of-00002)"
+SHARD = f"Run one shard I/N of the job (problems split by a stable hash of problem_id) into {SHARD_DIR}; downstream stages read --out as one artifact once every shard is done."
 ROLES = (IDENTITY, INPUT, RUNTIME)
 
 

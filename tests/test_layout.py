@@ -9,6 +9,7 @@ directories of earlier versions (`_job.json`, `_manifest.json`) are still read, 
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import socket
@@ -78,12 +79,15 @@ def test_the_readme_polars_snippet_runs_on_real_artifacts(chain, monkeypatch):
     for old, new in paths.items():
         assert f'"{old}' in code, old
         code = code.replace(f'"{old}', f'"{new}')
+    tree = ast.parse(code)
+    last = tree.body[-1]
+    assert isinstance(last, ast.Expr), "the block ends with the join it shows"
+    tree.body[-1] = ast.copy_location(ast.Assign([ast.copy_location(ast.Name("joined", ast.Store()), last)], last.value), last)
     monkeypatch.chdir(chain)
     scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own documentation)
-    joined = scope["weights"].lazy().join(scope["scores"].group_by("problem_id").agg(pl.col("extracted")),
-                                          on="problem_id").collect()
-    assert joined.height == scope["weights"].height and "extracted" in joined.columns
+    exec(compile(tree, "README.md", "exec"), scope)  # noqa: S102 (our own documentation)
+    joined = scope["joined"]
+    assert isinstance(joined, pl.DataFrame) and joined.height == scope["weights"].height and "extracted" in joined.columns
     assert scope["teacher"].height and scope["log"].height and scope["rollouts"].height
 
 
