@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from bench import rollout
 from bench.common import VLLM_VENVS, vllm_python
@@ -16,6 +17,14 @@ HEADER = "| section | measurement | value (median) | spread (min-max) | runs | g
 def bench(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = os.environ | {"PACED_NO_PROGRESS": "1"}
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def quick_rows(section: str, number: int, out: Path) -> list[list[str]]:
+    """The cells of section `number`'s rows in `python -m bench --quick --only section`'s table."""
+    r = bench("--quick", "--only", section, "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in r.stdout.splitlines()
+            if line.startswith(f"| {number}. ")]
 
 
 def vllm_rows() -> list[str]:
@@ -190,10 +199,7 @@ def test_sparse_quick_section_compares_the_representations(tmp_path):
     # bench section 10: both teachers, every representation (top-k, sampled by both draw schemes,
     # hybrid) at two byte budgets (one epoch), and at the lower one over many epochs of fewer
     # sequences: 14 short distillations each.
-    r = bench("--quick", "--only", "sparse", "--out", str(tmp_path / "results.md"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in r.stdout.splitlines()
-            if line.startswith("| 10. sparse teacher")]
+    rows = quick_rows("sparse", 10, tmp_path / "results.md")
     assert len(rows) == 2 * (2 + 2 * 9 + 5), len(rows)
     assert sum("held-out KL / ECE after 10 epochs over" in c[1] for c in rows) == 2 * 4
     assert sum("multinomial draws" in c[1] and "10 epochs" in c[1] for c in rows) == 2
@@ -212,10 +218,7 @@ def test_sparse_quick_section_compares_the_representations(tmp_path):
 
 def test_sparse_steps_quick_section_compares_dense_and_drawn_at_each_batch(tmp_path):
     # bench section 11: dense and drawn students at 1x and 2x the sequences per step (quick: 4 short runs).
-    r = bench("--quick", "--only", "sparse-steps", "--out", str(tmp_path / "results.md"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in r.stdout.splitlines()
-            if line.startswith("| 11. sparse teacher")]
+    rows = quick_rows("sparse-steps", 11, tmp_path / "results.md")
     assert len(rows) == 4, rows
     cells = [c for c in rows if "dense vs 12 systematic draws" in c[1]]
     assert [c[1].split(" sequences per step")[0].rsplit(" ", 1)[-1] for c in cells] == ["4", "8"]
@@ -230,10 +233,7 @@ def test_sparse_steps_quick_section_compares_dense_and_drawn_at_each_batch(tmp_p
 
 def test_sparse_seeds_quick_section_pairs_the_replicates(tmp_path):
     # bench section 12: section 10's primary cell over 2 replicates (quick: 4 short runs), paired, with its interval.
-    r = bench("--quick", "--only", "sparse-seeds", "--out", str(tmp_path / "results.md"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in r.stdout.splitlines()
-            if line.startswith("| 12. sparse teacher")]
+    rows = quick_rows("sparse-seeds", 12, tmp_path / "results.md")
     assert len(rows) == 5, rows
     gaps = []
     for c in [c for c in rows if "dense vs 12 systematic draws" in c[1]]:
