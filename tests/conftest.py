@@ -48,6 +48,14 @@ def paced(*args: str | os.PathLike) -> Result:
     return Result(r.exit_code, r.stdout, r.stderr)
 
 
+def script_env(**extra: object) -> dict[str, str]:
+    """This process's environment for a shell script (examples/, recipes, bench/gpu_check.sh),
+    with `extra` added: the interpreter running the tests first on PATH, so the `python` and
+    `paced` the script calls are this environment's even when it is not activated."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return os.environ | {"PATH": path} | {k: str(v) for k, v in extra.items()}
+
+
 def paced_subprocess(*args: str | os.PathLike, **kw) -> subprocess.CompletedProcess:
     """Run `python -m paced_cli` in a real process (for kills, exit codes, stdout purity);
     `env`: variables to add to this process's."""

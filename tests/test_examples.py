@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, manifest_record, paced
+from tests.conftest import ROOT, manifest_record, paced, script_env
 
 EXAMPLES = ROOT / "examples"
 
@@ -18,7 +18,7 @@ EXAMPLES = ROOT / "examples"
 def run_script(name: str, work, timeout: float = 900, **env) -> subprocess.CompletedProcess:
     """Run examples/NAME in its own process group; past `timeout`, the whole group is killed (the
     script and every paced job it started, so none is left running) and the test fails."""
-    e = os.environ | {"WORK": str(work), "PACED_NO_PROGRESS": "1"} | {k: str(v) for k, v in env.items()}
+    e = script_env(WORK=work, PACED_NO_PROGRESS=1, **env)
     with subprocess.Popen(["bash", str(EXAMPLES / name)], cwd=ROOT, env=e, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
         try:

@@ -17,7 +17,7 @@ import pytest
 
 import prepare_data  # examples/ is on sys.path (tests/conftest.py)
 import schemas
-from tests.conftest import ROOT, manifest_record
+from tests.conftest import ROOT, manifest_record, script_env
 
 SUFFIX = prepare_data.SUFFIX
 DAPO_WRAP = (
@@ -342,7 +342,7 @@ def test_recipe_header_states_hardware(recipe):
 
 
 def run_recipe(name, work, **env) -> subprocess.CompletedProcess:
-    e = os.environ | {"WORK": str(work), "PACED_NO_PROGRESS": "1"} | {k: str(v) for k, v in env.items()}
+    e = script_env(WORK=work, PACED_NO_PROGRESS=1, **env)
     return subprocess.run(["bash", str(RECIPES / name)], cwd=ROOT, env=e, capture_output=True, text=True, timeout=1800)
 
 
@@ -428,7 +428,7 @@ def test_self_distill_math_recipe_end_to_end(tmp_path, student_dir):
 
 
 def test_gpu_check_cpu_dry_run(tmp_path):
-    env = os.environ | {"DEVICE": "cpu", "WORK": str(tmp_path / "g"), "PACED_NO_PROGRESS": "1", "N": "4", "MAX_NEW_TOKENS": "8"}
+    env = script_env(DEVICE="cpu", WORK=tmp_path / "g", PACED_NO_PROGRESS=1, N=4, MAX_NEW_TOKENS=8)
     r = subprocess.run(["bash", "bench/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-4000:]
     lines = r.stdout.splitlines()
@@ -450,7 +450,7 @@ def test_gpu_check_without_cuda_says_so(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    env = os.environ | {"WORK": str(tmp_path / "g")}
+    env = script_env(WORK=tmp_path / "g")
     r = subprocess.run(["bash", "bench/gpu_check.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "DEVICE=cpu" in r.stderr and "torch.cuda.is_available() is False" in r.stderr
     assert not (tmp_path / "g").exists()
