@@ -183,11 +183,27 @@ def _held_out_loss(model, held: np.ndarray, context: int, windows: int = 32) -> 
     return total / (n * context)
 
 
+def native_bf16() -> bool | None:
+    """Whether this CPU computes bfloat16 natively (the avx512_bf16 or amx_bf16 flag of
+    /proc/cpuinfo); None where that file is not there to read."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def train(r: TextRecipe, out: Path, log=print) -> dict:
     """Tokenizer, teacher and student checkpoint into `out`; return the record (no marker)."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    if native_bf16() is False:
+        # The recipe trains under bfloat16 autocast (the cached teacher, and every figure measured
+        # on it, depend on that); without the instructions it runs in emulation.
+        log("english teacher: this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag): the "
+            "recipe's bfloat16 autocast is emulated, about 25x slower than float32, so training it once takes "
+            "hours here (`python -m bench.text_teacher` times one step both ways)")
     t0 = time.perf_counter()
     docs = corpus(r.corpus)
     train_docs = [d for d in docs if not held_out(d)]
@@ -338,3 +354,40 @@ def wait_quickstart_teacher(child, log=print) -> None:
     code = child.wait()
     log(f"quickstart teacher: background training {'done' if code == 0 else f'failed (exit {code})'}, waited {time.perf_counter() - t:.0f} s")
     # On failure, quickstart_teacher() trains it in this process (and raises what went wrong).
+
+
+def bf16_cost(r: TextRecipe = FULL) -> tuple[float, float]:
+    """Seconds of one forward and backward pass of recipe r's batch (its model, random weights and
+    tokens) in float32 and under the recipe's bfloat16 autocast, after a short warm-up."""
+    import contextlib
+
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(r.seed)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=r.vocab, hidden_size=r.hidden, intermediate_size=r.hidden * 2,
+                                         num_hidden_layers=r.layers, num_attention_heads=r.heads,
+                                         num_key_value_heads=r.heads, max_position_embeddings=r.context,
+                                         tie_word_embeddings=False))
+    x = torch.randint(0, r.vocab, (r.batch, r.context + 1))
+    out = []
+    for ctx in (contextlib.nullcontext, lambda: torch.autocast("cpu", dtype=torch.bfloat16)):
+        for batch, timed in ((x[:1, :17], False), (x, True)):  # the warm-up: one short sequence
+            t = time.perf_counter()
+            with ctx():
+                logits = model(input_ids=batch[:, :-1]).logits
+            torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten()).backward()
+            model.zero_grad(set_to_none=True)
+            if timed:
+                out.append(time.perf_counter() - t)
+    return out[0], out[1]
+
+
+if __name__ == "__main__":
+    from bench.common import set_threads
+
+    set_threads(1)  # as the recipe trains
+    f32, bf16 = bf16_cost()
+    print(f"english teacher, full recipe: one forward and backward pass of {FULL.batch} x {FULL.context} tokens, one "
+          f"thread: float32 {f32:.1f} s, bfloat16 autocast {bf16:.1f} s ({bf16 / f32:.1f}x); native bfloat16 on this "
+          f"CPU: {native_bf16()}")

@@ -247,3 +247,16 @@ def test_sparse_seeds_quick_section_pairs_the_replicates(tmp_path):
     lo, hi = (float(x.strip("%")) / 100 for x in rest.split("]")[0].split(", "))
     assert abs(float(mean.strip("%")) / 100 - sum(gaps) / 2) < 1e-3 and lo < sum(gaps) / 2 < hi
     assert (summary[-1] == "yes") == (hi <= 0.05)
+
+
+def test_bf16_cost_times_one_step_both_ways():
+    """bench.text_teacher's check of the bfloat16 emulation times one forward and backward pass of
+    a recipe's batch in float32 and under autocast (here a recipe a few thousand times smaller)."""
+    from dataclasses import replace
+
+    from bench import text_teacher
+
+    tiny = replace(text_teacher.FULL, vocab=64, hidden=16, layers=1, heads=2, context=8, batch=2)
+    f32, bf16 = text_teacher.bf16_cost(tiny)
+    assert f32 > 0 and bf16 > 0
+    assert text_teacher.native_bf16() in (True, False, None)
