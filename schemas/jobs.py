@@ -233,8 +233,9 @@ class Job:
         except FileExistsError:  # resumed, or another process made it a moment ago: the lock decides
             pass
         self._lock()
+        mine = set(self.own) | outputs.recorded_files(d)
         for stale in d.glob(".*.tmp-*"):  # left by a killed writer
-            if _writer_alive(stale):  # another process's file in flight (its lock, a moment ago)
+            if not outputs.paced_temp(stale.name, mine) or _writer_alive(stale):  # another process's file in flight (its lock, a moment ago)
                 continue
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)

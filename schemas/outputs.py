@@ -33,12 +33,16 @@ MANIFEST_FILE = "_manifest.parquet"
 # when such a job resumes.
 LEGACY = {JOB_FILE: "_job.json", MANIFEST_FILE: "_manifest.json", LOCK_FILE: "_lock"}
 META_RECORD = "paced.record"
-# What the job protocol itself writes into a job directory: its parts and bookkeeping, and
-# the hidden temporary names a killed writer may leave (`.NAME.tmp-PID...`).
+# What the job protocol itself writes into a job directory: its parts and bookkeeping.
 _PROTOCOL = re.compile(
     r"^(_job\.parquet|_manifest\.parquet|_lock\.parquet|_job\.json|_manifest\.json|_lock"
-    r"|part-\d{5}\.parquet|\..+\.tmp-\d+.*)$"
+    r"|part-\d{5}\.parquet)$"
 )
+# The hidden temporary name a writer gives what it writes (`.NAME.tmp-PID`, `.NAME.tmp-PID.png`,
+# `.NAME.tmp-launch`; a cache `.NAME` as `.NAME.tmp-PID`): paced's only where NAME is.
+_TEMP = re.compile(r"(\..+)\.tmp-(\d+|launch)(\.png)?")
+# distill's model written aside before it is renamed into place (`.final.tmp-PID`).
+_STAGED = {"final"}
 # The key of a single-file artifact (Parquet key-value metadata, PNG text chunk): the options
 # and inputs it was made from, so a rerun of the same command may replace it without --overwrite.
 META_KEY = "paced.key"
@@ -134,18 +138,80 @@ def recorded_files(d: Path) -> set[str]:
     return names
 
 
+# What paced, and the trackers it starts, write inside the directories a job owns (distill's
+# checkpoints, exported step-N models, tensorboard and wandb logs): per directory name, the names
+# its entries may have, and those of their entries (None: none; ANY: anything). An owned directory
+# holding anything else is not paced's alone: it is kept, and --overwrite is refused.
+_ANY = re.compile(r".*", re.S)
+_MODEL_FILES = re.compile(
+    r"config\.json|generation_config\.json|model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json"
+    r"|tokenizer(_config)?\.json|special_tokens_map\.json|vocab\.json|merges\.txt|added_tokens\.json"
+    r"|chat_template\.(jinja|json)|tokenizer\.model|train_log\.parquet|\..+\.tmp-\d+.*"
+)
+_INSIDE = {
+    "checkpoints": (re.compile(r"step-\d+|\.step-\d+\.tmp-.+"), _ANY),
+    "tensorboard": (re.compile(r"events\.out\.tfevents\..+"), None),
+    "wandb": (re.compile(r"run-.+|offline-run-.+|latest-run|debug.*\.log"), _ANY),
+}
+_EXPORT = re.compile(r"step-\d+")
+
+
+def foreign_inside(path: Path) -> list[str]:
+    """The entries inside `path`, a directory a job owns, that paced did not write, as
+    "NAME/entry" or "NAME/entry/entry", sorted (for the directories of `_INSIDE` and exported
+    step-N models; [] for any other)."""
+    name = path.name
+    rules = (_MODEL_FILES, None) if _EXPORT.fullmatch(name) else _INSIDE.get(name)
+    if rules is None or path.is_symlink() or not path.is_dir():
+        return []
+    children, grand = rules
+    out = []
+    with os.scandir(path) as it:
+        for e in it:
+            rel = f"{name}/{e.name}"
+            is_dir = e.is_dir(follow_symlinks=False)
+            if not children.fullmatch(e.name) or (is_dir and grand is None):
+                out.append(rel)
+            elif is_dir and grand is not _ANY:
+                with os.scandir(e.path) as inner:
+                    out += [f"{rel}/{g.name}" for g in inner if not grand.fullmatch(g.name)]
+    return sorted(out)
+
+
 def _entries(d: Path, own: Iterable[str]) -> list[tuple[os.DirEntry, bool]]:
     """Each entry of job directory `d`, and whether a paced job wrote it: the protocol's files,
-    the names the stage writes there (`own`) and the names the job recorded."""
+    the names the stage writes there (`own`) and the names the job recorded; a directory among
+    those only if it holds nothing else (`foreign_inside`)."""
     mine = set(own) | recorded_files(d)
     with os.scandir(d) as it:
-        return [(e, bool(_PROTOCOL.match(e.name)) or e.name in mine) for e in it]
+        return [(e, paced_temp(e.name, mine) or bool(_PROTOCOL.match(e.name))
+                 or (e.name in mine and not foreign_inside(Path(e.path)))) for e in it]
+
+
+def paced_temp(name: str, mine: Iterable[str] = ()) -> bool:
+    """Whether `name` is the temporary of something a paced job writes in its directory: a
+    protocol file, a name in `mine` (the stage's and the job's recorded names), an exported
+    step-N, distill's staged model; `.notes.tmp-1` or `.mydata.tmp-2024` of a user's is not."""
+    m = _TEMP.fullmatch(name)
+    if m is None:
+        return False
+    base = m.group(1)  # ".NAME"
+    inner = base[1:]
+    mine = set(mine)
+    return (base in mine or inner in mine or inner in _STAGED or bool(_PROTOCOL.match(inner))
+            or bool(_EXPORT.fullmatch(inner)))
 
 
 def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
     """The entries of job directory `d` that paced did not write, sorted: a user's files, another
-    command's artifact. `own`: names the stage writes there besides the protocol's."""
-    return sorted(e.name for e, ours in _entries(d, own) if not ours)
+    command's artifact, or what they put inside a directory paced writes ("tensorboard/run2").
+    `own`: names the stage writes there besides the protocol's."""
+    out = []
+    for e, ours in _entries(d, own):
+        if not ours:
+            inside = foreign_inside(Path(e.path))
+            out += inside if inside else [e.name]
+    return sorted(out)
 
 
 def remove_owned(d: Path, own: Iterable[str] = ()) -> None:

@@ -262,8 +262,13 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
                 f"--out {config.out}: holds an unfinished distill run with these options; pass --resume to "
                 f"continue it from its last checkpoint, or --overwrite to start over"
             )
-        job.start()
         if config.overwrite:  # start over: this run's own checkpoints, never anything else
+            kept = schemas.outputs.foreign_inside(job.dir / checkpoints.CHECKPOINTS)
+            if kept:
+                raise InputError(f"--out {config.out}: holds files paced did not write ({', '.join(kept[:5])}); "
+                                 f"--overwrite replaces only a paced job's own files: move them out, or choose another --out")
+        job.start()
+        if config.overwrite:
             shutil.rmtree(job.dir / checkpoints.CHECKPOINTS, ignore_errors=True)
         try:  # checks that need the rows: a refused run leaves nothing behind
             data, stats = train_data.load_data(config.teacher_logits, weights, job.dir / DATA_CACHE)

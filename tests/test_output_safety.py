@@ -102,6 +102,30 @@ def test_overwrite_refuses_an_out_holding_files_paced_did_not_write(world, tmp_p
     assert "--overwrite replaces only" in err
 
 
+def test_a_users_hidden_tmp_named_entry_is_not_taken_for_a_paced_temporary(world, tmp_path, student_dir):
+    """`.NAME.tmp-PID` is paced's only where NAME is something the job writes: a user's
+    `.mydata.tmp-2024` folder or `.notes.tmp-1` file makes --overwrite refuse, and a rerun that
+    resumes the job (its stale-temporary sweep) keeps them."""
+    from schemas import outputs
+
+    assert outputs.paced_temp(".part-00003.parquet.tmp-812")
+    assert outputs.paced_temp("._job.parquet.tmp-9") and outputs.paced_temp(".step-4.tmp-77")
+    assert outputs.paced_temp(".train_data.arrow.tmp-5", {".train_data.arrow"}) and outputs.paced_temp(".final.tmp-3")
+    assert not outputs.paced_temp(".mydata.tmp-2024") and not outputs.paced_temp(".notes.tmp-1")
+    assert not outputs.paced_temp(".train_data.arrow.tmp-5")  # not a name this job writes
+    out = tmp_path / "r"
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    (out / ".mydata.tmp-999999").mkdir()  # a pid no process has: stale to the sweep
+    (out / ".mydata.tmp-999999" / "a.txt").write_text("mine")
+    (out / ".notes.tmp-999998").write_text("mine too")
+    refused([*base, "--seed", "7", "--overwrite"], tmp_path, ".mydata.tmp-999999", ".notes.tmp-999998")
+    for name in ("_manifest.parquet", "part-00000.parquet"):  # as a killed run leaves it: the same command resumes it
+        (out / name).unlink()
+    assert paced(*base).exit_code == 0 and (out / "part-00000.parquet").is_file()
+    assert (out / ".mydata.tmp-999999" / "a.txt").read_text() == "mine" and (out / ".notes.tmp-999998").exists()
+
+
 def test_overwrite_replaces_a_paced_job_and_keeps_nothing_of_the_old(world, tmp_path, student_dir):
     out = tmp_path / "r"
     base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
@@ -169,6 +193,26 @@ def test_distill_overwrite_replaces_its_own_model_and_refuses_a_users_file(world
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
     (out / "README.md").write_text("my notes on this model")
     refused([*base, "--lr", "3e-3", "--overwrite"], tmp_path, "README.md", "paced did not write")
+
+
+def test_distill_overwrite_keeps_a_users_files_inside_its_own_folders(world, tmp_path, student_dir):
+    """checkpoints/, tensorboard/ and an exported step-N are distill's, but a user's file inside
+    one is not: --overwrite (other options, or the same unfinished run) is refused, names it, and
+    deletes nothing; moved out, the same command replaces the run."""
+    out = tmp_path / "d"
+    base = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--out", out, "--max-steps", "2", "--batch-size", "2", "--schedule", "constant", "--export-steps", "1"]
+    assert paced(*base, "--lr", "1e-3").exit_code == 0
+    assert (out / "step-1" / "model.safetensors").is_file()
+    for rel in ("tensorboard/other_run/events.txt", "checkpoints/notes.txt", "step-1/my_eval_notes.txt"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text("precious")
+        err = refused([*base, "--lr", "2e-3", "--overwrite"], tmp_path, rel.rsplit("/", 1)[0], "paced did not write")
+        assert rel.split("/")[0] in err
+        (out / rel).unlink()
+        if rel.startswith("tensorboard"):
+            (out / rel).parent.rmdir()
+    assert paced(*base, "--lr", "2e-3", "--overwrite").exit_code == 0
 
 
 def test_a_plot_or_out_of_another_kind_is_never_replaced(world, tmp_path):

@@ -42,7 +42,12 @@ def export_model(job: schemas.Job, step: int, model, tokenizer, log: list[dict],
     table = pl.DataFrame(log, schema=log_schema()).to_arrow().cast(schemas.TRAIN_LOG.arrow)
     schemas.write_file(tmp / "train_log.parquet", table, schemas.TRAIN_LOG, prov)
     job.adopt([name])
-    if (job.dir / name).exists():
+    if (job.dir / name).exists():  # a resumed run's earlier export of this step: replaced if it holds only that
+        kept = schemas.outputs.foreign_inside(job.dir / name)
+        if kept:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise InputError(f"--out {job.dir}: {name} holds files paced did not write ({', '.join(kept[:5])}); "
+                             f"move them out and rerun to resume")
         shutil.rmtree(job.dir / name)
     os.replace(tmp, job.dir / name)
 
