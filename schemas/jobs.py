@@ -233,9 +233,10 @@ class Job:
         except FileExistsError:  # resumed, or another process made it a moment ago: the lock decides
             pass
         self._lock()
-        mine = set(self.own) | outputs.recorded_files(d)
+        mine = outputs.owned_names(d, self.own)
         for stale in d.glob(".*.tmp-*"):  # left by a killed writer
-            if not outputs.paced_temp(stale.name, mine) or _writer_alive(stale):  # another process's file in flight (its lock, a moment ago)
+            # a user's name, or another process's file in flight (its lock, a moment ago): kept
+            if not outputs.paced_temp(stale.name, mine) or _writer_alive(stale):
                 continue
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale, ignore_errors=True)

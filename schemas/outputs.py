@@ -146,7 +146,7 @@ _ANY = re.compile(r".*", re.S)
 _MODEL_FILES = re.compile(
     r"config\.json|generation_config\.json|model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json"
     r"|tokenizer(_config)?\.json|special_tokens_map\.json|vocab\.json|merges\.txt|added_tokens\.json"
-    r"|chat_template\.(jinja|json)|tokenizer\.model|train_log\.parquet|\..+\.tmp-\d+.*"
+    r"|chat_template\.(jinja|json)|tokenizer\.model|train_log\.parquet"
 )
 _INSIDE = {
     "checkpoints": (re.compile(r"step-\d+|\.step-\d+\.tmp-.+"), _ANY),
@@ -178,17 +178,23 @@ def foreign_inside(path: Path) -> list[str]:
     return sorted(out)
 
 
+def owned_names(d: Path, own: Iterable[str]) -> set[str]:
+    """The names job directory `d` holds as its own beyond the protocol's: the stage's (`own`)
+    and those the job recorded."""
+    return set(own) | recorded_files(d)
+
+
 def _entries(d: Path, own: Iterable[str]) -> list[tuple[os.DirEntry, bool]]:
     """Each entry of job directory `d`, and whether a paced job wrote it: the protocol's files,
     the names the stage writes there (`own`) and the names the job recorded; a directory among
     those only if it holds nothing else (`foreign_inside`)."""
-    mine = set(own) | recorded_files(d)
+    mine = owned_names(d, own)
     with os.scandir(d) as it:
         return [(e, paced_temp(e.name, mine) or bool(_PROTOCOL.match(e.name))
                  or (e.name in mine and not foreign_inside(Path(e.path)))) for e in it]
 
 
-def paced_temp(name: str, mine: Iterable[str] = ()) -> bool:
+def paced_temp(name: str, mine: set[str] = frozenset()) -> bool:
     """Whether `name` is the temporary of something a paced job writes in its directory: a
     protocol file, a name in `mine` (the stage's and the job's recorded names), an exported
     step-N, distill's staged model; `.notes.tmp-1` or `.mydata.tmp-2024` of a user's is not."""
@@ -197,7 +203,6 @@ def paced_temp(name: str, mine: Iterable[str] = ()) -> bool:
         return False
     base = m.group(1)  # ".NAME"
     inner = base[1:]
-    mine = set(mine)
     return (base in mine or inner in mine or inner in _STAGED or bool(_PROTOCOL.match(inner))
             or bool(_EXPORT.fullmatch(inner)))
 
@@ -237,7 +242,11 @@ def refuse_foreign(d: Path, option: str, own: Iterable[str] = ()) -> None:
             f"{option} {d}: is a symbolic link; --overwrite never replaces through a link: pass the "
             f"directory it points to ({d.resolve()}) or remove the link"
         )
-    others = foreign(d, own)
+    refuse_others(d, option, foreign(d, own))
+
+
+def refuse_others(d: Path, option: str, others: list[str]) -> None:
+    """Refuse --overwrite of `d` where it holds `others`, files paced did not write (if any)."""
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise InputError(

@@ -263,10 +263,7 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
                 f"continue it from its last checkpoint, or --overwrite to start over"
             )
         if config.overwrite:  # start over: this run's own checkpoints, never anything else
-            kept = schemas.outputs.foreign_inside(job.dir / checkpoints.CHECKPOINTS)
-            if kept:
-                raise InputError(f"--out {config.out}: holds files paced did not write ({', '.join(kept[:5])}); "
-                                 f"--overwrite replaces only a paced job's own files: move them out, or choose another --out")
+            schemas.outputs.refuse_others(config.out, "--out", schemas.outputs.foreign_inside(job.dir / checkpoints.CHECKPOINTS))
         job.start()
         if config.overwrite:
             shutil.rmtree(job.dir / checkpoints.CHECKPOINTS, ignore_errors=True)
