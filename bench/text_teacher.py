@@ -362,13 +362,9 @@ def bf16_cost(r: TextRecipe = FULL) -> tuple[float, float]:
     import contextlib
 
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    torch.manual_seed(r.seed)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=r.vocab, hidden_size=r.hidden, intermediate_size=r.hidden * 2,
-                                         num_hidden_layers=r.layers, num_attention_heads=r.heads,
-                                         num_key_value_heads=r.heads, max_position_embeddings=r.context,
-                                         tie_word_embeddings=False))
+    model = tiny_model.random_model(r.vocab, hidden=r.hidden, layers=r.layers, heads=r.heads, seed=r.seed,
+                                    max_positions=r.context)
     x = torch.randint(0, r.vocab, (r.batch, r.context + 1))
     out = []
     for ctx in (contextlib.nullcontext, lambda: torch.autocast("cpu", dtype=torch.bfloat16)):

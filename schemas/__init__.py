@@ -70,9 +70,13 @@ def render_docs() -> str:
         "",
         "Every Parquet file carries `paced.schema`, `paced.schema_version` and `paced.provenance`",
         "(the command, resolved options, versions and input fingerprints) in its key-value",
-        "metadata: `pyarrow.parquet.read_schema(path).metadata`. Inputs from other tools need",
-        "only the right columns: strings may be `string` or `large_string`, integers any",
-        "width that holds the values, and extra columns are kept.",
+        "metadata: `pyarrow.parquet.read_schema(path).metadata`. A single-file artifact also",
+        "carries `paced.key` (the options and inputs it was made from) and `paced.content` (a",
+        "digest of its rows; a plot's, of its pixels): a file whose content no longer matches was",
+        "changed after paced wrote it and is yours, never replaced, even with `--overwrite`; a",
+        "part of a finished job is checked against the sha256 its manifest records. Inputs from",
+        "other tools need only the right columns: strings may be `string` or `large_string`,",
+        "integers any width that holds the values, and extra columns are kept.",
         "",
     ]
     for s in ALL:

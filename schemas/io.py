@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas import outputs
-from schemas.outputs import JOB_FILE, MANIFEST_FILE, META_RECORD, load_record, record_path
+from schemas.outputs import JOB_FILE, MANIFEST_FILE, META_RECORD, SHARD_NAME, load_record, record_path
 from schemas.base import ArtifactSchema, InputError, check_types, conform_with_runs
 
 META_SCHEMA = b"paced.schema"
@@ -90,7 +90,6 @@ def fingerprint(path: str | os.PathLike) -> str:
     return "sha256:" + _sha256_file(p)
 
 
-SHARD_NAME = re.compile(r"^shard-(\d+)-of-(\d+)$")
 
 
 def shard_name(index: int, count: int) -> str:
@@ -661,9 +660,10 @@ def write_file(
     p = check_file_out(path, schema, key=key, overwrite=overwrite)
     unique = tuple(schema.key) if len(schema.key) == 1 else ()
     table = _with_metadata(table, schema, prov)
+    extra = {outputs.META_CONTENT.encode(): outputs.table_digest(table).encode()}
     if key is not None:
-        table = table.replace_schema_metadata(table.schema.metadata | {outputs.META_KEY.encode(): key.encode()})
-    _atomic_write_parquet(table, p, unique)
+        extra[outputs.META_KEY.encode()] = key.encode()
+    _atomic_write_parquet(table.replace_schema_metadata(table.schema.metadata | extra), p, unique)
     return p
 
 

@@ -19,6 +19,7 @@ is rewritten in Parquet when it resumes.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -26,6 +27,7 @@ import re
 import shutil
 import socket
 import sys
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,8 @@ class Job:
         own: tuple[str, ...] = (),
     ) -> None:
         self.out = Path(out)
+        if self.out.name in ("", ".."):  # `--out .` or `--out d/step-1/..`: the directory by its own name
+            self.out = Path(os.path.abspath(self.out))
         self.dir = self.out
         self.schema = schema
         self.options = json.loads(json.dumps(options, sort_keys=True, default=str))
@@ -124,7 +128,8 @@ class Job:
         self.provenance = prov
         self.overwrite = overwrite
         self.own = own
-        self.created = False
+        self.created = False  # this run made `dir`
+        self.fresh = False  # `dir` was new or empty: a refused run leaves it so (`abandon`)
 
     @property
     def replacement(self) -> Path:
@@ -140,6 +145,7 @@ class Job:
     def check(self) -> None:
         """Refuse an --out that holds something else; decide where to write (`dir`)."""
         d = self.out
+        self._finish_cut_swap()
         if d.exists() and not d.is_dir():
             raise InputError(f"--out {d}: is a file; {self.schema.name} is written to a directory")
         if not d.exists():
@@ -152,6 +158,7 @@ class Job:
             if not os.access(d.parent, os.W_OK):
                 raise InputError(f"--out {d}: parent directory {d.parent} is not writable")
             self.dir = d
+            self.fresh = True
             return
         holder = _lock_holder(d)
         if holder is not None:
@@ -168,6 +175,7 @@ class Job:
                     f"(paced never deletes a directory it did not make)"
                 )
             self.dir = d
+            self.fresh = True
             return
         job = _load_record(job_file, "--out")
         if job.get("schema") != self.schema.name:
@@ -207,6 +215,37 @@ class Job:
         self.dir = new
         if self.complete:  # finished, but stopped before it was swapped in: finish that now
             self._swap()
+
+    def _finish_cut_swap(self) -> None:
+        """Finish a replacement killed between the two renames of `_swap`: `out` is gone, the old
+        job is at `.NAME.replaced-PID` (its process dead) and the finished new one at
+        `.NAME.replacing`: the new one is put in place and the old job's own files removed. With no
+        finished replacement (its removal by hand), the old job is put back."""
+        out = self.out
+        if out.exists() or out.is_symlink() or not out.parent.is_dir():
+            return
+        old = []
+        for p in out.parent.glob(f".{glob_escape(out.name)}.replaced-*"):
+            m = re.fullmatch(rf"\.{re.escape(out.name)}\.replaced-(\d+)", p.name)
+            if (m and p.is_dir() and not p.is_symlink() and self._job_key(p) is not None
+                    and _holder_alive({"pid": int(m.group(1)), "host": socket.gethostname()}) is None):
+                old.append(p)
+        if len(old) != 1:  # none, or more than one: not a swap paced can tell how to finish
+            return
+        new = self.replacement
+        if new.is_dir() and not new.is_symlink() and record_path(new, MANIFEST_FILE) is not None and _lock_holder(new) is None:
+            os.replace(new, out)
+            self._remove_old(old[0])
+        else:
+            os.replace(old[0], out)
+
+    def _remove_old(self, old: Path) -> None:
+        """Remove the replaced job's own files; anything left in it is the user's: kept, renamed."""
+        outputs.remove_owned(old, self.own)
+        if old.exists():  # something appeared in it while the job ran: the user's, kept
+            kept = self.out.with_name(f"{self.out.name}.kept-{old.name.rsplit('-', 1)[1]}")
+            os.replace(old, kept)
+            sys.stderr.write(f"note: files that appeared in {self.out} while it was replaced are kept in {kept}\n")
 
     def locate(self) -> None:
         """Set `dir` as `check` did, without checks: for the processes of a launch other than
@@ -248,6 +287,8 @@ class Job:
             legacy.unlink()
         if not (d / JOB_FILE).exists():
             self._write_job_file([])
+        if self.created or self.fresh:
+            _STARTED.add(self)
 
     def _write_job_file(self, files: list[str]) -> None:
         _atomic_write_record(
@@ -342,6 +383,7 @@ class Job:
             self.schema,
         )
         (self.dir / LEGACY[MANIFEST_FILE]).unlink(missing_ok=True)
+        _STARTED.discard(self)
         self.release()
         if self.dir != self.out:
             self._swap()
@@ -350,16 +392,34 @@ class Job:
         """Put the finished replacement at `out`; the old job's own files are removed after."""
         old = self.out.with_name(f".{self.out.name}.replaced-{os.getpid()}")
         os.replace(self.out, old)  # two renames: `out` is the old job or the new one, never a mix
-        os.replace(self.dir, self.out)
+        os.replace(self.dir, self.out)  # (killed between the two: the next `check` finishes it)
         self.dir = self.out
-        outputs.remove_owned(old, self.own)
-        if old.exists():  # something appeared in it while the job ran: the user's, kept
-            kept = self.out.with_name(f"{self.out.name}.kept-{os.getpid()}")
-            os.replace(old, kept)
-            sys.stderr.write(f"note: files that appeared in {self.out} while it was replaced are kept in {kept}\n")
+        self._remove_old(old)
 
     def abandon(self) -> None:
-        """Remove what this run created (bad input found mid-job): never anything else."""
+        """Remove what this run created (bad input found mid-job): never anything else. A job
+        directory that was new or empty is left as it was: gone, or empty."""
         self.release()
-        if self.created and self.dir.exists():
-            outputs.remove_owned(self.dir, self.own)
+        _STARTED.discard(self)
+        if (self.created or self.fresh) and self.dir.exists():
+            outputs.remove_owned(self.dir, self.own, keep=not self.created)
+
+
+# Jobs this process started and has not finished: a run refused after it started (exit 2, bad
+# input found mid-job) abandons those it began in a new or empty directory (`abandon_started`).
+_STARTED: set[Job] = set()
+
+
+@contextlib.contextmanager
+def abandoned_if_refused():
+    """Run a command so that, if it is refused (InputError) after a job began in a new or empty
+    directory, that job is abandoned: the corrected command is not refused for "other options"."""
+    _STARTED.clear()
+    try:
+        yield
+    except InputError:
+        for job in list(_STARTED):
+            job.abandon()
+        raise
+    finally:
+        _STARTED.clear()

@@ -47,6 +47,14 @@ _STAGED = {"final"}
 # and inputs it was made from, so a rerun of the same command may replace it without --overwrite.
 META_KEY = "paced.key"
 META_KIND = "paced.kind"
+# A digest of what a single file holds (its rows, or a plot's pixels), so a file edited after
+# paced wrote it, its metadata kept, is the user's: never replaced, even with --overwrite.
+META_CONTENT = "paced.content"
+# eval's --out: its results job (a job directory, or a root of shards) and its summary beside it.
+EVAL_RESULTS_DIR = "results"
+EVAL_SUMMARY_FILE = "summary.parquet"
+# A shard job directory inside its root (`--shard I/N`, `schemas.io.shard_name`).
+SHARD_NAME = re.compile(r"^shard-(\d+)-of-(\d+)$")
 
 
 def _resolved(path: str | os.PathLike, option: str) -> Path:
@@ -82,11 +90,11 @@ def check_paths(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, 
                 problems.append(f"{option} {shown}: lies inside {in_option} {in_shown}; choose a path outside the input")
             elif _inside(src, out):
                 problems.append(f"{option} {shown}: holds {in_option} {in_shown}; choose an output path that holds no input")
-        job = next((p for p in out.parents if record_path(p, JOB_FILE) or record_path(p, MANIFEST_FILE)), None)
+        job = next((p for p in out.parents if paced_dir(p)), None)
         if job is not None:
             problems.append(
-                f"{option} {shown}: lies inside the paced job directory {job}, which holds only that job's own "
-                f"files; choose a path outside it"
+                f"{option} {shown}: lies inside the paced job directory {job} ({paced_dir(job)}), which holds "
+                f"only that job's own files; choose a path outside it"
             )
     for i, (a_option, a_shown, a) in enumerate(outs):
         for b_option, b_shown, b in outs[i + 1 :]:
@@ -98,6 +106,80 @@ def check_paths(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, 
 
 # ---------------------------------------------------------------------------------------
 # Job directories: what a paced job wrote there
+
+
+def job_schema(d: Path) -> str | None:
+    """The artifact a paced job directory `d` holds ("rollouts"), None if `d` is not one."""
+    for name in (JOB_FILE, MANIFEST_FILE):
+        path = record_path(d, name)
+        if path is not None:
+            try:
+                return str(load_record(path).get("schema") or "unknown")
+            except (OSError, ValueError, AttributeError):
+                return "unknown"
+    return None
+
+
+def shards_schema(d: Path) -> str | None:
+    """The artifact the shards in `d` hold, when `d` is the root of a sharded job (`--shard I/N`
+    writes `shard-0000I-of-0000N/` job directories into it); None otherwise."""
+    try:
+        with os.scandir(d) as it:
+            for e in it:
+                if SHARD_NAME.match(e.name) and e.is_dir(follow_symlinks=False):
+                    kind = job_schema(Path(e.path))
+                    if kind is not None:
+                        return kind
+    except OSError:
+        pass
+    return None
+
+
+def paced_dir(d: Path) -> str | None:
+    """The artifact `d` holds when it is a paced output that holds only its job's own files: a job
+    directory, the root of a sharded job, or eval's --out (its results/ job and summary); None
+    for any other directory."""
+    kind = job_schema(d) or shards_schema(d)
+    if kind is None and d.name != EVAL_RESULTS_DIR:
+        results = d / EVAL_RESULTS_DIR
+        inner = (job_schema(results) or shards_schema(results)) if results.is_dir() and not results.is_symlink() else None
+        kind = "eval" if inner == "eval_results" else None
+    return kind
+
+
+def check_shard_root(root: Path, schema: str, count: int) -> None:
+    """Refuse to write a shard of a `count`-way `schema` job into `root` unless it is new, empty, or
+    holds only shards of that job (and paced's temporaries of them): never into a user's folder,
+    another command's shards, or the shards of another split."""
+    if not root.is_dir():
+        return
+    others, kinds, counts = [], set(), set()
+    for e in sorted(root.iterdir()):
+        base = re.sub(r"^\.(.+)\.(replacing|replaced-\d+)$|^(.+)\.kept-\d+$", lambda m: m.group(1) or m.group(3), e.name)
+        m = SHARD_NAME.match(base)
+        if m is None or e.is_symlink() or not e.is_dir():
+            others.append(e.name)
+            continue
+        kind = job_schema(e)
+        if kind is not None and base == e.name:
+            kinds.add(kind)
+            counts.add(int(m.group(2)))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise InputError(
+            f"--out {root}: holds files that are not shards of a paced {schema} job ({shown}); with --shard, "
+            f"--out is a directory of that job's shards alone: choose a new path"
+        )
+    if kinds - {schema}:
+        raise InputError(
+            f"--out {root}: holds the shards of a paced {', '.join(sorted(kinds - {schema}))} job, not {schema}; "
+            f"choose another --out"
+        )
+    if counts - {count}:
+        raise InputError(
+            f"--out {root}: holds the shards of a {'/'.join(map(str, sorted(counts)))}-way split, not of {count}; "
+            f"keep one --shard I/N split per directory: use the same N, or choose a new --out"
+        )
 
 
 def record_path(d: Path, name: str) -> Path | None:
@@ -184,14 +266,51 @@ def owned_names(d: Path, own: Iterable[str]) -> set[str]:
     return set(own) | recorded_files(d)
 
 
+def edited_parts(d: Path) -> set[str]:
+    """The parts of finished job `d` changed since paced wrote them: their content no longer the
+    one its manifest records. Only a part modified after the manifest was written is hashed (a
+    part paced wrote is older than its manifest), so this costs nothing on an untouched job."""
+    path = record_path(d, MANIFEST_FILE)
+    if path is None:
+        return set()
+    try:
+        recorded = {p["file"]: p for p in load_record(path).get("parts", [])}
+        since = path.stat().st_mtime
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return set()
+    import hashlib
+
+    out = set()
+    for name, part in recorded.items():
+        f = d / name
+        try:
+            st = f.lstat()
+            if not os.path.isfile(f) or f.is_symlink() or st.st_mtime <= since:
+                continue
+            if st.st_size != part.get("bytes"):
+                out.add(name)
+                continue
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            if h.hexdigest() != part.get("sha256"):
+                out.add(name)
+        except OSError:
+            continue
+    return out
+
+
 def _entries(d: Path, own: Iterable[str]) -> list[tuple[os.DirEntry, bool]]:
-    """Each entry of job directory `d`, and whether a paced job wrote it: the protocol's files,
-    the names the stage writes there (`own`) and the names the job recorded; a directory among
-    those only if it holds nothing else (`foreign_inside`)."""
+    """Each entry of job directory `d`, and whether a paced job wrote it: the protocol's files
+    (a part only as its manifest records it), the names the stage writes there (`own`) and the
+    names the job recorded; a directory among those only if it holds nothing else
+    (`foreign_inside`)."""
     mine = owned_names(d, own)
+    edited = edited_parts(d)
     with os.scandir(d) as it:
-        return [(e, paced_temp(e.name, mine) or bool(_PROTOCOL.match(e.name))
-                 or (e.name in mine and not foreign_inside(Path(e.path)))) for e in it]
+        return [(e, e.name not in edited and (paced_temp(e.name, mine) or bool(_PROTOCOL.match(e.name))
+                 or (e.name in mine and not foreign_inside(Path(e.path))))) for e in it]
 
 
 def paced_temp(name: str, mine: set[str] = frozenset()) -> bool:
@@ -219,9 +338,9 @@ def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
     return sorted(out)
 
 
-def remove_owned(d: Path, own: Iterable[str] = ()) -> None:
-    """Delete what a paced job wrote in `d`, then `d` if nothing else is left. Symbolic links
-    are removed as links, never followed; entries paced did not write are kept."""
+def remove_owned(d: Path, own: Iterable[str] = (), *, keep: bool = False) -> None:
+    """Delete what a paced job wrote in `d`, then `d` if nothing else is left (and not `keep`).
+    Symbolic links are removed as links, never followed; entries paced did not write are kept."""
     for e, ours in _entries(d, own):
         if not ours:
             continue
@@ -229,6 +348,8 @@ def remove_owned(d: Path, own: Iterable[str] = ()) -> None:
             shutil.rmtree(e.path)  # removes links inside as links (fd-based, never follows them)
         else:
             os.unlink(e.path)
+    if keep:
+        return
     try:
         d.rmdir()
     except OSError:  # something else is left in it: kept
@@ -259,33 +380,56 @@ def refuse_others(d: Path, option: str, others: list[str]) -> None:
 # Single files: a Parquet artifact or a PNG plot
 
 
-def file_identity(path: Path) -> tuple[str | None, str | None]:
-    """(kind, key) that paced recorded in a file it wrote; (None, None) for any other file."""
+def table_digest(table) -> str:
+    """A digest of a table's rows (column names and values): the same for the table paced writes
+    and for the file read back, whatever its encoding, row groups or metadata."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, column in zip(table.column_names, table.columns):
+        h.update(json.dumps([name, column.to_pylist()], default=str).encode())
+    return h.hexdigest()
+
+
+def pixels_digest(image) -> str:
+    """A digest of a PIL image's pixels (mode, size and bytes)."""
+    import hashlib
+
+    return hashlib.sha256(f"{image.mode}:{image.size}:".encode() + image.tobytes()).hexdigest()
+
+
+def file_identity(path: Path) -> tuple[str | None, str | None, bool]:
+    """(kind, key, edited) that paced recorded in a file it wrote, `edited` when its content is no
+    longer what paced wrote (its metadata kept); (None, None, False) for any other file."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
     except OSError:
-        return None, None
+        return None, None, False
     if head == b"\x89PNG\r\n\x1a\n":
         try:
             from PIL import Image
 
             with Image.open(path) as im:
                 text = dict(getattr(im, "text", {}) or im.info)
-            return text.get(META_KIND), text.get(META_KEY)
+                content = text.get(META_CONTENT)
+                edited = content is not None and content != pixels_digest(im)
+            return text.get(META_KIND), text.get(META_KEY), edited
         except Exception:  # noqa: BLE001 - a damaged or foreign image is simply not paced's
-            return None, None
+            return None, None, False
     if head[:4] == b"PAR1":
         import pyarrow.parquet as pq
 
         try:
             meta = pq.read_schema(path).metadata or {}
+            kind = meta.get(b"paced.schema")
+            content = meta.get(META_CONTENT.encode())
+            edited = content is not None and content.decode() != table_digest(pq.read_table(path))
         except Exception:  # noqa: BLE001 - a damaged or foreign Parquet file is not paced's
-            return None, None
-        kind = meta.get(b"paced.schema")
+            return None, None, False
         key = meta.get(META_KEY.encode())
-        return (kind.decode() if kind else None), (key.decode() if key else None)
-    return None, None
+        return (kind.decode() if kind else None), (key.decode() if key else None), edited
+    return None, None, False
 
 
 def check_file(
@@ -304,7 +448,13 @@ def check_file(
     if p.is_dir():
         raise InputError(f"{option} {p}: is a directory; give a file name such as {p}/{kind}{suffix or '.parquet'}")
     if p.exists():
-        got_kind, got_key = file_identity(p)
+        got_kind, got_key, edited = file_identity(p)
+        if edited:
+            raise InputError(
+                f"{option} {p}: was changed after paced wrote it (its content is no longer what paced wrote), "
+                f"so it is yours: paced never replaces it, even with --overwrite; choose another path, or move "
+                f"or remove it yourself"
+            )
         if got_kind != kind:
             what = (f"is a paced {got_kind!r} file, not {kind}; paced replaces only an earlier {kind} file"
                     if got_kind else f"is not a {kind} file paced wrote; paced never replaces a file it did not write")
@@ -329,11 +479,23 @@ def check_file(
 def save_figure(fig, path: Path, kind: str, key: str, dpi: int = 110) -> None:
     """Save a matplotlib figure as PNG atomically, marked as paced's (kind and key) so a rerun
     may replace it and nothing else is ever replaced."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
     from schemas.io import paced_version
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=dpi, metadata={"Software": f"paced {paced_version()}", META_KIND: kind, META_KEY: key})
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": f"paced {paced_version()}", META_KIND: kind, META_KEY: key})
+        buf.seek(0)
+        with Image.open(buf) as im:
+            info = PngImagePlugin.PngInfo()
+            for k, v in im.text.items():
+                info.add_text(k, v)
+            info.add_text(META_CONTENT, pixels_digest(im))
+            im.save(tmp, format="png", pnginfo=info, dpi=im.info.get("dpi", (dpi, dpi)))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

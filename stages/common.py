@@ -89,8 +89,9 @@ def select_shard(frame, shard: tuple[int, int] | None):
     return frame.filter(pl.col("problem_id").map_elements(lambda p: shard_of(p, n), return_dtype=pl.Int64) == i)
 
 
-def shard_out(out, shard: tuple[int, int] | None):
-    """Where a job writes: --out itself, or its shard's directory inside it."""
+def shard_out(out, shard: tuple[int, int] | None, schema):
+    """Where a job of `schema` writes: --out itself, or its shard's directory inside it (--out
+    then holds that job's shards alone)."""
     from pathlib import Path
 
     from schemas.io import shard_name
@@ -99,7 +100,7 @@ def shard_out(out, shard: tuple[int, int] | None):
     if shard is None:
         return out
     from schemas import InputError
-    from schemas.outputs import JOB_FILE, record_path
+    from schemas.outputs import JOB_FILE, check_shard_root, record_path
 
     if out.is_symlink() and not out.exists():
         raise InputError(f"--out {out}: is a broken symbolic link; remove it or give another path")
@@ -111,4 +112,5 @@ def shard_out(out, shard: tuple[int, int] | None):
         if not out.parent.is_dir():
             raise InputError(f"--out {out}: parent directory {out.parent} does not exist or is not a directory; create it first")
         out.mkdir(exist_ok=True)  # several shards may create it at once
+    check_shard_root(out, schema.name, shard[1])
     return out / shard_name(*shard)

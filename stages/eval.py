@@ -37,7 +37,7 @@ from rich.table import Table
 
 import schemas
 from schemas import InputError
-from schemas.outputs import check_paths
+from schemas.outputs import EVAL_RESULTS_DIR, EVAL_SUMMARY_FILE, check_paths
 from schemas.base import quote_rows
 from schemas.io import check_file_out
 from schemas.outputs import JOB_FILE, MANIFEST_FILE, record_path
@@ -54,8 +54,8 @@ from stages.common import advance, console, parse_shard, progress, select_shard,
 from stages.score import verifier_fingerprint
 from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, SHARD_DIR, TOP_K, VERIFIER
 
-SUMMARY_FILE = "summary.parquet"
-RESULTS_DIR = "results"
+SUMMARY_FILE = EVAL_SUMMARY_FILE
+RESULTS_DIR = EVAL_RESULTS_DIR
 # Options that only change the summary, never a response or a verdict: a rerun with other
 # values reuses the finished job and rewrites the summary.
 _SUMMARY_ONLY = ("baseline", "retain", "workers", "at_k")
@@ -176,11 +176,17 @@ def results_dir(out: Path) -> Path:
     return out if legacy and not (out / RESULTS_DIR).exists() else out / RESULTS_DIR
 
 
-def check_out(out: Path) -> None:
+def check_out(out: Path, overwrite: bool) -> None:
     """--out must be new, or an eval --out of this paced (results/ and summary.parquet and the
-    job's temporaries): an earlier paced's layout or a directory of other files is refused."""
+    job's temporaries): an earlier paced's layout or a directory of other files is refused; with
+    --overwrite, never one reached through a symbolic link."""
     if out.is_symlink() and not out.exists():
         raise InputError(f"--out {out}: is a broken symbolic link; remove it or give another path")
+    if out.is_symlink() and overwrite:
+        raise InputError(
+            f"--out {out}: is a symbolic link; --overwrite never replaces through a link: pass the "
+            f"directory it points to ({out.resolve()}) or remove the link"
+        )
     if not out.exists():
         if not out.parent.is_dir():
             raise InputError(f"--out {out}: parent directory {out.parent} does not exist or is not a directory; create it first")
@@ -386,7 +392,7 @@ def run(config: EvalConfig, command: str | None = None) -> Path:
     }
     options = {k: v for k, v in job_options(config, inputs).items() if k not in _SUMMARY_ONLY}
     named_inputs = {f"problems[{i}]": a for i, a in enumerate(arts)}
-    check_out(config.out)
+    check_out(config.out, config.overwrite)
     made = [d for d in (config.out, config.out / RESULTS_DIR) if not d.exists()]
     config.out.mkdir(exist_ok=True)  # every input is checked: only results/ and the summary go in it
     try:
@@ -410,7 +416,7 @@ def _evaluate(
 ) -> Path:
     """Generate and check the responses into --out/results (resumable), then the summary."""
     job = schemas.Job(
-        shard_out(config.out / RESULTS_DIR, shard),
+        shard_out(config.out / RESULTS_DIR, shard, schemas.EVAL_RESULTS),
         schemas.EVAL_RESULTS,
         options | {"verifier": spec},
         schemas.provenance("eval", asdict(config), named_inputs, command=command),

@@ -55,6 +55,49 @@ def build_tokenizer(chat: bool = True):
     return fast
 
 
+def random_model(
+    vocab_size: int,
+    *,
+    arch: str = "qwen2",
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    seed: int = 0,
+    max_positions: int = 1024,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    sliding_window: int | None = None,
+):
+    """A tiny causal LM with random weights (seeded): the architecture every tiny model here has
+    (MLP twice the hidden size, untied embeddings). `sliding_window` (qwen2 only): every layer
+    attends to that many tokens, the current one included."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    if sliding_window is not None and arch != "qwen2":
+        raise ValueError(f"sliding_window: arch {arch!r} has none here; use qwen2")
+    if arch == "qwen2":
+        window = {} if sliding_window is None else dict(use_sliding_window=True, sliding_window=sliding_window, max_window_layers=0)
+        return Qwen2ForCausalLM(Qwen2Config(**common, **window))
+    if arch == "llama":
+        return LlamaForCausalLM(LlamaConfig(**common))
+    raise ValueError(f"arch {arch!r}: use qwen2 or llama")
+
+
 def build(
     out: str | Path,
     *,
@@ -68,36 +111,14 @@ def build(
     tokenizer=None,
     sliding_window: int | None = None,
 ) -> Path:
-    """Write a tiny model and its tokenizer to `out`; return the directory. `sliding_window`
-    (qwen2 only): every layer attends to that many tokens, the current one included."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    """Write a tiny model (`random_model`) and its tokenizer to `out`; return the directory."""
+    from transformers import GenerationConfig
 
     out = Path(out)
     tok = tokenizer if tokenizer is not None else build_tokenizer(chat)
-    common = dict(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        max_position_embeddings=max_positions,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(seed)
-    if sliding_window is not None and arch != "qwen2":
-        raise ValueError(f"sliding_window: arch {arch!r} has none here; use qwen2")
-    if arch == "qwen2":
-        window = {} if sliding_window is None else dict(use_sliding_window=True, sliding_window=sliding_window, max_window_layers=0)
-        model = Qwen2ForCausalLM(Qwen2Config(**common, **window))
-    elif arch == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**common))
-    else:
-        raise ValueError(f"arch {arch!r}: use qwen2 or llama")
+    model = random_model(len(tok), arch=arch, hidden=hidden, layers=layers, heads=heads, seed=seed,
+                         max_positions=max_positions, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         sliding_window=sliding_window)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     model.save_pretrained(out)
     tok.save_pretrained(out)

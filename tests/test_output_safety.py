@@ -267,3 +267,159 @@ def test_a_symbolic_link_loop_as_input_or_output_exits_2(world, tmp_path, studen
     for args in (["--problems", loop, "--out", tmp_path / "r"], ["--problems", world / "problems.parquet", "--out", loop]):
         r = paced("rollout", "--model", student_dir, *args, *FAST)
         assert r.exit_code == 2 and "loops back to itself" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# A file edited after paced wrote it, a refused run, a swap cut in two, paced's outputs nested
+
+
+def test_a_file_edited_after_paced_wrote_it_is_the_users(world, tmp_path):
+    """Ownership is judged by content, not by metadata alone: weights edited with pyarrow (paced's
+    metadata kept) are not replaced by the same command, nor by --overwrite."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    w = tmp_path / "w.parquet"
+    base = ["weight", "--scores", world / "scores", "--out", w]
+    assert paced(*base).exit_code == 0
+    assert paced(*base).exit_code == 0  # the same command rewrites its own file
+    t = pq.read_table(w)
+    i = t.schema.get_field_index("weight")
+    pq.write_table(t.set_column(i, t.field(i), pa.array([0.5] * t.num_rows, t.field(i).type)), w)
+    assert b"paced.key" in pq.read_schema(w).metadata  # still carries paced's record
+    for extra in ([], ["--overwrite"], ["--alpha", "2", "--overwrite"]):
+        refused([*base, *extra], tmp_path, "changed after paced wrote it")
+    assert pq.read_table(w).column("weight").to_pylist() == [0.5] * t.num_rows
+    # A plot drawn on (its text chunks kept), and a part of a finished job rewritten.
+    from PIL import Image, ImageDraw, PngImagePlugin
+
+    png = tmp_path / "w.png"
+    plot = ["weight", "--scores", world / "scores", "--out", tmp_path / "w2.parquet", "--plot", png]
+    assert paced(*plot).exit_code == 0 and paced(*plot).exit_code == 0
+    with Image.open(png) as im:
+        info = PngImagePlugin.PngInfo()
+        for k, v in im.text.items():
+            info.add_text(k, v)
+        im = im.convert("RGBA")
+        ImageDraw.Draw(im).rectangle((0, 0, 20, 20), fill=(255, 0, 0, 255))
+        im.save(png, pnginfo=info)
+    refused([*plot, "--overwrite"], tmp_path, "--plot", "changed after paced wrote it")
+
+
+def test_a_part_edited_after_its_job_finished_is_the_users(world, tmp_path, student_dir):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "r"
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    t = pq.read_table(out / "part-00000.parquet")
+    pq.write_table(t.slice(0, 1), out / "part-00000.parquet")  # the user kept one row
+    refused([*base, "--seed", "7", "--overwrite"], tmp_path, "part-00000.parquet", "paced did not write")
+
+
+def test_a_refused_run_leaves_nothing_that_blocks_the_corrected_rerun(world, tmp_path, student_dir):
+    """A run refused after its job began (bad input found mid-job), into a folder the user made
+    empty or into a new one, leaves that folder as it was: the corrected command then runs."""
+    zero = tmp_path / "zero.parquet"
+    pl.read_parquet(world / "weights.parquet").with_columns(weight=pl.lit(0.0)).write_parquet(zero)
+    empty = tmp_path / "d"
+    empty.mkdir()
+    base = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--out", empty, "--max-steps", "1",
+            "--batch-size", "2"]
+    r = paced(*base, "--weights", zero)
+    assert r.exit_code == 2 and "Traceback" not in r.stderr, r.stderr
+    assert empty.is_dir() and list(empty.iterdir()) == []
+    assert paced(*base, "--weights", world / "weights.parquet").exit_code == 0
+    s = tmp_path / "s"
+    s.mkdir()
+    score = ["score", "--rollouts", world / "rollouts", "--problems", world / "problems.parquet", "--out", s]
+    r = paced(*score, "--verifier", "no_such_module:check")
+    assert r.exit_code == 2 and "Traceback" not in r.stderr, r.stderr
+    assert s.is_dir() and list(s.iterdir()) == []
+    assert paced(*score, "--verifier", "exact").exit_code == 0
+    for out in (tmp_path / "r-new", tmp_path / "r-empty"):
+        if out.name == "r-empty":
+            out.mkdir()
+        roll = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST,
+                "--samples", "4", "--min-samples", "2"]
+        r = paced(*roll, "--verifier", "no_such_module:check")
+        assert r.exit_code == 2 and "Traceback" not in r.stderr, r.stderr
+        assert not out.exists() if out.name == "r-new" else list(out.iterdir()) == []
+        assert paced(*roll, "--verifier", "exact").exit_code == 0
+
+
+def test_a_swap_cut_between_its_two_renames_is_finished_by_the_same_command(world, tmp_path, student_dir):
+    """Killed between `out -> .out.replaced-PID` and `.out.replacing -> out`: the same command puts
+    the finished replacement in place (no work redone), removes the old job's own files, and
+    leaves no hidden folder behind."""
+    out = tmp_path / "r"
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    new = tmp_path / "new"
+    assert paced(*base[:-len(FAST) - 2], "--out", new, *FAST, "--seed", "7").exit_code == 0
+    want = snapshot(new)
+    os.replace(out, tmp_path / ".r.replaced-999999")
+    os.replace(new, tmp_path / ".r.replacing")
+    r = paced(*base, "--seed", "7", "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert "already complete" in r.stderr
+    assert snapshot(out) == want
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_paced_never_writes_into_another_paced_output_or_a_users_folder(world, tmp_path, student_dir):
+    """A sharded root of another kind, a folder of the user's, and eval's folder (which has no job
+    file of its own at its top) are not places for a shard or a file."""
+    root = tmp_path / "roots"
+    roll = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, *FAST]
+    for i in range(2):
+        assert paced(*roll, "--out", root, "--shard", f"{i}/2").exit_code == 0
+    refused(["score", "--rollouts", root, "--problems", world / "problems.parquet", "--verifier", "exact",
+             "--out", root, "--shard", "0/3"], tmp_path, "--out", "rollouts")
+    user = tmp_path / "userdir"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    refused([*roll, "--out", user, "--shard", "0/2"], tmp_path, "--out", "notes.txt")
+    refused(["weight", "--scores", world / "scores", "--out", world / "eval" / "w.parquet"], world, "--out", "eval")
+
+
+def test_out_paths_named_through_a_link_or_dot_dot_are_handled(world, tmp_path, student_dir):
+    ev = tmp_path / "ev"
+    base = ["eval", "--model", student_dir, "--problems", world / "problems.parquet", "--samples", "1",
+            "--max-new-tokens", "4", "--verifier", "exact"]
+    assert paced(*base, "--out", ev).exit_code == 0
+    link = tmp_path / "link"
+    link.symlink_to(ev)
+    refused([*base, "--out", link, "--seed", "3", "--overwrite"], tmp_path, "symbolic link")
+    d = tmp_path / "d3"
+    dist = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--max-steps", "2", "--batch-size", "2", "--schedule", "constant", "--export-steps", "1"]
+    assert paced(*dist, "--out", d, "--lr", "1e-3").exit_code == 0
+    r = paced(*dist, "--out", f"{d}/step-1/..", "--lr", "2e-3", "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d3", "ev", "link"]
+    r2 = tmp_path / "r2"
+    roll = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, *FAST]
+    assert paced(*roll, "--out", r2).exit_code == 0
+    r = subprocess.run([sys.executable, "-m", "paced_cli", *map(str, roll), "--out", ".", "--seed", "7", "--overwrite"],
+                       cwd=r2, capture_output=True, text=True, env=os.environ | {"PACED_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert job_record(r2)["options"]["seed"] == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d3", "ev", "link", "r2"]
+
+
+def test_distill_overwrite_of_its_unfinished_run_keeps_a_users_file_in_checkpoints(world, tmp_path, student_dir):
+    """The same options, an unfinished run (killed after a checkpoint), --overwrite: a user's file in
+    checkpoints/ is named and kept, nothing is deleted; moved out, the run starts over."""
+    out = tmp_path / "d"
+    base = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--out", out, "--max-steps", "3", "--batch-size", "2", "--lr", "1e-3", "--save-steps", "1"]
+    kill_when(out / "checkpoints" / "step-1", *base)
+    assert (out / "checkpoints" / "step-1").is_dir() and not (out / "_manifest.parquet").exists()
+    (out / "checkpoints" / "notes.txt").write_text("precious")
+    err = refused([*base, "--overwrite"], tmp_path, "checkpoints/notes.txt", "paced did not write")
+    assert "--overwrite replaces only" in err
+    (out / "checkpoints" / "notes.txt").unlink()
+    r = paced(*base, "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert (out / "model.safetensors").is_file() and (out / "_manifest.parquet").is_file()
