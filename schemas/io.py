@@ -63,12 +63,7 @@ def part_name(index: int) -> str:
 # Fingerprints and provenance
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_sha256_file = outputs.sha256_file
 
 
 def fingerprint(path: str | os.PathLike) -> str:

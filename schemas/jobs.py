@@ -40,7 +40,6 @@ from schemas.io import (
     _atomic_write_parquet,
     _atomic_write_record,
     _load_record,
-    _sha256_file,
     _with_metadata,
     hash_options,
     part_name,
@@ -95,6 +94,21 @@ def _holder_alive(holder: dict[str, Any] | None) -> dict[str, Any] | None:
     return holder
 
 
+def _only_leftovers(d: Path) -> bool:
+    """Whether directory `d` holds nothing, or only what a paced run killed as it began a job
+    leaves (its lock, or temporaries of its bookkeeping, their process gone): a new job may begin
+    there."""
+    for e in d.iterdir():
+        if e.name in (LOCK_FILE, LEGACY[LOCK_FILE]) and e.is_file() and not e.is_symlink():
+            if _holder_alive(_read_lock(e)) is None:
+                continue
+            return False
+        if outputs.paced_temp(e.name) and not _writer_alive(e) and not e.is_symlink():
+            continue
+        return False
+    return True
+
+
 class Job:
     """A resumable job directory: parts land atomically, the manifest is written last.
 
@@ -129,6 +143,9 @@ class Job:
         self.overwrite = overwrite
         self.own = own
         self.created = False  # this run made `dir`
+        # a shard's job (`--shard I/N`: `out` is ROOT/shard-0000I-of-0000N): the root is made with it
+        self.shard_root = bool(outputs.SHARD_NAME.match(self.out.name))
+        self.root_created = False
         self.fresh = False  # `dir` was new or empty: a refused run leaves it so (`abandon`)
 
     @property
@@ -151,6 +168,10 @@ class Job:
         if not d.exists():
             if d.is_symlink():
                 raise InputError(f"--out {d}: is a broken symbolic link; remove it or give another path")
+            if self.shard_root and not d.parent.exists() and not d.parent.is_symlink() and d.parent.parent.is_dir():
+                self.dir = d  # a sharded job's first shard: `start` makes the root too
+                self.fresh = True
+                return
             if not d.parent.exists():
                 raise InputError(f"--out {d}: parent directory {d.parent} does not exist; create it first")
             if not d.parent.is_dir():
@@ -169,7 +190,7 @@ class Job:
             )
         job_file = record_path(d, JOB_FILE)
         if job_file is None:
-            if any(d.iterdir()):
+            if not _only_leftovers(d):
                 raise InputError(
                     f"--out {d}: exists and is not a paced job directory; choose a new path "
                     f"(paced never deletes a directory it did not make)"
@@ -199,7 +220,7 @@ class Job:
             )
         outputs.refuse_foreign(d, "--out", self.own)
         if new.exists() or new.is_symlink():
-            if new.is_symlink() or not new.is_dir() or self._job_key(new) is None:
+            if new.is_symlink() or not new.is_dir() or (self._job_key(new) is None and not _only_leftovers(new)):
                 raise InputError(
                     f"--out {d}: {new} is in the way of the replacement and paced did not write it; "
                     f"move it away"
@@ -266,12 +287,27 @@ class Job:
         d = self.dir
         if d != self.out and d.exists() and self._job_key(d) != self.key:
             outputs.remove_owned(d, self.own)  # an earlier replacement with other options
+        if self.shard_root and not d.parent.exists():
+            try:
+                d.parent.mkdir()
+                self.root_created = True
+            except FileExistsError:  # another shard made it a moment ago
+                pass
         try:
             d.mkdir()
             self.created = True
         except FileExistsError:  # resumed, or another process made it a moment ago: the lock decides
             pass
         self._lock()
+        key = self._job_key(d)
+        if key is not None and (self.created or self.fresh):  # another paced job began here since `check`
+            self.created = self.fresh = False  # (it is theirs: never abandoned by this run)
+            if key != self.key:
+                self.release()
+                raise InputError(
+                    f"--out {self.out}: another paced job was started in it while this one was getting ready; "
+                    f"rerun to see what it holds, or choose another --out"
+                )
         mine = outputs.owned_names(d, self.own)
         for stale in d.glob(".*.tmp-*"):  # left by a killed writer
             # a user's name, or another process's file in flight (its lock, a moment ago): kept
@@ -361,14 +397,8 @@ class Job:
         parts = []
         for i in range(num_parts):
             f = self.dir / part_name(i)
-            parts.append(
-                {
-                    "file": f.name,
-                    "rows": pq.read_metadata(f).num_rows,
-                    "bytes": f.stat().st_size,
-                    "sha256": _sha256_file(f),
-                }
-            )
+            parts.append({"file": f.name, "rows": pq.read_metadata(f).num_rows} | outputs.file_digest(f))
+        files = sorted(outputs.recorded_files(self.dir))
         _atomic_write_record(
             {
                 "schema": self.schema.name,
@@ -376,7 +406,9 @@ class Job:
                 "key": self.key,
                 "rows": sum(x["rows"] for x in parts),
                 "parts": parts,
-                "files": sorted(outputs.recorded_files(self.dir)),
+                "files": files,
+                # what the job's own files hold, so a file edited later is known for the user's
+                "digests": outputs.job_digests(self.dir, files, self.own),
                 "provenance": self.provenance,
             },
             self.dir / MANIFEST_FILE,
@@ -403,6 +435,15 @@ class Job:
         _STARTED.discard(self)
         if (self.created or self.fresh) and self.dir.exists():
             outputs.remove_owned(self.dir, self.own, keep=not self.created)
+        if self.root_created:
+            with contextlib.suppress(OSError):  # only if empty: another shard may be in it
+                self.dir.parent.rmdir()
+
+    def untouched(self) -> bool:
+        """Whether the job has done no work yet: no part, no folder (checkpoints, exports, logs)."""
+        with os.scandir(self.dir) as it:
+            return not any(outputs.PART.fullmatch(e.name) or (e.is_dir() and not e.name.startswith("."))
+                           for e in it)
 
 
 # Jobs this process started and has not finished: a run refused after it started (exit 2, bad
@@ -419,7 +460,8 @@ def abandoned_if_refused():
         yield
     except InputError:
         for job in list(_STARTED):
-            job.abandon()
+            if job.dir.is_dir() and job.untouched():  # work done is kept, for the corrected rerun to resume
+                job.abandon()
         raise
     finally:
         _STARTED.clear()

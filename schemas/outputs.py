@@ -38,6 +38,7 @@ _PROTOCOL = re.compile(
     r"^(_job\.parquet|_manifest\.parquet|_lock\.parquet|_job\.json|_manifest\.json|_lock"
     r"|part-\d{5}\.parquet)$"
 )
+PART = re.compile(r"part-\d{5}\.parquet")
 # The hidden temporary name a writer gives what it writes (`.NAME.tmp-PID`, `.NAME.tmp-PID.png`,
 # `.NAME.tmp-launch`; a cache `.NAME` as `.NAME.tmp-PID`): paced's only where NAME is.
 _TEMP = re.compile(r"(\..+)\.tmp-(\d+|launch)(\.png)?")
@@ -252,12 +253,30 @@ def foreign_inside(path: Path) -> list[str]:
         for e in it:
             rel = f"{name}/{e.name}"
             is_dir = e.is_dir(follow_symlinks=False)
+            listed = checkpoint_files(Path(e.path)) if name == "checkpoints" and is_dir else None
             if not children.fullmatch(e.name) or (is_dir and grand is None):
                 out.append(rel)
+            elif listed is not None:  # a checkpoint that lists what it holds: anything else is not paced's
+                with os.scandir(e.path) as inner:
+                    out += [f"{rel}/{g.name}" for g in inner if g.name not in listed]
             elif is_dir and grand is not _ANY:
                 with os.scandir(e.path) as inner:
                     out += [f"{rel}/{g.name}" for g in inner if not grand.fullmatch(g.name)]
     return sorted(out)
+
+
+CHECKPOINT_STATE = "state.json"
+
+
+def checkpoint_files(path: Path) -> set[str] | None:
+    """The entries a distill checkpoint folder holds as paced wrote them: the list its
+    `state.json` (written last) records, itself included; None for a folder with no such list (a
+    checkpoint being written, or one of an earlier paced)."""
+    try:
+        files = json.loads((path / CHECKPOINT_STATE).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return set(files) | {CHECKPOINT_STATE} if isinstance(files, list) else None
 
 
 def owned_names(d: Path, own: Iterable[str]) -> set[str]:
@@ -266,48 +285,87 @@ def owned_names(d: Path, own: Iterable[str]) -> set[str]:
     return set(own) | recorded_files(d)
 
 
-def edited_parts(d: Path) -> set[str]:
-    """The parts of finished job `d` changed since paced wrote them: their content no longer the
-    one its manifest records. Only a part modified after the manifest was written is hashed (a
-    part paced wrote is older than its manifest), so this costs nothing on an untouched job."""
-    path = record_path(d, MANIFEST_FILE)
-    if path is None:
-        return set()
-    try:
-        recorded = {p["file"]: p for p in load_record(path).get("parts", [])}
-        since = path.stat().st_mtime
-    except (OSError, ValueError, AttributeError, TypeError, KeyError):
-        return set()
+def sha256_file(path: str | os.PathLike) -> str:
     import hashlib
 
-    out = set()
-    for name, part in recorded.items():
-        f = d / name
-        try:
-            st = f.lstat()
-            if not os.path.isfile(f) or f.is_symlink() or st.st_mtime <= since:
-                continue
-            if st.st_size != part.get("bytes"):
-                out.add(name)
-                continue
-            h = hashlib.sha256()
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            if h.hexdigest() != part.get("sha256"):
-                out.add(name)
-        except OSError:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """What a finished job records of a file it wrote, to know it later: size, modification time
+    (ns) and sha256."""
+    st = path.stat()
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
+
+
+def job_digests(d: Path, recorded: Iterable[str], own: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    """The digest of every file job `d` holds as its own beyond parts and bookkeeping: each
+    recorded name's file, or each file inside a recorded directory (an exported step-N), and
+    each visible file the stage writes (`own`: distill's train_log.parquet; not its hidden caches
+    or its trackers' folders), by path relative to `d` ("config.json", "step-1/config.json").
+    Recorded in the manifest."""
+    out = {}
+    for name in sorted(own):
+        p = d / name
+        if not name.startswith(".") and p.is_file() and not p.is_symlink():
+            out[name] = file_digest(p)
+    for name in sorted(recorded):
+        p = d / name
+        if p.is_symlink():
             continue
+        if p.is_file():
+            out[name] = file_digest(p)
+        elif p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and not f.is_symlink():
+                    out[str(f.relative_to(d))] = file_digest(f)
     return out
 
 
+def _unchanged(f: Path, rec: dict[str, Any]) -> bool:
+    """Whether file `f` still holds what a manifest recorded of it (`file_digest`, or a part's
+    bytes and sha256): the same size and modification time, else the same sha256."""
+    try:
+        st = f.lstat()
+        if not os.path.isfile(f) or f.is_symlink() or st.st_size != rec.get("bytes"):
+            return False
+        if rec.get("mtime_ns") == st.st_mtime_ns:
+            return True
+        return sha256_file(f) == rec.get("sha256")
+    except OSError:
+        return False
+
+
+def changed(d: Path) -> list[str]:
+    """What finished job `d` holds that is no longer what it wrote, sorted (paths relative to `d`):
+    a part or a recorded file whose content differs from its manifest's record, and a part file
+    its manifest does not list (a user's file under paced's name). [] for an unfinished job."""
+    path = record_path(d, MANIFEST_FILE)
+    if path is None:
+        return []
+    try:
+        manifest = load_record(path)
+        parts = {p["file"]: p for p in manifest.get("parts", [])}
+        digests = dict(manifest.get("digests") or {})
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return []
+    out = [name for name, rec in parts.items() if (d / name).exists() and not _unchanged(d / name, rec)]
+    out += [rel for rel, rec in digests.items() if os.path.lexists(d / rel) and not _unchanged(d / rel, rec)]
+    with os.scandir(d) as it:
+        out += [e.name for e in it if PART.fullmatch(e.name) and e.name not in parts]
+    return sorted(out)
+
+
 def _entries(d: Path, own: Iterable[str]) -> list[tuple[os.DirEntry, bool]]:
-    """Each entry of job directory `d`, and whether a paced job wrote it: the protocol's files
-    (a part only as its manifest records it), the names the stage writes there (`own`) and the
-    names the job recorded; a directory among those only if it holds nothing else
-    (`foreign_inside`)."""
+    """Each entry of job directory `d`, and whether a paced job wrote it: the protocol's files,
+    the names the stage writes there (`own`) and the names the job recorded, none of them
+    `changed` since; a directory among those only if it holds nothing else (`foreign_inside`)."""
     mine = owned_names(d, own)
-    edited = edited_parts(d)
+    edited = {rel.split("/", 1)[0] for rel in changed(d)}
     with os.scandir(d) as it:
         return [(e, e.name not in edited and (paced_temp(e.name, mine) or bool(_PROTOCOL.match(e.name))
                  or (e.name in mine and not foreign_inside(Path(e.path))))) for e in it]
@@ -331,10 +389,12 @@ def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
     command's artifact, or what they put inside a directory paced writes ("tensorboard/run2").
     `own`: names the stage writes there besides the protocol's."""
     out = []
+    edited = changed(d)
     for e, ours in _entries(d, own):
         if not ours:
-            inside = foreign_inside(Path(e.path))
-            out += inside if inside else [e.name]
+            inside = foreign_inside(Path(e.path)) + [f"{rel} (changed since paced wrote it)" for rel in edited
+                                                     if rel.startswith(f"{e.name}/")]
+            out += inside if inside else [f"{e.name} (changed since paced wrote it)" if e.name in edited else e.name]
     return sorted(out)
 
 

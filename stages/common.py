@@ -89,9 +89,9 @@ def select_shard(frame, shard: tuple[int, int] | None):
     return frame.filter(pl.col("problem_id").map_elements(lambda p: shard_of(p, n), return_dtype=pl.Int64) == i)
 
 
-def shard_out(out, shard: tuple[int, int] | None, schema):
+def shard_out(out, shard: tuple[int, int] | None, schema, overwrite: bool = False):
     """Where a job of `schema` writes: --out itself, or its shard's directory inside it (--out
-    then holds that job's shards alone)."""
+    then holds that job's shards alone; the job makes it with its shard: `schemas.Job`)."""
     from pathlib import Path
 
     from schemas.io import shard_name
@@ -108,9 +108,12 @@ def shard_out(out, shard: tuple[int, int] | None, schema):
         raise InputError(f"--out {out}: is a file; with --shard, --out is the directory that holds every shard")
     if record_path(out, JOB_FILE):
         raise InputError(f"--out {out}: holds an unsharded job; give the shards a directory of their own")
-    if not out.exists():
-        if not out.parent.is_dir():
-            raise InputError(f"--out {out}: parent directory {out.parent} does not exist or is not a directory; create it first")
-        out.mkdir(exist_ok=True)  # several shards may create it at once
+    if out.is_symlink() and overwrite:
+        raise InputError(
+            f"--out {out}: is a symbolic link; --overwrite never replaces through a link: pass the "
+            f"directory it points to ({out.resolve()}) or remove the link"
+        )
+    if not out.exists() and not out.parent.is_dir():
+        raise InputError(f"--out {out}: parent directory {out.parent} does not exist or is not a directory; create it first")
     check_shard_root(out, schema.name, shard[1])
     return out / shard_name(*shard)

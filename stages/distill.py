@@ -266,7 +266,7 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
             schemas.outputs.refuse_others(config.out, "--out", schemas.outputs.foreign_inside(job.dir / checkpoints.CHECKPOINTS))
         job.start()
         if config.overwrite:
-            shutil.rmtree(job.dir / checkpoints.CHECKPOINTS, ignore_errors=True)
+            checkpoints.clear(job.dir)
         try:  # checks that need the rows: a refused run leaves nothing behind
             data, stats = train_data.load_data(config.teacher_logits, weights, job.dir / DATA_CACHE)
             train_data.check_loss(stats["representation"], config.loss)
@@ -443,7 +443,10 @@ def _finish(config: DistillConfig, r: _Run) -> Path:
     r.job.finish(0)
     if config.plot is not None:
         tracking.plot(log, Path(config.plot), f"paced distill: {out.name}", r.job.key)
-    shutil.rmtree(r.job.dir / checkpoints.CHECKPOINTS, ignore_errors=True)
+    kept = checkpoints.clear(r.job.dir)
+    if kept:
+        console.print(f"[yellow]note:[/] the checkpoints are deleted; files of yours among them are kept: {', '.join(kept[:5])}",
+                      soft_wrap=True)
     (r.job.dir / DATA_CACHE).unlink(missing_ok=True)
     first, last = log[0], log[-1]
     # What a weighting changed besides the loss: which problems were trained, how often.

@@ -416,15 +416,17 @@ def _evaluate(
 ) -> Path:
     """Generate and check the responses into --out/results (resumable), then the summary."""
     job = schemas.Job(
-        shard_out(config.out / RESULTS_DIR, shard, schemas.EVAL_RESULTS),
+        shard_out(config.out / RESULTS_DIR, shard, schemas.EVAL_RESULTS, config.overwrite),
         schemas.EVAL_RESULTS,
         options | {"verifier": spec},
         schemas.provenance("eval", asdict(config), named_inputs, command=command),
         overwrite=config.overwrite,
     )
     job.check()
-    if (config.out / SUMMARY_FILE).exists():
-        check_file_out(config.out / SUMMARY_FILE, schemas.EVAL_SUMMARY)
+    # The summary is keyed by the responses it summarizes (every shard's alike): another eval's is
+    # replaced only with --overwrite; this one's is recomputed (at another --at-k, --baseline ...).
+    summary_key = schemas.io.hash_options({k: v for k, v in job.options.items() if k != "shard"})
+    check_file_out(config.out / SUMMARY_FILE, schemas.EVAL_SUMMARY, key=summary_key, overwrite=config.overwrite)
 
     problems = pl.concat([f.select("problem_id", "prompt", "reference", "benchmark") for f in frames])
     n = problems.height
@@ -465,7 +467,7 @@ def _evaluate(
         command=command,
     )
     table = schemas.table_from_columns(summary.to_dict(), schemas.EVAL_SUMMARY)
-    schemas.write_file(config.out / SUMMARY_FILE, table, schemas.EVAL_SUMMARY, prov)
+    schemas.write_file(config.out / SUMMARY_FILE, table, schemas.EVAL_SUMMARY, prov, key=summary_key, overwrite=config.overwrite)
     cut = int((results.frame["finish_reason"] == "length").sum())
     print_summary(
         summary,

@@ -91,7 +91,7 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
         spec = verifiers.resolve(config.verifier)
         inputs["verifier"] = verifier_fingerprint(spec)
     job = schemas.Job(
-        shard_out(config.out, shard, schemas.ROLLOUTS),
+        shard_out(config.out, shard, schemas.ROLLOUTS, config.overwrite),
         schemas.ROLLOUTS,
         job_options(config, inputs),
         schemas.provenance("rollout", asdict(config), {"problems": art}, problems=art.fingerprint, command=command),

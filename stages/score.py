@@ -88,7 +88,7 @@ def run(config: ScoreConfig, command: str | None = None) -> Path:
     options = key_options(config)
     shard = parse_shard(config.shard)
     job = schemas.Job(
-        shard_out(config.out, shard, schemas.SCORES),
+        shard_out(config.out, shard, schemas.SCORES, config.overwrite),
         schemas.SCORES,
         options | {"verifier": spec, "inputs": inputs},
         schemas.provenance("score", asdict(config), {"rollouts": rollouts, "problems": problems}, problems=problems.fingerprint, command=command),

@@ -167,12 +167,12 @@ def test_overwrite_never_follows_a_symbolic_link(world, tmp_path, student_dir):
     out = tmp_path / "r"
     base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, *FAST]
     assert paced(*base, "--out", out).exit_code == 0
-    # A link where a part would be, pointing at the user's data: removed as a link, never followed.
+    # A link where a part would be, pointing at the user's data: not paced's part (its manifest
+    # lists no such part, nor a link): --overwrite is refused, the link and its target kept.
     (out / "part-00007.parquet").symlink_to(precious / "data.parquet")
-    r = paced(*base, "--out", out, "--seed", "7", "--overwrite")
-    assert r.exit_code == 0, r.stderr
+    refused([*base, "--out", out, "--seed", "7", "--overwrite"], tmp_path, "part-00007.parquet")
     assert (precious / "data.parquet").read_text() == "keep me"
-    assert not (out / "part-00007.parquet").is_symlink()
+    (out / "part-00007.parquet").unlink()
     # --out itself a link to a job: --overwrite refuses rather than replace through it.
     link = tmp_path / "link"
     link.symlink_to(out)
@@ -423,3 +423,134 @@ def test_distill_overwrite_of_its_unfinished_run_keeps_a_users_file_in_checkpoin
     r = paced(*base, "--overwrite")
     assert r.exit_code == 0, r.stderr
     assert (out / "model.safetensors").is_file() and (out / "_manifest.parquet").is_file()
+
+
+# ---------------------------------------------------------------------------------------
+# A second audit: recorded files by content, a user's part, checkpoints, races, leftovers
+
+
+def test_distill_overwrite_keeps_its_model_files_once_you_edit_them(world, tmp_path, student_dir):
+    """A finished distill output records each of its files' digests: one edited since (config.json,
+    train_log.parquet, an exported step-1/config.json) is yours, named, and --overwrite refused."""
+    out = tmp_path / "d"
+    base = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--out", out, "--max-steps", "2", "--batch-size", "2", "--schedule", "constant", "--export-steps", "1"]
+    assert paced(*base, "--lr", "1e-3").exit_code == 0
+    for rel in ("config.json", "step-1/config.json", "train_log.parquet"):
+        original = (out / rel).read_bytes()
+        (out / rel).write_bytes(original[:-1] + b" ")
+        refused([*base, "--lr", "2e-3", "--overwrite"], tmp_path, rel, "changed since paced wrote it")
+        (out / rel).write_bytes(original)  # put back as it was (a new mtime, the same bytes): paced's again
+    assert paced(*base, "--lr", "2e-3", "--overwrite").exit_code == 0
+
+
+def test_a_users_file_under_a_part_name_is_not_paced(world, tmp_path, student_dir):
+    out = tmp_path / "r"
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    pl.DataFrame({"a": [1, 2, 3]}).write_parquet(out / "part-00001.parquet")  # not in the manifest
+    refused([*base, "--seed", "7", "--overwrite"], tmp_path, "part-00001.parquet")
+    (out / "part-00001.parquet").unlink()
+    mine = tmp_path / "mine.parquet"
+    pl.DataFrame({"a": [1]}).write_parquet(mine)
+    os.utime(mine, (1_600_000_000, 1_600_000_000))  # older than the manifest, and kept so by cp -p
+    subprocess.run(["cp", "-p", str(mine), str(out / "part-00000.parquet")], check=True)
+    refused([*base, "--seed", "7", "--overwrite"], tmp_path, "part-00000.parquet")
+
+
+def test_distill_keeps_a_users_files_among_its_checkpoints(world, tmp_path, student_dir):
+    """A resumed run prunes and finally deletes its checkpoints, but only what each recorded
+    holding: a folder or note of yours among them is kept."""
+    out = tmp_path / "d"
+    base = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--out", out, "--max-steps", "6", "--batch-size", "2", "--lr", "1e-3", "--save-steps", "1"]
+    kill_when(out / "checkpoints" / "step-2" / "state.json", *base)
+    (out / "checkpoints" / "my-best").mkdir()
+    (out / "checkpoints" / "my-best" / "notes.txt").write_text("mine")
+    (out / "checkpoints" / "step-2" / "my-eval.txt").write_text("mine too")
+    r = paced(*base, "--resume")
+    assert r.exit_code == 0, r.stderr
+    assert (out / "model.safetensors").is_file()
+    assert (out / "checkpoints" / "my-best" / "notes.txt").read_text() == "mine"
+    assert (out / "checkpoints" / "step-2" / "my-eval.txt").read_text() == "mine too"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["my-best", "step-2"]
+    assert [p.name for p in (out / "checkpoints" / "step-2").iterdir()] == ["my-eval.txt"]
+
+
+def test_a_job_begun_by_another_run_meanwhile_is_never_taken_or_abandoned(tmp_path):
+    """Between `check` (the folder was new) and `start`, another run began and finished a job of
+    other options there: this run is refused and leaves that job whole."""
+    out = tmp_path / "r"
+    prov = {"command": "test"}
+    late = schemas.Job(out, schemas.ROLLOUTS, {"samples": 3}, prov)
+    late.check()
+    first = schemas.Job(out, schemas.ROLLOUTS, {"samples": 2}, prov)
+    first.check()
+    first.start()
+    first.write(0, schemas.table_from_columns({c.name: [] for c in schemas.ROLLOUTS.columns}, schemas.ROLLOUTS))
+    first.finish(1)
+    before = snapshot(out)
+    with pytest.raises(schemas.InputError, match="another paced job was started in it"):
+        late.start()
+    late.abandon()
+    assert snapshot(out) == before
+
+
+def test_a_run_killed_as_it_began_its_job_blocks_no_rerun(world, tmp_path, student_dir):
+    """Killed after making --out but before its job file: a stale lock and bookkeeping temporaries
+    (their process gone) are leftovers, not a user's folder: the same command runs, and so does an
+    --overwrite whose replacement folder was left so."""
+    out = tmp_path / "r"
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
+    out.mkdir()
+    lock = schemas.io.record_table({"pid": 999999, "host": __import__("socket").gethostname(), "since": "x"},
+                                   schemas.ROLLOUTS)
+    import pyarrow.parquet as pq
+
+    pq.write_table(lock, out / "_lock.parquet")
+    (out / "._job.parquet.tmp-999998").write_text("half")
+    r = paced(*base)
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["_job.parquet", "_manifest.parquet", "part-00000.parquet"]
+    rep = tmp_path / ".r.replacing"
+    rep.mkdir()
+    pq.write_table(lock, rep / "_lock.parquet")
+    r = paced(*base, "--seed", "7", "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert job_record(out)["options"]["seed"] == 7 and sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_shards_and_eval_summaries_are_never_replaced_through_a_link_or_from_another_eval(world, tmp_path, student_dir):
+    real = tmp_path / "real"
+    roll = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, *FAST, "--shard", "0/2"]
+    assert paced(*roll, "--out", real).exit_code == 0
+    (tmp_path / "link").symlink_to(real)
+    refused([*roll, "--out", tmp_path / "link", "--seed", "7", "--overwrite"], tmp_path, "symbolic link")
+    mysum = tmp_path / "mysum"
+    mysum.mkdir()
+    (mysum / "summary.parquet").write_bytes((world / "eval" / "summary.parquet").read_bytes())
+    ev = ["eval", "--model", student_dir, "--problems", world / "problems.parquet", "--samples", "2", "--max-new-tokens", "4",
+          "--verifier", "exact", "--out", mysum]
+    refused(ev, tmp_path, "summary.parquet", "other options", "--overwrite")
+    # A refused shard into a new root leaves no root behind.
+    r = paced(*roll, "--out", tmp_path / "newroot", "--max-new-tokens", "100000")
+    assert r.exit_code == 2 and not (tmp_path / "newroot").exists(), r.stderr
+
+
+def test_a_refusal_mid_training_keeps_its_checkpoints(world, tmp_path, student_dir):
+    """Refused at an export (a folder of yours where step-N goes) after checkpoints were written:
+    the run is kept, so the message's `rerun to resume` holds."""
+    out = tmp_path / "d"
+    args = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--out", out, "--max-steps", "400", "--batch-size", "2", "--lr", "1e-4", "--save-steps", "5", "--export-steps", "300"]
+    from tests.conftest import wait_for
+
+    proc = subprocess.Popen([sys.executable, "-m", "paced_cli", *map(str, args)], cwd=ROOT, text=True,
+                            env=os.environ | {"PACED_NO_PROGRESS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(proc, out / "checkpoints" / "step-5" / "state.json")
+    (out / "step-300").mkdir()
+    (out / "step-300" / "notes.txt").write_text("mine")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2 and "step-300 holds files paced did not write" in err, err
+    assert (out / "_job.parquet").is_file() and any((out / "checkpoints").iterdir())
+    assert (out / "step-300" / "notes.txt").read_text() == "mine"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -90,13 +91,58 @@ def finish_checkpoint(out: Path, tmp: Path, step: int, log: list[dict], rng_rank
     torch.save(rng, tmp / "rng.pt")
     pl.DataFrame(log, schema=log_schema()).write_parquet(tmp / "train_log.parquet")
     state = {"step": step} if fmt is None else {"step": step, "format": fmt}
+    state["files"] = sorted(os.listdir(tmp))  # what it holds: a file of the user's put in it is kept
     (tmp / "state.json").write_text(json.dumps(state))  # written last: complete
     d = out / CHECKPOINTS
     final = d / f"step-{step}"
-    shutil.rmtree(final, ignore_errors=True)
+    if final.exists():  # a resumed run's earlier checkpoint of this step
+        remove(final)
+    if final.exists():
+        os.replace(final, d / f"step-{step}.kept-{os.getpid()}")  # the user's files in it, kept aside
     os.replace(tmp, final)
     for _, old in found(out)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)
+
+
+def remove(path: Path) -> None:
+    """Delete checkpoint folder `path`: what it recorded holding (`schemas.outputs.checkpoint_files`);
+    anything else, a file of the user's, is kept with the folder. A checkpoint of an earlier paced,
+    which records nothing, is deleted whole; a folder with no state.json is no checkpoint: kept."""
+    files = schemas.outputs.checkpoint_files(path)
+    if files is None:
+        if (path / schemas.outputs.CHECKPOINT_STATE).is_file():  # an earlier paced's: it lists nothing
+            shutil.rmtree(path, ignore_errors=True)
+        return  # no state.json: no checkpoint (what a removal left of one, the user's files): kept
+    for name in sorted(files - {schemas.outputs.CHECKPOINT_STATE}) + [schemas.outputs.CHECKPOINT_STATE]:
+        p = path / name  # state.json last: killed midway, the list is there for the next removal
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    try:
+        path.rmdir()
+    except OSError:  # the user's files are left in it
+        pass
+
+
+def clear(out: Path) -> list[str]:
+    """Delete a run's checkpoints (`remove` each, and paced's unfinished ones) and then the folder
+    if nothing else is left in it; return what was kept (the user's), as "checkpoints/NAME"."""
+    d = out / CHECKPOINTS
+    if not d.is_dir() or d.is_symlink():
+        return []
+    for e in sorted(d.iterdir()):
+        if e.is_symlink() or not e.is_dir():
+            continue
+        if re.fullmatch(r"step-\d+", e.name):
+            remove(e)
+        elif re.fullmatch(r"\.step-\d+\.tmp-\d+", e.name):  # one being written when a run was killed
+            shutil.rmtree(e, ignore_errors=True)
+    try:
+        d.rmdir()
+    except OSError:
+        return [f"{CHECKPOINTS}/{e.name}" for e in sorted(d.iterdir())]
+    return []
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, world: int = 1) -> tuple[int, list[dict]]:
