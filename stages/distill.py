@@ -176,6 +176,8 @@ def _run(config: DistillConfig, launch: Launch | None, command: str | None) -> P
     r = _setup(config, launch, command)
     if r is None:
         console.print(f"{config.out}: already complete; nothing to do" + (" but the plot" if config.plot else ""))
+        if launch is None or launch.main:  # killed after its manifest: what it had still to delete
+            _cleanup(Path(config.out))
         if config.plot is not None and (launch is None or launch.main):
             log = schemas.read(Path(config.out) / TRAIN_LOG_FILE, schemas.TRAIN_LOG, option="--out")
             key = schemas.io.read_job(Path(config.out), "--out").get("key", "")
@@ -416,6 +418,15 @@ def _train(config: DistillConfig, r: _Run) -> None:
                     launch.save_checkpoint(work, step, r.optimizer, r.scheduler, r.log)
 
 
+def _cleanup(out: Path) -> None:
+    """Delete a finished run's checkpoints and training-rows cache (files of the user's kept)."""
+    kept = checkpoints.clear(out)
+    if kept:
+        console.print(f"[yellow]note:[/] the checkpoints are deleted; files of yours among them are kept: {', '.join(kept[:5])}",
+                      soft_wrap=True)
+    (out / DATA_CACHE).unlink(missing_ok=True)
+
+
 def _finish(config: DistillConfig, r: _Run) -> Path:
     """The final model, loadable by transformers and vLLM, written aside and recorded as the
     job's own before it is moved in (so --overwrite may remove it later); the manifest last."""
@@ -443,11 +454,7 @@ def _finish(config: DistillConfig, r: _Run) -> Path:
     r.job.finish(0)
     if config.plot is not None:
         tracking.plot(log, Path(config.plot), f"paced distill: {out.name}", r.job.key)
-    kept = checkpoints.clear(r.job.dir)
-    if kept:
-        console.print(f"[yellow]note:[/] the checkpoints are deleted; files of yours among them are kept: {', '.join(kept[:5])}",
-                      soft_wrap=True)
-    (r.job.dir / DATA_CACHE).unlink(missing_ok=True)
+    _cleanup(r.job.dir)
     first, last = log[0], log[-1]
     # What a weighting changed besides the loss: which problems were trained, how often.
     n_all = r.weights.frame.height

@@ -554,3 +554,22 @@ def test_a_refusal_mid_training_keeps_its_checkpoints(world, tmp_path, student_d
     assert proc.returncode == 2 and "step-300 holds files paced did not write" in err, err
     assert (out / "_job.parquet").is_file() and any((out / "checkpoints").iterdir())
     assert (out / "step-300" / "notes.txt").read_text() == "mine"
+
+
+def test_a_distill_killed_after_its_manifest_is_tidied_by_the_same_command(world, tmp_path, student_dir):
+    """Killed between its manifest and deleting its checkpoints and rows cache: the same command
+    finds the run complete and deletes them (a checkpoint only as far as it lists its files)."""
+    import json as _json
+
+    out = tmp_path / "d"
+    base = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--out", out, "--max-steps", "2", "--batch-size", "2", "--lr", "1e-3"]
+    assert paced(*base).exit_code == 0
+    step = out / "checkpoints" / "step-1"
+    step.mkdir(parents=True)
+    (step / "optim.pt").write_text("x")
+    (step / "state.json").write_text(_json.dumps({"step": 1, "files": ["optim.pt"]}))
+    (out / ".train_data.arrow").write_text("cache")
+    r = paced(*base)
+    assert r.exit_code == 0 and "already complete" in r.stderr, r.stderr
+    assert not (out / "checkpoints").exists() and not (out / ".train_data.arrow").exists()
