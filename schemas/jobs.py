@@ -100,7 +100,8 @@ def _only_leftovers(d: Path) -> bool:
     there."""
     for e in d.iterdir():
         if e.name in (LOCK_FILE, LEGACY[LOCK_FILE]) and e.is_file() and not e.is_symlink():
-            if _holder_alive(_read_lock(e)) is None:
+            holder = _read_lock(e)  # a paced lock record (not a file of the user's by that name)
+            if holder is not None and _holder_alive(holder) is None:
                 continue
             return False
         if outputs.paced_temp(e.name) and not _writer_alive(e) and not e.is_symlink():
@@ -152,6 +153,11 @@ class Job:
     def replacement(self) -> Path:
         """Where a replacement of a different job in `out` is written until it is complete."""
         return self.out.with_name(f".{self.out.name}.replacing")
+
+    @property
+    def in_place(self) -> bool:
+        """Whether `out` already holds this job (the same key): a rerun, not a new job."""
+        return self._job_key(self.out) == self.key
 
     def _job_key(self, d: Path) -> str | None:
         """The key of the paced job in `d`, None if `d` holds none."""
@@ -429,11 +435,12 @@ class Job:
         self._remove_old(old)
 
     def abandon(self) -> None:
-        """Remove what this run created (bad input found mid-job): never anything else. A job
-        directory that was new or empty is left as it was: gone, or empty."""
+        """Remove what this run created (bad input found mid-job) while it has done no work
+        (`untouched`): never anything else, never parts or checkpoints, which the corrected run
+        resumes. A job directory that was new or empty is left as it was: gone, or empty."""
         self.release()
         _STARTED.discard(self)
-        if (self.created or self.fresh) and self.dir.exists():
+        if (self.created or self.fresh) and self.dir.is_dir() and self.untouched():
             outputs.remove_owned(self.dir, self.own, keep=not self.created)
         if self.root_created:
             with contextlib.suppress(OSError):  # only if empty: another shard may be in it
@@ -460,8 +467,7 @@ def abandoned_if_refused():
         yield
     except InputError:
         for job in list(_STARTED):
-            if job.dir.is_dir() and job.untouched():  # work done is kept, for the corrected rerun to resume
-                job.abandon()
+            job.abandon()  # (work done is kept, for the corrected rerun to resume)
         raise
     finally:
         _STARTED.clear()

@@ -342,8 +342,9 @@ def _unchanged(f: Path, rec: dict[str, Any]) -> bool:
 
 def changed(d: Path) -> list[str]:
     """What finished job `d` holds that is no longer what it wrote, sorted (paths relative to `d`):
-    a part or a recorded file whose content differs from its manifest's record, and a part file
-    its manifest does not list (a user's file under paced's name). [] for an unfinished job."""
+    a part or a recorded file whose content differs from its manifest's record, a part file its
+    manifest does not list, and a file inside a recorded directory it does not list (a user's
+    file under paced's name). [] for an unfinished job."""
     path = record_path(d, MANIFEST_FILE)
     if path is None:
         return []
@@ -355,6 +356,12 @@ def changed(d: Path) -> list[str]:
         return []
     out = [name for name, rec in parts.items() if (d / name).exists() and not _unchanged(d / name, rec)]
     out += [rel for rel, rec in digests.items() if os.path.lexists(d / rel) and not _unchanged(d / rel, rec)]
+    if "digests" in manifest:  # inside a directory the job recorded (an export), a file it did not write
+        for name in manifest.get("files") or []:
+            p = d / name
+            if p.is_dir() and not p.is_symlink():
+                out += [rel for f in p.rglob("*") if not f.is_dir() or f.is_symlink()
+                        for rel in [str(f.relative_to(d))] if rel not in digests]
     with os.scandir(d) as it:
         out += [e.name for e in it if PART.fullmatch(e.name) and e.name not in parts]
     return sorted(out)
@@ -392,9 +399,9 @@ def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
     edited = changed(d)
     for e, ours in _entries(d, own):
         if not ours:
-            inside = foreign_inside(Path(e.path)) + [f"{rel} (changed since paced wrote it)" for rel in edited
+            inside = foreign_inside(Path(e.path)) + [f"{rel} (not what paced wrote)" for rel in edited
                                                      if rel.startswith(f"{e.name}/")]
-            out += inside if inside else [f"{e.name} (changed since paced wrote it)" if e.name in edited else e.name]
+            out += inside if inside else [f"{e.name} (not what paced wrote)" if e.name in edited else e.name]
     return sorted(out)
 
 

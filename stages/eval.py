@@ -37,7 +37,7 @@ from rich.table import Table
 
 import schemas
 from schemas import InputError
-from schemas.outputs import EVAL_RESULTS_DIR, EVAL_SUMMARY_FILE, check_paths
+from schemas.outputs import EVAL_RESULTS_DIR, EVAL_SUMMARY_FILE, check_paths, file_identity
 from schemas.base import quote_rows
 from schemas.io import check_file_out
 from schemas.outputs import JOB_FILE, MANIFEST_FILE, record_path
@@ -426,7 +426,9 @@ def _evaluate(
     # The summary is keyed by the responses it summarizes (every shard's alike): another eval's is
     # replaced only with --overwrite; this one's is recomputed (at another --at-k, --baseline ...).
     summary_key = schemas.io.hash_options({k: v for k, v in job.options.items() if k != "shard"})
-    check_file_out(config.out / SUMMARY_FILE, schemas.EVAL_SUMMARY, key=summary_key, overwrite=config.overwrite)
+    kind, got, _ = file_identity(config.out / SUMMARY_FILE)
+    ours = kind == schemas.EVAL_SUMMARY.name and got is None and job.in_place  # an earlier paced's, unkeyed
+    check_file_out(config.out / SUMMARY_FILE, schemas.EVAL_SUMMARY, key=None if ours else summary_key, overwrite=config.overwrite)
 
     problems = pl.concat([f.select("problem_id", "prompt", "reference", "benchmark") for f in frames])
     n = problems.height
@@ -467,7 +469,8 @@ def _evaluate(
         command=command,
     )
     table = schemas.table_from_columns(summary.to_dict(), schemas.EVAL_SUMMARY)
-    schemas.write_file(config.out / SUMMARY_FILE, table, schemas.EVAL_SUMMARY, prov, key=summary_key, overwrite=config.overwrite)
+    schemas.write_file(config.out / SUMMARY_FILE, table, schemas.EVAL_SUMMARY, prov, key=summary_key,
+                       overwrite=config.overwrite or ours)
     cut = int((results.frame["finish_reason"] == "length").sum())
     print_summary(
         summary,
@@ -529,7 +532,7 @@ def _generate_and_check(
             generate_parts(config, stage="eval", tokenizer=tokenizer, ids=ids, todo=todo, shard=shard,
                            on_batch=lambda done, tokens: advance(bar, done, "problems"), write_part=write_part)
     except InputError:
-        job.abandon()  # a job this run created leaves nothing behind
+        job.abandon()  # a job this run created, before any part, leaves nothing behind
         raise
     job.finish(n_parts)
     if reasons["timeout"] or reasons["error"]:

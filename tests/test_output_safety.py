@@ -439,8 +439,11 @@ def test_distill_overwrite_keeps_its_model_files_once_you_edit_them(world, tmp_p
     for rel in ("config.json", "step-1/config.json", "train_log.parquet"):
         original = (out / rel).read_bytes()
         (out / rel).write_bytes(original[:-1] + b" ")
-        refused([*base, "--lr", "2e-3", "--overwrite"], tmp_path, rel, "changed since paced wrote it")
+        refused([*base, "--lr", "2e-3", "--overwrite"], tmp_path, rel, "not what paced wrote")
         (out / rel).write_bytes(original)  # put back as it was (a new mtime, the same bytes): paced's again
+    (out / "step-1" / "special_tokens_map.json").write_text("{}")  # a model file's name, but not paced's
+    refused([*base, "--lr", "2e-3", "--overwrite"], tmp_path, "step-1/special_tokens_map.json", "not what paced wrote")
+    (out / "step-1" / "special_tokens_map.json").unlink()
     assert paced(*base, "--lr", "2e-3", "--overwrite").exit_code == 0
 
 
@@ -573,3 +576,57 @@ def test_a_distill_killed_after_its_manifest_is_tidied_by_the_same_command(world
     r = paced(*base)
     assert r.exit_code == 0 and "already complete" in r.stderr, r.stderr
     assert not (out / "checkpoints").exists() and not (out / ".train_data.arrow").exists()
+
+
+def test_a_run_refused_after_writing_parts_keeps_them_for_the_corrected_rerun(world, tmp_path, monkeypatch):
+    """A verifier that raises on one row (exit 2) after some parts were checked: the parts stay,
+    and the corrected run (the verifier's file unchanged, a helper it imports fixed) resumes them."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "myv.py").write_text("import myhelper\n\ndef check(completion, problem):\n    return myhelper.verdict(problem)\n")
+    (tmp_path / "myhelper.py").write_text("def verdict(problem):\n    if problem['problem_id'] == 'p3':\n"
+                                         "        raise ValueError('broken')\n    return True\n")
+    out = tmp_path / "s"
+    args = ["score", "--rollouts", world / "rollouts", "--problems", world / "problems.parquet", "--out", out,
+            "--verifier", "myv:check", "--part-size", "2", "--workers", "1"]
+    r = paced(*args)
+    assert r.exit_code == 2 and "raised on problem_id='p3'" in r.stderr, r.stderr
+    kept = sorted(p.name for p in out.glob("part-*.parquet"))
+    assert kept, "the parts checked before the failing row are kept"
+    (tmp_path / "myhelper.py").write_text("def verdict(problem):\n    return True\n")
+    r = paced(*args)
+    assert r.exit_code == 0, r.stderr
+    assert schemas.read(out, schemas.SCORES, option="--scores").frame.height == 8
+
+
+def test_a_users_lock_named_file_is_not_a_dead_runs_lock(world, tmp_path, student_dir):
+    ud = tmp_path / "ud"
+    ud.mkdir()
+    (ud / "_lock").write_text("my lock notes")
+    refused(["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", ud, *FAST], tmp_path,
+            "not a paced job directory")
+
+
+def test_the_same_weight_command_keeps_its_file_byte_for_byte(world, tmp_path):
+    """Rerun, the same command leaves its file as it was (its fingerprint too), so what was made
+    from it (a distill) still resumes."""
+    w = tmp_path / "w.parquet"
+    assert paced("weight", "--scores", world / "scores", "--out", w).exit_code == 0
+    first = w.read_bytes()
+    assert paced("weight", "--scores", world / "scores", "--out", w).exit_code == 0
+    assert w.read_bytes() == first
+
+
+def test_an_earlier_paceds_unkeyed_eval_summary_is_recomputed(world, tmp_path, student_dir):
+    import pyarrow.parquet as pq
+
+    ev = tmp_path / "ev"
+    args = ["eval", "--model", student_dir, "--problems", world / "problems.parquet", "--samples", "2", "--max-new-tokens", "4",
+            "--verifier", "exact", "--out", ev]
+    assert paced(*args).exit_code == 0
+    t = pq.read_table(ev / "summary.parquet")
+    meta = {k: v for k, v in t.schema.metadata.items() if k not in (b"paced.key", b"paced.content")}
+    pq.write_table(t.replace_schema_metadata(meta), ev / "summary.parquet")  # as paced wrote it before keys
+    r = paced(*args, "--at-k", "1")
+    assert r.exit_code == 0, r.stderr
+    assert b"paced.key" in pq.read_schema(ev / "summary.parquet").metadata
