@@ -326,6 +326,9 @@ def job_digests(d: Path, recorded: Iterable[str], own: Iterable[str] = ()) -> di
     return out
 
 
+_HASHED: dict[tuple, str] = {}
+
+
 def _unchanged(f: Path, rec: dict[str, Any]) -> bool:
     """Whether file `f` still holds what a manifest recorded of it (`file_digest`, or a part's
     bytes and sha256): the same size and modification time, else the same sha256."""
@@ -335,7 +338,10 @@ def _unchanged(f: Path, rec: dict[str, Any]) -> bool:
             return False
         if rec.get("mtime_ns") == st.st_mtime_ns:
             return True
-        return sha256_file(f) == rec.get("sha256")
+        seen = (str(f), st.st_size, st.st_mtime_ns, st.st_ino)
+        if seen not in _HASHED:  # (a check and the removal after it read a big part once)
+            _HASHED[seen] = sha256_file(f)
+        return _HASHED[seen] == rec.get("sha256")
     except OSError:
         return False
 
