@@ -658,19 +658,24 @@ def write_file(
     extra = {outputs.META_CONTENT.encode(): outputs.table_digest(table).encode()}
     if key is not None:
         extra[outputs.META_KEY.encode()] = key.encode()
-    if p.exists() and _same_file(p, schema, extra):  # the same command again: the file (and its fingerprint) as it was
+    if p.exists() and _same_file(p, schema, extra, prov):  # the same command again: the file (and its fingerprint) as it was
         return p
     _atomic_write_parquet(table.replace_schema_metadata(table.schema.metadata | extra), p, unique)
     return p
 
 
-def _same_file(p: Path, schema: ArtifactSchema, extra: dict[bytes, bytes]) -> bool:
-    """Whether `p` (checked unedited) is the `schema` file paced would write now: the same key and rows."""
+def _same_file(p: Path, schema: ArtifactSchema, extra: dict[bytes, bytes], prov: dict[str, Any]) -> bool:
+    """Whether `p` (checked unedited) is the `schema` file paced would write now: the same key and
+    rows, made the same way (its provenance but the time and the command line's spelling)."""
     try:
         meta = pq.read_schema(p).metadata or {}
-    except (OSError, pa.ArrowException):
+        old = json.loads(meta.get(META_PROVENANCE, b"{}"))
+    except (OSError, ValueError, pa.ArrowException):
         return False
-    return meta.get(META_SCHEMA) == schema.name.encode() and all(meta.get(k) == v for k, v in extra.items())
+    volatile = ("created_at", "command")
+    same_way = {k: v for k, v in old.items() if k not in volatile} == {
+        k: v for k, v in json.loads(json.dumps(prov, default=str)).items() if k not in volatile}
+    return same_way and meta.get(META_SCHEMA) == schema.name.encode() and all(meta.get(k) == v for k, v in extra.items())
 
 
 def table_from_columns(columns: dict[str, Iterable[Any]], schema: ArtifactSchema) -> pa.Table:
