@@ -434,13 +434,15 @@ class Job:
         self.dir = self.out
         self._remove_old(old)
 
-    def abandon(self) -> None:
+    def abandon(self, work_too: bool = False) -> None:
         """Remove what this run created (bad input found mid-job) while it has done no work
-        (`untouched`): never anything else, never parts or checkpoints, which the corrected run
-        resumes. A job directory that was new or empty is left as it was: gone, or empty."""
+        (`untouched`), or with `work_too` its parts as well (work the corrected run could not
+        resume: checked by a verifier that raised, which the fix changes, and with it the job's
+        key): never anything else. A job directory that was new or empty is left as it was: gone,
+        or empty."""
         self.release()
         _STARTED.discard(self)
-        if (self.created or self.fresh) and self.dir.is_dir() and self.untouched():
+        if (self.created or self.fresh) and self.dir.is_dir() and (work_too or self.untouched()):
             outputs.remove_owned(self.dir, self.own, keep=not self.created)
         if self.root_created:
             with contextlib.suppress(OSError):  # only if empty: another shard may be in it

@@ -405,8 +405,8 @@ def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
     edited = changed(d)
     for e, ours in _entries(d, own):
         if not ours:
-            inside = foreign_inside(Path(e.path)) + [f"{rel} (not what paced wrote)" for rel in edited
-                                                     if rel.startswith(f"{e.name}/")]
+            inside = foreign_inside(Path(e.path))
+            inside += [f"{rel} (not what paced wrote)" for rel in edited if rel.startswith(f"{e.name}/") and rel not in inside]
             out += inside if inside else [f"{e.name} (not what paced wrote)" if e.name in edited else e.name]
     return sorted(out)
 

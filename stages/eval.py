@@ -532,7 +532,7 @@ def _generate_and_check(
             generate_parts(config, stage="eval", tokenizer=tokenizer, ids=ids, todo=todo, shard=shard,
                            on_batch=lambda done, tokens: advance(bar, done, "problems"), write_part=write_part)
     except InputError:
-        job.abandon()  # a job this run created, before any part, leaves nothing behind
+        job.abandon(work_too=True)  # a verifier that raised: a job this run began leaves nothing behind
         raise
     job.finish(n_parts)
     if reasons["timeout"] or reasons["error"]:

@@ -133,7 +133,7 @@ def run(config: ScoreConfig, command: str | None = None) -> Path:
                 correct += sum(v.correct for v in verdicts)
                 reasons.update((v.reason or "verdict").split(":", 1)[0] for v in verdicts)
     except InputError:
-        job.abandon()  # a job this run created, before any part, leaves nothing behind
+        job.abandon(work_too=True)  # a verifier that raised: a job this run began leaves nothing behind
         raise
     job.finish(n_parts)
     checked = sum(reasons.values())

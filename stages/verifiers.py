@@ -66,8 +66,8 @@ def user_error(spec: str, problem_id: str, sample_index: int, verdict: Verdict) 
     return InputError(
         f"--verifier {spec}: raised on problem_id={problem_id!r}, sample_index={sample_index} "
         f"({(verdict.reason or '').removeprefix('error: ')}); fix the function (it must return a "
-        f"bool for any completion) and rerun: the rows checked so far are kept and resumed, unless the "
-        f"verifier's file changed (a new job: pass --overwrite to replace them)"
+        f"bool for any completion) and rerun (a job this run began is removed; where --out held the job "
+        f"before, a changed verifier file is a new job: pass --overwrite)"
     )
 
 

@@ -444,6 +444,9 @@ def test_distill_overwrite_keeps_its_model_files_once_you_edit_them(world, tmp_p
     (out / "step-1" / "special_tokens_map.json").write_text("{}")  # a model file's name, but not paced's
     refused([*base, "--lr", "2e-3", "--overwrite"], tmp_path, "step-1/special_tokens_map.json", "not what paced wrote")
     (out / "step-1" / "special_tokens_map.json").unlink()
+    (out / "step-1" / "notes.txt").write_text("mine")  # named once, though two checks find it
+    assert refused([*base, "--lr", "2e-3", "--overwrite"], tmp_path, "step-1/notes.txt").count("notes.txt") == 1
+    (out / "step-1" / "notes.txt").unlink()
     assert paced(*base, "--lr", "2e-3", "--overwrite").exit_code == 0
 
 
@@ -578,22 +581,21 @@ def test_a_distill_killed_after_its_manifest_is_tidied_by_the_same_command(world
     assert not (out / "checkpoints").exists() and not (out / ".train_data.arrow").exists()
 
 
-def test_a_run_refused_after_writing_parts_keeps_them_for_the_corrected_rerun(world, tmp_path, monkeypatch):
-    """A verifier that raises on one row (exit 2) after some parts were checked: the parts stay,
-    and the corrected run (the verifier's file unchanged, a helper it imports fixed) resumes them."""
+def test_a_verifier_that_raises_mid_run_leaves_nothing_that_blocks_its_fix(world, tmp_path, monkeypatch):
+    """A verifier that raises on one row (exit 2) after some parts were checked: the job this run
+    began is removed (its verdicts came from the code the fix changes, and the fix changes the
+    job's key), so the command with the fixed verifier runs."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    (tmp_path / "myv.py").write_text("import myhelper\n\ndef check(completion, problem):\n    return myhelper.verdict(problem)\n")
-    (tmp_path / "myhelper.py").write_text("def verdict(problem):\n    if problem['problem_id'] == 'p3':\n"
-                                         "        raise ValueError('broken')\n    return True\n")
+    (tmp_path / "myv.py").write_text("def check(completion, problem):\n    if problem['problem_id'] == 'p3':\n"
+                                     "        raise ValueError('broken')\n    return True\n")
     out = tmp_path / "s"
     args = ["score", "--rollouts", world / "rollouts", "--problems", world / "problems.parquet", "--out", out,
             "--verifier", "myv:check", "--part-size", "2", "--workers", "1"]
     r = paced(*args)
     assert r.exit_code == 2 and "raised on problem_id='p3'" in r.stderr, r.stderr
-    kept = sorted(p.name for p in out.glob("part-*.parquet"))
-    assert kept, "the parts checked before the failing row are kept"
-    (tmp_path / "myhelper.py").write_text("def verdict(problem):\n    return True\n")
+    assert not out.exists()
+    (tmp_path / "myv.py").write_text("def check(completion, problem):\n    return True\n")
     r = paced(*args)
     assert r.exit_code == 0, r.stderr
     assert schemas.read(out, schemas.SCORES, option="--scores").frame.height == 8
@@ -630,3 +632,11 @@ def test_an_earlier_paceds_unkeyed_eval_summary_is_recomputed(world, tmp_path, s
     r = paced(*args, "--at-k", "1")
     assert r.exit_code == 0, r.stderr
     assert b"paced.key" in pq.read_schema(ev / "summary.parquet").metadata
+    # Re-made against a baseline: the same rows or not, it records the command that made it.
+    import json as _json
+
+    for base in ("b1", "b2"):
+        assert paced(*args[:-1], tmp_path / base, "--seed", "3").exit_code == 0
+        assert paced(*args, "--at-k", "1", "--baseline", tmp_path / base).exit_code == 0
+        prov = _json.loads(pq.read_schema(ev / "summary.parquet").metadata[b"paced.provenance"])
+        assert prov["options"]["baseline"] == str(tmp_path / base)
