@@ -63,9 +63,6 @@ def part_name(index: int) -> str:
 # Fingerprints and provenance
 
 
-_sha256_file = outputs.sha256_file
-
-
 def fingerprint(path: str | os.PathLike) -> str:
     """A content fingerprint of an artifact: its bytes, or its manifest's part checksums."""
     p = Path(path)
@@ -80,9 +77,9 @@ def fingerprint(path: str | os.PathLike) -> str:
             return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
         h = hashlib.sha256()
         for f in _parquet_files(p):
-            h.update(f.name.encode() + _sha256_file(f).encode())
+            h.update(f.name.encode() + outputs.sha256_file(f).encode())
         return "sha256:" + h.hexdigest()
-    return "sha256:" + _sha256_file(p)
+    return "sha256:" + outputs.sha256_file(p)
 
 
 
@@ -413,7 +410,7 @@ def verify_parts(d: Path, manifest: dict[str, Any], option: str) -> None:
             bad.append(f"{part['file']} is missing")
         elif f.stat().st_size != part["bytes"]:
             bad.append(f"{part['file']} has {f.stat().st_size:,} bytes, the manifest recorded {part['bytes']:,} (truncated or rewritten)")
-        elif _sha256_file(f) != part["sha256"]:
+        elif outputs.sha256_file(f) != part["sha256"]:
             bad.append(f"{part['file']} does not match its recorded sha256 (altered)")
     if bad:
         raise InputError(

@@ -145,7 +145,7 @@ class Job:
         self.own = own
         self.created = False  # this run made `dir`
         # a shard's job (`--shard I/N`: `out` is ROOT/shard-0000I-of-0000N): the root is made with it
-        self.shard_root = bool(outputs.SHARD_NAME.match(self.out.name))
+        self.is_shard = bool(outputs.SHARD_NAME.match(self.out.name))
         self.root_created = False
         self.fresh = False  # `dir` was new or empty: a refused run leaves it so (`abandon`)
 
@@ -174,7 +174,7 @@ class Job:
         if not d.exists():
             if d.is_symlink():
                 raise InputError(f"--out {d}: is a broken symbolic link; remove it or give another path")
-            if self.shard_root and not d.parent.exists() and not d.parent.is_symlink() and d.parent.parent.is_dir():
+            if self.is_shard and not d.parent.exists() and not d.parent.is_symlink() and d.parent.parent.is_dir():
                 self.dir = d  # a sharded job's first shard: `start` makes the root too
                 self.fresh = True
                 return
@@ -293,7 +293,7 @@ class Job:
         d = self.dir
         if d != self.out and d.exists() and self._job_key(d) != self.key:
             outputs.remove_owned(d, self.own)  # an earlier replacement with other options
-        if self.shard_root and not d.parent.exists():
+        if self.is_shard and not d.parent.exists():
             try:
                 d.parent.mkdir()
                 self.root_created = True
@@ -456,7 +456,7 @@ class Job:
 
 
 # Jobs this process started and has not finished: a run refused after it started (exit 2, bad
-# input found mid-job) abandons those it began in a new or empty directory (`abandon_started`).
+# input found mid-job) abandons those it began in a new or empty directory (`abandoned_if_refused`).
 _STARTED: set[Job] = set()
 
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -91,10 +92,10 @@ def check_paths(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, 
                 problems.append(f"{option} {shown}: lies inside {in_option} {in_shown}; choose a path outside the input")
             elif _inside(src, out):
                 problems.append(f"{option} {shown}: holds {in_option} {in_shown}; choose an output path that holds no input")
-        job = next((p for p in out.parents if paced_dir(p)), None)
+        job, kind = next(((p, k) for p in out.parents if (k := paced_dir(p))), (None, None))
         if job is not None:
             problems.append(
-                f"{option} {shown}: lies inside the paced job directory {job} ({paced_dir(job)}), which holds "
+                f"{option} {shown}: lies inside the paced job directory {job} ({kind}), which holds "
                 f"only that job's own files; choose a path outside it"
             )
     for i, (a_option, a_shown, a) in enumerate(outs):
@@ -286,8 +287,7 @@ def owned_names(d: Path, own: Iterable[str]) -> set[str]:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    import hashlib
-
+    """The sha256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -373,12 +373,13 @@ def changed(d: Path) -> list[str]:
     return sorted(out)
 
 
-def _entries(d: Path, own: Iterable[str]) -> list[tuple[os.DirEntry, bool]]:
+def _entries(d: Path, own: Iterable[str], edited: list[str] | None = None) -> list[tuple[os.DirEntry, bool]]:
     """Each entry of job directory `d`, and whether a paced job wrote it: the protocol's files,
     the names the stage writes there (`own`) and the names the job recorded, none of them
-    `changed` since; a directory among those only if it holds nothing else (`foreign_inside`)."""
+    `changed` since (`edited`, if the caller has it); a directory among those only if it holds
+    nothing else (`foreign_inside`)."""
     mine = owned_names(d, own)
-    edited = {rel.split("/", 1)[0] for rel in changed(d)}
+    edited = {rel.split("/", 1)[0] for rel in (changed(d) if edited is None else edited)}
     with os.scandir(d) as it:
         return [(e, e.name not in edited and (paced_temp(e.name, mine) or bool(_PROTOCOL.match(e.name))
                  or (e.name in mine and not foreign_inside(Path(e.path))))) for e in it]
@@ -403,7 +404,7 @@ def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
     `own`: names the stage writes there besides the protocol's."""
     out = []
     edited = changed(d)
-    for e, ours in _entries(d, own):
+    for e, ours in _entries(d, own, edited):
         if not ours:
             inside = foreign_inside(Path(e.path))
             inside += [f"{rel} (not what paced wrote)" for rel in edited if rel.startswith(f"{e.name}/") and rel not in inside]
@@ -431,12 +432,17 @@ def remove_owned(d: Path, own: Iterable[str] = (), *, keep: bool = False) -> Non
 
 def refuse_foreign(d: Path, option: str, own: Iterable[str] = ()) -> None:
     """Refuse --overwrite of a directory that holds anything paced did not write."""
+    refuse_link(d, option)
+    refuse_others(d, option, foreign(d, own))
+
+
+def refuse_link(d: Path, option: str) -> None:
+    """Refuse --overwrite through `d` when it is a symbolic link."""
     if d.is_symlink():
         raise InputError(
             f"{option} {d}: is a symbolic link; --overwrite never replaces through a link: pass the "
             f"directory it points to ({d.resolve()}) or remove the link"
         )
-    refuse_others(d, option, foreign(d, own))
 
 
 def refuse_others(d: Path, option: str, others: list[str]) -> None:
@@ -456,8 +462,6 @@ def refuse_others(d: Path, option: str, others: list[str]) -> None:
 def table_digest(table) -> str:
     """A digest of a table's rows (column names and values): the same for the table paced writes
     and for the file read back, whatever its encoding, row groups or metadata."""
-    import hashlib
-
     h = hashlib.sha256()
     for name, column in zip(table.column_names, table.columns):
         h.update(json.dumps([name, column.to_pylist()], default=str).encode())
@@ -466,8 +470,6 @@ def table_digest(table) -> str:
 
 def pixels_digest(image) -> str:
     """A digest of a PIL image's pixels (mode, size and bytes)."""
-    import hashlib
-
     return hashlib.sha256(f"{image.mode}:{image.size}:".encode() + image.tobytes()).hexdigest()
 
 

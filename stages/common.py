@@ -100,7 +100,7 @@ def shard_out(out, shard: tuple[int, int] | None, schema, overwrite: bool = Fals
     if shard is None:
         return out
     from schemas import InputError
-    from schemas.outputs import JOB_FILE, check_shard_root, record_path
+    from schemas.outputs import JOB_FILE, check_shard_root, record_path, refuse_link
 
     if out.is_symlink() and not out.exists():
         raise InputError(f"--out {out}: is a broken symbolic link; remove it or give another path")
@@ -108,11 +108,8 @@ def shard_out(out, shard: tuple[int, int] | None, schema, overwrite: bool = Fals
         raise InputError(f"--out {out}: is a file; with --shard, --out is the directory that holds every shard")
     if record_path(out, JOB_FILE):
         raise InputError(f"--out {out}: holds an unsharded job; give the shards a directory of their own")
-    if out.is_symlink() and overwrite:
-        raise InputError(
-            f"--out {out}: is a symbolic link; --overwrite never replaces through a link: pass the "
-            f"directory it points to ({out.resolve()}) or remove the link"
-        )
+    if overwrite:
+        refuse_link(out, "--out")
     if not out.exists() and not out.parent.is_dir():
         raise InputError(f"--out {out}: parent directory {out.parent} does not exist or is not a directory; create it first")
     check_shard_root(out, schema.name, shard[1])

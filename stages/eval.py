@@ -37,7 +37,7 @@ from rich.table import Table
 
 import schemas
 from schemas import InputError
-from schemas.outputs import EVAL_RESULTS_DIR, EVAL_SUMMARY_FILE, check_paths, file_identity
+from schemas.outputs import EVAL_RESULTS_DIR, EVAL_SUMMARY_FILE, check_paths, file_identity, refuse_link
 from schemas.base import quote_rows
 from schemas.io import check_file_out
 from schemas.outputs import JOB_FILE, MANIFEST_FILE, record_path
@@ -182,11 +182,8 @@ def check_out(out: Path, overwrite: bool) -> None:
     --overwrite, never one reached through a symbolic link."""
     if out.is_symlink() and not out.exists():
         raise InputError(f"--out {out}: is a broken symbolic link; remove it or give another path")
-    if out.is_symlink() and overwrite:
-        raise InputError(
-            f"--out {out}: is a symbolic link; --overwrite never replaces through a link: pass the "
-            f"directory it points to ({out.resolve()}) or remove the link"
-        )
+    if overwrite:
+        refuse_link(out, "--out")
     if not out.exists():
         if not out.parent.is_dir():
             raise InputError(f"--out {out}: parent directory {out.parent} does not exist or is not a directory; create it first")
