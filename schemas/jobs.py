@@ -104,10 +104,16 @@ def _only_leftovers(d: Path) -> bool:
             if holder is not None and _holder_alive(holder) is None:
                 continue
             return False
-        if outputs.paced_temp(e.name) and not _writer_alive(e) and not e.is_symlink():
+        if _stale_temp(e):
             continue
         return False
     return True
+
+
+def _stale_temp(e: os.DirEntry | Path, mine: set[str] = frozenset()) -> bool:
+    """Whether `e` is a temporary a paced writer left when it was killed (`outputs.paced_temp`
+    of its job, `mine` its recorded names), not a link and not another live process's in flight."""
+    return outputs.paced_temp(e.name, mine) and not e.is_symlink() and not _writer_alive(Path(e))
 
 
 class Job:
@@ -316,10 +322,10 @@ class Job:
                 )
         mine = outputs.owned_names(d, self.own)
         for stale in d.glob(".*.tmp-*"):  # left by a killed writer
-            # a user's name, or another process's file in flight (its lock, a moment ago): kept
-            if not outputs.paced_temp(stale.name, mine) or _writer_alive(stale):
+            # a user's name or link, or another process's file in flight (its lock, a moment ago): kept
+            if not _stale_temp(stale, mine):
                 continue
-            if stale.is_dir() and not stale.is_symlink():
+            if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
             else:
                 stale.unlink(missing_ok=True)

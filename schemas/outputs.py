@@ -232,12 +232,13 @@ _MODEL_FILES = re.compile(
     r"|tokenizer(_config)?\.json|special_tokens_map\.json|vocab\.json|merges\.txt|added_tokens\.json"
     r"|chat_template\.(jinja|json)|tokenizer\.model|train_log\.parquet"
 )
+STEP = re.compile(r"step-\d+")  # a checkpoint in checkpoints/, or an exported model in a job directory
+STEP_TEMP = re.compile(r"\.step-\d+\.tmp-\d+")  # a checkpoint being written (by process PID)
 _INSIDE = {
-    "checkpoints": (re.compile(r"step-\d+|\.step-\d+\.tmp-.+"), _ANY),
+    "checkpoints": (re.compile(f"{STEP.pattern}|{STEP_TEMP.pattern}"), _ANY),
     "tensorboard": (re.compile(r"events\.out\.tfevents\..+"), None),
     "wandb": (re.compile(r"run-.+|offline-run-.+|latest-run|debug.*\.log"), _ANY),
 }
-_EXPORT = re.compile(r"step-\d+")
 
 
 def foreign_inside(path: Path) -> list[str]:
@@ -245,7 +246,7 @@ def foreign_inside(path: Path) -> list[str]:
     "NAME/entry" or "NAME/entry/entry", sorted (for the directories of `_INSIDE` and exported
     step-N models; [] for any other)."""
     name = path.name
-    rules = (_MODEL_FILES, None) if _EXPORT.fullmatch(name) else _INSIDE.get(name)
+    rules = (_MODEL_FILES, None) if STEP.fullmatch(name) else _INSIDE.get(name)
     if rules is None or path.is_symlink() or not path.is_dir():
         return []
     children, grand = rules
@@ -373,16 +374,28 @@ def changed(d: Path) -> list[str]:
     return sorted(out)
 
 
-def _entries(d: Path, own: Iterable[str], edited: list[str] | None = None) -> list[tuple[os.DirEntry, bool]]:
-    """Each entry of job directory `d`, and whether a paced job wrote it: the protocol's files,
-    the names the stage writes there (`own`) and the names the job recorded, none of them
-    `changed` since (`edited`, if the caller has it); a directory among those only if it holds
-    nothing else (`foreign_inside`)."""
+def _entries(d: Path, own: Iterable[str], edited: list[str] | None = None) -> list[tuple[os.DirEntry, bool, list[str] | None]]:
+    """Each entry of job directory `d`, whether a paced job wrote it, and what inside it paced
+    did not write (`foreign_inside`, None where not looked at). Paced's: the protocol's files, the
+    names the stage writes there (`own`) and the names the job recorded, none of them `changed`
+    since (`edited`, if the caller has it); a directory among those only if it holds nothing else."""
     mine = owned_names(d, own)
     edited = {rel.split("/", 1)[0] for rel in (changed(d) if edited is None else edited)}
+    out = []
     with os.scandir(d) as it:
-        return [(e, e.name not in edited and (paced_temp(e.name, mine) or bool(_PROTOCOL.match(e.name))
-                 or (e.name in mine and not foreign_inside(Path(e.path))))) for e in it]
+        for e in it:
+            inside = None
+            if e.name in edited:
+                ours = False
+            elif paced_temp(e.name, mine) or _PROTOCOL.match(e.name):
+                ours = True
+            elif e.name in mine:
+                inside = foreign_inside(Path(e.path))
+                ours = not inside
+            else:
+                ours = False
+            out.append((e, ours, inside))
+    return out
 
 
 def paced_temp(name: str, mine: set[str] = frozenset()) -> bool:
@@ -395,7 +408,7 @@ def paced_temp(name: str, mine: set[str] = frozenset()) -> bool:
     base = m.group(1)  # ".NAME"
     inner = base[1:]
     return (base in mine or inner in mine or inner in _STAGED or bool(_PROTOCOL.match(inner))
-            or bool(_EXPORT.fullmatch(inner)))
+            or bool(STEP.fullmatch(inner)))
 
 
 def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
@@ -404,9 +417,9 @@ def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
     `own`: names the stage writes there besides the protocol's."""
     out = []
     edited = changed(d)
-    for e, ours in _entries(d, own, edited):
+    for e, ours, inside in _entries(d, own, edited):
         if not ours:
-            inside = foreign_inside(Path(e.path))
+            inside = foreign_inside(Path(e.path)) if inside is None else inside
             inside += [f"{rel} (not what paced wrote)" for rel in edited if rel.startswith(f"{e.name}/") and rel not in inside]
             out += inside if inside else [f"{e.name} (not what paced wrote)" if e.name in edited else e.name]
     return sorted(out)
@@ -415,7 +428,7 @@ def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
 def remove_owned(d: Path, own: Iterable[str] = (), *, keep: bool = False) -> None:
     """Delete what a paced job wrote in `d`, then `d` if nothing else is left (and not `keep`).
     Symbolic links are removed as links, never followed; entries paced did not write are kept."""
-    for e, ours in _entries(d, own):
+    for e, ours, _ in _entries(d, own):
         if not ours:
             continue
         if e.is_dir(follow_symlinks=False):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 
@@ -26,7 +25,8 @@ def found(out: Path) -> list[tuple[int, Path]]:
     d = out / CHECKPOINTS
     if not d.exists():
         return []
-    found = [(int(p.name.split("-")[1]), p) for p in d.iterdir() if p.name.startswith("step-") and (p / "state.json").exists()]
+    found = [(int(p.name.split("-")[1]), p) for p in d.iterdir()
+             if schemas.outputs.STEP.fullmatch(p.name) and (p / schemas.outputs.CHECKPOINT_STATE).exists()]
     return sorted(found)
 
 
@@ -134,9 +134,9 @@ def clear(out: Path) -> list[str]:
     for e in sorted(d.iterdir()):
         if e.is_symlink() or not e.is_dir():
             continue
-        if re.fullmatch(r"step-\d+", e.name):
+        if schemas.outputs.STEP.fullmatch(e.name):
             remove(e)
-        elif re.fullmatch(r"\.step-\d+\.tmp-\d+", e.name):  # one being written when a run was killed
+        elif schemas.outputs.STEP_TEMP.fullmatch(e.name):  # one being written when a run was killed
             shutil.rmtree(e, ignore_errors=True)
     try:
         d.rmdir()
