@@ -640,3 +640,18 @@ def test_an_earlier_paceds_unkeyed_eval_summary_is_recomputed(world, tmp_path, s
         assert paced(*args, "--at-k", "1", "--baseline", tmp_path / base).exit_code == 0
         prov = _json.loads(pq.read_schema(ev / "summary.parquet").metadata[b"paced.provenance"])
         assert prov["options"]["baseline"] == str(tmp_path / base)
+
+
+def test_a_users_step_folder_among_checkpoints_is_neither_resumed_nor_removed(tmp_path):
+    """Only step-N folders are checkpoints: a user's `checkpoints/step-best/` with a state.json in
+    it is not taken for one (it failed to parse as a step number) and is kept by clear()."""
+    from stages.training import checkpoints
+
+    d = tmp_path / "run" / "checkpoints"
+    (d / "step-best").mkdir(parents=True)
+    (d / "step-best" / "state.json").write_text("{}")
+    (d / "step-2").mkdir()
+    (d / "step-2" / "state.json").write_text('{"files": []}')
+    assert checkpoints.found(tmp_path / "run") == [(2, d / "step-2")]
+    assert checkpoints.clear(tmp_path / "run") == ["checkpoints/step-best"]
+    assert (d / "step-best" / "state.json").read_text() == "{}" and not (d / "step-2").exists()
