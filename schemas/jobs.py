@@ -141,7 +141,7 @@ class Job:
     ) -> None:
         self.out = Path(out)
         if self.out.name in ("", ".."):  # `--out .` or `--out d/step-1/..`: the directory by its own name
-            self.out = Path(os.path.abspath(self.out))
+            self.out = Path(os.path.realpath(self.out))  # (`lnk/..` is the parent of the link's target)
         self.dir = self.out
         self.schema = schema
         self.options = json.loads(json.dumps(options, sort_keys=True, default=str))

@@ -60,8 +60,10 @@ SHARD_NAME = re.compile(r"^shard-(\d+)-of-(\d+)$")
 
 
 def _resolved(path: str | os.PathLike, option: str) -> Path:
+    """`path` as the system reads it: links resolved one component at a time, so `lnk/..` is the
+    parent of the link's target (os.path.abspath would drop `lnk/..` as text first)."""
     try:
-        return Path(os.path.abspath(path)).resolve()
+        return Path(path).resolve()
     except (RuntimeError, OSError):  # a link that loops back to itself (RuntimeError before Python 3.13)
         raise InputError(f"{option} {path}: is a symbolic link that loops back to itself; remove it or give another path") from None
 

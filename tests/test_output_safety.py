@@ -655,3 +655,33 @@ def test_a_users_step_folder_among_checkpoints_is_neither_resumed_nor_removed(tm
     assert checkpoints.found(tmp_path / "run") == [(2, d / "step-2")]
     assert checkpoints.clear(tmp_path / "run") == ["checkpoints/step-best"]
     assert (d / "step-best" / "state.json").read_text() == "{}" and not (d / "step-2").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# A fifth audit: '..' after a link, plots written without a second look, crashes after the
+# job began, chat templates that raise
+
+
+def test_dot_dot_after_a_linked_folder_is_where_the_system_goes(world, tmp_path, student_dir):
+    """`lnk/..` is the parent of the link's target, not the folder holding the link: an output
+    named that way that is an input, or lies inside one, is refused like its plain spelling."""
+    (tmp_path / "other").mkdir()
+    (tmp_path / "deep" / "real").mkdir(parents=True)
+    (tmp_path / "other" / "lnk").symlink_to(world / "d1")  # lnk/.. is `world`
+    via = tmp_path / "other" / "lnk" / ".."
+    refused(["weight", "--scores", world / "scores", "--out", f"{via}/scores/w.parquet"], world, "lies inside --scores")
+    refused(["weight", "--scores", world / "scores", "--out", f"{via}/rollouts/part-00007.parquet"], world,
+            "lies inside the paced job directory")
+    dist = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--max-steps", "2", "--batch-size", "2"]
+    refused([*dist, "--init", world / "d1", "--out", f"{via}/d1", "--overwrite"], world, "is also --init")
+    refused([*dist, "--init", f"{via}/d1", "--out", world / "d1", "--overwrite"], world, "is also --init")
+    # `--out lnk/..` names the link's target's parent
+    (tmp_path / "deep" / "real" / "r").mkdir()
+    (tmp_path / "other" / "r").symlink_to(tmp_path / "deep" / "real" / "r")
+    roll = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, *FAST]
+    assert paced(*roll, "--out", tmp_path / "deep" / "real" / "r2").exit_code == 0
+    r = paced(*roll, "--out", tmp_path / "other" / "r" / ".." / "r2", "--seed", "5", "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert job_record(tmp_path / "deep" / "real" / "r2")["options"]["seed"] == 5
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["lnk", "r"]
