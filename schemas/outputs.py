@@ -566,9 +566,10 @@ def check_file(
     return p
 
 
-def save_figure(fig, path: Path, kind: str, key: str, dpi: int = 110) -> None:
+def save_figure(fig, path: Path, kind: str, key: str, *, overwrite: bool, dpi: int = 110) -> None:
     """Save a matplotlib figure as PNG atomically, marked as paced's (kind and key) so a rerun
-    may replace it and nothing else is ever replaced."""
+    may replace it and nothing else is ever replaced: `path` is checked again (`check_file`) just
+    before the new file is moved in, since a run may take hours after its first check."""
     import io
 
     from PIL import Image, PngImagePlugin
@@ -586,6 +587,7 @@ def save_figure(fig, path: Path, kind: str, key: str, dpi: int = 110) -> None:
                 info.add_text(k, v)
             info.add_text(META_CONTENT, pixels_digest(im))
             im.save(tmp, format="png", pnginfo=info, dpi=im.info.get("dpi", (dpi, dpi)))
+        check_file(path, kind, "--plot", key=key, overwrite=overwrite, suffix=".png")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -181,7 +181,8 @@ def _run(config: DistillConfig, launch: Launch | None, command: str | None) -> P
         if config.plot is not None and (launch is None or launch.main):
             log = schemas.read(Path(config.out) / TRAIN_LOG_FILE, schemas.TRAIN_LOG, option="--out")
             key = schemas.io.read_job(Path(config.out), "--out").get("key", "")
-            tracking.plot(log.frame.to_dicts(), Path(config.plot), f"paced distill: {Path(config.out).name}", key)
+            tracking.plot(log.frame.to_dicts(), Path(config.plot), f"paced distill: {Path(config.out).name}", key,
+                          overwrite=config.overwrite)
         return Path(config.out)
     _train(config, r)
     return _finish(config, r)
@@ -453,7 +454,7 @@ def _finish(config: DistillConfig, r: _Run) -> Path:
     schemas.write_file(work / TRAIN_LOG_FILE, table, schemas.TRAIN_LOG, r.prov, overwrite=True)
     r.job.finish(0)
     if config.plot is not None:
-        tracking.plot(log, Path(config.plot), f"paced distill: {out.name}", r.job.key)
+        tracking.plot(log, Path(config.plot), f"paced distill: {out.name}", r.job.key, overwrite=config.overwrite)
     _cleanup(r.job.dir)
     first, last = log[0], log[-1]
     # What a weighting changed besides the loss: which problems were trained, how often.

@@ -750,6 +750,6 @@ def plot(rows: list[dict[str, Any]], param_name: str, config: SnrConfig, path: P
     ax.set_title(f"{title}\n({config.loss} at {param_name}, {measured:,} problems, {config.bins} bins)", fontsize=9)
     fig.tight_layout()
     try:
-        save_figure(fig, path, PLOT_KIND, key)
+        save_figure(fig, path, PLOT_KIND, key, overwrite=config.overwrite)
     finally:
         plt.close(fig)

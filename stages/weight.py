@@ -319,5 +319,5 @@ def plot(weights: pl.DataFrame, config: WeightConfig, path: Path, key: str) -> N
     ax.set_title(f"pass rates of {weights.height:,} problems and the weight {name}")
     fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.9))
     fig.tight_layout()
-    save_figure(fig, path, PLOT_KIND, key)
+    save_figure(fig, path, PLOT_KIND, key, overwrite=config.overwrite)
     plt.close(fig)

@@ -685,3 +685,39 @@ def test_dot_dot_after_a_linked_folder_is_where_the_system_goes(world, tmp_path,
     assert r.exit_code == 0, r.stderr
     assert job_record(tmp_path / "deep" / "real" / "r2")["options"]["seed"] == 5
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["lnk", "r"]
+
+
+def test_a_users_file_made_at_the_plot_path_during_the_run_is_kept(world, tmp_path, monkeypatch, student_dir):
+    """A plot is checked again just before it is moved in: a file the user made at --plot while
+    the run worked (distill's can take hours) is refused, never replaced."""
+    import stages.weight
+
+    plot = tmp_path / "w.png"
+    real = stages.weight.compute
+
+    def compute_then_user_writes(*a, **k):
+        out = real(*a, **k)
+        plot.write_text("my figure")
+        return out
+
+    monkeypatch.setattr(stages.weight, "compute", compute_then_user_writes)
+    r = paced("weight", "--scores", world / "scores", "--out", tmp_path / "w.parquet", "--plot", plot, "--overwrite")
+    assert r.exit_code == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "--plot" in r.stderr and "never replaces a file it did not write" in " ".join(r.stderr.split()), r.stderr
+    assert plot.read_text() == "my figure" and not list(tmp_path.glob(".w.png.tmp-*"))
+    monkeypatch.undo()
+    # distill: the plot comes at the very end of a run
+    import stages.training.tracking as tracking
+
+    dplot = tmp_path / "d.png"
+    real_plot = tracking.plot
+    monkeypatch.setattr(tracking, "plot", lambda *a, **k: (dplot.write_text("mine"), real_plot(*a, **k)))
+    r = paced("distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+              "--max-steps", "1", "--batch-size", "2", "--out", tmp_path / "d", "--plot", dplot)
+    assert r.exit_code == 2 and "Traceback" not in r.stderr and "--plot" in r.stderr, r.stderr
+    assert dplot.read_text() == "mine"
+    monkeypatch.undo()
+    dplot.unlink()  # moved away: the same command writes the plot of the finished run
+    r = paced("distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+              "--max-steps", "1", "--batch-size", "2", "--out", tmp_path / "d", "--plot", dplot)
+    assert r.exit_code == 0 and "already complete" in r.stderr and dplot.read_bytes()[:4] == b"\x89PNG", r.stderr

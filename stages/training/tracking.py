@@ -73,7 +73,7 @@ class Tracker:
 PLOT_KIND = "distill-plot"
 
 
-def plot(log: list[dict[str, Any]], path: Path, title: str, key: str) -> None:
+def plot(log: list[dict[str, Any]], path: Path, title: str, key: str, *, overwrite: bool) -> None:
     """Loss, KLs, learning rate and mean weight per step, to a PNG marked as paced's (the
     run's key), written aside and moved in."""
     from schemas.outputs import save_figure
@@ -98,5 +98,5 @@ def plot(log: list[dict[str, Any]], path: Path, title: str, key: str) -> None:
     axes[2].set_ylabel("mean weight per step")
     axes[2].set_xlabel("step")
     fig.tight_layout()
-    save_figure(fig, path, PLOT_KIND, key)
+    save_figure(fig, path, PLOT_KIND, key, overwrite=overwrite)
     plt.close(fig)
