@@ -98,6 +98,7 @@ class DistillConfig:
     def __post_init__(self) -> None:
         p = []
         p += tracking.option_problems(self.report_to)
+        p += models.device_problems(self.device)
         if self.plot is not None and Path(self.plot).suffix.lower() != ".png":
             p.append(f"--plot {self.plot}: give a .png file name")
         p += losses.option_problems(self.loss, self.mu)

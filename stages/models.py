@@ -147,6 +147,28 @@ def model_fingerprint(name: str) -> str:
     return "quick-sha256:" + h.hexdigest()
 
 
+def device_problems(device: str) -> list[str]:
+    """--device's problem with its fix, before any model loads: auto, cpu, cuda or cuda:N of a
+    GPU torch can use here (or mps where torch has it)."""
+    import re
+
+    import torch
+
+    m = re.fullmatch(r"(auto|cpu|cuda|mps)(?::(\d+))?", device)
+    if m is None or (m.group(2) is not None and m.group(1) != "cuda"):
+        return [f"--device {device}: use auto, cpu, cuda or cuda:N"]
+    kind, index = m.group(1), m.group(2)
+    if kind == "mps" and not (torch.backends.mps.is_available()):
+        return [f"--device {device}: this torch ({torch.__version__}) has no usable MPS device here; use --device cpu or auto"]
+    if kind == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            return [f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU on this machine; use --device cpu or auto"]
+        if index is not None and int(index) >= n:
+            return [f"--device {device}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}"]
+    return []
+
+
 def resolve_device(device: str = "auto") -> str:
     import torch
 

@@ -69,6 +69,7 @@ FIT_KEY = "kernel_fit"
 # Figure 3's collapse zones: SNR vanishes for p < 0.2 and p > 0.8 (docs/method.md).
 LOW, HIGH = 0.2, 0.8
 ESTIMATORS = ("per-problem", "pooled")
+MAX_BINS = 1_000  # K samples give K + 1 pass rates, so more bins than that stay empty; a bound on the work
 PLOT_KIND = "snr-plot"
 # Percentile bootstrap of a bin's mean SNR: 2,000 resamples put the 2.5 % and 97.5 % points on
 # 50 resample means each, enough for a stable 95% interval.
@@ -85,7 +86,7 @@ class SnrConfig:
     teacher_logits: Path = option("teacher_logits artifact on the student's K rollouts per problem (paced teacher-logits --sequences <student rollouts>); build it WITHOUT --weights so problems with p = 0 and p = 1 are present.", role=INPUT)
     weights: Path = option("Weights artifact (`paced weight` output): only pass_rate is used; problems of weight 0 are measured too.", role=INPUT)
     out: Path = option("Output snr Parquet file: one row per pass-rate bin (the same command rewrites its own file; one made with other options needs --overwrite). The per-problem estimator also writes each problem's SNR beside it, to <out stem>.problems.parquet.", role=RUNTIME)
-    bins: int = option("Equal-width pass-rate bins over [0, 1] (p = 1 falls in the last).", 10)
+    bins: int = option("Equal-width pass-rate bins over [0, 1] (p = 1 falls in the last), 1 to 1,000.", 10)
     estimator: str = option("per-problem: each problem's SNR over its K rollouts, averaged per bin with a bootstrap 95% interval (the paper's Figure 3). pooled: one SNR per bin over one gradient per problem, minus 1/n (how alike the bin's problems are).", "per-problem")
     param: str | None = option("Parameter to take the gradient at, by its model.named_parameters() name (default: the output embedding weight, lm_head.weight; tied to the input embedding in some models).", None)
     loss: str = option("Distillation loss whose gradient is measured: fkl, rkl or akl (as in distill).", "fkl")
@@ -101,8 +102,9 @@ class SnrConfig:
 
     def __post_init__(self) -> None:
         p = []
-        if self.bins < 1:
-            p.append(f"--bins {self.bins}: must be at least 1 (the paper uses 10)")
+        if not 1 <= self.bins <= MAX_BINS:
+            p.append(f"--bins {self.bins}: must be from 1 to {MAX_BINS:,} (the paper uses 10)")
+        p += models.device_problems(self.device)
         if not 0 <= self.seed <= 2**32 - 1:
             p.append(f"--seed {self.seed}: must be from 0 to {2**32 - 1} (the seeds numpy takes)")
         if self.estimator not in ESTIMATORS:

@@ -721,3 +721,25 @@ def test_a_users_file_made_at_the_plot_path_during_the_run_is_kept(world, tmp_pa
     r = paced("distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
               "--max-steps", "1", "--batch-size", "2", "--out", tmp_path / "d", "--plot", dplot)
     assert r.exit_code == 0 and "already complete" in r.stderr and dplot.read_bytes()[:4] == b"\x89PNG", r.stderr
+
+
+def test_a_device_torch_cannot_use_is_refused_before_any_model_loads(world, tmp_path, student_dir, teacher_dir):
+    """--device cuda on a machine without CUDA (or an unknown device) exits 2 before loading,
+    leaving no job behind (it crashed in model.to(device) and left a distill run that refused
+    the corrected command)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: cuda:N past its GPUs is checked below")
+    for device in ("cuda", "cuda:0", "tpu", "cpu:1"):
+        refused(["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+                 "--max-steps", "1", "--out", tmp_path / "d", "--device", device], tmp_path, f"--device {device}")
+        refused(["rollout", "--problems", world / "problems.parquet", "--model", student_dir, *FAST,
+                 "--out", tmp_path / "r", "--device", device], tmp_path, f"--device {device}")
+        refused(["teacher-logits", "--problems", world / "problems.parquet", "--sequences", world / "rollouts",
+                 "--teacher", teacher_dir, "--out", tmp_path / "t", "--device", device], tmp_path, f"--device {device}")
+        refused(["snr", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet", "--out", tmp_path / "s.parquet",
+                 "--device", device], tmp_path, f"--device {device}")
+    assert not any(tmp_path.iterdir())
+    assert paced("distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+                 "--max-steps", "1", "--batch-size", "2", "--out", tmp_path / "d", "--device", "cpu").exit_code == 0
