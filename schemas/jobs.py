@@ -468,14 +468,16 @@ _STARTED: set[Job] = set()
 
 @contextlib.contextmanager
 def abandoned_if_refused():
-    """Run a command so that, if it is refused (InputError) after a job began in a new or empty
-    directory, that job is abandoned: the corrected command is not refused for "other options"."""
+    """Run a command so that, if it is refused (InputError) or fails (any other error, e.g. a
+    model that does not load) after a job began in a new or empty directory, that job is
+    abandoned: the corrected command is not refused for "other options" or as unfinished. Work
+    done is kept, for the corrected rerun to resume; a kill or Ctrl-C abandons nothing."""
     _STARTED.clear()
     try:
         yield
-    except InputError:
+    except Exception:
         for job in list(_STARTED):
-            job.abandon()  # (work done is kept, for the corrected rerun to resume)
+            job.abandon()
         raise
     finally:
         _STARTED.clear()

@@ -150,8 +150,6 @@ def model_fingerprint(name: str) -> str:
 def device_problems(device: str) -> list[str]:
     """--device's problem with its fix, before any model loads: auto, cpu, cuda or cuda:N of a
     GPU torch can use here (or mps where torch has it)."""
-    import re
-
     import torch
 
     m = re.fullmatch(r"(auto|cpu|cuda|mps)(?::(\d+))?", device)
@@ -206,12 +204,20 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_re
 
     hf_logging.disable_progress_bar()  # our own progress bar is the one on stderr
     device = resolve_device(device)
-    model = AutoModelForCausalLM.from_pretrained(
-        name,
-        dtype=resolve_dtype(dtype, device),
-        trust_remote_code=trust_remote_code,
-        use_safetensors=True,
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name,
+            dtype=resolve_dtype(dtype, device),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # damaged or mismatched files, unknown architecture
+        first = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
+        raise InputError(
+            f"model {name}: transformers could not load it ({type(e).__name__}: {first}); check that its "
+            f"config.json matches its weights (model.safetensors) and names an architecture this "
+            f"transformers knows"
+        ) from e
     return model.to(device).eval()
 
 

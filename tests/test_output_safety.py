@@ -743,3 +743,39 @@ def test_a_device_torch_cannot_use_is_refused_before_any_model_loads(world, tmp_
     assert not any(tmp_path.iterdir())
     assert paced("distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
                  "--max-steps", "1", "--batch-size", "2", "--out", tmp_path / "d", "--device", "cpu").exit_code == 0
+
+
+def test_a_model_that_does_not_load_or_a_tracker_that_does_not_start_blocks_no_rerun(world, tmp_path, student_dir):
+    """A config.json that disagrees with the weights exits 2 naming the model, and the job the
+    run began is abandoned, so the corrected command runs (it crashed with a traceback and left a
+    job keyed by the broken model, which refused the fixed one)."""
+    import json
+
+    broken = tmp_path / "m2"
+    import shutil
+
+    shutil.copytree(student_dir, broken)
+    cfg = json.loads((broken / "config.json").read_text())
+    cfg["intermediate_size"] *= 2
+    (broken / "config.json").write_text(json.dumps(cfg))
+    work = tmp_path / "w"
+    work.mkdir()
+    roll = ["rollout", "--problems", world / "problems.parquet", "--model", broken, *FAST, "--out", work / "o"]
+    dist = ["distill", "--student", broken, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--max-steps", "1", "--batch-size", "2", "--out", work / "d"]
+    for args in (roll, dist):
+        refused(args, work, f"model {broken}", "config.json matches its weights")
+    assert not any(work.iterdir())
+    shutil.copy(Path(student_dir) / "config.json", broken / "config.json")
+    for args in (roll, dist):
+        r = paced(*args)
+        assert r.exit_code == 0, r.stderr
+    # wandb that cannot start (no login, online mode): exit 2 with the fix, nothing left behind
+    pytest.importorskip("wandb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    r = subprocess.run([sys.executable, "-m", "paced_cli", *map(str, dist[:-1]), tmp_path / "dw", "--report-to", "wandb"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600,
+                       env=env | {"PACED_NO_PROGRESS": "1", "WANDB_MODE": "online", "WANDB_API_KEY": "", "HOME": str(tmp_path / "home"),
+                                  "WANDB_CONFIG_DIR": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--report-to wandb" in r.stderr, r.stderr
+    assert not (tmp_path / "dw").exists()

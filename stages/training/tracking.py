@@ -18,8 +18,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 from typing import Any
+
+from schemas import InputError
 
 REPORT_TO = ("none", "tensorboard", "wandb")
 TENSORBOARD_DIR = "tensorboard"
@@ -50,10 +53,21 @@ class Tracker:
         elif report_to == "wandb":
             import wandb
 
+            made = not (out / WANDB_DIR).exists()
             (out / WANDB_DIR).mkdir(exist_ok=True)
             run_id = "paced-" + hashlib.sha256(job_key.encode()).hexdigest()[:16]
-            self._run = wandb.init(project=os.environ.get("WANDB_PROJECT", "paced"), dir=str(out), id=run_id,
-                                   resume="allow", config=options, name=out.name)
+            try:
+                self._run = wandb.init(project=os.environ.get("WANDB_PROJECT", "paced"), dir=str(out), id=run_id,
+                                       resume="allow", config=options, name=out.name)
+            except Exception as e:  # not logged in, no network, a bad WANDB_* setting: wandb's own errors
+                if made:  # what this failed start wrote (its debug logs), in the folder it made
+                    shutil.rmtree(out / WANDB_DIR, ignore_errors=True)
+                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+                raise InputError(
+                    f"--report-to wandb: wandb could not start a run ({type(e).__name__}: {first}); log in "
+                    f"(`wandb login` or WANDB_API_KEY), or set WANDB_MODE=offline to keep the run on disk "
+                    f"and `wandb sync` it later"
+                ) from None
 
     def log(self, row: dict[str, Any]) -> None:
         step = int(row["step"])
