@@ -91,6 +91,8 @@ def encode_prompts(
     out = []
     templated = getattr(tokenizer, "chat_template", None) is not None
     variables = template_kwargs(chat_template_kwargs)
+    if templated:
+        import jinja2  # what transformers renders chat templates with
     if variables and not templated:
         raise InputError(
             f"--chat-template-kwargs {chat_template_kwargs}: the model's tokenizer has no chat template, so "
@@ -102,7 +104,17 @@ def encode_prompts(
             messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
                 {"role": "user", "content": text}
             ]
-            rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **variables)
+            try:
+                rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **variables)
+            except jinja2.TemplateError as e:  # the template's own raise_exception, or a broken template
+                given = " with --system-prompt" if system_prompt else ""
+                raise InputError(
+                    f"the model's chat template fails on problem {row.get('problem_id')!r}{given} "
+                    f"({type(e).__name__}: {e}); "
+                    + ("this template takes no system message: drop --system-prompt (--prompt-suffix adds text to the user's)"
+                       if system_prompt and "system" in str(e).lower() else
+                       "fix the template (chat_template.jinja or tokenizer_config.json's chat_template) or the options it is given")
+                ) from None
             ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
         else:
             if system_prompt:

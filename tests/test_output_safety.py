@@ -779,3 +779,32 @@ def test_a_model_that_does_not_load_or_a_tracker_that_does_not_start_blocks_no_r
                                   "WANDB_CONFIG_DIR": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)})
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--report-to wandb" in r.stderr, r.stderr
     assert not (tmp_path / "dw").exists()
+
+
+def test_a_chat_template_that_raises_exits_2_naming_the_option(world, tmp_path, student_dir):
+    """A Gemma-style template that refuses a system message, or one that does not parse: exit 2
+    with the cause and the fix, never a traceback, and nothing left behind."""
+    import shutil
+
+    model = tmp_path / "gemma"
+    shutil.copytree(student_dir, model)
+    for f in ("chat_template.jinja",):
+        (model / f).unlink(missing_ok=True)
+    cfg = model / "tokenizer_config.json"
+    import json
+
+    tok = json.loads(cfg.read_text())
+    tok["chat_template"] = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+                            "{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    cfg.write_text(json.dumps(tok))
+    work = tmp_path / "w"
+    work.mkdir()
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", model, *FAST, "--out", work / "r"]
+    refused([*base, "--system-prompt", "Be brief."], work, "chat template", "System role not supported", "drop --system-prompt")
+    ev = ["eval", "--model", model, "--problems", world / "problems.parquet", "--samples", "1", "--max-new-tokens", "4",
+          "--verifier", "exact", "--out", work / "e", "--system-prompt", "Be brief."]
+    refused(ev, work, "chat template", "drop --system-prompt")
+    tok["chat_template"] = "{% for m in messages %}{{ m['content'] }"  # does not parse
+    cfg.write_text(json.dumps(tok))
+    refused(base, work, "chat template", "TemplateSyntaxError")
+    assert not any(work.iterdir())
