@@ -594,12 +594,11 @@ def _atomic_write_parquet(table: pa.Table, dest: Path, unique: tuple[str, ...] =
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     use_dictionary = [c for c in table.column_names if c not in unique] if unique else True
     try:
-        pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=use_dictionary)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except OSError as e:  # name the destination, not the temporary (disk full, read-only, ...)
-        raise OSError(e.errno, e.strerror or str(e), str(dest)) from e
+        with outputs.writing(dest):  # named by the destination, not the temporary (disk full, read-only, ...)
+            pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=use_dictionary)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -75,9 +75,12 @@ def _writer_alive(tmp: Path) -> bool:
     """Whether the temporary file `tmp` (`.NAME.tmp-PID...`) belongs to another live process
     on this machine: one that is about to take the lock or rename it into place."""
     m = re.match(r"\..+\.tmp-(\d+)", tmp.name)
-    if m is None:
-        return False
-    return _holder_alive({"pid": int(m.group(1)), "host": socket.gethostname()}) is not None
+    return m is not None and process_alive(int(m.group(1)))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine is alive (and not this one)."""
+    return _holder_alive({"pid": pid, "host": socket.gethostname()}) is not None
 
 
 def _holder_alive(holder: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -232,6 +235,12 @@ class Job:
             )
         outputs.refuse_foreign(d, "--out", self.own)
         if new.exists() or new.is_symlink():
+            kind = None if new.is_symlink() or not new.is_dir() else outputs.job_schema(new)
+            if kind not in (None, self.schema.name):  # another command's job (a copy of the user's): not a replacement
+                raise InputError(
+                    f"--out {d}: {new} is in the way of the replacement and holds a paced {kind!r} artifact, "
+                    f"not a {self.schema.name} replacement; move it away"
+                )
             if new.is_symlink() or not new.is_dir() or (self._job_key(new) is None and not _only_leftovers(new)):
                 raise InputError(
                     f"--out {d}: {new} is in the way of the replacement and paced did not write it; "

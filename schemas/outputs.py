@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -566,6 +567,24 @@ def check_file(
     return p
 
 
+@contextlib.contextmanager
+def writing(path: str | os.PathLike):
+    """A failure to write, raised as an OSError that names `path` (what the user sees: the output,
+    not its temporary) with its cause: an OSError without a name (pyarrow's), or safetensors'
+    SafetensorError, which carries the system's code only in its text ("File too large (os error
+    27)", or "IoError(Os { code: 28" in other versions)."""
+    try:
+        yield
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+    except Exception as e:
+        m = re.search(r"\(os error (\d+)\)|\bOs \{ code: (\d+)", str(e))
+        if type(e).__name__ != "SafetensorError" or m is None:
+            raise
+        code = int(m.group(1) or m.group(2))
+        raise OSError(code, os.strerror(code), str(path)) from e
+
+
 def save_figure(fig, path: Path, kind: str, key: str, *, overwrite: bool, dpi: int = 110) -> None:
     """Save a matplotlib figure as PNG atomically, marked as paced's (kind and key) so a rerun
     may replace it and nothing else is ever replaced: `path` is checked again (`check_file`) just
@@ -586,8 +605,10 @@ def save_figure(fig, path: Path, kind: str, key: str, *, overwrite: bool, dpi: i
             for k, v in im.text.items():
                 info.add_text(k, v)
             info.add_text(META_CONTENT, pixels_digest(im))
-            im.save(tmp, format="png", pnginfo=info, dpi=im.info.get("dpi", (dpi, dpi)))
+            with writing(path):
+                im.save(tmp, format="png", pnginfo=info, dpi=im.info.get("dpi", (dpi, dpi)))
         check_file(path, kind, "--plot", key=key, overwrite=overwrite, suffix=".png")
-        os.replace(tmp, path)
+        with writing(path):
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

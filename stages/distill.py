@@ -440,12 +440,14 @@ def _finish(config: DistillConfig, r: _Run) -> Path:
     if launch is None:
         model = r.model.merge_and_unload() if config.lora_r else r.model
         model.eval()
-        model.save_pretrained(final, safe_serialization=True)
+        with schemas.outputs.writing(out):
+            model.save_pretrained(final, safe_serialization=True)
     else:
         launch.save_final(final, bool(config.lora_r))
         if not r.main:
             return out
-    r.tokenizer.save_pretrained(final)
+    with schemas.outputs.writing(out):
+        r.tokenizer.save_pretrained(final)
     names = sorted(os.listdir(final))
     r.job.adopt(names)
     for name in names:

@@ -41,9 +41,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import glob
 import math
 import os
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -126,6 +128,17 @@ class SnrConfig:
                 p.append(f"--plot {plot}: directory {plot.parent} does not exist; create it first")
         if p:
             raise InputError("\n".join(p))
+
+
+def _remove_dead_caches(out: Path) -> None:
+    """Delete the copies of the rows (`.OUT.data-PID.arrow`, and its `.tmp-PID`) that runs for
+    `out` killed before they could (kill -9, a lost machine) left beside it: their process is
+    gone. Another live run's, and any other name, are kept."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.data-(\d+)\.arrow(\.tmp-\d+)?")
+    for p in out.parent.glob(f".{glob.escape(out.name)}.data-*.arrow*"):
+        m = pattern.fullmatch(p.name)
+        if m and p.is_file() and not p.is_symlink() and not schemas.jobs.process_alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
 
 
 def problems_path(out: Path) -> Path:
@@ -551,6 +564,7 @@ def run(config: SnrConfig, command: str | None = None) -> Path:
     # In bin order, so the pooled estimator holds one bin's running mean at a time.
     order = sorted(chosen, key=lambda k: (bin_of(rates[k], config.bins), k))
     cache = Path(config.out).with_name(f".{Path(config.out).name}.data-{os.getpid()}.arrow")
+    _remove_dead_caches(Path(config.out))
     try:
         data, loaded = train_data.load_data(Path(config.teacher_logits), mask, cache)
         train_data.check_loss(loaded["representation"], config.loss)

@@ -808,3 +808,63 @@ def test_a_chat_template_that_raises_exits_2_naming_the_option(world, tmp_path, 
     cfg.write_text(json.dumps(tok))
     refused(base, work, "chat template", "TemplateSyntaxError")
     assert not any(work.iterdir())
+
+
+def _limited(args, fsize: int, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m paced_cli ARGS` with files limited to `fsize` bytes (a full disk, as `ulimit -f`)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return subprocess.run([sys.executable, "-m", "paced_cli", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          preexec_fn=limit, timeout=600, env=os.environ | {"PACED_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)})
+
+
+def test_a_full_disk_exits_2_naming_the_path_and_leaves_nothing_behind(world, tmp_path, student_dir):
+    """snr's copy of the rows and distill's model files: a write that fails for space exits 2
+    naming what could not be written (snr said 'the output'; distill's safetensors error was a
+    traceback), and leaves neither a hidden copy nor a job that refuses the rerun."""
+    snr = ["snr", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+           "--out", tmp_path / "s.parquet"]
+    r = _limited(snr, 4096, tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"cannot write {tmp_path}/.s.parquet.data-" in " ".join(r.stderr.split()), r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    dist = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--max-steps", "1", "--batch-size", "2", "--save-steps", "0", "--out", tmp_path / "d"]
+    r = _limited(dist, 256 * 1024, tmp_path)  # the rows fit, the model does not
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"cannot write {tmp_path}/d" in " ".join(r.stderr.split()) and "File too large" in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert paced(*dist).exit_code == 0
+
+
+def test_snr_removes_the_row_copies_runs_killed_before_it_left(world, tmp_path, student_dir):
+    """A killed snr leaves its hidden copy of the rows beside --out (GBs on real data); the next
+    snr for that --out deletes those of dead processes and keeps a live run's and the user's."""
+    live = subprocess.Popen(["sleep", "120"])
+    try:
+        names = [".s.parquet.data-999999.arrow", ".s.parquet.data-999999.arrow.tmp-999999",
+                 f".s.parquet.data-{live.pid}.arrow", ".s.parquet.data-mine.arrow", ".t.parquet.data-999999.arrow"]
+        for n in names:
+            (tmp_path / n).write_text("x")
+        r = paced("snr", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+                  "--out", tmp_path / "s.parquet")
+        assert r.exit_code == 0, r.stderr
+        left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+        assert left == sorted(names[2:]), left
+    finally:
+        live.kill()
+
+
+def test_another_commands_job_under_the_replacement_name_is_kept(world, tmp_path, student_dir):
+    """`.rollouts.replacing` holding a copy of a scores job is not an interrupted replacement of
+    rollouts: --overwrite is refused, naming it, and deletes nothing."""
+    import shutil
+
+    roll = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, *FAST]
+    assert paced(*roll, "--out", tmp_path / "rollouts").exit_code == 0
+    shutil.copytree(world / "scores", tmp_path / ".rollouts.replacing")
+    refused([*roll, "--out", tmp_path / "rollouts", "--seed", "9", "--overwrite"], tmp_path, ".rollouts.replacing",
+            "'scores'")

@@ -38,10 +38,11 @@ def export_model(job: schemas.Job, step: int, model, tokenizer, log: list[dict],
     name = f"step-{step}"
     tmp = job.dir / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    table = pl.DataFrame(log, schema=log_schema()).to_arrow().cast(schemas.TRAIN_LOG.arrow)
-    schemas.write_file(tmp / "train_log.parquet", table, schemas.TRAIN_LOG, prov)
+    with schemas.outputs.writing(job.dir / name):  # a full disk: exit 2 naming it (safetensors' own error otherwise)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        table = pl.DataFrame(log, schema=log_schema()).to_arrow().cast(schemas.TRAIN_LOG.arrow)
+        schemas.write_file(tmp / "train_log.parquet", table, schemas.TRAIN_LOG, prov)
     job.adopt([name])
     if (job.dir / name).exists():  # a resumed run's earlier export of this step: replaced if it holds only that
         kept = schemas.outputs.foreign_inside(job.dir / name)
@@ -77,9 +78,10 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, log: list
     tmp = d / f".step-{step}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
-    finish_checkpoint(out, tmp, step, log, rng_ranks, keep)
+    with schemas.outputs.writing(d / f"step-{step}"):
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
+        finish_checkpoint(out, tmp, step, log, rng_ranks, keep)
 
 
 def finish_checkpoint(out: Path, tmp: Path, step: int, log: list[dict], rng_ranks: list[dict] | None, keep: int,

@@ -56,49 +56,60 @@ def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainDa
     w = dict(zip(weights.frame["problem_id"].to_list(), weights.frame["weight"].to_list()))
     files, _ = schemas.io.artifact_files(Path(tl), "--teacher-logits")
     stats = {"sequences": 0, "skipped_zero_weight": 0, "missing_weight": 0, "draws": 0}
+    tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}")
+    missing: list[str] = []
+    try:  # nothing of the copy is left when it fails: a bad part, a full disk, Ctrl-C
+        k = _copy_rows(files, w, tmp, cache, stats, missing)
+        if missing:
+            raise InputError(
+                f"--weights {weights.path}: no weight for {len(set(missing))} problem(s) in --teacher-logits "
+                f"({', '.join(repr(x) for x in sorted(set(missing))[:5])}); the weights were computed from "
+                f"other scores than these teacher logits: rerun paced weight on the matching scores"
+            )
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    stats["missing_weight"] = len(missing)
+    stats["top_k"] = k[0] if k is not None else 0
+    stats["representation"] = representation(stats["top_k"], stats["draws"])
+    os.replace(tmp, cache)
+    return open_data(cache, w), stats
+
+
+def _copy_rows(files: list[Path], w: dict[str, float], tmp: Path, cache: Path, stats: dict[str, int],
+               missing: list[str]) -> tuple[int, Path] | None:
+    """Check each part and copy the rows of problems of weight > 0 into the Arrow file `tmp` (a
+    failure to write it is named by `cache`, what the user knows); problems `w` lacks go to
+    `missing`. Returns the artifact's k and the part it was first seen in."""
     columns = ["problem_id", "sample_index", "prompt_token_ids", "token_ids", "topk_ids", "topk_logprobs", "tail_logprob"]
     drawn = ["sample_ids", "sample_logmass", "entropy"]  # version 2; a version-1 part has none (top-k)
-    tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}")
-    keep_w = pa.array([k for k, v in w.items() if v > 0], pa.string())
-    missing: list[str] = []
-    k: tuple[int, Path] | None = None  # the artifact's k, and the part it was first seen in
-    with pa.OSFile(str(tmp), "wb") as sink:
+    keep_w = pa.array([p for p, v in w.items() if v > 0], pa.string())
+    k: tuple[int, Path] | None = None
+    with schemas.outputs.writing(cache):
+        sink = pa.OSFile(str(tmp), "wb")
+    with sink:
         writer = None
         for f in files:
             part = pq.ParquetFile(f)  # one footer read: which version-2 columns it has, then its rows
             t = _with_draws(part.read(columns=columns + [c for c in drawn if c in part.schema_arrow.names]))
-            try:
-                _check_aligned(t, f)
-                k = _check_values(t, f, k)
-                stats["draws"] = max(stats["draws"], _check_draws(t, f))
-            except InputError:
-                tmp.unlink(missing_ok=True)
-                raise
+            _check_aligned(t, f)
+            k = _check_values(t, f, k)
+            stats["draws"] = max(stats["draws"], _check_draws(t, f))
             stats["sequences"] += t.num_rows
             ids = t["problem_id"]
             known = pc.is_in(ids, value_set=pa.array(list(w), pa.string()))
             if not pc.all(known).as_py():
                 missing += pc.filter(ids, pc.invert(known)).to_pylist()
-            mask = pc.is_in(ids, value_set=keep_w)
-            kept = t.filter(mask)
+            kept = t.filter(pc.is_in(ids, value_set=keep_w))
             stats["skipped_zero_weight"] += t.num_rows - kept.num_rows
-            if writer is None:
-                writer = pa.ipc.new_file(sink, kept.schema)
-            writer.write_table(kept)
-        if writer is not None:
-            writer.close()
-    stats["missing_weight"] = len(missing)
-    stats["top_k"] = k[0] if k is not None else 0
-    stats["representation"] = representation(stats["top_k"], stats["draws"])
-    if missing:
-        tmp.unlink(missing_ok=True)
-        raise InputError(
-            f"--weights {weights.path}: no weight for {len(set(missing))} problem(s) in --teacher-logits "
-            f"({', '.join(repr(x) for x in sorted(set(missing))[:5])}); the weights were computed from "
-            f"other scores than these teacher logits: rerun paced weight on the matching scores"
-        )
-    os.replace(tmp, cache)
-    return open_data(cache, w), stats
+            with schemas.outputs.writing(cache):
+                if writer is None:
+                    writer = pa.ipc.new_file(sink, kept.schema)
+                writer.write_table(kept)
+        with schemas.outputs.writing(cache):
+            if writer is not None:
+                writer.close()
+    return k
 
 
 def representation(k: int, draws: int) -> str:
