@@ -212,13 +212,26 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_re
             use_safetensors=True,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as e:  # damaged or mismatched files, unknown architecture
-        first = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
-        raise InputError(
-            f"model {name}: transformers could not load it ({type(e).__name__}: {first}); check that its "
-            f"config.json matches its weights (model.safetensors) and names an architecture this "
-            f"transformers knows"
-        ) from e
+        raise InputError(f"model {name}: transformers could not load it ({_load_failure(e)})") from e
     return model.to(device).eval()
+
+
+def _load_failure(e: Exception) -> str:
+    """What went wrong loading a model, and the fix, from transformers' error."""
+    import transformers
+
+    text = str(e).strip()
+    first = text.splitlines()[0][:400] if text else ""
+    low = text.lower()
+    if "trust_remote_code" in low:
+        fix = "it ships its own code: pass --trust-remote-code if you trust it"
+    elif "size mismatch" in low or "shape" in low or "mismatched_sizes" in low:
+        fix = "its config.json does not match its weights (model.safetensors): restore the config it was saved with"
+    elif "model type" in low or "architecture" in low:
+        fix = f"transformers {transformers.__version__} does not know its architecture: upgrade transformers, or check config.json"
+    else:
+        fix = "its files may be damaged or incomplete: download or save it again"
+    return f"{type(e).__name__}: {first}; {fix}"
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:

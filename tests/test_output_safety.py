@@ -764,7 +764,7 @@ def test_a_model_that_does_not_load_or_a_tracker_that_does_not_start_blocks_no_r
     dist = ["distill", "--student", broken, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
             "--max-steps", "1", "--batch-size", "2", "--out", work / "d"]
     for args in (roll, dist):
-        refused(args, work, f"model {broken}", "config.json matches its weights")
+        refused(args, work, f"model {broken}", "config.json does not match its weights")
     assert not any(work.iterdir())
     shutil.copy(Path(student_dir) / "config.json", broken / "config.json")
     for args in (roll, dist):
