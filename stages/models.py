@@ -212,6 +212,8 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_re
             use_safetensors=True,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as e:  # damaged or mismatched files, unknown architecture
+        if any(s in str(e).lower() for s in ("out of memory", "can't allocate", "cannot allocate")):
+            raise  # the machine's limit, not the model's files
         raise InputError(f"model {name}: transformers could not load it ({_load_failure(e)})") from e
     return model.to(device).eval()
 
