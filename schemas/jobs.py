@@ -464,9 +464,11 @@ class Job:
                 self.dir.parent.rmdir()
 
     def untouched(self) -> bool:
-        """Whether the job has done no work yet: no part, no folder (checkpoints, exports, logs)."""
+        """Whether the job has done no work yet: no part, no folder (checkpoints, exports, logs),
+        no file it recorded as its own (distill's model, moved in before its manifest)."""
+        recorded = outputs.recorded_files(self.dir)
         with os.scandir(self.dir) as it:
-            return not any(outputs.PART.fullmatch(e.name) or (e.is_dir() and not e.name.startswith("."))
+            return not any(outputs.PART.fullmatch(e.name) or (e.is_dir() and not e.name.startswith(".")) or e.name in recorded
                            for e in it)
 
 

@@ -236,7 +236,7 @@ _MODEL_FILES = re.compile(
     r"|chat_template\.(jinja|json)|tokenizer\.model|train_log\.parquet"
 )
 STEP = re.compile(r"step-\d+")  # a checkpoint in checkpoints/, or an exported model in a job directory
-STEP_TEMP = re.compile(r"\.step-\d+\.tmp-\d+")  # a checkpoint being written (by process PID)
+STEP_TEMP = re.compile(r"\.step-\d+\.tmp-(\d+|launch)")  # a checkpoint being written (by process PID, or under a launcher)
 _INSIDE = {
     "checkpoints": (re.compile(f"{STEP.pattern}|{STEP_TEMP.pattern}"), _ANY),
     "tensorboard": (re.compile(r"events\.out\.tfevents\..+"), None),
@@ -572,17 +572,23 @@ def writing(path: str | os.PathLike):
     """A failure to write, raised as an OSError that names `path` (what the user sees: the output,
     not its temporary) with its cause: an OSError without a name (pyarrow's), or safetensors'
     SafetensorError, which carries the system's code only in its text ("File too large (os error
-    27)", or "IoError(Os { code: 28" in other versions)."""
+    27)", or "IoError(Os { code: 28" in other versions); or an error raised while handling one
+    (torch.save into a Python file raises a RuntimeError from the OSError of the file's write)."""
     try:
         yield
     except OSError as e:
         raise OSError(e.errno, e.strerror or str(e), str(path)) from e
     except Exception as e:
         m = re.search(r"\(os error (\d+)\)|\bOs \{ code: (\d+)", str(e))
-        if type(e).__name__ != "SafetensorError" or m is None:
+        if type(e).__name__ == "SafetensorError" and m is not None:
+            code = int(m.group(1) or m.group(2))
+            raise OSError(code, os.strerror(code), str(path)) from e
+        cause = e.__cause__ or e.__context__
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
             raise
-        code = int(m.group(1) or m.group(2))
-        raise OSError(code, os.strerror(code), str(path)) from e
+        raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from e
 
 
 def save_figure(fig, path: Path, kind: str, key: str, *, overwrite: bool, dpi: int = 110) -> None:

@@ -227,6 +227,12 @@ def _load_failure(e: Exception) -> str:
     low = text.lower()
     if "trust_remote_code" in low:
         fix = "it ships its own code: pass --trust-remote-code if you trust it"
+    elif "does not appear to have a file named" in low and "safetensors" in low:
+        fix = ("it has no safetensors weights here (paced loads only those): download them, or convert pickle weights "
+               "with `model.save_pretrained(dir, safe_serialization=True)`")
+    elif "connect" in low or "offline" in low or ("resolve" in low and "huggingface" in low):
+        fix = ("it is neither a local directory nor in the local hub cache, and the hub cannot be reached: download it "
+               "first or give its directory")
     elif "size mismatch" in low or "shape" in low or "mismatched_sizes" in low:
         fix = "its config.json does not match its weights (model.safetensors): restore the config it was saved with"
     elif "model type" in low or "architecture" in low:

@@ -46,6 +46,7 @@ import math
 import os
 import random
 import re
+import socket
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -130,14 +131,19 @@ class SnrConfig:
             raise InputError("\n".join(p))
 
 
+_HOST = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())  # in a copy's name: whose process wrote it
+
+
 def _remove_dead_caches(out: Path) -> None:
-    """Delete the copies of the rows (`.OUT.data-PID.arrow`, and its `.tmp-PID`) that runs for
-    `out` killed before they could (kill -9, a lost machine) left beside it: their process is
-    gone. Another live run's, and any other name, are kept."""
-    pattern = re.compile(rf"\.{re.escape(out.name)}\.data-(\d+)\.arrow(\.tmp-\d+)?")
+    """Delete the copies of the rows (`.OUT.data-HOST-PID.arrow`, and its `.tmp-PID`) that runs
+    for `out` on this machine left beside it when killed (kill -9): their process is gone. Another
+    machine's (a shared file system), a live run's, and any other name are kept; a copy named
+    without its host (an earlier paced's, `.OUT.data-PID.arrow`) is taken for this machine's."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.data-(?:(.+)-)?(\d+)\.arrow(\.tmp-\d+)?")
     for p in out.parent.glob(f".{glob.escape(out.name)}.data-*.arrow*"):
         m = pattern.fullmatch(p.name)
-        if m and p.is_file() and not p.is_symlink() and not schemas.jobs.process_alive(int(m.group(1))):
+        if (m and m.group(1) in (None, _HOST) and p.is_file() and not p.is_symlink()
+                and not schemas.jobs.process_alive(int(m.group(2)))):
             p.unlink(missing_ok=True)
 
 
@@ -563,7 +569,7 @@ def run(config: SnrConfig, command: str | None = None) -> Path:
         weight=pl.col("problem_id").is_in(chosen).cast(pl.Float64)))
     # In bin order, so the pooled estimator holds one bin's running mean at a time.
     order = sorted(chosen, key=lambda k: (bin_of(rates[k], config.bins), k))
-    cache = Path(config.out).with_name(f".{Path(config.out).name}.data-{os.getpid()}.arrow")
+    cache = Path(config.out).with_name(f".{Path(config.out).name}.data-{_HOST}-{os.getpid()}.arrow")
     _remove_dead_caches(Path(config.out))
     try:
         data, loaded = train_data.load_data(Path(config.teacher_logits), mask, cache)

@@ -842,11 +842,16 @@ def test_a_full_disk_exits_2_naming_the_path_and_leaves_nothing_behind(world, tm
 
 def test_snr_removes_the_row_copies_runs_killed_before_it_left(world, tmp_path, student_dir):
     """A killed snr leaves its hidden copy of the rows beside --out (GBs on real data); the next
-    snr for that --out deletes those of dead processes and keeps a live run's and the user's."""
+    snr for that --out deletes those of this machine's dead processes and keeps a live run's,
+    another machine's and the user's."""
     live = subprocess.Popen(["sleep", "120"])
     try:
-        names = [".s.parquet.data-999999.arrow", ".s.parquet.data-999999.arrow.tmp-999999",
-                 f".s.parquet.data-{live.pid}.arrow", ".s.parquet.data-mine.arrow", ".t.parquet.data-999999.arrow"]
+        from stages.snr import _HOST
+
+        names = [".s.parquet.data-999999.arrow", f".s.parquet.data-{_HOST}-999999.arrow.tmp-999999",  # dead: removed
+                 f".s.parquet.data-{live.pid}.arrow", f".s.parquet.data-{_HOST}-{live.pid}.arrow",  # alive
+                 ".s.parquet.data-other-host-999999.arrow",  # another machine's (a shared file system)
+                 ".s.parquet.data-mine.arrow", ".t.parquet.data-999999.arrow"]
         for n in names:
             (tmp_path / n).write_text("x")
         r = paced("snr", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
@@ -868,3 +873,55 @@ def test_another_commands_job_under_the_replacement_name_is_kept(world, tmp_path
     shutil.copytree(world / "scores", tmp_path / ".rollouts.replacing")
     refused([*roll, "--out", tmp_path / "rollouts", "--seed", "9", "--overwrite"], tmp_path, ".rollouts.replacing",
             "'scores'")
+
+
+def test_a_failure_after_distill_moved_its_model_in_keeps_the_model(world, tmp_path, student_dir, monkeypatch):
+    """A run of fewer steps than --save-steps has no checkpoint; a failure between moving its
+    final model in and writing its manifest (a full disk for train_log.parquet) must not take
+    the model with the abandoned job: the model files it recorded are work done."""
+    import errno
+
+    import schemas.io
+
+    real = schemas.io.write_file
+
+    def full_for_the_log(path, *a, **k):
+        if Path(path).name == "train_log.parquet" and ".tmp-" not in str(Path(path).parent.name):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(schemas.io, "write_file", full_for_the_log)
+    monkeypatch.setattr(schemas, "write_file", full_for_the_log)
+    out = tmp_path / "g"
+    r = paced("distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+              "--max-steps", "1", "--batch-size", "2", "--out", out)
+    assert r.exit_code == 2 and "No space left" in r.stderr, r.stderr
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+
+
+def test_a_launchers_checkpoint_temporary_is_paceds(world, tmp_path, student_dir):
+    """`checkpoints/.step-N.tmp-launch` (FSDP/DeepSpeed's checkpoint being written) is paced's:
+    --overwrite of the run is not refused for it, and it goes with the run."""
+    base = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--max-steps", "2", "--batch-size", "2", "--out", tmp_path / "d"]
+    assert paced(*base, "--save-steps", "1").exit_code == 0
+    ck = tmp_path / "d" / "checkpoints" / ".step-2.tmp-launch" / "accelerate"
+    ck.mkdir(parents=True)
+    from schemas import outputs
+
+    assert outputs.foreign_inside(tmp_path / "d" / "checkpoints") == []
+    r = paced(*base, "--lr", "2e-3", "--overwrite")
+    assert r.exit_code == 0, r.stderr
+    assert not (tmp_path / "d" / "checkpoints").exists()
+
+
+def test_a_full_disk_in_a_checkpoints_optimizer_state_exits_2(world, tmp_path, student_dir):
+    """torch.save reports a failed write as a RuntimeError without a code: exit 2 naming the
+    checkpoint, no half-written checkpoint left (it was a traceback)."""
+    dist = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
+            "--max-steps", "3", "--batch-size", "2", "--save-steps", "1", "--out", tmp_path / "d"]
+    r = _limited(dist, 700 * 1024, tmp_path)  # the model file (538 kB) fits, its optimizer state does not
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"cannot write {tmp_path}/d/checkpoints/step-1" in " ".join(r.stderr.split()), r.stderr
+    ck = tmp_path / "d" / "checkpoints"
+    assert not ck.exists() or not any(ck.iterdir())

@@ -78,10 +78,15 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, log: list
     tmp = d / f".step-{step}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    with schemas.outputs.writing(d / f"step-{step}"):
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optim.pt")
-        finish_checkpoint(out, tmp, step, log, rng_ranks, keep)
+    try:
+        with schemas.outputs.writing(d / f"step-{step}"):
+            save_model(model, str(tmp / "model.safetensors"))
+            with open(tmp / "optim.pt", "wb") as f:  # a Python file: a failed write surfaces as its OSError
+                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, f)
+            finish_checkpoint(out, tmp, step, log, rng_ranks, keep)
+    except BaseException:  # a full disk, Ctrl-C: no half-written checkpoint left
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def finish_checkpoint(out: Path, tmp: Path, step: int, log: list[dict], rng_ranks: list[dict] | None, keep: int,
@@ -90,7 +95,8 @@ def finish_checkpoint(out: Path, tmp: Path, step: int, log: list[dict], rng_rank
     import torch
 
     rng = rng_state() if rng_ranks is None else dict(rng_ranks[0], ranks=rng_ranks)
-    torch.save(rng, tmp / "rng.pt")
+    with open(tmp / "rng.pt", "wb") as f:
+        torch.save(rng, f)
     pl.DataFrame(log, schema=log_schema()).write_parquet(tmp / "train_log.parquet")
     state = {"step": step} if fmt is None else {"step": step, "format": fmt}
     state["files"] = sorted(os.listdir(tmp))  # what it holds: a file of the user's put in it is kept
