@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 
 from schemas import InputError
-from schemas.jobs import abandoned_if_refused
+from schemas.jobs import abandoned_on_failure
 from stages.common import console
 
 C = TypeVar("C")
@@ -59,7 +59,7 @@ def run_stage(make_config: Callable[[], C], run: Callable[..., Path], ctx: typer
     command = command_line(ctx)
     try:
         config = make_config()
-        with abandoned_if_refused():  # a run refused mid-job leaves a new or empty --out as it was
+        with abandoned_on_failure():  # a run refused or failed mid-job leaves a new or empty --out as it was
             out = run(config, command)
     except InputError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)

@@ -472,13 +472,13 @@ class Job:
                            for e in it)
 
 
-# Jobs this process started and has not finished: a run refused after it started (exit 2, bad
-# input found mid-job) abandons those it began in a new or empty directory (`abandoned_if_refused`).
+# Jobs this process started and has not finished: a run refused or failed after it started abandons
+# those it began in a new or empty directory while they did no work (`abandoned_on_failure`).
 _STARTED: set[Job] = set()
 
 
 @contextlib.contextmanager
-def abandoned_if_refused():
+def abandoned_on_failure():
     """Run a command so that, if it is refused (InputError) or fails (any other error, e.g. a
     model that does not load) after a job began in a new or empty directory, that job is
     abandoned: the corrected command is not refused for "other options" or as unfinished. Work

@@ -156,7 +156,7 @@ def device_problems(device: str) -> list[str]:
     if m is None or (m.group(2) is not None and m.group(1) != "cuda"):
         return [f"--device {device}: use auto, cpu, cuda or cuda:N"]
     kind, index = m.group(1), m.group(2)
-    if kind == "mps" and not (torch.backends.mps.is_available()):
+    if kind == "mps" and not torch.backends.mps.is_available():
         return [f"--device {device}: this torch ({torch.__version__}) has no usable MPS device here; use --device cpu or auto"]
     if kind == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
