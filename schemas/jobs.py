@@ -74,8 +74,8 @@ def _lock_holder(d: Path) -> dict[str, Any] | None:
 def _writer_alive(tmp: Path) -> bool:
     """Whether the temporary file `tmp` (`.NAME.tmp-PID...`) belongs to another live process
     on this machine: one that is about to take the lock or rename it into place."""
-    m = re.match(r"\..+\.tmp-(\d+)", tmp.name)
-    return m is not None and process_alive(int(m.group(1)))
+    pid = outputs.temp_writer(tmp.name)
+    return pid is not None and process_alive(pid)
 
 
 def process_alive(pid: int) -> bool:
@@ -370,7 +370,7 @@ class Job:
     def _lock(self) -> None:
         """Take the job's lock (atomically); a lock left by a dead process is taken over."""
         lock = self.dir / LOCK_FILE
-        tmp = self.dir / f".{LOCK_FILE}.tmp-{os.getpid()}"
+        tmp = outputs.temp_path(self.dir / LOCK_FILE)
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         pq.write_table(record_table(me, self.schema), tmp)

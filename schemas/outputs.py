@@ -44,6 +44,21 @@ PART = re.compile(r"part-\d{5}\.parquet")
 # The hidden temporary name a writer gives what it writes (`.NAME.tmp-PID`, `.NAME.tmp-PID.png`,
 # `.NAME.tmp-launch`; a cache `.NAME` as `.NAME.tmp-PID`): paced's only where NAME is.
 _TEMP = re.compile(r"(\..+)\.tmp-(\d+|launch)(\.png)?")
+
+
+def temp_path(path: Path, writer: int | str | None = None, suffix: str = "") -> Path:
+    """Where `path` is written before it is renamed into place: `.NAME.tmp-PID` beside it (this
+    process's PID, or `writer`: "launch" for what a launcher's ranks write together), `suffix`
+    after (".png", so image writers know the format); a hidden NAME keeps its one dot."""
+    name = path.name.removeprefix(".")
+    return path.with_name(f".{name}.tmp-{os.getpid() if writer is None else writer}{suffix}")
+
+
+def temp_writer(name: str) -> int | None:
+    """The PID of the process writing temporary `name` (`temp_path`), None if it is not one or
+    was written under a launcher."""
+    m = _TEMP.fullmatch(name)
+    return int(m.group(2)) if m is not None and m.group(2).isdigit() else None
 # distill's model written aside before it is renamed into place (`.final.tmp-PID`).
 _STAGED = {"final"}
 # The key of a single-file artifact (Parquet key-value metadata, PNG text chunk): the options
@@ -601,7 +616,7 @@ def save_figure(fig, path: Path, kind: str, key: str, *, overwrite: bool, dpi: i
 
     from schemas.io import paced_version
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    tmp = temp_path(path, suffix=".png")
     try:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": f"paced {paced_version()}", META_KIND: kind, META_KEY: key})

@@ -433,7 +433,7 @@ def _finish(config: DistillConfig, r: _Run) -> Path:
     """The final model, loadable by transformers and vLLM, written aside and recorded as the
     job's own before it is moved in (so --overwrite may remove it later); the manifest last."""
     out, work, launch, data, log = Path(config.out), r.job.dir, r.launch, r.data, r.log
-    final = work / f".final.tmp-{os.getpid()}"
+    final = schemas.outputs.temp_path(work / "final")
     if r.main:
         shutil.rmtree(final, ignore_errors=True)
         final.mkdir()

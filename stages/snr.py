@@ -134,6 +134,12 @@ class SnrConfig:
 _HOST = re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname())  # in a copy's name: whose process wrote it
 
 
+def _row_copy(out: Path) -> Path:
+    """This run's copy of the rows it measures, beside `out`: `.OUT.data-HOST-PID.arrow` (the
+    name `_remove_dead_caches` reads back)."""
+    return out.with_name(f".{out.name}.data-{_HOST}-{os.getpid()}.arrow")
+
+
 def _remove_dead_caches(out: Path) -> None:
     """Delete the copies of the rows (`.OUT.data-HOST-PID.arrow`, and its `.tmp-PID`) that runs
     for `out` on this machine left beside it when killed (kill -9): their process is gone. Another
@@ -569,7 +575,7 @@ def run(config: SnrConfig, command: str | None = None) -> Path:
         weight=pl.col("problem_id").is_in(chosen).cast(pl.Float64)))
     # In bin order, so the pooled estimator holds one bin's running mean at a time.
     order = sorted(chosen, key=lambda k: (bin_of(rates[k], config.bins), k))
-    cache = Path(config.out).with_name(f".{Path(config.out).name}.data-{_HOST}-{os.getpid()}.arrow")
+    cache = _row_copy(Path(config.out))
     _remove_dead_caches(Path(config.out))
     try:
         data, loaded = train_data.load_data(Path(config.teacher_logits), mask, cache)

@@ -126,6 +126,32 @@ def test_a_users_hidden_tmp_named_entry_is_not_taken_for_a_paced_temporary(world
     assert (out / ".mydata.tmp-999999" / "a.txt").read_text() == "mine" and (out / ".notes.tmp-999998").exists()
 
 
+def test_every_writers_temporary_name_is_one_the_sweep_knows(tmp_path):
+    """The temporaries paced's writers make (`outputs.temp_path`: a part, the lock, a plot, a
+    checkpoint, distill's staged model, a launcher's checkpoint, a hidden cache) are the names
+    `paced_temp` takes for paced's and `temp_writer` reads the writer's PID back from."""
+    import os
+    from schemas import outputs
+
+    pid = os.getpid()
+    names = {
+        outputs.temp_path(tmp_path / "part-00003.parquet"): (f".part-00003.parquet.tmp-{pid}", pid),
+        outputs.temp_path(tmp_path / outputs.LOCK_FILE): (f".{outputs.LOCK_FILE}.tmp-{pid}", pid),
+        outputs.temp_path(tmp_path / "step-4"): (f".step-4.tmp-{pid}", pid),
+        outputs.temp_path(tmp_path / "final"): (f".final.tmp-{pid}", pid),
+        outputs.temp_path(tmp_path / "step-4", writer="launch"): (".step-4.tmp-launch", None),
+        outputs.temp_path(tmp_path / "w.png", suffix=".png"): (f".w.png.tmp-{pid}.png", pid),
+        outputs.temp_path(tmp_path / ".train_data.arrow"): (f".train_data.arrow.tmp-{pid}", pid),
+    }
+    for path, (name, writer) in names.items():
+        assert path.name == name and path.parent == tmp_path
+        assert outputs.temp_writer(name) == writer
+    mine = {"w.png"}
+    assert all(outputs.paced_temp(path.name, mine) for path in names if not path.name.startswith(".train_data"))
+    assert outputs.paced_temp(f".train_data.arrow.tmp-{pid}", {".train_data.arrow"})
+    assert outputs.temp_writer(".notes.txt") is None and outputs.temp_writer(".a.tmp-12x") is None
+
+
 def test_overwrite_replaces_a_paced_job_and_keeps_nothing_of_the_old(world, tmp_path, student_dir):
     out = tmp_path / "r"
     base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]

@@ -36,7 +36,7 @@ def export_model(job: schemas.Job, step: int, model, tokenizer, log: list[dict],
     can start from a budget of a longer run): written aside, recorded as the job's own, renamed
     into place (a resumed run writes the same one again)."""
     name = f"step-{step}"
-    tmp = job.dir / f".{name}.tmp-{os.getpid()}"
+    tmp = schemas.outputs.temp_path(job.dir / name)
     shutil.rmtree(tmp, ignore_errors=True)
     with schemas.outputs.writing(job.dir / name):  # a full disk: exit 2 naming it (safetensors' own error otherwise)
         model.save_pretrained(tmp, safe_serialization=True)
@@ -75,7 +75,7 @@ def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, log: list
 
     d = out / CHECKPOINTS
     d.mkdir(exist_ok=True)
-    tmp = d / f".step-{step}.tmp-{os.getpid()}"
+    tmp = schemas.outputs.temp_path(d / f"step-{step}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

@@ -56,7 +56,7 @@ def load_data(tl: Path, weights: schemas.Artifact, cache: Path) -> tuple[TrainDa
     w = dict(zip(weights.frame["problem_id"].to_list(), weights.frame["weight"].to_list()))
     files, _ = schemas.io.artifact_files(Path(tl), "--teacher-logits")
     stats = {"sequences": 0, "skipped_zero_weight": 0, "missing_weight": 0, "draws": 0}
-    tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}")
+    tmp = schemas.outputs.temp_path(cache)
     missing: list[str] = []
     try:  # nothing of the copy is left when it fails: a bad part, a full disk, Ctrl-C
         k = _copy_rows(files, w, tmp, cache, stats, missing)

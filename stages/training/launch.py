@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import schemas
 from schemas import InputError
 from stages.common import console
 from stages.training import checkpoints
@@ -158,7 +159,7 @@ class Launch:
             return
         import torch
 
-        tmp = out / checkpoints.CHECKPOINTS / f".step-{step}.tmp-launch"
+        tmp = schemas.outputs.temp_path(out / checkpoints.CHECKPOINTS / f"step-{step}", writer="launch")
         if self.main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
