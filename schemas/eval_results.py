@@ -45,7 +45,7 @@ SUMMARY = ArtifactSchema(
         Column("accuracy_std", pa.float64(), "Population std over sample indices of that accuracy (0 for one sample)."),
         Column("k", pa.int32(), "k of pass@k and maj@k (--at-k, default --samples)."),
         Column("pass_at_k", pa.float64(), "Mean over problems of the unbiased pass@k estimate 1 - C(n-c, k) / C(n, k) from c correct of n responses (Chen et al. 2021).", nullable=True),
-        Column("maj_at_k", pa.float64(), "Share of problems whose majority answer over responses 0..k-1 is correct: votes by extracted answer (responses without one do not vote; none at all counts as wrong), ties to the answer given first; null when the verifier extracts no answers (module:function).", nullable=True),
+        Column("maj_at_k", pa.float64(), "Share of problems whose majority answer over responses 0..k-1 is correct: votes by answer, equal answers (as the verifier judges: math-verify's equality for math) voting together (responses without one do not vote; none at all counts as wrong), ties to the answer given first; null when the verifier extracts no answers (module:function).", nullable=True),
         Column("retain", pa.bool_(), "Whether the benchmark is a retention set (--retain)."),
         Column("baseline_accuracy", pa.float64(), "The baseline's accuracy_mean (with --baseline).", nullable=True),
         Column("gain", pa.float64(), "accuracy_mean - baseline_accuracy, a fraction like both (0.05 is 5 accuracy points; the console shows points) (with --baseline).", nullable=True),

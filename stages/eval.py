@@ -17,8 +17,9 @@ Accuracy is reported as the paper does (8 samples per problem): the accuracy of 
 index over the benchmark's problems, then the mean and the population std over sample
 indices. Beside it, at k = --at-k (default --samples): pass@k, the unbiased estimator of
 Chen et al. 2021 (1 - C(n-c, k) / C(n, k) per problem with c of n responses correct, averaged),
-and maj@k, majority voting over the extracted answers of responses 0..k-1 (ties to the answer
-given first). With --baseline (another eval's --out): gain = accuracy - baseline accuracy, the
+and maj@k, majority voting over the answers of responses 0..k-1, equal answers voting together
+as the verifier judges them (`\\frac{1}{2}` and `0.5` are one answer for `math`; ties to the
+answer given first). With --baseline (another eval's --out): gain = accuracy - baseline accuracy, the
 same for pass@k and maj@k (the baseline's measured from its responses at the same k), and
 for --retain benchmarks (sets the distillation must not damage) the relative forgetting
 (baseline - accuracy) / baseline * 100.
@@ -30,6 +31,7 @@ import contextlib
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import polars as pl
 from rich import box
@@ -240,7 +242,60 @@ def read_baseline(path: Path) -> schemas.Artifact:
 # Summary
 
 
-def benchmark_metrics(results: pl.DataFrame, k: int) -> pl.DataFrame:
+# Judges pairs of extracted answers: is each pair one answer (verifiers.SameAnswer)?
+SameFn = Callable[[Sequence[tuple[str, str]]], list[bool]]
+
+
+def majority(results: pl.DataFrame, k: int, same: SameFn | None = None) -> pl.DataFrame:
+    """maj@k's verdict per problem (benchmark, problem_id, maj): whether the answer most of its
+    responses 0..k-1 give is correct (self-consistency, Wang et al. 2023).
+
+    Votes go to answers, not strings: responses whose extracted answers `same` judges one answer
+    vote together (None: equal strings only). Every correct response's answer is the reference's,
+    so they are one answer; wrong answers are grouped greedily in the order given, each joining
+    the first group whose first answer it equals. Responses without an answer do not vote, a
+    problem without any is wrong, ties go to the answer given first, and a string's verdict is
+    that of its first response. Only the problems whose verdict the grouping can change are
+    judged pair by pair (a correct answer with more votes than all wrong ones wins as it is).
+    """
+    votes = (results.filter((pl.col("sample_index") < k) & pl.col("extracted").is_not_null())
+             .sort("benchmark", "problem_id", "sample_index"))
+    problems: dict[tuple[str, str], dict[str, list]] = {}
+    for bench, pid, index, answer, correct in votes.select(
+            "benchmark", "problem_id", "sample_index", "extracted", "correct").iter_rows():
+        entry = problems.setdefault((bench, pid), {}).setdefault(answer, [0, index, bool(correct)])
+        entry[0] += 1  # votes; the first response's index and verdict stay
+    wrong_of = {key: [(a, v, first) for a, (v, first, right) in answers.items() if not right]
+                for key, answers in problems.items()}
+    right_of = {key: (sum(v for v, _, right in answers.values() if right),  # votes, first index
+                      min((first for _, first, right in answers.values() if right), default=None))
+                for key, answers in problems.items()}
+    # The problems whose verdict grouping the wrong answers can change (a dict: in order): two
+    # wrong strings or more, and the right votes at least the largest wrong string's and at most
+    # all wrong votes together.
+    open_ = {key: None for key, wrong in wrong_of.items()
+             if len(wrong) > 1 and max(v for _, v, _ in wrong) <= right_of[key][0] <= sum(v for _, v, _ in wrong)}
+    pairs = [(wrong_of[key][i][0], wrong_of[key][j][0]) for key in open_
+             for i in range(len(wrong_of[key])) for j in range(i + 1, len(wrong_of[key]))]
+    verdicts = dict(zip(pairs, same(pairs) if same is not None and pairs else [a == b for a, b in pairs]))
+    rows = []
+    for key, wrong in wrong_of.items():
+        groups: list[list] = []  # [first answer, votes, first index]
+        for answer, v, first in wrong:
+            home = next((g for g in groups if verdicts[(g[0], answer)]), None) if key in open_ else None
+            if home is None:
+                groups.append([answer, v, first])
+            else:
+                home[1] += v
+                home[2] = min(home[2], first)
+        right_votes, right_first = right_of[key]
+        best_wrong = max(((g[1], -g[2]) for g in groups), default=(0, 0))
+        rows.append((*key, right_votes > 0 and (right_votes, -right_first) > best_wrong))
+    return pl.DataFrame(rows, schema={"benchmark": pl.String, "problem_id": pl.String, "maj": pl.Boolean},
+                        orient="row")
+
+
+def benchmark_metrics(results: pl.DataFrame, k: int, same: SameFn | None = None) -> pl.DataFrame:
     """Per benchmark: problems, samples, accuracy mean and std over sample indices, pass@k, maj@k.
 
     `results` needs problem_id, sample_index, benchmark and correct, and `extracted` for maj@k
@@ -249,10 +304,8 @@ def benchmark_metrics(results: pl.DataFrame, k: int) -> pl.DataFrame:
     problems whose response s is correct; accuracy_mean and accuracy_std (ddof=0) are over
     those per-index accuracies. pass@k is the mean over problems of Chen et al.'s unbiased
     estimate from c correct of n responses (stats.pass_at_k); maj@k the share of problems whose
-    most frequent extracted answer among responses 0..k-1 is correct (responses without an
-    answer do not vote, a problem without any counts as wrong, ties go to the answer given
-    first; an answer's verdict is that of its first response). Both are null for a benchmark
-    with a problem of fewer than k responses.
+    majority answer among responses 0..k-1 is correct (`majority`; `same` judges which answers
+    are one). Both are null for a benchmark with a problem of fewer than k responses.
     """
     per_index = results.group_by("benchmark", "sample_index", maintain_order=True).agg(
         acc=pl.col("correct").cast(pl.Float64).mean(),
@@ -269,16 +322,8 @@ def benchmark_metrics(results: pl.DataFrame, k: int) -> pl.DataFrame:
                              for n, c in per_problem.select("n", "c").iter_rows()], dtype=pl.Float64),
     )
     if "extracted" in results.columns and results["extracted"].null_count() < results.height:
-        winners = (
-            results.filter((pl.col("sample_index") < k) & pl.col("extracted").is_not_null())
-            .group_by("benchmark", "problem_id", "extracted")
-            .agg(votes=pl.len(), first=pl.col("sample_index").min(),
-                 right=pl.col("correct").sort_by("sample_index").first())
-            .sort("votes", "first", descending=[True, False])
-            .group_by("benchmark", "problem_id", maintain_order=True)
-            .agg(maj=pl.col("right").first())
-        )
-        per_problem = per_problem.join(winners, on=["benchmark", "problem_id"], how="left", maintain_order="left")
+        per_problem = per_problem.join(majority(results, k, same), on=["benchmark", "problem_id"], how="left",
+                                       maintain_order="left")
         per_problem = per_problem.with_columns(maj=pl.col("maj").fill_null(False).cast(pl.Float64))
     else:
         per_problem = per_problem.with_columns(maj=pl.lit(None, pl.Float64))
@@ -294,13 +339,14 @@ def benchmark_metrics(results: pl.DataFrame, k: int) -> pl.DataFrame:
     )
 
 
-def summarize(results: pl.DataFrame, retain: set[str], baseline: pl.DataFrame | None, model: str, k: int) -> pl.DataFrame:
+def summarize(results: pl.DataFrame, retain: set[str], baseline: pl.DataFrame | None, model: str, k: int,
+              same: SameFn | None = None) -> pl.DataFrame:
     """One row per benchmark, in the EVAL_SUMMARY columns, from per-response results
     (benchmark_metrics at k). `baseline`: another eval's per-response results, measured at the
     same k; benchmarks it lacks get nulls. Forgetting is only for `retain` benchmarks, and null
-    where the baseline accuracy is 0.
+    where the baseline accuracy is 0. `same`: which extracted answers are one (maj@k).
     """
-    summary = benchmark_metrics(results, k).with_columns(
+    summary = benchmark_metrics(results, k, same).with_columns(
         model=pl.lit(model, pl.String),
         retain=pl.col("benchmark").is_in(sorted(retain)),
     )
@@ -308,7 +354,7 @@ def summarize(results: pl.DataFrame, retain: set[str], baseline: pl.DataFrame | 
     if baseline is None:
         summary = summary.with_columns(pl.lit(None, pl.Float64).alias(b) for b in names.values())
     else:
-        base = benchmark_metrics(baseline, k).select("benchmark", *(pl.col(a).alias(b) for a, b in names.items()))
+        base = benchmark_metrics(baseline, k, same).select("benchmark", *(pl.col(a).alias(b) for a, b in names.items()))
         summary = summary.join(base, on="benchmark", how="left", maintain_order="left")
     base = pl.col("baseline_accuracy")
     summary = summary.with_columns(
@@ -353,7 +399,7 @@ def print_summary(summary: pl.DataFrame, with_baseline: bool, footer: str) -> No
         table.add_row(*row)
     console.print(table)
     notes = [f"accuracy: % correct, mean ± std over sample indices; pass@{k}: unbiased estimate (Chen et al. 2021); "
-             f"maj@{k}: majority vote over the extracted answers of the first {k} responses"]
+             f"maj@{k}: majority vote over the answers of the first {k} responses (equal answers, as the verifier judges, vote together)"]
     if with_baseline:
         notes.append("second line: gain over the baseline (measured from its responses at the same k), in percentage points")
     if summary["retain"].any():
@@ -447,10 +493,11 @@ def _evaluate(
                           f"{', '.join(waiting)} are done too (by the last to finish)")
             return config.out
     results = schemas.read(config.out / RESULTS_DIR, schemas.EVAL_RESULTS, option="--out")
-    summary = summarize(
-        results.frame, set(config.retain), baseline.frame if baseline is not None else None, config.model,
-        config.at_k or config.samples,
-    )
+    with verifiers.SameAnswer(spec, workers=config.workers, timeout=config.timeout) as same:
+        summary = summarize(
+            results.frame, set(config.retain), baseline.frame if baseline is not None else None, config.model,
+            config.at_k or config.samples, same,
+        )
     if baseline is not None:
         missing = summary.filter(pl.col("baseline_accuracy").is_null())["benchmark"].to_list()
         if missing:

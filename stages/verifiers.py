@@ -394,6 +394,63 @@ def check_one(spec: str, completion: str, problem: dict) -> Verdict:
 
 
 # ---------------------------------------------------------------------------------------
+# The same answer: majority voting's equality
+
+
+class SameAnswer:
+    """Whether pairs of extracted answers are the same answer, by the verifier's own equality:
+    `math`, math-verify's (`\\frac{1}{2}`, `0.5` and `1/2` are one answer; checked in a
+    CheckPool, each comparison bounded by `timeout`, one that times out or raises is "not the
+    same"); `exact` and `regex:`, equal once normalised as their checks compare (case, spaces,
+    `$`, a final period); a `module:function` verifier, equal strings. Plain integers compare
+    by value without math-verify.
+
+        with SameAnswer("math", workers=2, timeout=5.0) as same:
+            same([("\\frac{1}{2}", "0.5"), ("3", "4")])  # [True, False]
+    """
+
+    def __init__(self, spec: str, workers: int = 2, timeout: float = 5.0):
+        self.spec = resolve(spec)
+        self._math = self.spec == "math"
+        self._workers, self._timeout = workers, timeout
+        self._pool: CheckPool | None = None  # started on the first pair that needs math-verify
+
+    def __enter__(self) -> "SameAnswer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        out: list[bool | None] = [self._settled(a, b) for a, b in pairs]
+        ask = [i for i, v in enumerate(out) if v is None]
+        if ask:
+            if self._pool is None:
+                self._pool = CheckPool(self.spec, workers=self._workers, timeout=self._timeout).__enter__()
+            # b checked against a as if a were the gold answer: verify(parse(a), parse(b)).
+            verdicts = self._pool.map((f"\\boxed{{{pairs[i][1]}}}", {"answer": pairs[i][0]}) for i in ask)
+            for i, v in zip(ask, verdicts):
+                out[i] = v.correct
+        return [bool(v) for v in out]
+
+    def _settled(self, a: str, b: str) -> bool | None:
+        """The answer without math-verify, or None where it must be asked."""
+        if a == b:
+            return True
+        if self.spec in ("exact",) or self.spec.startswith("regex:"):
+            return _normalise(a) == _normalise(b)
+        if not self._math:
+            return False
+        if _PLAIN_INTEGER.fullmatch(a) and _PLAIN_INTEGER.fullmatch(b):
+            return int(a) == int(b)
+        if extract_boxed(f"\\boxed{{{b}}}") != b:  # unbalanced braces: it cannot travel in a box
+            return False
+        return None
+
+
+# ---------------------------------------------------------------------------------------
 # Worker processes
 
 # Items per message to a worker: amortises the pipe round trip over cheap checks, while a

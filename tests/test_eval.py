@@ -113,6 +113,68 @@ def test_maj_at_k_votes_over_extracted_answers_with_ties_to_the_first():
     assert summarize(frame.with_columns(extracted=pl.lit(None, pl.String)), set(), None, "m", 3)["maj_at_k"].item() is None
 
 
+def votes_frame(rows) -> pl.DataFrame:
+    """[(problem, extracted answers of samples 0, 1, ..., their verdicts)] as per-response rows."""
+    return pl.DataFrame(
+        [{"problem_id": p, "sample_index": i, "benchmark": "b", "correct": v, "extracted": e}
+         for p, ex, ok in rows for i, (e, v) in enumerate(zip(ex, ok))],
+        schema={"problem_id": pl.String, "sample_index": pl.Int32, "benchmark": pl.String, "correct": pl.Boolean,
+                "extracted": pl.String},
+    )
+
+
+def test_maj_at_k_counts_equal_answers_written_differently_as_one():
+    """Votes go to answers, not strings: three correct responses written three ways outvote two
+    equal wrong strings; wrong answers written two ways vote together too (math-verify's equality,
+    in bounded worker processes); problems a grouping cannot change are never compared."""
+    from stages.eval import majority
+    from stages.verifiers import SameAnswer
+
+    rows = [
+        ("A", ["\\frac{1}{2}", "0.5", "1/2", "3", "3"], [True, True, True, False, False]),  # 1/2 x3 beats 3 x2
+        ("B", ["7", "\\frac{1}{2}", "0.5", "2/4"], [True, False, False, False]),  # the wrong 1/2 x3 beats 7
+        ("C", ["7", "8", "9"], [True, False, False]),  # a 1-1-1 tie, 7 first: right
+        ("D", ["8", "7", "7", "\\frac{16}{2}"], [False, True, True, False]),  # 8 x2 ties 7 x2, 8 first: wrong
+        ("E", ["7", "7", "7", "1", "2"], [True, True, True, False, False]),  # 3 > 2: decided without a comparison
+    ]
+    frame = votes_frame(rows)
+    asked: list = []
+    with SameAnswer("math", workers=1, timeout=10.0) as math_same:
+        def same(pairs):
+            asked.extend(pairs)
+            return math_same(pairs)
+
+        got = dict(zip(*majority(frame, 5, same).select("problem_id", "maj")))
+        # Without a judge only equal strings group (the right answers are one all the same: the
+        # reference's): B's and D's wrong answers each vote alone, and 7 wins.
+        alone = dict(zip(*majority(frame, 5).select("problem_id", "maj")))
+        assert math_same([("\\frac{1}{2}", "0.5"), ("1/2", "0.5"), ("3", "4"), ("10", "010"), ("x+1", "1+x")]) == [
+            True, True, False, True, True]
+    assert got == {"A": True, "B": False, "C": True, "D": False, "E": True}
+    assert alone == {"A": True, "B": True, "C": True, "D": True, "E": True}
+    assert all(a not in ("1", "2") for pair in asked for a in pair)  # E was not compared
+    bd = frame.filter(pl.col("problem_id").is_in(["B", "D"]))  # 4 responses each: the summary at k = 4
+    assert summarize(bd, set(), None, "m", 4)["maj_at_k"].item() == 1.0
+    with SameAnswer("math", workers=1, timeout=10.0) as math_same:
+        assert summarize(bd, set(), None, "m", 4, same=math_same)["maj_at_k"].item() == 0.0
+
+
+def test_maj_at_k_equality_of_exact_and_user_verifiers(tmp_path):
+    from stages.verifiers import SameAnswer
+
+    with SameAnswer("exact") as same:  # as the exact check compares: case, spaces, $, a final period
+        assert same([("Paris", " paris."), ("$x + 1$", "x  + 1"), ("Paris", "Rome")]) == [True, True, False]
+    (tmp_path / "myverifier.py").write_text("def ok(completion, problem):\n    return True\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with SameAnswer("myverifier:ok") as same:
+            assert same([("a", "a"), ("a", "A")]) == [True, False]
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
 def test_summarize_gain_and_forgetting_against_a_baseline():
     # The baseline's per-response results: alpha 4 of 5 right (0.8), beta 0 of 2, delta 9 of 10.
     baseline = results_frame({"alpha": [[True]] * 4 + [[False]], "beta": [[False]] * 2, "delta": [[True]] * 9 + [[False]]})
