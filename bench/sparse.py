@@ -543,7 +543,7 @@ def section_seeds(ctx: Context) -> Section:
         met = st["hi"] <= 0.05
     sec.add(f"English-text teacher, about {round(sum(sizes.values()) / len(sizes))} B/token, one epoch: drawn student's "
             f"held-out KL vs dense, paired over {len(sizes)} replicates (mean, interval, smallest effect the design "
-            f"detects at 80 % power)", value, runs=str(len(sizes)), goal="within +5 % (the interval's upper end)",
+            f"detects at about 80 % power)", value, runs=str(len(sizes)), goal="within +5 % (the interval's upper end)",
             met=met)
     sec.notes.append(
         f"sparse-seeds: section 10's English-text teacher, student and primary regime: {size.prompts} training prompts x "

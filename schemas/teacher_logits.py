@@ -107,7 +107,7 @@ SCHEMA = ArtifactSchema(
         "1, so the forward-KL gradient computed on them is unbiased (Anshumann et al., ACL 2025). "
         "--draw-scheme systematic (the default) spaces the S draws evenly through the teacher's "
         "cumulative distribution from one uniform, so a token's count is the floor or ceiling of S "
-        "times its mass (less variance); multinomial draws them independently (the paper's); the "
+        "times its mass (less variance in each token's mass, though not for every sum of them); multinomial draws them independently (the paper's); the "
         "columns are the same. "
         "Losses are computed on the top-k buckets, then the sampled ones (or the tail bucket when "
         "there are none). Version 1 (no sample_ids, sample_logmass, entropy) is still read."

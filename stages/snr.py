@@ -270,6 +270,20 @@ def bootstrap_interval(values: np.ndarray, seed: Any, resamples: int = RESAMPLES
     return float(lo), float(hi)
 
 
+def _identical_by_bin(measured: list[dict[str, Any]], bins: int) -> str:
+    """How many problems gave K identical gradients (an SNR without bound, left out of their
+    bin's mean), and in which bins: "12 (in [0.9, 1.0]: 12)"."""
+    by_bin: dict[int, int] = {}
+    for r in measured:
+        if r["status"] != "ok":
+            by_bin[r["bin"]] = by_bin.get(r["bin"], 0) + 1
+    if not by_bin:
+        return "0"
+    where = ", ".join(f"in [{lo:g}, {hi:g}{']' if b == bins - 1 else ')'}: {n:,}"
+                      for b, n in sorted(by_bin.items()) for lo, hi in [bin_edges(b, bins)])
+    return f"{sum(by_bin.values()):,} ({where}; left out of those bins' means)"
+
+
 def _bin_row(b: int, bins: int, estimator: str) -> dict[str, Any]:
     lo, hi = bin_edges(b, bins)
     return {"bin": b, "lo": lo, "hi": hi, "problems": 0, "mean_pass_rate": None, "snr": None, "snr_ci_low": None,
@@ -634,6 +648,7 @@ def run(config: SnrConfig, command: str | None = None) -> Path:
     options = asdict(config) | {"param": param_name, "param_shape": shape, "bootstrap_resamples": RESAMPLES} | counts
     prov = schemas.provenance("snr", options, {"teacher_logits": tl, "weights": weights}, command=command)
     prov[FIT_KEY] = fit = fit_kernel(rows)
+    counts["identical_by_bin"] = _identical_by_bin(measured, config.bins)  # for the summary (not the provenance)
     if per_problem:
         cols = {c.name: [r[c.name] for r in measured] for c in schemas.snr.PROBLEMS.columns}
         schemas.write_file(table_path, schemas.table_from_columns(cols, schemas.snr.PROBLEMS), schemas.snr.PROBLEMS, prov,
@@ -682,7 +697,7 @@ def report(rows: list[dict[str, Any]], config: SnrConfig, param_name: str, shape
         summary += [
             ("rollouts per problem (K)", "-" if lo is None else f"{lo}" if lo == hi else f"{lo} to {hi}"),
             ("skipped: fewer than 2 rollouts", f"{counts['skipped_fewer_than_2_rollouts']:,}"),
-            ("skipped: identical gradients (tr Cov = 0)", f"{counts['skipped_identical_gradients']:,}"),
+            ("skipped: identical gradients (tr Cov = 0)", counts["identical_by_bin"]),
             ("bootstrap", f"{RESAMPLES:,} resamples, seed {config.seed}, 95% percentile interval"),
         ]
     summary += [

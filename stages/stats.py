@@ -11,18 +11,55 @@ import numpy as np
 
 
 def t_cdf(x: float, df: int) -> float:
-    """Student's t distribution function, by Simpson's rule on the density from 0 to |x|."""
-    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-    n, a = 2000, abs(x)
-    h = a / n
-    f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
-    area = h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
-    return 0.5 + math.copysign(area, x)
+    """Student's t distribution function: 1 - I_z(df/2, 1/2) / 2 for x >= 0, z = df / (df + x^2)
+    (the regularized incomplete beta function, by its continued fraction), exact to ~1e-14."""
+    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + x * x))
+    return 1.0 - tail if x >= 0 else tail
+
+
+def _betainc(a: float, b: float, z: float) -> float:
+    """The regularized incomplete beta function I_z(a, b) (Numerical Recipes' betai: the
+    continued fraction on the side of z where it converges fast)."""
+    if z <= 0.0:
+        return 0.0
+    if z >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(z) + b * math.log1p(-z))
+    if z < (a + 1) / (a + b + 2):
+        return front * _beta_fraction(a, b, z) / a
+    return 1.0 - front * _beta_fraction(b, a, 1.0 - z) / b
+
+
+def _beta_fraction(a: float, b: float, z: float) -> float:
+    """The continued fraction of I_z(a, b), by the modified Lentz method."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * z / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 1000):
+        for num in (m * (b - m) * z / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * z / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
 
 
 def t_quantile(q: float, df: int) -> float:
-    """The q quantile of Student's t with df degrees of freedom (bisection on t_cdf)."""
-    lo, hi = -60.0, 60.0
+    """The q quantile of Student's t with df degrees of freedom (bisection on t_cdf, in a bracket
+    widened until it holds the quantile: t(0.995, 1) is 63.66)."""
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"t_quantile: q must be in (0, 1), got {q}")
+    hi = 64.0
+    while t_cdf(hi, df) < max(q, 1.0 - q):
+        if hi > 1e6:
+            raise ValueError(f"t_quantile: the {q} quantile of t with {df} degrees of freedom is beyond 1e6")
+        hi *= 4
+    lo = -hi
     for _ in range(80):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if t_cdf(mid, df) < q else (lo, mid)
@@ -30,7 +67,9 @@ def t_quantile(q: float, df: int) -> float:
 
 
 def paired(diffs: list[float]) -> dict:
-    """Mean, sd, 95 % t-interval and the minimum detectable effect (80 % power) of paired differences."""
+    """Mean, sd, 95 % t-interval and the minimum detectable effect of paired differences: the
+    usual (t(0.975, n-1) + t(0.80, n-1)) sd / sqrt(n), whose power is about 80 % (79.5 % at n = 6,
+    78.4 % at n = 4, by the noncentral t)."""
     n = len(diffs)
     mean = statistics.fmean(diffs) if diffs else float("nan")
     if n < 2:

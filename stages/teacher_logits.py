@@ -27,8 +27,10 @@ gradient, unbiased. How the S are drawn (`--draw-scheme`): `multinomial`, indepe
 replacement, the paper's (var m_v = p (1 - p) / S); `systematic`, the default, S evenly spaced
 points (u + j) / S through the cumulative distribution from one uniform u, the systematic
 resampling of particle filters: still E[c_v] = S p_v, but c_v is floor(S p_v) or its ceiling, so
-a token of mass over 1/S is kept with its mass almost exact and the variance falls (bench
-section 10 measures both at equal bytes); see `backends.hf.draw`. `--logits hybrid` stores the
+a token of mass over 1/S is kept with its mass almost exact and the variance of each token's
+mass falls (not of every sum over tokens: systematic resampling can lose to independent draws
+on a weighted sum, Douc, Cappé and Moulines 2005; bench section 10 measures the gradient of
+both at equal bytes); see `backends.hf.draw`. `--logits hybrid` stores the
 top-k exactly and draws the S ids from the rest only (m_v = P_rest c_v / S): unbiased too, with
 less variance where the teacher is peaked. With `--sample-temperature t` the draws come from
 the proposal q ∝ p_T^(1/t) (more distinct tokens of the tail at t > 1) and each is
@@ -83,7 +85,7 @@ class TeacherLogitsConfig:
     top_k: int = option("Teacher token ids kept per position (the rest is one tail bucket, or --draws draws); set to 0 by --logits sampled.", 32)
     logits: str = option("topk: the top-k and one tail bucket; sampled: --draws ids drawn from the teacher (unbiased forward-KL gradient); hybrid: the top-k, then --draws draws from the rest.", "topk", keyed_when_set=True)
     draws: int = option("Draws per response token for --logits sampled or hybrid (kept as distinct ids with their mass).", 12, keyed_when_set=True)
-    draw_scheme: str = option("How the --draws are drawn: systematic (one uniform, S evenly spaced points through the teacher's cumulative distribution: each token's count is floor or ceiling of S p: less variance for the same draws) or multinomial (S independent draws, the paper's); both unbiased.", "systematic", keyed_when_set=True)
+    draw_scheme: str = option("How the --draws are drawn: systematic (one uniform, S evenly spaced points through the teacher's cumulative distribution: each token's count is floor or ceiling of S p: less variance in each token's mass for the same draws) or multinomial (S independent draws, the paper's); both unbiased.", "systematic", keyed_when_set=True)
     sample_temperature: float = option("Proposal temperature of the draws (1: from the teacher itself, unbiased; > 1 reaches further into the tail, importance-weighted).", 1.0, keyed_when_set=True)
     seed: int = option("Seed of the draws (each sequence's are seeded by it, its problem and its sample index).", 0, keyed_when_set=True)
     context: str = option("none, or reference: the teacher's prompt carries the expert reference solution; the stored response and student prompt do not change.", "none")

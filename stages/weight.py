@@ -231,7 +231,7 @@ def bins(weights: pl.DataFrame) -> pl.DataFrame:
             .then(pl.lit("p = 0"))
             .when(key == 11)
             .then(pl.lit("p = 1"))
-            .otherwise(pl.format("({}, {}]", (key - 1) / 10, key / 10))
+            .otherwise(pl.format("({}, {}]", ((key - 1) / 10).round(1), (key / 10).round(1)))  # 0.3, not 0.30000000000000004
         )
     total = per_p.get_column("mass").sum() or 1.0
     return (

@@ -300,3 +300,15 @@ def test_report_statistics():
     assert abs(st["lo"] - (0.013333 - half)) < 1e-4 and abs(st["hi"] - (0.013333 + half)) < 1e-4
     assert abs(st["mde"] - (2.5706 + 0.9195) * sd / 6 ** 0.5) < 1e-4
     assert report.paired([0.1])["lo"] is None
+    # Far in the tail too (a bisection bracketed at +-60 stopped at 60), and the t CDF is exact
+    # where it has a closed form: df = 1 is Cauchy, 1/2 + atan(x) / pi.
+    import math
+
+    from stages.stats import t_cdf
+
+    assert abs(report.t_quantile(0.995, 1) - 63.6567) < 5e-4 and abs(report.t_quantile(0.9995, 1) - 636.6192) < 5e-3
+    assert abs(report.t_quantile(0.0005, 2) + 31.5991) < 5e-3
+    for x in (-300.0, -2.0, 0.0, 0.5, 40.0, 1e4):
+        assert abs(t_cdf(x, 1) - (0.5 + math.atan(x) / math.pi)) < 1e-12
+    with pytest.raises(ValueError):
+        report.t_quantile(1.0, 3)

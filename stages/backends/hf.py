@@ -307,7 +307,9 @@ def draw(proposal, samples: int, scheme: str, generator):
     S q_v, at most q_v (1 - S q_v) / S below 1/S and at most 1 / (4 S^2) above. A token of mass
     at least 1/S is always kept, with its mass almost exact; the rest is kept with probability
     S q_v, as many distinct ids as the budget allows (near the optimum of an estimate of q from
-    n kept ids, inclusion probability in proportion to q_v).
+    n kept ids, inclusion probability in proportion to q_v). That is per token: for a weighted
+    sum over tokens (a loss value) systematic draws are not always the lower-variance ones
+    (Douc, Cappé and Moulines 2005); on the bench's teachers their gradient error is lower.
     """
     import torch
 
