@@ -329,6 +329,18 @@ def test_resume_regenerates_only_the_missing_part(bench, student_dir, tmp_path):
     assert (out / "summary.parquet").exists()
 
 
+def test_a_math_verifier_eval_groups_answers_and_leaves_no_process(bench, student_dir, tmp_path):
+    """With `math`, maj@k's grouping of answers runs in bounded verifier processes after the
+    responses are checked: the summary is written and no worker outlives the command."""
+    import multiprocessing
+
+    out = tmp_path / "math"
+    r = eval_cmd(bench, student_dir, out, "math")
+    assert r.exit_code == 0, r.stderr
+    assert "maj@3" in r.stderr and (out / "summary.parquet").is_file()
+    assert not multiprocessing.active_children()
+
+
 def test_bad_input_exits_2_before_loading_anything(evals, bench, student_dir, tmp_path, problems_file):
     clash = tmp_path / "clash.parquet"
     make_problems(2).write_parquet(clash)  # p0, p1 are also in math500.parquet
