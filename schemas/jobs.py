@@ -219,12 +219,23 @@ class Job:
                 f"--out {d}: holds a paced {job.get('schema')!r} artifact, not {self.schema.name}; "
                 f"choose another --out"
             )
-        if job.get("key") == self.key:
-            self.dir = d
-            return
+        version = job.get("version")
+        older = version is not None and version != self.schema.version
         new = self.replacement
         resuming = new.is_dir() and not new.is_symlink() and self._job_key(new) == self.key
-        if not (self.overwrite or resuming):  # a replacement asked for earlier is resumed
+        if job.get("key") == self.key:
+            self.dir = d
+            if not older or self.complete:  # a finished job of an earlier version still reads
+                return
+            if not (self.overwrite or resuming):  # its parts and this paced's would not make one artifact
+                raise InputError(
+                    f"--out {d}: holds an unfinished {self.schema.name} job that a paced of another version "
+                    f"began (its files are {self.schema.name} version {version}; this paced writes version "
+                    f"{self.schema.version}), and one job's parts must share one schema: finish it with the "
+                    f"paced that began it, or pass --overwrite to begin it again (the old one is kept until "
+                    f"the new one is complete)"
+                )
+        elif not (self.overwrite or resuming):  # a replacement asked for earlier is resumed
             old = job.get("options", {})
             changed = sorted(k for k in set(old) | set(self.options) if old.get(k) != self.options.get(k))
             detail = "; ".join(f"{k}: {old.get(k)!r} -> {self.options.get(k)!r}" for k in changed[:6])

@@ -242,6 +242,41 @@ def test_key_runs_across_chunk_boundaries(tmp_path):
     assert _duplicates(broken, list(KEY))
 
 
+def test_an_unfinished_job_of_another_schema_version_is_not_resumed_into_a_mixed_artifact(tmp_path):
+    """A job a paced of another version began (parts of schema version N) and this paced
+    (version N + 1) would write parts that do not share one schema: the rerun is refused with
+    the fix; --overwrite writes it again aside and swaps it in; a finished one is read as it is."""
+    import dataclasses
+
+    frame = pl.DataFrame({"problem_id": ["a", "a", "b"], "sample_index": pl.Series([0, 1, 0], dtype=pl.Int32),
+                          "correct": [True, False, True], "extracted": [None] * 3, "reason": [None] * 3})
+    part = frame.to_arrow().cast(schemas.SCORES.arrow)
+    earlier = dataclasses.replace(schemas.SCORES, version=schemas.SCORES.version + 1)
+    d = tmp_path / "scores"
+    prov = schemas.provenance("score", {})
+    first = schemas.Job(d, earlier, {"x": 1}, prov)
+    first.check()
+    first.start()
+    first.write(0, part)
+    first.release()  # as if killed before its second part
+    with pytest.raises(InputError, match="another version.*--overwrite"):
+        schemas.Job(d, schemas.SCORES, {"x": 1}, prov).check()
+    assert (d / "part-00000.parquet").is_file()  # refused: nothing touched
+    again = schemas.Job(d, schemas.SCORES, {"x": 1}, prov, overwrite=True)
+    again.check()
+    assert again.dir == again.replacement
+    again.start()
+    again.write(0, part)
+    again.write(1, frame.with_columns(problem_id=pl.col("problem_id") + "2").to_arrow().cast(schemas.SCORES.arrow))
+    again.finish(2)
+    assert schemas.read(d, schemas.SCORES, option="--scores").frame.height == 6
+    assert not again.replacement.exists()
+    # A finished job of another version is the artifact as it is: the same command finds it complete.
+    done = schemas.Job(d, schemas.SCORES, {"x": 1}, prov)
+    done.check()
+    assert done.dir == d and done.complete
+
+
 def test_starting_a_job_removes_a_dead_writers_temporary_files_but_not_a_live_ones(tmp_path):
     # Two identical commands at once: the one that takes the lock must not remove, as stale,
     # the lock file the other has written and is about to link (it then failed with a traceback).
