@@ -119,7 +119,7 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
     job.start()
     todo = [i for i in range(n_parts) if not job.has(i)]
     started = time.perf_counter()
-    stats = {"stop": 0, "length": 0, "tokens": 0}
+    stats = dict.fromkeys([*schemas.rollouts.FINISH_REASONS, "tokens"], 0)
     first = config.min_samples or config.samples  # samples per problem in parts 0..n_parts-1
     more: dict = {"parts": 0, "problems": 0, "todo": 0}
     gen_started = time.perf_counter()
@@ -164,7 +164,7 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
     job.finish(n_parts + more["parts"])
     gen_seconds = time.perf_counter() - gen_started
     drawn = first * problems.height + (config.samples - first) * more["problems"]
-    generated = stats["stop"] + stats["length"]
+    generated = sum(stats[r] for r in schemas.rollouts.FINISH_REASONS)
     summary_table(
         "rollout summary",
         [

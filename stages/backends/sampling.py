@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from schemas.rollouts import FINISH_REASONS
+
 # sample_index is an int32 column.
 MAX_SAMPLES = 2**31 - 1
 # numpy's RandomState (which vLLM seeds from --seed) takes 0 .. 2**32 - 1; torch a little more.
@@ -32,8 +34,15 @@ class SamplingOptions:
 
 @dataclass(frozen=True)
 class Sample:
+    """One response as a backend returns it: its tokens and why it ended, `stop` (an
+    end-of-sequence token, kept) or `length` (--max-new-tokens); `split_response` makes both."""
+
     token_ids: list[int]
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str
+
+    def __post_init__(self) -> None:
+        if self.finish_reason not in FINISH_REASONS:  # the rollouts artifact holds these only
+            raise ValueError(f"Sample.finish_reason {self.finish_reason!r}: a backend must return one of {FINISH_REASONS}")
 
 
 def derive_seed(seed: int, *parts: Any) -> int:
