@@ -459,7 +459,7 @@ def read(
         # of 4,096 scores (80 M rows, `paced score`'s default part size) spends most of its
         # time per call. Parts whose schemas differ (a user's files) are read one by one below.
         try:
-            frame = pl.read_parquet(files, columns=wanted, hive_partitioning=False)
+            frame = pl.read_parquet(files, columns=wanted, hive_partitioning=False, glob=False)  # a path is a name, not a pattern: `g[1].parquet`
         except (pl.exceptions.PolarsError, OSError):
             frame = None
     if not files:  # a sharded artifact whose every shard is empty (rollout and teacher-logits finish them so)
@@ -468,7 +468,7 @@ def read(
         frames = []
         for f in files:
             try:
-                frames.append(pl.read_parquet(f, columns=wanted))
+                frames.append(pl.read_parquet(f, columns=wanted, glob=False))
             except (pl.exceptions.PolarsError, OSError) as e:
                 raise InputError(f"{option} {f}: cannot be read ({e}); regenerate it") from None
         try:

@@ -246,7 +246,7 @@ def head(path: Path, n: int) -> list[dict[str, Any]]:
         return []
     import polars as pl
 
-    frame = pl.read_parquet(files[0], n_rows=n)
+    frame = pl.read_parquet(files[0], n_rows=n, glob=False)
     rows = frame.to_dicts()
     for row in rows:
         for k, v in row.items():

@@ -242,6 +242,25 @@ def test_key_runs_across_chunk_boundaries(tmp_path):
     assert _duplicates(broken, list(KEY))
 
 
+def test_a_path_with_brackets_is_a_name_not_a_pattern(tmp_path):
+    """`g[1].parquet` is that file, not `g1.parquet` (polars reads a path as a glob by default);
+    a job under `exp[ab]/` is that job, not the one in `expa/`."""
+    small, big = make_problems(3), make_problems(7)
+    small.write_parquet(tmp_path / "g[1].parquet")
+    big.write_parquet(tmp_path / "g1.parquet")
+    assert schemas.read(tmp_path / "g[1].parquet", schemas.PROBLEMS, option="--problems").frame.height == 3
+    frame = pl.DataFrame({"problem_id": ["a", "b"], "sample_index": pl.Series([0, 0], dtype=pl.Int32),
+                          "correct": [True, False], "extracted": [None] * 2, "reason": [None] * 2})
+    for name, rows in (("exp[ab]", frame.head(1)), ("expa", frame)):
+        (tmp_path / name).mkdir()
+        job = schemas.Job(tmp_path / name / "scores", schemas.SCORES, {"x": name}, schemas.provenance("score", {}))
+        job.check()
+        job.start()
+        job.write(0, rows.to_arrow().cast(schemas.SCORES.arrow))
+        job.finish(1)
+    assert schemas.read(tmp_path / "exp[ab]" / "scores", schemas.SCORES, option="--scores").frame.height == 1
+
+
 def test_an_unfinished_job_of_another_schema_version_is_not_resumed_into_a_mixed_artifact(tmp_path):
     """A job a paced of another version began (parts of schema version N) and this paced
     (version N + 1) would write parts that do not share one schema: the rerun is refused with

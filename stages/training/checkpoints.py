@@ -180,7 +180,7 @@ def load_rng_and_log(path: Path, rank: int, world: int) -> tuple[int, list[dict]
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     step = json.loads((path / "state.json").read_text())["step"]
-    return step, pl.read_parquet(path / "train_log.parquet").to_dicts()
+    return step, pl.read_parquet(path / "train_log.parquet", glob=False).to_dicts()
 
 
 def _as_random_state(s):
