@@ -62,13 +62,13 @@ def run_stage(make_config: Callable[[], C], run: Callable[..., Path], ctx: typer
         with abandoned_on_failure():  # a run refused or failed mid-job leaves a new or empty --out as it was
             out = run(config, command)
     except InputError as e:
-        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, markup=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print(
             "[yellow]interrupted:[/] finished parts and checkpoints are kept; rerun the same "
             "command to resume (for distill, add --resume)",
-            soft_wrap=True,
+            soft_wrap=True, markup=True,
         )
         raise typer.Exit(130) from None
     except OSError as e:
@@ -76,7 +76,7 @@ def run_stage(make_config: Callable[[], C], run: Callable[..., Path], ctx: typer
             console.print(
                 f"[bold red]error:[/] {escape(str(e.filename or 'a path'))}: {e.strerror}; check the path "
                 f"(a file where a directory is expected, or the reverse, or a symbolic link that loops)",
-                soft_wrap=True,
+                soft_wrap=True, markup=True,
             )
             raise typer.Exit(2) from None
         if e.errno not in _WHERE_TO_WRITE:
@@ -86,7 +86,7 @@ def run_stage(make_config: Callable[[], C], run: Callable[..., Path], ctx: typer
         console.print(
             f"[bold red]error:[/] cannot write {escape(str(e.filename or 'the output'))}: {e.strerror}; free space "
             f"or choose another --out (finished parts of a job are kept; rerun to resume)",
-            soft_wrap=True,
+            soft_wrap=True, markup=True,
         )
         raise typer.Exit(2) from None
     except typer.Exit:
@@ -96,14 +96,14 @@ def run_stage(make_config: Callable[[], C], run: Callable[..., Path], ctx: typer
             console.print(
                 f"[bold red]error:[/] {escape(str(e).removeprefix('Symlink loop from ').strip(chr(39)))}: is a symbolic link "
                 f"that loops back to itself; remove it or give another path",
-                soft_wrap=True,
+                soft_wrap=True, markup=True,
             )
             raise typer.Exit(2) from None
         if os.environ.get("PACED_DEBUG") == "1":
             traceback.print_exc()
         else:
             console.print(traceback.format_exc(limit=-3), soft_wrap=True, markup=False)
-        console.print(f"[bold red]failed:[/] {type(e).__name__}: {escape(str(e))}", soft_wrap=True)
+        console.print(f"[bold red]failed:[/] {type(e).__name__}: {escape(str(e))}", soft_wrap=True, markup=True)
         raise typer.Exit(1) from None
     if out is not None:  # a stage that writes no artifact (inspect) printed its report itself
         sys.stdout.write(f"{out}\n")

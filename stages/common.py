@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,7 +19,14 @@ from rich.progress import (
 from rich.table import Table
 
 # stdout carries only the output path, so shell pipelines can capture it; all else is stderr.
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup off: a path, prompt or benchmark name with [brackets] (`[/INST]`) is printed as it is;
+# the few styled lines ask for markup themselves (`notice`, the CLI's errors) and escape what they quote.
+console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+def notice(kind: str, message: str) -> None:
+    """A `warning:` or `note:` line, its kind in yellow; `message` is printed as it is."""
+    console.print(f"[yellow]{kind}:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 @contextmanager

@@ -53,7 +53,7 @@ import schemas
 from schemas import InputError
 from schemas.outputs import check_file, check_paths
 from stages import models
-from stages.common import console, progress, summary_table
+from stages.common import console, notice, progress, summary_table
 from stages.training import checkpoints, data as train_data, forward, losses, schedules, tracking
 from stages.training.launch import Launch, launched
 from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, ALLOW_STALE
@@ -228,7 +228,7 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
     tl = schemas.read_header(config.teacher_logits, schemas.TEACHER_LOGITS, option="--teacher-logits")
     stale = schemas.io.check_lineage(schemas.io.lineage(tl), f"--teacher-logits {tl.path}", weights, "--weights", config.allow_stale)
     if stale:
-        console.print(f"[yellow]warning:[/] {stale}")
+        notice("warning", stale)
     source = str(config.init) if config.init else config.student
     if config.init is not None and not (Path(config.init) / TRAIN_LOG_FILE).exists():
         raise InputError(f"--init {config.init}: not a paced distill output (no train_log.parquet); pass the --out of an earlier paced distill")
@@ -424,8 +424,7 @@ def _cleanup(out: Path) -> None:
     """Delete a finished run's checkpoints and training-rows cache (files of the user's kept)."""
     kept = checkpoints.clear(out)
     if kept:
-        console.print(f"[yellow]note:[/] the checkpoints are deleted; files of yours among them are kept: {', '.join(kept[:5])}",
-                      soft_wrap=True)
+        notice("note", f"the checkpoints are deleted; files of yours among them are kept: {', '.join(kept[:5])}")
     (out / DATA_CACHE).unlink(missing_ok=True)
 
 

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 import polars as pl
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 import schemas
 from schemas import InputError
@@ -52,7 +53,7 @@ from stages.backends.generation import (
     job_options,
     todo_count,
 )
-from stages.common import advance, console, parse_shard, progress, select_shard, shard_out
+from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out
 from stages.score import verifier_fingerprint
 from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, SHARD_DIR, TOP_K, VERIFIER
 
@@ -391,7 +392,7 @@ def print_summary(summary: pl.DataFrame, with_baseline: bool, footer: str) -> No
         cells = [f"{r['accuracy_mean'] * 100:.1f} ± {r['accuracy_std'] * 100:.1f}", _percent(r["pass_at_k"]), _percent(r["maj_at_k"])]
         if with_baseline:
             gains = (r["gain"], r["pass_at_k_gain"], r["maj_at_k_gain"])
-            cells = [f"{cell}\n[dim]{_percent(g, signed=True)}[/]" for cell, g in zip(cells, gains)]
+            cells = [Text.assemble(cell, "\n", (_percent(g, signed=True), "dim")) for cell, g in zip(cells, gains)]
         row = [r["benchmark"] + (" *" if r["retain"] else ""), f"{r['problems']:,}", str(r["samples"]), *cells]
         if with_baseline:
             forgetting = r["forgetting_pct"]
@@ -501,13 +502,10 @@ def _evaluate(
     if baseline is not None:
         missing = summary.filter(pl.col("baseline_accuracy").is_null())["benchmark"].to_list()
         if missing:
-            console.print(
-                f"[yellow]warning:[/] --baseline {config.baseline} has no benchmark "
-                f"{', '.join(missing)}; their gain and forgetting are left empty",
-                soft_wrap=True,
-            )
+            notice("warning", f"--baseline {config.baseline} has no benchmark "
+                              f"{', '.join(missing)}; their gain and forgetting are left empty")
     elif config.retain:
-        console.print("[yellow]note:[/] --retain without --baseline: forgetting needs a baseline", soft_wrap=True)
+        notice("note", "--retain without --baseline: forgetting needs a baseline")
     prov = schemas.provenance(
         "eval", asdict(config), {"results": results} | ({"baseline": baseline} if baseline is not None else {}),
         command=command,
@@ -580,9 +578,6 @@ def _generate_and_check(
         raise
     job.finish(n_parts)
     if reasons["timeout"] or reasons["error"]:
-        console.print(
-            f"[yellow]note:[/] {reasons['timeout']:,} check(s) timed out (> {config.timeout:g} s) and "
-            f"{reasons['error']:,} raised in the verifier; they count as wrong (see column 'reason')",
-            soft_wrap=True,
-        )
+        notice("note", f"{reasons['timeout']:,} check(s) timed out (> {config.timeout:g} s) and "
+                       f"{reasons['error']:,} raised in the verifier; they count as wrong (see column 'reason')")
     return todo

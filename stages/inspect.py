@@ -338,5 +338,5 @@ def run(config: InspectConfig, command: str | None = None) -> None:  # noqa: ARG
     if config.json:
         sys.stdout.write(json.dumps(info | {"head": rows}, indent=1, default=str) + "\n")
     else:
-        _print(info, rows, Console(file=sys.stdout, soft_wrap=False))
+        _print(info, rows, Console(file=sys.stdout, soft_wrap=False, markup=False))  # a prompt with [/INST] is text
     return None

@@ -25,7 +25,7 @@ import schemas
 from schemas import InputError
 from schemas.outputs import check_paths
 from stages import verifiers
-from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
+from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out, summary_table
 from stages.options import (check_problems_options, key_options, option, ALLOW_STALE, CHECK_TIMEOUT, CHECK_WORKERS, INPUT,
                             RUNTIME, SHARD, VERIFIER)
 
@@ -82,7 +82,7 @@ def run(config: ScoreConfig, command: str | None = None) -> Path:
         )
     stale = schemas.io.check_lineage(problems.fingerprint, f"--problems {problems.path}", rollouts, "--rollouts", config.allow_stale)
     if stale:
-        console.print(f"[yellow]warning:[/] {stale}")
+        notice("warning", stale)
     inputs = {"rollouts": rollouts.fingerprint, "problems": problems.fingerprint, "verifier": verifier_fingerprint(spec)}
     # Input paths are left out: their content is in `inputs` (the same file named another way resumes).
     options = key_options(config)

@@ -62,7 +62,7 @@ from schemas import InputError
 from schemas.outputs import check_file, check_paths, save_figure
 from stages import models
 from stages.training import data as train_data, forward, losses
-from stages.common import advance, console, progress, summary_table
+from stages.common import advance, console, notice, progress, summary_table
 from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE
 
 # Token positions per float32 [positions, vocabulary] loss chunk: distill's default.
@@ -561,11 +561,10 @@ def run(config: SnrConfig, command: str | None = None) -> Path:
     param_name = config.param or head
     check_param(param_name, names)
     if tl_options.get("weights"):
-        console.print(
-            f"[yellow]warning:[/] --teacher-logits {tl.path} was built with --weights, which skips problems "
-            f"of weight 0 (p = 0 and p = 1 under the Beta kernel): those bins will be empty or thin. "
-            f"Rebuild the teacher logits without --weights to measure them"
-        )
+        notice("warning",
+               f"--teacher-logits {tl.path} was built with --weights, which skips problems "
+               f"of weight 0 (p = 0 and p = 1 under the Beta kernel): those bins will be empty or thin. "
+               f"Rebuild the teacher logits without --weights to measure them")
 
     files, _ = schemas.io.artifact_files(Path(config.teacher_logits), "--teacher-logits")
     sequences: Counter[str] = Counter()

@@ -68,7 +68,7 @@ from schemas.base import quote_rows
 from schemas.outputs import check_paths
 from stages import backends, models, prompts
 from stages.backends import hf
-from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
+from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out, summary_table
 from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, DEVICE, ALLOW_STALE, SHARD, CHAT_TEMPLATE_KWARGS
 
 
@@ -229,7 +229,7 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
         if art is not None and art is not problems:
             stale = schemas.io.check_lineage(problems.fingerprint, f"--problems {problems.path}", art, flag, config.allow_stale)
             if stale:
-                console.print(f"[yellow]warning:[/] {stale}")
+                notice("warning", stale)
     models.check_model(config.teacher, "--teacher")
     # The student prompt must be the one the sequences were sampled under: inherit the
     # rollout's system prompt, suffix and chat template variables unless given.

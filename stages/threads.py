@@ -158,5 +158,5 @@ def configure(given: int | None = None) -> Choice:
 
     torch.set_num_threads(choice.threads)
     waiting = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ)
-    console.print(f"[dim]threads: {choice.threads} ({choice.reason}; {waiting or 'OpenMP default waiting'})[/]", soft_wrap=True)
+    console.print(f"threads: {choice.threads} ({choice.reason}; {waiting or 'OpenMP default waiting'})", style="dim", soft_wrap=True)
     return choice

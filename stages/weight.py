@@ -34,7 +34,7 @@ import polars as pl
 import schemas
 from schemas import InputError
 from schemas.outputs import check_file, check_paths, save_figure
-from stages.common import console
+from stages.common import console, notice
 from stages.options import key_options, option, INPUT, RUNTIME
 
 SCHEMES = ("beta", "uniform", "hard-filter")
@@ -282,10 +282,8 @@ def report(weights: pl.DataFrame, config: WeightConfig, factor: float, seconds: 
     summary.add_row("seconds", f"{seconds:.2f}")
     console.print(summary)
     if n and zero == n:
-        console.print(
-            "[yellow]warning:[/] every problem has weight 0 (all mastered or all unsolved): "
-            "distill would have nothing to train on; try --scheme uniform or more --samples"
-        )
+        notice("warning", "every problem has weight 0 (all mastered or all unsolved): "
+                          "distill would have nothing to train on; try --scheme uniform or more --samples")
 
 
 def plot(weights: pl.DataFrame, config: WeightConfig, path: Path, key: str) -> None:

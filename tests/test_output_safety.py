@@ -951,3 +951,22 @@ def test_a_full_disk_in_a_checkpoints_optimizer_state_exits_2(world, tmp_path, s
     assert f"cannot write {tmp_path}/d/checkpoints/step-1" in " ".join(r.stderr.split()), r.stderr
     ck = tmp_path / "d" / "checkpoints"
     assert not ck.exists() or not any(ck.iterdir())
+
+
+def test_brackets_in_paths_and_user_text_are_printed_not_read_as_markup(world, tmp_path, student_dir):
+    """A Llama-style prompt (`[/INST]`), a benchmark or a path with [brackets] is text: rich read
+    `[/b]` as a closing tag and the command failed (exit 1) after its work was done, on every rerun."""
+    prompts = make_problems(3).with_columns(prompt=pl.lit("[INST] 3+4 [/INST]"))
+    prompts.write_parquet(tmp_path / "inst.parquet")
+    r = paced("inspect", tmp_path / "inst.parquet")
+    assert r.exit_code == 0, r.stderr
+    assert "[INST] 3+4 [/INST]" in r.stdout
+    (tmp_path / "a[" / "b]").mkdir(parents=True)
+    out = tmp_path / "a[" / "b]" / "out"  # .../a[/b]/out
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    r = paced(*base)  # the rerun prints the path in its "already complete" line
+    assert r.exit_code == 0, r.stderr
+    assert f"{out}: already complete" in r.stderr
+    r = paced(*base, "--seed", "3")  # an error message quoting it
+    assert r.exit_code == 2 and str(out) in r.stderr

@@ -331,9 +331,9 @@ def shutdown() -> None:
         try:
             core.shutdown()
         except Exception as e:  # noqa: BLE001 - said, not swallowed: the artifact is already complete
-            from stages.common import console
+            from stages.common import notice
 
-            console.print(f"[yellow]warning:[/] stopping the vLLM engine: {type(e).__name__}: {e}")
+            notice("warning", f"stopping the vLLM engine: {type(e).__name__}: {e}")
     del llm
     gc.collect()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import schemas
 from schemas import InputError
-from stages.common import console
+from stages.common import notice
 from stages.training import checkpoints
 
 
@@ -76,10 +76,9 @@ class Launch:
         wanted = "fsdp" if env.get("ACCELERATE_USE_FSDP", "").lower() == "true" else (
             "deepspeed" if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" else None)
         if wanted and wanted != self.kind:
-            console.print(
-                f"[yellow]warning:[/] the accelerate config asks for {wanted.upper()}, which accelerate runs on GPUs "
-                f"only; these {self.device} processes run {self.kind.upper()} (each holds the whole model)"
-            )
+            notice("warning",
+                   f"the accelerate config asks for {wanted.upper()}, which accelerate runs on GPUs "
+                   f"only; these {self.device} processes run {self.kind.upper()} (each holds the whole model)")
 
     def on_main(self, fn):
         """fn() on the main process only; its result, or its failure, reaches every process."""
