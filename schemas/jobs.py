@@ -264,6 +264,12 @@ class Job:
                     f"in {new}; wait for it to finish or stop it"
                 )
             if self._job_key(new) != self.key:
+                if record_path(new, MANIFEST_FILE) is not None:  # finished: an artifact, not a replacement under way
+                    raise InputError(
+                        f"--out {d}: {new} is in the way of the replacement and holds a finished "
+                        f"{self.schema.name} job made with other options (not this command's replacement); "
+                        f"move it away"
+                    )
                 outputs.refuse_foreign(new, "--out", self.own)
         self.dir = new
         if self.complete:  # finished, but stopped before it was swapped in: finish that now
@@ -273,9 +279,10 @@ class Job:
         """Finish a replacement killed between the two renames of `_swap`: `out` is gone, the old
         job is at `.NAME.replaced-PID` (its process dead) and the finished new one at
         `.NAME.replacing`: the new one is put in place and the old job's own files removed. With no
-        finished replacement (its removal by hand), the old job is put back."""
+        finished replacement (its removal by hand), the old job is put back. Killed after both
+        renames, while removing the old job (a teacher-logits job is gigabytes): that is finished."""
         out = self.out
-        if out.exists() or out.is_symlink() or not out.parent.is_dir():
+        if out.is_symlink() or not out.parent.is_dir():
             return
         old = []
         for p in out.parent.glob(f".{glob_escape(out.name)}.replaced-*"):
@@ -283,6 +290,11 @@ class Job:
             if (m and p.is_dir() and not p.is_symlink() and self._job_key(p) is not None
                     and _holder_alive({"pid": int(m.group(1)), "host": socket.gethostname()}) is None):
                 old.append(p)
+        if out.exists():  # swapped in, but killed while removing the old job: finish that
+            if out.is_dir() and record_path(out, MANIFEST_FILE) is not None:
+                for p in old:
+                    self._remove_old(p)
+            return
         if len(old) != 1:  # none, or more than one: not a swap paced can tell how to finish
             return
         new = self.replacement

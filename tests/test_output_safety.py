@@ -970,3 +970,31 @@ def test_brackets_in_paths_and_user_text_are_printed_not_read_as_markup(world, t
     assert f"{out}: already complete" in r.stderr
     r = paced(*base, "--seed", "3")  # an error message quoting it
     assert r.exit_code == 2 and str(out) in r.stderr
+
+
+def test_a_finished_job_of_the_users_at_the_replacement_name_is_kept(world, tmp_path, student_dir):
+    """`.c1.replacing` that holds a finished job of other options is an artifact (the user's),
+    not a replacement under way: `--overwrite` of c1 is refused and keeps it (it was deleted)."""
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, *FAST]
+    assert paced(*base, "--out", tmp_path / "c1").exit_code == 0
+    assert paced(*base, "--out", tmp_path / ".c1.replacing", "--temperature", "0.7").exit_code == 0
+    before = snapshot(tmp_path / ".c1.replacing")
+    refused([*base, "--out", tmp_path / "c1", "--seed", "9", "--overwrite"], tmp_path, ".c1.replacing", "finished", "move it away")
+    assert snapshot(tmp_path / ".c1.replacing") == before
+
+
+def test_a_swap_killed_while_removing_the_old_job_is_finished_by_the_next_run(world, tmp_path, student_dir):
+    """Killed after the new job was swapped in, while the old one (`.big.replaced-PID`, its
+    process dead) was being removed: the next run removes it, and a user's file in it is kept."""
+    import shutil
+
+    out = tmp_path / "big"
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    old = tmp_path / ".big.replaced-999999"  # a pid no process has
+    shutil.copytree(out, old)
+    (old / "notes.txt").write_text("mine")
+    r = paced(*base)
+    assert r.exit_code == 0 and "already complete" in r.stderr
+    assert not old.exists() and (tmp_path / "big.kept-999999" / "notes.txt").read_text() == "mine"
+    assert (out / "part-00000.parquet").is_file()
