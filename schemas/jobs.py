@@ -225,6 +225,14 @@ class Job:
         resuming = new.is_dir() and not new.is_symlink() and self._job_key(new) == self.key
         if job.get("key") == self.key:
             self.dir = d
+            strangers = [] if self.complete else outputs.foreign_parts(d, self.key)
+            if strangers:  # resumed, they would be sealed into the artifact as its parts
+                raise InputError(
+                    f"--out {d}: {', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''} "
+                    f"{'is' if len(strangers) == 1 else 'are'} named like a part but this job did not write "
+                    f"{'it' if len(strangers) == 1 else 'them'}; move {'it' if len(strangers) == 1 else 'them'} "
+                    f"out of the job's directory and rerun to resume"
+                )
             if not older or self.complete:  # a finished job of an earlier version still reads
                 return
             if not (self.overwrite or resuming):  # its parts and this paced's would not make one artifact
@@ -434,7 +442,9 @@ class Job:
         return (self.dir / part_name(index)).exists()
 
     def write(self, index: int, table: pa.Table) -> None:
-        _atomic_write_parquet(_with_metadata(table, self.schema, self.provenance), self.dir / part_name(index))
+        table = _with_metadata(table, self.schema, self.provenance)  # with the job's key: the part is known for its own
+        table = table.replace_schema_metadata(table.schema.metadata | {outputs.META_KEY.encode(): self.key.encode()})
+        _atomic_write_parquet(table, self.dir / part_name(index))
 
     def finish(self, num_parts: int) -> None:
         """Write the manifest (the job is complete), then swap a replacement into `out`."""

@@ -365,14 +365,41 @@ def _unchanged(f: Path, rec: dict[str, Any]) -> bool:
         return False
 
 
+def foreign_parts(d: Path, key: str | None) -> list[str]:
+    """The part-named files of unfinished job `d` (key `key`) that it did not write, sorted: each
+    part a job writes carries its key (`paced.key`); a file without paced's metadata, or with
+    another job's key, is someone else's. A part of an earlier paced (paced metadata, no key) is
+    taken for the job's."""
+    import pyarrow.parquet as pq
+
+    out = []
+    with os.scandir(d) as it:
+        for e in it:
+            if not PART.fullmatch(e.name):
+                continue
+            try:
+                meta = (pq.read_schema(e.path).metadata or {}) if e.is_file(follow_symlinks=False) else {}
+            except Exception:  # noqa: BLE001 - not Parquet, or damaged: not a part paced finished writing
+                meta = {}
+            got = meta.get(META_KEY.encode())
+            if b"paced.schema" not in meta or (got is not None and got.decode() != key):
+                out.append(e.name)
+    return sorted(out)
+
+
 def changed(d: Path) -> list[str]:
-    """What finished job `d` holds that is no longer what it wrote, sorted (paths relative to `d`):
+    """What job `d` holds that is no longer what it wrote, sorted (paths relative to `d`): finished,
     a part or a recorded file whose content differs from its manifest's record, a part file its
     manifest does not list, and a file inside a recorded directory it does not list (a user's
-    file under paced's name). [] for an unfinished job."""
+    file under paced's name); unfinished, the part-named files it did not write (`foreign_parts`)."""
     path = record_path(d, MANIFEST_FILE)
     if path is None:
-        return []
+        job = record_path(d, JOB_FILE)
+        try:
+            key = None if job is None else load_record(job).get("key")
+        except (OSError, ValueError, AttributeError):
+            return []
+        return foreign_parts(d, key) if key is not None else []
     try:
         manifest = load_record(path)
         parts = {p["file"]: p for p in manifest.get("parts", [])}

@@ -998,3 +998,24 @@ def test_a_swap_killed_while_removing_the_old_job_is_finished_by_the_next_run(wo
     assert r.exit_code == 0 and "already complete" in r.stderr
     assert not old.exists() and (tmp_path / "big.kept-999999" / "notes.txt").read_text() == "mine"
     assert (out / "part-00000.parquet").is_file()
+
+
+def test_a_users_part_named_file_in_an_unfinished_job_is_neither_deleted_nor_sealed(world, tmp_path, student_dir):
+    """A job killed before its manifest, with a file of the user's named like a part: resuming
+    refused (it was sealed into the artifact as a part), --overwrite refused and the file kept
+    (it was deleted); moved away, the same command resumes. Each part carries its job's key."""
+    out = tmp_path / "j2"
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    import pyarrow.parquet as pq
+
+    assert pq.read_schema(out / "part-00000.parquet").metadata[b"paced.key"] == job_record(out)["key"].encode()
+    (out / "_manifest.parquet").unlink()  # as a kill -9 leaves it
+    (out / "part-00099.parquet").write_bytes((world / "problems.parquet").read_bytes())
+    refused(base, tmp_path, "part-00099.parquet", "did not write")
+    refused([*base, "--temperature", "0.5", "--overwrite"], tmp_path, "part-00099.parquet")
+    assert (out / "part-00099.parquet").read_bytes() == (world / "problems.parquet").read_bytes()
+    (out / "part-00099.parquet").rename(tmp_path / "mine.parquet")
+    r = paced(*base)
+    assert r.exit_code == 0, r.stderr
+    assert (out / "_manifest.parquet").is_file()
