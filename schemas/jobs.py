@@ -253,6 +253,11 @@ class Job:
                 f"replace it, or choose another --out"
             )
         outputs.refuse_foreign(d, "--out", self.own)
+        if os.path.ismount(d) or d.stat().st_dev != d.parent.stat().st_dev:
+            raise InputError(  # (the swap failed at the end, EBUSY, after the whole run)
+                f"--out {d}: is a mount point, and paced replaces a job by renaming the new one into its place, "
+                f"which a mount point cannot take; give --out a folder inside it"
+            )
         if new.exists() or new.is_symlink():
             kind = None if new.is_symlink() or not new.is_dir() else outputs.job_schema(new)
             if kind not in (None, self.schema.name):  # another command's job (a copy of the user's): not a replacement

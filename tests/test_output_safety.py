@@ -1019,3 +1019,18 @@ def test_a_users_part_named_file_in_an_unfinished_job_is_neither_deleted_nor_sea
     r = paced(*base)
     assert r.exit_code == 0, r.stderr
     assert (out / "_manifest.parquet").is_file()
+
+
+def test_overwrite_of_a_mount_point_is_refused_before_the_run(world, tmp_path, student_dir, monkeypatch):
+    """A replacement is renamed into --out's place, which a mount point cannot take: the swap
+    failed with EBUSY after the whole run, on every rerun. Refused before anything runs now (a
+    real mount needs privileges: os.path.ismount stands in for it)."""
+    out = tmp_path / "mnt"
+    base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    real = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == os.fspath(out) or real(p))
+    before = snapshot(out)
+    refused([*base, "--seed", "4", "--overwrite"], tmp_path, "mount point", "folder inside it")
+    assert snapshot(out) == before and not (tmp_path / ".mnt.replacing").exists()
+    assert paced(*base).exit_code == 0  # the same command: the job as it is
