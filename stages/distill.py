@@ -347,12 +347,22 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
         stepper = launch.prepare(module, optimizer, config)  # the scheduler stays paced's: one step per step
     start, log = 0, []
     found = checkpoints.found(job.dir)
-    if config.resume and found:
-        if launch is None:
-            start, log = checkpoints.load_checkpoint(found[-1][1], model, optimizer, scheduler)
-        else:
-            start, log = launch.load_checkpoint(found[-1][1], optimizer, scheduler)
-        console.print(f"resumed from {found[-1][1]} (step {start} of {total})")
+    for i, (_, path) in reversed(list(enumerate(found if config.resume else []))):
+        try:  # the latest checkpoint that loads: a damaged one is written again when its step comes
+            if launch is None:
+                start, log = checkpoints.load_checkpoint(path, model, optimizer, scheduler)
+            else:
+                start, log = launch.load_checkpoint(path, optimizer, scheduler)
+        except checkpoints.Damaged as e:
+            if launch is not None:  # (a launch's processes must agree on where they resume: no falling back)
+                raise InputError(f"{e}; delete it to resume from the checkpoint before it, or pass --overwrite "
+                                 f"to start again") from None
+            if i == 0:
+                raise InputError(f"{e}, and no checkpoint before it loads; pass --overwrite to start again") from None
+            notice("warning", f"{e}; resuming from the checkpoint before it")
+            continue
+        console.print(f"resumed from {path} (step {start} of {total})")
+        break
     return _Run(launch=launch, main=main, job=job, prov=prov, weights=weights, tokenizer=tokenizer, data=data,
                 stats=stats, total=total, start=start, log=log, model=model, optimizer=optimizer, scheduler=scheduler,
                 stepper=stepper, params=params, device=device, autocast=autocast)

@@ -139,6 +139,37 @@ def test_kill_then_resume_reproduces_the_loss_curve(tmp_path, setup, student_dir
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+def test_a_damaged_checkpoint_resumes_from_the_one_before_and_gives_the_same_run(tmp_path, setup, student_dir):
+    """The latest checkpoint cut short (a node lost before its writes reached the disk): --resume
+    warns and resumes from the one before, to the uninterrupted run's weights; with every one
+    damaged it exits 2 naming the checkpoint (each file's own error was a traceback, every rerun)."""
+    args = ["--student", student_dir, "--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet",
+            *ARGS, "--max-steps", "12", "--save-steps", "4"]
+    ref = paced_subprocess("distill", *args, "--out", tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    kill_when(out / "checkpoints" / "step-8" / "state.json", "distill", *args, "--out", out)
+    step8, step4 = out / "checkpoints" / "step-8", out / "checkpoints" / "step-4"
+    assert step4.is_dir() and step8.is_dir()
+    with open(step8 / "optim.pt", "r+b") as f:
+        f.truncate(100)
+    resumed = paced("distill", *args, "--out", out, "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert f"checkpoint {step8} is damaged" in resumed.stderr and f"resumed from {step4} (step 4 of 12)" in resumed.stderr
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "ref" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+    again = tmp_path / "again"
+    kill_when(again / "checkpoints" / "step-8" / "state.json", "distill", *args, "--out", again)
+    (again / "checkpoints" / "step-8" / "state.json").write_text('{"step": 8, "fil')  # cut short
+    (again / "checkpoints" / "step-4" / "model.safetensors").write_bytes(b"")
+    r = paced("distill", *args, "--out", again, "--resume")
+    assert r.exit_code == 2, r.stderr
+    assert "checkpoint" in r.stderr and "step-4 is damaged" in r.stderr and "--overwrite" in r.stderr
+
+
 def test_bad_input_exits_2(tmp_path, setup, student_dir, raw_model_dir):
     base = ["--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet"]
     cases = [

@@ -5,6 +5,7 @@ models that `--export-steps` asks for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -101,6 +102,7 @@ def finish_checkpoint(out: Path, tmp: Path, step: int, log: list[dict], rng_rank
     state = {"step": step} if fmt is None else {"step": step, "format": fmt}
     state["files"] = sorted(os.listdir(tmp))  # what it holds: a file of the user's put in it is kept
     (tmp / "state.json").write_text(json.dumps(state))  # written last: complete
+    _fsync_tree(tmp)  # on the disk before the rename: a node lost after it leaves a whole checkpoint
     d = out / CHECKPOINTS
     final = d / f"step-{step}"
     if final.exists():  # a resumed run's earlier checkpoint of this step
@@ -110,6 +112,22 @@ def finish_checkpoint(out: Path, tmp: Path, step: int, log: list[dict], rng_rank
     os.replace(tmp, final)
     for _, old in found(out)[:-keep]:
         remove(old)
+
+
+def _fsync_tree(d: Path) -> None:
+    """Flush the files of folder `d` and the folder itself to the disk."""
+    for f in sorted(d.rglob("*")):
+        if f.is_file() and not f.is_symlink():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def remove(path: Path) -> None:
@@ -153,6 +171,26 @@ def clear(out: Path) -> list[str]:
     return []
 
 
+class Damaged(InputError):
+    """A checkpoint whose files do not load: cut short (a node lost before its writes reached the
+    disk), or changed since."""
+
+
+@contextlib.contextmanager
+def loading(path: Path):
+    """Loading checkpoint `path`: a file of it that does not load is `Damaged`, naming the checkpoint
+    and the cause (torch's, safetensors', JSON's or Parquet's own error otherwise, a traceback).
+    Running out of memory is not damage: it is raised as it is."""
+    import torch
+
+    try:
+        yield
+    except (InputError, MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - every reader's own error for a file cut short or edited
+        raise Damaged(f"--resume: checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:200]})") from None
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, world: int = 1) -> tuple[int, list[dict]]:
     import torch
     from safetensors.torch import load_model
@@ -162,14 +200,20 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, worl
             f"--resume: checkpoint {path} was written under accelerate launch with FSDP or DeepSpeed; "
             f"resume it under the same launch configuration"
         )
-    load_model(model, str(path / "model.safetensors"))
-    state = torch.load(path / "optim.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    with loading(path):
+        load_model(model, str(path / "model.safetensors"))
+        state = torch.load(path / "optim.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
     return load_rng_and_log(path, rank, world)
 
 
 def load_rng_and_log(path: Path, rank: int, world: int) -> tuple[int, list[dict]]:
+    with loading(path):
+        return _load_rng_and_log(path, rank, world)
+
+
+def _load_rng_and_log(path: Path, rank: int, world: int) -> tuple[int, list[dict]]:
     import torch
 
     rng = torch.load(path / "rng.pt", weights_only=True)
