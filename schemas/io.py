@@ -662,15 +662,20 @@ def write_file(
 
 def _same_file(p: Path, schema: ArtifactSchema, extra: dict[bytes, bytes], prov: dict[str, Any]) -> bool:
     """Whether `p` (checked unedited) is the `schema` file paced would write now: the same key and
-    rows, made the same way (its provenance but the time and the command line's spelling)."""
+    rows, made by the same stage from inputs of the same content. How the inputs were named (a
+    path from another directory), the time and the command line's spelling do not count: the
+    file is kept byte for byte, so what was made from it stays valid."""
     try:
         meta = pq.read_schema(p).metadata or {}
         old = json.loads(meta.get(META_PROVENANCE, b"{}"))
     except (OSError, ValueError, pa.ArrowException):
         return False
-    volatile = ("created_at", "command")
-    same_way = {k: v for k, v in old.items() if k not in volatile} == {
-        k: v for k, v in json.loads(json.dumps(prov, default=str)).items() if k not in volatile}
+
+    def made_from(x: dict[str, Any]) -> tuple:
+        inputs = {name: (v or {}).get("fingerprint") for name, v in (x.get("inputs") or {}).items()}
+        return x.get("stage"), inputs, x.get("problems")
+
+    same_way = made_from(old) == made_from(json.loads(json.dumps(prov, default=str)))
     return same_way and meta.get(META_SCHEMA) == schema.name.encode() and all(meta.get(k) == v for k, v in extra.items())
 
 

@@ -117,6 +117,21 @@ def test_rerun_rewrites_its_own_file_and_other_options_need_overwrite(tmp_path):
     assert png.read_bytes() != before[1]
 
 
+def test_the_same_command_with_inputs_named_another_way_leaves_the_file_byte_for_byte(tmp_path, monkeypatch):
+    """`--scores` by a relative path, then by its absolute one (or from another directory): the
+    same rows from the same inputs, so the file stays as it was. It was rewritten (its provenance
+    names the path), which changed its fingerprint and refused every job made from it."""
+    write_scores(tmp_path / "scores.parquet", OUTCOMES)
+    monkeypatch.chdir(tmp_path)
+    assert paced("weight", "--scores", "scores.parquet", "--out", "w.parquet").exit_code == 0
+    before = (tmp_path / "w.parquet").read_bytes()
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", "../w.parquet")
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "w.parquet").read_bytes() == before
+
+
 def test_plot_never_replaces_a_file_paced_did_not_write(tmp_path):
     write_scores(tmp_path / "scores.parquet", OUTCOMES)
     mine = tmp_path / "figure.png"
