@@ -141,6 +141,7 @@ class Job:
         *,
         overwrite: bool = False,
         own: tuple[str, ...] = (),
+        contents: dict[str, str | None] | None = None,
     ) -> None:
         self.out = Path(out)
         if self.out.name in ("", ".."):  # `--out .` or `--out d/step-1/..`: the directory by its own name
@@ -152,6 +153,9 @@ class Job:
         self.provenance = prov
         self.overwrite = overwrite
         self.own = own
+        # Inputs whose key fingerprint is quick (a model: head and tail bytes), with a closer look
+        # at their content (`models.model_digest`): recorded, and compared when the job resumes.
+        self.contents = {k: v for k, v in (contents or {}).items() if v is not None}
         self.created = False  # this run made `dir`
         # a shard's job (`--shard I/N`: `out` is ROOT/shard-0000I-of-0000N): the root is made with it
         self.is_shard = bool(outputs.SHARD_NAME.match(self.out.name))
@@ -226,6 +230,14 @@ class Job:
         if job.get("key") == self.key:
             self.dir = d
             strangers = [] if self.complete else outputs.foreign_parts(d, self.key)
+            began = job.get("contents") or {}
+            moved = sorted(k for k, v in self.contents.items() if k in began and began[k] != v)
+            if moved and not self.complete and not (self.overwrite or resuming):  # resumed: parts of two models
+                raise InputError(
+                    f"--out {d}: holds an unfinished job begun with other weights at {', '.join(moved)} "
+                    f"(the same files by name and size, another content: replaced in place since); rerun with "
+                    f"the weights it began with to resume it, or pass --overwrite to begin it again"
+                )
             if strangers:  # resumed, they would be sealed into the artifact as its parts
                 raise InputError(
                     f"--out {d}: {', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''} "
@@ -233,7 +245,7 @@ class Job:
                     f"{'it' if len(strangers) == 1 else 'them'}; move {'it' if len(strangers) == 1 else 'them'} "
                     f"out of the job's directory and rerun to resume"
                 )
-            if not older or self.complete:  # a finished job of an earlier version still reads
+            if not (older or moved) or self.complete:  # a finished job of an earlier version still reads
                 return
             if not (self.overwrite or resuming):  # its parts and this paced's would not make one artifact
                 raise InputError(
@@ -392,6 +404,7 @@ class Job:
                 "options": self.options,
                 "command": self.provenance.get("command"),
                 "files": files,
+                "contents": self.contents,
             },
             self.dir / JOB_FILE,
             self.schema,

@@ -250,7 +250,7 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
     if launch is not None:
         prov["launch"] = launch.describe
     job = schemas.Job(config.out, schemas.TRAIN_LOG, options | {"inputs": inputs}, prov, overwrite=config.overwrite,
-                      own=(checkpoints.CHECKPOINTS, DATA_CACHE, TRAIN_LOG_FILE, tracking.TENSORBOARD_DIR, tracking.WANDB_DIR))
+                      contents={"--student": models.model_digest(source)}, own=(checkpoints.CHECKPOINTS, DATA_CACHE, TRAIN_LOG_FILE, tracking.TENSORBOARD_DIR, tracking.WANDB_DIR))
     if config.plot is not None:
         check_file(config.plot, tracking.PLOT_KIND, "--plot", key=job.key, overwrite=config.overwrite, suffix=".png")
     held: dict[str, Any] = {}

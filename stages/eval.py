@@ -465,6 +465,7 @@ def _evaluate(
         options | {"verifier": spec},
         schemas.provenance("eval", asdict(config), named_inputs, command=command),
         overwrite=config.overwrite,
+        contents={"--model": models.model_digest(config.model)},
     )
     job.check()
     # The summary is keyed by the responses it summarizes (every shard's alike): another eval's is

@@ -147,6 +147,31 @@ def model_fingerprint(name: str) -> str:
     return "quick-sha256:" + h.hexdigest()
 
 
+# model_digest reads this many blocks of each weight file, evenly spaced through it.
+_DIGEST_BLOCKS, _DIGEST_BLOCK = 64, 64 << 10
+
+
+def model_digest(name: str) -> str | None:
+    """A stronger look at a model's weights than `model_fingerprint` (which keys jobs and reads
+    each file's first and last MiB): 64 blocks of 64 KiB spread through every weight file, so a
+    model replaced in place by one of the same size (another fine-tune, which changes every
+    layer) is told apart: any changed stretch longer than the gaps between the blocks (1/63 of
+    the file less 64 KiB) is seen. A job records it and refuses to resume with other weights.
+    None for a hub id."""
+    p = Path(name)
+    if not p.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(p.glob("*.safetensors")):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            for i in range(_DIGEST_BLOCKS):
+                fh.seek(max(0, size - _DIGEST_BLOCK) * i // max(1, _DIGEST_BLOCKS - 1))
+                h.update(fh.read(_DIGEST_BLOCK))
+    return "sampled-sha256:" + h.hexdigest()
+
+
 def device_problems(device: str) -> list[str]:
     """--device's problem with its fix, before any model loads: auto, cpu, cuda or cuda:N of a
     GPU torch can use here (or mps where torch has it)."""

@@ -96,6 +96,7 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
         job_options(config, inputs),
         schemas.provenance("rollout", asdict(config), {"problems": art}, problems=art.fingerprint, command=command),
         overwrite=config.overwrite,
+        contents={"--model": models.model_digest(config.model)},
     )
     job.check()
     n_parts = (problems.height + config.part_size - 1) // config.part_size

@@ -299,7 +299,8 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
     used = {"tokenizer": signature, "chat_template_kwargs": template_kwargs}
     prov = schemas.provenance("teacher-logits", asdict(config) | used, prov_inputs, problems=problems.fingerprint,
                               command=command)
-    job = schemas.Job(shard_out(config.out, shard, schemas.TEACHER_LOGITS, config.overwrite), schemas.TEACHER_LOGITS, options, prov, overwrite=config.overwrite)
+    job = schemas.Job(shard_out(config.out, shard, schemas.TEACHER_LOGITS, config.overwrite), schemas.TEACHER_LOGITS, options, prov,
+                      overwrite=config.overwrite, contents={"--teacher": models.model_digest(config.teacher)})
     job.check()
     n = len(rows)
     n_parts = (n + config.part_size - 1) // config.part_size

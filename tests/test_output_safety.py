@@ -1034,3 +1034,41 @@ def test_overwrite_of_a_mount_point_is_refused_before_the_run(world, tmp_path, s
     refused([*base, "--seed", "4", "--overwrite"], tmp_path, "mount point", "folder inside it")
     assert snapshot(out) == before and not (tmp_path / ".mnt.replacing").exists()
     assert paced(*base).exit_code == 0  # the same command: the job as it is
+
+
+def test_a_model_replaced_in_place_by_one_of_the_same_size_does_not_resume_its_job(tmp_path):
+    """The key's quick fingerprint reads a weight file's first and last MiB; a model replaced in
+    place by another fine-tune of the same size kept it, and the resumed job mixed both models'
+    outputs. The job records a closer look (`model_digest`) and refuses the other weights."""
+    import random
+
+    from stages import models
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "qwen2"}')
+    body = bytearray(random.Random(0).randbytes(5 << 20))
+    (model / "model.safetensors").write_bytes(body)
+    fingerprint, digest = models.model_fingerprint(str(model)), models.model_digest(str(model))
+    body[2 << 20: 3 << 20] = bytes(1 << 20)  # the middle layers changed (a stretch longer than the gaps between blocks)
+    (model / "model.safetensors").write_bytes(body)
+    assert models.model_fingerprint(str(model)) == fingerprint and models.model_digest(str(model)) != digest
+    assert models.model_digest("Qwen/Qwen3-8B") is None  # a hub id: its revision is the hub's
+
+    d, prov = tmp_path / "scores", schemas.provenance("score", {})
+    part = pl.DataFrame({"problem_id": ["a"], "sample_index": pl.Series([0], dtype=pl.Int32), "correct": [True],
+                         "extracted": [None], "reason": [None]}).to_arrow().cast(schemas.SCORES.arrow)
+    first = schemas.Job(d, schemas.SCORES, {"model": fingerprint}, prov, contents={"--model": digest})
+    first.check()
+    first.start()
+    first.write(0, part)
+    first.release()  # as if killed
+    now = models.model_digest(str(model))
+    with pytest.raises(schemas.InputError, match="other weights at --model"):
+        schemas.Job(d, schemas.SCORES, {"model": fingerprint}, prov, contents={"--model": now}).check()
+    again = schemas.Job(d, schemas.SCORES, {"model": fingerprint}, prov, contents={"--model": now}, overwrite=True)
+    again.check()
+    assert again.dir == again.replacement
+    same = schemas.Job(d, schemas.SCORES, {"model": fingerprint}, prov, contents={"--model": digest})
+    same.check()  # the weights it began with: it resumes
+    assert same.dir == d
