@@ -83,6 +83,7 @@ one-digit pairs, the 1-digit benchmark is small (the held-out ones, about 25).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import zlib
 from pathlib import Path
@@ -344,13 +345,28 @@ def make_splits(
 
 
 def write_splits(out: str | Path, **kw) -> dict[str, Path]:
-    """Write train/test/retain.parquet into `out` (each via a temporary name); return the paths."""
+    """Write train/test/retain.parquet into `out` (each via a temporary name); return the paths.
+    A file already there is left when it holds the same rows (a rerun) and refused otherwise
+    (ValueError): it is someone else's, or another seed's."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, frame in make_splits(**kw).items():
+    splits = make_splits(**kw)
+    for name, frame in splits.items():
         path = out / f"{name}.parquet"
-        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            same = not path.exists() or pl.read_parquet(path, glob=False).equals(frame)
+        except Exception:  # noqa: BLE001 - not Parquet, or other columns: not these rows
+            same = False
+        if not same:
+            raise ValueError(f"--out {out}: {path.name} exists with other rows (another --seed or sizes, or a file "
+                             f"of yours); choose another --out or move it away")
+    paths = {}
+    for name, frame in splits.items():
+        path = out / f"{name}.parquet"
+        if path.exists():
+            paths[name] = path
+            continue
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         frame.write_parquet(tmp)
         tmp.replace(path)
         paths[name] = path

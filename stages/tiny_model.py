@@ -13,6 +13,9 @@ transformers and vLLM load the directory as they would Qwen3-1.7B. Nothing is do
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 from pathlib import Path
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -125,6 +128,10 @@ def build(
     return out
 
 
+# Beside a model the command line built: the options it was built with (a rerun leaves it).
+MARKER = ".tiny_model.json"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -134,7 +141,29 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    print(build(args.out, arch=args.arch, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed))
+    out = Path(args.out)
+    made = {k: v for k, v in vars(args).items() if k != "out"}
+    marker = out / MARKER
+    if out.exists():  # a rerun of the same build is left as it is; anything else is not ours to replace
+        try:
+            same = json.loads(marker.read_text()) == made
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            ap.exit(2, f"--out {out}: exists and is not a tiny model built with these options; choose another --out "
+                       f"or move it away\n")
+        print(out)
+        return
+    # Built aside and renamed into place: a build killed midway leaves no half model at --out.
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        build(tmp, arch=args.arch, hidden=args.hidden, layers=args.layers, heads=args.heads, seed=args.seed)
+        (tmp / MARKER).write_text(json.dumps(made))
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(out)
 
 
 if __name__ == "__main__":

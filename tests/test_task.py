@@ -423,3 +423,33 @@ def test_train_tiny_order_changes_the_data_and_the_cache_key():
             assert a == b
         else:
             assert b["answer"] == a["answer"][::-1]
+
+
+def test_the_scripts_leave_a_rerun_as_it_is_and_refuse_what_is_not_theirs(tmp_path):
+    """task.py and tiny_model.py, run twice, leave their output; over a file or folder of other
+    content they exit 2 and keep it (they wrote over it); a build killed midway leaves no half
+    model at --out to block the script's `[ -d "$MODEL" ] || build` rerun."""
+    task = [sys.executable, str(ROOT / "examples" / "task.py"), "--train", "10", "--test-per-digit", "2", "--retain", "2"]
+    out = tmp_path / "data"
+    assert subprocess.run([*task, "--out", out], capture_output=True, timeout=120).returncode == 0
+    before = (out / "train.parquet").read_bytes()
+    assert subprocess.run([*task, "--out", out], capture_output=True, timeout=120).returncode == 0
+    assert (out / "train.parquet").read_bytes() == before
+    bad = subprocess.run([*task, "--out", out, "--seed", "5"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "train.parquet exists with other rows" in bad.stderr
+    assert (out / "train.parquet").read_bytes() == before
+
+    build = [sys.executable, str(ROOT / "examples" / "tiny_model.py"), "--hidden", "16", "--layers", "1"]
+    model = tmp_path / "m"
+    assert subprocess.run([*build, "--out", model], capture_output=True, timeout=120).returncode == 0
+    weights = (model / "model.safetensors").read_bytes()
+    again = subprocess.run([*build, "--out", model], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout.strip() == str(model)
+    assert (model / "model.safetensors").read_bytes() == weights
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    refused = subprocess.run([*build, "--out", mine], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "not a tiny model built with these options" in refused.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert not list(tmp_path.glob(".*.tmp-*"))
