@@ -83,10 +83,21 @@ def process_alive(pid: int) -> bool:
     return _holder_alive({"pid": pid, "host": socket.gethostname()}) is not None
 
 
+def _slurm_task() -> str | None:
+    """This process's Slurm task (`JOB_TASK` of an array, else the job id): the same across a
+    requeue, which reruns it, on another node maybe, after its earlier run is gone."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID") or None
+
+
 def _holder_alive(holder: dict[str, Any] | None) -> dict[str, Any] | None:
     if holder is None or holder.get("pid") == os.getpid():
         return None
     if holder.get("host") != socket.gethostname():
+        if holder.get("slurm") is not None and holder.get("slurm") == _slurm_task():
+            return None  # this Slurm task's earlier run, requeued: Slurm ran it nowhere else since
         return holder  # cannot see another machine's processes: assume alive
     try:
         os.kill(int(holder["pid"]), 0)
@@ -422,6 +433,8 @@ class Job:
         tmp = outputs.temp_path(self.dir / LOCK_FILE)
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+        if _slurm_task() is not None:  # a requeued run of the same task, on another node, takes the lock over
+            me["slurm"] = _slurm_task()
         pq.write_table(record_table(me, self.schema), tmp)
         try:
             legacy = self.dir / LEGACY[LOCK_FILE]
