@@ -153,6 +153,7 @@ class Job:
         overwrite: bool = False,
         own: tuple[str, ...] = (),
         contents: dict[str, str | None] | None = None,
+        runtime: dict[str, Any] | None = None,
     ) -> None:
         self.out = Path(out)
         if self.out.name in ("", ".."):  # `--out .` or `--out d/step-1/..`: the directory by its own name
@@ -167,6 +168,9 @@ class Job:
         # Inputs whose key fingerprint is quick (a model: head and tail bytes), with a closer look
         # at their content (`models.model_digest`): recorded, and compared when the job resumes.
         self.contents = {k: v for k, v in (contents or {}).items() if v is not None}
+        # How the run computes, where the numbers depend on it (torch's threads): recorded when the
+        # job begins, and what a resumed run goes on with (`began`).
+        self.runtime = {k: v for k, v in (runtime or {}).items() if v is not None}
         self.created = False  # this run made `dir`
         # a shard's job (`--shard I/N`: `out` is ROOT/shard-0000I-of-0000N): the root is made with it
         self.is_shard = bool(outputs.SHARD_NAME.match(self.out.name))
@@ -406,6 +410,15 @@ class Job:
         if self.created or self.fresh:
             _STARTED.add(self)
 
+    @property
+    def began(self) -> dict[str, Any]:
+        """The runtime the job began with (its record's), {} for a new job or an earlier paced's."""
+        path = record_path(self.dir, JOB_FILE) if self.dir.is_dir() else None
+        if path is None:
+            return {}
+        record = _load_record(path, "--out")
+        return dict(record.get("runtime") or {}) if record.get("key") == self.key else {}
+
     def _write_job_file(self, files: list[str]) -> None:
         _atomic_write_record(
             {
@@ -416,6 +429,7 @@ class Job:
                 "command": self.provenance.get("command"),
                 "files": files,
                 "contents": self.contents,
+                "runtime": self.began or self.runtime,  # (rewritten by `adopt`: what it began with stays)
             },
             self.dir / JOB_FILE,
             self.schema,

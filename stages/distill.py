@@ -52,7 +52,7 @@ import polars as pl
 import schemas
 from schemas import InputError
 from schemas.outputs import check_file, check_paths
-from stages import models
+from stages import models, threads
 from stages.common import console, notice, progress, summary_table
 from stages.training import checkpoints, data as train_data, forward, losses, schedules, tracking
 from stages.training.launch import Launch, launched
@@ -250,7 +250,7 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
     if launch is not None:
         prov["launch"] = launch.describe
     job = schemas.Job(config.out, schemas.TRAIN_LOG, options | {"inputs": inputs}, prov, overwrite=config.overwrite,
-                      contents={"--student": models.model_digest(source)}, own=(checkpoints.CHECKPOINTS, DATA_CACHE, TRAIN_LOG_FILE, tracking.TENSORBOARD_DIR, tracking.WANDB_DIR))
+                      contents={"--student": models.model_digest(source)}, runtime={"threads": threads.current()}, own=(checkpoints.CHECKPOINTS, DATA_CACHE, TRAIN_LOG_FILE, tracking.TENSORBOARD_DIR, tracking.WANDB_DIR))
     if config.plot is not None:
         check_file(config.plot, tracking.PLOT_KIND, "--plot", key=job.key, overwrite=config.overwrite, suffix=".png")
     held: dict[str, Any] = {}
@@ -260,6 +260,8 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
         job.check()
         if job.complete:
             return None
+        if launch is None:  # (a launch's processes each take their share of the cores)
+            threads.resume_with(job.began.get("threads"))
         existing = schemas.outputs.record_path(job.dir, schemas.outputs.JOB_FILE) is not None
         if existing and not (config.resume or config.overwrite):
             raise InputError(

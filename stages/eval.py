@@ -44,7 +44,7 @@ from schemas.outputs import EVAL_RESULTS_DIR, EVAL_SUMMARY_FILE, check_paths, fi
 from schemas.base import quote_rows
 from schemas.io import check_file_out
 from schemas.outputs import JOB_FILE, MANIFEST_FILE, record_path
-from stages import backends, models, prompts, stats, verifiers
+from stages import backends, models, prompts, stats, threads, verifiers
 from stages.backends.generation import (
     GenerationConfig,
     check_context_length,
@@ -465,9 +465,10 @@ def _evaluate(
         options | {"verifier": spec},
         schemas.provenance("eval", asdict(config), named_inputs, command=command),
         overwrite=config.overwrite,
-        contents={"--model": models.model_digest(config.model)},
+        contents={"--model": models.model_digest(config.model)}, runtime={"threads": threads.current()},
     )
     job.check()
+    threads.resume_with(job.began.get("threads"))
     # The summary is keyed by the responses it summarizes (every shard's alike): another eval's is
     # replaced only with --overwrite; this one's is recomputed (at another --at-k, --baseline ...).
     summary_key = schemas.io.hash_options({k: v for k, v in job.options.items() if k != "shard"})

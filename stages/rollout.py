@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import schemas
-from stages import backends, models, prompts
+from stages import backends, models, prompts, threads
 from stages.backends.generation import (
     GenerationConfig,
     check_context_length,
@@ -96,9 +96,10 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
         job_options(config, inputs),
         schemas.provenance("rollout", asdict(config), {"problems": art}, problems=art.fingerprint, command=command),
         overwrite=config.overwrite,
-        contents={"--model": models.model_digest(config.model)},
+        contents={"--model": models.model_digest(config.model)}, runtime={"threads": threads.current()},
     )
     job.check()
+    threads.resume_with(job.began.get("threads"))
     n_parts = (problems.height + config.part_size - 1) // config.part_size
     if job.complete:
         console.print(f"{config.out}: already complete ({problems.height} problems); nothing to do")

@@ -66,7 +66,7 @@ import schemas
 from schemas import InputError
 from schemas.base import quote_rows
 from schemas.outputs import check_paths
-from stages import backends, models, prompts
+from stages import backends, models, prompts, threads
 from stages.backends import hf
 from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out, summary_table
 from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, DEVICE, ALLOW_STALE, SHARD, CHAT_TEMPLATE_KWARGS
@@ -300,8 +300,10 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
     prov = schemas.provenance("teacher-logits", asdict(config) | used, prov_inputs, problems=problems.fingerprint,
                               command=command)
     job = schemas.Job(shard_out(config.out, shard, schemas.TEACHER_LOGITS, config.overwrite), schemas.TEACHER_LOGITS, options, prov,
-                      overwrite=config.overwrite, contents={"--teacher": models.model_digest(config.teacher)})
+                      overwrite=config.overwrite, contents={"--teacher": models.model_digest(config.teacher)},
+                      runtime={"threads": threads.current()})
     job.check()
+    threads.resume_with(job.began.get("threads"))
     n = len(rows)
     n_parts = (n + config.part_size - 1) // config.part_size
     if job.complete:

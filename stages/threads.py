@@ -141,11 +141,33 @@ def choose(given: int | None = None, env: dict[str, str] | None = None) -> Choic
 
 
 _measured: Choice | None = None  # one measurement per process (a process may run several commands)
+_current: Choice | None = None  # what torch has now
+
+
+def current() -> int | None:
+    """The threads torch was given (`configure`), None before."""
+    return None if _current is None else _current.threads
+
+
+def resume_with(began: int | None) -> None:
+    """A resumed job goes on with the threads it began with: torch splits its sums by thread,
+    so another count changes the low bits of every float (teacher log-probs, a sampled token at
+    a near tie) and the resumed artifact would differ from an uninterrupted run's. The user's
+    own choice (--threads, OMP_NUM_THREADS) stands."""
+    global _current
+    if began is None or _current is None or _current.threads == began or _current.reason in ("--threads", "OMP_NUM_THREADS"):
+        return
+    import torch
+    from stages.common import console
+
+    torch.set_num_threads(int(began))
+    console.print(f"threads: {began} (as the job began; {_current.threads} measured now)", style="dim", soft_wrap=True)
+    _current = Choice(int(began), "as the job began")
 
 
 def configure(given: int | None = None) -> Choice:
     """Choose the threads, give them to torch and log the choice."""
-    global _measured
+    global _measured, _current
     from stages.common import console
 
     if given is None and _measured is not None:
@@ -157,6 +179,7 @@ def configure(given: int | None = None) -> Choice:
     import torch
 
     torch.set_num_threads(choice.threads)
+    _current = choice
     waiting = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ)
     console.print(f"threads: {choice.threads} ({choice.reason}; {waiting or 'OpenMP default waiting'})", style="dim", soft_wrap=True)
     return choice

@@ -145,3 +145,31 @@ def test_weights_of_another_data_set_are_refused_by_teacher_logits_and_distill(t
     assert r.exit_code == 2 and f"--weights {tmp_path / 'w.parquet'}: is stale" in r.stderr
     assert not (tmp_path / "d").exists()
     shutil.rmtree(tmp_path / "tl")
+
+
+def test_a_resumed_job_goes_on_with_the_threads_it_began_with(tmp_path, problems_file, student_dir, monkeypatch):
+    """torch splits its sums by thread, so a resumed run on a machine busier or quieter than at
+    the start (the threads are chosen from the idle cores) wrote parts whose floats differ in
+    their low bits from an uninterrupted run's. The job records its threads and a resumed run
+    takes them; --threads chosen by the user stands."""
+    import torch
+
+    from schemas.outputs import JOB_FILE, load_record
+    from stages import threads
+
+    out = tmp_path / "r"
+    base = ["rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base, "--threads", "1").exit_code == 0
+    assert load_record(out / JOB_FILE)["runtime"] == {"threads": 1}
+    (out / "_manifest.parquet").unlink()  # as a kill leaves it
+    (out / "part-00001.parquet").unlink()
+    real = threads.choose
+    monkeypatch.setattr(threads, "_measured", None)  # measured anew (a process keeps its first measurement)
+    monkeypatch.setattr(threads, "choose", lambda given=None, env=None: real(given) if given else threads.Choice(2, "measured"))
+    r = paced(*base)
+    assert r.exit_code == 0, r.stderr
+    assert "threads: 1 (as the job began; 2 measured now)" in r.stderr and torch.get_num_threads() == 1
+    (out / "_manifest.parquet").unlink()
+    (out / "part-00001.parquet").unlink()
+    r = paced(*base, "--threads", "2")
+    assert r.exit_code == 0 and "as the job began" not in r.stderr
