@@ -14,7 +14,7 @@ is lossless, and refused otherwise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import polars as pl
 import pyarrow as pa
@@ -137,7 +137,7 @@ def check_types(arrow_schema: pa.Schema, schema: ArtifactSchema, source: str) ->
             problems.append(
                 f"column {col.name!r} has type {got}, expected {col.type} "
                 f"({_type_name(col.type)}); cast it before writing, e.g. in polars "
-                f"`pl.col({col.name!r}).cast(...)`"
+                f"`pl.col({col.name!r}).cast(pl.{_polars_type(col.type)})`"
             )
     if problems:
         raise InputError(_format(source, problems))
@@ -288,7 +288,7 @@ def _key_problems(frame: pl.DataFrame, schema: ArtifactSchema, runs: pl.DataFram
     n = int(dup.sum())
     shown = frame.filter(dup).select(key).unique(maintain_order=True).head(MAX_QUOTED_ROWS)
     values = ", ".join(
-        "(" + ", ".join(repr(v) for v in row) + ")" if len(key) > 1 else repr(row[0])
+        "(" + ", ".join(short_repr(v) for v in row) + ")" if len(key) > 1 else short_repr(row[0])
         for row in shown.iter_rows()
     )
     what = " + ".join(key)
@@ -298,13 +298,19 @@ def _key_problems(frame: pl.DataFrame, schema: ArtifactSchema, runs: pl.DataFram
     ]
 
 
+def short_repr(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to about `limit` characters: a message quotes a 1 MB id by its start."""
+    r = repr(value)
+    return r if len(r) <= limit else f"{r[: limit - 20]}...{r[-8:]} ({len(r):,} characters)"
+
+
 def quote_rows(frame: pl.DataFrame, predicate: pl.Expr, key: tuple[str, ...]) -> str:
     """A short human list of the rows matching `predicate`, named by their key."""
     cols = [k for k in key if k in frame.columns]
     idx = frame.with_row_index("__row").filter(predicate)
     parts = []
     for row in idx.head(MAX_QUOTED_ROWS).iter_rows(named=True):
-        name = ", ".join(f"{k}={row[k]!r}" for k in cols) if cols else ""
+        name = ", ".join(f"{k}={short_repr(row[k])}" for k in cols) if cols else ""
         parts.append(f"#{row['__row']}" + (f" ({name})" if name else ""))
     more = " ..." if idx.height > MAX_QUOTED_ROWS else ""
     return "; ".join(parts) + more

@@ -244,6 +244,8 @@ class Job:
         resuming = new.is_dir() and not new.is_symlink() and self._job_key(new) == self.key
         if job.get("key") == self.key:
             self.dir = d
+            if self.complete and self.missing_parts():  # deleted since: the same command writes them again
+                record_path(d, MANIFEST_FILE).unlink()
             strangers = [] if self.complete else outputs.foreign_parts(d, self.key)
             began = job.get("contents") or {}
             moved = sorted(k for k, v in self.contents.items() if k in began and began[k] != v)
@@ -409,6 +411,12 @@ class Job:
             self._write_job_file([])
         if self.created or self.fresh:
             _STARTED.add(self)
+
+    def missing_parts(self) -> list[str]:
+        """The parts a finished job's manifest lists that are gone from `dir`."""
+        m = record_path(self.dir, MANIFEST_FILE)
+        parts = [] if m is None else _load_record(m, "--out").get("parts") or []
+        return [p["file"] for p in parts if not (self.dir / p["file"]).exists()]
 
     @property
     def began(self) -> dict[str, Any]:

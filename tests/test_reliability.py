@@ -173,3 +173,17 @@ def test_a_resumed_job_goes_on_with_the_threads_it_began_with(tmp_path, problems
     (out / "part-00001.parquet").unlink()
     r = paced(*base, "--threads", "2")
     assert r.exit_code == 0 and "as the job began" not in r.stderr
+
+
+def test_a_finished_job_with_a_part_deleted_writes_it_again(tmp_path, problems_file, student_dir):
+    """The same command over a finished job whose part was deleted said "already complete" and
+    left an artifact no stage could read; it writes the part again, to the same rows."""
+    out = tmp_path / "r"
+    base = ["rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    full = pl.read_parquet(out)
+    (out / "part-00001.parquet").unlink()
+    r = paced(*base)
+    assert r.exit_code == 0 and "already complete" not in r.stderr, r.stderr
+    assert pl.read_parquet(out).equals(full)
+    assert schemas.read(out, schemas.ROLLOUTS, option="--rollouts").frame.height == full.height
