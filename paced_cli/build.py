@@ -14,6 +14,7 @@ import typer
 
 from paced_cli.common import run_stage
 from stages import options, threads
+from stages.options import ENGINE
 
 
 def with_threads(run: Callable[..., Any], n: int | None) -> Callable[..., Any]:
@@ -52,12 +53,12 @@ def command(config_cls: type, run: Callable[..., Any], doc: str, name: str,
         elif f.default is not MISSING:
             default = f.default
         info = (typer.Argument(help=f.metadata["help"]) if f.metadata.get("argument")
-                else typer.Option(*f.metadata["flags"], help=f.metadata["help"]))
+                else typer.Option(*f.metadata["flags"], help=f.metadata["help"], rich_help_panel=f.metadata.get("panel")))
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[tp, info], default=default))
 
     if uses_torch:  # the one option that is not the stage's: where it runs, not what it makes
         params.append(inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=Annotated[Optional[int], typer.Option(help=threads.HELP, min=1)]))
+                                        annotation=Annotated[Optional[int], typer.Option(help=threads.HELP, min=1, rich_help_panel=ENGINE)]))
 
     def callback(ctx: typer.Context, **given: Any) -> None:
         n_threads = given.pop("threads", None)

@@ -56,7 +56,7 @@ from stages import models, threads
 from stages.common import console, notice, progress, summary_table
 from stages.training import checkpoints, data as train_data, forward, losses, schedules, tracking
 from stages.training.launch import Launch, launched
-from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, ALLOW_STALE
+from stages.options import key_options, option, seed_problems, INPUT, RUNTIME, TRUST_REMOTE_CODE, ALLOW_STALE
 
 DATA_CACHE = ".train_data.arrow"
 TRAIN_LOG_FILE = "train_log.parquet"
@@ -125,8 +125,7 @@ class DistillConfig:
                 p.append(f"--lora-alpha {self.lora_alpha}: only LoRA uses it; add --lora-r or drop it")
             elif not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
                 p.append(f"--lora-alpha {self.lora_alpha}: must be a finite number > 0 (default 2 * rank)")
-        if not 0 <= self.seed <= 2**32 - 1:
-            p.append(f"--seed {self.seed}: must be from 0 to {2**32 - 1} (the seeds numpy takes; torch's is a little wider)")
+        p += seed_problems(self.seed)
         if self.resume and self.overwrite:
             p.append("--resume and --overwrite contradict each other: pick one")
         try:

@@ -41,16 +41,22 @@ SHARD = f"Run one shard I/N of the job (problems split by a stable hash of probl
 ROLES = (IDENTITY, INPUT, RUNTIME)
 
 
+ENGINE = "Engine"  # the --help panel of the options of how a model runs (stages.backends.generation.EngineOptions)
+
+
 def option(help: str, default: Any = MISSING, *, role: str = IDENTITY, flags: tuple[str, ...] = (),
-           default_factory: Any = MISSING, keyed_when_set: bool = False, argument: bool = False) -> Any:
+           default_factory: Any = MISSING, keyed_when_set: bool = False, argument: bool = False,
+           panel: str | None = None) -> Any:
     """A config field that is a command option. No default: the option is required.
     `flags`: the command-line names when not just --field-name (e.g. ("--samples", "-k")).
     `argument`: a positional argument instead (`paced inspect PATH`).
     `keyed_when_set`: an IDENTITY option added after jobs were made without it is in the job's
-    key only when it differs from its default, so those jobs keep their key and resume."""
+    key only when it differs from its default, so those jobs keep their key and resume.
+    `panel`: the group --help shows it in (e.g. "Engine"), after the command's own options."""
     if role not in ROLES:
         raise ValueError(f"role {role!r}: one of {ROLES}")
-    metadata = {"help": help, "role": role, "flags": tuple(flags), "keyed_when_set": keyed_when_set, "argument": argument}
+    metadata = {"help": help, "role": role, "flags": tuple(flags), "keyed_when_set": keyed_when_set, "argument": argument,
+                "panel": panel}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -71,6 +77,21 @@ def key_options(config) -> dict[str, Any]:
     identity = set(names(config, IDENTITY))
     unset = {f.name for f in declared(config) if f.metadata.get("keyed_when_set") and getattr(config, f.name) == f.default}
     return {k: v for k, v in asdict(config).items() if k in identity and k not in unset}
+
+
+def changed(config, *names: str) -> list[str]:
+    """The flags of the fields `names` of `config` whose value is not their declared default
+    (an option given where it does not apply), in the order named."""
+    defaults = {f.name: f.default for f in fields(config)}
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(config, n) != defaults[n]]
+
+
+MAX_SEED = 2**32 - 1  # the widest seed numpy and vLLM take (torch's is a little wider)
+
+
+def seed_problems(seed: int) -> list[str]:
+    """--seed's problem with its fix: every stage's seed is one numpy and vLLM take."""
+    return [] if 0 <= seed <= MAX_SEED else [f"--seed {seed}: must be from 0 to {MAX_SEED} (the seeds numpy and vLLM take)"]
 
 
 def check_problems_options(timeout: float, workers: int) -> list[str]:

@@ -45,7 +45,7 @@ from stages.backends.generation import (
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 from schemas import InputError
 from schemas.outputs import check_paths
-from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, VERIFIER
+from stages.options import changed, check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, VERIFIER
 
 
 @dataclass(kw_only=True)
@@ -67,7 +67,7 @@ class RolloutConfig(GenerationConfig):
                 problems.append(f"--min-samples {self.min_samples}: must be from 1 to --samples - 1 = {self.samples - 1} "
                                 f"(e.g. --samples 8 --min-samples 4)")
         problems += check_problems_options(self.timeout, self.workers)
-        if self.min_samples is None and (self.verifier, self.timeout) != ("math", 5.0):
+        if self.min_samples is None and changed(self, "verifier", "timeout"):
             problems.append("--verifier and --timeout: apply with --min-samples only (rollout checks no answer otherwise)")
         if problems:
             raise InputError("\n".join(problems))

@@ -63,7 +63,7 @@ from schemas.outputs import check_file, check_paths, save_figure
 from stages import models
 from stages.training import data as train_data, forward, losses
 from stages.common import advance, console, notice, progress, summary_table
-from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE
+from stages.options import key_options, option, seed_problems, INPUT, RUNTIME, TRUST_REMOTE_CODE
 
 # Token positions per float32 [positions, vocabulary] loss chunk: distill's default.
 CHUNK_SIZE = 1024
@@ -108,8 +108,7 @@ class SnrConfig:
         if not 1 <= self.bins <= MAX_BINS:
             p.append(f"--bins {self.bins}: must be from 1 to {MAX_BINS:,} (the paper uses 10)")
         p += models.device_problems(self.device)
-        if not 0 <= self.seed <= 2**32 - 1:
-            p.append(f"--seed {self.seed}: must be from 0 to {2**32 - 1} (the seeds numpy takes)")
+        p += seed_problems(self.seed)
         if self.estimator not in ESTIMATORS:
             p.append(f"--estimator {self.estimator}: use one of {', '.join(ESTIMATORS)}")
         p += losses.option_problems(self.loss, self.mu)

@@ -68,8 +68,9 @@ from schemas.base import quote_rows
 from schemas.outputs import check_paths
 from stages import backends, models, prompts, threads
 from stages.backends import hf
+from stages.backends.generation import EngineOptions
 from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out, summary_table
-from stages.options import key_options, option, INPUT, RUNTIME, TRUST_REMOTE_CODE, DEVICE, ALLOW_STALE, SHARD, CHAT_TEMPLATE_KWARGS
+from stages.options import changed, key_options, option, seed_problems, INPUT, RUNTIME, ALLOW_STALE, SHARD, CHAT_TEMPLATE_KWARGS
 
 
 LOGITS = ("topk", "sampled", "hybrid")
@@ -77,7 +78,7 @@ DRAW_SCHEMES = hf.SCHEMES
 
 
 @dataclass
-class TeacherLogitsConfig:
+class TeacherLogitsConfig(EngineOptions):
     problems: Path = option("The problems file (prompts, and references for --context reference).", role=INPUT)
     sequences: Path = option("What the student will learn: a rollouts artifact (teacher's responses for forward KL, the student's for reverse KL) or a problems file whose `reference` solutions are the responses.", role=INPUT)
     teacher: str = option("Teacher model: a local directory or a hub id. Must share the student's tokenizer.", role=INPUT)
@@ -96,17 +97,9 @@ class TeacherLogitsConfig:
     batch_size: int = option("Sequences per teacher forward pass (hf; vllm batches by itself).", 8, role=RUNTIME)
     chunk_size: int = option("Positions per output-layer chunk: bounds the float32 positions x vocabulary buffer (hf).", 1024, role=RUNTIME)
     part_size: int = option("Sequences per output part: the unit of resumption.", 256)
-    device: str = option(DEVICE, "auto", role=RUNTIME)
-    dtype: str = option(backends.DTYPE_HELP, "auto")
-    trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME)
     allow_stale: bool = option(ALLOW_STALE, False, role=RUNTIME)
     shard: str | None = option(SHARD, None)
     overwrite: bool = option("Replace an unfinished or different job in --out instead of refusing.", False, role=RUNTIME)
-    backend: str = option(backends.BACKEND_HELP, "hf")
-    tensor_parallel_size: int = option(backends.TENSOR_PARALLEL_SIZE_HELP, 1, role=RUNTIME)
-    gpu_memory_utilization: float | None = option(backends.GPU_MEMORY_UTILIZATION_HELP, None, role=RUNTIME)
-    max_model_len: int | None = option(backends.MAX_MODEL_LEN_HELP, None, role=RUNTIME)
-    vllm_args: str | None = option(backends.VLLM_ARGS_HELP, None)
 
     def __post_init__(self) -> None:
         parse_shard(self.shard)
@@ -118,13 +111,13 @@ class TeacherLogitsConfig:
         elif self.top_k < 1:
             problems.append(f"--top-k {self.top_k}: must be at least 1 (32 is a good default)")
         if self.logits == "topk":
-            extra = [flag for flag, v, d in (("--draws", self.draws, 12), ("--sample-temperature", self.sample_temperature, 1.0),
-                                             ("--seed", self.seed, 0), ("--draw-scheme", self.draw_scheme, "systematic")) if v != d]
+            extra = changed(self, "draws", "sample_temperature", "seed", "draw_scheme")
             if extra:
                 problems.append(f"{', '.join(extra)}: only with --logits sampled or hybrid (top-k draws nothing)")
         else:
             if self.draws < 1:
                 problems.append(f"--draws {self.draws}: must be at least 1 (the paper's sampled KD uses about 12)")
+            problems += seed_problems(self.seed)
             if self.draw_scheme not in DRAW_SCHEMES:
                 problems.append(f"--draw-scheme {self.draw_scheme}: use one of {', '.join(DRAW_SCHEMES)}")
             if not (math.isfinite(self.sample_temperature) and self.sample_temperature > 0):

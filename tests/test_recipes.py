@@ -307,7 +307,13 @@ def cli_options() -> dict[str, set[str]]:
     return {name: {o for p in cmd.params for o in p.opts + p.secondary_opts} for name, cmd in group.commands.items()}
 
 
-VLLM_OPTIONS = {"--tensor-parallel-size", "--gpu-memory-utilization", "--max-model-len"}
+def _vllm_flags() -> set[str]:
+    from stages.backends import vllm
+
+    return {f"--{name.replace('_', '-')}" for name in vllm.OPTIONS}
+
+
+VLLM_OPTIONS = _vllm_flags()
 
 
 @pytest.mark.parametrize("recipe", ["distill_qwen3.sh", "self_distill_math.sh", "common.sh"])

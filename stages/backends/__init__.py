@@ -6,12 +6,14 @@ every response token, for teacher-logits), says how long a sequence its engine t
 shuts its engine down. Stages never branch on a backend's name; they call `get(name)`.
 
 Adding one (say SGLang): write `stages/backends/sglang.py` with the functions below, add
-`"sglang": "stages.backends.sglang"` to `REGISTRY`, and name its engine options in `OPTIONS`
-(the config fields only it uses, with their defaults: another backend refuses them when given).
+`"sglang": "stages.backends.sglang"` to `REGISTRY`, declare its engine options once as fields of
+`generation.EngineOptions` (every command that runs a model inherits them) and name them in its
+`OPTIONS` (another backend refuses them when given).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 from contextlib import AbstractContextManager
@@ -48,8 +50,8 @@ VLLM_ARGS_HELP = "vllm: more engine arguments as a JSON object, e.g. '{\"enforce
 class Backend(Protocol):
     LABEL: str
     """How messages name the engine (e.g. "vLLM")."""
-    OPTIONS: dict[str, Any]
-    """Config fields only this backend uses, with their defaults (refused by the others)."""
+    OPTIONS: tuple[str, ...]
+    """The fields of `EngineOptions` only this backend uses (the others refuse them when given)."""
     SCORE_ROOM: int
     """Tokens a scored sequence must leave free in the context (vLLM generates one)."""
     SAMPLING: str | None
@@ -88,10 +90,11 @@ def option_problems(config: Any) -> list[str]:
     if config.backend not in REGISTRY:
         return [f"--backend {config.backend}: use one of {', '.join(NAMES)}"]
     problems = get(config.backend).option_problems(config)
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}  # the config's own (EngineOptions')
     for name in NAMES:
         if name == config.backend:
             continue
-        given = [f"--{k.replace('_', '-')}" for k, default in get(name).OPTIONS.items() if getattr(config, k) != default]
+        given = [f"--{k.replace('_', '-')}" for k in get(name).OPTIONS if getattr(config, k) != defaults[k]]
         if given:
             problems.append(f"{', '.join(given)}: only the {name} backend uses them; add --backend {name} or drop them")
     return problems

@@ -13,11 +13,27 @@ from typing import Any, Callable, Sequence
 
 from schemas import InputError
 from stages import backends
-from stages.backends.sampling import MAX_SAMPLES, MAX_SEED, Sample, derive_seed
-from stages.options import key_options, option, RUNTIME, TRUST_REMOTE_CODE, DEVICE, SHARD, TOP_K, CHAT_TEMPLATE_KWARGS
+from stages.backends.sampling import MAX_SAMPLES, Sample, derive_seed
+from stages.options import key_options, option, seed_problems, ENGINE, RUNTIME, TRUST_REMOTE_CODE, DEVICE, SHARD, TOP_K, CHAT_TEMPLATE_KWARGS
 
 @dataclass(kw_only=True)
-class GenerationConfig:
+class EngineOptions:
+    """The options of the engine that runs a model, written once for every command that runs one
+    to generate or score (rollout, eval, teacher-logits). The fields a backend alone uses are its
+    `OPTIONS`; another backend refuses them when they differ from the defaults here."""
+
+    backend: str = option(backends.BACKEND_HELP, "hf", panel=ENGINE)
+    device: str = option(DEVICE, "auto", role=RUNTIME, panel=ENGINE)
+    dtype: str = option(backends.DTYPE_HELP, "auto", panel=ENGINE)
+    trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME, panel=ENGINE)
+    tensor_parallel_size: int = option(backends.TENSOR_PARALLEL_SIZE_HELP, 1, role=RUNTIME, panel=ENGINE)
+    gpu_memory_utilization: float | None = option(backends.GPU_MEMORY_UTILIZATION_HELP, None, role=RUNTIME, panel=ENGINE)
+    max_model_len: int | None = option(backends.MAX_MODEL_LEN_HELP, None, role=RUNTIME, panel=ENGINE)
+    vllm_args: str | None = option(backends.VLLM_ARGS_HELP, None, panel=ENGINE)
+
+
+@dataclass(kw_only=True)
+class GenerationConfig(EngineOptions):
     """The generation options `rollout` and `eval` share (each stage adds its own inputs).
 
     One flat dataclass, so a stage's config (and so its job key and provenance) stays a flat
@@ -30,20 +46,12 @@ class GenerationConfig:
     top_k: int = option(TOP_K, 0, keyed_when_set=True)
     max_new_tokens: int = option("Longest response; longer ones stop with finish_reason 'length'.", 1024)
     seed: int = option("Same seed and options give the same responses (sample k of a problem is seeded with its seed + k).", 0)
-    backend: str = option(backends.BACKEND_HELP, "hf")
     context: str = option("none, or reference: the prompt carries the problem's expert reference solution (privileged context).", "none")
     system_prompt: str | None = option("A system message placed before the problem (chat models).", None)
     chat_template_kwargs: str | None = option(CHAT_TEMPLATE_KWARGS, None, keyed_when_set=True)
     prompt_suffix: str | None = option("Text appended to every prompt, e.g. \" Let's think step by step and output the final answer within \\boxed{}.\"", None)
     batch_size: int = option("Problems per generate call (each with K samples); vllm takes a whole part at once.", 8)
     part_size: int = option("Problems per output part: the unit of resumption.", 64)
-    device: str = option(DEVICE, "auto", role=RUNTIME)
-    dtype: str = option(backends.DTYPE_HELP, "auto")
-    trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME)
-    tensor_parallel_size: int = option(backends.TENSOR_PARALLEL_SIZE_HELP, 1, role=RUNTIME)
-    gpu_memory_utilization: float | None = option(backends.GPU_MEMORY_UTILIZATION_HELP, None, role=RUNTIME)
-    max_model_len: int | None = option(backends.MAX_MODEL_LEN_HELP, None, role=RUNTIME)
-    vllm_args: str | None = option(backends.VLLM_ARGS_HELP, None)
     shard: str | None = option(SHARD, None)
     overwrite: bool = option("Replace an unfinished or different job in --out instead of refusing.", False, role=RUNTIME)
 
@@ -67,8 +75,7 @@ class GenerationConfig:
             problems.append(f"--top-k {self.top_k}: must be 0 (off) or a number of tokens >= 1 (Qwen3's evaluation uses 20)")
         if self.max_new_tokens < 1:
             problems.append(f"--max-new-tokens {self.max_new_tokens}: must be at least 1")
-        if not 0 <= self.seed <= MAX_SEED:
-            problems.append(f"--seed {self.seed}: must be from 0 to {MAX_SEED} (the seeds numpy and vLLM take)")
+        problems += seed_problems(self.seed)
         if self.batch_size < 1:
             problems.append(f"--batch-size {self.batch_size}: must be at least 1")
         if self.part_size < 1:

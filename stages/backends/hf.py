@@ -20,7 +20,7 @@ from stages import models
 from stages.backends.sampling import Sample, SamplingOptions, prompt_samples
 
 LABEL = "transformers"
-OPTIONS: dict[str, Any] = {}  # no engine options of its own
+OPTIONS: tuple[str, ...] = ()  # no engine options of its own
 SCORE_ROOM = 0
 SAMPLING = "per-sample generators, seed + k"  # see generate_hf; before it, one generator per part
 

@@ -14,8 +14,6 @@ from schemas.rollouts import FINISH_REASONS
 
 # sample_index is an int32 column.
 MAX_SAMPLES = 2**31 - 1
-# numpy's RandomState (which vLLM seeds from --seed) takes 0 .. 2**32 - 1; torch a little more.
-MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)

@@ -50,13 +50,8 @@ from stages import threads
 from stages.backends import watchdog
 
 LABEL = "vLLM"
-# The config fields only this backend uses, with their defaults (the others refuse them).
-OPTIONS: dict[str, Any] = {
-    "tensor_parallel_size": 1,
-    "gpu_memory_utilization": None,
-    "max_model_len": None,
-    "vllm_args": None,
-}
+# The fields of generation.EngineOptions only this backend uses (the others refuse them when given).
+OPTIONS: tuple[str, ...] = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "vllm_args")
 # vLLM scores a sequence as a prompt, and wants room for one generated token after it.
 SCORE_ROOM = 1
 SAMPLING = None  # vLLM's own seeding (seed + k per sample), unchanged since the first version
