@@ -200,17 +200,24 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def dtype_problems(dtype: str) -> list[str]:
+    """--dtype's problem with its fix, before anything loads."""
+    return [] if dtype in DTYPES else [f"--dtype {dtype}: use {', '.join(DTYPES[:-1])} or {DTYPES[-1]}"]
+
+
 def resolve_dtype(dtype: str, device: str):
     import torch
 
+    if dtype_problems(dtype):
+        raise InputError(dtype_problems(dtype)[0])
     if dtype == "auto":
         # bf16 on GPUs (what these models are trained in); float32 on CPU, where bf16 matmuls
         # are emulated on many machines and sampling numerics matter more than speed.
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    except KeyError:
-        raise InputError(f"--dtype {dtype}: use auto, float32, bfloat16 or float16") from None
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):

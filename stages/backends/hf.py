@@ -26,7 +26,7 @@ SAMPLING = "per-sample generators, seed + k"  # see generate_hf; before it, one 
 
 
 def option_problems(config: Any) -> list[str]:
-    return models.device_problems(config.device)
+    return models.device_problems(config.device) + models.dtype_problems(config.dtype)
 
 
 def prepare(config: Any) -> None:
