@@ -259,12 +259,12 @@ def test_fit_kernel_recovers_an_exact_kernel_and_solves_the_weighted_normal_equa
 def test_the_summary_counts_identical_gradient_problems_per_bin():
     """Problems whose K rollouts give one gradient have an SNR without bound that the bin means
     leave out: the summary says how many, and in which bins (the last one closed: it holds p = 1)."""
-    from stages.snr import _identical_by_bin
+    from stages.snr import identical_by_bin
 
     same = "identical gradients (tr Cov = 0)"
     rows = [{"bin": 9, "status": same}, {"bin": 9, "status": same}, {"bin": 2, "status": same}, {"bin": 2, "status": "ok"}]
-    assert _identical_by_bin(rows, 10) == "3 (in [0.2, 0.3): 1, in [0.9, 1]: 2; left out of those bins' means)"
-    assert _identical_by_bin(rows[3:], 10) == "0"
+    assert identical_by_bin(rows, 10) == "3 (in [0.2, 0.3): 1, in [0.9, 1]: 2; left out of those bins' means)"
+    assert identical_by_bin(rows[3:], 10) == "0"
 
 
 def test_pooled_bin_stats_matches_a_hand_computation():
