@@ -671,11 +671,14 @@ def _same_file(p: Path, schema: ArtifactSchema, extra: dict[bytes, bytes], prov:
     except (OSError, ValueError, pa.ArrowException):
         return False
 
-    def made_from(x: dict[str, Any]) -> tuple:
-        inputs = {name: (v or {}).get("fingerprint") for name, v in (x.get("inputs") or {}).items()}
+    def made_from(x: Any) -> tuple | None:
+        if not isinstance(x, dict) or not isinstance(x.get("inputs") or {}, dict):
+            return None  # not a provenance paced writes: not the same file
+        inputs = {name: v.get("fingerprint") if isinstance(v, dict) else None for name, v in (x.get("inputs") or {}).items()}
         return x.get("stage"), inputs, x.get("problems")
 
-    same_way = made_from(old) == made_from(json.loads(json.dumps(prov, default=str)))
+    was = made_from(old)
+    same_way = was is not None and was == made_from(json.loads(json.dumps(prov, default=str)))
     return same_way and meta.get(META_SCHEMA) == schema.name.encode() and all(meta.get(k) == v for k, v in extra.items())
 
 

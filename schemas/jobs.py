@@ -83,21 +83,32 @@ def process_alive(pid: int) -> bool:
     return _holder_alive({"pid": pid, "host": socket.gethostname()}) is not None
 
 
-def _slurm_task() -> str | None:
-    """This process's Slurm task (`JOB_TASK` of an array, else the job id): the same across a
-    requeue, which reruns it, on another node maybe, after its earlier run is gone."""
+def _slurm_task() -> dict[str, Any] | None:
+    """This process's Slurm task and how often Slurm restarted it: `task` is the array task (or
+    the job), its step and its rank in the step, the same across a requeue, which reruns the
+    task, on another node maybe, after its earlier run is gone; `restart` is SLURM_RESTART_COUNT,
+    which only a requeue raises (two tasks of one allocation differ in step or rank)."""
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array and task:
-        return f"{array}_{task}"
-    return os.environ.get("SLURM_JOB_ID") or None
+    job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    where = ".".join(os.environ.get(k, "-") for k in ("SLURM_STEP_ID", "SLURM_PROCID"))
+    return {"task": f"{job}.{where}", "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)}
+
+
+def _requeued_from(holder: dict[str, Any]) -> bool:
+    """Whether lock `holder` is this Slurm task's own, from a run before Slurm requeued it."""
+    mine, theirs = _slurm_task(), holder.get("slurm")
+    return (mine is not None and isinstance(theirs, dict) and theirs.get("task") == mine["task"]
+            and isinstance(theirs.get("restart"), int) and mine["restart"] > theirs["restart"])
 
 
 def _holder_alive(holder: dict[str, Any] | None) -> dict[str, Any] | None:
     if holder is None or holder.get("pid") == os.getpid():
         return None
     if holder.get("host") != socket.gethostname():
-        if holder.get("slurm") is not None and holder.get("slurm") == _slurm_task():
-            return None  # this Slurm task's earlier run, requeued: Slurm ran it nowhere else since
+        if _requeued_from(holder):
+            return None  # this Slurm task's run before its requeue: Slurm runs it nowhere else since
         return holder  # cannot see another machine's processes: assume alive
     try:
         os.kill(int(holder["pid"]), 0)

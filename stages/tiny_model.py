@@ -144,6 +144,8 @@ def main() -> None:
     out = Path(args.out)
     made = {k: v for k, v in vars(args).items() if k != "out"}
     marker = out / MARKER
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        out.rmdir()  # an empty folder made for it: built into
     if out.exists():  # a rerun of the same build is left as it is; anything else is not ours to replace
         try:
             same = json.loads(marker.read_text()) == made

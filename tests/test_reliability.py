@@ -74,20 +74,26 @@ def test_a_live_writer_holds_the_lock_and_a_dead_ones_lock_is_taken_over(tmp_pat
 
 def test_a_requeued_slurm_task_takes_over_its_own_lock_from_another_node(tmp_path, problems_file, student_dir, monkeypatch):
     """A lock of another host is taken for alive (its processes cannot be seen from here), so a
-    Slurm task requeued onto another node was refused its own job; the lock records the task,
-    and the same task takes it over. Another task's, or no task's, is still refused."""
+    Slurm task requeued onto another node was refused its own job. The lock records the task
+    (array task, step, rank) and its restart count: the same task restarted since takes it over;
+    another task, or another process of the same allocation that was not restarted, is refused."""
     out = tmp_path / "r"
     out.mkdir()
-    for name, record in (("_lock.parquet", {"pid": 31294, "host": "node-a17", "since": "now", "slurm": "812_3"}),
-                         ("_job.parquet", {"schema": "rollouts", "key": "x", "options": {}})):
+    holder = {"pid": 31294, "host": "node-a17", "since": "now", "slurm": {"task": "812_3.0.0", "restart": 0}}
+    for name, record in (("_lock.parquet", holder), ("_job.parquet", {"schema": "rollouts", "key": "x", "options": {}})):
         pq.write_table(record_table(record, schemas.ROLLOUTS), out / name)
     base = ["rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST, "--overwrite"]
-    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "812")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")  # another task of the array
-    r = paced(*base)
+    for k, v in {"SLURM_ARRAY_JOB_ID": "812", "SLURM_ARRAY_TASK_ID": "4", "SLURM_STEP_ID": "0", "SLURM_PROCID": "0",
+                 "SLURM_RESTART_COUNT": "1"}.items():
+        monkeypatch.setenv(k, v)
+    r = paced(*base)  # another task of the array
     assert r.exit_code == 2 and "pid 31294 on node-a17" in r.stderr
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
-    r = paced(*base)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    r = paced(*base)  # the same task, not restarted: another process of it, running
+    assert r.exit_code == 2 and "pid 31294 on node-a17" in r.stderr
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    r = paced(*base)  # requeued
     assert r.exit_code == 0, r.stderr
 
 

@@ -446,6 +446,10 @@ def test_the_scripts_leave_a_rerun_as_it_is_and_refuse_what_is_not_theirs(tmp_pa
     again = subprocess.run([*build, "--out", model], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.strip() == str(model)
     assert (model / "model.safetensors").read_bytes() == weights
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert subprocess.run([*build, "--out", empty], capture_output=True, timeout=120).returncode == 0
+    assert (empty / "model.safetensors").is_file()
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")

@@ -132,6 +132,25 @@ def test_the_same_command_with_inputs_named_another_way_leaves_the_file_byte_for
     assert (tmp_path / "w.parquet").read_bytes() == before
 
 
+def test_a_provenance_of_another_shape_is_not_the_same_file(tmp_path):
+    """An output whose provenance paced would not write (an input recorded as a bare string) is
+    rewritten by the same command, as before, not a traceback."""
+    import json
+
+    write_scores(tmp_path / "scores.parquet", OUTCOMES)
+    out = tmp_path / "w.parquet"
+    base = ["weight", "--scores", tmp_path / "scores.parquet", "--out", out]
+    assert paced(*base).exit_code == 0
+    table = pq.read_table(out)
+    meta = dict(table.schema.metadata)
+    prov = json.loads(meta[b"paced.provenance"])
+    prov["inputs"] = {"scores": "edited"}
+    meta[b"paced.provenance"] = json.dumps(prov).encode()
+    pq.write_table(table.replace_schema_metadata(meta), out)
+    r = paced(*base)
+    assert r.exit_code == 0, r.stderr
+
+
 def test_plot_never_replaces_a_file_paced_did_not_write(tmp_path):
     write_scores(tmp_path / "scores.parquet", OUTCOMES)
     mine = tmp_path / "figure.png"

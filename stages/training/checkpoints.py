@@ -176,18 +176,31 @@ class Damaged(InputError):
     disk), or changed since."""
 
 
+def _damage(e: BaseException) -> bool:
+    """Whether `e` is what a reader raises on a file cut short or garbled (not an I/O error of
+    the disk, running out of memory or a state dict another torch does not take: those are
+    raised as they are, for checkpoints that are whole)."""
+    import pickle
+
+    from polars.exceptions import ComputeError
+    from safetensors import SafetensorError
+
+    if isinstance(e, (SafetensorError, EOFError, pickle.UnpicklingError, json.JSONDecodeError, ComputeError)):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("PytorchStreamReader" in text or "zip archive" in text)
+
+
 @contextlib.contextmanager
 def loading(path: Path):
-    """Loading checkpoint `path`: a file of it that does not load is `Damaged`, naming the checkpoint
-    and the cause (torch's, safetensors', JSON's or Parquet's own error otherwise, a traceback).
-    Running out of memory is not damage: it is raised as it is."""
-    import torch
-
+    """Loading checkpoint `path`: a file of it cut short or garbled is `Damaged`, naming the
+    checkpoint and the cause (torch's, safetensors', JSON's or Parquet's own error otherwise, a
+    traceback). Any other failure is raised as it is."""
     try:
         yield
-    except (InputError, MemoryError, torch.OutOfMemoryError):
-        raise
-    except Exception as e:  # noqa: BLE001 - every reader's own error for a file cut short or edited
+    except Exception as e:
+        if isinstance(e, InputError) or not _damage(e):
+            raise
         raise Damaged(f"--resume: checkpoint {path} is damaged ({type(e).__name__}: {str(e)[:200]})") from None
 
 
