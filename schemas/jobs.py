@@ -255,25 +255,28 @@ class Job:
         resuming = new.is_dir() and not new.is_symlink() and self._job_key(new) == self.key
         if job.get("key") == self.key:
             self.dir = d
-            if self.complete and self.missing_parts():  # deleted since: the same command writes them again
+            complete = self.complete
+            if complete and self.missing_parts():  # deleted since: the same command writes them again
                 record_path(d, MANIFEST_FILE).unlink()
-            strangers = [] if self.complete else outputs.foreign_parts(d, self.key)
+                complete = False
+            if complete:  # a finished job (of an earlier version too) is read as it is
+                return
             began = job.get("contents") or {}
             moved = sorted(k for k, v in self.contents.items() if k in began and began[k] != v)
-            if moved and not self.complete and not (self.overwrite or resuming):  # resumed: parts of two models
+            if moved and not (self.overwrite or resuming):  # resumed: parts of two models
                 raise InputError(
                     f"--out {d}: holds an unfinished job begun with other weights at {', '.join(moved)} "
                     f"(the same files by name and size, another content: replaced in place since); rerun with "
                     f"the weights it began with to resume it, or pass --overwrite to begin it again"
                 )
+            strangers = outputs.foreign_parts(d, self.key)
             if strangers:  # resumed, they would be sealed into the artifact as its parts
+                is_, it = ("is", "it") if len(strangers) == 1 else ("are", "them")
                 raise InputError(
-                    f"--out {d}: {', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''} "
-                    f"{'is' if len(strangers) == 1 else 'are'} named like a part but this job did not write "
-                    f"{'it' if len(strangers) == 1 else 'them'}; move {'it' if len(strangers) == 1 else 'them'} "
-                    f"out of the job's directory and rerun to resume"
+                    f"--out {d}: {', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''} {is_} named like "
+                    f"a part but this job did not write {it}; move {it} out of the job's directory and rerun to resume"
                 )
-            if not (older or moved) or self.complete:  # a finished job of an earlier version still reads
+            if not (older or moved):
                 return
             if not (self.overwrite or resuming):  # its parts and this paced's would not make one artifact
                 raise InputError(
@@ -466,8 +469,9 @@ class Job:
         tmp = outputs.temp_path(self.dir / LOCK_FILE)
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        if _slurm_task() is not None:  # a requeued run of the same task, on another node, takes the lock over
-            me["slurm"] = _slurm_task()
+        slurm = _slurm_task()
+        if slurm is not None:  # a requeued run of the same task, on another node, takes the lock over
+            me["slurm"] = slurm
         pq.write_table(record_table(me, self.schema), tmp)
         try:
             legacy = self.dir / LEGACY[LOCK_FILE]

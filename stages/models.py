@@ -211,8 +211,8 @@ def dtype_problems(dtype: str) -> list[str]:
 def resolve_dtype(dtype: str, device: str):
     import torch
 
-    if dtype_problems(dtype):
-        raise InputError(dtype_problems(dtype)[0])
+    for problem in dtype_problems(dtype):
+        raise InputError(problem)
     if dtype == "auto":
         # bf16 on GPUs (what these models are trained in); float32 on CPU, where bf16 matmuls
         # are emulated on many machines and sampling numerics matter more than speed.

@@ -116,18 +116,12 @@ def finish_checkpoint(out: Path, tmp: Path, step: int, log: list[dict], rng_rank
 
 def _fsync_tree(d: Path) -> None:
     """Flush the files of folder `d` and the folder itself to the disk."""
-    for f in sorted(d.rglob("*")):
-        if f.is_file() and not f.is_symlink():
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    for p in [*(f for f in sorted(d.rglob("*")) if f.is_file() and not f.is_symlink()), d]:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def remove(path: Path) -> None:
