@@ -30,7 +30,7 @@ resampling of particle filters: still E[c_v] = S p_v, but c_v is floor(S p_v) or
 a token of mass over 1/S is kept with its mass almost exact and the variance of each token's
 mass falls (not of every sum over tokens: systematic resampling can lose to independent draws
 on a weighted sum, Douc, Cappé and Moulines 2005; bench section 10 measures the gradient of
-both at equal bytes); see `backends.hf.draw`. `--logits hybrid` stores the
+both at equal bytes); see `backends.sparse.draw`. `--logits hybrid` stores the
 top-k exactly and draws the S ids from the rest only (m_v = P_rest c_v / S): unbiased too, with
 less variance where the teacher is peaked. With `--sample-temperature t` the draws come from
 the proposal q ∝ p_T^(1/t) (more distinct tokens of the tail at t > 1) and each is
@@ -67,14 +67,14 @@ from schemas import InputError
 from schemas.base import quote_rows
 from schemas.outputs import check_paths
 from stages import backends, models, prompts, threads
-from stages.backends import hf
+from stages.backends import sparse
 from stages.backends.generation import EngineOptions
 from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out, summary_table
 from stages.options import changed, key_options, option, seed_problems, INPUT, RUNTIME, ALLOW_STALE, SHARD, CHAT_TEMPLATE_KWARGS
 
 
 LOGITS = ("topk", "sampled", "hybrid")
-DRAW_SCHEMES = hf.SCHEMES
+DRAW_SCHEMES = sparse.SCHEMES
 
 
 @dataclass

@@ -4,7 +4,7 @@ The estimator (stages/teacher_logits.py, stages/training/data.py): S draws from 
 distribution (or from its mass outside the top-k), kept as distinct ids with mass c_v / S of
 what they stand for. The forward-KL gradient on those buckets must have the full-vocabulary
 gradient as its expectation, and the value (with the entropy shift) the full KL. Tested
-through the code that writes the artifact (`hf.topk_from_hidden`) and the code that feeds the
+through the code that writes the artifact (`sparse.topk_from_hidden`) and the code that feeds the
 losses (`data.collate`, `forward`'s shift), over many seeds, against the dense reference.
 """
 
@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import schemas
-from stages.backends import hf
+from stages.backends import sparse
 from stages.training import data as train_data
 from stages.training import losses
 from tests.conftest import job_record, manifest_record, paced
@@ -43,7 +43,7 @@ def columns(head, hidden, *, top_k: int, draws: int, seed: int, temperature: flo
     if draws:
         gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        return hf.topk_from_hidden(head, hidden, torch.zeros(N_POS, dtype=torch.long), top_k=top_k, real_vocab=V,
+        return sparse.topk_from_hidden(head, hidden, torch.zeros(N_POS, dtype=torch.long), top_k=top_k, real_vocab=V,
                                    chunk_size=2, samples=draws, temperature=temperature, scheme=scheme, generator=gen)
 
 
@@ -82,7 +82,7 @@ def dense(head, hidden, student) -> tuple[torch.Tensor, float]:
     return grad.detach(), kl
 
 
-@pytest.mark.parametrize("scheme", hf.SCHEMES)
+@pytest.mark.parametrize("scheme", sparse.SCHEMES)
 @pytest.mark.parametrize("top_k, draws", [(0, 8), (4, 6)], ids=["sampled", "hybrid"])
 def test_the_drawn_gradient_and_value_are_unbiased_with_the_variance_of_their_scheme(top_k, draws, scheme):
     head, hidden, student = teacher_and_student()
@@ -128,7 +128,7 @@ def test_systematic_counts_are_the_floor_or_ceiling_of_the_expected_count():
         logits[:, ::3] = float("-inf")  # every third id has no mass
         q = torch.softmax(logits.double(), -1)
         for S in (1, 7, 40, 1000):
-            ids = hf.draw(torch.log_softmax(logits, -1), S, "systematic", torch.Generator().manual_seed(seed))
+            ids = sparse.draw(torch.log_softmax(logits, -1), S, "systematic", torch.Generator().manual_seed(seed))
             counts = torch.zeros(5, V, dtype=torch.float64).scatter_add_(-1, ids, torch.ones_like(ids, dtype=torch.float64))
             assert counts.sum(-1).eq(S).all()
             assert (counts >= (S * q - 1e-6).floor()).all() and (counts <= (S * q + 1e-6).ceil()).all()
@@ -144,7 +144,7 @@ def test_many_draws_and_k_equal_v_match_the_dense_loss():
     assert torch.allclose(full[0], want_grad, atol=2e-3) and full_kl.item() == pytest.approx(want_kl, rel=2e-3)
 
 
-@pytest.mark.parametrize("scheme", hf.SCHEMES)
+@pytest.mark.parametrize("scheme", sparse.SCHEMES)
 def test_draws_are_stored_as_distinct_ids_with_their_mass(scheme):
     head, hidden, _ = teacher_and_student(seed=5)
     cols = columns(head, hidden, top_k=4, draws=10, seed=7, scheme=scheme)

@@ -9,6 +9,9 @@ Adding one (say SGLang): write `stages/backends/sglang.py` with the functions be
 `"sglang": "stages.backends.sglang"` to `REGISTRY`, declare its engine options once as fields of
 `generation.EngineOptions` (every command that runs a model inherits them) and name them in its
 `OPTIONS` (another backend refuses them when given).
+A backend whose engine sees each position's full output layer writes the teacher_logits columns
+with `stages.backends.sparse` (top-k, tail, draws; what hf does); one that does not refuses
+`--logits sampled|hybrid` in its `option_problems` (what vllm does).
 """
 
 from __future__ import annotations
