@@ -427,6 +427,19 @@ def verify_parts(d: Path, manifest: dict[str, Any], option: str) -> None:
         )
 
 
+def _checked_files(p: Path, schema: ArtifactSchema, option: str) -> tuple[list[Path], dict[str, Any] | None]:
+    """An artifact's Parquet files and its provenance (the job's record, else the first file's),
+    every file's declared schema and column types checked (one per distinct header, see
+    `headers_to_check`); no rows read."""
+    files, prov = artifact_files(p, option)
+    for f in headers_to_check(files):
+        arrow_schema = parquet_schema(f, option)
+        declared = _declared(f, arrow_schema.metadata, schema, option)
+        prov = prov if prov is not None else declared
+        check_types(arrow_schema, _variant(arrow_schema, schema), f"{option} {f}")
+    return files, prov
+
+
 def read(
     path: str | os.PathLike,
     schema: ArtifactSchema,
@@ -446,12 +459,7 @@ def read(
     if columns is not None:
         keep = list(dict.fromkeys([*schema.key, *columns]))
         schema = replace(schema, columns=tuple(c for c in schema.columns if c.name in keep), checks=())
-    files, prov = artifact_files(p, option)
-    for f in headers_to_check(files):
-        arrow_schema = parquet_schema(f, option)
-        declared = _declared(f, arrow_schema.metadata, schema, option)
-        prov = prov if prov is not None else declared
-        check_types(arrow_schema, _variant(arrow_schema, schema), f"{option} {f}")
+    files, prov = _checked_files(p, schema, option)
     wanted = None if columns is None else [c.name for c in schema.columns]
     frame = None
     if len(files) > 1:
@@ -499,12 +507,7 @@ def read_header(path: str | os.PathLike, schema: ArtifactSchema, *, option: str)
     p = Path(path)
     if not p.exists():
         raise InputError(f"{option} {p}: no such file or directory; check the path")
-    files, prov = artifact_files(p, option)
-    for f in headers_to_check(files):
-        arrow_schema = parquet_schema(f, option)
-        declared = _declared(f, arrow_schema.metadata, schema, option)
-        prov = prov if prov is not None else declared
-        check_types(arrow_schema, _variant(arrow_schema, schema), f"{option} {f}")
+    files, prov = _checked_files(p, schema, option)
     rows = {f: _num_rows(f, option) for f in files}
     check_rows(p, files, option, lambda: rows)
     if sum(rows.values()) == 0:

@@ -106,6 +106,9 @@ class TeacherLogitsConfig(EngineOptions):
         problems = backends.option_problems(self)
         if self.logits not in LOGITS:
             problems.append(f"--logits {self.logits}: use one of {', '.join(LOGITS)}")
+        elif self.logits != "topk" and self.backend in backends.REGISTRY and not backends.get(self.backend).DRAWS:
+            problems.append(f"--logits {self.logits}: not with --backend {self.backend}: {backends.get(self.backend).NO_DRAWS}; "
+                            "use --backend hf, or --logits topk")
         elif self.logits == "sampled":
             self.top_k = 0  # no top-k: every bucket is drawn
         elif self.top_k < 1:
@@ -316,7 +319,7 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
     job.start()
     todo = [i for i in range(n_parts) if not job.has(i)]
     started = time.perf_counter()
-    score = backend.open_scorer(config.teacher, config, tokenizer)
+    score = backend.open_scorer(config.teacher, config, tokenizer, sparse.ScoringOptions.of(config))
     ready = time.perf_counter()  # tokens / second counts from here, as in rollout
     tokens_now = 0
     with progress("teacher-logits", total=sum(len(r) for p in todo for r in responses[p * config.part_size:(p + 1) * config.part_size]), unit="tok") as bar:

@@ -10,8 +10,8 @@ Adding one (say SGLang): write `stages/backends/sglang.py` with the functions be
 `generation.EngineOptions` (every command that runs a model inherits them) and name them in its
 `OPTIONS` (another backend refuses them when given).
 A backend whose engine sees each position's full output layer writes the teacher_logits columns
-with `stages.backends.sparse` (top-k, tail, draws; what hf does); one that does not refuses
-`--logits sampled|hybrid` in its `option_problems` (what vllm does).
+with `stages.backends.sparse` (top-k, tail, draws; what hf does); one that does not sets `DRAWS = False`
+and says why in `NO_DRAWS` (vllm), and teacher-logits refuses `--logits sampled|hybrid` on it.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ NAMES = tuple(REGISTRY)
 Generate = Callable[..., list[list[Sample]]]
 # score(prompt_ids, response_ids, on_batch, seeds=None) -> per sequence {topk_ids, topk_logprobs,
 # tail_logprob, target_logprobs, sample_ids, sample_logmass, entropy}; on_batch(response_tokens_done).
-# seeds (one per sequence) come only with --logits sampled|hybrid, which a backend that cannot
-# draw from the teacher's distribution refuses in its option_problems.
+# seeds (one per sequence) come only with draws (ScoringOptions.draws > 0), which teacher-logits
+# asks only of a backend whose DRAWS is True.
 Score = Callable[..., list[dict[str, Any]]]
 
 # The --help of the engine options of every command that runs a model (rollout, eval,
@@ -57,6 +57,9 @@ class Backend(Protocol):
     """The fields of `EngineOptions` only this backend uses (the others refuse them when given)."""
     SCORE_ROOM: int
     """Tokens a scored sequence must leave free in the context (vLLM generates one)."""
+    DRAWS: bool
+    """Whether its scorer sees each position's full distribution and can draw from it
+    (`--logits sampled|hybrid`); when not, NO_DRAWS says why, for the refusal."""
     SAMPLING: str | None
     """The name of how its samples are drawn, in the key of every sampled job when not None:
     changed when the same seed would give other samples, so no job mixes two schemes."""
@@ -76,8 +79,9 @@ class Backend(Protocol):
         sample k of prompt i drawn from a generator seeded with `seeds[i]` + k alone, so that a
         sample does not depend on n, `first`, the batch or the other prompts."""
 
-    def open_scorer(self, model: str, config: Any, tokenizer: Any) -> Score:
-        """Load the teacher `model` once for a job; return `score(prompt_ids, response_ids, on_batch, seeds=None)`."""
+    def open_scorer(self, model: str, config: Any, tokenizer: Any, options: Any) -> Score:
+        """Load the teacher `model` once for a job; return `score(prompt_ids, response_ids, on_batch, seeds=None)`
+        keeping what `options` (a `sparse.ScoringOptions`) asks at every response position."""
 
     def shutdown(self) -> None:
         """Free the engine this process holds, if any."""

@@ -16,11 +16,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 from stages import models
 from stages.backends.sampling import Sample, SamplingOptions, prompt_samples
-from stages.backends.sparse import topk_from_hidden
+from stages.backends.sparse import ScoringOptions, topk_from_hidden
 
 LABEL = "transformers"
 OPTIONS: tuple[str, ...] = ()  # no engine options of its own
 SCORE_ROOM = 0
+DRAWS = True  # sees the full output layer: draws from it (stages/backends/sparse.py)
 SAMPLING = "per-sample generators, seed + k"  # see generate_hf; before it, one generator per part
 
 
@@ -61,15 +62,14 @@ def open_generator(model_name: str, config: Any, tokenizer: Any) -> Iterator[Cal
     yield generate
 
 
-def open_scorer(model_name: str, config: Any, tokenizer: Any) -> Callable[..., list[dict[str, Any]]]:
-    """Load the teacher once for the whole job and return `score(prompt_ids, response_ids, on_batch)`."""
+def open_scorer(model_name: str, config: Any, tokenizer: Any, options: ScoringOptions) -> Callable[..., list[dict[str, Any]]]:
+    """Load the teacher once for the whole job and return `score(prompt_ids, response_ids, on_batch, seeds=None)`."""
     model = models.load_model(model_name, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
 
     def score(prompt_ids, response_ids, on_batch, seeds=None):
-        return score_sequences(model, prompt_ids, response_ids, top_k=config.top_k, real_vocab=len(tokenizer),
-                               batch_size=config.batch_size, chunk_size=config.chunk_size, on_batch=on_batch,
-                               samples=config.draws if config.logits != "topk" else 0,
-                               temperature=config.sample_temperature, scheme=config.draw_scheme, seeds=seeds)
+        return score_sequences(model, prompt_ids, response_ids, top_k=options.top_k, real_vocab=len(tokenizer),
+                               batch_size=options.batch_size, chunk_size=options.chunk_size, on_batch=on_batch,
+                               samples=options.draws, temperature=options.temperature, scheme=options.scheme, seeds=seeds)
 
     return score
 

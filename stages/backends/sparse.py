@@ -11,9 +11,34 @@ and docs/artifacts.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+SCHEMES = ("systematic", "multinomial")
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """What a scorer keeps of the teacher's distribution at each position, as a backend receives
+    it (teacher-logits builds it from its options): the `top_k` most likely ids, then `draws`
+    ids drawn from the rest by `scheme` from the proposal at `temperature` (0 draws: none), and
+    the hf engine's batching (`batch_size` sequences per forward pass, `chunk_size` positions per
+    output-layer chunk)."""
+
+    top_k: int
+    draws: int = 0
+    temperature: float = 1.0
+    scheme: str = "systematic"
+    batch_size: int = 8
+    chunk_size: int = 1024
+
+    @classmethod
+    def of(cls, config: Any) -> "ScoringOptions":
+        """The scoring options of a teacher-logits config."""
+        return cls(config.top_k, config.draws if config.logits != "topk" else 0, config.sample_temperature,
+                   config.draw_scheme, config.batch_size, config.chunk_size)
 
 
 def topk_from_hidden(
@@ -62,8 +87,6 @@ def topk_from_hidden(
         "entropy": torch.cat(ents).clamp(min=0).tolist(),
     }
 
-
-SCHEMES = ("systematic", "multinomial")
 
 
 def draw(proposal, samples: int, scheme: str, generator):

@@ -54,6 +54,9 @@ LABEL = "vLLM"
 OPTIONS: tuple[str, ...] = ("tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "vllm_args")
 # vLLM scores a sequence as a prompt, and wants room for one generated token after it.
 SCORE_ROOM = 1
+DRAWS = False
+NO_DRAWS = ("it returns the top log-probs of each position, not the teacher's distribution, so nothing can be "
+            "drawn from it (every vocabulary log-prob of every position as a Python object would be needed)")
 SAMPLING = None  # vLLM's own seeding (seed + k per sample), unchanged since the first version
 
 INSTALL_HINT = (
@@ -124,12 +127,6 @@ def option_problems(c: Any) -> list[str]:
     problems = []
     if not available():
         problems.append(f"--backend vllm: vLLM is not installed; {INSTALL_HINT}")
-    if getattr(c, "logits", "topk") != "topk":  # teacher-logits
-        problems.append(
-            f"--logits {c.logits}: not with --backend vllm, which returns the top log-probs of each position, "
-            f"not the teacher's distribution, so nothing can be drawn from it (every vocabulary log-prob of "
-            f"every position as a Python object would be needed); use --backend hf, or --logits topk"
-        )
     if c.device != "auto":
         problems.append(
             f"--device {c.device}: the vllm backend runs where its build runs (GPUs, or the CPU "
@@ -365,13 +362,14 @@ def open_generator(model: str, c: Any, tokenizer: Any) -> Iterator[Callable[...,
     yield generate_part
 
 
-def open_scorer(model: str, c: Any, tokenizer: Any) -> Callable[..., list[dict[str, Any]]]:
-    """Start (or reuse) the engine for the teacher `model`; return `score(prompt_ids, response_ids, on_batch, seeds=None)`."""
-    request_k = logprobs_to_request(c.top_k, models.vocab_rows(model, c.trust_remote_code), len(tokenizer))
+def open_scorer(model: str, c: Any, tokenizer: Any, options: Any) -> Callable[..., list[dict[str, Any]]]:
+    """Start (or reuse) the engine for the teacher `model`; return `score(prompt_ids, response_ids, on_batch, seeds=None)`
+    keeping `options.top_k` (a `sparse.ScoringOptions`: never draws, see DRAWS; vLLM batches by itself)."""
+    request_k = logprobs_to_request(options.top_k, models.vocab_rows(model, c.trust_remote_code), len(tokenizer))
     llm = engine(model, c, max_logprobs=request_k)
 
-    def score(prompt_ids, response_ids, on_batch, seeds=None):  # no draws (option_problems refuses them)
-        return score_sequences(llm, prompt_ids, response_ids, top_k=c.top_k, request_k=request_k,
+    def score(prompt_ids, response_ids, on_batch, seeds=None):  # no draws (DRAWS is False)
+        return score_sequences(llm, prompt_ids, response_ids, top_k=options.top_k, request_k=request_k,
                                real_vocab=len(tokenizer), on_batch=on_batch)
 
     return score
