@@ -257,7 +257,9 @@ def majority(results: pl.DataFrame, k: int, same: SameFn | None = None) -> pl.Da
     the first group whose first answer it equals. Responses without an answer do not vote, a
     problem without any is wrong, ties go to the answer given first, and a string's verdict is
     that of its first response. Only the problems whose verdict the grouping can change are
-    judged pair by pair (a correct answer with more votes than all wrong ones wins as it is).
+    judged pair by pair (a correct answer with more votes than all wrong ones wins as it is),
+    round by round: each wrong answer is compared with the first answer of each group formed
+    before it, so answers that merge save the comparisons with one another's group.
     """
     votes = (results.filter((pl.col("sample_index") < k) & pl.col("extracted").is_not_null())
              .sort("benchmark", "problem_id", "sample_index"))
@@ -276,19 +278,28 @@ def majority(results: pl.DataFrame, k: int, same: SameFn | None = None) -> pl.Da
     # all wrong votes together.
     open_ = {key: None for key, wrong in wrong_of.items()
              if len(wrong) > 1 and max(v for _, v, _ in wrong) <= right_of[key][0] <= sum(v for _, v, _ in wrong)}
-    pairs = [(wrong_of[key][i][0], wrong_of[key][j][0]) for key in open_
-             for i in range(len(wrong_of[key])) for j in range(i + 1, len(wrong_of[key]))]
-    verdicts = dict(zip(pairs, same(pairs) if same is not None and pairs else [a == b for a, b in pairs]))
-    rows = []
-    for key, wrong in wrong_of.items():
-        groups: list[list] = []  # [first answer, votes, first index]
-        for answer, v, first in wrong:
-            home = next((g for g in groups if verdicts[(g[0], answer)]), None) if key in open_ else None
+    compare = same if same is not None else (lambda pairs: [a == b for a, b in pairs])
+    groups_of: dict[tuple[str, str], list[list]] = {  # [first answer, votes, first index]
+        key: [] if key in open_ else [[a, v, first] for a, v, first in wrong] for key, wrong in wrong_of.items()}
+    # Round i: answer i of every open problem against the first answer of each of its groups so
+    # far, one call for all problems; it joins the first group it equals, else starts one. Where
+    # answers merge there are fewer groups to ask than pairs (where all differ, C(m, 2) either way).
+    for i in range(max((len(wrong_of[key]) for key in open_), default=0)):
+        asks = [(key, g) for key in open_ if i < len(wrong_of[key]) for g in groups_of[key]]
+        pairs = list(dict.fromkeys((g[0], wrong_of[key][i][0]) for key, g in asks))
+        verdicts = dict(zip(pairs, compare(pairs) if pairs else []))
+        for key in open_:
+            if i >= len(wrong_of[key]):
+                continue
+            answer, v, first = wrong_of[key][i]
+            home = next((g for g in groups_of[key] if verdicts[(g[0], answer)]), None)
             if home is None:
-                groups.append([answer, v, first])
+                groups_of[key].append([answer, v, first])
             else:
                 home[1] += v
                 home[2] = min(home[2], first)
+    rows = []
+    for key, groups in groups_of.items():
         right_votes, right_first = right_of[key]
         best_wrong = max(((g[1], -g[2]) for g in groups), default=(0, 0))
         rows.append((*key, right_votes > 0 and (right_votes, -right_first) > best_wrong))

@@ -159,6 +159,55 @@ def test_maj_at_k_counts_equal_answers_written_differently_as_one():
         assert summarize(bd, set(), None, "m", 4, same=math_same)["maj_at_k"].item() == 0.0
 
 
+def test_maj_at_k_grouping_round_by_round_matches_all_pairs_with_fewer_comparisons():
+    """Random problems whose wrong answers are spellings of a few values (an equality the judge
+    knows): maj@k equals a brute-force greedy grouping that knows every pair, and asks only pairs
+    against a group's first answer, fewer than all pairs where answers merge."""
+    import itertools
+    import random
+
+    from stages.eval import majority
+
+    value = lambda a: a.split("~")[0]  # "3~b" is the value 3 written another way
+    rng = random.Random(0)
+    rows, truth = [], {}
+    for n in range(300):
+        k = rng.randint(2, 12)
+        answers = [f"{rng.randint(0, 4)}~{rng.choice('abc')}{n}" for _ in range(k)]  # no string in two problems
+        correct = [value(a) == "0" for a in answers]
+        rows.append((f"p{n}", answers, correct))
+        # brute force: the correct ones are one answer; wrong strings in order of first response
+        # join the first group whose first string has their value; ties go to the earlier first
+        votes: dict[str, list] = {}
+        for i, (a, c) in enumerate(zip(answers, correct)):
+            votes.setdefault("R" if c else a, [0, i])[0] += 1
+        groups: list[list] = []
+        for a, (v, first) in votes.items():
+            if a == "R":
+                continue
+            home = next((g for g in groups if value(g[0]) == value(a)), None)
+            if home is None:
+                groups.append([a, v, first])
+            else:
+                home[1] += v
+        right = votes.get("R", [0, 0])
+        truth[f"p{n}"] = right[0] > 0 and (right[0], -right[1]) > max(((g[1], -g[2]) for g in groups), default=(0, 0))
+    asked: list = []
+
+    def same(pairs):
+        asked.extend(pairs)
+        return [value(a) == value(b) for a, b in pairs]
+
+    frame = votes_frame(rows)
+    got = dict(zip(*majority(frame, 12, same).select("problem_id", "maj")))
+    assert got == truth
+    compared = {a.split("~")[1][1:] for pair in asked for a in pair}  # the problems judged pair by pair
+    all_pairs = {p for pid, answers, correct in rows if pid[1:] in compared
+                 for p in itertools.combinations(dict.fromkeys(a for a, c in zip(answers, correct) if not c), 2)}
+    assert set(asked) <= all_pairs and len(asked) == len(set(asked))
+    assert len(asked) < 0.8 * len(all_pairs)  # all pairs of those problems were asked before
+
+
 def test_maj_at_k_equality_of_exact_and_user_verifiers(tmp_path):
     from stages.verifiers import SameAnswer
 
