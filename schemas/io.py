@@ -654,18 +654,17 @@ def write_file(
     p = check_file_out(path, schema, key=key, overwrite=overwrite)
     unique = tuple(schema.key) if len(schema.key) == 1 else ()
     table = _with_metadata(table, schema, prov)
-    extra = {outputs.META_CONTENT.encode(): outputs.table_digest(table).encode()}
-    if key is not None:
-        extra[outputs.META_KEY.encode()] = key.encode()
-    if p.exists() and _same_file(p, schema, extra, prov):  # the same command again: the file (and its fingerprint) as it was
+    extra = {outputs.META_KEY.encode(): key.encode()} if key is not None else {}
+    if p.exists() and _same_file(p, schema, table, extra, prov):  # the same command again: the file (and its fingerprint) as it was
         return p
+    extra[outputs.META_CONTENT.encode()] = outputs.table_digest(table).encode()
     _atomic_write_parquet(table.replace_schema_metadata(table.schema.metadata | extra), p, unique)
     return p
 
 
-def _same_file(p: Path, schema: ArtifactSchema, extra: dict[bytes, bytes], prov: dict[str, Any]) -> bool:
-    """Whether `p` (checked unedited) is the `schema` file paced would write now: the same key and
-    rows, made by the same stage from inputs of the same content. How the inputs were named (a
+def _same_file(p: Path, schema: ArtifactSchema, table: pa.Table, extra: dict[bytes, bytes], prov: dict[str, Any]) -> bool:
+    """Whether `p` (checked unedited) is the `schema` file paced would write now: the same key
+    (`extra`) and rows (`table`, by the digest `p` records, in either form), made by the same stage from inputs of the same content. How the inputs were named (a
     path from another directory), the time and the command line's spelling do not count: the
     file is kept byte for byte, so what was made from it stays valid."""
     try:
@@ -682,7 +681,9 @@ def _same_file(p: Path, schema: ArtifactSchema, extra: dict[bytes, bytes], prov:
 
     was = made_from(old)
     same_way = was is not None and was == made_from(json.loads(json.dumps(prov, default=str)))
-    return same_way and meta.get(META_SCHEMA) == schema.name.encode() and all(meta.get(k) == v for k, v in extra.items())
+    content = meta.get(outputs.META_CONTENT.encode())
+    return (same_way and meta.get(META_SCHEMA) == schema.name.encode() and all(meta.get(k) == v for k, v in extra.items())
+            and content is not None and outputs.same_digest(content.decode(errors="replace"), table))
 
 
 def table_from_columns(columns: dict[str, Iterable[Any]], schema: ArtifactSchema) -> pa.Table:

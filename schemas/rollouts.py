@@ -34,7 +34,7 @@ SCHEMA = ArtifactSchema(
             "The response token ids, including the end-of-sequence token when it was generated.",
         ),
         Column("finish_reason", pa.string(), "`stop` (end-of-sequence token) or `length` (hit --max-new-tokens)."),
-        Column("model", pa.string(), "The model that generated the response (as given to --model)."),
+        Column("model", pa.string(), "The model that generated the response: a hub id as given to --model, a local directory by its absolute path."),
     ),
     key=("problem_id", "sample_index"),
     checks=(_finish_reasons,),

@@ -15,7 +15,7 @@ SCHEMA = ArtifactSchema(
         Column("epoch", pa.int32(), "Epoch of the step, from 0."),
         Column("loss", pa.float64(), "The weighted batch loss that was minimised: sum_i w_i L_i / N."),
         Column("fkl", pa.float64(), "Weighted forward KL(teacher || student), same reduction."),
-        Column("rkl", pa.float64(), "Weighted reverse KL(student || teacher), same reduction."),
+        Column("rkl", pa.float64(), "Weighted reverse KL(student || teacher), same reduction; NaN when the teacher logits are sampled or hybrid (draws give no estimate of it)."),
         Column("lr", pa.float64(), "Learning rate used for the step."),
         Column("grad_norm", pa.float64(), "Gradient norm before clipping."),
         Column("tokens", pa.int64(), "Response tokens in the step."),

@@ -85,7 +85,7 @@ class SnrConfig:
     student: str = option("Student model whose gradients are measured: a local directory or a hub id.", role=INPUT)
     teacher_logits: Path = option("teacher_logits artifact on the student's K rollouts per problem (paced teacher-logits --sequences <student rollouts>); build it WITHOUT --weights so problems with p = 0 and p = 1 are present.", role=INPUT)
     weights: Path = option("Weights artifact (`paced weight` output): only pass_rate is used; problems of weight 0 are measured too.", role=INPUT)
-    out: Path = option("Output snr Parquet file: one row per pass-rate bin (the same command rewrites its own file; one made with other options needs --overwrite). The per-problem estimator also writes each problem's SNR beside it, to <out stem>.problems.parquet.", role=RUNTIME)
+    out: Path = option("Output snr Parquet file: one row per pass-rate bin (the same command again leaves its own file as it is; one made with other options needs --overwrite). The per-problem estimator also writes each problem's SNR beside it, to <out stem>.problems.parquet.", role=RUNTIME)
     bins: int = option("Equal-width pass-rate bins over [0, 1] (p = 1 falls in the last), 1 to 1,000.", 10)
     estimator: str = option("per-problem: each problem's SNR over its K rollouts, averaged per bin with a bootstrap 95% interval (the paper's Figure 3). pooled: one SNR per bin over one gradient per problem, minus 1/n (how alike the bin's problems are).", "per-problem")
     param: str | None = option("Parameter to take the gradient at, by its model.named_parameters() name (default: the output embedding weight, lm_head.weight; tied to the input embedding in some models).", None)

@@ -46,7 +46,7 @@ PLOT_KIND = "weights-plot"
 @dataclass
 class WeightConfig:
     scores: Path = option("Scores artifact: `paced score` output, or any Parquet with problem_id, sample_index, correct.", role=INPUT)
-    out: Path = option("Output weights Parquet file (an earlier one of the same command is rewritten; one made with other options needs --overwrite).", role=RUNTIME)
+    out: Path = option("Output weights Parquet file (the same command again leaves its own file as it is; one made with other options needs --overwrite).", role=RUNTIME)
     alpha: float = option("alpha in w(p) = p^alpha (1-p)^beta; must be >= 0.", 1.0)
     beta: float = option("beta in w(p) = p^alpha (1-p)^beta; must be >= 0.", 1.0)
     scheme: str = option("beta (Paced), uniform (w = 1, plain distillation) or hard-filter (w = 1 iff 0 < p < 1).", "beta")

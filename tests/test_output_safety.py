@@ -332,6 +332,35 @@ def test_a_file_edited_after_paced_wrote_it_is_the_users(world, tmp_path):
     refused([*plot, "--overwrite"], tmp_path, "--plot", "changed after paced wrote it")
 
 
+def test_a_file_with_the_first_content_digest_is_still_paced_s(world, tmp_path):
+    """Files written before the columnar digest (2026-12-06) record the first, JSON one: such a
+    file is still paced's (the same command leaves it, --overwrite replaces it), and an edit of
+    it is still the user's. The digests agree on every layout a file is read back in."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas.outputs import _json_digest, same_digest, table_digest
+
+    w = tmp_path / "w.parquet"
+    base = ["weight", "--scores", world / "scores", "--out", w]
+    assert paced(*base).exit_code == 0
+    t = pq.read_table(w)
+    recorded = t.schema.metadata[b"paced.content"].decode()
+    assert recorded.startswith("2:") and same_digest(recorded, t)
+    assert table_digest(pl.from_arrow(t).to_arrow()) == recorded  # large strings, one chunk
+    assert table_digest(pa.concat_tables([t.slice(0, 2), t.slice(2)])) == recorded  # two chunks
+    old = t.replace_schema_metadata({**t.schema.metadata, b"paced.content": _json_digest(t).encode()})
+    pq.write_table(old, w)
+    assert paced(*base).exit_code == 0  # the same command: its own file, left as it is
+    assert pq.read_schema(w).metadata[b"paced.content"].decode() == _json_digest(t)
+    assert paced(*base, "--alpha", "2", "--overwrite").exit_code == 0  # replaced as paced's own
+    i = t.schema.get_field_index("weight")
+    edited = old.set_column(i, t.field(i), pa.array([0.5] * t.num_rows, t.field(i).type))
+    pq.write_table(edited.replace_schema_metadata(old.schema.metadata), w)
+    refused([*base, "--overwrite"], tmp_path, "changed after paced wrote it")
+
+
 def test_a_part_edited_after_its_job_finished_is_the_users(world, tmp_path, student_dir):
     import pyarrow.parquet as pq
 
