@@ -226,13 +226,13 @@ class Job:
             self.dir = d
             self.fresh = True
             return
-        holder = _lock_holder(d)
-        if holder is not None:
-            raise InputError(
-                f"--out {d}: another paced process (pid {holder['pid']} on {holder.get('host')}, "
-                f"since {holder.get('since')}) is writing this job; wait for it to finish or stop "
-                f"it (if it is gone, delete {holder['lock']})"
-            )
+        for where, holder in ((d, _lock_holder(d)), (self.replacement, _lock_holder(self.replacement))):
+            if holder is not None:  # in place, or its replacement (--overwrite): either would be swapped under the other
+                raise InputError(
+                    f"--out {d}: another paced process (pid {holder['pid']} on {holder.get('host')}, "
+                    f"since {holder.get('since')}) is writing {'this job' if where == d else f'its replacement in {where}'}; "
+                    f"wait for it to finish or stop it (if it is gone, delete {holder['lock']})"
+                )
         job_file = record_path(d, JOB_FILE)
         if job_file is None:
             if not _only_leftovers(d):
@@ -386,6 +386,12 @@ class Job:
         """Create or resume `dir` (call after check() and input validation)."""
         d = self.dir
         if d != self.out and d.exists() and self._job_key(d) != self.key:
+            holder = _lock_holder(d)
+            if holder is not None:  # begun since `check` by another process
+                raise InputError(
+                    f"--out {self.out}: another paced process (pid {holder['pid']} on {holder.get('host')}) "
+                    f"began writing a replacement in {d} while this one was getting ready; wait for it to finish or stop it"
+                )
             outputs.remove_owned(d, self.own)  # an earlier replacement with other options
         if self.is_shard and not d.parent.exists():
             try:
@@ -402,12 +408,12 @@ class Job:
         key = self._job_key(d)
         if key is not None and (self.created or self.fresh):  # another paced job began here since `check`
             self.created = self.fresh = False  # (it is theirs: never abandoned by this run)
-            if key != self.key:
-                self.release()
-                raise InputError(
-                    f"--out {self.out}: another paced job was started in it while this one was getting ready; "
-                    f"rerun to see what it holds, or choose another --out"
-                )
+        if key is not None and key != self.key:  # (or a replacement was swapped in since: another job)
+            self.release()
+            raise InputError(
+                f"--out {self.out}: another paced job was started in it while this one was getting ready; "
+                f"rerun to see what it holds, or choose another --out"
+            )
         mine = outputs.owned_names(d, self.own)
         for stale in d.glob(".*.tmp-*"):  # left by a killed writer
             # a user's name or link, or another process's file in flight (its lock, a moment ago): kept
@@ -463,18 +469,21 @@ class Job:
         files = sorted(set(outputs.recorded_files(self.dir)) | set(names))
         self._write_job_file(files)
 
-    def _lock(self) -> None:
-        """Take the job's lock (atomically); a lock left by a dead process is taken over."""
-        lock = self.dir / LOCK_FILE
-        tmp = outputs.temp_path(self.dir / LOCK_FILE)
+    def _lock(self, d: Path | None = None) -> None:
+        """Take the lock of the job's directory (or of `d`) atomically; a lock left by a dead
+        process is taken over."""
+        d = self.dir if d is None else d
+        lock = d / LOCK_FILE
+        tmp = outputs.temp_path(d / LOCK_FILE)
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         slurm = _slurm_task()
         if slurm is not None:  # a requeued run of the same task, on another node, takes the lock over
             me["slurm"] = slurm
-        pq.write_table(record_table(me, self.schema), tmp)
+        with outputs.writing(lock):
+            pq.write_table(record_table(me, self.schema), tmp)
         try:
-            legacy = self.dir / LEGACY[LOCK_FILE]
+            legacy = d / LEGACY[LOCK_FILE]
             holder = _holder_alive(_read_lock(legacy))
             if holder is not None:  # an earlier paced is writing this job
                 raise InputError(
@@ -504,7 +513,17 @@ class Job:
         lock = self.dir / LOCK_FILE
         holder = _read_lock(lock)
         if holder is not None and holder.get("pid") == os.getpid():
-            lock.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # (a read-only or lost file system: the error that matters is raised already)
+                lock.unlink(missing_ok=True)
+
+    def _holding(self) -> None:
+        """Refuse to seal the job unless this process still holds its lock."""
+        holder = _read_lock(self.dir / LOCK_FILE)
+        if holder is None or holder.get("pid") != os.getpid() or holder.get("host") != socket.gethostname():
+            raise InputError(
+                f"--out {self.out}: this run lost the lock of {self.dir} (another process took the directory over "
+                f"or removed it); its parts are not sealed: rerun to see what --out holds"
+            )
 
     def has(self, index: int) -> bool:
         return (self.dir / part_name(index)).exists()
@@ -516,6 +535,7 @@ class Job:
 
     def finish(self, num_parts: int) -> None:
         """Write the manifest (the job is complete), then swap a replacement into `out`."""
+        self._holding()
         parts = []
         for i in range(num_parts):
             f = self.dir / part_name(i)
@@ -545,6 +565,11 @@ class Job:
     def _swap(self) -> None:
         """Put the finished replacement at `out`; the old job's own files are removed after."""
         old = self.out.with_name(f".{self.out.name}.replaced-{os.getpid()}")
+        try:  # no process may be writing the old job while it is moved away
+            self._lock(self.out)
+        except InputError as e:
+            raise InputError(f"{e}; this run's finished replacement stays in {self.dir}: rerun this command once "
+                             f"that process is done to put it in place") from None
         os.replace(self.out, old)  # two renames: `out` is the old job or the new one, never a mix
         os.replace(self.dir, self.out)  # (killed between the two: the next `check` finishes it)
         self.dir = self.out
@@ -589,7 +614,8 @@ def abandoned_on_failure():
         yield
     except Exception:
         for job in list(_STARTED):
-            job.abandon()
+            with contextlib.suppress(OSError):  # (the file system that failed the run may fail this too: its error is the one to see)
+                job.abandon()
         raise
     finally:
         _STARTED.clear()

@@ -465,9 +465,36 @@ _STARTUP_LIMIT_S = 120.0
 _STOP_GRACE_S = 1.0
 
 
-def _worker_main(conn: Connection, spec: str, mv_timeout: int | None) -> None:
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the process that started it ends, however it ends (`kill -9` of
+    paced included: a check that hangs would otherwise spin forever, orphaned). On Linux the
+    kernel sends SIGKILL (PR_SET_PDEATHSIG: it stops even a check stuck in C, a regex holding the
+    GIL); everywhere, a thread sees the parent change within a second. Pools are made by the main
+    thread, whose end is the process's, so the signal comes only when paced (pid `parent`) is gone."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    import threading
+
+    threading.Thread(target=watch, name="paced-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # gone before the signal was asked for
+        os._exit(1)
+
+
+def _worker_main(conn: Connection, spec: str, mv_timeout: int | None, parent: int) -> None:
     # Ctrl-C reaches the whole process group; the parent decides, and stops us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
     try:
         check = _build(spec)
         if _normalise_spec(spec) == "math":
@@ -563,7 +590,7 @@ class CheckPool:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(child, self.spec, self._mv_timeout),
+            args=(child, self.spec, self._mv_timeout, os.getpid()),
             name="paced-verifier",
             daemon=True,
         )

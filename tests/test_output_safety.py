@@ -5,6 +5,7 @@ same inputs named another way resume a job."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import os
 import subprocess
 import sys
@@ -555,6 +556,95 @@ def test_a_job_begun_by_another_run_meanwhile_is_never_taken_or_abandoned(tmp_pa
         late.start()
     late.abandon()
     assert snapshot(out) == before
+
+
+def test_a_resume_in_place_and_a_replacement_of_the_same_out_never_run_at_once(tmp_path):
+    """Two commands on one --out, one resuming its job in place and one replacing it
+    (--overwrite), each allowed alone, left one directory mixing both jobs' parts and records,
+    both exiting 0. Now: a resume is refused while a live process writes the replacement; a
+    replacement finished while a live process writes the old job in place waits (it stays
+    aside, and the same command puts it in place later); a job swapped in between a run's check
+    and its start is not taken for the run's; a run that lost its lock does not seal its parts."""
+    import socket
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    prov = {"command": "test"}
+    empty = schemas.table_from_columns({c.name: [] for c in schemas.ROLLOUTS.columns}, schemas.ROLLOUTS)
+    out, rep = tmp_path / "r", tmp_path / ".r.replacing"
+
+    def job(samples, **kw):
+        return schemas.Job(out, schemas.ROLLOUTS, {"samples": samples}, prov, **kw)
+
+    x = job(2)
+    x.check()
+    x.start()
+    x.write(0, empty)
+    x.release()  # an unfinished job X in place, its process gone
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    lock = schemas.io.record_table({"pid": live.pid, "host": socket.gethostname(), "since": "now"}, schemas.ROLLOUTS)
+    try:
+        # Y replacing X (another process, alive): X's resume is refused, and so is another replacement.
+        rep.mkdir()
+        pq.write_table(schemas.io.record_table({"schema": "rollouts", "key": "y", "options": {}}, schemas.ROLLOUTS),
+                       rep / "_job.parquet")
+        pq.write_table(lock, rep / "_lock.parquet")
+        before = snapshot(tmp_path)
+        for other in (job(2), job(3, overwrite=True)):
+            with pytest.raises(schemas.InputError, match="is writing its replacement in"):
+                other.check()
+        assert snapshot(tmp_path) == before
+        # A replacement checked before Y began clears no live replacement.
+        late = job(4, overwrite=True)
+        pq.write_table(lock, tmp_path / "gone.parquet")  # (Y's lock kept aside)
+        (rep / "_lock.parquet").unlink()
+        late.check()
+        os.replace(tmp_path / "gone.parquet", rep / "_lock.parquet")
+        with pytest.raises(schemas.InputError, match="began writing a replacement"):
+            late.start()
+        assert snapshot(tmp_path) == before
+        shutil.rmtree(rep)
+        # Z's replacement finished while X is resumed in place by a live process: Z waits aside.
+        z = job(5, overwrite=True)
+        z.check()
+        z.start()
+        z.write(0, empty)
+        pq.write_table(lock, out / "_lock.parquet")  # X's resume (alive) took the lock after Z's check
+        with pytest.raises(schemas.InputError, match="stays in .*replacing"):
+            z.finish(1)
+        assert schemas.io.load_record(out / "_job.parquet")["options"] == {"samples": 2}
+        assert (out / "part-00000.parquet").exists() and (rep / "_manifest.parquet").exists()
+    finally:
+        live.kill()
+        live.wait()
+    again = job(5, overwrite=True)  # X's process is gone: the same command puts Z in place
+    again.check()
+    assert schemas.io.load_record(out / "_job.parquet")["options"] == {"samples": 5} and not rep.exists()
+    # A run that checked X in place, then found another job swapped in before its start.
+    x2 = job(2)
+    shutil.rmtree(out)
+    x = job(2)
+    x.check()
+    x.start()
+    x.release()
+    x2.check()
+    z2 = job(6, overwrite=True)
+    z2.check()
+    z2.start()
+    z2.finish(0)
+    with pytest.raises(schemas.InputError, match="another paced job was started in it"):
+        x2.start()
+    assert schemas.io.load_record(out / "_job.parquet")["options"] == {"samples": 6}
+    # A run whose lock was taken from it (its directory cleared by hand, another process began).
+    y = job(6)
+    y.check()
+    y.start()
+    pq.write_table(schemas.io.record_table({"pid": 1, "host": "elsewhere", "since": "now"}, schemas.ROLLOUTS),
+                   out / "_lock.parquet")
+    with pytest.raises(schemas.InputError, match="lost the lock"):
+        y.finish(0)
 
 
 def test_a_run_killed_as_it_began_its_job_blocks_no_rerun(world, tmp_path, student_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import re
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from schemas import InputError
 from stages.verifiers import CheckPool, Verdict, check_one, extract_boxed, resolve
+from tests.conftest import ROOT
 
 
 def problem(answer: str, **extra: object) -> dict:
@@ -386,6 +388,46 @@ def test_pool_reports_a_dead_worker_and_goes_on(user_module):
     assert not got[1].correct and got[1].user_error
     assert got[1].reason == "error: WorkerDied: the verifier process exited with code 3"
     assert mp.active_children() == []
+
+
+@pytest.mark.parametrize("spec", ["spin", r"regex:^((a+)+)$"])
+def test_pool_workers_end_with_a_killed_parent(tmp_path, spec):
+    """`kill -9` of paced mid-check left the busy worker orphaned, spinning for ever (a hung
+    user check; a regex stuck in C, where only a signal gets through). It ends with its parent."""
+    import signal
+    import subprocess
+
+    (tmp_path / "spinning.py").write_text("def spin(completion, problem):\n    while True:\n        pass\n")
+    spec = "spinning:spin" if spec == "spin" else spec
+    driver = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(ROOT)!r}, {str(tmp_path)!r}]\n"
+        "from stages.verifiers import CheckPool\n"
+        f"with CheckPool({spec!r}, workers=1, timeout=600) as pool:\n"
+        "    print(pool._pool[0].proc.pid, flush=True)\n"
+        "    list(pool.map([('a' * 40 + 'b', {'answer': 'x'})]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    worker = int(proc.stdout.readline())
+    time.sleep(1.5)  # the check has begun
+    os.kill(worker, 0)  # alive, checking
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        try:  # reaped by init, or a zombie of ours: gone either way
+            if open(f"/proc/{worker}/stat").read().split(")")[-1].split()[0] == "Z":
+                break
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail(f"the worker {worker} outlived its killed parent")
 
 
 def test_pool_bounds_a_regex_stuck_in_c():
