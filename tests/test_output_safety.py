@@ -647,6 +647,33 @@ def test_a_resume_in_place_and_a_replacement_of_the_same_out_never_run_at_once(t
         y.finish(0)
 
 
+def test_a_file_system_gone_read_only_reports_the_write_that_failed(tmp_path, monkeypatch):
+    """A part's write failed (the file system went read-only); abandoning the job then failed to
+    remove its lock too, and that second error (naming the lock) replaced the first."""
+    import errno
+    from pathlib import Path
+
+    from schemas.jobs import abandoned_on_failure
+
+    out = tmp_path / "r"
+    real_unlink = Path.unlink
+
+    def read_only(self, missing_ok=False):
+        if self.parent == out:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    with pytest.raises(OSError, match="part-00000"):
+        with abandoned_on_failure():
+            job = schemas.Job(out, schemas.ROLLOUTS, {"samples": 2}, {"command": "test"})
+            job.check()
+            job.start()
+            monkeypatch.setattr(Path, "unlink", read_only)
+            raise OSError(errno.EROFS, "Read-only file system", str(out / "part-00000.parquet"))
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    job.release()  # (what atexit does: quiet on a read-only file system too)
+
+
 def test_a_run_killed_as_it_began_its_job_blocks_no_rerun(world, tmp_path, student_dir):
     """Killed after making --out but before its job file: a stale lock and bookkeeping temporaries
     (their process gone) are leftovers, not a user's folder: the same command runs, and so does an
