@@ -85,7 +85,7 @@ def run_stage(make_config: Callable[[], C], run: Callable[..., Path], ctx: typer
         # Writes are atomic, so nothing partial is left at the final name.
         console.print(
             f"[bold red]error:[/] cannot write {escape(str(e.filename or 'the output'))}: {e.strerror}; free space "
-            f"or choose another --out (finished parts of a job are kept; rerun to resume)",
+            f"or choose another --out (finished parts of a job are kept; rerun to resume; for distill, add --resume)",
             soft_wrap=True, markup=True,
         )
         raise typer.Exit(2) from None

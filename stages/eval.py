@@ -40,7 +40,7 @@ from rich.text import Text
 
 import schemas
 from schemas import InputError
-from schemas.outputs import EVAL_RESULTS_DIR, EVAL_SUMMARY_FILE, check_paths, file_identity, refuse_link
+from schemas.outputs import EVAL_RESULTS_DIR, EVAL_SUMMARY_FILE, check_paths, file_identity, job_schema, refuse_link, shards_schema
 from schemas.base import quote_rows
 from schemas.io import check_file_out
 from schemas.outputs import JOB_FILE, MANIFEST_FILE, record_path
@@ -193,6 +193,9 @@ def check_out(out: Path, overwrite: bool) -> None:
         return
     if not out.is_dir():
         raise InputError(f"--out {out}: is a file; eval writes a directory (results/ and summary.parquet)")
+    kind = job_schema(out) or shards_schema(out)
+    if kind is not None and kind != schemas.EVAL_RESULTS.name:
+        raise InputError(f"--out {out}: holds a paced {kind} artifact, not an eval; give this eval a new --out")
     if results_dir(out) == out:
         raise InputError(
             f"--out {out}: holds an eval job itself (an earlier paced's layout, responses and summary in one "

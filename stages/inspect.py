@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from rich import box
 from rich.console import Console
@@ -75,8 +76,21 @@ def _parts(d: Path) -> list[Path]:
     return sorted(f for f in d.glob("part-*.parquet") if not f.name.startswith((".", "_")))
 
 
+def _damaged(f: Path, e: Exception) -> InputError:
+    return InputError(
+        f"{f}: not a readable Parquet file ({str(e).splitlines()[0] if str(e) else type(e).__name__}); a part cut short "
+        f"or damaged: delete it (and its job's _manifest.parquet) and rerun the command that made it, which writes it again"
+    )
+
+
 def _rows(files: list[Path]) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    total = 0
+    for f in files:
+        try:
+            total += pq.ParquetFile(f).metadata.num_rows
+        except (OSError, pa.ArrowException) as e:
+            raise _damaged(f, e) from None
+    return total
 
 
 def _shards(d: Path) -> list[Path]:
@@ -246,7 +260,10 @@ def head(path: Path, n: int) -> list[dict[str, Any]]:
         return []
     import polars as pl
 
-    frame = pl.read_parquet(files[0], n_rows=n, glob=False)
+    try:
+        frame = pl.read_parquet(files[0], n_rows=n, glob=False)
+    except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as e:
+        raise _damaged(files[0], e) from None
     rows = frame.to_dicts()
     for row in rows:
         for k, v in row.items():

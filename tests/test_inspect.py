@@ -74,6 +74,17 @@ def test_unfinished_changed_and_sharded(chain, tmp_path, student_dir):
     shutil.rmtree(next((tmp_path / "sh").glob("shard-00001-*")))
     info = inspect_json(tmp_path / "sh")
     assert info["finished"] is False and "1 shard(s) missing" in info["note"]
+    # A part cut short, in a finished job and in an unfinished one: exit 2 naming it (a traceback before).
+    for name, manifest in (("cut", True), ("cut-unfinished", False)):
+        cut = tmp_path / name
+        shutil.copytree(chain / "rollouts", cut)
+        with open(cut / "part-00000.parquet", "r+b") as f:
+            f.truncate(100)
+        if not manifest:
+            (cut / "_manifest.parquet").unlink()
+        for head in ("1",) if manifest else ("1", "0"):  # (a finished job's rows are its manifest's: no part read)
+            r = paced("inspect", cut, "--head", head)
+            assert r.exit_code == 2 and "part-00000.parquet: not a readable Parquet file" in r.stderr, r.stderr
 
 
 def test_files_paced_did_not_write_and_bad_paths(tmp_path):

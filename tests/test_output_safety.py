@@ -674,6 +674,19 @@ def test_a_file_system_gone_read_only_reports_the_write_that_failed(tmp_path, mo
     job.release()  # (what atexit does: quiet on a read-only file system too)
 
 
+def test_eval_into_another_commands_output_names_what_it_holds(world, tmp_path, student_dir):
+    """eval --out at a rollouts job or a distilled model was refused as "an eval job itself (an
+    earlier paced's layout)": refused still, naming what it is, with nothing changed."""
+    ev = ["eval", "--model", student_dir, "--problems", world / "problems.parquet", "--samples", "1",
+          "--max-new-tokens", "4", "--verifier", "exact"]
+    for name, kind in (("rollouts", "rollouts"), ("d1", "train_log")):
+        before = snapshot(world / name)
+        for extra in ([], ["--overwrite"]):
+            r = paced(*ev, "--out", world / name, *extra)
+            assert r.exit_code == 2 and f"holds a paced {kind} artifact, not an eval" in r.stderr, r.stderr
+        assert snapshot(world / name) == before
+
+
 def test_a_run_killed_as_it_began_its_job_blocks_no_rerun(world, tmp_path, student_dir):
     """Killed after making --out but before its job file: a stale lock and bookkeeping temporaries
     (their process gone) are leftovers, not a user's folder: the same command runs, and so does an
