@@ -343,9 +343,20 @@ class Job:
         old = []
         for p in out.parent.glob(f".{glob_escape(out.name)}.replaced-*"):
             m = re.fullmatch(rf"\.{re.escape(out.name)}\.replaced-(\d+)", p.name)
-            if (m and p.is_dir() and not p.is_symlink() and self._job_key(p) is not None
-                    and _holder_alive({"pid": int(m.group(1)), "host": socket.gethostname()}) is None):
+            if not (m and p.is_dir() and not p.is_symlink() and self._job_key(p) is not None):
+                continue
+            # The swap's lock moved with the old job and names its host; without it (removed first,
+            # or an earlier paced's swap), the name's pid, on this machine.
+            locked = (p / LOCK_FILE).is_file()
+            holder = _lock_holder(p) if locked else _holder_alive({"pid": int(m.group(1)), "host": socket.gethostname()})
+            if holder is None:
                 old.append(p)
+            elif not out.exists():  # a live process (or another machine's) is between the two renames
+                raise InputError(
+                    f"--out {out}: another paced process (pid {holder['pid']} on {holder.get('host')}) is putting a "
+                    f"replacement in its place (the old job is at {p}); wait for it to finish (if it is gone, "
+                    f"delete {holder.get('lock', p / LOCK_FILE)} and rerun: the swap is finished then)"
+                )
         if out.exists():  # swapped in, but killed while removing the old job: finish that
             if out.is_dir() and record_path(out, MANIFEST_FILE) is not None:
                 for p in old:

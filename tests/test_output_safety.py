@@ -647,6 +647,33 @@ def test_a_resume_in_place_and_a_replacement_of_the_same_out_never_run_at_once(t
         y.finish(0)
 
 
+def test_a_swap_cut_on_another_machine_is_not_taken_for_a_new_job(tmp_path):
+    """Between the swap's two renames --out is gone; the old job carries the swap's lock. A lock of
+    another machine (whose processes cannot be seen) is not finished from here: the run is refused,
+    naming it (it had begun a new job at --out); once it is removed, the swap is finished."""
+    import pyarrow.parquet as pq
+
+    prov = {"command": "test"}
+    for name, samples in (("x", 2), ("z", 5)):
+        j = schemas.Job(tmp_path / name, schemas.ROLLOUTS, {"samples": samples}, prov)
+        j.check()
+        j.start()
+        j.finish(0)
+    os.replace(tmp_path / "x", tmp_path / ".r.replaced-999999")
+    os.replace(tmp_path / "z", tmp_path / ".r.replacing")
+    lock = tmp_path / ".r.replaced-999999" / "_lock.parquet"
+    pq.write_table(schemas.io.record_table({"pid": 1, "host": "elsewhere", "since": "now"}, schemas.ROLLOUTS), lock)
+    before = snapshot(tmp_path)
+    for samples in (5, 2):
+        with pytest.raises(schemas.InputError, match="is putting a replacement in its place"):
+            schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": samples}, prov, overwrite=True).check()
+    assert snapshot(tmp_path) == before
+    lock.unlink()
+    schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": 5}, prov, overwrite=True).check()
+    assert schemas.io.load_record(tmp_path / "r" / "_job.parquet")["options"] == {"samples": 5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
 def test_a_file_system_gone_read_only_reports_the_write_that_failed(tmp_path, monkeypatch):
     """A part's write failed (the file system went read-only); abandoning the job then failed to
     remove its lock too, and that second error (naming the lock) replaced the first."""
