@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import schemas
-from stages.eval import summarize
+from stages.evaluation.metrics import summarize
 from tests.conftest import make_problems, paced
 
 FAST = ["--samples", "3", "--max-new-tokens", "6", "--part-size", "3", "--batch-size", "4", "--workers", "1"]
@@ -127,7 +127,7 @@ def test_maj_at_k_counts_equal_answers_written_differently_as_one():
     """Votes go to answers, not strings: three correct responses written three ways outvote two
     equal wrong strings; wrong answers written two ways vote together too (math-verify's equality,
     in bounded worker processes); problems a grouping cannot change are never compared."""
-    from stages.eval import majority
+    from stages.evaluation.metrics import majority
     from stages.verifiers import SameAnswer
 
     rows = [
@@ -166,7 +166,7 @@ def test_maj_at_k_grouping_round_by_round_matches_all_pairs_with_fewer_compariso
     import itertools
     import random
 
-    from stages.eval import majority
+    from stages.evaluation.metrics import majority
 
     value = lambda a: a.split("~")[0]  # "3~b" is the value 3 written another way
     rng = random.Random(0)

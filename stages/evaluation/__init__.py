@@ -1,0 +1,1 @@
+"""eval's machinery apart from the stage (stages/eval.py): its metrics."""
