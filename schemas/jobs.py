@@ -226,13 +226,13 @@ class Job:
             self.dir = d
             self.fresh = True
             return
-        for where, holder in ((d, _lock_holder(d)), (self.replacement, _lock_holder(self.replacement))):
-            if holder is not None:  # in place, or its replacement (--overwrite): either would be swapped under the other
-                raise InputError(
-                    f"--out {d}: another paced process (pid {holder['pid']} on {holder.get('host')}, "
-                    f"since {holder.get('since')}) is writing {'this job' if where == d else f'its replacement in {where}'}; "
-                    f"wait for it to finish or stop it (if it is gone, delete {holder['lock']})"
-                )
+        holder = _lock_holder(d)
+        if holder is not None:
+            raise InputError(
+                f"--out {d}: another paced process (pid {holder['pid']} on {holder.get('host')}, "
+                f"since {holder.get('since')}) is writing this job; wait for it to finish or stop "
+                f"it (if it is gone, delete {holder['lock']})"
+            )
         job_file = record_path(d, JOB_FILE)
         if job_file is None:
             if not _only_leftovers(d):
@@ -261,6 +261,13 @@ class Job:
                 complete = False
             if complete:  # a finished job (of an earlier version too) is read as it is
                 return
+            holder = _lock_holder(new)
+            if holder is not None:  # resumed in place, it would be swapped away under this run
+                raise InputError(
+                    f"--out {d}: another paced process (pid {holder['pid']} on {holder.get('host')}, since "
+                    f"{holder.get('since')}) is writing its replacement in {new} (--overwrite); wait for it to "
+                    f"finish or stop it (if it is gone, delete {holder['lock']})"
+                )
             began = job.get("contents") or {}
             moved = sorted(k for k, v in self.contents.items() if k in began and began[k] != v)
             if moved and not (self.overwrite or resuming):  # resumed: parts of two models
@@ -347,8 +354,12 @@ class Job:
                 continue
             # The swap's lock moved with the old job and names its host; without it (removed first,
             # or an earlier paced's swap), the name's pid, on this machine.
-            locked = (p / LOCK_FILE).is_file()
-            holder = _lock_holder(p) if locked else _holder_alive({"pid": int(m.group(1)), "host": socket.gethostname()})
+            if (p / LOCK_FILE).is_file():
+                holder = _lock_holder(p)
+            elif out.exists():  # swapped, its removal under way or cut: the name's pid, on this machine
+                holder = _holder_alive({"pid": int(m.group(1)), "host": socket.gethostname()})
+            else:  # cut between the renames with no lock: an earlier paced's swap, or its lock deleted by hand
+                holder = None
             if holder is None:
                 old.append(p)
             elif not out.exists():  # a live process (or another machine's) is between the two renames
@@ -396,14 +407,13 @@ class Job:
     def start(self) -> None:
         """Create or resume `dir` (call after check() and input validation)."""
         d = self.dir
-        if d != self.out and d.exists() and self._job_key(d) != self.key:
-            holder = _lock_holder(d)
-            if holder is not None:  # begun since `check` by another process
-                raise InputError(
-                    f"--out {self.out}: another paced process (pid {holder['pid']} on {holder.get('host')}) "
-                    f"began writing a replacement in {d} while this one was getting ready; wait for it to finish or stop it"
-                )
-            outputs.remove_owned(d, self.own)  # an earlier replacement with other options
+        if d != self.out and d.exists():
+            try:  # its lock first: no other process clears or writes it from now on
+                self._lock(d)
+            except InputError as e:
+                raise InputError(f"{e} (it began writing {d} while this one was getting ready)") from None
+            if self._job_key(d) != self.key:
+                outputs.remove_owned(d, self.own, keep=True, spare=(LOCK_FILE,))  # an earlier replacement with other options
         if self.is_shard and not d.parent.exists():
             try:
                 d.parent.mkdir()
@@ -415,6 +425,12 @@ class Job:
             self.created = True
         except FileExistsError:  # resumed, or another process made it a moment ago: the lock decides
             pass
+        if self.created and d == self.out and not self.fresh:  # it held a job at `check`, gone since: a swap under way
+            self.created = False
+            with contextlib.suppress(OSError):
+                d.rmdir()
+            raise InputError(f"--out {self.out}: its job was moved away while this run was getting ready (another "
+                             f"process is putting its replacement in place); rerun to see what it holds")
         self._lock()
         key = self._job_key(d)
         if key is not None and (self.created or self.fresh):  # another paced job began here since `check`
@@ -485,6 +501,9 @@ class Job:
         process is taken over."""
         d = self.dir if d is None else d
         lock = d / LOCK_FILE
+        mine = _read_lock(lock)
+        if mine is not None and mine.get("pid") == os.getpid() and mine.get("host") == socket.gethostname():
+            return  # taken already by this run
         tmp = outputs.temp_path(d / LOCK_FILE)
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
@@ -550,7 +569,12 @@ class Job:
         parts = []
         for i in range(num_parts):
             f = self.dir / part_name(i)
-            parts.append({"file": f.name, "rows": pq.read_metadata(f).num_rows} | outputs.file_digest(f))
+            meta = pq.read_metadata(f)
+            key = (meta.metadata or {}).get(outputs.META_KEY.encode())
+            if key is not None and key.decode() != self.key:  # (an earlier paced's part has no key: its job's)
+                raise InputError(f"--out {self.out}: {f} was written by another job, not this run's; its parts are "
+                                 f"not sealed: rerun to see what --out holds")
+            parts.append({"file": f.name, "rows": meta.num_rows} | outputs.file_digest(f))
         files = sorted(outputs.recorded_files(self.dir))
         _atomic_write_record(
             {
@@ -581,8 +605,16 @@ class Job:
         except InputError as e:
             raise InputError(f"{e}; this run's finished replacement stays in {self.dir}: rerun this command once "
                              f"that process is done to put it in place") from None
+        lock = self.dir / LOCK_FILE
+        if lock.exists() and _lock_holder(self.dir) is None:  # a dead run's, which finished the job: not in the new --out
+            lock.unlink(missing_ok=True)
         os.replace(self.out, old)  # two renames: `out` is the old job or the new one, never a mix
-        os.replace(self.dir, self.out)  # (killed between the two: the next `check` finishes it)
+        try:
+            os.replace(self.dir, self.out)  # (killed between the two: the next `check` finishes it)
+        except OSError as e:
+            raise InputError(f"--out {self.out}: something was put there while this run swapped its replacement in "
+                             f"({e.strerror}); the old job is at {old}, this run's at {self.dir}: rerun to finish "
+                             f"the swap once --out is free") from None
         self.dir = self.out
         self._remove_old(old)
 

@@ -470,11 +470,13 @@ def foreign(d: Path, own: Iterable[str] = ()) -> list[str]:
     return sorted(out)
 
 
-def remove_owned(d: Path, own: Iterable[str] = (), *, keep: bool = False) -> None:
-    """Delete what a paced job wrote in `d`, then `d` if nothing else is left (and not `keep`).
-    Symbolic links are removed as links, never followed; entries paced did not write are kept."""
+def remove_owned(d: Path, own: Iterable[str] = (), *, keep: bool = False, spare: Iterable[str] = ()) -> None:
+    """Delete what a paced job wrote in `d` (but the names in `spare`), then `d` if nothing else is
+    left (and not `keep`). Symbolic links are removed as links, never followed; entries paced did
+    not write are kept."""
+    spare = set(spare)
     for e, ours, _ in _entries(d, own):
-        if not ours:
+        if not ours or e.name in spare:
             continue
         if e.is_dir(follow_symlinks=False):
             shutil.rmtree(e.path)  # removes links inside as links (fd-based, never follows them)

@@ -602,7 +602,7 @@ def test_a_resume_in_place_and_a_replacement_of_the_same_out_never_run_at_once(t
         (rep / "_lock.parquet").unlink()
         late.check()
         os.replace(tmp_path / "gone.parquet", rep / "_lock.parquet")
-        with pytest.raises(schemas.InputError, match="began writing a replacement"):
+        with pytest.raises(schemas.InputError, match="while this one was getting ready"):
             late.start()
         assert snapshot(tmp_path) == before
         shutil.rmtree(rep)
@@ -647,6 +647,95 @@ def test_a_resume_in_place_and_a_replacement_of_the_same_out_never_run_at_once(t
         y.finish(0)
 
 
+def test_replacements_and_reruns_racing_on_one_out(tmp_path):
+    """From a review of the lock fixes: a replacement cleared by one --overwrite while another
+    resumed it (the survivor sealed the other's parts); a finished job's plain rerun refused while
+    a replacement was under way; a resume that found --out vacant mid-swap began a new job there;
+    a dead run's lock carried into the new --out."""
+    import socket
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    prov = {"command": "test"}
+    empty = schemas.table_from_columns({c.name: [] for c in schemas.ROLLOUTS.columns}, schemas.ROLLOUTS)
+    out, rep = tmp_path / "r", tmp_path / ".r.replacing"
+
+    def job(samples, **kw):
+        return schemas.Job(out, schemas.ROLLOUTS, {"samples": samples}, prov, **kw)
+
+    x = job(2)
+    x.check()
+    x.start()
+    x.finish(0)  # a finished job X
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    lock = schemas.io.record_table({"pid": live.pid, "host": socket.gethostname(), "since": "now"}, schemas.ROLLOUTS)
+    try:
+        y = job(3, overwrite=True)  # a replacement under way (its process: the sleeper)
+        y.check()
+        y.start()
+        y.release()
+        pq.write_table(lock, rep / "_lock.parquet")
+        again = job(2)
+        again.check()  # X's own command: already complete, not refused
+        assert again.complete
+        # A part of another job in the directory is never sealed into this one.
+        (rep / "_lock.parquet").unlink()
+        z = job(3, overwrite=True)
+        z.check()
+        z.start()
+        other = empty.replace_schema_metadata({b"paced.key": b"sha256:another"})
+        pq.write_table(other, rep / "part-00000.parquet")
+        with pytest.raises(schemas.InputError, match="written by another job"):
+            z.finish(1)
+        assert schemas.io.load_record(out / "_job.parquet")["options"] == {"samples": 2}
+    finally:
+        live.kill()
+        live.wait()
+    shutil.rmtree(rep)
+    # A resume that checked --out while it held the job, then found it vacant (a swap between its renames).
+    shutil.rmtree(out)
+    x = job(2)
+    x.check()
+    x.start()  # unfinished X
+    x.release()
+    resume = job(2)
+    resume.check()
+    os.replace(out, tmp_path / ".r.replaced-999999")
+    with pytest.raises(schemas.InputError, match="moved away while this run was getting ready"):
+        resume.start()
+    assert not out.exists()
+    os.replace(tmp_path / ".r.replaced-999999", out)
+    # A replacement finished by a run killed before it released its lock: no lock in the new --out.
+    k = job(5, overwrite=True)
+    k.check()
+    k.start()
+    k.finish(0)
+    assert not (out / "_lock.parquet").exists()
+    k2 = job(6, overwrite=True)
+    k2.check()
+    k2.start()
+    k2.release()
+    pq.write_table(schemas.io.record_table({"pid": 999999, "host": socket.gethostname(), "since": "x"}, schemas.ROLLOUTS),
+                   rep / "_lock.parquet")
+    schemas.Job(rep, schemas.ROLLOUTS, {"samples": 6}, prov).locate()
+    k2.dir = rep
+    k2._lock()  # (the dead run's lock taken over, as a rerun does)
+    k2.release()
+    pq.write_table(schemas.io.record_table({"pid": 999999, "host": socket.gethostname(), "since": "x"}, schemas.ROLLOUTS),
+                   rep / "_lock.parquet")
+    from schemas.io import _atomic_write_record
+
+    manifest = {"schema": "rollouts", "version": schemas.ROLLOUTS.version, "key": k2.key, "rows": 0, "parts": [],
+                "files": [], "digests": {}, "provenance": prov}
+    _atomic_write_record(manifest, rep / "_manifest.parquet", schemas.ROLLOUTS)  # finished, killed before release
+    rerun = job(6, overwrite=True)
+    rerun.check()  # swaps it in
+    assert schemas.io.load_record(out / "_job.parquet")["options"] == {"samples": 6}
+    assert not (out / "_lock.parquet").exists() and not rep.exists()
+
+
 def test_a_swap_cut_on_another_machine_is_not_taken_for_a_new_job(tmp_path):
     """Between the swap's two renames --out is gone; the old job carries the swap's lock. A lock of
     another machine (whose processes cannot be seen) is not finished from here: the run is refused,
@@ -659,16 +748,16 @@ def test_a_swap_cut_on_another_machine_is_not_taken_for_a_new_job(tmp_path):
         j.check()
         j.start()
         j.finish(0)
-    os.replace(tmp_path / "x", tmp_path / ".r.replaced-999999")
+    os.replace(tmp_path / "x", tmp_path / f".r.replaced-{os.getppid()}")
     os.replace(tmp_path / "z", tmp_path / ".r.replacing")
-    lock = tmp_path / ".r.replaced-999999" / "_lock.parquet"
+    lock = tmp_path / f".r.replaced-{os.getppid()}" / "_lock.parquet"
     pq.write_table(schemas.io.record_table({"pid": 1, "host": "elsewhere", "since": "now"}, schemas.ROLLOUTS), lock)
     before = snapshot(tmp_path)
     for samples in (5, 2):
         with pytest.raises(schemas.InputError, match="is putting a replacement in its place"):
             schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": samples}, prov, overwrite=True).check()
     assert snapshot(tmp_path) == before
-    lock.unlink()
+    lock.unlink()  # as the message says; the pid in the name (a live process here) is not looked at any more
     schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": 5}, prov, overwrite=True).check()
     assert schemas.io.load_record(tmp_path / "r" / "_job.parquet")["options"] == {"samples": 5}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
