@@ -71,6 +71,17 @@ def _lock_holder(d: Path) -> dict[str, Any] | None:
     return None
 
 
+def _drop_dead_lock(d: Path) -> None:
+    """Remove from job directory `d` a lock of this machine's whose process is dead (a run killed
+    after it finished its job, or during a swap): a finished artifact carries no lock."""
+    lock = d / LOCK_FILE
+    holder = _read_lock(lock)
+    if holder is not None and holder.get("host") == socket.gethostname() and _holder_alive(holder) is None \
+            and holder.get("pid") != os.getpid():
+        with contextlib.suppress(OSError):
+            lock.unlink()
+
+
 def _writer_alive(tmp: Path) -> bool:
     """Whether the temporary file `tmp` (`.NAME.tmp-PID...`) belongs to another live process
     on this machine: one that is about to take the lock or rename it into place."""
@@ -227,7 +238,7 @@ class Job:
             self.fresh = True
             return
         holder = _lock_holder(d)
-        if holder is not None:
+        if holder is not None and not (self.in_place and self._finished(d)):  # (the same finished job: nothing to write)
             raise InputError(
                 f"--out {d}: another paced process (pid {holder['pid']} on {holder.get('host')}, "
                 f"since {holder.get('since')}) is writing this job; wait for it to finish or stop "
@@ -260,6 +271,7 @@ class Job:
                 record_path(d, MANIFEST_FILE).unlink()
                 complete = False
             if complete:  # a finished job (of an earlier version too) is read as it is
+                _drop_dead_lock(d)
                 return
             holder = _lock_holder(new)
             if holder is not None:  # resumed in place, it would be swapped away under this run
@@ -381,6 +393,7 @@ class Job:
             self._remove_old(old[0])
         else:
             os.replace(old[0], out)
+            _drop_dead_lock(out)  # the swap's, which is dead
 
     def _remove_old(self, old: Path) -> None:
         """Remove the replaced job's own files; anything left in it is the user's: kept, renamed."""
@@ -413,6 +426,10 @@ class Job:
             except InputError as e:
                 raise InputError(f"{e} (it began writing {d} while this one was getting ready)") from None
             if self._job_key(d) != self.key:
+                if record_path(d, MANIFEST_FILE) is not None:  # finished since `check` by another run: its artifact
+                    self.release()
+                    raise InputError(f"--out {self.out}: another run finished a replacement in {d} while this one was "
+                                     f"getting ready; rerun to see what --out holds")
                 outputs.remove_owned(d, self.own, keep=True, spare=(LOCK_FILE,))  # an earlier replacement with other options
         if self.is_shard and not d.parent.exists():
             try:
@@ -458,6 +475,14 @@ class Job:
             self._write_job_file([])
         if self.created or self.fresh:
             _STARTED.add(self)
+
+    def _finished(self, d: Path) -> bool:
+        """Whether `d` holds this job, finished, with every part its manifest lists."""
+        m = record_path(d, MANIFEST_FILE)
+        if m is None:
+            return False
+        record = _load_record(m, "--out")
+        return record.get("key") == self.key and all((d / p["file"]).exists() for p in record.get("parts") or [])
 
     def missing_parts(self) -> list[str]:
         """The parts a finished job's manifest lists that are gone from `dir`."""
@@ -593,29 +618,51 @@ class Job:
         )
         (self.dir / LEGACY[MANIFEST_FILE]).unlink(missing_ok=True)
         _STARTED.discard(self)
-        self.release()
         if self.dir != self.out:
-            self._swap()
+            self._swap()  # with the replacement's lock held until it is in place
+        else:
+            self.release()
 
     def _swap(self) -> None:
-        """Put the finished replacement at `out`; the old job's own files are removed after."""
+        """Put the finished replacement at `out`, holding both locks, its and `out`'s; the old
+        job's own files are removed after. Another run that swapped the same job in first has
+        done it; a replacement changed since (cleared by another run) is refused."""
+        rep = self.dir
+
+        def in_place() -> bool:
+            return self._job_key(self.out) == self.key and record_path(self.out, MANIFEST_FILE) is not None
+
+        if in_place() and not rep.exists():  # another run of this command put it in place
+            self.dir = self.out
+            return
+        try:
+            self._lock(rep)  # (held from `finish`; taken here when `check` found it finished)
+        except OSError:  # gone meanwhile
+            if in_place():
+                self.dir = self.out
+                return
+            raise InputError(f"--out {self.out}: its replacement {rep} went away while this run finished it; "
+                             f"rerun to see what --out holds") from None
+        if self._job_key(rep) != self.key or record_path(rep, MANIFEST_FILE) is None:
+            self.release()
+            raise InputError(f"--out {self.out}: its replacement {rep} was changed by another run while this one "
+                             f"finished it; rerun to see what --out holds")
         old = self.out.with_name(f".{self.out.name}.replaced-{os.getpid()}")
         try:  # no process may be writing the old job while it is moved away
             self._lock(self.out)
         except InputError as e:
-            raise InputError(f"{e}; this run's finished replacement stays in {self.dir}: rerun this command once "
+            self.release()
+            raise InputError(f"{e}; this run's finished replacement stays in {rep}: rerun this command once "
                              f"that process is done to put it in place") from None
-        lock = self.dir / LOCK_FILE
-        if lock.exists() and _lock_holder(self.dir) is None:  # a dead run's, which finished the job: not in the new --out
-            lock.unlink(missing_ok=True)
         os.replace(self.out, old)  # two renames: `out` is the old job or the new one, never a mix
         try:
-            os.replace(self.dir, self.out)  # (killed between the two: the next `check` finishes it)
+            os.replace(rep, self.out)  # (killed between the two: the next `check` finishes it)
         except OSError as e:
             raise InputError(f"--out {self.out}: something was put there while this run swapped its replacement in "
-                             f"({e.strerror}); the old job is at {old}, this run's at {self.dir}: rerun to finish "
+                             f"({e.strerror}); the old job is at {old}, this run's at {rep}: rerun to finish "
                              f"the swap once --out is free") from None
         self.dir = self.out
+        self.release()  # the replacement's lock, moved in with it
         self._remove_old(old)
 
     def abandon(self, work_too: bool = False) -> None:

@@ -736,6 +736,74 @@ def test_replacements_and_reruns_racing_on_one_out(tmp_path):
     assert not (out / "_lock.parquet").exists() and not rep.exists()
 
 
+def test_a_finished_replacement_stays_locked_until_it_is_in_place(tmp_path):
+    """A second review: a finished replacement was unlocked while it waited to be swapped in, so
+    another --overwrite cleared it and the first run swapped the other's empty job in (both
+    artifacts lost, exit 0); the same command run twice swapped twice; a dead run's lock stayed in
+    a finished artifact, and another machine's refused every rerun of it."""
+    import socket
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    prov = {"command": "test"}
+    out, rep = tmp_path / "r", tmp_path / ".r.replacing"
+
+    def job(samples, **kw):
+        return schemas.Job(out, schemas.ROLLOUTS, {"samples": samples}, prov, **kw)
+
+    def record(d):
+        return schemas.io.load_record(d / "_job.parquet")["options"]
+
+    x = job(2)
+    x.check()
+    x.start()
+    x.finish(0)
+    # A replacement finished (manifest written) by another run: never cleared by this one.
+    a = job(3, overwrite=True)
+    a.check()  # (no replacement yet)
+    c = job(4, overwrite=True)
+    c.check()
+    c.start()
+    c.release()
+    from schemas.io import _atomic_write_record
+
+    _atomic_write_record({"schema": "rollouts", "version": schemas.ROLLOUTS.version, "key": c.key, "rows": 0, "parts": [],
+                          "files": [], "digests": {}, "provenance": prov}, rep / "_manifest.parquet", schemas.ROLLOUTS)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        pq.write_table(schemas.io.record_table({"pid": live.pid, "host": socket.gethostname(), "since": "now"},
+                                               schemas.ROLLOUTS), rep / "_lock.parquet")  # C, alive, about to swap
+        with pytest.raises(schemas.InputError, match="another paced process"):
+            a.start()
+    finally:
+        live.kill()
+        live.wait()
+    with pytest.raises(schemas.InputError, match="another run finished a replacement"):  # C gone, its job kept
+        a.start()
+    assert (rep / "_manifest.parquet").exists() and record(rep) == {"samples": 4} and record(out) == {"samples": 2}
+    # The same command twice: the second finds it in place and is done.
+    y = job(4, overwrite=True)
+    y.dir = rep  # (found finished by its check, about to swap)
+    c2 = job(4, overwrite=True)
+    c2.check()  # swaps it in
+    assert record(out) == {"samples": 4} and not rep.exists()
+    y._swap()
+    assert record(out) == {"samples": 4} and sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    assert not (out / "_lock.parquet").exists()
+    # A dead run's lock in a finished artifact: removed by the rerun; another machine's does not refuse a rerun.
+    pq.write_table(schemas.io.record_table({"pid": 999999, "host": socket.gethostname(), "since": "x"}, schemas.ROLLOUTS),
+                   out / "_lock.parquet")
+    job(4).check()
+    assert not (out / "_lock.parquet").exists()
+    pq.write_table(schemas.io.record_table({"pid": 1, "host": "elsewhere", "since": "x"}, schemas.ROLLOUTS),
+                   out / "_lock.parquet")
+    done = job(4)
+    done.check()
+    assert done.complete
+
+
 def test_a_swap_cut_on_another_machine_is_not_taken_for_a_new_job(tmp_path):
     """Between the swap's two renames --out is gone; the old job carries the swap's lock. A lock of
     another machine (whose processes cannot be seen) is not finished from here: the run is refused,
