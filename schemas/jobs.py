@@ -76,8 +76,7 @@ def _drop_dead_lock(d: Path) -> None:
     after it finished its job, or during a swap): a finished artifact carries no lock."""
     lock = d / LOCK_FILE
     holder = _read_lock(lock)
-    if holder is not None and holder.get("host") == socket.gethostname() and _holder_alive(holder) is None \
-            and holder.get("pid") != os.getpid():
+    if holder is not None and holder.get("host") == socket.gethostname() and _holder_alive(holder) is None and not _mine(holder):
         with contextlib.suppress(OSError):
             lock.unlink()
 
@@ -114,8 +113,14 @@ def _requeued_from(holder: dict[str, Any]) -> bool:
             and isinstance(theirs.get("restart"), int) and mine["restart"] > theirs["restart"])
 
 
+def _mine(holder: dict[str, Any] | None) -> bool:
+    """Whether a lock names this process: its pid on this machine (a container's paced is often
+    pid 1 on every node)."""
+    return holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+
+
 def _holder_alive(holder: dict[str, Any] | None) -> dict[str, Any] | None:
-    if holder is None or holder.get("pid") == os.getpid():
+    if holder is None or _mine(holder):
         return None
     if holder.get("host") != socket.gethostname():
         if _requeued_from(holder):
@@ -388,7 +393,13 @@ class Job:
         if len(old) != 1:  # none, or more than one: not a swap paced can tell how to finish
             return
         new = self.replacement
-        if new.is_dir() and not new.is_symlink() and record_path(new, MANIFEST_FILE) is not None and _lock_holder(new) is None:
+        # The replacement keeps its lock through the swap: one naming the swapper (the pid in the old
+        # job's name, judged gone above) is the cut swap's own.
+        swapper = re.fullmatch(rf"\.{re.escape(out.name)}\.replaced-(\d+)", old[0].name).group(1)
+        held = _read_lock(new / LOCK_FILE)
+        own = held is not None and str(held.get("pid")) == swapper
+        if new.is_dir() and not new.is_symlink() and record_path(new, MANIFEST_FILE) is not None and (own or _lock_holder(new) is None):
+            (new / LOCK_FILE).unlink(missing_ok=True)
             os.replace(new, out)
             self._remove_old(old[0])
         else:
@@ -526,8 +537,7 @@ class Job:
         process is taken over."""
         d = self.dir if d is None else d
         lock = d / LOCK_FILE
-        mine = _read_lock(lock)
-        if mine is not None and mine.get("pid") == os.getpid() and mine.get("host") == socket.gethostname():
+        if _mine(_read_lock(lock)):
             return  # taken already by this run
         tmp = outputs.temp_path(d / LOCK_FILE)
         me = {"pid": os.getpid(), "host": socket.gethostname(),
@@ -566,8 +576,7 @@ class Job:
 
     def release(self) -> None:
         lock = self.dir / LOCK_FILE
-        holder = _read_lock(lock)
-        if holder is not None and holder.get("pid") == os.getpid():
+        if _mine(_read_lock(lock)):
             with contextlib.suppress(OSError):  # (a read-only or lost file system: the error that matters is raised already)
                 lock.unlink(missing_ok=True)
 

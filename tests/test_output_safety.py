@@ -804,6 +804,47 @@ def test_a_finished_replacement_stays_locked_until_it_is_in_place(tmp_path):
     assert done.complete
 
 
+def test_a_cut_swap_leaves_no_lock_and_another_machine_s_pid_is_not_this_one(tmp_path):
+    """A third review: the replacement keeps its lock through the swap, so a swap cut between its
+    renames carried the dead swapper's lock into the finished --out (then refusing another
+    machine's runs); and a lock naming this process's pid on another machine (containers: pid 1
+    everywhere) was taken for this process's own, so a second writer replaced a live job."""
+    import socket
+
+    import pyarrow.parquet as pq
+
+    prov = {"command": "test"}
+    here = socket.gethostname()
+
+    def lock_of(pid, host):
+        return schemas.io.record_table({"pid": pid, "host": host, "since": "x"}, schemas.ROLLOUTS)
+
+    for name, samples in (("x", 2), ("z", 5)):
+        j = schemas.Job(tmp_path / name, schemas.ROLLOUTS, {"samples": samples}, prov)
+        j.check()
+        j.start()
+        j.finish(0)
+    for name in ("x", "z"):  # the swapper (dead) held both locks when it was cut
+        pq.write_table(lock_of(999999, here), tmp_path / name / "_lock.parquet")
+    os.replace(tmp_path / "x", tmp_path / ".r.replaced-999999")
+    os.replace(tmp_path / "z", tmp_path / ".r.replacing")
+    with pytest.raises(schemas.InputError, match="other options"):  # the old command finishes the swap, then is refused
+        schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": 2}, prov).check()
+    assert schemas.io.load_record(tmp_path / "r" / "_job.parquet")["options"] == {"samples": 5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"] and not (tmp_path / "r" / "_lock.parquet").exists()
+    # An unfinished job written by pid <ours> on another machine: alive as far as this one can tell.
+    u = schemas.Job(tmp_path / "u", schemas.ROLLOUTS, {"samples": 2}, prov)
+    u.check()
+    u.start()
+    pq.write_table(lock_of(os.getpid(), "elsewhere"), tmp_path / "u" / "_lock.parquet")
+    for other in (schemas.Job(tmp_path / "u", schemas.ROLLOUTS, {"samples": 2}, prov),
+                  schemas.Job(tmp_path / "u", schemas.ROLLOUTS, {"samples": 3}, prov, overwrite=True)):
+        with pytest.raises(schemas.InputError, match="another paced process"):
+            other.check()
+    u.release()  # (this process's atexit release) leaves the other machine's lock
+    assert schemas.io.load_record(tmp_path / "u" / "_lock.parquet")["host"] == "elsewhere"
+
+
 def test_a_swap_cut_on_another_machine_is_not_taken_for_a_new_job(tmp_path):
     """Between the swap's two renames --out is gone; the old job carries the swap's lock. A lock of
     another machine (whose processes cannot be seen) is not finished from here: the run is refused,
