@@ -558,6 +558,19 @@ def test_a_job_begun_by_another_run_meanwhile_is_never_taken_or_abandoned(tmp_pa
     assert snapshot(out) == before
 
 
+def rollout_jobs(tmp_path):
+    """Rollouts jobs at tmp_path/r told apart by their options ({"samples": n}): the factory,
+    --out, its replacement folder, an empty part and the provenance."""
+    prov = {"command": "test"}
+    out = tmp_path / "r"
+
+    def job(samples, **kw):
+        return schemas.Job(out, schemas.ROLLOUTS, {"samples": samples}, prov, **kw)
+
+    empty = schemas.table_from_columns({c.name: [] for c in schemas.ROLLOUTS.columns}, schemas.ROLLOUTS)
+    return job, out, tmp_path / ".r.replacing", empty, prov
+
+
 def test_a_resume_in_place_and_a_replacement_of_the_same_out_never_run_at_once(tmp_path):
     """Two commands on one --out, one resuming its job in place and one replacing it
     (--overwrite), each allowed alone, left one directory mixing both jobs' parts and records,
@@ -571,12 +584,7 @@ def test_a_resume_in_place_and_a_replacement_of_the_same_out_never_run_at_once(t
 
     import pyarrow.parquet as pq
 
-    prov = {"command": "test"}
-    empty = schemas.table_from_columns({c.name: [] for c in schemas.ROLLOUTS.columns}, schemas.ROLLOUTS)
-    out, rep = tmp_path / "r", tmp_path / ".r.replacing"
-
-    def job(samples, **kw):
-        return schemas.Job(out, schemas.ROLLOUTS, {"samples": samples}, prov, **kw)
+    job, out, rep, empty, prov = rollout_jobs(tmp_path)
 
     x = job(2)
     x.check()
@@ -658,12 +666,7 @@ def test_replacements_and_reruns_racing_on_one_out(tmp_path):
 
     import pyarrow.parquet as pq
 
-    prov = {"command": "test"}
-    empty = schemas.table_from_columns({c.name: [] for c in schemas.ROLLOUTS.columns}, schemas.ROLLOUTS)
-    out, rep = tmp_path / "r", tmp_path / ".r.replacing"
-
-    def job(samples, **kw):
-        return schemas.Job(out, schemas.ROLLOUTS, {"samples": samples}, prov, **kw)
+    job, out, rep, empty, prov = rollout_jobs(tmp_path)
 
     x = job(2)
     x.check()
