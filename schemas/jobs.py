@@ -582,8 +582,7 @@ class Job:
 
     def _holding(self) -> None:
         """Refuse to seal the job unless this process still holds its lock."""
-        holder = _read_lock(self.dir / LOCK_FILE)
-        if holder is None or holder.get("pid") != os.getpid() or holder.get("host") != socket.gethostname():
+        if not _mine(_read_lock(self.dir / LOCK_FILE)):
             raise InputError(
                 f"--out {self.out}: this run lost the lock of {self.dir} (another process took the directory over "
                 f"or removed it); its parts are not sealed: rerun to see what --out holds"
