@@ -71,14 +71,53 @@ def _lock_holder(d: Path) -> dict[str, Any] | None:
     return None
 
 
+_EXCLUSIVE: set[str] = set()  # the directories this process holds `_exclusive` on
+
+
+@contextlib.contextmanager
+def _exclusive(d: Path):
+    """Hold `d` against this machine's other paced processes while judging a lock in it dead and
+    removing it: a lock is removed as dead only by one process at a time, so two runs that both
+    found a dead run's lock do not both take it over (one removing the lock the other has just
+    taken, both then writing the job). An advisory `flock` on the directory, released when the
+    block ends (or the process dies); where the file system has none (some network file
+    systems), the block runs without it, as before. Reentrant within a process."""
+    key = os.path.abspath(d)
+    if key in _EXCLUSIVE:
+        yield
+        return
+    try:
+        import fcntl
+
+        fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # not supported here
+            pass
+        _EXCLUSIVE.add(key)
+        try:
+            yield
+        finally:
+            _EXCLUSIVE.discard(key)
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def _drop_dead_lock(d: Path) -> None:
     """Remove from job directory `d` a lock of this machine's whose process is dead (a run killed
     after it finished its job, or during a swap): a finished artifact carries no lock."""
     lock = d / LOCK_FILE
-    holder = _read_lock(lock)
-    if holder is not None and holder.get("host") == socket.gethostname() and _holder_alive(holder) is None and not _mine(holder):
-        with contextlib.suppress(OSError):
-            lock.unlink()
+    if not lock.is_file():
+        return
+    with _exclusive(d):
+        holder = _read_lock(lock)
+        if holder is not None and holder.get("host") == socket.gethostname() and _holder_alive(holder) is None and not _mine(holder):
+            with contextlib.suppress(OSError):
+                lock.unlink()
 
 
 def _writer_alive(tmp: Path) -> bool:
@@ -356,6 +395,15 @@ class Job:
             self._swap()
 
     def _finish_cut_swap(self) -> None:
+        """Finish a swap cut between its renames (`_finish_cut_swap_held`), one process of this
+        machine at a time: two runs finishing it at once would both move the same folders."""
+        out = self.out
+        if out.is_symlink() or not out.parent.is_dir() or not any(out.parent.glob(f".{glob_escape(out.name)}.replaced-*")):
+            return
+        with _exclusive(out.parent):
+            self._finish_cut_swap_held()
+
+    def _finish_cut_swap_held(self) -> None:
         """Finish a replacement killed between the two renames of `_swap`: `out` is gone, the old
         job is at `.NAME.replaced-PID` (its process dead) and the finished new one at
         `.NAME.replacing`: the new one is put in place and the old job's own files removed. With no
@@ -548,28 +596,29 @@ class Job:
         with outputs.writing(lock):
             pq.write_table(record_table(me, self.schema), tmp)
         try:
-            legacy = d / LEGACY[LOCK_FILE]
-            holder = _holder_alive(_read_lock(legacy))
-            if holder is not None:  # an earlier paced is writing this job
-                raise InputError(
-                    f"--out {self.out}: another paced process (pid {holder['pid']} on "
-                    f"{holder.get('host')}) is writing this job; wait for it to finish or stop it"
-                )
-            legacy.unlink(missing_ok=True)  # its holder is dead
-            for _ in range(2):
-                try:
-                    os.link(tmp, lock)  # fails if the lock exists: no two holders
-                    break
-                except FileExistsError:
-                    holder = _holder_alive(_read_lock(lock))
-                    if holder is not None:
-                        raise InputError(
-                            f"--out {self.out}: another paced process (pid {holder['pid']} on "
-                            f"{holder.get('host')}) is writing this job; wait for it to finish or stop it"
-                        ) from None
-                    lock.unlink(missing_ok=True)  # stale: its holder is dead
-            else:
-                raise InputError(f"--out {self.out}: another paced process took the job's lock at the same moment; rerun")
+            with _exclusive(d):  # one process at a time judges a lock here dead and takes it over
+                legacy = d / LEGACY[LOCK_FILE]
+                holder = _holder_alive(_read_lock(legacy))
+                if holder is not None:  # an earlier paced is writing this job
+                    raise InputError(
+                        f"--out {self.out}: another paced process (pid {holder['pid']} on "
+                        f"{holder.get('host')}) is writing this job; wait for it to finish or stop it"
+                    )
+                legacy.unlink(missing_ok=True)  # its holder is dead
+                for _ in range(2):
+                    try:
+                        os.link(tmp, lock)  # fails if the lock exists: no two holders
+                        break
+                    except FileExistsError:
+                        holder = _holder_alive(_read_lock(lock))
+                        if holder is not None:
+                            raise InputError(
+                                f"--out {self.out}: another paced process (pid {holder['pid']} on "
+                                f"{holder.get('host')}) is writing this job; wait for it to finish or stop it"
+                            ) from None
+                        lock.unlink(missing_ok=True)  # stale: its holder is dead
+                else:
+                    raise InputError(f"--out {self.out}: another paced process took the job's lock at the same moment; rerun")
         finally:
             tmp.unlink(missing_ok=True)
         atexit.register(self.release)

@@ -1459,3 +1459,105 @@ def test_a_model_replaced_in_place_by_one_of_the_same_size_does_not_resume_its_j
     same = schemas.Job(d, schemas.SCORES, {"model": fingerprint}, prov, contents={"--model": digest})
     same.check()  # the weights it began with: it resumes
     assert same.dir == d
+
+
+
+# A run of `act` in its own process (`d` its --out); with `patch`, the function `real` of the job
+# protocol is replaced by one that pauses its first call that `when` accepts, until `go` exists.
+_RUN = r"""
+import os, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import schemas, schemas.jobs as jobs
+
+d, paused, go = Path({d!r}), Path({paused!r}), Path({go!r})
+if {pause}:
+    real, held = {real}, []
+
+    def hooked(*args, **kwargs):
+        if not held and ({when}):
+            held.append(1)
+            paused.touch()
+            while not go.exists():
+                time.sleep(0.02)
+        return real(*args, **kwargs)
+
+    {real} = hooked
+try:
+    {act}
+    print("ok")
+    time.sleep(1.5)  # alive while the other run looks at the lock
+except schemas.InputError as e:
+    print("refused", e)
+"""
+
+
+def _run(tmp_path, d, act, *, real=None, when="False") -> subprocess.Popen:
+    """Start `act` in a process; with `real`, return once it has paused there."""
+    import time
+
+    paused, go = tmp_path / "paused", tmp_path / "go"
+    code = _RUN.format(root=str(ROOT), d=str(d), paused=str(paused), go=str(go), pause=real is not None, real=real or "jobs.unused",
+                       when=when, act=act)
+    proc = subprocess.Popen([sys.executable, "-c", code], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while real is not None and not paused.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    assert real is None or paused.exists(), proc.communicate()
+    return proc
+
+
+def _both(tmp_path, first, second) -> list[str]:
+    """Let the paused `first` go on a second after `second` began; their outputs."""
+    import threading
+
+    threading.Timer(1.0, (tmp_path / "go").touch).start()
+    outs = [p.communicate(timeout=60) for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outs
+    return [o for o, _ in outs]
+
+
+def test_two_runs_taking_over_a_dead_run_s_lock_at_once_do_not_both_hold_it(tmp_path):
+    """After a crash, the same command started twice at once (two terminals, `srun -n 8` without
+    --shard) found the dead run's lock; each judged it dead, removed it and took it: the second
+    removed the lock the first had just taken, and both wrote the job (7 times in 10 with 8
+    processes). One judges and takes it over at a time now; the other is refused."""
+    import socket
+
+    import pyarrow.parquet as pq
+
+    d = tmp_path / "r"
+    j = schemas.Job(d, schemas.ROLLOUTS, {"samples": 2}, {"command": "test"})
+    j.check()
+    j.start()
+    j.release()
+    pq.write_table(schemas.io.record_table({"pid": 999999, "host": socket.gethostname(), "since": "x"}, schemas.ROLLOUTS),
+                   d / "_lock.parquet")
+    act = "j = schemas.Job(d, schemas.ROLLOUTS, {'samples': 2}, {'command': 'test'}); j.dir = d; j._lock(d)"
+    # the first pauses once it has judged the dead holder, before it removes its lock
+    first = _run(tmp_path, d, act, real="jobs._holder_alive", when="args[0] and args[0].get('pid') == 999999")
+    outs = _both(tmp_path, first, _run(tmp_path, d, act))
+    assert sorted(o.split()[0] for o in outs) == ["ok", "refused"], outs
+    assert "another paced process" in next(o for o in outs if o.startswith("refused"))
+
+
+def test_two_runs_finishing_one_cut_swap_at_once_both_succeed(tmp_path):
+    """A swap cut between its renames is finished by the next run; two runs that found it at once
+    both moved its folders: the second's rename of the replacement, gone, failed with a traceback.
+    One finishes it at a time now; the other finds it done."""
+    prov = {"command": "test"}
+    work = tmp_path / "w"
+    work.mkdir()
+    for name, samples in (("x", 2), ("z", 5)):
+        j = schemas.Job(work / name, schemas.ROLLOUTS, {"samples": samples}, prov)
+        j.check()
+        j.start()
+        j.finish(0)
+    os.replace(work / "x", work / ".r.replaced-999999")
+    os.replace(work / "z", work / ".r.replacing")
+    act = "schemas.Job(d, schemas.ROLLOUTS, {'samples': 5}, {'command': 'test'}, overwrite=True).check()"
+    # the first pauses at its rename of the finished replacement into place
+    first = _run(tmp_path, work / "r", act, real="os.replace", when="str(args[1]) == str(d)")
+    outs = _both(tmp_path, first, _run(tmp_path, work / "r", act))
+    assert all(o.startswith("ok") for o in outs), outs
+    assert schemas.io.load_record(work / "r" / "_job.parquet")["options"] == {"samples": 5}
+    assert sorted(p.name for p in work.iterdir()) == ["r"]
