@@ -174,6 +174,11 @@ def _holder_alive(holder: dict[str, Any] | None) -> dict[str, Any] | None:
     return holder
 
 
+def _gone(d: Path, manifest: dict[str, Any]) -> list[str]:
+    """The part files `manifest` lists that are not in job directory `d`."""
+    return [p["file"] for p in manifest.get("parts") or [] if not (d / p["file"]).exists()]
+
+
 def _only_leftovers(d: Path) -> bool:
     """Whether directory `d` holds nothing, or only what a paced run killed as it began a job
     leaves (its lock, or temporaries of its bookkeeping, their process gone): a new job may begin
@@ -412,7 +417,7 @@ class Job:
         out = self.out
         if out.is_symlink() or not out.parent.is_dir():
             return
-        old = []
+        old: list[tuple[Path, str]] = []  # (the old job, the swapper's pid in its name)
         for p in out.parent.glob(f".{glob_escape(out.name)}.replaced-*"):
             m = re.fullmatch(rf"\.{re.escape(out.name)}\.replaced-(\d+)", p.name)
             if not (m and p.is_dir() and not p.is_symlink() and self._job_key(p) is not None):
@@ -426,7 +431,7 @@ class Job:
             else:  # cut between the renames with no lock: an earlier paced's swap, or its lock deleted by hand
                 holder = None
             if holder is None:
-                old.append(p)
+                old.append((p, m.group(1)))
             elif not out.exists():  # a live process (or another machine's) is between the two renames
                 raise InputError(
                     f"--out {out}: another paced process (pid {holder['pid']} on {holder.get('host')}) is putting a "
@@ -435,23 +440,22 @@ class Job:
                 )
         if out.exists():  # swapped in, but killed while removing the old job: finish that
             if out.is_dir() and record_path(out, MANIFEST_FILE) is not None:
-                for p in old:
+                for p, _ in old:
                     self._remove_old(p)
             return
         if len(old) != 1:  # none, or more than one: not a swap paced can tell how to finish
             return
-        new = self.replacement
+        new, (old_job, swapper) = self.replacement, old[0]
         # The replacement keeps its lock through the swap: one naming the swapper (the pid in the old
         # job's name, judged gone above) is the cut swap's own.
-        swapper = re.fullmatch(rf"\.{re.escape(out.name)}\.replaced-(\d+)", old[0].name).group(1)
         held = _read_lock(new / LOCK_FILE)
         own = held is not None and str(held.get("pid")) == swapper
         if new.is_dir() and not new.is_symlink() and record_path(new, MANIFEST_FILE) is not None and (own or _lock_holder(new) is None):
             (new / LOCK_FILE).unlink(missing_ok=True)
             os.replace(new, out)
-            self._remove_old(old[0])
+            self._remove_old(old_job)
         else:
-            os.replace(old[0], out)
+            os.replace(old_job, out)
             _drop_dead_lock(out)  # the swap's, which is dead
 
     def _remove_old(self, old: Path) -> None:
@@ -469,12 +473,17 @@ class Job:
         if self._job_key(self.out) != self.key and self._job_key(self.replacement) == self.key:
             self.dir = self.replacement
 
+    def _manifest(self, d: Path) -> dict[str, Any] | None:
+        """The manifest of job directory `d` when it is this job's (finished), else None."""
+        m = record_path(d, MANIFEST_FILE)
+        if m is None:
+            return None
+        record = _load_record(m, "--out")
+        return record if record.get("key") == self.key else None
+
     @property
     def complete(self) -> bool:
-        m = record_path(self.dir, MANIFEST_FILE)
-        if m is None:
-            return False
-        return _load_record(m, "--out").get("key") == self.key
+        return self._manifest(self.dir) is not None
 
     def start(self) -> None:
         """Create or resume `dir` (call after check() and input validation)."""
@@ -537,17 +546,13 @@ class Job:
 
     def _finished(self, d: Path) -> bool:
         """Whether `d` holds this job, finished, with every part its manifest lists."""
-        m = record_path(d, MANIFEST_FILE)
-        if m is None:
-            return False
-        record = _load_record(m, "--out")
-        return record.get("key") == self.key and all((d / p["file"]).exists() for p in record.get("parts") or [])
+        record = self._manifest(d)
+        return record is not None and not _gone(d, record)
 
     def missing_parts(self) -> list[str]:
         """The parts a finished job's manifest lists that are gone from `dir`."""
         m = record_path(self.dir, MANIFEST_FILE)
-        parts = [] if m is None else _load_record(m, "--out").get("parts") or []
-        return [p["file"] for p in parts if not (self.dir / p["file"]).exists()]
+        return [] if m is None else _gone(self.dir, _load_record(m, "--out"))
 
     @property
     def began(self) -> dict[str, Any]:
