@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
@@ -40,8 +42,11 @@ def test_shards_cover_every_problem_once_and_read_as_one(tmp_path, problems, stu
 
     # teacher-logits sharded; distill reads the whole.
     for i in range(2):
-        assert paced("teacher-logits", "--problems", problems, "--sequences", out, "--teacher", teacher_dir,
-                     "--out", tmp_path / "tl", "--top-k", "4", "--shard", f"{i}/2").exit_code == 0
+        r = paced("teacher-logits", "--problems", problems, "--sequences", out, "--teacher", teacher_dir,
+                  "--out", tmp_path / "tl", "--top-k", "4", "--shard", f"{i}/2")
+        assert r.exit_code == 0, r.stderr
+        per_token = float(re.search(r"bytes per token on disk\s*│\s*([\d.]+)", r.stderr).group(1))
+        assert per_token > 10  # a shard's own parts (it read --out's, none, and printed 0.0)
     r = paced("distill", "--student", student_dir, "--teacher-logits", tmp_path / "tl", "--weights", tmp_path / "w.parquet",
               "--out", tmp_path / "d", "--max-steps", "2", "--batch-size", "4")
     assert r.exit_code == 0, r.stderr
