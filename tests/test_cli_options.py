@@ -10,6 +10,7 @@ import pytest
 import typer.main
 
 import paced_cli
+import schemas
 from stages import distill, eval as eval_stage, inspect, options, rollout, score, snr, teacher_logits, weight
 from tests.conftest import ROOT
 
@@ -67,3 +68,29 @@ def test_the_key_is_the_identity_options():
     assert "batch_size" in options.names(rollout.RolloutConfig, options.IDENTITY)
     with pytest.raises(ValueError):
         options.option("help", role="sometimes")
+
+
+def test_two_backends_may_share_an_engine_option(monkeypatch):
+    """An engine option is refused only when no chosen backend uses it: a second backend that
+    also takes --tensor-parallel-size (say SGLang) was refused it as "only the vllm backend's"."""
+    import sys
+    import types
+
+    from stages import backends
+
+    stub = types.ModuleType("stub_backend")
+    stub.OPTIONS = ("tensor_parallel_size",)
+    stub.option_problems = lambda config: []
+    monkeypatch.setitem(sys.modules, "stub_backend", stub)
+    monkeypatch.setitem(backends.REGISTRY, "stub", ("stub_backend", "a test's"))
+    monkeypatch.setattr(backends, "NAMES", tuple(backends.REGISTRY))
+    base = dict(problems="p.parquet", model="m", out="o", tensor_parallel_size=2, max_model_len=64)
+    with pytest.raises(schemas.InputError) as e:
+        rollout.RolloutConfig(**base, backend="stub")
+    assert str(e.value) == "--max-model-len: only the vllm backend uses them; add --backend vllm or drop them"
+    with pytest.raises(schemas.InputError) as e:
+        rollout.RolloutConfig(**base, backend="hf")
+    assert str(e.value).splitlines() == [
+        "--tensor-parallel-size: only the vllm or stub backend uses them; add --backend vllm or drop them",
+        "--max-model-len: only the vllm backend uses them; add --backend vllm or drop them",
+    ]

