@@ -56,7 +56,7 @@ from stages import models, threads
 from stages.common import console, notice, progress, summary_table
 from stages.training import checkpoints, data as train_data, forward, losses, schedules, tracking
 from stages.training.launch import Launch, launched
-from stages.options import key_options, option, seed_problems, INPUT, RUNTIME, TRUST_REMOTE_CODE, ALLOW_STALE
+from stages.options import key_options, option, seed_problems, INPUT, RUNTIME, TRUST_REMOTE_CODE, ALLOW_STALE, LOSS, MU
 
 DATA_CACHE = ".train_data.arrow"
 TRAIN_LOG_FILE = "train_log.parquet"
@@ -68,8 +68,8 @@ class DistillConfig:
     teacher_logits: Path = option("teacher_logits artifact (`paced teacher-logits` output).", role=INPUT)
     weights: Path = option("Weights artifact (`paced weight` output): one scalar per problem; weight-0 problems are never loaded.", role=INPUT)
     out: Path = option("Output directory: a Hugging Face checkpoint plus train_log.parquet.", role=RUNTIME)
-    loss: str = option("fkl: KL(teacher||student); rkl: KL(student||teacher), on-policy on student rollouts; akl: adaptive mix (Wu et al. 2025).", "fkl")
-    mu: float = option("AKL: teacher cumulative mass that defines the head.", 0.5)
+    loss: str = option(LOSS, "fkl")
+    mu: float = option(MU, 0.5)
     lr: float = option("Peak learning rate (AdamW).", 1e-6)
     weight_decay: float = option("AdamW weight decay.", 0.1)
     max_grad_norm: float = option("Gradient clipping norm.", 1.0)
@@ -87,7 +87,7 @@ class DistillConfig:
     gradient_checkpointing: bool = option("Trade compute for activation memory.", False)
     lora_r: int = option("LoRA rank (needs peft); 0 trains all weights. Adapters are merged into the saved model.", 0)
     lora_alpha: float | None = option("LoRA alpha (default 2 * rank).", None)
-    chunk_size: int = option("Token positions per loss chunk: bounds float32 positions x vocabulary buffers.", 1024, role=RUNTIME)
+    chunk_size: int = option("Token positions per loss chunk: bounds float32 positions x vocabulary buffers.", forward.CHUNK_SIZE, role=RUNTIME)
     device: str = option("auto, cpu, cuda or cuda:N. On CUDA the forward runs under bf16 autocast.", "auto", role=RUNTIME)
     trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME)
     allow_stale: bool = option(ALLOW_STALE, False, role=RUNTIME)

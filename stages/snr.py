@@ -69,7 +69,7 @@ from stages.training.snr_stats import (  # noqa: F401 - the statistics `paced sn
     identical_by_bin, per_problem_bin_stats, pooled_bin_stats, problem_snr,
 )
 from stages.common import advance, console, notice, progress, summary_table
-from stages.options import key_options, option, seed_problems, INPUT, RUNTIME, TRUST_REMOTE_CODE
+from stages.options import key_options, option, seed_problems, INPUT, RUNTIME, TRUST_REMOTE_CODE, LOSS, MU
 
 # Where the kernel fit is stored: a key of the snr artifact's provenance (both files).
 FIT_KEY = "kernel_fit"
@@ -89,8 +89,8 @@ class SnrConfig:
     bins: int = option("Equal-width pass-rate bins over [0, 1] (p = 1 falls in the last), 1 to 1,000.", 10)
     estimator: str = option("per-problem: each problem's SNR over its K rollouts, averaged per bin with a bootstrap 95% interval (the paper's Figure 3). pooled: one SNR per bin over one gradient per problem, minus 1/n (how alike the bin's problems are).", "per-problem")
     param: str | None = option("Parameter to take the gradient at, by its model.named_parameters() name (default: the output embedding weight, lm_head.weight; tied to the input embedding in some models).", None)
-    loss: str = option("Distillation loss whose gradient is measured: fkl, rkl or akl (as in distill).", "fkl")
-    mu: float = option("AKL: teacher cumulative mass that defines the head.", 0.5)
+    loss: str = option("The distillation loss whose gradient is measured, as in distill: " + LOSS, "fkl")
+    mu: float = option(MU, 0.5)
     plot: Path | None = option("Also draw normalised SNR per bin to this PNG (the paper's Figure 3).", None, role=RUNTIME)
     fit: bool = option("Print the Beta kernel p^alpha (1-p)^beta fitted to the bin means (weighted least squares on log(SNR - 1/K), with 95% intervals) and draw it on --plot. The fit is stored in --out either way; `paced weight --from-snr` takes its alpha and beta.", False, role=RUNTIME)
     max_problems: int | None = option("Measure a seeded random subset of this many problems, drawn from each bin in proportion (for big data sets).", None)

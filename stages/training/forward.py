@@ -8,6 +8,10 @@ from typing import Any
 
 from stages.training import losses
 
+# Token positions per float32 [positions, vocabulary] loss chunk: distill's --chunk-size default, and
+# what snr's gradients use.
+CHUNK_SIZE = 1024
+
 
 def micro_batch_loss(model, batch: dict[str, Any], coef, *, loss: str, mu: float, chunk_size: int, autocast):
     """sum_s coef_s * sum_t loss_{s,t} for a micro-batch, and the same for fkl and rkl (detached).

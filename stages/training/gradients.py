@@ -8,8 +8,6 @@ from typing import Any, Iterator
 from schemas import InputError
 from stages.training import data as train_data, forward
 
-# Token positions per float32 [positions, vocabulary] loss chunk: distill's default.
-CHUNK_SIZE = 1024
 
 
 
@@ -41,7 +39,7 @@ def rollout_gradients(model, param, data: train_data.TrainData, name: str, *, lo
         param.grad = None
         batch = train_data.collate(data, [row], device)
         coef = torch.full((1,), 1.0 / int(batch["mask"].sum()), dtype=torch.float32, device=device)
-        terms = forward.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=CHUNK_SIZE, autocast=_autocast(device))
+        terms = forward.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=forward.CHUNK_SIZE, autocast=_autocast(device))
         terms["loss"].backward()
         yield _take_grad(param)
 
@@ -63,6 +61,6 @@ def problem_gradients(model, param, data: train_data.TrainData, names: list[str]
             chunk = rows[m : m + micro_batch_size]
             batch = train_data.collate(data, chunk, device)
             coef = torch.full((len(chunk),), 1.0 / data.tokens[name], dtype=torch.float32, device=device)
-            terms = forward.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=CHUNK_SIZE, autocast=_autocast(device))
+            terms = forward.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=forward.CHUNK_SIZE, autocast=_autocast(device))
             terms["loss"].backward()
         yield name, _take_grad(param)

@@ -122,13 +122,7 @@ def token_losses(
     with_akl = loss == "akl"
     per_row = _CoarsenedLosses.apply(flat_logits, rows, ids, teacher, mu, with_akl, chunk_size)  # [M, C]
     per_pos = per_row.new_zeros(positions, per_row.shape[1]).index_copy(0, rows, per_row)
-    columns = per_pos.reshape(batch, seq, -1).unbind(-1)
-
-    out = {"fkl": columns[0], "rkl": columns[1]}
-    if with_akl:
-        out["akl"] = columns[2]
-    out["loss"] = out[loss]
-    return out
+    return _named(per_pos.reshape(batch, seq, -1).unbind(-1), loss)
 
 
 def fused_head_losses(
@@ -170,10 +164,13 @@ def fused_head_losses(
     teacher = _teacher_buckets(topk_logprobs, tail_logprob, _work_dtype(hidden.dtype, weight.dtype))  # [N, k+1]
     with_akl = loss == "akl"
     per_row = _FusedHeadLosses.apply(hidden, weight, bias, topk_ids.long(), teacher, mu, with_akl, chunk_size)  # [N, C]
-    columns = per_row.unbind(-1)
-    out = {"fkl": columns[0], "rkl": columns[1]}
-    if with_akl:
-        out["akl"] = columns[2]
+    return _named(per_row.unbind(-1), loss)
+
+
+def _named(columns: tuple[torch.Tensor, ...], loss: str) -> dict[str, torch.Tensor]:
+    """The loss columns (fkl, rkl, then akl when it is the loss: `_bucket_losses`' order) by
+    name, with the one trained on as "loss" too."""
+    out = dict(zip(LOSSES, columns))
     out["loss"] = out[loss]
     return out
 
