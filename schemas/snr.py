@@ -9,6 +9,21 @@ import pyarrow as pa
 from schemas.base import ArtifactSchema, Column, quote_rows
 
 ESTIMATORS = ("per-problem", "pooled")
+FIT_KEY = "kernel_fit"  # the provenance entry of the beta kernel fitted to the SNR by bin
+
+
+def read_fit(path, option: str) -> dict:
+    """The kernel fit stored in an snr artifact, for `paced weight --from-snr` (InputError if none)."""
+    from schemas import io
+    from schemas.base import InputError
+
+    art = io.read(path, SCHEMA, option=option)
+    fit = (art.provenance or {}).get(FIT_KEY)
+    if fit is None:
+        raise InputError(f"{option} {path}: has no kernel fit (made by an older paced); rerun the paced snr command that made it")
+    if fit["status"] != "ok":
+        raise InputError(f"{option} {path}: no kernel was fitted ({fit['status']}); give --alpha and --beta instead")
+    return fit
 
 
 def _broken(frame: pl.DataFrame, rules: list[tuple[pl.Expr, str]], key: tuple[str, ...]) -> list[str]:

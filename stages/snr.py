@@ -61,6 +61,7 @@ import pyarrow.parquet as pq
 import schemas
 from schemas import InputError
 from schemas.outputs import check_file, check_paths, save_figure
+from schemas.snr import ESTIMATORS, FIT_KEY
 from stages import models
 from stages.training import data as train_data, losses
 from stages.training.gradients import problem_gradients, rollout_gradients
@@ -72,10 +73,8 @@ from stages.common import advance, console, notice, progress, summary_table
 from stages.options import key_options, option, seed_problems, INPUT, RUNTIME, TRUST_REMOTE_CODE, LOSS, MU
 
 # Where the kernel fit is stored: a key of the snr artifact's provenance (both files).
-FIT_KEY = "kernel_fit"
 # Figure 3's collapse zones: SNR vanishes for p < 0.2 and p > 0.8 (docs/method.md).
 LOW, HIGH = 0.2, 0.8
-ESTIMATORS = ("per-problem", "pooled")
 MAX_BINS = 1_000  # K samples give K + 1 pass rates, so more bins than that stay empty; a bound on the work
 PLOT_KIND = "snr-plot"
 
@@ -381,17 +380,6 @@ def describe_fit(fit: dict[str, Any]) -> str:
 
     return (f"alpha {fit['alpha']:.2f}{ci('alpha')}, beta {fit['beta']:.2f}{ci('beta')} (95%; {fit['bins_used']} bins, "
             + ("no interval: 3 bins fit exactly" if fit["dof"] == 0 else f"{fit['dof']} dof") + f", {fit['weighting']} weights)")
-
-
-def read_fit(path: Path, option: str) -> dict[str, Any]:
-    """The kernel fit stored in an snr artifact, for `paced weight --from-snr` (InputError if none)."""
-    art = schemas.read(path, schemas.SNR, option=option)
-    fit = (art.provenance or {}).get(FIT_KEY)
-    if fit is None:
-        raise InputError(f"{option} {path}: has no kernel fit (made by an older paced); rerun the paced snr command that made it")
-    if fit["status"] != "ok":
-        raise InputError(f"{option} {path}: no kernel was fitted ({fit['status']}); give --alpha and --beta instead")
-    return fit
 
 
 def plot(rows: list[dict[str, Any]], param_name: str, config: SnrConfig, path: Path, key: str,

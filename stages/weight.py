@@ -186,12 +186,10 @@ def run(config: WeightConfig, command: str | None = None) -> Path:
     inputs = {"scores": art.fingerprint}
     fit = None
     if config.from_snr is not None:
-        from stages import snr
-
         if (config.alpha, config.beta) != (1.0, 1.0):
             raise InputError(f"--from-snr with --alpha {config.alpha:g} --beta {config.beta:g}: the fit gives alpha and "
                              f"beta; leave --alpha and --beta out, or drop --from-snr")
-        fit = snr.read_fit(config.from_snr, "--from-snr")
+        fit = schemas.snr.read_fit(config.from_snr, "--from-snr")
         if fit["alpha"] < 0 or fit["beta"] < 0:
             raise InputError(
                 f"--from-snr {config.from_snr}: the fitted kernel has alpha {fit['alpha']:.3g}, beta {fit['beta']:.3g}; a "

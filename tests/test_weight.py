@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import paced
+from tests.conftest import ROOT, paced
 
 
 def write_scores(path, outcomes: dict[str, list[bool]]) -> None:
@@ -402,7 +402,8 @@ def write_snr(path, fit_of_rows=None, *, alpha=1.5, beta=0.7, drop_fit=False):
     """An snr artifact as `paced snr` writes it, from per-problem SNRs that follow
     p^alpha (1-p)^beta (two problems per bin), with the fit `paced snr` stores."""
     import schemas
-    from stages.snr import FIT_KEY, fit_kernel, per_problem_bin_stats
+    from schemas.snr import FIT_KEY
+    from stages.snr import fit_kernel, per_problem_bin_stats
 
     ps = [x for b in range(1, 10) for x in (b / 10 + 0.02, b / 10 + 0.06)]
     measured = [{"pass_rate": p, "snr": 2 * p**alpha * (1 - p) ** beta * (1 + (i % 2)) + 0.25,
@@ -441,6 +442,16 @@ def test_from_snr_takes_alpha_and_beta_from_the_fit(tmp_path):
     r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.parquet",
               "--from-snr", tmp_path / "snr.parquet")
     assert r.exit_code == 0, r.stderr
+    # weight starts without torch, --from-snr too (it read the fit through stages.snr, which imports it)
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy\nsys.argv = ['paced', 'weight', '--scores', {s!r}, '--out', {o!r}, '--from-snr', {f!r}]\n"
+            "try:\n    runpy.run_module('paced_cli', run_name='__main__')\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n").format(
+        s=str(tmp_path / "scores.parquet"), o=str(tmp_path / "w.parquet"), f=str(tmp_path / "snr.parquet"))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
 
 
 @pytest.mark.parametrize("case, needle", [
@@ -453,7 +464,7 @@ def test_from_snr_takes_alpha_and_beta_from_the_fit(tmp_path):
 ])
 def test_from_snr_refusals_exit_2(tmp_path, case, needle):
     import schemas
-    from stages.snr import FIT_KEY
+    from schemas.snr import FIT_KEY
 
     write_scores(tmp_path / "scores.parquet", {"q0": [True, False], "q1": [False, False]})
     snr = tmp_path / "snr.parquet"
