@@ -44,13 +44,12 @@ from schemas.outputs import EVAL_RESULTS_DIR, EVAL_SUMMARY_FILE, check_paths, fi
 from schemas.base import quote_rows
 from schemas.io import check_file_out
 from schemas.outputs import JOB_FILE, MANIFEST_FILE, record_path
-from stages import backends, models, prompts, threads, verifiers
+from stages import models, prompts, threads, verifiers
 from stages.backends.generation import (
     GenerationConfig,
-    check_context_length,
-    context_limit,
     generate_parts,
     job_options,
+    prepared_prompts,
     todo_count,
 )
 from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out
@@ -415,12 +414,7 @@ def _generate_and_check(
     """Generate and check every unfinished part, as rollout then score would; return their indices."""
     tokenizer = models.load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     rows = problems.select("prompt", "reference").to_dicts()
-    ids = prompts.encode_prompts(
-        tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix,
-        chat_template_kwargs=config.chat_template_kwargs,
-    )
-    check_context_length(ids, problems, context_limit(config), config.max_new_tokens)
-    backends.get(config.backend).prepare(config)
+    ids = prepared_prompts(config, tokenizer, rows, problems)
     # What a module:function verifier sees: the whole row of its own file, with its benchmark.
     checked_rows = [r for f in frames for r in f.to_dicts()]
 

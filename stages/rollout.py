@@ -32,13 +32,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import schemas
-from stages import backends, models, prompts, threads
+from stages import models, prompts, threads
 from stages.backends.generation import (
     GenerationConfig,
-    check_context_length,
-    context_limit,
     generate_parts,
     job_options,
+    prepared_prompts,
     prompt_seeds,
     todo_count,
 )
@@ -110,12 +109,7 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
     # job is (re)run, and findable by teacher-logits' tokenizer check.
     model_name = str(Path(config.model).resolve()) if Path(config.model).is_dir() else config.model
     rows = problems.select("problem_id", "prompt", "reference").to_dicts()
-    ids = prompts.encode_prompts(
-        tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix,
-        chat_template_kwargs=config.chat_template_kwargs,
-    )
-    check_context_length(ids, problems, context_limit(config), config.max_new_tokens)
-    backends.get(config.backend).prepare(config)
+    ids = prepared_prompts(config, tokenizer, rows, problems)
 
     # 2. The job.
     job.start()

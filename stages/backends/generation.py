@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from schemas import InputError
-from stages import backends
+from stages import backends, prompts
 from stages.backends.sampling import MAX_SAMPLES, Sample, derive_seed
 from stages.options import key_options, option, seed_problems, ENGINE, RUNTIME, TRUST_REMOTE_CODE, DEVICE, SHARD, TOP_K, CHAT_TEMPLATE_KWARGS
 
@@ -115,6 +115,19 @@ def check_context_length(ids: Sequence[list[int]], frame, limit: int | None, max
             f"budget exceed the model's context of {limit} tokens (problems {names}"
             f"{' ...' if len(too_long) > 5 else ''}); lower --max-new-tokens or shorten them"
         )
+
+
+def prepared_prompts(config, tokenizer, rows: list[dict[str, Any]], frame) -> list[list[int]]:
+    """The token ids of `rows`' prompts as the model sees them (`prompts.encode_prompts` with the
+    config's prompt options), refused if one does not fit the model's context with the response
+    budget, and the backend's own checks done: what rollout and eval do before a job starts."""
+    ids = prompts.encode_prompts(
+        tokenizer, rows, context=config.context, system_prompt=config.system_prompt, suffix=config.prompt_suffix,
+        chat_template_kwargs=config.chat_template_kwargs,
+    )
+    check_context_length(ids, frame, context_limit(config), config.max_new_tokens)
+    backends.get(config.backend).prepare(config)
+    return ids
 
 
 def part_bounds(part: int, part_size: int, n: int) -> tuple[int, int]:
