@@ -27,7 +27,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, replace
 from importlib import metadata as _metadata
 from pathlib import Path
@@ -55,8 +54,6 @@ def paced_version() -> str:
         return "0+unknown"
 
 
-def part_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
 
 
 # ---------------------------------------------------------------------------------------
@@ -353,7 +350,6 @@ def headers_to_check(files: list[Path]) -> list[Path]:
     return out
 
 
-PART_NAME = re.compile(r"^part-\d{5}\.parquet$")
 
 
 def read_manifest(d: Path, option: str) -> dict[str, Any]:
@@ -418,7 +414,7 @@ def verify_parts(d: Path, manifest: dict[str, Any], option: str) -> None:
             f"{MANIFEST_FILE}, then rerun: {_job_command(d)}"
         )
     listed = {part["file"] for part in manifest["parts"]}
-    extra = sorted(e.name for e in os.scandir(d) if PART_NAME.match(e.name) and e.name not in listed)
+    extra = sorted(e.name for e in os.scandir(d) if outputs.PART.fullmatch(e.name) and e.name not in listed)
     if extra:
         raise InputError(
             f"{option} {d}: holds {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}, which "

@@ -42,10 +42,9 @@ from schemas.io import (
     _load_record,
     _with_metadata,
     hash_options,
-    part_name,
     record_table,
 )
-from schemas.outputs import JOB_FILE, LEGACY, LOCK_FILE, MANIFEST_FILE, load_record, record_path
+from schemas.outputs import JOB_FILE, LEGACY, LOCK_FILE, MANIFEST_FILE, load_record, part_name, record_path
 
 
 def _read_lock(lock: Path) -> dict[str, Any] | None:
@@ -642,20 +641,24 @@ class Job:
                 f"or removed it); its parts are not sealed: rerun to see what --out holds"
             )
 
+    def part(self, index: int) -> Path:
+        """Where part `index` of the job is (written or not)."""
+        return self.dir / part_name(index)
+
     def has(self, index: int) -> bool:
-        return (self.dir / part_name(index)).exists()
+        return self.part(index).exists()
 
     def write(self, index: int, table: pa.Table) -> None:
         table = _with_metadata(table, self.schema, self.provenance)  # with the job's key: the part is known for its own
         table = table.replace_schema_metadata(table.schema.metadata | {outputs.META_KEY.encode(): self.key.encode()})
-        _atomic_write_parquet(table, self.dir / part_name(index))
+        _atomic_write_parquet(table, self.part(index))
 
     def finish(self, num_parts: int) -> None:
         """Write the manifest (the job is complete), then swap a replacement into `out`."""
         self._holding()
         parts = []
         for i in range(num_parts):
-            f = self.dir / part_name(i)
+            f = self.part(i)
             meta = pq.read_metadata(f)
             key = (meta.metadata or {}).get(outputs.META_KEY.encode())
             if key is not None and key.decode() != self.key:  # (an earlier paced's part has no key: its job's)

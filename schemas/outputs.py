@@ -35,12 +35,19 @@ MANIFEST_FILE = "_manifest.parquet"
 # when such a job resumes.
 LEGACY = {JOB_FILE: "_job.json", MANIFEST_FILE: "_manifest.json", LOCK_FILE: "_lock"}
 META_RECORD = "paced.record"
+# A job's part files: part-00000.parquet, part-00001.parquet, ...
+PART = re.compile(r"part-\d{5}\.parquet")
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
 # What the job protocol itself writes into a job directory: its parts and bookkeeping.
 _PROTOCOL = re.compile(
     r"^(_job\.parquet|_manifest\.parquet|_lock\.parquet|_job\.json|_manifest\.json|_lock"
-    r"|part-\d{5}\.parquet)$"
+    rf"|{PART.pattern})$"
 )
-PART = re.compile(r"part-\d{5}\.parquet")
 # The hidden temporary name a writer gives what it writes (`.NAME.tmp-PID`, `.NAME.tmp-PID.png`,
 # `.NAME.tmp-launch`; a cache `.NAME` as `.NAME.tmp-PID`): paced's only where NAME is.
 _TEMP = re.compile(r"(\..+)\.tmp-(\d+|launch)(\.png)?")

@@ -31,7 +31,7 @@ from rich.table import Table
 
 from schemas import InputError
 from schemas.io import META_PROVENANCE, META_SCHEMA, META_VERSION, SHARD_NAME, fingerprint
-from schemas.outputs import JOB_FILE, MANIFEST_FILE, load_record, record_path
+from schemas.outputs import JOB_FILE, MANIFEST_FILE, PART, load_record, record_path
 from stages.options import INPUT, RUNTIME, option
 
 MAX_DEPTH = 8  # inputs followed back at most this far (a lineage is 3-4 deep)
@@ -73,7 +73,7 @@ def _json_file(path: Path | None) -> dict[str, Any] | None:
 
 
 def _parts(d: Path) -> list[Path]:
-    return sorted(f for f in d.glob("part-*.parquet") if not f.name.startswith((".", "_")))
+    return sorted(f for f in d.iterdir() if PART.fullmatch(f.name))
 
 
 def _damaged(f: Path, e: Exception) -> InputError:

@@ -189,7 +189,7 @@ def unsettled(job: schemas.Job, n_parts: int, problems, spec: str, config: Rollo
 
     from stages import verifiers
 
-    first = pl.concat([pl.from_arrow(pq.read_table(job.dir / schemas.jobs.part_name(i),
+    first = pl.concat([pl.from_arrow(pq.read_table(job.part(i),
                                                    columns=["problem_id", "sample_index", "completion"]))
                        for i in range(n_parts)]) if n_parts else pl.DataFrame()
     if first.is_empty():

@@ -342,7 +342,7 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
     seconds = time.perf_counter() - ready
     total_tokens = sum(len(r) for r in responses)
     saved_tokens = _skipped_tokens(skipped, kind, tokenizer)
-    size = sum((job.dir / schemas.io.part_name(i)).stat().st_size for i in range(n_parts))  # (a shard's in its folder)
+    size = sum(job.part(i).stat().st_size for i in range(n_parts))  # (a shard's in its folder)
     summary_table(
         "teacher-logits summary",
         [
