@@ -61,7 +61,7 @@ SUMMARY_FILE = EVAL_SUMMARY_FILE
 RESULTS_DIR = EVAL_RESULTS_DIR
 # Options that only change the summary, never a response or a verdict: a rerun with other
 # values reuses the finished job and rewrites the summary.
-_SUMMARY_ONLY = ("baseline", "retain", "workers", "at_k")
+_SUMMARY_ONLY = ("baseline", "retain", "at_k")
 
 
 @dataclass(kw_only=True)
@@ -77,7 +77,7 @@ class EvalConfig(GenerationConfig):
     top_k: int = option(TOP_K + " Qwen3's authors evaluate at temperature 0.6, top-p 0.8, top-k 20.", 0, keyed_when_set=True)
     verifier: str = option(VERIFIER, "math")
     timeout: float = option(CHECK_TIMEOUT, 5.0)
-    workers: int = option(CHECK_WORKERS, 2)
+    workers: int = option(CHECK_WORKERS, 2, role=RUNTIME)
     baseline: Path | None = option("Another eval's --out (e.g. the student before distillation): report the gain over it per benchmark.", None, role=INPUT)
     at_k: int | None = option("k of pass@k and maj@k in the summary, from 1 to --samples (default: --samples).", None)
     retain: list[str] = option("A benchmark that measures retention (repeat for several): with --baseline, report forgetting = (baseline - accuracy) / baseline * 100.", default_factory=list)
