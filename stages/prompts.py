@@ -70,6 +70,20 @@ def canonical_template_kwargs(text: str | None) -> str | None:
     return None if text is None else json.dumps(template_kwargs(text), sort_keys=True, separators=(",", ":"))
 
 
+def option_problems(config: Any) -> list[str]:
+    """The problems of a config's prompt options (`--context`, `--chat-template-kwargs`), each with
+    its fix; `chat_template_kwargs` is put in its one spelling, so a job's key does not depend on
+    how the JSON was typed."""
+    problems = []
+    try:
+        config.chat_template_kwargs = canonical_template_kwargs(config.chat_template_kwargs)
+    except InputError as e:
+        problems.append(str(e))
+    if config.context not in CONTEXTS:
+        problems.append(f"--context {config.context}: use one of {', '.join(CONTEXTS)}")
+    return problems
+
+
 def prompt_text(prompt: str, reference: str | None, *, context: str, suffix: str | None) -> str:
     text = prompt + (suffix or "")
     if context == "reference":

@@ -125,12 +125,7 @@ class TeacherLogitsConfig(EngineOptions):
                 problems.append(f"--draw-scheme {self.draw_scheme}: use one of {', '.join(DRAW_SCHEMES)}")
             if not (math.isfinite(self.sample_temperature) and self.sample_temperature > 0):
                 problems.append(f"--sample-temperature {self.sample_temperature}: must be a finite number > 0 (1: unbiased)")
-        if self.context not in prompts.CONTEXTS:
-            problems.append(f"--context {self.context}: use one of {', '.join(prompts.CONTEXTS)}")
-        try:
-            self.chat_template_kwargs = prompts.canonical_template_kwargs(self.chat_template_kwargs)
-        except InputError as e:
-            problems.append(str(e))
+        problems += prompts.option_problems(self)
         for flag, v in (("--batch-size", self.batch_size), ("--chunk-size", self.chunk_size), ("--part-size", self.part_size)):
             if v < 1:
                 problems.append(f"{flag} {v}: must be at least 1")

@@ -57,7 +57,6 @@ class GenerationConfig(EngineOptions):
 
     def generation_problems(self) -> list[str]:
         """Every bad generation option, each named with its fix (the caller raises them at once)."""
-        from stages import prompts
         from stages.common import parse_shard
 
         problems = []
@@ -80,12 +79,7 @@ class GenerationConfig(EngineOptions):
             problems.append(f"--batch-size {self.batch_size}: must be at least 1")
         if self.part_size < 1:
             problems.append(f"--part-size {self.part_size}: must be at least 1")
-        try:  # one spelling, so the job's key does not depend on how the JSON was typed
-            self.chat_template_kwargs = prompts.canonical_template_kwargs(self.chat_template_kwargs)
-        except InputError as e:
-            problems.append(str(e))
-        if self.context not in prompts.CONTEXTS:
-            problems.append(f"--context {self.context}: use one of {', '.join(prompts.CONTEXTS)}")
+        problems += prompts.option_problems(self)
         problems += backends.option_problems(self)
         return problems
 
