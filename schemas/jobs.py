@@ -178,6 +178,12 @@ def _gone(d: Path, manifest: dict[str, Any]) -> list[str]:
     return [p["file"] for p in manifest.get("parts") or [] if not (d / p["file"]).exists()]
 
 
+def _another(holder: dict[str, Any]) -> str:
+    """How a refusal names the live process that holds a lock."""
+    since = f", since {holder['since']}" if holder.get("since") else ""
+    return f"another paced process (pid {holder['pid']} on {holder.get('host')}{since})"
+
+
 def _only_leftovers(d: Path) -> bool:
     """Whether directory `d` holds nothing, or only what a paced run killed as it began a job
     leaves (its lock, or temporaries of its bookkeeping, their process gone): a new job may begin
@@ -288,9 +294,8 @@ class Job:
         holder = _lock_holder(d)
         if holder is not None and not (self.in_place and self._finished(d)):  # (the same finished job: nothing to write)
             raise InputError(
-                f"--out {d}: another paced process (pid {holder['pid']} on {holder.get('host')}, "
-                f"since {holder.get('since')}) is writing this job; wait for it to finish or stop "
-                f"it (if it is gone, delete {holder['lock']})"
+                f"--out {d}: {_another(holder)} is writing this job; wait for it to finish or stop it (if it is "
+                f"gone, delete {holder['lock']})"
             )
         job_file = record_path(d, JOB_FILE)
         if job_file is None:
@@ -324,9 +329,8 @@ class Job:
             holder = _lock_holder(new)
             if holder is not None:  # resumed in place, it would be swapped away under this run
                 raise InputError(
-                    f"--out {d}: another paced process (pid {holder['pid']} on {holder.get('host')}, since "
-                    f"{holder.get('since')}) is writing its replacement in {new} (--overwrite); wait for it to "
-                    f"finish or stop it (if it is gone, delete {holder['lock']})"
+                    f"--out {d}: {_another(holder)} is writing its replacement in {new} (--overwrite); wait for "
+                    f"it to finish or stop it (if it is gone, delete {holder['lock']})"
                 )
             began = job.get("contents") or {}
             moved = sorted(k for k, v in self.contents.items() if k in began and began[k] != v)
@@ -383,8 +387,8 @@ class Job:
             holder = _lock_holder(new)
             if holder is not None:
                 raise InputError(
-                    f"--out {d}: another paced process (pid {holder['pid']}) is writing its replacement "
-                    f"in {new}; wait for it to finish or stop it"
+                    f"--out {d}: {_another(holder)} is writing its replacement in {new}; wait for it to finish "
+                    f"or stop it"
                 )
             if self._job_key(new) != self.key:
                 if record_path(new, MANIFEST_FILE) is not None:  # finished: an artifact, not a replacement under way
@@ -433,8 +437,7 @@ class Job:
                 old.append((p, m.group(1)))
             elif not out.exists():  # a live process (or another machine's) is between the two renames
                 raise InputError(
-                    f"--out {out}: another paced process (pid {holder['pid']} on {holder.get('host')}) is putting a "
-                    f"replacement in its place (the old job is at {p}); wait for it to finish (if it is gone, "
+                    f"--out {out}: {_another(holder)} is putting a replacement in its place (the old job is at {p}); wait for it to finish (if it is gone, "
                     f"delete {holder.get('lock', p / LOCK_FILE)} and rerun: the swap is finished then)"
                 )
         if out.exists():  # swapped in, but killed while removing the old job: finish that
@@ -605,8 +608,7 @@ class Job:
                 holder = _holder_alive(_read_lock(legacy))
                 if holder is not None:  # an earlier paced is writing this job
                     raise InputError(
-                        f"--out {self.out}: another paced process (pid {holder['pid']} on "
-                        f"{holder.get('host')}) is writing this job; wait for it to finish or stop it"
+                        f"--out {self.out}: {_another(holder)} is writing this job; wait for it to finish or stop it"
                     )
                 legacy.unlink(missing_ok=True)  # its holder is dead
                 for _ in range(2):
@@ -617,8 +619,8 @@ class Job:
                         holder = _holder_alive(_read_lock(lock))
                         if holder is not None:
                             raise InputError(
-                                f"--out {self.out}: another paced process (pid {holder['pid']} on "
-                                f"{holder.get('host')}) is writing this job; wait for it to finish or stop it"
+                                f"--out {self.out}: {_another(holder)} is writing this job; wait for it to finish or "
+                                f"stop it"
                             ) from None
                         lock.unlink(missing_ok=True)  # stale: its holder is dead
                 else:
