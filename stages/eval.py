@@ -54,7 +54,6 @@ from stages.backends.generation import (
 )
 from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out
 from stages.evaluation.metrics import summarize
-from stages.score import verifier_fingerprint
 from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, SHARD_DIR, TOP_K, VERIFIER
 
 SUMMARY_FILE = EVAL_SUMMARY_FILE
@@ -309,7 +308,7 @@ def run(config: EvalConfig, command: str | None = None) -> Path:
     inputs = {
         "problems": [a.fingerprint for a in arts],
         "model": models.model_fingerprint(config.model),
-        "verifier": verifier_fingerprint(spec),
+        "verifier": verifiers.fingerprint(spec),
     }
     options = {k: v for k, v in job_options(config, inputs).items() if k not in _SUMMARY_ONLY}
     named_inputs = {f"problems[{i}]": a for i, a in enumerate(arts)}

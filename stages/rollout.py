@@ -85,10 +85,9 @@ def run(config: RolloutConfig, command: str | None = None) -> Path:
     spec = None
     if config.min_samples is not None:
         from stages import verifiers
-        from stages.score import verifier_fingerprint
 
         spec = verifiers.resolve(config.verifier)
-        inputs["verifier"] = verifier_fingerprint(spec)
+        inputs["verifier"] = verifiers.fingerprint(spec)
     job = schemas.Job(
         shard_out(config.out, shard, schemas.ROLLOUTS, config.overwrite),
         schemas.ROLLOUTS,

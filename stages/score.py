@@ -12,10 +12,6 @@ stall the job. Resumable in parts like rollout.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -52,20 +48,6 @@ class ScoreConfig:
             raise InputError("\n".join(problems))
 
 
-def verifier_fingerprint(spec: str) -> str:
-    """A user verifier is part of the job's identity: editing its code must not mix verdicts."""
-    if spec.split(":", 1)[0] in ("math", "exact", "regex"):
-        return spec
-    module = spec.split(":", 1)[0]
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    found = importlib.util.find_spec(module)
-    origin = getattr(found, "origin", None)
-    if origin and os.path.isfile(origin):
-        return spec + "@sha256:" + hashlib.sha256(Path(origin).read_bytes()).hexdigest()
-    return spec
-
-
 def run(config: ScoreConfig, command: str | None = None) -> Path:
     """`command`: the command line, for provenance (the CLI passes it)."""
     check_paths({"--out": config.out}, {"--rollouts": config.rollouts, "--problems": config.problems})
@@ -83,7 +65,7 @@ def run(config: ScoreConfig, command: str | None = None) -> Path:
     stale = schemas.io.check_lineage(problems.fingerprint, f"--problems {problems.path}", rollouts, "--rollouts", config.allow_stale)
     if stale:
         notice("warning", stale)
-    inputs = {"rollouts": rollouts.fingerprint, "problems": problems.fingerprint, "verifier": verifier_fingerprint(spec)}
+    inputs = {"rollouts": rollouts.fingerprint, "problems": problems.fingerprint, "verifier": verifiers.fingerprint(spec)}
     # Input paths are left out: their content is in `inputs` (the same file named another way resumes).
     options = key_options(config)
     shard = parse_shard(config.shard)

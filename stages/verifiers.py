@@ -18,7 +18,9 @@ User code (`module:function`) runs only when named, and only in the process that
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import multiprocessing as mp
 import os
@@ -30,6 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from schemas import InputError
@@ -78,11 +81,29 @@ def resolve(spec: str) -> str:
     return _normalise_spec(spec)
 
 
+BUILT_IN = ("math", "exact")  # and regex:PATTERN
+
+
 def _normalise_spec(spec: str) -> str:
     if spec.startswith("regex:"):
         return spec  # whitespace in a pattern is significant
     s = spec.strip()
-    return s.lower() if s.lower() in ("math", "exact") else s
+    return s.lower() if s.lower() in BUILT_IN else s
+
+
+def fingerprint(spec: str) -> str:
+    """A resolved spec as a job's key holds it: a user's module:function with the sha256 of its
+    module's file, so that editing the check is a new job, never verdicts of two versions mixed."""
+    if spec in BUILT_IN or spec.startswith("regex:"):
+        return spec
+    module = spec.split(":", 1)[0]
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    found = importlib.util.find_spec(module)
+    origin = getattr(found, "origin", None)
+    if origin and os.path.isfile(origin):
+        return spec + "@sha256:" + hashlib.sha256(Path(origin).read_bytes()).hexdigest()
+    return spec
 
 
 # A check: (completion, problem, math-verify timeout in whole seconds or None) -> Verdict.
