@@ -30,8 +30,9 @@ def notice(kind: str, message: str) -> None:
 
 
 @contextmanager
-def progress(description: str, total: int, unit: str = "items") -> Iterator[Progress]:
-    """One rich progress bar with throughput and ETA, on stderr."""
+def progress(description: str, total: int, unit: str = "items", *, shown: bool = True) -> Iterator[Progress]:
+    """One rich progress bar with throughput and ETA, on stderr (not `shown`: counted, never drawn,
+    as in the processes of a launch other than the main one)."""
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -42,7 +43,7 @@ def progress(description: str, total: int, unit: str = "items") -> Iterator[Prog
         TimeRemainingColumn(),
         console=console,
         transient=False,
-        disable=os.environ.get("PACED_NO_PROGRESS") == "1",
+        disable=not shown or os.environ.get("PACED_NO_PROGRESS") == "1",
     )
     with bar:
         bar.add_task(description, total=total, rate="")

@@ -330,7 +330,7 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if config.lora_r:
-        model = add_lora(model, config.lora_r, config.lora_alpha)
+        model = models.add_lora(model, config.lora_r, config.lora_alpha)
     model.train()
 
     def autocast():
@@ -380,7 +380,7 @@ def _train(config: DistillConfig, r: _Run) -> None:
     for step in range(1, r.start + 1):
         r.seen.update(train_data.step_problems(data, config.seed, config.batch_size, step)[1])
     r.started = time.perf_counter()
-    bar_ctx = progress("distill", total=r.total - r.start, unit="steps") if r.main else _NoBar()
+    bar_ctx = progress("distill", total=r.total - r.start, unit="steps", shown=r.main)
     rank, world = (0, 1) if launch is None else (launch.rank, launch.world)
     exports = set(config.exports)  # parsed once, not on every step
     tracker = tracking.Tracker(config.report_to if r.main else "none", work, r.job.key, key_options(config), r.start + 1)
@@ -501,28 +501,3 @@ def _finish(config: DistillConfig, r: _Run) -> Path:
         ],
     )
     return out
-
-
-class _NoBar:
-    """The progress bar of a process that is not the main one: nothing shown."""
-
-    class _Task:
-        id = 0
-
-    tasks = [_Task()]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, *args, **kwargs):
-        pass
-
-
-def add_lora(model, r: int, alpha: float | None):
-    from peft import LoraConfig, get_peft_model
-
-    cfg = LoraConfig(r=r, lora_alpha=alpha if alpha is not None else 2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)

@@ -346,3 +346,11 @@ def check_same_tokenizer(a: dict[str, Any], b: dict[str, Any], a_name: str, b_na
             f"on stored top-k ids needs the same tokenizer; use a teacher and student of one "
             f"model family (e.g. Qwen3-8B and Qwen3-1.7B)"
         )
+
+
+def add_lora(model, r: int, alpha: float | None):
+    """`model` with LoRA adapters of rank `r` (alpha default 2r) on every linear layer (peft)."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=r, lora_alpha=alpha if alpha is not None else 2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)

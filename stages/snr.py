@@ -36,14 +36,16 @@ memory holds two parameter-sized buffers (the running mean and the gradient bein
 whatever K. The model runs in float32, in eval mode, with every other parameter frozen.
 `--max-problems` measures a seeded subset, drawn from each bin in proportion to its size.
 
-The machinery is in `stages/training/`: the gradients in `gradients.py`, the statistics (bins,
-the streaming moments, the bootstrap, the per-bin tables, the kernel fit) in `snr_stats.py`.
+The machinery is in `stages/training/`: the gradients (and the parameter they are taken at) in
+`gradients.py`, the statistics (bins, the streaming moments, the bootstrap, the per-bin tables,
+the kernel fit) in `snr_stats.py`; the fit's key and reader, which `paced weight --from-snr`
+uses, in `schemas/snr.py`. What stays here: the options, the stage, its row cache, the summary
+and the plot.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import glob
 import os
 import re
@@ -64,7 +66,7 @@ from schemas.outputs import check_file, check_paths, save_figure
 from schemas.snr import ESTIMATORS, FIT_KEY
 from stages import models
 from stages.training import data as train_data, losses
-from stages.training.gradients import problem_gradients, rollout_gradients
+from stages.training.gradients import check_param, parameter_names, problem_gradients, rollout_gradients
 from stages.training.snr_stats import (  # noqa: F401 - the statistics `paced snr` reports (tests import them from here)
     RESAMPLES, Moments, bin_edges, bin_of, bootstrap_interval, choose_problems, fit_kernel, normalise,
     identical_by_bin, per_problem_bin_stats, pooled_bin_stats, problem_snr,
@@ -153,35 +155,6 @@ def problems_path(out: Path) -> Path:
     out = Path(out)
     stem = out.stem if out.suffix == ".parquet" else out.name
     return out.with_name(f"{stem}.problems.parquet")
-
-
-def parameter_names(student: str, trust_remote_code: bool) -> tuple[list[str], str]:
-    """The student's parameter names (tied ones under each name) and its output embedding
-    weight's name, from the config alone: the model is built on the meta device, no weights read."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    cfg = AutoConfig.from_pretrained(student, trust_remote_code=trust_remote_code)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
-    return [n for n, _ in model.named_parameters(remove_duplicate=False)], _head_name(model)
-
-
-def _head_name(model) -> str:
-    head = model.get_output_embeddings()
-    return next(f"{n}.weight" for n, m in model.named_modules() if m is head)
-
-
-def check_param(name: str, names: list[str]) -> None:
-    if name in names:
-        return
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    examples = list(dict.fromkeys(close + [names[0], names[-1], *names[1:3]]))[:5]
-    raise InputError(
-        f"--param {name}: the student has no parameter of that name; valid names include "
-        f"{', '.join(examples)} ({len(names)} in all, as listed by model.named_parameters()). "
-        f"Leave --param out to use the output embedding weight"
-    )
 
 
 # ---------------------------------------------------------------------------------------

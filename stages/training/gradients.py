@@ -3,6 +3,7 @@ what `paced snr` measures, through distill's own collate and micro-batch loss.""
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Iterator
 
 from schemas import InputError
@@ -64,3 +65,32 @@ def problem_gradients(model, param, data: train_data.TrainData, names: list[str]
             terms = forward.micro_batch_loss(model, batch, coef, loss=loss, mu=mu, chunk_size=forward.CHUNK_SIZE, autocast=_autocast(device))
             terms["loss"].backward()
         yield name, _take_grad(param)
+
+
+def parameter_names(student: str, trust_remote_code: bool) -> tuple[list[str], str]:
+    """The student's parameter names (tied ones under each name) and its output embedding
+    weight's name, from the config alone: the model is built on the meta device, no weights read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(student, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code)
+    return [n for n, _ in model.named_parameters(remove_duplicate=False)], _head_name(model)
+
+
+def _head_name(model) -> str:
+    head = model.get_output_embeddings()
+    return next(f"{n}.weight" for n, m in model.named_modules() if m is head)
+
+
+def check_param(name: str, names: list[str]) -> None:
+    if name in names:
+        return
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    examples = list(dict.fromkeys(close + [names[0], names[-1], *names[1:3]]))[:5]
+    raise InputError(
+        f"--param {name}: the student has no parameter of that name; valid names include "
+        f"{', '.join(examples)} ({len(names)} in all, as listed by model.named_parameters()). "
+        f"Leave --param out to use the output embedding weight"
+    )
