@@ -269,7 +269,7 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
         if long:
             raise InputError(
                 f"--sequences {seq_art.path}: {len(long)} sequence(s) are longer than the teacher's context of "
-                f"{limit} tokens with their prompt{f' ({backend.LABEL}: less one token)' if room else ''} "
+                f"{limit} tokens with their prompt{f' ({backend.LABEL}: less {room} token{"s" * (room > 1)})' if room else ''} "
                 f"({', '.join(repr(rows[i]['problem_id']) for i in long[:5])}); "
                 f"drop them or use a teacher with a longer context"
             )
