@@ -17,6 +17,21 @@ import pyarrow.compute as pc
 from schemas.base import ArtifactSchema, Column, quote_rows
 
 # The columns that hold one entry per response token (token_ids).
+DRAWS = ("sample_ids", "sample_logmass", "entropy")  # the columns version 2 added
+
+
+def with_draws(t: pa.Table) -> pa.Table:
+    """A part (or a read of some of its columns, `token_ids` among them) with the columns version 2
+    added: a version-1 part (top-k only) has no draws and no entropy, so they are empty and null."""
+    n = pc.list_value_length(t["token_ids"]).to_pylist()
+    for name, kind in (("sample_ids", pa.int32()), ("sample_logmass", pa.float32())):
+        if name not in t.column_names:
+            t = t.append_column(name, pa.array([[[] for _ in range(m)] for m in n], pa.list_(pa.list_(kind))))
+    if "entropy" not in t.column_names:
+        t = t.append_column("entropy", pa.nulls(t.num_rows, pa.list_(pa.float32())))
+    return t
+
+
 PER_TOKEN = ("topk_ids", "topk_logprobs", "tail_logprob", "target_logprobs", "sample_ids", "sample_logmass", "entropy")
 
 

@@ -264,12 +264,13 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
     backend = backends.get(config.backend)
     limit = backend.context_limit(config.teacher, config)
     room = backend.SCORE_ROOM
+    plural = "s" * (room > 1)
     if limit is not None:
         long = [i for i in range(len(rows)) if len(teacher_prompts[i]) + len(responses[i]) + room > limit]
         if long:
             raise InputError(
                 f"--sequences {seq_art.path}: {len(long)} sequence(s) are longer than the teacher's context of "
-                f"{limit} tokens with their prompt{f' ({backend.LABEL}: less {room} token{"s" * (room > 1)})' if room else ''} "
+                f"{limit} tokens with their prompt{f' ({backend.LABEL}: less {room} token{plural})' if room else ''} "
                 f"({', '.join(repr(rows[i]['problem_id']) for i in long[:5])}); "
                 f"drop them or use a teacher with a longer context"
             )

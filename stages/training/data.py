@@ -82,7 +82,7 @@ def _copy_rows(files: list[Path], w: dict[str, float], tmp: Path, cache: Path, s
     failure to write it is named by `cache`, what the user knows); problems `w` lacks go to
     `missing`. Returns the artifact's k and the part it was first seen in."""
     columns = ["problem_id", "sample_index", "prompt_token_ids", "token_ids", "topk_ids", "topk_logprobs", "tail_logprob"]
-    drawn = ["sample_ids", "sample_logmass", "entropy"]  # version 2; a version-1 part has none (top-k)
+    drawn = list(schemas.teacher_logits.DRAWS)  # version 2; a version-1 part has none (top-k)
     keep_w = pa.array([p for p, v in w.items() if v > 0], pa.string())
     k: tuple[int, Path] | None = None
     with schemas.outputs.writing(cache):
@@ -91,7 +91,8 @@ def _copy_rows(files: list[Path], w: dict[str, float], tmp: Path, cache: Path, s
         writer = None
         for f in files:
             part = pq.ParquetFile(f)  # one footer read: which version-2 columns it has, then its rows
-            t = _with_draws(part.read(columns=columns + [c for c in drawn if c in part.schema_arrow.names]))
+            t = schemas.teacher_logits.with_draws(part.read(columns=columns + [c for c in drawn if c in part.schema_arrow.names]))
+            t = t.select([*columns, *drawn])
             _check_aligned(t, f)
             k = _check_values(t, f, k)
             stats["draws"] = max(stats["draws"], _check_draws(t, f))
@@ -126,18 +127,6 @@ def check_loss(representation: str, loss: str, option: str = "--loss") -> None:
             f"probability of every token the student puts mass on, and draws give it only for the tokens drawn; "
             f"use --loss fkl, or teacher logits made with --logits topk"
         )
-
-
-def _with_draws(t: pa.Table) -> pa.Table:
-    """A part with the version-2 columns: a version-1 part (top-k only) gets no draws and no entropy."""
-    n = pc.list_value_length(t["token_ids"]).to_pylist()
-    for name, kind in (("sample_ids", pa.int32()), ("sample_logmass", pa.float32())):
-        if name not in t.column_names:
-            t = t.append_column(name, pa.array([[[] for _ in range(m)] for m in n], pa.list_(pa.list_(kind))))
-    if "entropy" not in t.column_names:
-        t = t.append_column("entropy", pa.nulls(t.num_rows, pa.list_(pa.float32())))
-    return t.select(["problem_id", "sample_index", "prompt_token_ids", "token_ids", "topk_ids", "topk_logprobs",
-                     "tail_logprob", "sample_ids", "sample_logmass", "entropy"])
 
 
 def _check_draws(t: pa.Table, f: Path) -> int:
