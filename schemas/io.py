@@ -648,6 +648,7 @@ def write_file(
 ) -> Path:
     """Write a single-file artifact atomically: complete at its final name, or absent."""
     p = check_file_out(path, schema, key=key, overwrite=overwrite)
+    outputs.remove_dead_temps(p)  # what a run killed while writing it left beside it
     unique = tuple(schema.key) if len(schema.key) == 1 else ()
     table = _with_metadata(table, schema, prov)
     extra = {outputs.META_KEY.encode(): key.encode()} if key is not None else {}

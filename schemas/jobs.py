@@ -423,6 +423,9 @@ class Job:
         old: list[tuple[Path, str]] = []  # (the old job, the swapper's pid in its name)
         for p in out.parent.glob(f".{glob_escape(out.name)}.replaced-*"):
             m = re.fullmatch(rf"\.{re.escape(out.name)}\.replaced-(\d+)", p.name)
+            if m and out.exists() and p.is_dir() and not p.is_symlink():  # emptied by a removal killed before its rmdir
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # (only if empty)
             if not (m and p.is_dir() and not p.is_symlink() and self._job_key(p) is not None):
                 continue
             # The swap's lock moved with the old job and names its host; without it (removed first,
@@ -721,7 +724,13 @@ class Job:
             self.release()
             raise InputError(f"{e}; this run's finished replacement stays in {rep}: rerun this command once "
                              f"that process is done to put it in place") from None
-        os.replace(self.out, old)  # two renames: `out` is the old job or the new one, never a mix
+        try:
+            os.replace(self.out, old)  # two renames: `out` is the old job or the new one, never a mix
+        except OSError as e:  # `old` is there, not empty: what an earlier run of this pid left (another machine's)
+            self.release()
+            raise InputError(f"--out {self.out}: cannot move the old job aside to {old} ({e.strerror}): an earlier "
+                             f"run left that folder; move it away and rerun this command (its finished "
+                             f"replacement in {rep} is put in place then)") from None
         try:
             os.replace(rep, self.out)  # (killed between the two: the next `check` finishes it)
         except OSError as e:

@@ -61,6 +61,34 @@ def temp_path(path: Path, writer: int | str | None = None, suffix: str = "") -> 
     return path.with_name(f".{name}.tmp-{os.getpid() if writer is None else writer}{suffix}")
 
 
+def remove_dead_temps(path: Path, quiet_for: float = 60.0) -> None:
+    """Delete the temporaries of `path` (`temp_path`: `.NAME.tmp-PID`, with any suffix) that a
+    process of this machine, now dead, left when it was killed while writing `path`: a rerun
+    that writes the file again leaves nothing hidden beside it. One left unchanged for less than
+    `quiet_for` seconds is kept (its writer may be another machine's, whose processes cannot be
+    seen here, still writing it); links are never touched."""
+    import time
+
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for e in os.scandir(path.parent):
+            m = _TEMP.fullmatch(e.name)
+            pid = temp_writer(e.name)
+            if m is None or m.group(1) != "." + path.name.removeprefix(".") or pid is None or pid == os.getpid():
+                continue
+            if e.is_symlink() or not e.is_file(follow_symlinks=False) or now - e.stat(follow_symlinks=False).st_mtime < quiet_for:
+                continue
+            try:
+                os.kill(pid, 0)
+                continue  # alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:  # another user's live process
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(e.path)
+
+
 def temp_writer(name: str) -> int | None:
     """The PID of the process writing temporary `name` (`temp_path`), None if it is not one or
     was written under a launcher."""
@@ -482,7 +510,10 @@ def remove_owned(d: Path, own: Iterable[str] = (), *, keep: bool = False, spare:
     left (and not `keep`). Symbolic links are removed as links, never followed; entries paced did
     not write are kept."""
     spare = set(spare)
-    for e, ours, _ in _entries(d, own):
+    # The job's record last (its manifest, then _job.parquet): killed midway, what is left is still
+    # known for a paced job's, with its own files (`Job._finish_cut_swap` finishes removing it).
+    last = {JOB_FILE: 2, LEGACY[JOB_FILE]: 2, MANIFEST_FILE: 1, LEGACY[MANIFEST_FILE]: 1}
+    for e, ours, _ in sorted(_entries(d, own), key=lambda entry: last.get(entry[0].name, 0)):
         if not ours or e.name in spare:
             continue
         if e.is_dir(follow_symlinks=False):
@@ -694,6 +725,7 @@ def save_figure(fig, path: Path, kind: str, key: str, *, overwrite: bool, dpi: i
     from schemas.io import paced_version
 
     tmp = temp_path(path, suffix=".png")
+    remove_dead_temps(path)
     try:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": f"paced {paced_version()}", META_KIND: kind, META_KEY: key})

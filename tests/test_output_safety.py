@@ -4,6 +4,7 @@ same inputs named another way resume a job."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import os
@@ -1561,3 +1562,118 @@ def test_two_runs_finishing_one_cut_swap_at_once_both_succeed(tmp_path):
     assert all(o.startswith("ok") for o in outs), outs
     assert schemas.io.load_record(work / "r" / "_job.parquet")["options"] == {"samples": 5}
     assert sorted(p.name for p in work.iterdir()) == ["r"]
+
+
+def test_a_removal_of_the_replaced_job_killed_at_any_point_is_finished_by_the_next_run(tmp_path, monkeypatch):
+    """A tenth audit: `--overwrite` killed while it removed the old job (after the swap) left
+    `.NAME.replaced-PID` for ever when its `_job.parquet` had gone first (the rest was no longer
+    known for a job's), or when it was emptied and killed before its rmdir. The job's record now
+    goes last, and an emptied one is removed."""
+    import socket
+
+    import pyarrow.parquet as pq
+
+    prov = {"command": "test"}
+    table = schemas.table_from_columns({c.name: [] for c in schemas.ROLLOUTS.columns}, schemas.ROLLOUTS)
+
+    def finished(d, samples):
+        j = schemas.Job(d, schemas.ROLLOUTS, {"samples": samples}, prov)
+        j.check()
+        j.start()
+        for i in range(3):
+            j.write(i, table)
+        j.finish(3)
+        return j
+
+    for cut in range(1, 8):  # killed at the cut-th removal (the 7th: all removed, before the rmdir)
+        work = tmp_path / f"w{cut}"
+        work.mkdir()
+        finished(work / "r", 5)
+        j = finished(work / "x", 2)
+        old = work / ".r.replaced-999999"
+        os.replace(work / "x", old)
+        pq.write_table(schemas.io.record_table({"pid": 999999, "host": socket.gethostname(), "since": "x"}, schemas.ROLLOUTS),
+                       old / "_lock.parquet")  # the swapper's, as the swap leaves it
+        calls = []
+        real_unlink = os.unlink
+
+        def unlink(path, *args, **kwargs):
+            calls.append(path)
+            if len(calls) == cut:
+                raise KeyboardInterrupt  # (the kill)
+            return real_unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(schemas.outputs.os, "unlink", unlink)
+        with pytest.raises(KeyboardInterrupt) if cut < 7 else contextlib.nullcontext():
+            schemas.outputs.remove_owned(old, j.own) if cut < 7 else [real_unlink(e.path) for e in os.scandir(old)]
+        monkeypatch.undo()
+        assert old.exists()
+        schemas.Job(work / "r", schemas.ROLLOUTS, {"samples": 5}, prov).check()  # the next run of the new command
+        assert sorted(p.name for p in work.iterdir()) == ["r"], (cut, sorted(p.name for p in work.iterdir()))
+
+
+def test_an_emptied_checkpoint_folder_is_paced_s_and_removed(tmp_path):
+    """A distill killed between a checkpoint's state.json and its folder's rmdir left an empty
+    checkpoints/step-N that every rerun then kept as the user's ("files of yours among them are
+    kept: checkpoints/step-1"), and that blocked --overwrite's own step-1 (renamed .kept-PID)."""
+    from stages.training import checkpoints
+
+    (tmp_path / "checkpoints" / "step-1").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step-2").mkdir()
+    (tmp_path / "checkpoints" / "step-2" / "mine.txt").write_text("a user's")
+    assert checkpoints.clear(tmp_path) == ["checkpoints/step-2"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-2"]
+
+
+def test_a_file_s_temporary_left_by_a_killed_run_is_removed_when_it_is_written_again(tmp_path):
+    """A run killed while it wrote a single-file output (weight's, eval's summary, snr's, a plot)
+    left `.NAME.tmp-PID` beside it for ever. The next write of that file removes a dead local
+    writer's; a live process's, or one changed in the last minute (another machine's writer may
+    be at it), is kept."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_weight import write_scores
+
+    write_scores(tmp_path / "scores.parquet", {"q": [True, False]})
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        old = time.time() - 3600
+        stale, recent, alive = (tmp_path / f".w.parquet.tmp-{p}" for p in (999999, 999998, live.pid))
+        other = tmp_path / ".x.parquet.tmp-999999"  # another file's
+        for f in (stale, recent, alive, other):
+            f.write_bytes(b"half a file")
+            if f is not recent:
+                os.utime(f, (old, old))
+        r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.parquet")
+        assert r.exit_code == 0, r.stderr
+        assert not stale.exists() and recent.exists() and alive.exists() and other.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_swap_whose_aside_name_is_taken_is_refused_by_name(tmp_path):
+    """The swap moves the old job aside to `.NAME.replaced-PID`; a folder left there under this
+    pid (an earlier run's, in a container that starts paced with the same pid every time) made the
+    rename fail with a traceback after the whole run. It is refused now, naming the folder, and
+    the finished replacement is put in place by the same command once it is moved away."""
+    prov = {"command": "test"}
+    old = schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": 2}, prov)
+    old.check()
+    old.start()
+    old.finish(0)
+    aside = tmp_path / f".r.replaced-{os.getpid()}"
+    aside.mkdir()
+    (aside / "notes.txt").write_text("not a job")
+    new = schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": 5}, prov, overwrite=True)
+    new.check()
+    new.start()
+    with pytest.raises(schemas.InputError, match=r"cannot move the old job aside .*move it away and rerun"):
+        new.finish(0)
+    assert schemas.io.load_record(tmp_path / "r" / "_job.parquet")["options"] == {"samples": 2}
+    shutil.move(aside, tmp_path / "kept")
+    again = schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": 5}, prov, overwrite=True)
+    again.check()
+    assert again.complete and schemas.io.load_record(tmp_path / "r" / "_job.parquet")["options"] == {"samples": 5}

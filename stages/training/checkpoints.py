@@ -132,6 +132,9 @@ def remove(path: Path) -> None:
     if files is None:
         if (path / schemas.outputs.CHECKPOINT_STATE).is_file():  # an earlier paced's: it lists nothing
             shutil.rmtree(path, ignore_errors=True)
+        else:  # empty: what a removal killed between its state.json and its rmdir left, nobody's files
+            with contextlib.suppress(OSError):
+                path.rmdir()
         return  # no state.json: no checkpoint (what a removal left of one, the user's files): kept
     for name in sorted(files - {schemas.outputs.CHECKPOINT_STATE}) + [schemas.outputs.CHECKPOINT_STATE]:
         p = path / name  # state.json last: killed midway, the list is there for the next removal
