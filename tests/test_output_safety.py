@@ -1486,8 +1486,11 @@ if {pause}:
     {real} = hooked
 try:
     {act}
-    print("ok")
-    time.sleep(1.5)  # alive while the other run looks at the lock
+    print("ok", flush=True)
+    for _ in range(1500):  # alive (holding what it took) until the other run is done
+        if Path({hold!r}).exists():
+            break
+        time.sleep(0.02)
 except schemas.InputError as e:
     print("refused", e)
 """
@@ -1498,7 +1501,8 @@ def _run(tmp_path, d, act, *, real=None, when="False") -> subprocess.Popen:
     import time
 
     paused, go = tmp_path / "paused", tmp_path / "go"
-    code = _RUN.format(root=str(ROOT), d=str(d), paused=str(paused), go=str(go), pause=real is not None, real=real or "jobs.unused",
+    code = _RUN.format(root=str(ROOT), d=str(d), paused=str(paused), go=str(go), hold=str(tmp_path / "hold"),
+                       pause=real is not None, real=real or "jobs.unused",
                        when=when, act=act)
     proc = subprocess.Popen([sys.executable, "-c", code], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     while real is not None and not paused.exists() and proc.poll() is None:
@@ -1508,11 +1512,14 @@ def _run(tmp_path, d, act, *, real=None, when="False") -> subprocess.Popen:
 
 
 def _both(tmp_path, first, second) -> list[str]:
-    """Let the paused `first` go on a second after `second` began; their outputs."""
+    """Let the paused `first` go on a second after `second` began; their outputs (each stays
+    alive until the other is done)."""
     import threading
 
     threading.Timer(1.0, (tmp_path / "go").touch).start()
-    outs = [p.communicate(timeout=60) for p in (first, second)]
+    out2 = second.communicate(timeout=90)
+    (tmp_path / "hold").touch()
+    outs = [first.communicate(timeout=90), out2]
     assert [p.returncode for p in (first, second)] == [0, 0], outs
     return [o for o, _ in outs]
 
