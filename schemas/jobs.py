@@ -166,11 +166,24 @@ def _holder_alive(holder: dict[str, Any] | None) -> dict[str, Any] | None:
         return holder  # cannot see another machine's processes: assume alive
     try:
         os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # (a number no pid can be: no process)
         return None
     except PermissionError:
         return holder
     return holder
+
+
+def _any_key(d: Path) -> str | None:
+    """The key of the paced job in `d` by its job record, or by its manifest where the record is
+    gone (a removal cut between the two: the manifest goes last)."""
+    for name in (JOB_FILE, MANIFEST_FILE):
+        path = record_path(d, name)
+        if path is not None:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                key = load_record(path).get("key")
+                if key is not None:
+                    return key
+    return None
 
 
 def _gone(d: Path, manifest: dict[str, Any]) -> list[str]:
@@ -420,13 +433,17 @@ class Job:
         out = self.out
         if out.is_symlink() or not out.parent.is_dir():
             return
-        old: list[tuple[Path, str]] = []  # (the old job, the swapper's pid in its name)
+        old: list[tuple[Path, tuple[str, str]]] = []  # (the old job, its swapper: the pid in its name, and host)
         for p in out.parent.glob(f".{glob_escape(out.name)}.replaced-*"):
             m = re.fullmatch(rf"\.{re.escape(out.name)}\.replaced-(\d+)", p.name)
-            if m and out.exists() and p.is_dir() and not p.is_symlink():  # emptied by a removal killed before its rmdir
-                with contextlib.suppress(OSError):
-                    p.rmdir()  # (only if empty)
-            if not (m and p.is_dir() and not p.is_symlink() and self._job_key(p) is not None):
+            if not (m and p.is_dir() and not p.is_symlink()):
+                continue
+            if _any_key(p) is None:  # no job's record: a removal of the old job cut after its own files
+                if out.exists() and _holder_alive({"pid": int(m.group(1)), "host": socket.gethostname()}) is None:
+                    with contextlib.suppress(OSError):
+                        p.rmdir()  # emptied, killed before its rmdir
+                    if p.exists():  # what is left is the user's: kept where the removal would have put it
+                        self._keep(p)
                 continue
             # The swap's lock moved with the old job and names its host; without it (removed first,
             # or an earlier paced's swap), the name's pid, on this machine.
@@ -437,7 +454,8 @@ class Job:
             else:  # cut between the renames with no lock: an earlier paced's swap, or its lock deleted by hand
                 holder = None
             if holder is None:
-                old.append((p, m.group(1)))
+                lock = _read_lock(p / LOCK_FILE)
+                old.append((p, (m.group(1), lock.get("host") if lock is not None else socket.gethostname())))
             elif not out.exists():  # a live process (or another machine's) is between the two renames
                 raise InputError(
                     f"--out {out}: {_another(holder)} is putting a replacement in its place (the old job is at {p}); wait for it to finish (if it is gone, "
@@ -454,7 +472,7 @@ class Job:
         # The replacement keeps its lock through the swap: one naming the swapper (the pid in the old
         # job's name, judged gone above) is the cut swap's own.
         held = _read_lock(new / LOCK_FILE)
-        own = held is not None and str(held.get("pid")) == swapper
+        own = held is not None and (str(held.get("pid")), held.get("host")) == swapper
         if new.is_dir() and not new.is_symlink() and record_path(new, MANIFEST_FILE) is not None and (own or _lock_holder(new) is None):
             (new / LOCK_FILE).unlink(missing_ok=True)
             os.replace(new, out)
@@ -467,9 +485,16 @@ class Job:
         """Remove the replaced job's own files; anything left in it is the user's: kept, renamed."""
         outputs.remove_owned(old, self.own)
         if old.exists():  # something appeared in it while the job ran: the user's, kept
-            kept = self.out.with_name(f"{self.out.name}.kept-{old.name.rsplit('-', 1)[1]}")
+            self._keep(old)
+
+    def _keep(self, old: Path) -> None:
+        """Move what is left of the replaced job `old` (the user's files) to `NAME.kept-PID`."""
+        kept = self.out.with_name(f"{self.out.name}.kept-{old.name.rsplit('-', 1)[1]}")
+        try:
             os.replace(old, kept)
-            sys.stderr.write(f"note: files that appeared in {self.out} while it was replaced are kept in {kept}\n")
+        except FileNotFoundError:  # another run finishing the same removal moved it first
+            return
+        sys.stderr.write(f"note: files that appeared in {self.out} while it was replaced are kept in {kept}\n")
 
     def locate(self) -> None:
         """Set `dir` as `check` did, without checks: for the processes of a launch other than
@@ -633,7 +658,10 @@ class Job:
         atexit.register(self.release)
 
     def release(self) -> None:
-        lock = self.dir / LOCK_FILE
+        self._release(self.dir)
+
+    def _release(self, d: Path) -> None:
+        lock = d / LOCK_FILE
         if _mine(_read_lock(lock)):
             with contextlib.suppress(OSError):  # (a read-only or lost file system: the error that matters is raised already)
                 lock.unlink(missing_ok=True)
@@ -728,6 +756,7 @@ class Job:
             os.replace(self.out, old)  # two renames: `out` is the old job or the new one, never a mix
         except OSError as e:  # `old` is there, not empty: what an earlier run of this pid left (another machine's)
             self.release()
+            self._release(self.out)  # (both locks: this run holds neither now)
             raise InputError(f"--out {self.out}: cannot move the old job aside to {old} ({e.strerror}): an earlier "
                              f"run left that folder; move it away and rerun this command (its finished "
                              f"replacement in {rep} is put in place then)") from None

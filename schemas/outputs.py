@@ -81,9 +81,15 @@ def remove_dead_temps(path: Path, quiet_for: float = 60.0) -> None:
             try:
                 os.kill(pid, 0)
                 continue  # alive
-            except ProcessLookupError:
+            except (ProcessLookupError, OverflowError):  # dead (or a number no pid can be)
                 pass
             except PermissionError:  # another user's live process
+                continue
+            try:  # what paced writes begins as Parquet or PNG: a file of the user's by that name is kept
+                with open(e.path, "rb") as f:
+                    if f.read(8)[:4] not in (b"PAR1", b"\x89PNG"):
+                        continue
+            except OSError:
                 continue
             with contextlib.suppress(OSError):
                 os.unlink(e.path)
@@ -510,16 +516,18 @@ def remove_owned(d: Path, own: Iterable[str] = (), *, keep: bool = False, spare:
     left (and not `keep`). Symbolic links are removed as links, never followed; entries paced did
     not write are kept."""
     spare = set(spare)
-    # The job's record last (its manifest, then _job.parquet): killed midway, what is left is still
-    # known for a paced job's, with its own files (`Job._finish_cut_swap` finishes removing it).
-    last = {JOB_FILE: 2, LEGACY[JOB_FILE]: 2, MANIFEST_FILE: 1, LEGACY[MANIFEST_FILE]: 1}
+    # The job's record last (_job.parquet, then the manifest, which holds the digests that tell a
+    # file the user edited from paced's): killed midway, what is left is still known for a paced
+    # job's, with its own files and the user's edits (`Job._finish_cut_swap` finishes removing it).
+    last = {JOB_FILE: 1, LEGACY[JOB_FILE]: 1, MANIFEST_FILE: 2, LEGACY[MANIFEST_FILE]: 2}
     for e, ours, _ in sorted(_entries(d, own), key=lambda entry: last.get(entry[0].name, 0)):
         if not ours or e.name in spare:
             continue
-        if e.is_dir(follow_symlinks=False):
-            shutil.rmtree(e.path)  # removes links inside as links (fd-based, never follows them)
-        else:
-            os.unlink(e.path)
+        with contextlib.suppress(FileNotFoundError):  # (removed meanwhile by another run finishing the same removal)
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path)  # removes links inside as links (fd-based, never follows them)
+            else:
+                os.unlink(e.path)
     if keep:
         return
     try:

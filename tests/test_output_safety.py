@@ -1589,14 +1589,20 @@ def test_a_removal_of_the_replaced_job_killed_at_any_point_is_finished_by_the_ne
         j.start()
         for i in range(3):
             j.write(i, table)
+        (d / "config.json").write_text("paced's")
+        j.adopt(["config.json"])  # a file the job records as its own (a model's)
         j.finish(3)
         return j
 
-    for cut in range(1, 8):  # killed at the cut-th removal (the 7th: all removed, before the rmdir)
-        work = tmp_path / f"w{cut}"
+    for cut in range(1, 9):  # killed at the cut-th removal; 7: all paced's removed, before the rmdir; 8: the same,
+        work = tmp_path / f"w{cut}"  # with no file of the user's (then the folder is empty)
         work.mkdir()
         finished(work / "r", 5)
         j = finished(work / "x", 2)
+        if cut < 8:
+            (work / "x" / "config.json").write_text("the user's edit")  # paced's file, edited since: the user's
+        else:
+            (work / "x" / "config.json").unlink()
         old = work / ".r.replaced-999999"
         os.replace(work / "x", old)
         pq.write_table(schemas.io.record_table({"pid": 999999, "host": socket.gethostname(), "since": "x"}, schemas.ROLLOUTS),
@@ -1612,11 +1618,17 @@ def test_a_removal_of_the_replaced_job_killed_at_any_point_is_finished_by_the_ne
 
         monkeypatch.setattr(schemas.outputs.os, "unlink", unlink)
         with pytest.raises(KeyboardInterrupt) if cut < 7 else contextlib.nullcontext():
-            schemas.outputs.remove_owned(old, j.own) if cut < 7 else [real_unlink(e.path) for e in os.scandir(old)]
+            schemas.outputs.remove_owned(old, j.own, keep=True)  # (keep: the kill comes before the rmdir)
         monkeypatch.undo()
         assert old.exists()
         schemas.Job(work / "r", schemas.ROLLOUTS, {"samples": 5}, prov).check()  # the next run of the new command
-        assert sorted(p.name for p in work.iterdir()) == ["r"], (cut, sorted(p.name for p in work.iterdir()))
+        left = sorted(p.name for p in work.iterdir())
+        if cut < 8:
+            assert left == ["r", "r.kept-999999"], (cut, left)
+            assert [p.name for p in (work / "r.kept-999999").iterdir()] == ["config.json"]
+            assert (work / "r.kept-999999" / "config.json").read_text() == "the user's edit"
+        else:
+            assert left == ["r"], (cut, left)
 
 
 def test_an_emptied_checkpoint_folder_is_paced_s_and_removed(tmp_path):
@@ -1647,39 +1659,51 @@ def test_a_file_s_temporary_left_by_a_killed_run_is_removed_when_it_is_written_a
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         old = time.time() - 3600
-        stale, recent, alive = (tmp_path / f".w.parquet.tmp-{p}" for p in (999999, 999998, live.pid))
+        stale, recent, alive, huge = (tmp_path / f".w.parquet.tmp-{p}" for p in (999999, 999998, live.pid, 10**20))
         other = tmp_path / ".x.parquet.tmp-999999"  # another file's
-        for f in (stale, recent, alive, other):
-            f.write_bytes(b"half a file")
+        users = tmp_path / ".w.parquet.tmp-2024"  # a user's file by that name (not Parquet)
+        for f in (stale, recent, alive, huge, other, users):
+            f.write_bytes(b"my notes, 2024" if f is users else b"PAR1 and half a file")
             if f is not recent:
                 os.utime(f, (old, old))
         r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.parquet")
         assert r.exit_code == 0, r.stderr
-        assert not stale.exists() and recent.exists() and alive.exists() and other.exists()
+        assert not stale.exists() and not huge.exists()
+        assert recent.exists() and alive.exists() and other.exists() and users.read_bytes() == b"my notes, 2024"
+        assert not schemas.jobs.process_alive(10**20)  # (a lock or temporary naming no possible pid: no traceback)
     finally:
         live.kill()
         live.wait()
 
 
 def test_a_swap_whose_aside_name_is_taken_is_refused_by_name(tmp_path):
-    """The swap moves the old job aside to `.NAME.replaced-PID`; a folder left there under this
-    pid (an earlier run's, in a container that starts paced with the same pid every time) made the
-    rename fail with a traceback after the whole run. It is refused now, naming the folder, and
-    the finished replacement is put in place by the same command once it is moved away."""
+    """The swap moves the old job aside to `.NAME.replaced-PID`; a folder there under this pid
+    that paced cannot clear (another machine's swap, in containers that start paced with the same
+    pid everywhere; a dead local one's is finished by the check) made the rename fail with a
+    traceback after the whole run. It is refused now, naming the folder, holding no lock, and the
+    finished replacement is put in place by the same command once the folder is gone."""
     prov = {"command": "test"}
     old = schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": 2}, prov)
     old.check()
     old.start()
     old.finish(0)
-    aside = tmp_path / f".r.replaced-{os.getpid()}"
-    aside.mkdir()
-    (aside / "notes.txt").write_text("not a job")
+    import pyarrow.parquet as pq
+
+    aside = tmp_path / f".r.replaced-{os.getpid()}"  # another machine's swap under this pid, under way
+    other = schemas.Job(aside, schemas.ROLLOUTS, {"samples": 3}, prov)
+    other.check()
+    other.start()
+    other.finish(0)
+    pq.write_table(schemas.io.record_table({"pid": os.getpid(), "host": "elsewhere", "since": "x"}, schemas.ROLLOUTS),
+                   aside / "_lock.parquet")
     new = schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": 5}, prov, overwrite=True)
     new.check()
     new.start()
     with pytest.raises(schemas.InputError, match=r"cannot move the old job aside .*move it away and rerun"):
         new.finish(0)
     assert schemas.io.load_record(tmp_path / "r" / "_job.parquet")["options"] == {"samples": 2}
+    assert not (tmp_path / "r" / "_lock.parquet").exists()  # refused, it holds neither lock (another machine may rerun it)
+    assert not (tmp_path / ".r.replacing" / "_lock.parquet").exists()
     shutil.move(aside, tmp_path / "kept")
     again = schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": 5}, prov, overwrite=True)
     again.check()
