@@ -54,8 +54,6 @@ def paced_version() -> str:
         return "0+unknown"
 
 
-
-
 # ---------------------------------------------------------------------------------------
 # Fingerprints and provenance
 
@@ -348,8 +346,6 @@ def headers_to_check(files: list[Path]) -> list[Path]:
             continue
         out.append(f)
     return out
-
-
 
 
 def read_manifest(d: Path, option: str) -> dict[str, Any]:

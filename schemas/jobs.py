@@ -431,8 +431,6 @@ class Job:
         finished replacement (its removal by hand), the old job is put back. Killed after both
         renames, while removing the old job (a teacher-logits job is gigabytes): that is finished."""
         out = self.out
-        if out.is_symlink() or not out.parent.is_dir():
-            return
         old: list[tuple[Path, tuple[str, str]]] = []  # (the old job, its swapper: the pid in its name, and host)
         for p in out.parent.glob(f".{glob_escape(out.name)}.replaced-*"):
             m = re.fullmatch(rf"\.{re.escape(out.name)}\.replaced-(\d+)", p.name)

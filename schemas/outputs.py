@@ -69,6 +69,8 @@ def remove_dead_temps(path: Path, quiet_for: float = 60.0) -> None:
     seen here, still writing it); links are never touched."""
     import time
 
+    from schemas.jobs import process_alive  # (jobs imports this module)
+
     now = time.time()
     with contextlib.suppress(OSError):
         for e in os.scandir(path.parent):
@@ -78,12 +80,7 @@ def remove_dead_temps(path: Path, quiet_for: float = 60.0) -> None:
                 continue
             if e.is_symlink() or not e.is_file(follow_symlinks=False) or now - e.stat(follow_symlinks=False).st_mtime < quiet_for:
                 continue
-            try:
-                os.kill(pid, 0)
-                continue  # alive
-            except (ProcessLookupError, OverflowError):  # dead (or a number no pid can be)
-                pass
-            except PermissionError:  # another user's live process
+            if process_alive(pid):
                 continue
             try:  # what paced writes begins as Parquet or PNG: a file of the user's by that name is kept
                 with open(e.path, "rb") as f:

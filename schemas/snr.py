@@ -9,7 +9,7 @@ import pyarrow as pa
 from schemas.base import ArtifactSchema, Column, quote_rows
 
 ESTIMATORS = ("per-problem", "pooled")
-FIT_KEY = "kernel_fit"  # the provenance entry of the beta kernel fitted to the SNR by bin
+FIT_KEY = "kernel_fit"  # the provenance entry of the beta kernel fitted to the SNR by bin (both files)
 
 
 def read_fit(path, option: str) -> dict:

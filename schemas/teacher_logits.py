@@ -16,7 +16,6 @@ import pyarrow.compute as pc
 
 from schemas.base import ArtifactSchema, Column, quote_rows
 
-# The columns that hold one entry per response token (token_ids).
 DRAWS = ("sample_ids", "sample_logmass", "entropy")  # the columns version 2 added
 
 
@@ -32,6 +31,7 @@ def with_draws(t: pa.Table) -> pa.Table:
     return t
 
 
+# The columns that hold one entry per response token (token_ids).
 PER_TOKEN = ("topk_ids", "topk_logprobs", "tail_logprob", "target_logprobs", "sample_ids", "sample_logmass", "entropy")
 
 

@@ -74,7 +74,6 @@ from stages.training.snr_stats import (  # noqa: F401 - the statistics `paced sn
 from stages.common import advance, console, notice, progress, summary_table
 from stages.options import key_options, option, seed_problems, INPUT, RUNTIME, TRUST_REMOTE_CODE, LOSS, MU
 
-# Where the kernel fit is stored: a key of the snr artifact's provenance (both files).
 # Figure 3's collapse zones: SNR vanishes for p < 0.2 and p > 0.8 (docs/method.md).
 LOW, HIGH = 0.2, 0.8
 MAX_BINS = 1_000  # K samples give K + 1 pass rates, so more bins than that stay empty; a bound on the work

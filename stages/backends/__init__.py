@@ -46,8 +46,8 @@ Score = Callable[..., list[dict[str, Any]]]
 
 # The --help of the engine options of every command that runs a model (rollout, eval,
 # teacher-logits), worded once.
-BACKEND_HELP = "Engine: " + ", ".join(f"{name} ({about})" for name, (_, about) in list(REGISTRY.items())[:-1]) + \
-    " or {} ({}).".format(NAMES[-1], REGISTRY[NAMES[-1]][1])
+_ABOUT = [f"{name} ({about})" for name, (_, about) in REGISTRY.items()]
+BACKEND_HELP = f"Engine: {', '.join(_ABOUT[:-1])} or {_ABOUT[-1]}."
 DTYPE_HELP = "auto (hf: bf16 on GPU, float32 on CPU; vllm: the model's dtype on GPU, float32 on CPU), float32, bfloat16 or float16."
 TENSOR_PARALLEL_SIZE_HELP = "vllm: GPUs to shard the model over."
 GPU_MEMORY_UTILIZATION_HELP = "vllm: fraction of GPU memory the engine may take (vLLM's default); on CPU, the fraction of RAM for the KV cache (default 0.3)."
@@ -106,10 +106,11 @@ def option_problems(config: Any) -> list[str]:
     chosen = get(config.backend)
     problems = chosen.option_problems(config)
     defaults = {f.name: f.default for f in dataclasses.fields(config)}  # the config's own (EngineOptions')
+    options = {name: get(name).OPTIONS for name in NAMES}
     users: dict[tuple[str, ...], list[str]] = {}  # the backends that use them -> the options given
-    for option in {k for name in NAMES for k in get(name).OPTIONS} - set(chosen.OPTIONS):
+    for option in {k for name in NAMES for k in options[name]} - set(chosen.OPTIONS):
         if getattr(config, option) != defaults[option]:
-            users.setdefault(tuple(n for n in NAMES if option in get(n).OPTIONS), []).append(option)
+            users.setdefault(tuple(n for n in NAMES if option in options[n]), []).append(option)
     order = list(defaults).index  # the options' declaration order
     for names, given in sorted(users.items(), key=lambda item: min(map(order, item[1]))):
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(given, key=order))

@@ -10,8 +10,6 @@ from schemas import InputError
 from stages.training import data as train_data, forward
 
 
-
-
 def _autocast(device: str):
     import torch
 
