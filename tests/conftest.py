@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -191,3 +193,15 @@ def manifest_record(d: os.PathLike) -> dict:
     from schemas.outputs import MANIFEST_FILE, load_record
 
     return load_record(Path(d) / MANIFEST_FILE)
+
+
+def lock_table(pid: int, host: str | None = None):
+    """A job lock as paced writes it: process `pid` of `host` (this machine by default)."""
+    import schemas
+
+    return schemas.io.record_table({"pid": pid, "host": host or socket.gethostname(), "since": "now"}, schemas.ROLLOUTS)
+
+
+def write_lock(path: os.PathLike, pid: int, host: str | None = None) -> None:
+    """Write a lock naming process `pid` of `host` (this machine by default) at `path`."""
+    pq.write_table(lock_table(pid, host), path)

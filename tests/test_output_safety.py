@@ -5,18 +5,27 @@ same inputs named another way resume a job."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
-import shutil
+import json
 import os
+import random
+import resource
+import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import schemas
-from tests.conftest import ROOT, job_record, kill_when, make_problems, paced
+from tests.conftest import ROOT, job_record, kill_when, lock_table, make_problems, paced, write_lock
 
 FAST = ["--samples", "2", "--max-new-tokens", "4"]
 
@@ -132,7 +141,6 @@ def test_every_writers_temporary_name_is_one_the_sweep_knows(tmp_path):
     """The temporaries paced's writers make (`outputs.temp_path`: a part, the lock, a plot, a
     checkpoint, distill's staged model, a launcher's checkpoint, a hidden cache) are the names
     `paced_temp` takes for paced's and `temp_writer` reads the writer's PID back from."""
-    import os
     from schemas import outputs
 
     pid = os.getpid()
@@ -304,8 +312,6 @@ def test_a_symbolic_link_loop_as_input_or_output_exits_2(world, tmp_path, studen
 def test_a_file_edited_after_paced_wrote_it_is_the_users(world, tmp_path):
     """Ownership is judged by content, not by metadata alone: weights edited with pyarrow (paced's
     metadata kept) are not replaced by the same command, nor by --overwrite."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     w = tmp_path / "w.parquet"
     base = ["weight", "--scores", world / "scores", "--out", w]
@@ -338,9 +344,6 @@ def test_a_file_with_the_first_content_digest_is_still_paced_s(world, tmp_path):
     """Files written before the columnar digest (2026-12-06) record the first, JSON one: such a
     file is still paced's (the same command leaves it, --overwrite replaces it), and an edit of
     it is still the user's. The digests agree on every layout a file is read back in."""
-    import polars as pl
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from schemas.outputs import _json_digest, same_digest, table_digest
 
@@ -364,7 +367,6 @@ def test_a_file_with_the_first_content_digest_is_still_paced_s(world, tmp_path):
 
 
 def test_a_part_edited_after_its_job_finished_is_the_users(world, tmp_path, student_dir):
-    import pyarrow.parquet as pq
 
     out = tmp_path / "r"
     base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
@@ -579,11 +581,6 @@ def test_a_resume_in_place_and_a_replacement_of_the_same_out_never_run_at_once(t
     replacement finished while a live process writes the old job in place waits (it stays
     aside, and the same command puts it in place later); a job swapped in between a run's check
     and its start is not taken for the run's; a run that lost its lock does not seal its parts."""
-    import socket
-    import subprocess
-    import sys
-
-    import pyarrow.parquet as pq
 
     job, out, rep, empty, prov = rollout_jobs(tmp_path)
 
@@ -593,7 +590,7 @@ def test_a_resume_in_place_and_a_replacement_of_the_same_out_never_run_at_once(t
     x.write(0, empty)
     x.release()  # an unfinished job X in place, its process gone
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    lock = schemas.io.record_table({"pid": live.pid, "host": socket.gethostname(), "since": "now"}, schemas.ROLLOUTS)
+    lock = lock_table(live.pid)
     try:
         # Y replacing X (another process, alive): X's resume is refused, and so is another replacement.
         rep.mkdir()
@@ -650,8 +647,7 @@ def test_a_resume_in_place_and_a_replacement_of_the_same_out_never_run_at_once(t
     y = job(6)
     y.check()
     y.start()
-    pq.write_table(schemas.io.record_table({"pid": 1, "host": "elsewhere", "since": "now"}, schemas.ROLLOUTS),
-                   out / "_lock.parquet")
+    write_lock(out / "_lock.parquet", 1, "elsewhere")
     with pytest.raises(schemas.InputError, match="lost the lock"):
         y.finish(0)
 
@@ -661,11 +657,6 @@ def test_replacements_and_reruns_racing_on_one_out(tmp_path):
     resumed it (the survivor sealed the other's parts); a finished job's plain rerun refused while
     a replacement was under way; a resume that found --out vacant mid-swap began a new job there;
     a dead run's lock carried into the new --out."""
-    import socket
-    import subprocess
-    import sys
-
-    import pyarrow.parquet as pq
 
     job, out, rep, empty, prov = rollout_jobs(tmp_path)
 
@@ -674,7 +665,7 @@ def test_replacements_and_reruns_racing_on_one_out(tmp_path):
     x.start()
     x.finish(0)  # a finished job X
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    lock = schemas.io.record_table({"pid": live.pid, "host": socket.gethostname(), "since": "now"}, schemas.ROLLOUTS)
+    lock = lock_table(live.pid)
     try:
         y = job(3, overwrite=True)  # a replacement under way (its process: the sleeper)
         y.check()
@@ -721,14 +712,12 @@ def test_replacements_and_reruns_racing_on_one_out(tmp_path):
     k2.check()
     k2.start()
     k2.release()
-    pq.write_table(schemas.io.record_table({"pid": 999999, "host": socket.gethostname(), "since": "x"}, schemas.ROLLOUTS),
-                   rep / "_lock.parquet")
+    write_lock(rep / "_lock.parquet", 999999)
     schemas.Job(rep, schemas.ROLLOUTS, {"samples": 6}, prov).locate()
     k2.dir = rep
     k2._lock()  # (the dead run's lock taken over, as a rerun does)
     k2.release()
-    pq.write_table(schemas.io.record_table({"pid": 999999, "host": socket.gethostname(), "since": "x"}, schemas.ROLLOUTS),
-                   rep / "_lock.parquet")
+    write_lock(rep / "_lock.parquet", 999999)
     from schemas.io import _atomic_write_record
 
     manifest = {"schema": "rollouts", "version": schemas.ROLLOUTS.version, "key": k2.key, "rows": 0, "parts": [],
@@ -745,11 +734,6 @@ def test_a_finished_replacement_stays_locked_until_it_is_in_place(tmp_path):
     another --overwrite cleared it and the first run swapped the other's empty job in (both
     artifacts lost, exit 0); the same command run twice swapped twice; a dead run's lock stayed in
     a finished artifact, and another machine's refused every rerun of it."""
-    import socket
-    import subprocess
-    import sys
-
-    import pyarrow.parquet as pq
 
     prov = {"command": "test"}
     out, rep = tmp_path / "r", tmp_path / ".r.replacing"
@@ -777,8 +761,7 @@ def test_a_finished_replacement_stays_locked_until_it_is_in_place(tmp_path):
                           "files": [], "digests": {}, "provenance": prov}, rep / "_manifest.parquet", schemas.ROLLOUTS)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        pq.write_table(schemas.io.record_table({"pid": live.pid, "host": socket.gethostname(), "since": "now"},
-                                               schemas.ROLLOUTS), rep / "_lock.parquet")  # C, alive, about to swap
+        write_lock(rep / "_lock.parquet", live.pid)  # C, alive, about to swap
         with pytest.raises(schemas.InputError, match="another paced process"):
             a.start()
     finally:
@@ -797,12 +780,10 @@ def test_a_finished_replacement_stays_locked_until_it_is_in_place(tmp_path):
     assert record(out) == {"samples": 4} and sorted(p.name for p in tmp_path.iterdir()) == ["r"]
     assert not (out / "_lock.parquet").exists()
     # A dead run's lock in a finished artifact: removed by the rerun; another machine's does not refuse a rerun.
-    pq.write_table(schemas.io.record_table({"pid": 999999, "host": socket.gethostname(), "since": "x"}, schemas.ROLLOUTS),
-                   out / "_lock.parquet")
+    write_lock(out / "_lock.parquet", 999999)
     job(4).check()
     assert not (out / "_lock.parquet").exists()
-    pq.write_table(schemas.io.record_table({"pid": 1, "host": "elsewhere", "since": "x"}, schemas.ROLLOUTS),
-                   out / "_lock.parquet")
+    write_lock(out / "_lock.parquet", 1, "elsewhere")
     done = job(4)
     done.check()
     assert done.complete
@@ -813,15 +794,9 @@ def test_a_cut_swap_leaves_no_lock_and_another_machine_s_pid_is_not_this_one(tmp
     renames carried the dead swapper's lock into the finished --out (then refusing another
     machine's runs); and a lock naming this process's pid on another machine (containers: pid 1
     everywhere) was taken for this process's own, so a second writer replaced a live job."""
-    import socket
-
-    import pyarrow.parquet as pq
 
     prov = {"command": "test"}
     here = socket.gethostname()
-
-    def lock_of(pid, host):
-        return schemas.io.record_table({"pid": pid, "host": host, "since": "x"}, schemas.ROLLOUTS)
 
     for name, samples in (("x", 2), ("z", 5)):
         j = schemas.Job(tmp_path / name, schemas.ROLLOUTS, {"samples": samples}, prov)
@@ -829,7 +804,7 @@ def test_a_cut_swap_leaves_no_lock_and_another_machine_s_pid_is_not_this_one(tmp
         j.start()
         j.finish(0)
     for name in ("x", "z"):  # the swapper (dead) held both locks when it was cut
-        pq.write_table(lock_of(999999, here), tmp_path / name / "_lock.parquet")
+        write_lock(tmp_path / name / "_lock.parquet", 999999, here)
     os.replace(tmp_path / "x", tmp_path / ".r.replaced-999999")
     os.replace(tmp_path / "z", tmp_path / ".r.replacing")
     with pytest.raises(schemas.InputError, match="other options"):  # the old command finishes the swap, then is refused
@@ -840,7 +815,7 @@ def test_a_cut_swap_leaves_no_lock_and_another_machine_s_pid_is_not_this_one(tmp
     u = schemas.Job(tmp_path / "u", schemas.ROLLOUTS, {"samples": 2}, prov)
     u.check()
     u.start()
-    pq.write_table(lock_of(os.getpid(), "elsewhere"), tmp_path / "u" / "_lock.parquet")
+    write_lock(tmp_path / "u" / "_lock.parquet", os.getpid(), "elsewhere")
     for other in (schemas.Job(tmp_path / "u", schemas.ROLLOUTS, {"samples": 2}, prov),
                   schemas.Job(tmp_path / "u", schemas.ROLLOUTS, {"samples": 3}, prov, overwrite=True)):
         with pytest.raises(schemas.InputError, match="another paced process"):
@@ -853,7 +828,6 @@ def test_a_swap_cut_on_another_machine_is_not_taken_for_a_new_job(tmp_path):
     """Between the swap's two renames --out is gone; the old job carries the swap's lock. A lock of
     another machine (whose processes cannot be seen) is not finished from here: the run is refused,
     naming it (it had begun a new job at --out); once it is removed, the swap is finished."""
-    import pyarrow.parquet as pq
 
     prov = {"command": "test"}
     for name, samples in (("x", 2), ("z", 5)):
@@ -864,7 +838,7 @@ def test_a_swap_cut_on_another_machine_is_not_taken_for_a_new_job(tmp_path):
     os.replace(tmp_path / "x", tmp_path / f".r.replaced-{os.getppid()}")
     os.replace(tmp_path / "z", tmp_path / ".r.replacing")
     lock = tmp_path / f".r.replaced-{os.getppid()}" / "_lock.parquet"
-    pq.write_table(schemas.io.record_table({"pid": 1, "host": "elsewhere", "since": "now"}, schemas.ROLLOUTS), lock)
+    write_lock(lock, 1, "elsewhere")
     before = snapshot(tmp_path)
     for samples in (5, 2):
         with pytest.raises(schemas.InputError, match="is putting a replacement in its place"):
@@ -879,8 +853,6 @@ def test_a_swap_cut_on_another_machine_is_not_taken_for_a_new_job(tmp_path):
 def test_a_file_system_gone_read_only_reports_the_write_that_failed(tmp_path, monkeypatch):
     """A part's write failed (the file system went read-only); abandoning the job then failed to
     remove its lock too, and that second error (naming the lock) replaced the first."""
-    import errno
-    from pathlib import Path
 
     from schemas.jobs import abandoned_on_failure
 
@@ -923,9 +895,7 @@ def test_a_run_killed_as_it_began_its_job_blocks_no_rerun(world, tmp_path, stude
     out = tmp_path / "r"
     base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
     out.mkdir()
-    lock = schemas.io.record_table({"pid": 999999, "host": __import__("socket").gethostname(), "since": "x"},
-                                   schemas.ROLLOUTS)
-    import pyarrow.parquet as pq
+    lock = lock_table(999999)
 
     pq.write_table(lock, out / "_lock.parquet")
     (out / "._job.parquet.tmp-999998").write_text("half")
@@ -979,7 +949,6 @@ def test_a_refusal_mid_training_keeps_its_checkpoints(world, tmp_path, student_d
 def test_a_distill_killed_after_its_manifest_is_tidied_by_the_same_command(world, tmp_path, student_dir):
     """Killed between its manifest and deleting its checkpoints and rows cache: the same command
     finds the run complete and deletes them (a checkpoint only as far as it lists its files)."""
-    import json as _json
 
     out = tmp_path / "d"
     base = ["distill", "--student", student_dir, "--teacher-logits", world / "tl", "--weights", world / "weights.parquet",
@@ -988,7 +957,7 @@ def test_a_distill_killed_after_its_manifest_is_tidied_by_the_same_command(world
     step = out / "checkpoints" / "step-1"
     step.mkdir(parents=True)
     (step / "optim.pt").write_text("x")
-    (step / "state.json").write_text(_json.dumps({"step": 1, "files": ["optim.pt"]}))
+    (step / "state.json").write_text(json.dumps({"step": 1, "files": ["optim.pt"]}))
     (out / ".train_data.arrow").write_text("cache")
     r = paced(*base)
     assert r.exit_code == 0 and "already complete" in r.stderr, r.stderr
@@ -1034,7 +1003,6 @@ def test_the_same_weight_command_keeps_its_file_byte_for_byte(world, tmp_path):
 
 
 def test_an_earlier_paceds_unkeyed_eval_summary_is_recomputed(world, tmp_path, student_dir):
-    import pyarrow.parquet as pq
 
     ev = tmp_path / "ev"
     args = ["eval", "--model", student_dir, "--problems", world / "problems.parquet", "--samples", "2", "--max-new-tokens", "4",
@@ -1047,12 +1015,11 @@ def test_an_earlier_paceds_unkeyed_eval_summary_is_recomputed(world, tmp_path, s
     assert r.exit_code == 0, r.stderr
     assert b"paced.key" in pq.read_schema(ev / "summary.parquet").metadata
     # Re-made against a baseline: the same rows or not, it records the command that made it.
-    import json as _json
 
     for base in ("b1", "b2"):
         assert paced(*args[:-1], tmp_path / base, "--seed", "3").exit_code == 0
         assert paced(*args, "--at-k", "1", "--baseline", tmp_path / base).exit_code == 0
-        prov = _json.loads(pq.read_schema(ev / "summary.parquet").metadata[b"paced.provenance"])
+        prov = json.loads(pq.read_schema(ev / "summary.parquet").metadata[b"paced.provenance"])
         assert prov["options"]["baseline"] == str(tmp_path / base)
 
 
@@ -1163,10 +1130,8 @@ def test_a_model_that_does_not_load_or_a_tracker_that_does_not_start_blocks_no_r
     """A config.json that disagrees with the weights exits 2 naming the model, and the job the
     run began is abandoned, so the corrected command runs (it crashed with a traceback and left a
     job keyed by the broken model, which refused the fixed one)."""
-    import json
 
     broken = tmp_path / "m2"
-    import shutil
 
     shutil.copytree(student_dir, broken)
     cfg = json.loads((broken / "config.json").read_text())
@@ -1198,14 +1163,12 @@ def test_a_model_that_does_not_load_or_a_tracker_that_does_not_start_blocks_no_r
 def test_a_chat_template_that_raises_exits_2_naming_the_option(world, tmp_path, student_dir):
     """A Gemma-style template that refuses a system message, or one that does not parse: exit 2
     with the cause and the fix, never a traceback, and nothing left behind."""
-    import shutil
 
     model = tmp_path / "gemma"
     shutil.copytree(student_dir, model)
     for f in ("chat_template.jinja",):
         (model / f).unlink(missing_ok=True)
     cfg = model / "tokenizer_config.json"
-    import json
 
     tok = json.loads(cfg.read_text())
     tok["chat_template"] = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
@@ -1226,7 +1189,6 @@ def test_a_chat_template_that_raises_exits_2_naming_the_option(world, tmp_path, 
 
 def _limited(args, fsize: int, cwd: Path) -> subprocess.CompletedProcess:
     """`python -m paced_cli ARGS` with files limited to `fsize` bytes (a full disk, as `ulimit -f`)."""
-    import resource
 
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
@@ -1280,7 +1242,6 @@ def test_snr_removes_the_row_copies_runs_killed_before_it_left(world, tmp_path, 
 def test_another_commands_job_under_the_replacement_name_is_kept(world, tmp_path, student_dir):
     """`.rollouts.replacing` holding a copy of a scores job is not an interrupted replacement of
     rollouts: --overwrite is refused, naming it, and deletes nothing."""
-    import shutil
 
     roll = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, *FAST]
     assert paced(*roll, "--out", tmp_path / "rollouts").exit_code == 0
@@ -1293,7 +1254,6 @@ def test_a_failure_after_distill_moved_its_model_in_keeps_the_model(world, tmp_p
     """A run of fewer steps than --save-steps has no checkpoint; a failure between moving its
     final model in and writing its manifest (a full disk for train_log.parquet) must not take
     the model with the abandoned job: the model files it recorded are work done."""
-    import errno
 
     import schemas.io
 
@@ -1374,7 +1334,6 @@ def test_a_finished_job_of_the_users_at_the_replacement_name_is_kept(world, tmp_
 def test_a_swap_killed_while_removing_the_old_job_is_finished_by_the_next_run(world, tmp_path, student_dir):
     """Killed after the new job was swapped in, while the old one (`.big.replaced-PID`, its
     process dead) was being removed: the next run removes it, and a user's file in it is kept."""
-    import shutil
 
     out = tmp_path / "big"
     base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
@@ -1395,7 +1354,6 @@ def test_a_users_part_named_file_in_an_unfinished_job_is_neither_deleted_nor_sea
     out = tmp_path / "j2"
     base = ["rollout", "--problems", world / "problems.parquet", "--model", student_dir, "--out", out, *FAST]
     assert paced(*base).exit_code == 0
-    import pyarrow.parquet as pq
 
     assert pq.read_schema(out / "part-00000.parquet").metadata[b"paced.key"] == job_record(out)["key"].encode()
     (out / "_manifest.parquet").unlink()  # as a kill -9 leaves it
@@ -1428,7 +1386,6 @@ def test_a_model_replaced_in_place_by_one_of_the_same_size_does_not_resume_its_j
     """The key's quick fingerprint reads a weight file's first and last MiB; a model replaced in
     place by another fine-tune of the same size kept it, and the resumed job mixed both models'
     outputs. The job records a closer look (`model_digest`) and refuses the other weights."""
-    import random
 
     from stages import models
 
@@ -1498,7 +1455,6 @@ except schemas.InputError as e:
 
 def _run(tmp_path, d, act, *, real=None, when="False") -> subprocess.Popen:
     """Start `act` in a process; with `real`, return once it has paused there."""
-    import time
 
     paused, go = tmp_path / "paused", tmp_path / "go"
     code = _RUN.format(root=str(ROOT), d=str(d), paused=str(paused), go=str(go), hold=str(tmp_path / "hold"),
@@ -1514,7 +1470,6 @@ def _run(tmp_path, d, act, *, real=None, when="False") -> subprocess.Popen:
 def _both(tmp_path, first, second) -> list[str]:
     """Let the paused `first` go on a second after `second` began; their outputs (each stays
     alive until the other is done)."""
-    import threading
 
     threading.Timer(1.0, (tmp_path / "go").touch).start()
     out2 = second.communicate(timeout=90)
@@ -1529,17 +1484,13 @@ def test_two_runs_taking_over_a_dead_run_s_lock_at_once_do_not_both_hold_it(tmp_
     --shard) found the dead run's lock; each judged it dead, removed it and took it: the second
     removed the lock the first had just taken, and both wrote the job (7 times in 10 with 8
     processes). One judges and takes it over at a time now; the other is refused."""
-    import socket
-
-    import pyarrow.parquet as pq
 
     d = tmp_path / "r"
     j = schemas.Job(d, schemas.ROLLOUTS, {"samples": 2}, {"command": "test"})
     j.check()
     j.start()
     j.release()
-    pq.write_table(schemas.io.record_table({"pid": 999999, "host": socket.gethostname(), "since": "x"}, schemas.ROLLOUTS),
-                   d / "_lock.parquet")
+    write_lock(d / "_lock.parquet", 999999)
     act = "j = schemas.Job(d, schemas.ROLLOUTS, {'samples': 2}, {'command': 'test'}); j.dir = d; j._lock(d)"
     # the first pauses once it has judged the dead holder, before it removes its lock
     first = _run(tmp_path, d, act, real="jobs._holder_alive", when="args[0] and args[0].get('pid') == 999999")
@@ -1576,9 +1527,6 @@ def test_a_removal_of_the_replaced_job_killed_at_any_point_is_finished_by_the_ne
     `.NAME.replaced-PID` for ever when its `_job.parquet` had gone first (the rest was no longer
     known for a job's), or when it was emptied and killed before its rmdir. The job's record now
     goes last, and an emptied one is removed."""
-    import socket
-
-    import pyarrow.parquet as pq
 
     prov = {"command": "test"}
     table = schemas.table_from_columns({c.name: [] for c in schemas.ROLLOUTS.columns}, schemas.ROLLOUTS)
@@ -1605,8 +1553,7 @@ def test_a_removal_of_the_replaced_job_killed_at_any_point_is_finished_by_the_ne
             (work / "x" / "config.json").unlink()
         old = work / ".r.replaced-999999"
         os.replace(work / "x", old)
-        pq.write_table(schemas.io.record_table({"pid": 999999, "host": socket.gethostname(), "since": "x"}, schemas.ROLLOUTS),
-                       old / "_lock.parquet")  # the swapper's, as the swap leaves it
+        write_lock(old / "_lock.parquet", 999999)  # the swapper's, as the swap leaves it
         calls = []
         real_unlink = os.unlink
 
@@ -1649,9 +1596,6 @@ def test_a_file_s_temporary_left_by_a_killed_run_is_removed_when_it_is_written_a
     left `.NAME.tmp-PID` beside it for ever. The next write of that file removes a dead local
     writer's; a live process's, or one changed in the last minute (another machine's writer may
     be at it), is kept."""
-    import subprocess
-    import sys
-    import time
 
     from tests.test_weight import write_scores
 
@@ -1687,15 +1631,13 @@ def test_a_swap_whose_aside_name_is_taken_is_refused_by_name(tmp_path):
     old.check()
     old.start()
     old.finish(0)
-    import pyarrow.parquet as pq
 
     aside = tmp_path / f".r.replaced-{os.getpid()}"  # another machine's swap under this pid, under way
     other = schemas.Job(aside, schemas.ROLLOUTS, {"samples": 3}, prov)
     other.check()
     other.start()
     other.finish(0)
-    pq.write_table(schemas.io.record_table({"pid": os.getpid(), "host": "elsewhere", "since": "x"}, schemas.ROLLOUTS),
-                   aside / "_lock.parquet")
+    write_lock(aside / "_lock.parquet", os.getpid(), "elsewhere")
     new = schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": 5}, prov, overwrite=True)
     new.check()
     new.start()
