@@ -94,7 +94,12 @@ def _exclusive(d: Path):
         return
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: another run is judging or removing what it holds there
+            sys.stderr.write(f"note: waiting for another paced process of this machine to finish with {d} "
+                             f"(it is taking over a dead run's lock there, or removing a replaced job)\n")
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError:  # not supported here
             pass
         _EXCLUSIVE.add(key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import schemas
+from schemas import jobs
 from tests.conftest import ROOT, job_record, kill_when, lock_table, make_problems, paced, write_lock
 
 FAST = ["--samples", "2", "--max-new-tokens", "4"]
@@ -1650,3 +1652,31 @@ def test_a_swap_whose_aside_name_is_taken_is_refused_by_name(tmp_path):
     again = schemas.Job(tmp_path / "r", schemas.ROLLOUTS, {"samples": 5}, prov, overwrite=True)
     again.check()
     assert again.complete and schemas.io.load_record(tmp_path / "r" / "_job.parquet")["options"] == {"samples": 5}
+
+
+def test_a_run_waiting_for_another_s_hold_on_a_job_folder_says_so(tmp_path, capfd):
+    """A run that must wait while another process of the machine holds a job's folder (taking
+    over a dead run's lock there, or removing a replaced job, gigabytes for teacher-logits) says
+    what it waits for instead of hanging without a word, and goes on once the folder is free."""
+    d = tmp_path / "job"
+    d.mkdir()
+    other = os.open(d, os.O_RDONLY)  # another open of the folder: its flock conflicts as another process's
+    fcntl.flock(other, fcntl.LOCK_EX)
+    entered = threading.Event()
+
+    def run():
+        with jobs._exclusive(d):
+            entered.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        assert not entered.wait(1.0)  # held by the other: it waits
+        assert f"waiting for another paced process of this machine to finish with {d}" in capfd.readouterr().err
+    finally:
+        os.close(other)  # released
+    t.join(30)
+    assert entered.is_set()
+    with jobs._exclusive(d):  # free: no note
+        pass
+    assert "waiting" not in capfd.readouterr().err
