@@ -54,7 +54,7 @@ from stages.backends.generation import (
 )
 from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out
 from stages.evaluation.metrics import summarize
-from stages.options import check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, SHARD_DIR, TOP_K, VERIFIER
+from stages.options import check_problems_options, option, redefault, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, SHARD_DIR, TOP_K, VERIFIER
 
 SUMMARY_FILE = EVAL_SUMMARY_FILE
 RESULTS_DIR = EVAL_RESULTS_DIR
@@ -70,10 +70,11 @@ class EvalConfig(GenerationConfig):
     problems: list[Path] = option("Problems file (repeat for several). Its `benchmark` column names the benchmark(s), else the file name does (math500.parquet -> math500).", role=INPUT)
     model: str = option("Model to evaluate: a local directory or a hub id such as Qwen/Qwen3-1.7B.", role=INPUT)
     out: Path = option("Output directory: results/ (per-response rows, a resumable job) and summary.parquet.", role=RUNTIME)
-    samples: int = option("Responses per problem; accuracy is the mean over sample indices (the paper uses 8).", 8, flags=("--samples", "-k"))
-    temperature: float = option("Sampling temperature; 0 is greedy.", 0.6)
-    top_p: float = option("Nucleus sampling mass, in (0, 1].", 0.95)
-    top_k: int = option(TOP_K + " Qwen3's authors evaluate at temperature 0.6, top-p 0.8, top-k 20.", 0, keyed_when_set=True)
+    # GenerationConfig's, with eval's defaults (and help)
+    samples: int = redefault(GenerationConfig, "samples", 8, "Responses per problem; accuracy is the mean over sample indices (the paper uses 8).")
+    temperature: float = redefault(GenerationConfig, "temperature", 0.6, "Sampling temperature; 0 is greedy.")
+    top_p: float = redefault(GenerationConfig, "top_p", 0.95)
+    top_k: int = redefault(GenerationConfig, "top_k", 0, TOP_K + " Qwen3's authors evaluate at temperature 0.6, top-p 0.8, top-k 20.")
     verifier: str = option(VERIFIER, "math")
     timeout: float = option(CHECK_TIMEOUT, 5.0)
     workers: int = option(CHECK_WORKERS, 2, role=RUNTIME)

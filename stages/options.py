@@ -64,6 +64,15 @@ def option(help: str, default: Any = MISSING, *, role: str = IDENTITY, flags: tu
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def redefault(cls, name: str, default: Any, help: str | None = None) -> Any:
+    """Option `name` of config class `cls` with another default (and help): a command that
+    shares it (eval's generation options, rollout's) keeps its flags, role and key rule."""
+    base = next(f for f in declared(cls) if f.name == name)
+    return option(help if help is not None else base.metadata["help"], default, role=base.metadata["role"],
+                  flags=base.metadata["flags"], keyed_when_set=base.metadata["keyed_when_set"],
+                  argument=base.metadata["argument"], panel=base.metadata["panel"])
+
+
 def declared(cls_or_config) -> list[dataclasses.Field]:
     """The option fields of a config class (or instance), in declaration order."""
     return [f for f in fields(cls_or_config) if "role" in f.metadata]
