@@ -56,7 +56,8 @@ from stages import models, threads
 from stages.common import console, notice, progress, summary_table
 from stages.training import checkpoints, data as train_data, forward, losses, schedules, tracking
 from stages.training.launch import Launch, launched
-from stages.options import key_options, option, seed_problems, INPUT, RUNTIME, TRUST_REMOTE_CODE, ALLOW_STALE, LOSS, MU
+from stages.options import (allow_stale_option, key_options, mu_option, option, seed_problems,
+                            trust_remote_code_option, INPUT, RUNTIME, LOSS)
 
 DATA_CACHE = ".train_data.arrow"
 TRAIN_LOG_FILE = "train_log.parquet"
@@ -69,7 +70,7 @@ class DistillConfig:
     weights: Path = option("Weights artifact (`paced weight` output): one scalar per problem; weight-0 problems are never loaded.", role=INPUT)
     out: Path = option("Output directory: a Hugging Face checkpoint plus train_log.parquet.", role=RUNTIME)
     loss: str = option(LOSS, "fkl")
-    mu: float = option(MU, 0.5)
+    mu: float = mu_option()
     lr: float = option("Peak learning rate (AdamW).", 1e-6)
     weight_decay: float = option("AdamW weight decay.", 0.1)
     max_grad_norm: float = option("Gradient clipping norm.", 1.0)
@@ -89,8 +90,8 @@ class DistillConfig:
     lora_alpha: float | None = option("LoRA alpha (default 2 * rank).", None)
     chunk_size: int = option("Token positions per loss chunk: bounds float32 positions x vocabulary buffers.", forward.CHUNK_SIZE, role=RUNTIME)
     device: str = option("auto, cpu, cuda or cuda:N. On CUDA the forward runs under bf16 autocast.", "auto", role=RUNTIME)
-    trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME)
-    allow_stale: bool = option(ALLOW_STALE, False, role=RUNTIME)
+    trust_remote_code: bool = trust_remote_code_option()
+    allow_stale: bool = allow_stale_option()
     overwrite: bool = option("Replace a different or unfinished run in --out instead of refusing.", False, role=RUNTIME)
     report_to: str = option("Also send every step's train_log row to: none, tensorboard (event files in <out>/tensorboard) or wandb (project $WANDB_PROJECT or paced, files in <out>/wandb; WANDB_MODE=offline keeps them local).", "none", role=RUNTIME)
     plot: Path | None = option("Also draw loss, forward and reverse KL, learning rate and mean weight per step to this PNG (also for a finished run).", None, role=RUNTIME)

@@ -54,7 +54,8 @@ from stages.backends.generation import (
 )
 from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out
 from stages.evaluation.metrics import summarize
-from stages.options import check_problems_options, option, redefault, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, SHARD_DIR, TOP_K, VERIFIER
+from stages.options import (check_problems_options, check_timeout_option, check_workers_option, option, redefault,
+                            verifier_option, INPUT, RUNTIME, SHARD_DIR, TOP_K)
 
 SUMMARY_FILE = EVAL_SUMMARY_FILE
 RESULTS_DIR = EVAL_RESULTS_DIR
@@ -75,9 +76,9 @@ class EvalConfig(GenerationConfig):
     temperature: float = redefault(GenerationConfig, "temperature", 0.6, "Sampling temperature; 0 is greedy.")
     top_p: float = redefault(GenerationConfig, "top_p", 0.95)
     top_k: int = redefault(GenerationConfig, "top_k", 0, TOP_K + " Qwen3's authors evaluate at temperature 0.6, top-p 0.8, top-k 20.")
-    verifier: str = option(VERIFIER, "math")
-    timeout: float = option(CHECK_TIMEOUT, 5.0)
-    workers: int = option(CHECK_WORKERS, 2, role=RUNTIME)
+    verifier: str = verifier_option()
+    timeout: float = check_timeout_option()
+    workers: int = check_workers_option()
     baseline: Path | None = option("Another eval's --out (e.g. the student before distillation): report the gain over it per benchmark.", None, role=INPUT)
     at_k: int | None = option("k of pass@k and maj@k in the summary, from 1 to --samples (default: --samples).", None)
     retain: list[str] = option("A benchmark that measures retention (repeat for several): with --baseline, report forgetting = (baseline - accuracy) / baseline * 100.", default_factory=list)

@@ -64,6 +64,36 @@ def option(help: str, default: Any = MISSING, *, role: str = IDENTITY, flags: tu
     return dataclasses.field(default=default, metadata=metadata)
 
 
+# The options several commands share, each declared once here (one field per call; `prefix`
+# words the help for a command where the option applies in one mode only).
+def trust_remote_code_option(**kw: Any) -> Any:
+    return option(TRUST_REMOTE_CODE, False, role=RUNTIME, **kw)
+
+
+def allow_stale_option() -> Any:
+    return option(ALLOW_STALE, False, role=RUNTIME)
+
+
+def verifier_option(prefix: str = "", **kw: Any) -> Any:
+    return option(prefix + VERIFIER, "math", **kw)
+
+
+def check_timeout_option(prefix: str = "", **kw: Any) -> Any:
+    return option(prefix + CHECK_TIMEOUT, 5.0, **kw)
+
+
+def check_workers_option() -> Any:
+    return option(CHECK_WORKERS, 2, role=RUNTIME)
+
+
+def mu_option() -> Any:
+    return option(MU, 0.5)
+
+
+def shard_option() -> Any:
+    return option(SHARD, None)
+
+
 def redefault(cls, name: str, default: Any, help: str | None = None) -> Any:
     """Option `name` of config class `cls` with another default (and help): a command that
     shares it (eval's generation options, rollout's) keeps its flags, role and key rule."""

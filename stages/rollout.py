@@ -44,7 +44,8 @@ from stages.backends.generation import (
 from stages.common import advance, console, parse_shard, progress, select_shard, shard_out, summary_table
 from schemas import InputError
 from schemas.outputs import check_paths
-from stages.options import changed, check_problems_options, option, CHECK_TIMEOUT, CHECK_WORKERS, INPUT, RUNTIME, VERIFIER
+from stages.options import (changed, check_problems_options, check_timeout_option, check_workers_option, option,
+                            verifier_option, INPUT, RUNTIME)
 
 
 @dataclass(kw_only=True)
@@ -55,9 +56,9 @@ class RolloutConfig(GenerationConfig):
     model: str = option("Model to sample from: a local directory or a hub id such as Qwen/Qwen3-1.7B.", role=INPUT)
     out: Path = option("Output directory of the rollouts artifact (resumable job).", role=RUNTIME)
     min_samples: int | None = option("Adaptive sampling: K0 samples for every problem first, checked with --verifier; the other K - K0 only for problems whose K0 are neither all right nor all wrong (0 < c < K0). Default: K for every problem.", None, keyed_when_set=True)
-    verifier: str = option(f"With --min-samples: {VERIFIER}", "math", keyed_when_set=True)
-    timeout: float = option(f"With --min-samples: {CHECK_TIMEOUT}", 5.0, keyed_when_set=True)
-    workers: int = option(CHECK_WORKERS, 2, role=RUNTIME)
+    verifier: str = verifier_option("With --min-samples: ", keyed_when_set=True)
+    timeout: float = check_timeout_option("With --min-samples: ", keyed_when_set=True)
+    workers: int = check_workers_option()
 
     def __post_init__(self) -> None:
         problems = self.generation_problems()

@@ -22,8 +22,8 @@ from schemas import InputError
 from schemas.outputs import check_paths
 from stages import verifiers
 from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out, summary_table
-from stages.options import (check_problems_options, key_options, option, ALLOW_STALE, CHECK_TIMEOUT, CHECK_WORKERS, INPUT,
-                            RUNTIME, SHARD, VERIFIER)
+from stages.options import (allow_stale_option, check_problems_options, check_timeout_option, check_workers_option,
+                            key_options, option, shard_option, verifier_option, INPUT, RUNTIME)
 
 
 @dataclass
@@ -31,12 +31,12 @@ class ScoreConfig:
     rollouts: Path = option("Rollouts artifact (`paced rollout` output, or Parquet with problem_id, sample_index, completion).", role=INPUT)
     problems: Path = option("The problems file the rollouts answer (for the gold `answer`).", role=INPUT)
     out: Path = option("Output directory of the scores artifact (resumable job).", role=RUNTIME)
-    verifier: str = option(VERIFIER, "math")
-    timeout: float = option(CHECK_TIMEOUT, 5.0)
-    workers: int = option(CHECK_WORKERS, 2, role=RUNTIME)
+    verifier: str = verifier_option()
+    timeout: float = check_timeout_option()
+    workers: int = check_workers_option()
     part_size: int = option("Responses per output part: the unit of resumption.", 4096)
-    allow_stale: bool = option(ALLOW_STALE, False, role=RUNTIME)
-    shard: str | None = option(SHARD, None)
+    allow_stale: bool = allow_stale_option()
+    shard: str | None = shard_option()
     overwrite: bool = option("Replace an unfinished or different scores job in --out instead of refusing.", False, role=RUNTIME)
 
     def __post_init__(self) -> None:

@@ -72,7 +72,7 @@ from stages.training.snr_stats import (  # noqa: F401 - the statistics `paced sn
     identical_by_bin, per_problem_bin_stats, pooled_bin_stats, problem_snr,
 )
 from stages.common import advance, console, notice, progress, summary_table
-from stages.options import key_options, option, seed_problems, INPUT, RUNTIME, TRUST_REMOTE_CODE, LOSS, MU
+from stages.options import key_options, mu_option, option, seed_problems, trust_remote_code_option, INPUT, RUNTIME, LOSS
 
 # Figure 3's collapse zones: SNR vanishes for p < 0.2 and p > 0.8 (docs/method.md).
 LOW, HIGH = 0.2, 0.8
@@ -90,14 +90,14 @@ class SnrConfig:
     estimator: str = option("per-problem: each problem's SNR over its K rollouts, averaged per bin with a bootstrap 95% interval (the paper's Figure 3). pooled: one SNR per bin over one gradient per problem, minus 1/n (how alike the bin's problems are).", "per-problem")
     param: str | None = option("Parameter to take the gradient at, by its model.named_parameters() name (default: the output embedding weight, lm_head.weight; tied to the input embedding in some models).", None)
     loss: str = option("The distillation loss whose gradient is measured, as in distill: " + LOSS, "fkl")
-    mu: float = option(MU, 0.5)
+    mu: float = mu_option()
     plot: Path | None = option("Also draw normalised SNR per bin to this PNG (the paper's Figure 3).", None, role=RUNTIME)
     fit: bool = option("Print the Beta kernel p^alpha (1-p)^beta fitted to the bin means (weighted least squares on log(SNR - 1/K), with 95% intervals) and draw it on --plot. The fit is stored in --out either way; `paced weight --from-snr` takes its alpha and beta.", False, role=RUNTIME)
     max_problems: int | None = option("Measure a seeded random subset of this many problems, drawn from each bin in proportion (for big data sets).", None)
     seed: int = option("Seeds the --max-problems subset and the bootstrap intervals.", 0)
     micro_batch_size: int | None = option("--estimator pooled: sequences per forward pass (default 4); a problem's gradient accumulates over its micro-batches. The per-problem estimator needs each rollout's gradient alone and runs one sequence per pass.", None)
     device: str = option("auto, cpu, cuda or cuda:N. The model runs in float32.", "auto", role=RUNTIME)
-    trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME)
+    trust_remote_code: bool = trust_remote_code_option()
     overwrite: bool = option("Replace snr files (and plot) that paced wrote with other options or inputs; never a file paced did not write.", False, role=RUNTIME)
 
     def __post_init__(self) -> None:

@@ -70,7 +70,8 @@ from stages import backends, models, prompts, threads
 from stages.backends import sparse
 from stages.backends.generation import EngineOptions
 from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out, summary_table
-from stages.options import changed, key_options, option, seed_problems, INPUT, RUNTIME, ALLOW_STALE, SHARD, CHAT_TEMPLATE_KWARGS
+from stages.options import (allow_stale_option, changed, key_options, option, seed_problems, shard_option, INPUT, RUNTIME,
+                            CHAT_TEMPLATE_KWARGS)
 
 
 LOGITS = ("topk", "sampled", "hybrid")
@@ -97,8 +98,8 @@ class TeacherLogitsConfig(EngineOptions):
     batch_size: int = option("Sequences per teacher forward pass (hf; vllm batches by itself).", 8, role=RUNTIME)
     chunk_size: int = option("Positions per output-layer chunk: bounds the float32 positions x vocabulary buffer (hf).", 1024, role=RUNTIME)
     part_size: int = option("Sequences per output part: the unit of resumption.", 256)
-    allow_stale: bool = option(ALLOW_STALE, False, role=RUNTIME)
-    shard: str | None = option(SHARD, None)
+    allow_stale: bool = allow_stale_option()
+    shard: str | None = shard_option()
     overwrite: bool = option("Replace an unfinished or different job in --out instead of refusing.", False, role=RUNTIME)
 
     def __post_init__(self) -> None:

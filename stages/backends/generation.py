@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 from schemas import InputError
 from stages import backends, prompts
 from stages.backends.sampling import MAX_SAMPLES, Sample, derive_seed
-from stages.options import key_options, option, seed_problems, ENGINE, RUNTIME, TRUST_REMOTE_CODE, DEVICE, SHARD, TOP_K, CHAT_TEMPLATE_KWARGS
+from stages.options import (key_options, option, seed_problems, shard_option, trust_remote_code_option, ENGINE, RUNTIME,
+                            DEVICE, TOP_K, CHAT_TEMPLATE_KWARGS)
 
 @dataclass(kw_only=True)
 class EngineOptions:
@@ -25,7 +26,7 @@ class EngineOptions:
     backend: str = option(backends.BACKEND_HELP, "hf", panel=ENGINE)
     device: str = option(DEVICE, "auto", role=RUNTIME, panel=ENGINE)
     dtype: str = option(backends.DTYPE_HELP, "auto", panel=ENGINE)
-    trust_remote_code: bool = option(TRUST_REMOTE_CODE, False, role=RUNTIME, panel=ENGINE)
+    trust_remote_code: bool = trust_remote_code_option(panel=ENGINE)
     tensor_parallel_size: int = option(backends.TENSOR_PARALLEL_SIZE_HELP, 1, role=RUNTIME, panel=ENGINE)
     gpu_memory_utilization: float | None = option(backends.GPU_MEMORY_UTILIZATION_HELP, None, role=RUNTIME, panel=ENGINE)
     max_model_len: int | None = option(backends.MAX_MODEL_LEN_HELP, None, role=RUNTIME, panel=ENGINE)
@@ -52,7 +53,7 @@ class GenerationConfig(EngineOptions):
     prompt_suffix: str | None = option("Text appended to every prompt, e.g. \" Let's think step by step and output the final answer within \\boxed{}.\"", None)
     batch_size: int = option("Problems per generate call (each with K samples); vllm takes a whole part at once.", 8)
     part_size: int = option("Problems per output part: the unit of resumption.", 64)
-    shard: str | None = option(SHARD, None)
+    shard: str | None = shard_option()
     overwrite: bool = option("Replace an unfinished or different job in --out instead of refusing.", False, role=RUNTIME)
 
     def generation_problems(self) -> list[str]:
