@@ -119,6 +119,10 @@ def check_types(arrow_schema: pa.Schema, schema: ArtifactSchema, source: str) ->
     """Refuse missing columns and columns of the wrong type family (cheap: metadata only)."""
     problems: list[str] = []
     names = arrow_schema.names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # which of them is the column? (polars and pyarrow readers refuse or pick one)
+        raise InputError(_format(source, [f"column(s) {', '.join(repr(n) for n in twice)} appear more than once; "
+                                          f"keep one of each (rename or drop the others) and write the file again"]))
     missing = [c.name for c in schema.columns if c.name not in names]
     if missing:
         have = ", ".join(names) if names else "(none)"

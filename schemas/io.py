@@ -118,6 +118,11 @@ def hash_options(options: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
+# The fields of a provenance record that paced reads back, with their JSON types.
+PROVENANCE_TYPES = {"stage": str, "command": str, "options": dict, "paced_version": str, "libraries": dict,
+                    "inputs": dict, "problems": str}
+
+
 def provenance(
     stage: str,
     options: dict[str, Any],
@@ -240,6 +245,13 @@ def _declared(path: Path, meta: dict[bytes, bytes] | None, schema: ArtifactSchem
         raise InputError(
             f"{option} {path}: its paced.provenance metadata is not a JSON object; regenerate the "
             f"file with paced, or drop the paced.* metadata"
+        )
+    wrong = [f"{k!r} is {type(prov[k]).__name__}, not {kind.__name__}" for k, kind in PROVENANCE_TYPES.items()
+             if prov.get(k) is not None and not isinstance(prov[k], kind)]
+    if wrong:
+        raise InputError(
+            f"{option} {path}: its paced.provenance metadata is damaged ({'; '.join(wrong)}); regenerate "
+            f"the file with paced, or drop the paced.* metadata"
         )
     return prov
 

@@ -47,20 +47,21 @@ def misaligned(table: pa.Table) -> pa.ChunkedArray:
     return bad
 
 
-def misaligned_problem(frame: pl.DataFrame, bad: pa.ChunkedArray) -> str | None:
-    """What is wrong with the rows `misaligned` flags (None when none is), named by their key."""
+def misaligned_problem(keys: pl.DataFrame, bad: pa.ChunkedArray, columns: list[str]) -> str | None:
+    """What is wrong with the rows `misaligned` flags (None when none is), named by their key
+    (`keys`: problem_id and sample_index); `columns`: the per-token columns it compared."""
     if not pc.any(bad).as_py():
         return None
     return (
-        f"token_ids and {', '.join(c for c in PER_TOKEN if c in frame.columns)} must have one "
-        f"non-empty entry per response token; rows {quote_rows(frame, pl.from_arrow(bad), ('problem_id', 'sample_index'))} "
+        f"token_ids and {', '.join(c for c in PER_TOKEN if c in columns)} must have one "
+        f"non-empty entry per response token; rows {quote_rows(keys, pl.from_arrow(bad), ('problem_id', 'sample_index'))} "
         "do not; regenerate them with paced teacher-logits"
     )
 
 
 def _aligned(frame: pl.DataFrame) -> list[str]:
     columns = [c for c in PER_TOKEN if c in frame.columns]
-    problem = misaligned_problem(frame, misaligned(frame.select("token_ids", *columns).to_arrow()))
+    problem = misaligned_problem(frame, misaligned(frame.select("token_ids", *columns).to_arrow()), columns)
     return [problem] if problem else []
 
 

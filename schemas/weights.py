@@ -8,6 +8,9 @@ import pyarrow as pa
 from schemas.base import ArtifactSchema, Column, quote_rows
 
 
+MAX_WEIGHT = 1e12  # the losses, their gradients and its norm are float32 (3.4e38 at most; squares of 1e19 overflow)
+
+
 def _ranges(frame: pl.DataFrame) -> list[str]:
     key = ("problem_id",)
     rules = [
@@ -21,6 +24,11 @@ def _ranges(frame: pl.DataFrame) -> list[str]:
         (
             pl.col("weight").is_nan() | pl.col("weight").is_infinite() | (pl.col("weight") < 0),
             "'weight' must be a finite number >= 0",
+        ),
+        (
+            pl.col("weight") > MAX_WEIGHT,
+            f"'weight' must be at most {MAX_WEIGHT:g} (the losses are float32; scale the weights down, "
+            f"e.g. paced weight --normalize mean)",
         ),
     ]
     problems = []

@@ -408,6 +408,14 @@ def _train(config: DistillConfig, r: _Run) -> None:
             else:
                 sums = launch.reduce_sums(sums)
                 grad_norm = launch.clip(config.max_grad_norm)
+            if not (math.isfinite(sums["loss"]) and math.isfinite(grad_norm)):  # before the step: no NaN in the model
+                raise InputError(
+                    f"step {step}: the loss ({sums['loss']:g}) or the gradient norm ({grad_norm:g}) is not finite; "
+                    f"the step was not applied and nothing past the last checkpoint was written. The largest "
+                    f"weight of its problems is {max(data.weight[p] for p in names):g} (--weights {config.weights}): "
+                    f"scale the weights down (paced weight --normalize mean), or lower --lr {config.lr:g}"
+                    + (" or train in float32 (--device cpu, or a GPU without bfloat16 autocast)" if str(device).startswith("cuda") else "")
+                )
             lr = r.scheduler.get_last_lr()[0]
             r.stepper.step()
             r.scheduler.step()

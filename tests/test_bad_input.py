@@ -199,6 +199,32 @@ def cut_k(t: pa.Table, k: int, rows=None) -> pa.Table:
     return t
 
 
+def with_row(t: pa.Table, name: str, row: int, value) -> pa.Table:
+    """Column `name` of `t` with row `row` replaced by `value` (None, or a list with a null in it)."""
+    rows = t[name].to_pylist()
+    rows[row] = value(rows[row]) if callable(value) else value
+    field = t.schema.field(name).with_nullable(True)  # paced writes its columns non-null: a null needs a nullable one
+    return t.set_column(t.schema.get_field_index(name), field, pa.array(rows, field.type))
+
+
+def twice(path: Path, column: str, tmp: Path) -> Path:
+    """The Parquet file at `path` with `column` written a second time."""
+    t = pq.read_table(path)
+    out = tmp / f"twice-{path.name}"
+    pq.write_table(pa.Table.from_arrays([*t.columns, t[column]], names=[*t.column_names, column]), out)
+    return out
+
+
+def with_provenance(path: Path, tmp: Path, **fields) -> Path:
+    """A copy of paced file `path` whose provenance metadata has `fields` replaced."""
+    t = pq.read_table(path)
+    meta = dict(t.schema.metadata)
+    meta[b"paced.provenance"] = json.dumps(json.loads(meta[b"paced.provenance"]) | fields).encode()
+    out = tmp / path.name
+    pq.write_table(t.replace_schema_metadata(meta), out)
+    return out
+
+
 def job_of(d: Path, *tables: pa.Table) -> Path:
     """A finished job directory holding `tables` as parts, with a manifest that vouches for them."""
     d.mkdir(parents=True)
@@ -395,6 +421,17 @@ CASES = [
     Case("teacher-logits: every weight 0", lambda w, t: tlogits(w, t, weights=write(t / "w.parquet", weights_frame(w).with_columns(weight=pl.lit(0.0)))), ("--weights", "every problem of --sequences has weight 0")),
     Case("eval: baseline a sharded eval with a shard missing", lambda w, t: ["eval", "--model", w["student"], "--problems", w["problems"], "--out", t / "out", "--baseline", unfinished_shards(t, "base", 0)], ("--baseline", "missing shard(s) 1/2")),
     Case("scores: a sharded job whose shards are all empty", lambda w, t: weight(w, t, scores=unfinished_shards(t, "s", 0, 1)), ("--scores", "has no rows")),
+    # found by a fuzzing audit (session 16): each was a traceback, or exit 0 with a broken model
+    Case("distill: a null response in teacher logits", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "token_ids", 0, None))), ("part-00000.parquet", "token_ids is null in 1 row(s)", "regenerate")),
+    Case("distill: a null token id in teacher logits", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "token_ids", 0, lambda r: [None] + r[1:]))), ("token_ids holds 1 null value(s)",)),
+    Case("distill: a null top-k position in teacher logits", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "topk_ids", 0, lambda r: [None] + r[1:]))), ("topk_ids holds 1 null list(s)",)),
+    Case("distill: a teacher-logits row twice", lambda w, t: distill(w, t, tl=tl_job(w, t, pa.concat_tables([tl_table(w), tl_table(w).slice(0, 1)]))), ("(problem_id, sample_index) must be unique", "('p0', 0)")),
+    Case("distill: a teacher-logits row in two parts", lambda w, t: distill(w, t, tl=tl_job(w, t, tl_table(w), tl_table(w).slice(2, 1))), ("must be unique", "part-00000.parquet, ", "part-00001.parquet")),
+    Case("distill: misaligned teacher logits name their columns", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "tail_logprob", 0, lambda r: r[1:]))), ("token_ids and topk_ids, topk_logprobs, tail_logprob", "must have one")),
+    Case("distill: weights too large for float32 losses", lambda w, t: distill(w, t, weights=write(t / "w.parquet", weights_frame(w).with_columns(weight=pl.lit(1e308)))), ("--weights", "'weight' must be at most 1e+12", "--normalize mean")),
+    Case("distill: damaged provenance in the weights", lambda w, t: distill(w, t, weights=with_provenance(w["weights"], t, problems=3, options="x")), ("--weights", "paced.provenance metadata is damaged", "'problems' is int, not str", "'options' is str, not dict")),
+    Case("score: a column written twice in the problems", lambda w, t: score(w, t, problems=twice(w["problems"], "prompt", t)), ("--problems", "column(s) 'prompt' appear more than once", "keep one")),
+    Case("weight: a column written twice in the scores", lambda w, t: weight(w, t, scores=twice(next((w["scores"]).glob("part-*.parquet")), "correct", t)), ("column(s) 'correct' appear more than once",)),
 ]
 
 

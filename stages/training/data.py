@@ -85,6 +85,7 @@ def _copy_rows(files: list[Path], w: dict[str, float], tmp: Path, cache: Path, s
     drawn = list(schemas.teacher_logits.DRAWS)  # version 2; a version-1 part has none (top-k)
     keep_w = pa.array([p for p, v in w.items() if v > 0], pa.string())
     k: tuple[int, Path] | None = None
+    keys: list[pa.Table] = []  # every part's (problem_id, sample_index, its index in files)
     with schemas.outputs.writing(cache):
         sink = pa.OSFile(str(tmp), "wb")
     with sink:
@@ -93,7 +94,10 @@ def _copy_rows(files: list[Path], w: dict[str, float], tmp: Path, cache: Path, s
             part = pq.ParquetFile(f)  # one footer read: which version-2 columns it has, then its rows
             t = schemas.teacher_logits.with_draws(part.read(columns=columns + [c for c in drawn if c in part.schema_arrow.names]))
             t = t.select([*columns, *drawn])
+            _check_nulls(t, f, columns)
             _check_aligned(t, f)
+            keys.append(pa.table({"problem_id": t["problem_id"].cast(pa.large_string()), "sample_index": t["sample_index"].cast(pa.int64()),
+                                  "part": pa.array([len(keys)] * t.num_rows, pa.int32())}))
             k = _check_values(t, f, k)
             stats["draws"] = max(stats["draws"], _check_draws(t, f))
             stats["sequences"] += t.num_rows
@@ -107,6 +111,7 @@ def _copy_rows(files: list[Path], w: dict[str, float], tmp: Path, cache: Path, s
                 if writer is None:
                     writer = pa.ipc.new_file(sink, kept.schema)
                 writer.write_table(kept)
+        _check_unique(keys, files)
         with schemas.outputs.writing(cache):
             if writer is not None:
                 writer.close()
@@ -169,11 +174,46 @@ def open_data(cache: Path, w: dict[str, float]) -> TrainData:
     return TrainData(table, problems, {p: float(w[p]) for p in problems}, rows, tokens)
 
 
+def _check_nulls(t: pa.Table, f: Path, columns: list[str]) -> None:
+    """No null in `columns`, nor inside their lists (what reading an artifact checks, here per part
+    as it streams by: a null would reach collate as None)."""
+    problems = []
+    for name in columns:
+        col, depth = t[name], 0
+        if col.null_count:
+            problems.append(f"{name} is null in {col.null_count:,} row(s)")
+            continue
+        while pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+            col, depth = pc.list_flatten(col), depth + 1
+            if col.null_count:
+                problems.append(f"{name} holds {col.null_count:,} null {'value' if not pa.types.is_list(col.type) else 'list'}(s)")
+                break
+    if problems:
+        raise InputError(f"--teacher-logits {f}: {'; '.join(problems)}; regenerate it with paced teacher-logits")
+
+
 def _check_aligned(t: pa.Table, f: Path) -> None:
     problem = schemas.teacher_logits.misaligned_problem(pl.from_arrow(t.select(["problem_id", "sample_index"])),
-                                                        schemas.teacher_logits.misaligned(t))
+                                                        schemas.teacher_logits.misaligned(t),
+                                                        [c for c in schemas.teacher_logits.PER_TOKEN if c in t.column_names])
     if problem:
         raise InputError(f"--teacher-logits {f}: {problem}")
+
+
+def _check_unique(keys: list[pa.Table], files: list[Path]) -> None:
+    """One row per (problem_id, sample_index) across every part (a row twice is trained twice)."""
+    if not keys:
+        return
+    frame = pl.from_arrow(pa.concat_tables(keys))
+    twice = frame.filter(pl.struct("problem_id", "sample_index").is_duplicated())
+    if twice.height:
+        first = twice.row(0, named=True)
+        where = sorted({str(files[i]) for i in twice["part"].to_list()})
+        raise InputError(
+            f"--teacher-logits {files[0].parent}: (problem_id, sample_index) must be unique, but "
+            f"{twice.height:,} rows repeat a key, e.g. ({first['problem_id']!r}, {first['sample_index']}) "
+            f"(in {', '.join(where[:3])}); remove the copies, or regenerate the artifact with paced teacher-logits"
+        )
 
 
 # How far above 0 a stored log-probability may lie: float32 log-softmax rounds to at most a few
