@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import math
+
 import polars as pl
 import pytest
 import torch
@@ -254,3 +256,41 @@ def test_export_steps_save_loadable_models_equal_to_shorter_runs(tmp_path, setup
     assert r.exit_code == 2 and "past the run's last step 4" in r.stderr and not (tmp_path / "bad").exists()
     r = paced(*base, "--out", tmp_path / "bad", "--max-steps", "4", "--export-steps", "two")
     assert r.exit_code == 2 and "--export-steps two" in r.stderr
+
+
+def test_a_step_whose_loss_is_not_finite_stops_before_it_is_applied(tmp_path, setup, student_dir, monkeypatch):
+    """A loss or gradient that overflows (weights too large, a learning rate too high, a bad
+    half-precision step) stops distill with exit 2 before the optimizer applies it, instead of
+    writing a model of NaN and exiting 0; the same command resumes from the last checkpoint."""
+    from stages.training import data as train_data, forward
+
+    real, real_problems = forward.micro_batch_loss, train_data.step_problems
+    current = []
+
+    def step_problems(data, seed, batch_size, step):
+        current.append(step)
+        return real_problems(data, seed, batch_size, step)
+
+    def overflowing(*a, **k):
+        terms = real(*a, **k)
+        if current[-1] >= 3:  # from step 3: infinite
+            terms = {name: v * float("inf") for name, v in terms.items()}
+        return terms
+
+    monkeypatch.setattr(train_data, "step_problems", step_problems)
+    monkeypatch.setattr(forward, "micro_batch_loss", overflowing)
+    out = tmp_path / "student"
+    args = ("distill", "--student", student_dir, "--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet",
+            "--out", out, *ARGS, "--max-steps", "4", "--save-steps", "2")
+    r = paced(*args)
+    assert r.exit_code == 2, r.stderr
+    assert "step 3: the loss (inf) or the gradient norm" in r.stderr and "not applied" in r.stderr
+    assert "largest weight of its problems is" in r.stderr and "Traceback" not in r.stderr
+    assert not (out / "model.safetensors").exists()  # no final model
+    assert (out / "checkpoints" / "step-2").is_dir()  # the last checkpoint, before it
+    monkeypatch.setattr(forward, "micro_batch_loss", real)
+    monkeypatch.setattr(train_data, "step_problems", real_problems)
+    r = paced(*args, "--resume")
+    assert r.exit_code == 0, r.stderr
+    log = pl.read_parquet(out / "train_log.parquet")
+    assert log["step"].to_list() == [1, 2, 3, 4] and all(math.isfinite(x) for x in log["loss"].to_list())
