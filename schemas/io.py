@@ -203,10 +203,12 @@ class Artifact:
     without hashing every row."""
 
 
-def _parquet_files(directory: Path) -> list[Path]:
-    return sorted(
-        f for f in directory.iterdir() if f.suffix == ".parquet" and not f.name.startswith((".", "_"))
-    )
+def _parquet_files(directory: Path, option: str = "input") -> list[Path]:
+    files = sorted(f for f in directory.iterdir() if f.suffix == ".parquet" and not f.name.startswith((".", "_")))
+    odd = [f for f in files if not outputs.utf8(f.name)]
+    if odd:
+        raise InputError(f"{option} {directory}: {str(odd[0].name)!r} is not a valid UTF-8 name (Arrow cannot open it); rename it")
+    return files
 
 
 def _declared(path: Path, meta: dict[bytes, bytes] | None, schema: ArtifactSchema, option: str):
@@ -219,7 +221,7 @@ def _declared(path: Path, meta: dict[bytes, bytes] | None, schema: ArtifactSchem
     except ValueError:  # not UTF-8, or a version that is not a number
         raise InputError(
             f"{option} {path}: its paced.schema / paced.schema_version metadata "
-            f"({meta[META_SCHEMA]!r}, {meta.get(META_VERSION)!r}) is not a name and a whole number; "
+            f"({meta[META_SCHEMA][:60]!r}, {(meta.get(META_VERSION) or b'')[:60]!r}) is not a name and a whole number; "
             f"drop the paced.* metadata (a file from another tool needs none) or regenerate it with paced"
         ) from None
     if name != schema.name:
@@ -229,7 +231,7 @@ def _declared(path: Path, meta: dict[bytes, bytes] | None, schema: ArtifactSchem
         )
     if schema.variant(pa.schema([]), version) is None:
         raise InputError(
-            f"{option} {path}: {schema.name} schema version {version}, but this paced "
+            f"{option} {path}: {schema.name} schema version {str(version)[:20]}, but this paced "
             f"(version {paced_version()}) reads version "
             f"{' or '.join(str(v) for v in sorted({schema.version, *(o.version for o in schema.older)}))}; regenerate it with "
             f"this paced version, or convert it"
@@ -267,6 +269,8 @@ def _variant(arrow_schema: pa.Schema, schema: ArtifactSchema) -> ArtifactSchema:
 
 
 def parquet_schema(path: Path, option: str) -> pa.Schema:
+    if path.exists() and not path.is_dir() and not path.is_file():  # a pipe or a device: the read would block for ever
+        raise InputError(f"{option} {path}: not a regular file (a named pipe or a device?); give a Parquet file")
     try:
         return pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as e:
@@ -300,7 +304,7 @@ def artifact_files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | N
             f"{MANIFEST_FILE}); rerun the command that made it to resume it: "
             f"{job.get('command', '')}"
         )
-    files = _parquet_files(p)
+    files = _parquet_files(p, option)
     if not files:
         raise InputError(
             f"{option} {p}: the directory holds no .parquet files; pass a Parquet file "

@@ -126,6 +126,16 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
+def utf8(name: str) -> bool:
+    """Whether a path is valid UTF-8 (the file system gave Python bytes it could not decode, kept as
+    surrogates, which Arrow cannot take)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_paths(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, Any]) -> None:
     """Refuse outputs that are, hold or lie inside an input, each other, or another paced job.
 
@@ -134,6 +144,10 @@ def check_paths(outputs: dict[str, str | os.PathLike | None], inputs: dict[str, 
     are compared after resolving symbolic links, so a link to an input is that input.
     """
     problems: list[str] = []
+    for option, value in [*outputs.items(), *inputs.items()]:
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and not utf8(str(v)):
+                raise InputError(f"{option} {str(v)!r}: the path is not valid UTF-8 (Arrow cannot open it); rename it")
     ins: list[tuple[str, str, Path]] = []
     for option, value in inputs.items():
         for v in value if isinstance(value, (list, tuple)) else [value]:
@@ -252,6 +266,8 @@ def record_path(d: Path, name: str) -> Path | None:
 def load_record(path: Path) -> Any:
     """The record a bookkeeping file holds: the JSON in a Parquet file's `paced.record` metadata,
     or a legacy JSON file's content. Raises OSError or ValueError when it holds none."""
+    if path.exists() and not path.is_file():  # a pipe would block the read for ever
+        raise ValueError("not a regular file")
     if path.suffix != ".parquet":
         return json.loads(path.read_text())
     import pyarrow as pa

@@ -66,18 +66,25 @@ def summary_table(title: str, rows: list[tuple[str, str]]) -> None:
     console.print(table)
 
 
+MAX_SHARDS = 99_999  # shard-IIIII-of-NNNNN
+
+
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """`--shard I/N` -> (I, N), checked; None when not sharded."""
     from schemas import InputError
 
     if text is None:
         return None
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise InputError(f"--shard {text}: write it as I/N, e.g. 0/8 for the first of 8 shards") from None
+    import re
+
+    m = re.fullmatch(r"([0-9]+)/([0-9]+)", text)  # ASCII digits only (int() takes " 1" and other scripts' digits)
+    if m is None:
+        raise InputError(f"--shard {text}: write it as I/N, e.g. 0/8 for the first of 8 shards")
+    i, n = int(m.group(1)), int(m.group(2))
     if not (n >= 1 and 0 <= i < n):
         raise InputError(f"--shard {text}: need 0 <= I < N (shards are numbered from 0)")
+    if n > MAX_SHARDS:
+        raise InputError(f"--shard {text}: at most {MAX_SHARDS:,} shards (their folders are numbered with five digits)")
     return i, n
 
 

@@ -144,9 +144,12 @@ class DistillConfig:
     @property
     def exports(self) -> list[int]:
         """The steps of --export-steps, sorted (ValueError if one is not a whole number)."""
-        if not self.export_steps:
+        if self.export_steps is None:
             return []
-        return sorted({int(s) for s in str(self.export_steps).split(",") if s.strip()})
+        items = [s.strip() for s in str(self.export_steps).split(",")]
+        if not all(items):  # "", ",", "1,,2": a step left out by mistake
+            raise ValueError(self.export_steps)
+        return sorted({int(s) for s in items})
 
 
 def run(config: DistillConfig, command: str | None = None) -> Path:

@@ -223,7 +223,12 @@ def resolve_dtype(dtype: str, device: str):
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError, StrictDataclassError) as e:  # damaged files, a config of wrong types, no hub
+        raise InputError(f"model {name}: transformers could not load its tokenizer ({_load_failure(e)})") from e
     if tok.pad_token_id is None:
         # Generation pads finished rows; the end-of-sequence token is the usual stand-in.
         tok.pad_token = tok.eos_token
@@ -231,6 +236,7 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
 
 
 def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -243,7 +249,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_re
             trust_remote_code=trust_remote_code,
             use_safetensors=True,
         )
-    except (OSError, ValueError, KeyError, RuntimeError) as e:  # damaged or mismatched files, unknown architecture
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, StrictDataclassError) as e:  # damaged or mismatched files, unknown architecture
         if any(s in str(e).lower() for s in ("out of memory", "can't allocate", "cannot allocate")):
             raise  # the machine's limit, not the model's files
         raise InputError(f"model {name}: transformers could not load it ({_load_failure(e)})") from e

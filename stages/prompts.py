@@ -51,6 +51,15 @@ def check_references(problems: pl.DataFrame, context: str, source: str) -> None:
         )
 
 
+# Arguments of `apply_chat_template` (transformers 5) that paced sets itself or that change what
+# it returns, and the template's `messages`: as template variables they clash with paced's (a
+# TypeError) or make the prompt something else. (`tools`, `documents` and the like pass through.)
+RESERVED_TEMPLATE_ARGS = frozenset({
+    "conversation", "messages", "tokenize", "add_generation_prompt", "continue_final_message", "return_dict",
+    "return_tensors", "return_assistant_tokens_mask",
+})
+
+
 def template_kwargs(text: str | None, flag: str = "--chat-template-kwargs") -> dict[str, Any]:
     """The chat template's variables from their JSON object (none when not given)."""
     if text is None:
@@ -61,6 +70,13 @@ def template_kwargs(text: str | None, flag: str = "--chat-template-kwargs") -> d
         raise InputError(f"{flag} {text!r}: not valid JSON ({e.msg}); give an object, e.g. '{{\"enable_thinking\": false}}'") from None
     if not isinstance(value, dict):
         raise InputError(f"{flag} {text!r}: must be a JSON object of template variables, e.g. '{{\"enable_thinking\": false}}'")
+    taken = sorted(set(value) & RESERVED_TEMPLATE_ARGS)
+    if taken:
+        raise InputError(
+            f"{flag} {text!r}: {', '.join(repr(k) for k in taken)} {'is' if len(taken) == 1 else 'are'} not a template "
+            f"variable but an argument paced sets itself when it renders a prompt (the messages, with the generation "
+            f"prompt, as text); drop {'it' if len(taken) == 1 else 'them'}"
+        )
     return value
 
 

@@ -78,6 +78,11 @@ class WeightConfig:
         except ValueError:
             problems.append(f"--prior {self.prior}: give two numbers > 0 as A,B (e.g. 0.5,0.5)")
         else:
+            if max(a, b) > MAX_PSEUDO:
+                problems.append(f"--prior {self.prior}: A and B are pseudo-counts of samples; at most {MAX_PSEUDO:g}")
+            if self.estimator == "posterior" and max(self.alpha, self.beta) > MAX_PSEUDO:
+                problems.append(f"--estimator posterior: --alpha and --beta at most {MAX_PSEUDO:g} (the kernel's "
+                                f"expectation is computed with log-gamma functions, which overflow past about 1e305)")
             if self.estimator == "plugin" and self.prior != "0.5,0.5":
                 problems.append(f"--prior {self.prior}: applies to --estimator posterior only")
         if self.from_snr is not None:
@@ -91,6 +96,9 @@ class WeightConfig:
     def prior_ab(self) -> tuple[float, float]:
         a, b = (float(x) for x in str(self.prior).split(","))
         return a, b
+
+
+MAX_PSEUDO = 1e6  # --prior's A and B (and alpha, beta with --estimator posterior): lgamma stays finite
 
 
 def posterior_kernel(c: int, k: int, alpha: float, beta: float, a: float, b: float) -> float:

@@ -432,6 +432,16 @@ CASES = [
     Case("distill: damaged provenance in the weights", lambda w, t: distill(w, t, weights=with_provenance(w["weights"], t, problems=3, options="x")), ("--weights", "paced.provenance metadata is damaged", "'problems' is int, not str", "'options' is str, not dict")),
     Case("score: a column written twice in the problems", lambda w, t: score(w, t, problems=twice(w["problems"], "prompt", t)), ("--problems", "column(s) 'prompt' appear more than once", "keep one")),
     Case("weight: a column written twice in the scores", lambda w, t: weight(w, t, scores=twice(next((w["scores"]).glob("part-*.parquet")), "correct", t)), ("column(s) 'correct' appear more than once",)),
+    Case("rollout: --threads far past the cores", lambda w, t: rollout(w, t, "--threads", "100000"), ("--threads 100000: at most", "usable cores")),
+    Case("score: --shard with an impossible count", lambda w, t: score(w, t, "--shard", "0/99999999999999999999"), ("--shard 0/99999999999999999999: at most 99,999 shards",)),
+    Case("score: --shard with a space", lambda w, t: score(w, t, "--shard", " 0/2"), ("write it as I/N",)),
+    Case("weight: a prior too large for the posterior", lambda w, t: weight(w, t, "--estimator", "posterior", "--prior", "1e308,1e308"), ("--prior 1e308,1e308", "at most 1e+06")),
+    Case("rollout: a chat-template variable paced sets itself", lambda w, t: rollout(w, t, "--chat-template-kwargs", '{"add_generation_prompt": false}'), ("'add_generation_prompt' is not a template variable", "drop it")),
+    Case("rollout: a model config of the wrong types", lambda w, t: ["rollout", "--problems", w["problems"], "--model", model_with(w, t, "config.json", lambda b: json.dumps(json.loads(b) | {"vocab_size": "big"}).encode()), "--out", t / "out"], ("could not load its tokenizer", "vocab_size")),
+    Case("score: a named pipe as the rollouts", lambda w, t: score(w, t, rollouts=(os.mkfifo(t / "r.parquet"), t / "r.parquet")[1]), ("--rollouts", "not a regular file")),
+    Case("rollout: a problems path that is not UTF-8", lambda w, t: rollout(w, t, problems=(lambda f: (shutil.copy(w["problems"], f), f)[1])(t / os.fsdecode(b"p\xff.parquet"))), ("--problems", "not valid UTF-8", "rename it")),
+    Case("rollout: a problems folder holding a name that is not UTF-8", lambda w, t: rollout(w, t, problems=(lambda d: (d.mkdir(), shutil.copy(w["problems"], d / os.fsdecode(b"\xff.parquet")), d)[2])(t / "pd")), ("--problems", "is not a valid UTF-8 name")),
+    Case("distill: an empty step in --export-steps", lambda w, t: distill(w, t, "--export-steps", "1,,2"), ("--export-steps 1,,2: give step numbers",)),
 ]
 
 
@@ -485,7 +495,7 @@ def test_full_disk_is_refused_cleanly(world, tmp_path):
 
 
 def test_case_count():
-    assert len(CASES) >= 137  # the README quotes this count
+    assert len(CASES) >= 157  # the README quotes this count
 
 
 @pytest.mark.parametrize("err", ["EROFS", "EACCES", "ENOSPC"])
