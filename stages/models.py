@@ -220,14 +220,23 @@ def resolve_dtype(dtype: str, device: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What transformers raises for files it cannot load: damaged or missing ones, an unknown
+    architecture, a config.json whose fields have the wrong types (huggingface_hub's strict
+    dataclasses), a hub that cannot be reached."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # an older huggingface_hub: no strict configs
+        return (OSError, ValueError, KeyError, TypeError)
+    return (OSError, ValueError, KeyError, TypeError, StrictDataclassError)
+
+
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    from huggingface_hub.errors import StrictDataclassError
-
     try:
         tok = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, KeyError, TypeError, StrictDataclassError) as e:  # damaged files, a config of wrong types, no hub
+    except _load_errors() as e:  # damaged files, a config.json of wrong types, no hub
         raise InputError(f"model {name}: transformers could not load its tokenizer ({_load_failure(e)})") from e
     if tok.pad_token_id is None:
         # Generation pads finished rows; the end-of-sequence token is the usual stand-in.
@@ -236,7 +245,6 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
 
 
 def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False):
-    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -249,7 +257,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_re
             trust_remote_code=trust_remote_code,
             use_safetensors=True,
         )
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError, StrictDataclassError) as e:  # damaged or mismatched files, unknown architecture
+    except (RuntimeError, *_load_errors()) as e:  # damaged or mismatched files, unknown architecture
         if any(s in str(e).lower() for s in ("out of memory", "can't allocate", "cannot allocate")):
             raise  # the machine's limit, not the model's files
         raise InputError(f"model {name}: transformers could not load it ({_load_failure(e)})") from e
