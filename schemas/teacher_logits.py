@@ -49,7 +49,7 @@ def misaligned(table: pa.Table) -> pa.ChunkedArray:
 
 def misaligned_problem(keys: pl.DataFrame, bad: pa.ChunkedArray, columns: list[str]) -> str | None:
     """What is wrong with the rows `misaligned` flags (None when none is), named by their key
-    (`keys`: problem_id and sample_index); `columns`: the per-token columns it compared."""
+    (`keys`: problem_id and sample_index); `columns`: the table's, whose per-token ones it compared."""
     if not pc.any(bad).as_py():
         return None
     return (

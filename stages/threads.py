@@ -118,11 +118,12 @@ def choose(given: int | None = None, env: dict[str, str] | None = None) -> Choic
     share of the usable cores (at least 1), divided among the processes of one launch."""
     env = os.environ if env is None else env
     if given is not None:
-        most = max(64, 4 * len(usable_cores()))
+        cores = len(usable_cores())
+        most = max(64, 4 * cores)
         if given > most:  # torch gains nothing past the cores; 100,000 crashed the process (no threads left to spawn)
             from schemas import InputError
 
-            raise InputError(f"--threads {given}: at most {most} ({len(usable_cores())} usable cores here); "
+            raise InputError(f"--threads {given}: at most {most} ({cores} usable cores here); "
                              f"leave it out to use the idle ones")
         return Choice(given, "--threads")
     if env.get("OMP_NUM_THREADS", "").strip().isdigit() and int(env["OMP_NUM_THREADS"]) > 0:

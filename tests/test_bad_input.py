@@ -425,7 +425,7 @@ CASES = [
     Case("distill: a null response in teacher logits", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "token_ids", 0, None))), ("part-00000.parquet", "token_ids is null in 1 row(s)", "regenerate")),
     Case("distill: a null token id in teacher logits", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "token_ids", 0, lambda r: [None] + r[1:]))), ("token_ids holds 1 null value(s)",)),
     Case("distill: a null top-k position in teacher logits", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "topk_ids", 0, lambda r: [None] + r[1:]))), ("topk_ids holds 1 null list(s)",)),
-    Case("distill: a teacher-logits row twice", lambda w, t: distill(w, t, tl=tl_job(w, t, pa.concat_tables([tl_table(w), tl_table(w).slice(0, 1)]))), ("(problem_id, sample_index) must be unique", "('p0', 0)")),
+    Case("distill: a teacher-logits row twice", lambda w, t: distill(w, t, tl=tl_job(w, t, pa.concat_tables([tl_table(w), tl_table(w).slice(0, 1)]))), ("problem_id + sample_index must be unique", "('p0', 0)")),
     Case("distill: a teacher-logits row in two parts", lambda w, t: distill(w, t, tl=tl_job(w, t, tl_table(w), tl_table(w).slice(2, 1))), ("must be unique", "part-00000.parquet, ", "part-00001.parquet")),
     Case("distill: misaligned teacher logits name their columns", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "tail_logprob", 0, lambda r: r[1:]))), ("token_ids and topk_ids, topk_logprobs, tail_logprob", "must have one")),
     Case("distill: weights too large for float32 losses", lambda w, t: distill(w, t, weights=write(t / "w.parquet", weights_frame(w).with_columns(weight=pl.lit(1e308)))), ("--weights", "'weight' must be at most 1e+12", "--normalize mean")),

@@ -179,12 +179,12 @@ def _check_nulls(t: pa.Table, f: Path, columns: list[str]) -> None:
     as it streams by: a null would reach collate as None)."""
     problems = []
     for name in columns:
-        col, depth = t[name], 0
+        col = t[name]
         if col.null_count:
             problems.append(f"{name} is null in {col.null_count:,} row(s)")
             continue
         while pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-            col, depth = pc.list_flatten(col), depth + 1
+            col = pc.list_flatten(col)
             if col.null_count:
                 problems.append(f"{name} holds {col.null_count:,} null {'value' if not pa.types.is_list(col.type) else 'list'}(s)")
                 break
@@ -194,26 +194,23 @@ def _check_nulls(t: pa.Table, f: Path, columns: list[str]) -> None:
 
 def _check_aligned(t: pa.Table, f: Path) -> None:
     problem = schemas.teacher_logits.misaligned_problem(pl.from_arrow(t.select(["problem_id", "sample_index"])),
-                                                        schemas.teacher_logits.misaligned(t),
-                                                        [c for c in schemas.teacher_logits.PER_TOKEN if c in t.column_names])
+                                                        schemas.teacher_logits.misaligned(t), t.column_names)
     if problem:
         raise InputError(f"--teacher-logits {f}: {problem}")
 
 
 def _check_unique(keys: list[pa.Table], files: list[Path]) -> None:
-    """One row per (problem_id, sample_index) across every part (a row twice is trained twice)."""
+    """One row per (problem_id, sample_index) across every part (a row twice is trained twice):
+    the artifact's key check, on the keys `_copy_rows` kept of each part (`part`: its index)."""
     if not keys:
         return
     frame = pl.from_arrow(pa.concat_tables(keys))
-    twice = frame.filter(pl.struct("problem_id", "sample_index").is_duplicated())
-    if twice.height:
-        first = twice.row(0, named=True)
+    problems = schemas.base._key_problems(frame, schemas.TEACHER_LOGITS)
+    if problems:
+        twice = frame.filter(pl.struct(*schemas.TEACHER_LOGITS.key).is_duplicated())
         where = sorted({str(files[i]) for i in twice["part"].to_list()})
-        raise InputError(
-            f"--teacher-logits {files[0].parent}: (problem_id, sample_index) must be unique, but "
-            f"{twice.height:,} rows repeat a key, e.g. ({first['problem_id']!r}, {first['sample_index']}) "
-            f"(in {', '.join(where[:3])}); remove the copies, or regenerate the artifact with paced teacher-logits"
-        )
+        raise InputError(f"--teacher-logits {files[0].parent}: {problems[0]} (in {', '.join(where[:3])}); "
+                         f"or regenerate the artifact with paced teacher-logits")
 
 
 # How far above 0 a stored log-probability may lie: float32 log-softmax rounds to at most a few
