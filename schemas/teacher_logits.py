@@ -126,7 +126,10 @@ SCHEMA = ArtifactSchema(
         "times its mass (less variance in each token's mass, though not for every sum of them); multinomial draws them independently (the paper's); the "
         "columns are the same. "
         "Losses are computed on the top-k buckets, then the sampled ones (or the tail bucket when "
-        "there are none). Version 1 (no sample_ids, sample_logmass, entropy) is still read."
+        "there are none). Version 1 (no sample_ids, sample_logmass, entropy) is still read. "
+        "distill and snr check each position as they read it (so a file from another tool is held to "
+        "the same): the top-k masses and the tail's sum to 1 (within 0.02: float16 rounding), the draws' "
+        "masses to the tail's (within 0.1 %), and no id appears twice among its top-k and draws."
     ),
     columns=V1.columns + (
         Column(

@@ -22,6 +22,12 @@ def _ranges(frame: pl.DataFrame) -> list[str]:
             "'pass_rate' must lie in [0, 1]",
         ),
         (
+            (pl.col("num_samples") > 0)
+            & ((pl.col("pass_rate") - pl.col("num_correct") / pl.col("num_samples")).abs() > 1e-9),
+            "'pass_rate' must be num_correct / num_samples (snr and the summaries group problems by it; "
+            "an estimate of your own belongs in 'weight')",
+        ),
+        (
             pl.col("weight").is_nan() | pl.col("weight").is_infinite() | (pl.col("weight") < 0),
             "'weight' must be a finite number >= 0",
         ),

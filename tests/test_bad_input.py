@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import resource
 import shutil
@@ -197,6 +198,15 @@ def cut_k(t: pa.Table, k: int, rows=None) -> pa.Table:
     for name in ("topk_ids", "topk_logprobs"):
         t = with_column(t, name, [[pos[:k] for pos in r] if i in chosen else r for i, r in enumerate(t[name].to_pylist())])
     return t
+
+
+def with_draws(t: pa.Table, scale: float = 1.0, clash: bool = False) -> pa.Table:
+    """A hybrid version of top-k teacher logits: one draw per position standing for its tail, its
+    mass `scale` times the tail's; with `clash`, the draw is the position's first top-k id."""
+    ids, tails = t["topk_ids"].to_pylist(), t["tail_logprob"].to_pylist()
+    drawn = [[[pos[0] if clash else min(set(range(len(pos) + 1)) - set(pos))] for pos in r] for r in ids]
+    mass = [[[tail + math.log(scale)] for tail in r] for r in tails]
+    return with_column(with_column(t, "sample_ids", drawn), "sample_logmass", mass)
 
 
 def with_row(t: pa.Table, name: str, row: int, value) -> pa.Table:
@@ -441,6 +451,12 @@ CASES = [
     Case("score: a named pipe as the rollouts", lambda w, t: score(w, t, rollouts=(os.mkfifo(t / "r.parquet"), t / "r.parquet")[1]), ("--rollouts", "not a regular file")),
     Case("rollout: a problems path that is not UTF-8", lambda w, t: rollout(w, t, problems=(lambda f: (shutil.copy(w["problems"], f), f)[1])(t / os.fsdecode(b"p\xff.parquet"))), ("--problems", "not valid UTF-8", "rename it")),
     Case("rollout: a problems folder holding a name that is not UTF-8", lambda w, t: rollout(w, t, problems=(lambda d: (d.mkdir(), shutil.copy(w["problems"], d / os.fsdecode(b"\xff.parquet")), d)[2])(t / "pd")), ("--problems", "is not a valid UTF-8 name")),
+    # what the bucket losses assume of a position, beyond each value's own range (session 17)
+    Case("distill: teacher log-probs of another distribution", lambda w, t: distill(w, t, tl=tl_job(w, t, map_values(tl_table(w), "topk_logprobs", lambda x: x / 2))), ("part-00000.parquet", "top-k and tail masses sum to", "not 1, at", "not raw logits")),
+    Case("distill: a token id twice in one position's top-k", lambda w, t: distill(w, t, tl=tl_job(w, t, with_column(tl_table(w), "topk_ids", [[[pos[0]] * len(pos) for pos in r] for r in tl_table(w)["topk_ids"].to_pylist()]))), ("a token id appears twice among one position's topk_ids and sample_ids", "each must be one distinct token")),
+    Case("distill: draws that do not stand for the tail", lambda w, t: distill(w, t, tl=tl_job(w, t, with_draws(tl_table(w), scale=0.25))), ("sample_logmass sum to 0.25", "the draws must stand for the tail")),
+    Case("distill: a draw that repeats a top-k id", lambda w, t: distill(w, t, tl=tl_job(w, t, with_draws(tl_table(w), clash=True))), ("appears twice among one position's topk_ids and sample_ids",)),
+    Case("distill: weights whose pass rate is not their counts'", lambda w, t: distill(w, t, weights=write(t / "w.parquet", weights_frame(w).with_columns(pass_rate=pl.lit(0.3)))), ("--weights", "'pass_rate' must be num_correct / num_samples", "belongs in 'weight'")),
     Case("distill: an empty step in --export-steps", lambda w, t: distill(w, t, "--export-steps", "1,,2"), ("--export-steps 1,,2: give step numbers",)),
 ]
 

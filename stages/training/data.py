@@ -98,8 +98,8 @@ def _copy_rows(files: list[Path], w: dict[str, float], tmp: Path, cache: Path, s
             _check_aligned(t, f)
             keys.append(pa.table({"problem_id": t["problem_id"].cast(pa.large_string()), "sample_index": t["sample_index"].cast(pa.int64()),
                                   "part": pa.array([len(keys)] * t.num_rows, pa.int32())}))
-            k = _check_values(t, f, k)
             stats["draws"] = max(stats["draws"], _check_draws(t, f))
+            k = _check_values(t, f, k)  # after the draws' own checks: it sums their masses
             stats["sequences"] += t.num_rows
             ids = t["problem_id"]
             known = pc.is_in(ids, value_set=pa.array(list(w), pa.string()))
@@ -258,11 +258,87 @@ def _check_values(t: pa.Table, f: Path, k: tuple[int, Path] | None) -> tuple[int
         low = pc.min(flat).as_py()
         if low is not None and low < 0:
             problems.append(f"{name} holds negative token id {low}")
+    if not problems:  # the buckets' sums assume one k and log-probabilities
+        problems = _bucket_problems(t, lo)
     if problems:
         raise InputError(
             f"--teacher-logits {f}: {'; '.join(problems)}; regenerate it with paced teacher-logits"
         )
     return k if k is not None else (lo, f)
+
+
+# How far a position's top-k and tail masses may sum from 1: float16 top-k log-probabilities
+# round each mass by at most 0.4 % (below e^-8, where they are small), so a sum stays within a
+# few 1e-3 of 1; raw logits or log-probabilities of another distribution land far from it.
+_MASS_SLACK = 0.02
+_POSITIONS = 1 << 16  # positions checked at once: bounded memory on parts of any size
+
+
+def _bucket_problems(t: pa.Table, k: int) -> list[str]:
+    """What the bucket losses assume of each position, that `_check_values` cannot see one value
+    at a time: the top-k's masses and the tail's sum to 1 (a distribution: the teacher's full
+    softmax); the draws' masses sum to the tail's (they stand for it); no token id twice among
+    a position's top-k and draws (each bucket is one token, whose student probability it
+    compares). Problems named by the first problem_ids they occur in."""
+    topk_ids, topk_lp = pc.list_flatten(t["topk_ids"]), pc.list_flatten(t["topk_logprobs"])
+    tail, d_ids, d_mass = pc.list_flatten(t["tail_logprob"]), pc.list_flatten(t["sample_ids"]), pc.list_flatten(t["sample_logmass"])
+    found: dict[str, tuple[list[np.ndarray], list[float]]] = {}
+
+    def note(kind: str, positions: np.ndarray, values: np.ndarray) -> None:
+        if len(positions):
+            where, seen = found.setdefault(kind, ([], []))
+            where.append(positions)
+            seen.extend(values[:3].tolist())
+
+    for a in range(0, len(tail), _POSITIONS):
+        m = min(_POSITIONS, len(tail) - a)
+        tl = tail.slice(a, m).to_numpy(zero_copy_only=False).astype(np.float64)
+        ids = pc.list_flatten(topk_ids.slice(a, m)).to_numpy(zero_copy_only=False).astype(np.int64).reshape(m, k)
+        lp = pc.list_flatten(topk_lp.slice(a, m)).to_numpy(zero_copy_only=False).astype(np.float64).reshape(m, k)
+        total = np.exp(lp).sum(1) + np.exp(tl)
+        off = np.flatnonzero(np.abs(total - 1) > _MASS_SLACK)
+        note("mass", a + off, total[off])
+        drawn = d_ids.slice(a, m)
+        pos = pc.list_parent_indices(drawn).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = pc.list_flatten(drawn).to_numpy(zero_copy_only=False).astype(np.int64)
+        if len(flat):
+            mass = np.exp(pc.list_flatten(d_mass.slice(a, m)).to_numpy(zero_copy_only=False).astype(np.float64))
+            has = np.bincount(pos, minlength=m) > 0
+            sums = np.bincount(pos, weights=mass, minlength=m)
+            off = np.flatnonzero(has & ~np.isclose(sums, np.exp(tl), rtol=1e-3, atol=1e-9))
+            note("draws", a + off, sums[off] / np.maximum(np.exp(tl[off]), 1e-300))
+        keys = np.concatenate([((np.arange(m, dtype=np.int64)[:, None] << 32) | ids).ravel(), (pos << 32) | flat])
+        keys.sort()
+        twice = keys[1:][keys[1:] == keys[:-1]]
+        note("twice", a + np.unique(twice >> 32), twice & 0xFFFFFFFF)
+    if not found:
+        return []
+    row_of = pc.list_parent_indices(t["tail_logprob"]).to_numpy()
+    ids_of = t["problem_id"].to_pylist()
+
+    def named(kind: str) -> str:
+        where = np.concatenate(found[kind][0])
+        rows = list(dict.fromkeys(ids_of[r] for r in row_of[where[:50]]))
+        return f"{len(where):,} position(s) of problem(s) {', '.join(repr(x) for x in rows[:5])}"
+
+    problems = []
+    if "mass" in found:
+        problems.append(
+            f"the teacher's top-k and tail masses sum to {', '.join(f'{x:.4g}' for x in found['mass'][1][:3])}, not 1, at "
+            f"{named('mass')} (topk_logprobs and tail_logprob must be log-probabilities under the teacher's full softmax: "
+            f"not raw logits, nor log-probabilities of another distribution)"
+        )
+    if "draws" in found:
+        problems.append(
+            f"the masses of sample_logmass sum to {', '.join(f'{x:.4g}' for x in found['draws'][1][:3])} times the tail's "
+            f"mass (exp(tail_logprob)), not once, at {named('draws')}: the draws must stand for the tail"
+        )
+    if "twice" in found:
+        problems.append(
+            f"a token id appears twice among one position's topk_ids and sample_ids (id {int(found['twice'][1][0])}) "
+            f"at {named('twice')}: each must be one distinct token"
+        )
+    return problems
 
 
 @functools.lru_cache(maxsize=2)
