@@ -100,6 +100,12 @@ def shard_dirs(p: Path, option: str) -> list[Path] | None:
             f"keep one --shard I/N split per directory"
         )
     n = counts.pop()
+    beyond = [d.name for (i, _), d in sorted(found.items()) if i >= n]
+    if beyond:
+        raise InputError(
+            f"{option} {p}: {', '.join(beyond[:3])} is not a shard of a {n}-way split (shard I of N needs "
+            f"I < N); paced names shards shard-IIIII-of-NNNNN: move the folder out, or rename it"
+        )
     missing = [f"{i}/{n}" for i in range(n) if (i, n) not in found]
     unfinished = [f"{i}/{n}" for (i, _), d in sorted(found.items()) if not record_path(d, MANIFEST_FILE)]
     if missing or unfinished:
