@@ -153,7 +153,7 @@ def problems_path(out: Path) -> Path:
     """Where the per-problem values go: `snr.parquet` -> `snr.problems.parquet`, beside --out."""
     out = Path(out)
     stem = out.stem if out.suffix == ".parquet" else out.name
-    return out.with_name(f"{stem}.problems.parquet")
+    return out.parent / f"{stem}.problems.parquet"  # (`.` and `/` have no name to change)
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,7 +168,8 @@ def run(config: SnrConfig, command: str | None = None) -> Path:
     # 1. Inputs and options, before any model is loaded.
     table_path = problems_path(config.out)
     table_option = "--out (its per-problem table)"
-    check_paths({"--out": config.out, table_option: table_path if per_problem else None, "--plot": config.plot},
+    beside = per_problem and not Path(config.out).is_dir()  # (a directory --out is refused by name below)
+    check_paths({"--out": config.out, table_option: table_path if beside else None, "--plot": config.plot},
                 {"--student": config.student, "--teacher-logits": config.teacher_logits, "--weights": config.weights})
     weights = schemas.read(config.weights, schemas.WEIGHTS, option="--weights")
     tl = schemas.read_header(config.teacher_logits, schemas.TEACHER_LOGITS, option="--teacher-logits")

@@ -76,6 +76,7 @@ from stages.options import (allow_stale_option, changed, key_options, option, se
 
 LOGITS = ("topk", "sampled", "hybrid")
 DRAW_SCHEMES = sparse.SCHEMES
+MAX_DRAWS_AT_ONCE = 1 << 25  # draws of one output-layer chunk: --draws x --chunk-size, about 40 B each (1.3 GB)
 
 
 @dataclass
@@ -121,6 +122,14 @@ class TeacherLogitsConfig(EngineOptions):
         else:
             if self.draws < 1:
                 problems.append(f"--draws {self.draws}: must be at least 1 (the paper's sampled KD uses about 12)")
+            elif self.draws > MAX_DRAWS_AT_ONCE:
+                problems.append(f"--draws {self.draws}: at most {MAX_DRAWS_AT_ONCE:,} (beyond the vocabulary's size more "
+                                f"draws add almost nothing, as the artifact keeps distinct ids)")
+            elif self.chunk_size >= 1 and self.draws * self.chunk_size > MAX_DRAWS_AT_ONCE:
+                problems.append(
+                    f"--draws {self.draws} with --chunk-size {self.chunk_size}: {self.draws * self.chunk_size:,} draws at once, "
+                    f"about 40 B each in memory; at most {MAX_DRAWS_AT_ONCE:,}: lower --chunk-size to "
+                    f"{MAX_DRAWS_AT_ONCE // self.draws:,} or below, or draw fewer")
             problems += seed_problems(self.seed)
             if self.draw_scheme not in DRAW_SCHEMES:
                 problems.append(f"--draw-scheme {self.draw_scheme}: use one of {', '.join(DRAW_SCHEMES)}")

@@ -458,6 +458,7 @@ CASES = [
     Case("distill: a draw that repeats a top-k id", lambda w, t: distill(w, t, tl=tl_job(w, t, with_draws(tl_table(w), clash=True))), ("appears twice among one position's topk_ids and sample_ids",)),
     Case("distill: weights whose pass rate is not their counts'", lambda w, t: distill(w, t, weights=write(t / "w.parquet", weights_frame(w).with_columns(pass_rate=pl.lit(0.3)))), ("--weights", "'pass_rate' must be num_correct / num_samples", "belongs in 'weight'")),
     Case("scores: a shard folder numbered past its split", lambda w, t: weight(w, t, scores=(lambda d: (shutil.copytree(w["scores"], d / "shard-00000-of-00000"), d)[1])(t / "s")), ("--scores", "shard-00000-of-00000 is not a shard of a 0-way split", "I < N")),
+    Case("snr: --out the working directory", lambda w, t: ["snr", "--student", w["student"], "--teacher-logits", w["tl"], "--weights", w["weights"], "--out", t], ("--out", "is a directory; give a file name such as")),
     Case("distill: an empty step in --export-steps", lambda w, t: distill(w, t, "--export-steps", "1,,2"), ("--export-steps 1,,2: give step numbers",)),
 ]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -476,3 +477,17 @@ def test_bad_input_exits_2(tmp_path, setup, student_dir):
     r = paced("snr", *base, "--out", tmp_path / "o.parquet")
     assert r.exit_code == 2 and "--out (its per-problem table)" in r.stderr and "o.problems.parquet" in r.stderr, r.stderr
     assert pl.read_parquet(tmp_path / "o.problems.parquet")["x"].to_list() == [1]
+
+
+def test_a_directory_as_out_is_named_even_the_working_one(tmp_path, setup, student_dir, monkeypatch):
+    """`--out .` (and `/`) have no file name to put `.problems` beside: a traceback once; now
+    refused like any directory, before anything is written."""
+    from stages.snr import problems_path
+
+    base = ["--student", student_dir, "--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet"]
+    monkeypatch.chdir(tmp_path)
+    for out in (".", tmp_path):
+        r = paced("snr", *base, "--out", out)
+        assert r.exit_code == 2 and "is a directory; give a file name such as" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert problems_path(Path("/")) == Path("/.problems.parquet")
