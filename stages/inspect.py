@@ -36,6 +36,7 @@ from stages.options import INPUT, RUNTIME, option
 
 MAX_DEPTH = 8  # inputs followed back at most this far (a lineage is 3-4 deep)
 LIST_SHOWN = 6  # items of a list cell shown in the head
+MAX_HEAD = 1_000_000  # rows --head may show
 
 
 @dataclass
@@ -46,8 +47,9 @@ class InspectConfig:
     lineage: bool = option("Follow the inputs back to the problems file.", True, role=RUNTIME)
 
     def __post_init__(self) -> None:
-        if self.head < 0:
-            raise InputError(f"--head {self.head}: must be >= 0")
+        if not 0 <= self.head <= MAX_HEAD:
+            raise InputError(f"--head {self.head}: must be from 0 to {MAX_HEAD:,} (for more rows, open the artifact "
+                             f"with polars: pl.read_parquet(PATH))")
         if not Path(self.path).exists():
             raise InputError(f"PATH {self.path}: no such file or directory")
 

@@ -93,3 +93,6 @@ def test_files_paced_did_not_write_and_bad_paths(tmp_path):
     assert info["schema"] is None and info["note"] == "a Parquet file paced did not write" and info["rows"] == 2
     r = paced("inspect", tmp_path / "nothing")
     assert r.exit_code == 2 and "no such file or directory" in r.stderr
+    for head in ("-1", str(10**30)):  # past int64 was an OverflowError traceback
+        r = paced("inspect", tmp_path / "mine.parquet", "--head", head)
+        assert r.exit_code == 2 and f"--head {head}: must be from 0 to 1,000,000" in r.stderr and "Traceback" not in r.stderr, r.stderr
