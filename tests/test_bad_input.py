@@ -459,6 +459,9 @@ CASES = [
     Case("distill: weights whose pass rate is not their counts'", lambda w, t: distill(w, t, weights=write(t / "w.parquet", weights_frame(w).with_columns(pass_rate=pl.lit(0.3)))), ("--weights", "'pass_rate' must be num_correct / num_samples", "belongs in 'weight'")),
     Case("scores: a shard folder numbered past its split", lambda w, t: weight(w, t, scores=(lambda d: (shutil.copytree(w["scores"], d / "shard-00000-of-00000"), d)[1])(t / "s")), ("--scores", "shard-00000-of-00000 is not a shard of a 0-way split", "I < N")),
     Case("snr: --out the working directory", lambda w, t: ["snr", "--student", w["student"], "--teacher-logits", w["tl"], "--weights", w["weights"], "--out", t], ("--out", "is a directory; give a file name such as")),
+    Case("distill: a null row of draws in teacher logits", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "sample_ids", 0, None))), ("sample_ids is null in 1 row(s)",)),
+    Case("snr: teacher logits with no top-k and no draws", lambda w, t: ["snr", "--student", w["student"], "--teacher-logits", tl_job(w, t, cut_k(tl_table(w).set_column(tl_table(w).schema.get_field_index("tail_logprob"), "tail_logprob", pa.array([[0.0] * len(r) for r in tl_table(w)["tail_logprob"].to_pylist()], pa.list_(pa.float32()))), 0)), "--weights", w["weights"], "--out", t / "snr.parquet"], ("hold no teacher token (k = 0 and no draws)",)),
+    Case("distill: an empty prompt in teacher logits", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "prompt_token_ids", 1, []))), ("prompt_token_ids is empty in 1 row(s)", "'p0'")),
     Case("distill: an empty step in --export-steps", lambda w, t: distill(w, t, "--export-steps", "1,,2"), ("--export-steps 1,,2: give step numbers",)),
 ]
 

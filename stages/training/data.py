@@ -94,7 +94,7 @@ def _copy_rows(files: list[Path], w: dict[str, float], tmp: Path, cache: Path, s
             part = pq.ParquetFile(f)  # one footer read: which version-2 columns it has, then its rows
             t = schemas.teacher_logits.with_draws(part.read(columns=columns + [c for c in drawn if c in part.schema_arrow.names]))
             t = t.select([*columns, *drawn])
-            _check_nulls(t, f, columns)
+            _check_nulls(t, f, columns + drawn[:2])  # (entropy may be null: vLLM cannot see it)
             _check_aligned(t, f)
             keys.append(pa.table({"problem_id": t["problem_id"].cast(pa.large_string()), "sample_index": t["sample_index"].cast(pa.int64()),
                                   "part": pa.array([len(keys)] * t.num_rows, pa.int32())}))
@@ -222,7 +222,8 @@ def _check_values(t: pa.Table, f: Path, k: tuple[int, Path] | None) -> tuple[int
     """What the losses take on trust, checked per part as it streams by: one k for every position
     of every part and shard (collate reshapes by it), teacher log-probabilities that are
     log-probabilities (no NaN, no +inf, none above 0; -inf is a probability of 0 and allowed),
-    token ids >= 0. Returns the artifact's k and the part that set it."""
+    token ids >= 0, a prompt token before every response, a teacher token at every position.
+    Returns the artifact's k and the part that set it."""
     problems = []
     ks = pc.list_value_length(pc.list_flatten(t["topk_ids"]))
     if len(ks) == 0:
@@ -252,6 +253,16 @@ def _check_values(t: pa.Table, f: Path, k: tuple[int, Path] | None) -> tuple[int
                 f"{name} holds {int(bad.sum()):,} value(s) that are not log-probabilities ({worst}; must be "
                 f"<= 0, -inf for probability 0) in problem(s) {', '.join(list(dict.fromkeys(repr(t['problem_id'][r].as_py()) for r in rows))[:5])}"
             )
+    no_prompt = pc.equal(pc.list_value_length(t["prompt_token_ids"]), 0)
+    if pc.any(no_prompt).as_py():
+        problems.append(f"prompt_token_ids is empty in {pc.sum(no_prompt).as_py():,} row(s) (problem(s) "
+                        f"{', '.join(repr(x) for x in pc.filter(t['problem_id'], no_prompt).to_pylist()[:5])}): the first "
+                        f"response token is predicted from the prompt's last one")
+    if lo == 0:
+        none = pc.equal(pc.list_value_length(pc.list_flatten(t["sample_ids"])), 0)
+        if pc.any(none).as_py():
+            problems.append(f"{pc.sum(none).as_py():,} position(s) hold no teacher token (k = 0 and no draws): "
+                            f"nothing to learn from there")
     for name in ("token_ids", "prompt_token_ids", "topk_ids"):
         flat = pc.list_flatten(t[name])
         flat = pc.list_flatten(flat) if name == "topk_ids" else flat
