@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["InputError", "Column", "ArtifactSchema", "check_types", "conform", "key_runs"]
 
@@ -281,7 +282,32 @@ def _null_problems(frame: pl.DataFrame, schema: ArtifactSchema) -> list[str]:
                 f"column {col.name!r} has {nulls} null value(s) but may not be null "
                 f"(rows {rows}); fill or drop those rows"
             )
+        elif isinstance(frame.schema[col.name], pl.List) and _nulls_inside(frame.get_column(col.name)):
+            inside = frame.select(pl.col(col.name).list.eval(_any_null(frame.schema[col.name].inner)).list.any().fill_null(False))
+            bad = inside.to_series()
+            if bad.any():
+                problems.append(
+                    f"column {col.name!r} holds null items inside its lists (rows {quote_rows(frame, bad, schema.key)}); "
+                    f"fill or drop those rows"
+                )
     return problems
+
+
+def _nulls_inside(column: pl.Series) -> bool:
+    """Whether a list column holds a null item at any depth (Arrow's null counts: no row-wise work)."""
+    inner = column.to_arrow()
+    while pa.types.is_list(inner.type) or pa.types.is_large_list(inner.type):
+        inner = pc.list_flatten(inner)
+        if inner.null_count:
+            return True
+    return False
+
+
+def _any_null(inner: pl.DataType) -> pl.Expr:
+    """Per list item: is it null, or (a list itself) does it hold a null, at any depth."""
+    if isinstance(inner, pl.List):
+        return pl.element().is_null() | pl.element().list.eval(_any_null(inner.inner)).list.any().fill_null(False)
+    return pl.element().is_null()
 
 
 def _key_problems(frame: pl.DataFrame, schema: ArtifactSchema, runs: pl.DataFrame | None = None) -> list[str]:
