@@ -251,17 +251,44 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "auto", trust_re
     hf_logging.disable_progress_bar()  # our own progress bar is the one on stderr
     device = resolve_device(device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             name,
             dtype=resolve_dtype(dtype, device),
             trust_remote_code=trust_remote_code,
             use_safetensors=True,
+            output_loading_info=True,
         )
     except (RuntimeError, *_load_errors()) as e:  # damaged or mismatched files, unknown architecture
         if any(s in str(e).lower() for s in ("out of memory", "can't allocate", "cannot allocate")):
             raise  # the machine's limit, not the model's files
         raise InputError(f"model {name}: transformers could not load it ({_load_failure(e)})") from e
+    _check_loaded(name, info)
     return model.to(device).eval()
+
+
+def _check_loaded(name: str, info: dict[str, Any]) -> None:
+    """transformers fills a weight the files lack with random values, and only warns: refuse
+    that (a teacher or student with a random layer gives wrong results with exit 0). Weights the
+    files hold that the model does not use are named on stderr, not refused: some checkpoints on
+    the hub carry harmless extras (old rotary buffers)."""
+    def shown(keys: Any) -> str:
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in keys)
+        return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+    missing, mismatched = info.get("missing_keys") or [], info.get("mismatched_keys") or []
+    if missing or mismatched:
+        what = ([f"missing from its weights files: {shown(missing)}"] if missing else []) + (
+            [f"of another shape in its weights files: {shown(mismatched)}"] if mismatched else [])
+        raise InputError(
+            f"model {name}: its weights do not match its config.json ({'; '.join(what)}); transformers would "
+            f"fill them with random values: restore the config it was saved with, or download the model again"
+        )
+    unused = info.get("unexpected_keys") or []
+    if unused:
+        from stages.common import console
+
+        console.print(f"note: model {name}: its weights files hold {len(unused)} weight(s) the model does not use "
+                      f"({shown(unused)}); if config.json is not the one it was saved with, results will be wrong")
 
 
 def _load_failure(e: Exception) -> str:

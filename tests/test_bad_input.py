@@ -108,6 +108,13 @@ def with_metadata(path: Path, schema: str, version: str) -> Path:
     return path
 
 
+def without_tensor(name: str) -> Callable[[bytes], bytes]:
+    """A safetensors file's bytes -> the same file without tensor `name`."""
+    from safetensors.torch import load, save
+
+    return lambda b: save({k: v for k, v in load(b).items() if k != name})
+
+
 def model_with(w, tmp, name: str, content: bytes | Callable[[bytes], bytes], model: str = "student") -> Path:
     """A copy of a world model with one file's bytes replaced (or transformed)."""
     d = tmp / "model"
@@ -463,6 +470,7 @@ CASES = [
     Case("snr: teacher logits with no top-k and no draws", lambda w, t: ["snr", "--student", w["student"], "--teacher-logits", tl_job(w, t, cut_k(tl_table(w).set_column(tl_table(w).schema.get_field_index("tail_logprob"), "tail_logprob", pa.array([[0.0] * len(r) for r in tl_table(w)["tail_logprob"].to_pylist()], pa.list_(pa.float32()))), 0)), "--weights", w["weights"], "--out", t / "snr.parquet"], ("hold no teacher token (k = 0 and no draws)",)),
     Case("distill: an empty prompt in teacher logits", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "prompt_token_ids", 1, []))), ("prompt_token_ids is empty in 1 row(s)", "'p0'")),
     Case("teacher-logits: a null token id inside a rollout", lambda w, t: tlogits(w, t, sequences=write(t / "r.parquet", pl.read_parquet(w["rollouts"] / "part-00000.parquet").with_columns(completion_token_ids=pl.when(pl.int_range(pl.len()) == 1).then(pl.lit([None, 5], pl.List(pl.Int32))).otherwise(pl.col("completion_token_ids"))))), ("--sequences", "'completion_token_ids' holds null items inside its lists", "problem_id='p0', sample_index=1")),
+    Case("rollout: a model whose weights lack one its config needs", lambda w, t: ["rollout", "--problems", w["problems"], "--model", model_with(w, t, "model.safetensors", without_tensor("model.norm.weight")), "--out", t / "out", "--max-new-tokens", "4"], ("its weights do not match its config.json (missing from its weights files: model.norm.weight)", "random values")),
     Case("distill: an empty step in --export-steps", lambda w, t: distill(w, t, "--export-steps", "1,,2"), ("--export-steps 1,,2: give step numbers",)),
 ]
 
