@@ -115,6 +115,13 @@ def without_tensor(name: str) -> Callable[[bytes], bytes]:
     return lambda b: save({k: v for k, v in load(b).items() if k != name})
 
 
+def nan_tensors(b: bytes) -> bytes:
+    """A safetensors file's bytes -> the same tensors, every value NaN."""
+    from safetensors.torch import load, save
+
+    return save({k: v * float("nan") for k, v in load(b).items()})
+
+
 def model_with(w, tmp, name: str, content: bytes | Callable[[bytes], bytes], model: str = "student") -> Path:
     """A copy of a world model with one file's bytes replaced (or transformed)."""
     d = tmp / "model"
@@ -471,6 +478,7 @@ CASES = [
     Case("distill: an empty prompt in teacher logits", lambda w, t: distill(w, t, tl=tl_job(w, t, with_row(tl_table(w), "prompt_token_ids", 1, []))), ("prompt_token_ids is empty in 1 row(s)", "'p0'")),
     Case("teacher-logits: a null token id inside a rollout", lambda w, t: tlogits(w, t, sequences=write(t / "r.parquet", pl.read_parquet(w["rollouts"] / "part-00000.parquet").with_columns(completion_token_ids=pl.when(pl.int_range(pl.len()) == 1).then(pl.lit([None, 5], pl.List(pl.Int32))).otherwise(pl.col("completion_token_ids"))))), ("--sequences", "'completion_token_ids' holds null items inside its lists", "problem_id='p0', sample_index=1")),
     Case("rollout: a model whose weights lack one its config needs", lambda w, t: ["rollout", "--problems", w["problems"], "--model", model_with(w, t, "model.safetensors", without_tensor("model.norm.weight")), "--out", t / "out", "--max-new-tokens", "4"], ("its weights do not match its config.json (missing from its weights files: model.norm.weight)", "random values")),
+    Case("teacher-logits: a teacher of NaN weights", lambda w, t: tlogits(w, t, teacher=model_with(w, t, "model.safetensors", nan_tensors, model="teacher")), ("--teacher: its log-probabilities are NaN", "try --dtype float32")),
     Case("distill: an empty step in --export-steps", lambda w, t: distill(w, t, "--export-steps", "1,,2"), ("--export-steps 1,,2: give step numbers",)),
 ]
 

@@ -221,6 +221,7 @@ def test_prompt_logprobs_become_the_teacher_logits_columns():
     import math
     from types import SimpleNamespace
 
+    from schemas import InputError
     from stages.backends.vllm import _response_topk, logprobs_to_request
 
     assert logprobs_to_request(2, model_vocab=12, real_vocab=10) == 4  # room for the 2 padded rows
@@ -250,6 +251,10 @@ def test_prompt_logprobs_become_the_teacher_logits_columns():
         assert got["tail_logprob"] == pytest.approx(want)
     with pytest.raises(RuntimeError, match="padded embedding rows"):
         _response_topk(flat, 2, [5, 7], top_k=3, request_k=3, real_vocab=10)
+    nan = [pos if pos is None else {tid: SimpleNamespace(logprob=float("nan"), rank=v.rank) for tid, v in pos.items()}
+           for pos in as_dicts]  # a teacher of NaN weights: an artifact of NaN, refused by every reader
+    with pytest.raises(InputError, match="vLLM returned NaN log-probabilities at position 2"):
+        _response_topk(nan, 2, [5, 7], top_k=2, request_k=3, real_vocab=10)
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from schemas import InputError
+
 SCHEMES = ("systematic", "multinomial")
 
 
@@ -67,6 +69,13 @@ def topk_from_hidden(
         top = logp[:, :real_vocab].topk(top_k, dim=-1)  # sorted, most likely first
         rest = logp.scatter(-1, top.indices, float("-inf"))
         tail = torch.logsumexp(rest, dim=-1)
+        nan = torch.isnan(tail) | torch.isnan(top.values).any(-1)  # (topk ranks NaN first)
+        if nan.any():
+            raise InputError(
+                f"--teacher: its log-probabilities are NaN at {int(nan.sum())} of {len(nan)} positions of a sequence "
+                f"(its weights hold NaN or inf, or its activations overflow in this --dtype): check the model, or "
+                f"try --dtype float32; an artifact of NaN would be refused by every command that reads it"
+            )
         ids.append(top.indices)
         lps.append(top.values)
         tails.append(tail)

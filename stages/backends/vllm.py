@@ -515,6 +515,11 @@ def _response_topk(prompt_logprobs: Any, p: int, response: Sequence[int], *, top
             )
         topk_ids.append([tid for tid, _ in ranked])
         lps_k = [lp for _, (_, lp) in ranked]
+        if any(math.isnan(x) for x in lps_k) or math.isnan(target):
+            raise InputError(
+                f"--teacher: vLLM returned NaN log-probabilities at position {p + j} (its weights hold NaN or inf, or "
+                f"its activations overflow in this --dtype): check the model, or try --dtype float32"
+            )
         topk_lps.append(lps_k)
         mass = math.fsum(math.exp(x) for x in lps_k)
         tails.append(max(math.log1p(-mass), -1e4) if mass < 1 else -1e4)
