@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import InputError
-from schemas.io import META_PROVENANCE, META_SCHEMA, META_VERSION, SHARD_NAME, fingerprint
+from schemas.io import META_PROVENANCE, META_SCHEMA, META_VERSION, PROVENANCE_TYPES, SHARD_NAME, fingerprint
 from schemas.outputs import JOB_FILE, MANIFEST_FILE, PART, load_record, record_path
 from stages.options import INPUT, RUNTIME, option
 
@@ -70,8 +70,25 @@ def _json_file(path: Path | None) -> dict[str, Any] | None:
     try:
         obj = load_record(path) if path is not None else None
         return obj if isinstance(obj, dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, InputError):
         return None
+
+
+# The JSON types of the record fields inspect shows; a field of another type (a record edited by
+# hand, or damaged) is left out and said, never a traceback.
+JOB_TYPES = {"schema": str, "version": int, "command": str, "options": dict}
+MANIFEST_TYPES = {"rows": int, "parts": list, "provenance": dict}
+INPUT_TYPES = {"path": str, "schema": str, "fingerprint": str}
+
+
+def _typed(record: dict[str, Any] | None, types: dict[str, type], what: str, damaged: list[str]) -> dict[str, Any] | None:
+    """`record` without the fields `types` names that have another JSON type (each said in `damaged`)."""
+    if record is None:
+        return None
+    wrong = [k for k, kind in types.items()
+             if record.get(k) is not None and (not isinstance(record[k], kind) or (kind is int and isinstance(record[k], bool)))]
+    damaged += [f"{what} field {k!r} is {type(record[k]).__name__}, not {types[k].__name__}" for k in wrong]
+    return {k: v for k, v in record.items() if k not in wrong}
 
 
 def _parts(d: Path) -> list[Path]:
@@ -101,6 +118,8 @@ def _shards(d: Path) -> list[Path]:
 
 def _file(path: Path) -> dict[str, Any]:
     info: dict[str, Any] = {"path": str(path), "kind": "file", "bytes": path.stat().st_size}
+    if not path.is_file():  # a named pipe would block the read for ever
+        return info | {"schema": None, "note": "not a regular file (a named pipe or a device): paced reads only regular files"}
     if path.suffix != ".parquet":
         return info | {"schema": None, "note": "not a Parquet file"}
     meta = _meta(path)
@@ -108,7 +127,11 @@ def _file(path: Path) -> dict[str, Any]:
         return info | {"schema": None, "note": "not a readable Parquet file"}
     info["rows"] = pq.ParquetFile(path).metadata.num_rows
     if META_SCHEMA in meta:
-        info |= {"schema": meta[META_SCHEMA].decode(), "version": int(meta.get(META_VERSION, b"0") or 0), "finished": True}
+        version = meta.get(META_VERSION, b"0").decode(errors="replace") or "0"
+        info |= {"schema": meta[META_SCHEMA].decode(errors="replace"), "finished": True,
+                 "version": int(version) if version.isascii() and version.isdigit() else None}
+        if info["version"] is None:
+            info["note"] = f"damaged paced metadata: schema version {version[:20]!r} is not a number"
         prov = _prov(meta)
         if prov is not None:
             info["provenance"] = prov
@@ -132,27 +155,50 @@ def _readable(path: Path) -> bool:
 def _prov(meta: dict[bytes, bytes]) -> dict[str, Any] | None:
     try:
         prov = json.loads(meta[META_PROVENANCE])
-        return prov if isinstance(prov, dict) else None
+        return _provenance(prov) if isinstance(prov, dict) else None
     except (KeyError, ValueError):
         return None
 
 
+def _provenance(prov: dict[str, Any]) -> dict[str, Any]:
+    """A provenance record with the fields of a wrong type left out, and its inputs' too."""
+    damaged: list[str] = []
+    prov = _typed(prov, PROVENANCE_TYPES | {"created_at": str}, "provenance", damaged) or {}
+    inputs = {}
+    for name, x in (prov.get("inputs") or {}).items():
+        x = _typed(x, INPUT_TYPES, f"provenance input {name!r}", damaged) if isinstance(x, dict) else None
+        if x is None:
+            damaged.append(f"provenance input {name!r} is not an object")
+        elif x.get("path"):
+            inputs[name] = x
+    if damaged:
+        prov["damaged"] = damaged
+    return prov | {"inputs": inputs}
+
+
 def _job_dir(d: Path) -> dict[str, Any]:
     """One job directory (a shard of a sharded job, or a whole job)."""
-    job = _json_file(record_path(d, JOB_FILE)) or {}
-    manifest = _json_file(record_path(d, MANIFEST_FILE))
+    damaged: list[str] = []
+    job = _typed(_json_file(record_path(d, JOB_FILE)), JOB_TYPES, "job record", damaged) or {}
+    manifest = _typed(_json_file(record_path(d, MANIFEST_FILE)), MANIFEST_TYPES, "manifest", damaged)
     parts = _parts(d)
     info: dict[str, Any] = {"path": str(d), "kind": "job directory", "schema": job.get("schema"),
                             "version": job.get("version"), "finished": manifest is not None, "command": job.get("command"),
                             "options": job.get("options")}
     if manifest is not None:
-        info |= {"rows": manifest.get("rows"), "parts": len(manifest.get("parts") or []),
-                 "bytes": sum(p.get("bytes", 0) for p in manifest.get("parts") or [])}
+        listed = [p for p in manifest.get("parts") or [] if isinstance(p, dict)]
+        if len(listed) != len(manifest.get("parts") or []):
+            damaged.append("manifest parts that are not objects")
+        info |= {"rows": manifest.get("rows"), "parts": len(listed),
+                 "bytes": sum(b for p in listed if isinstance(b := p.get("bytes", 0), int))}
         if manifest.get("provenance"):
-            info["provenance"] = manifest["provenance"]
+            info["provenance"] = _provenance(manifest["provenance"])
+        if damaged:
+            info["note"] = "damaged records: " + "; ".join(damaged)
     else:
         info |= {"rows": _rows(parts), "parts": len(parts), "bytes": sum(p.stat().st_size for p in parts),
-                 "note": f"unfinished (no {MANIFEST_FILE}): rerun its command to resume it"}
+                 "note": f"unfinished (no {MANIFEST_FILE}): rerun its command to resume it"
+                         + ("; damaged records: " + "; ".join(damaged) if damaged else "")}
         prov = _prov(_meta(parts[0])) if parts else None
         if prov is not None:
             info["provenance"] = prov
@@ -170,7 +216,7 @@ def _directory(d: Path) -> dict[str, Any]:
                  "finished": len(shards) == expected and all(s["finished"] for s in each),
                  "rows": sum(s.get("rows") or 0 for s in each), "parts": sum(s.get("parts") or 0 for s in each),
                  "bytes": sum(s.get("bytes") or 0 for s in each),
-                 "command": each[0].get("command", "").replace(f" --shard {0}/{expected}", f" --shard I/{expected}")}
+                 "command": (each[0].get("command") or "").replace(f" --shard {0}/{expected}", f" --shard I/{expected}") or None}
         waiting = [s["path"] for s in each if not s["finished"]]
         if waiting or len(shards) != expected:
             info["note"] = f"{expected - len(shards)} shard(s) missing, {len(waiting)} unfinished"
@@ -188,7 +234,7 @@ def _directory(d: Path) -> dict[str, Any]:
             log = d / "train_log.parquet"
             if log.exists():
                 info["provenance"] = _prov(_meta(log)) or info.get("provenance")
-                info["rows"] = pq.ParquetFile(log).metadata.num_rows
+                info["rows"] = _rows([log])
             config = _json_file(d / "config.json") or {}
             info["model"] = {"architectures": config.get("architectures"), "hidden_size": config.get("hidden_size"),
                              "layers": config.get("num_hidden_layers"), "vocab_size": config.get("vocab_size")}
@@ -205,6 +251,8 @@ def describe(path: Path) -> dict[str, Any]:
     """What `path` says about itself (no lineage, no rows)."""
     info = _directory(path) if path.is_dir() else _file(path)
     prov = info.get("provenance") or {}
+    if prov.get("damaged"):
+        info["note"] = "; ".join([*([info["note"]] if info.get("note") else []), "damaged provenance: " + "; ".join(prov["damaged"])])
     info.setdefault("command", prov.get("command"))
     info["stage"] = prov.get("stage")
     info["created_at"] = prov.get("created_at")
@@ -212,15 +260,16 @@ def describe(path: Path) -> dict[str, Any]:
     recorded = prov.get("inputs") or {}
     inputs = {}
     for name, x in recorded.items():
-        p = Path(x.get("path", ""))
+        p = Path(x["path"])
         now = None
-        if p.exists():
+        if p.is_file() or p.is_dir():  # (a named pipe would block the read for ever)
             try:
                 now = fingerprint(p)
             except (OSError, InputError, ValueError):
                 now = None
         inputs[name] = {"path": str(p), "schema": x.get("schema"), "fingerprint": x.get("fingerprint"),
-                        "now": "missing" if not p.exists() else ("same" if now == x.get("fingerprint") else "changed")}
+                        "now": "missing" if not p.exists() else ("not a regular file" if not (p.is_file() or p.is_dir())
+                                                                  else "same" if now == x.get("fingerprint") else "changed")}
     models = {k: v for k, v in ((info.get("options") or {}).get("inputs") or {}).items()
               if k not in recorded and isinstance(v, str) and k in ("model", "student", "teacher")}
     info["inputs"] = inputs
@@ -239,7 +288,7 @@ def lineage(path: Path, depth: int = 0, above: tuple[str, ...] = ()) -> dict[str
     below = {}
     for name, x in info["inputs"].items():
         p = Path(x["path"])
-        if x["now"] != "missing" and str(p.resolve()) not in above:
+        if x["now"] not in ("missing", "not a regular file") and str(p.resolve()) not in above:
             below[name] = lineage(p, depth + 1, above)
     if below:
         info["lineage"] = below
@@ -257,7 +306,7 @@ def head(path: Path, n: int) -> list[dict[str, Any]]:
         d = shards[0] if shards else path
         files = [d / "train_log.parquet"] if (d / "train_log.parquet").exists() and not _parts(d) else _parts(d)
     else:
-        files = [path] if path.suffix == ".parquet" and _readable(path) else []
+        files = [path] if path.suffix == ".parquet" and path.is_file() and _readable(path) else []
     if not files:
         return []
     import polars as pl

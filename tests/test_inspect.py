@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from tests.conftest import make_problems, paced
 
@@ -96,3 +98,45 @@ def test_files_paced_did_not_write_and_bad_paths(tmp_path):
     for head in ("-1", str(10**30)):  # past int64 was an OverflowError traceback
         r = paced("inspect", tmp_path / "mine.parquet", "--head", head)
         assert r.exit_code == 2 and f"--head {head}: must be from 0 to 1,000,000" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def _with_record(f, change) -> None:
+    """Rewrite a job's bookkeeping file `f` (a Parquet file holding its record in metadata) with `change(record)`."""
+    t = pq.read_table(f)
+    record = json.loads(t.schema.metadata[b"paced.record"])
+    pq.write_table(t.replace_schema_metadata(t.schema.metadata | {b"paced.record": json.dumps(change(record)).encode()}), f)
+
+
+def _with_meta(src, dst, **meta: bytes):
+    t = pq.read_table(src)
+    pq.write_table(t.replace_schema_metadata(t.schema.metadata | {k.replace("_", ".", 1).encode(): v for k, v in meta.items()}), dst)
+    return dst
+
+
+def test_damaged_records_named_pipes_and_half_made_shards_are_described_not_tracebacks(chain, tmp_path):
+    """Found by a fuzzing audit: each was a traceback (or a hang, for the pipe)."""
+    weights = chain / "weights.parquet"
+    # Records edited by hand, or damaged: the field of the wrong type is left out and said.
+    job = tmp_path / "job"
+    shutil.copytree(chain / "rollouts", job)
+    _with_record(job / "_manifest.parquet", lambda r: r | {"rows": "many", "parts": [1, 2]})
+    _with_record(job / "_job.parquet", lambda r: r | {"options": ["x"], "schema": 3})
+    info = inspect_json(job, "--no-lineage")
+    assert "manifest field 'rows' is str, not int" in info["note"] and "job record field 'options' is list" in info["note"]
+    assert "manifest parts that are not objects" in info["note"] and info["schema"] is None
+    info = inspect_json(_with_meta(weights, tmp_path / "v.parquet", paced_schema_version=b"abc"))
+    assert info["version"] is None and "schema version 'abc' is not a number" in info["note"]
+    prov = json.loads(pq.read_schema(weights).metadata[b"paced.provenance"])
+    info = inspect_json(_with_meta(weights, tmp_path / "p.parquet", paced_provenance=json.dumps(prov | {"inputs": ["x"], "command": ["a"]}).encode()))
+    assert "provenance field 'inputs' is list, not dict" in info["note"] and "'command' is list" in info["note"]
+    # A named pipe, as the path or as a recorded input: described, never opened (a read would block).
+    os.mkfifo(tmp_path / "fifo.parquet")
+    info = inspect_json(tmp_path / "fifo.parquet")
+    assert info["note"].startswith("not a regular file") and info["head"] == []
+    fifo_input = prov | {"inputs": {"scores": {"path": str(tmp_path / "fifo.parquet"), "schema": "scores", "fingerprint": "x"}}}
+    info = inspect_json(_with_meta(weights, tmp_path / "q.parquet", paced_provenance=json.dumps(fifo_input).encode()))
+    assert info["inputs"]["scores"]["now"] == "not a regular file" and "lineage" not in info
+    # A shard folder made and left before its job record (killed as it began).
+    (tmp_path / "sharded" / "shard-00000-of-00002").mkdir(parents=True)
+    info = inspect_json(tmp_path / "sharded")
+    assert info["kind"] == "sharded job" and info["note"] == "1 shard(s) missing, 1 unfinished" and info["command"] is None
