@@ -188,7 +188,7 @@ def run(config: SnrConfig, command: str | None = None) -> Path:
         models.check_same_tokenizer(tl_options["tokenizer"], models.tokenizer_signature(tokenizer),
                                     "the teacher of --teacher-logits", f"--student {config.student}")
     names, head = parameter_names(config.student, config.trust_remote_code)
-    param_name = config.param or head
+    param_name = head if config.param is None else config.param  # (an empty name is not the default: check_param names it)
     check_param(param_name, names)
     if tl_options.get("weights"):
         notice("warning",

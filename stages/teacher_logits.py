@@ -112,6 +112,9 @@ class TeacherLogitsConfig(EngineOptions):
             problems.append(f"--logits {self.logits}: not with --backend {self.backend}: {backends.get(self.backend).NO_DRAWS}; "
                             "use --backend hf, or --logits topk")
         elif self.logits == "sampled":
+            if changed(self, "top_k"):
+                problems.append(f"--top-k {self.top_k}: not with --logits sampled (no top-k: every bucket is drawn); "
+                                f"use --logits hybrid for the top-k plus draws from the rest")
             self.top_k = 0  # no top-k: every bucket is drawn
         elif self.top_k < 1:
             problems.append(f"--top-k {self.top_k}: must be at least 1 (32 is a good default)")

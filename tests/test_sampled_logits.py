@@ -263,6 +263,7 @@ def test_options_that_do_not_go_together_are_refused(chain, teacher_dir, tmp_pat
         (["--logits", "sampled", "--backend", "vllm"], "not with --backend vllm"),
         (["--logits", "hybrid", "--draws", "0"], "--draws 0: must be at least 1"),
         (["--logits", "sampled", "--draws", "1000000000"], "--draws 1000000000: at most 33,554,432"),
+        (["--logits", "sampled", "--top-k", "8"], "--top-k 8: not with --logits sampled"),
         (["--logits", "sampled", "--draws", "100000"], "lower --chunk-size to 335 or below"),
         (["--logits", "sampled", "--sample-temperature", "0"], "--sample-temperature 0.0: must be a finite number > 0"),
         (["--logits", "nucleus"], "--logits nucleus: use one of topk, sampled, hybrid"),

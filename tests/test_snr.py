@@ -452,6 +452,7 @@ def test_bad_input_exits_2(tmp_path, setup, student_dir):
     pl.read_parquet(setup / "weights.parquet").filter(pl.col("problem_id") != "p3").write_parquet(stale)
     cases = [
         ([*base, "--param", "lm_head.wieght"], ["--param lm_head.wieght", "lm_head.weight"]),
+        ([*base, "--param", ""], ["--param : the student has no parameter of that name"]),  # not the default, silently
         ([*base, "--bins", "0"], ["--bins 0"]),
         ([*base, "--plot", tmp_path / "snr.jpg"], ["--plot", ".png"]),
         ([*base, "--loss", "jsd", "--max-problems", "1"], ["--loss jsd", "--max-problems 1"]),
