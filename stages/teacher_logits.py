@@ -85,7 +85,7 @@ class TeacherLogitsConfig(EngineOptions):
     sequences: Path = option("What the student will learn: a rollouts artifact (teacher's responses for forward KL, the student's for reverse KL) or a problems file whose `reference` solutions are the responses.", role=INPUT)
     teacher: str = option("Teacher model: a local directory or a hub id. Must share the student's tokenizer.", role=INPUT)
     out: Path = option("Output directory of the teacher_logits artifact (resumable job).", role=RUNTIME)
-    top_k: int = option("Teacher token ids kept per position (the rest is one tail bucket, or --draws draws); set to 0 by --logits sampled.", 32)
+    top_k: int = option("Teacher token ids kept per position (the rest is one tail bucket, or --draws draws); none with --logits sampled.", 32)
     logits: str = option("topk: the top-k and one tail bucket; sampled: --draws ids drawn from the teacher (unbiased forward-KL gradient); hybrid: the top-k, then --draws draws from the rest.", "topk", keyed_when_set=True)
     draws: int = option("Draws per response token for --logits sampled or hybrid (kept as distinct ids with their mass).", 12, keyed_when_set=True)
     draw_scheme: str = option("How the --draws are drawn: systematic (one uniform, S evenly spaced points through the teacher's cumulative distribution: each token's count is floor or ceiling of S p: less variance in each token's mass for the same draws) or multinomial (S independent draws, the paper's); both unbiased.", "systematic", keyed_when_set=True)
