@@ -27,6 +27,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, replace
 from importlib import metadata as _metadata
 from pathlib import Path
@@ -286,9 +287,24 @@ def parquet_schema(path: Path, option: str) -> pa.Schema:
         ) from None
 
 
+_NOTED_PARTS: set[tuple[str, str]] = set()  # (option, part) said once per process
+
+
+def _note_lone_part(p: Path, option: str) -> None:
+    """A part of a paced job given alone (a tab completion one level too deep, say) is read as a
+    file of its own: said on stderr, since the job's other parts and its checksums are left out."""
+    if not outputs.PART.fullmatch(p.name) or not record_path(p.parent, JOB_FILE) or (option, str(p)) in _NOTED_PARTS:
+        return
+    _NOTED_PARTS.add((option, str(p)))
+    n = sum(1 for f in p.parent.iterdir() if outputs.PART.fullmatch(f.name))
+    sys.stderr.write(f"note: {option} {p} is one of the {n} part(s) of the paced job {p.parent}: only its rows are "
+                     f"read; pass {p.parent} to read the whole artifact\n")
+
+
 def artifact_files(p: Path, option: str) -> tuple[list[Path], dict[str, Any] | None]:
     """The Parquet files of an artifact path, and the manifest's provenance if any."""
     if not p.is_dir():
+        _note_lone_part(p, option)
         return [p], None
     if record_path(p, MANIFEST_FILE):
         m = read_manifest(p, option)

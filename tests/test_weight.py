@@ -487,3 +487,14 @@ def test_from_snr_refusals_exit_2(tmp_path, case, needle):
     r = paced("weight", "--scores", tmp_path / "scores.parquet", "--out", tmp_path / "w.parquet", "--from-snr", snr, *extra)
     assert r.exit_code == 2 and needle in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "w.parquet").exists()
+
+
+def test_one_part_of_a_job_given_alone_is_said(chain, tmp_path):
+    """A part of a paced job read as a file of its own leaves the job's other parts out: said."""
+    part = chain / "rollouts" / "part-00000.parquet"
+    r = paced("score", "--rollouts", part, "--problems", chain / "problems.parquet", "--out", tmp_path / "s",
+              "--verifier", "exact", "--workers", "1")
+    assert r.exit_code == 0, r.stderr
+    assert f"note: --rollouts {part} is one of the 2 part(s) of the paced job {chain / 'rollouts'}: only its rows" in r.stderr
+    assert r.stderr.count("note: --rollouts") == 1
+    assert pq.read_table(tmp_path / "s").num_rows == pq.read_metadata(part).num_rows < 12
