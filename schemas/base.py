@@ -283,13 +283,11 @@ def _null_problems(frame: pl.DataFrame, schema: ArtifactSchema) -> list[str]:
                 f"(rows {rows}); fill or drop those rows"
             )
         elif isinstance(frame.schema[col.name], pl.List) and _nulls_inside(frame.get_column(col.name)):
-            inside = frame.select(pl.col(col.name).list.eval(_any_null(frame.schema[col.name].inner)).list.any().fill_null(False))
-            bad = inside.to_series()
-            if bad.any():
-                problems.append(
-                    f"column {col.name!r} holds null items inside its lists (rows {quote_rows(frame, bad, schema.key)}); "
-                    f"fill or drop those rows"
-                )
+            bad = frame.select(pl.col(col.name).list.eval(_any_null(frame.schema[col.name].inner)).list.any().fill_null(False)).to_series()
+            problems.append(
+                f"column {col.name!r} holds null items inside its lists (rows {quote_rows(frame, bad, schema.key)}); "
+                f"fill or drop those rows"
+            )
     return problems
 
 

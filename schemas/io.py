@@ -130,6 +130,13 @@ PROVENANCE_TYPES = {"stage": str, "command": str, "options": dict, "paced_versio
                     "inputs": dict, "problems": str}
 
 
+def wrong_types(record: dict[str, Any], types: dict[str, type]) -> list[str]:
+    """The fields `types` names that `record` holds with another JSON type (null stands for absent;
+    true and false are not numbers)."""
+    return [k for k, kind in types.items() if record.get(k) is not None
+            and (not isinstance(record[k], kind) or (kind is int and isinstance(record[k], bool)))]
+
+
 def provenance(
     stage: str,
     options: dict[str, Any],
@@ -255,8 +262,7 @@ def _declared(path: Path, meta: dict[bytes, bytes] | None, schema: ArtifactSchem
             f"{option} {path}: its paced.provenance metadata is not a JSON object; regenerate the "
             f"file with paced, or drop the paced.* metadata"
         )
-    wrong = [f"{k!r} is {type(prov[k]).__name__}, not {kind.__name__}" for k, kind in PROVENANCE_TYPES.items()
-             if prov.get(k) is not None and not isinstance(prov[k], kind)]
+    wrong = [f"{k!r} is {type(prov[k]).__name__}, not {PROVENANCE_TYPES[k].__name__}" for k in wrong_types(prov, PROVENANCE_TYPES)]
     if wrong:
         raise InputError(
             f"{option} {path}: its paced.provenance metadata is damaged ({'; '.join(wrong)}); regenerate "

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import InputError
-from schemas.io import META_PROVENANCE, META_SCHEMA, META_VERSION, PROVENANCE_TYPES, SHARD_NAME, fingerprint
+from schemas.io import META_PROVENANCE, META_SCHEMA, META_VERSION, PROVENANCE_TYPES, SHARD_NAME, fingerprint, wrong_types
 from schemas.outputs import JOB_FILE, MANIFEST_FILE, PART, load_record, record_path
 from stages.options import INPUT, RUNTIME, option
 
@@ -85,10 +85,13 @@ def _typed(record: dict[str, Any] | None, types: dict[str, type], what: str, dam
     """`record` without the fields `types` names that have another JSON type (each said in `damaged`)."""
     if record is None:
         return None
-    wrong = [k for k, kind in types.items()
-             if record.get(k) is not None and (not isinstance(record[k], kind) or (kind is int and isinstance(record[k], bool)))]
+    wrong = wrong_types(record, types)
     damaged += [f"{what} field {k!r} is {type(record[k]).__name__}, not {types[k].__name__}" for k in wrong]
     return {k: v for k, v in record.items() if k not in wrong}
+
+
+def _add_note(info: dict[str, Any], note: str) -> None:
+    info["note"] = f"{info['note']}; {note}" if info.get("note") else note
 
 
 def _parts(d: Path) -> list[Path]:
@@ -131,7 +134,7 @@ def _file(path: Path) -> dict[str, Any]:
         info |= {"schema": meta[META_SCHEMA].decode(errors="replace"), "finished": True,
                  "version": int(version) if version.isascii() and version.isdigit() else None}
         if info["version"] is None:
-            info["note"] = f"damaged paced metadata: schema version {version[:20]!r} is not a number"
+            _add_note(info, f"damaged paced metadata: schema version {version[:20]!r} is not a number")
         prov = _prov(meta)
         if prov is not None:
             info["provenance"] = prov
@@ -193,15 +196,14 @@ def _job_dir(d: Path) -> dict[str, Any]:
                  "bytes": sum(b for p in listed if isinstance(b := p.get("bytes", 0), int))}
         if manifest.get("provenance"):
             info["provenance"] = _provenance(manifest["provenance"])
-        if damaged:
-            info["note"] = "damaged records: " + "; ".join(damaged)
     else:
         info |= {"rows": _rows(parts), "parts": len(parts), "bytes": sum(p.stat().st_size for p in parts),
-                 "note": f"unfinished (no {MANIFEST_FILE}): rerun its command to resume it"
-                         + ("; damaged records: " + "; ".join(damaged) if damaged else "")}
+                 "note": f"unfinished (no {MANIFEST_FILE}): rerun its command to resume it"}
         prov = _prov(_meta(parts[0])) if parts else None
         if prov is not None:
             info["provenance"] = prov
+    if damaged:
+        _add_note(info, "damaged records: " + "; ".join(damaged))
     return info
 
 
@@ -252,7 +254,7 @@ def describe(path: Path) -> dict[str, Any]:
     info = _directory(path) if path.is_dir() else _file(path)
     prov = info.get("provenance") or {}
     if prov.get("damaged"):
-        info["note"] = "; ".join([*([info["note"]] if info.get("note") else []), "damaged provenance: " + "; ".join(prov["damaged"])])
+        _add_note(info, "damaged provenance: " + "; ".join(prov["damaged"]))
     info.setdefault("command", prov.get("command"))
     info["stage"] = prov.get("stage")
     info["created_at"] = prov.get("created_at")

@@ -247,16 +247,15 @@ def _check_values(t: pa.Table, f: Path, k: tuple[int, Path] | None) -> tuple[int
             row_of = pc.list_parent_indices(col).to_numpy()  # row of each position
             if depth == 2:
                 row_of = row_of[pc.list_parent_indices(pc.list_flatten(col)).to_numpy()]  # row of each value
-            rows = sorted(set(row_of[np.flatnonzero(bad)].tolist()))
             worst = "NaN" if np.isnan(v).any() else f"up to {float(np.nanmax(v)):g}"
             problems.append(
                 f"{name} holds {int(bad.sum()):,} value(s) that are not log-probabilities ({worst}; must be "
-                f"<= 0, -inf for probability 0) in problem(s) {', '.join(list(dict.fromkeys(repr(t['problem_id'][r].as_py()) for r in rows))[:5])}"
+                f"<= 0, -inf for probability 0) in problem(s) {_named(t, row_of[np.flatnonzero(bad)])}"
             )
     no_prompt = pc.equal(pc.list_value_length(t["prompt_token_ids"]), 0)
     if pc.any(no_prompt).as_py():
         problems.append(f"prompt_token_ids is empty in {pc.sum(no_prompt).as_py():,} row(s) (problem(s) "
-                        f"{', '.join(repr(x) for x in pc.filter(t['problem_id'], no_prompt).to_pylist()[:5])}): the first "
+                        f"{_named(t, np.flatnonzero(no_prompt.to_numpy(zero_copy_only=False)))}): the first "
                         f"response token is predicted from the prompt's last one")
     if lo == 0:
         none = pc.equal(pc.list_value_length(pc.list_flatten(t["sample_ids"])), 0)
@@ -325,12 +324,10 @@ def _bucket_problems(t: pa.Table, k: int) -> list[str]:
     if not found:
         return []
     row_of = pc.list_parent_indices(t["tail_logprob"]).to_numpy()
-    ids_of = t["problem_id"].to_pylist()
 
     def named(kind: str) -> str:
         where = np.concatenate(found[kind][0])
-        rows = list(dict.fromkeys(ids_of[r] for r in row_of[where[:50]]))
-        return f"{len(where):,} position(s) of problem(s) {', '.join(repr(x) for x in rows[:5])}"
+        return f"{len(where):,} position(s) of problem(s) {_named(t, row_of[where])}"
 
     problems = []
     if "mass" in found:
@@ -350,6 +347,17 @@ def _bucket_problems(t: pa.Table, k: int) -> list[str]:
             f"at {named('twice')}: each must be one distinct token"
         )
     return problems
+
+
+def _named(t: pa.Table, rows: np.ndarray, most: int = 5) -> str:
+    """The first `most` distinct problem_ids of rows `rows` of `t`, quoted, for a message."""
+    ids: list[str] = []
+    for r in rows:
+        if (x := t["problem_id"][int(r)].as_py()) not in ids:
+            ids.append(x)
+            if len(ids) == most:
+                break
+    return ", ".join(repr(x) for x in ids)
 
 
 @functools.lru_cache(maxsize=2)
