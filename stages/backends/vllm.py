@@ -55,8 +55,10 @@ OPTIONS: tuple[str, ...] = ("tensor_parallel_size", "gpu_memory_utilization", "m
 # vLLM scores a sequence as a prompt, and wants room for one generated token after it.
 SCORE_ROOM = 1
 DRAWS = False
-NO_DRAWS = ("it returns the top log-probs of each position, not the teacher's distribution, so nothing can be "
-            "drawn from it (every vocabulary log-prob of every position as a Python object would be needed)")
+NO_DRAWS = ("it scores a response by each position's top log-probs, not the teacher's distribution; drawing from "
+            "that would take every vocabulary log-prob of every position as a Python object (prompt_logprobs=-1), "
+            "or one generation request per response position, each reading the sequence up to it (vLLM draws "
+            "only the next token of a generation), where scoring reads it once")
 SAMPLING = None  # vLLM's own seeding (seed + k per sample), unchanged since the first version
 
 INSTALL_HINT = (
