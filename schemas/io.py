@@ -463,17 +463,22 @@ def verify_parts(d: Path, manifest: dict[str, Any], option: str) -> None:
         )
 
 
-def _checked_files(p: Path, schema: ArtifactSchema, option: str) -> tuple[list[Path], dict[str, Any] | None]:
-    """An artifact's Parquet files and its provenance (the job's record, else the first file's),
-    every file's declared schema and column types checked (one per distinct header, see
+def _checked_files(p: Path, schema: ArtifactSchema, option: str) -> tuple[list[Path], dict[str, Any] | None, ArtifactSchema]:
+    """An artifact's Parquet files, its provenance (the job's record, else the first file's) and
+    the version of `schema` its files are read as (an earlier one of `schema.older` when they all
+    are of it; files of several versions do not read as one and are refused when read), every
+    file's declared schema and column types checked (one per distinct header, see
     `headers_to_check`); no rows read."""
     files, prov = artifact_files(p, option)
+    versions = {}
     for f in headers_to_check(files):
         arrow_schema = parquet_schema(f, option)
         declared = _declared(f, arrow_schema.metadata, schema, option)
         prov = prov if prov is not None else declared
-        check_types(arrow_schema, _variant(arrow_schema, schema), f"{option} {f}")
-    return files, prov
+        variant = _variant(arrow_schema, schema)
+        check_types(arrow_schema, variant, f"{option} {f}")
+        versions[variant.version] = variant
+    return files, prov, next(iter(versions.values())) if len(versions) == 1 else schema
 
 
 def read(
@@ -492,10 +497,19 @@ def read(
     p = Path(path)
     if not p.exists():
         raise InputError(f"{option} {p}: no such file or directory; check the path")
-    if columns is not None:
-        keep = list(dict.fromkeys([*schema.key, *columns]))
-        schema = replace(schema, columns=tuple(c for c in schema.columns if c.name in keep), checks=())
-    files, prov = _checked_files(p, schema, option)
+    keep = None if columns is None else list(dict.fromkeys([*schema.key, *columns]))
+    if keep is not None:
+        schema = _narrowed(schema, keep)
+    files, prov, read_as = _checked_files(p, schema, option)
+    if read_as.version != schema.version:  # an earlier version's artifact: read (and checked) as it is
+        lacking = [c for c in keep or () if c not in {col.name for col in read_as.columns}]
+        if lacking:
+            raise InputError(
+                f"{option} {p}: a {schema.name} artifact of schema version {read_as.version}, without "
+                f"{', '.join(repr(c) for c in lacking)} (added since: this paced writes version "
+                f"{schema.version}); regenerate it with this paced"
+            )
+        schema = read_as
     wanted = None if columns is None else [c.name for c in schema.columns]
     frame = None
     if len(files) > 1:
@@ -529,6 +543,13 @@ def read(
     return Artifact(p, frame, fingerprint(p), schema.name, prov, runs)
 
 
+def _narrowed(schema: ArtifactSchema, keep: list[str]) -> ArtifactSchema:
+    """`schema` with only the columns in `keep` and no invariants (they may need the others); its
+    earlier versions too, so a file of one is checked on those columns alone."""
+    return replace(schema, columns=tuple(c for c in schema.columns if c.name in keep), checks=(),
+                   older=tuple(_narrowed(o, keep) for o in schema.older))
+
+
 def _polars_schema(schema: ArtifactSchema, columns: list[str] | None) -> dict[str, pl.DataType]:
     empty = pl.from_arrow(schema.arrow.empty_table())
     return {k: v for k, v in empty.schema.items() if columns is None or k in columns}
@@ -543,7 +564,7 @@ def read_header(path: str | os.PathLike, schema: ArtifactSchema, *, option: str)
     p = Path(path)
     if not p.exists():
         raise InputError(f"{option} {p}: no such file or directory; check the path")
-    files, prov = _checked_files(p, schema, option)
+    files, prov, _ = _checked_files(p, schema, option)
     rows = {f: _num_rows(f, option) for f in files}
     check_rows(p, files, option, lambda: rows)
     if sum(rows.values()) == 0:

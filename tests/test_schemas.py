@@ -322,3 +322,33 @@ def test_starting_a_job_removes_a_dead_writers_temporary_files_but_not_a_live_on
     finally:
         live.kill()
         live.wait()
+
+
+def test_an_artifact_of_an_earlier_schema_version_reads_in_full_as_that_version(tmp_path):
+    """The next version of a schema adds a column and keeps this one in `older`: a job this
+    paced wrote still reads, in full (its rows checked against its own version, not the new
+    columns it never had) and by columns; asking it for a column it lacks names the versions."""
+    import dataclasses
+
+    frame = pl.DataFrame({"problem_id": ["a", "a", "b"], "sample_index": pl.Series([0, 1, 0], dtype=pl.Int32),
+                          "correct": [True, False, True], "extracted": [None, "3", "4"], "reason": [None] * 3})
+    d = tmp_path / "scores"
+    job = schemas.Job(d, schemas.SCORES, {"x": 1}, schemas.provenance("score", {}))
+    job.check()
+    job.start()
+    job.write(0, frame.to_arrow().cast(schemas.SCORES.arrow))
+    job.finish(1)
+    newer = dataclasses.replace(
+        schemas.SCORES, version=schemas.SCORES.version + 1, older=(schemas.SCORES,),
+        columns=(*schemas.SCORES.columns, schemas.base.Column("seconds", pa.float32(), "Time to check.")))
+    art = schemas.read(d, newer, option="--scores")
+    assert art.frame.columns == [c.name for c in schemas.SCORES.columns] and art.frame.height == 3
+    assert schemas.read(d, newer, option="--scores", columns=["correct"]).frame.columns == ["problem_id", "sample_index", "correct"]
+    with pytest.raises(InputError, match=r"--scores .*scores: a scores artifact of schema version 1, without 'seconds' \(added since: this paced writes version 2\)"):
+        schemas.read(d, newer, option="--scores", columns=["correct", "seconds"])
+    # A user's file without the version's metadata reads the same way, by the columns it has.
+    user = tmp_path / "user.parquet"
+    frame.drop("reason").write_parquet(user)
+    assert schemas.read(user, newer, option="--scores", columns=["correct"]).frame.height == 3
+    with pytest.raises(InputError, match="without 'seconds'"):
+        schemas.read(user, newer, option="--scores", columns=["seconds"])
