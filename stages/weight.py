@@ -35,9 +35,11 @@ import schemas
 from schemas import InputError
 from schemas.outputs import check_file, check_paths, save_figure
 from stages.common import console, notice
-from stages.options import key_options, option, INPUT, RUNTIME
+from stages.options import changed, key_options, option, INPUT, RUNTIME
 
-SCHEMES = ("beta", "uniform", "hard-filter")
+# Each scheme with what it weighs: `kernel` computes it, and --scheme's help is built from here.
+SCHEMES = {"beta": "w(p) = p^alpha (1-p)^beta, Paced", "uniform": "w = 1, plain distillation",
+           "hard-filter": "w = 1 iff 0 < p < 1"}
 NORMALIZATIONS = ("mean", "none")
 ESTIMATORS = ("plugin", "posterior")
 PLOT_KIND = "weights-plot"
@@ -49,7 +51,7 @@ class WeightConfig:
     out: Path = option("Output weights Parquet file (the same command again leaves its own file as it is; one made with other options needs --overwrite).", role=RUNTIME)
     alpha: float = option("alpha in w(p) = p^alpha (1-p)^beta; must be >= 0.", 1.0)
     beta: float = option("beta in w(p) = p^alpha (1-p)^beta; must be >= 0.", 1.0)
-    scheme: str = option("beta (Paced), uniform (w = 1, plain distillation) or hard-filter (w = 1 iff 0 < p < 1).", "beta")
+    scheme: str = option("; ".join(f"{k} ({v})" for k, v in SCHEMES.items()) + ".", "beta")
     normalize: str = option("mean: rescale so the mean weight over all problems is 1; none: raw kernel values.", "mean")
     estimator: str = option("plugin: w(c/K), the paper's; posterior: the kernel's expectation under the Beta posterior of p "
                             "given c correct of K (0 of 8 is not p = 0). --scheme beta only.", "plugin")
@@ -88,6 +90,10 @@ class WeightConfig:
         if self.from_snr is not None:
             if self.scheme != "beta":
                 problems.append(f"--from-snr: fits the beta kernel; --scheme {self.scheme} takes no alpha and beta")
+        elif self.scheme in SCHEMES and self.scheme != "beta" and changed(self, "alpha", "beta"):
+            # (they would change the job's key, not its weights)
+            problems.append(f"{' and '.join(changed(self, 'alpha', 'beta'))}: the beta kernel's; --scheme "
+                            f"{self.scheme} takes no alpha and beta")
         if self.plot is not None and Path(self.plot).suffix.lower() != ".png":
             problems.append(f"--plot {self.plot}: give a .png file name")
         if problems:

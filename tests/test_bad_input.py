@@ -339,6 +339,8 @@ CASES = [
     Case("weight: alpha nan", lambda w, t: weight(w, t, "--alpha", "nan"), ("--alpha nan",)),
     Case("weight: alpha non-numeric", lambda w, t: weight(w, t, "--alpha", "one"), ("--alpha",)),
     Case("weight: unknown scheme", lambda w, t: weight(w, t, "--scheme", "soft"), ("--scheme soft",)),
+    Case("weight: alpha with a scheme that has none", lambda w, t: weight(w, t, "--scheme", "uniform", "--alpha", "2"),
+         ("--alpha", "--scheme uniform takes no alpha and beta")),
     Case("weight: plot not png", lambda w, t: weight(w, t, "--plot", t / "w.jpg"), ("--plot", ".png")),
     Case("weight: scores missing column", lambda w, t: weight(w, t, scores=write(t / "s.parquet", pl.DataFrame({"problem_id": ["a"], "sample_index": [0]}))), ("missing column(s) 'correct'",)),
     Case("weight: correct as strings", lambda w, t: weight(w, t, scores=scores_file(t, correct=["yes", "no"])), ("'correct' has type", "bool")),
@@ -355,7 +357,7 @@ CASES = [
     Case("teacher-logits: NaN weights", lambda w, t: tlogits(w, t, weights=write(t / "w.parquet", weights_frame(w).with_columns(weight=pl.lit(float("nan"))))), ("'weight' must be a finite number",)),
     Case("teacher-logits: context reference without references", lambda w, t: ["teacher-logits", "--problems", problems_with(w, t, reference=pl.lit(None, pl.String)), "--sequences", w["rollouts"], "--teacher", w["teacher"], "--out", t / "out", "--context", "reference", "--allow-stale"], ("--context reference",)),
     # distill
-    Case("distill: unknown loss", lambda w, t: distill(w, t, "--loss", "jsd"), ("--loss jsd",)),
+    Case("distill: unknown loss", lambda w, t: distill(w, t, "--loss", "no-such-loss"), ("--loss no-such-loss",)),
     Case("distill: lr 0", lambda w, t: distill(w, t, "--lr", "0"), ("--lr 0.0",)),
     Case("distill: mu 1", lambda w, t: distill(w, t, "--mu", "1"), ("--mu 1.0",)),
     Case("distill: resume and overwrite", lambda w, t: distill(w, t, "--resume", "--overwrite"), ("contradict",)),

@@ -176,7 +176,7 @@ def test_bad_input_exits_2(tmp_path, setup, student_dir, raw_model_dir):
     base = ["--teacher-logits", setup / "tl", "--weights", setup / "weights.parquet"]
     cases = [
         (["--student", raw_model_dir, *base], "do not share a tokenizer"),
-        (["--student", student_dir, *base, "--loss", "jsd"], "--loss jsd"),
+        (["--student", student_dir, *base, "--loss", "no-such-loss"], "--loss no-such-loss"),
         (["--student", student_dir, *base, "--lr", "-1"], "--lr -1.0"),
         (["--student", student_dir, "--teacher-logits", setup / "seqs", "--weights", setup / "weights.parquet"],
          "paced 'rollouts' artifact, but --teacher-logits expects"),

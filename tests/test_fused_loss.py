@@ -128,9 +128,9 @@ def test_bad_arguments_are_reported_together():
     ids, lp, tail = teacher(N, V, K, seed=12)
     hidden, weight, _ = leaves(13, False)
     with pytest.raises(ValueError) as e:
-        fused_head_losses(hidden, weight[:, :3], None, ids, lp, tail, loss="jsd", chunk_size=0)
+        fused_head_losses(hidden, weight[:, :3], None, ids, lp, tail, loss="no-such-loss", chunk_size=0)
     msg = str(e.value)
-    assert "loss='jsd'" in msg and "chunk_size=0" in msg and "weight must be a float [V, H=8]" in msg
+    assert "loss='no-such-loss'" in msg and "chunk_size=0" in msg and "weight must be a float [V, H=8]" in msg
 
 
 # ------------------------------------------------------------------ no [tokens, vocab] tensor

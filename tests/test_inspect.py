@@ -9,6 +9,7 @@ import shutil
 import polars as pl
 import pyarrow.parquet as pq
 
+import schemas
 from tests.conftest import make_problems, paced
 
 
@@ -41,7 +42,7 @@ def test_a_distill_output_back_to_the_problems_file(chain, student_dir):
 def test_the_head_the_tables_and_no_lineage(chain):
     r = paced("inspect", chain / "rollouts", "--head", "3")
     assert r.exit_code == 0, r.stderr
-    assert "rollouts (schema version 1), job directory" in r.stdout and "first 3 rows" in r.stdout
+    assert f"rollouts (schema version {schemas.ROLLOUTS.version}), job directory" in r.stdout and "first 3 rows" in r.stdout
     assert "rollouts <- problems" in r.stdout and "a problems file" in r.stdout
     info = inspect_json(chain / "rollouts", "--no-lineage", "--head", "1")
     assert "lineage" not in info and len(info["head"]) == 1

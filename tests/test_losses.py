@@ -530,12 +530,12 @@ def test_bad_arguments_are_reported_together():
             case["topk_logprobs"][..., :3].float(),
             case["tail_logprob"].float(),
             case["mask"].float(),
-            loss="jsd",
+            loss="no-such-loss",
             mu=1.5,
             chunk_size=0,
         )
     message = str(err.value)
-    for fragment in ("loss='jsd'", "mu=1.5", "chunk_size=0", "topk_logprobs shape", "mask must be"):
+    for fragment in ("loss='no-such-loss'", "mu=1.5", "chunk_size=0", "topk_logprobs shape", "mask must be"):
         assert fragment in message
 
 

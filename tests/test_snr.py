@@ -455,7 +455,7 @@ def test_bad_input_exits_2(tmp_path, setup, student_dir):
         ([*base, "--param", ""], ["--param : the student has no parameter of that name"]),  # not the default, silently
         ([*base, "--bins", "0"], ["--bins 0"]),
         ([*base, "--plot", tmp_path / "snr.jpg"], ["--plot", ".png"]),
-        ([*base, "--loss", "jsd", "--max-problems", "1"], ["--loss jsd", "--max-problems 1"]),
+        ([*base, "--loss", "no-such-loss", "--max-problems", "1"], ["--loss no-such-loss", "--max-problems 1"]),
         ([*base, "--estimator", "median"], ["--estimator median", "per-problem, pooled"]),
         ([*base, "--micro-batch-size", "4"], ["--micro-batch-size 4", "one sequence per pass", "--estimator pooled"]),
         ([*base, "--estimator", "pooled", "--micro-batch-size", "0"], ["--micro-batch-size 0"]),

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stages.weight import SCHEMES
 from tests.conftest import ROOT, paced
 
 
@@ -176,7 +177,7 @@ def test_out_and_plot_on_one_path_are_refused(tmp_path):
         (["--beta", "-0.5"], "--beta"),
         (["--alpha", "nan"], "--alpha"),
         (["--alpha", "abc"], "--alpha"),
-        (["--scheme", "soft"], "--scheme soft: use one of beta, uniform, hard-filter"),
+        (["--scheme", "soft"], f"--scheme soft: use one of {', '.join(SCHEMES)}"),
         (["--normalize", "max"], "--normalize max"),
     ],
 )
