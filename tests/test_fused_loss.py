@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from stages.training import forward, losses
 from stages.training.losses import LOSSES, fused_head_losses, token_losses
+from tests.loss_references import bucket_losses
 
 N, H, V, K = 11, 8, 40, 6
 ATOL = 1e-5
@@ -263,7 +264,7 @@ def autograd_reference(hidden, weight, bias, ids, lp, tail, loss, mu=0.5):
     """Autograd through losses._chunk_losses on [N, V] logits: the previous backward's arithmetic."""
     logits = F.linear(hidden, weight, bias)
     teacher = losses._teacher_buckets(lp, tail, torch.float64 if logits.dtype == torch.float64 else torch.float32)
-    values = losses._chunk_losses(logits, ids.long(), teacher, mu, loss == "akl")
+    values = losses._chunk_losses(logits, ids.long(), teacher, mu, losses.extra_of(loss))
     out = {"fkl": values[:, 0], "rkl": values[:, 1]}
     if loss == "akl":
         out["akl"] = values[:, 2]
@@ -284,17 +285,9 @@ def full_vocab_reference(hidden, weight, bias, ids, lp, tail, loss, mu=0.5):
     s = torch.cat([s_top, s_tail[:, None]], -1).clamp_min(floor)
     t = torch.cat([lp.double(), tail.double()[:, None]], -1).clamp_min(floor)
     t = torch.log_softmax(t, -1).clamp_min(floor)
-    p, q = t.exp(), s.exp()
-    fkl = (p * (t - s)).sum(-1)
-    rkl = (q * (s - t)).sum(-1)
-    out = {"fkl": fkl, "rkl": rkl}
-    if loss == "akl":
-        top_head = p[:, :-1].cumsum(-1) <= mu
-        top_head[:, 0] = True
-        head = torch.cat([top_head, torch.zeros_like(top_head[:, :1])], -1)
-        gap = (p - q.detach()).abs()
-        g_head, g_tail = (gap * head).sum(-1), (gap * ~head).sum(-1)
-        out["akl"] = (g_head * fkl + g_tail * rkl) / (g_head + g_tail)
+    out = bucket_losses(t, s, mu)  # (the buckets as the module floors them: then the shared definitions)
+    if loss != "akl":
+        del out["akl"]
     out["loss"] = out[loss]
     return out
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stages.training.losses import LOSSES, sequence_sums, token_losses
+from tests.loss_references import bucket_losses, kl
 
 B, T, V = 2, 5, 50
 
@@ -56,49 +57,10 @@ def run(case, student_logits=None, loss="fkl", **kw):
 # ---------------------------------------------------------------- references (float64, plain)
 
 
-def kl(p_log, q_log):
-    """sum_j p_j (log p_j - log q_j) with 0 log 0 = 0, over the last axis."""
-    p = p_log.exp()
-    terms = torch.where(p > 0, p * (p_log - q_log), torch.zeros_like(p))
-    return terms.sum(-1)
-
-
-def akl_one(t_log, s_log, mu, tail_bucket):
-    """AKL for a single token, by hand: t_log, s_log [n] float64 log-probs.
-
-    The head rule of the authors' reference code: rank the tokens by teacher probability
-    (stable: ties keep their index order); a token is in the head when the teacher's
-    cumulative mass through it, its own included, is <= mu, and the top-1 always is. If
-    tail_bucket, the last entry is the tail bucket, which is always in the tail.
-    """
-    p_t, p_s = t_log.exp(), s_log.exp().detach()
-    ranked = list(range(len(p_t) - 1)) if tail_bucket else list(range(len(p_t)))
-    ranked.sort(key=lambda j: -p_t[j].item())
-    head, cum = set(), 0.0
-    for rank, j in enumerate(ranked):
-        cum += p_t[j].item()
-        if rank == 0 or cum <= mu:
-            head.add(j)
-    g_head = sum((p_t[j] - p_s[j]).abs() for j in range(len(p_t)) if j in head)
-    g_tail = sum((p_t[j] - p_s[j]).abs() for j in range(len(p_t)) if j not in head)
-    g_head, g_tail = torch.as_tensor(g_head, dtype=torch.float64), torch.as_tensor(g_tail, dtype=torch.float64)
-    fkl, rkl = kl(t_log, s_log), kl(s_log, t_log)
-    if (g_head + g_tail) == 0:
-        return fkl * 0
-    return g_head / (g_head + g_tail) * fkl + g_tail / (g_head + g_tail) * rkl
-
-
 def reference_full(teacher_logits, student_logits, mask, mu=0.5):
     """Full-vocabulary fkl, rkl, akl, [B, T] each, zero off mask."""
-    t = torch.log_softmax(teacher_logits, -1)
-    s = torch.log_softmax(student_logits, -1)
-    fkl, rkl = kl(t, s), kl(s, t)
-    akl = torch.stack(
-        [torch.stack([akl_one(t[b, i], s[b, i], mu, tail_bucket=False) for i in range(t.shape[1])])
-         for b in range(t.shape[0])]
-    )
-    zero = torch.zeros_like(fkl)
-    return {n: torch.where(mask, x, zero) for n, x in dict(fkl=fkl, rkl=rkl, akl=akl).items()}
+    out = bucket_losses(torch.log_softmax(teacher_logits, -1), torch.log_softmax(student_logits, -1), mu, tail_bucket=False)
+    return {n: torch.where(mask, x, torch.zeros_like(x)) for n, x in out.items()}
 
 
 def reference_buckets(case, student_logits, mu=0.5):
@@ -109,13 +71,8 @@ def reference_buckets(case, student_logits, mu=0.5):
     s_top = s_full.gather(-1, ids)
     s_tail = torch.logsumexp(s_full.scatter(-1, ids, -math.inf), -1)
     s = torch.cat([s_top, s_tail[..., None]], -1)
-    fkl, rkl = kl(t, s), kl(s, t)
-    akl = torch.stack(
-        [torch.stack([akl_one(t[b, i], s[b, i], mu, tail_bucket=True) for i in range(t.shape[1])])
-         for b in range(t.shape[0])]
-    )
-    zero = torch.zeros_like(fkl)
-    return {n: torch.where(mask, x, zero) for n, x in dict(fkl=fkl, rkl=rkl, akl=akl).items()}
+    out = bucket_losses(t, s, mu)
+    return {n: torch.where(mask, x, torch.zeros_like(x)) for n, x in out.items()}
 
 
 def close(a, b, atol=1e-5, rtol=1e-5):
@@ -596,7 +553,7 @@ def test_closed_form_backward_equals_autograd_through_the_forward(loss, k):
 
     s2 = case["student_logits"].float().requires_grad_()
     teacher = losses._teacher_buckets(case["topk_logprobs"][mask].float(), case["tail_logprob"][mask].float())
-    values = losses._chunk_losses(s2[mask], case["topk_ids"][mask], teacher, 0.5, loss == "akl")
+    values = losses._chunk_losses(s2[mask], case["topk_ids"][mask], teacher, 0.5, losses.extra_of(loss))
     col = {"fkl": values[:, 0], "rkl": values[:, 1], "loss": values[:, LOSSES.index(loss)]}
     (want,) = torch.autograd.grad(sum((col[n] * mix[n][mask]).sum() for n in mix), s2)
     close(got, want, atol=1e-6, rtol=1e-5)

@@ -151,7 +151,10 @@ class SeededSampler:
     a generator seeded with `seeds[r]`, made before decoding; at step t the token is drawn by
     inverting the cumulative distribution (float64) at uniform t, after temperature, top-k and
     top-p as transformers applies them when it samples (its own warpers, in its order). The
-    scores returned are 0 for that token and -inf elsewhere, so the argmax is the draw.
+    scores returned are 0 for that token and -inf elsewhere, so the argmax is the draw. It must
+    be the last processor: transformers runs those its GenerationConfig asks for (a minimum
+    length, say) before the ones passed to generate, so a new sampling option given to
+    `GenerationConfig` above shapes the distribution this draws from.
     """
 
     def __init__(self, options: SamplingOptions, seeds: Sequence[int], width: int, device: Any = "cpu"):

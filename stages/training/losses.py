@@ -119,8 +119,7 @@ def token_losses(
         _work_dtype(student_logits.dtype),
     )  # [M, k+1]
 
-    with_akl = loss == "akl"
-    per_row = _CoarsenedLosses.apply(flat_logits, rows, ids, teacher, mu, with_akl, chunk_size)  # [M, C]
+    per_row = _CoarsenedLosses.apply(flat_logits, rows, ids, teacher, mu, extra_of(loss), chunk_size)  # [M, C]
     per_pos = per_row.new_zeros(positions, per_row.shape[1]).index_copy(0, rows, per_row)
     return _named(per_pos.reshape(batch, seq, -1).unbind(-1), loss)
 
@@ -162,15 +161,22 @@ def fused_head_losses(
     """
     _check_fused_inputs(hidden, weight, bias, topk_ids, topk_logprobs, tail_logprob, loss, mu, chunk_size)
     teacher = _teacher_buckets(topk_logprobs, tail_logprob, _work_dtype(hidden.dtype, weight.dtype))  # [N, k+1]
-    with_akl = loss == "akl"
-    per_row = _FusedHeadLosses.apply(hidden, weight, bias, topk_ids.long(), teacher, mu, with_akl, chunk_size)  # [N, C]
+    per_row = _FusedHeadLosses.apply(hidden, weight, bias, topk_ids.long(), teacher, mu, extra_of(loss), chunk_size)  # [N, C]
     return _named(per_row.unbind(-1), loss)
 
 
+def extra_of(loss: str) -> str | None:
+    """The loss computed as a third column after fkl and rkl (which are always computed, for the
+    train log): `loss` itself when it is one of `_EXTRA` (akl), else None."""
+    return loss if loss in _EXTRA else None
+
+
 def _named(columns: tuple[torch.Tensor, ...], loss: str) -> dict[str, torch.Tensor]:
-    """The loss columns (fkl, rkl, then akl when it is the loss: `_bucket_losses`' order) by
-    name, with the one trained on as "loss" too."""
-    out = dict(zip(LOSSES, columns))
+    """The loss columns (fkl, rkl, then the extra one when it is the loss: `_bucket_losses`'
+    order) by name, with the one trained on as "loss" too."""
+    names = ("fkl", "rkl") + ((loss,) if extra_of(loss) else ())
+    assert len(names) == len(columns), (names, len(columns))
+    out = dict(zip(names, columns))
     out["loss"] = out[loss]
     return out
 
@@ -204,7 +210,7 @@ class _CoarsenedLosses(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, flat_logits, rows, ids, teacher, mu, with_akl, chunk_size):
+    def forward(ctx, flat_logits, rows, ids, teacher, mu, extra, chunk_size):
         # flat_logits [N, V]; rows [M]; ids [M, k]; teacher [M, k+1] float32 log-probs.
         parts, raws, rests = [], [], []
         for s in range(0, rows.numel(), chunk_size):
@@ -212,15 +218,15 @@ class _CoarsenedLosses(torch.autograd.Function):
             chunk = flat_logits.index_select(0, rows[s : s + chunk_size])
             raw, log_rest = _student_buckets(chunk, ids[s : s + chunk_size], scratch=True)
             del chunk
-            parts.append(_bucket_losses(raw, teacher[s : s + chunk_size], mu, with_akl))
+            parts.append(_bucket_losses(raw, teacher[s : s + chunk_size], mu, extra))
             raws.append(raw)
             rests.append(log_rest)
         raw, log_rest = _joined(raws, rests, teacher)
         ctx.save_for_backward(flat_logits, rows, ids, teacher, raw, log_rest)
-        ctx.mu, ctx.with_akl, ctx.chunk_size = mu, with_akl, chunk_size
+        ctx.mu, ctx.extra, ctx.chunk_size = mu, extra, chunk_size
         if parts:
             return torch.cat(parts)
-        return teacher.new_zeros(0, 3 if with_akl else 2)
+        return teacher.new_zeros(0, 2 if extra is None else 3)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -235,7 +241,7 @@ class _CoarsenedLosses(torch.autograd.Function):
             chunk = flat_logits.index_select(0, chunk_rows)
             buf = chunk if chunk.dtype == raw.dtype else chunk.to(raw.dtype)
             del chunk
-            d = _bucket_grads(raw[s:e], teacher[s:e], grad_out[s:e], ctx.mu, ctx.with_akl)
+            d = _bucket_grads(raw[s:e], teacher[s:e], grad_out[s:e], ctx.mu, ctx.extra)
             chunk_grad = _logit_grads_(buf, ids[s:e], raw[s:e], log_rest[s:e], d)
             grad.index_copy_(0, chunk_rows, chunk_grad.to(grad.dtype))
             del buf, chunk_grad
@@ -254,7 +260,7 @@ class _FusedHeadLosses(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, ids, teacher, mu, with_akl, chunk_size):
+    def forward(ctx, hidden, weight, bias, ids, teacher, mu, extra, chunk_size):
         # hidden [N, H]; weight [V, H]; bias [V] | None; ids [N, k]; teacher [N, k+1] float32.
         parts, raws, rests = [], [], []
         dtype = hidden.dtype
@@ -265,15 +271,15 @@ class _FusedHeadLosses(torch.autograd.Function):
             dtype = logits.dtype
             raw, log_rest = _student_buckets(logits, ids[s : s + chunk_size], scratch=True)
             del logits
-            parts.append(_bucket_losses(raw, teacher[s : s + chunk_size], mu, with_akl))
+            parts.append(_bucket_losses(raw, teacher[s : s + chunk_size], mu, extra))
             raws.append(raw)
             rests.append(log_rest)
         raw, log_rest = _joined(raws, rests, teacher)
         ctx.save_for_backward(hidden, weight, bias, ids, teacher, raw, log_rest)
-        ctx.mu, ctx.with_akl, ctx.chunk_size, ctx.dtype = mu, with_akl, chunk_size, dtype
+        ctx.mu, ctx.extra, ctx.chunk_size, ctx.dtype = mu, extra, chunk_size, dtype
         if parts:
             return torch.cat(parts)
-        return teacher.new_zeros(0, 3 if with_akl else 2)
+        return teacher.new_zeros(0, 2 if extra is None else 3)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -298,7 +304,7 @@ class _FusedHeadLosses(torch.autograd.Function):
                 logits = _linear(h, w, b, scratch)  # [c, V]
                 buf = logits if logits.dtype == raw.dtype else logits.to(raw.dtype)
                 del logits
-                d = _bucket_grads(raw[s:e], teacher[s:e], grad_out[s:e], ctx.mu, ctx.with_akl)
+                d = _bucket_grads(raw[s:e], teacher[s:e], grad_out[s:e], ctx.mu, ctx.extra)
                 grad_logits = _logit_grads_(buf, ids[s:e], raw[s:e], log_rest[s:e], d)  # float32, in buf
                 if grad_logits.dtype != dtype:  # autograd's gradient for bf16 logits is bf16
                     grad_logits = grad_logits.to(dtype)
@@ -374,7 +380,7 @@ def _teacher_buckets(
 
 
 def _chunk_losses(
-    logits: torch.Tensor, ids: torch.Tensor, teacher: torch.Tensor, mu: float, with_akl: bool
+    logits: torch.Tensor, ids: torch.Tensor, teacher: torch.Tensor, mu: float, extra: str | None
 ) -> torch.Tensor:
     """Losses for one chunk of logits (left untouched), as the two autograd Functions compute them.
 
@@ -384,17 +390,17 @@ def _chunk_losses(
         teacher: ``[c, k+1]`` float32 teacher bucket log-probs (normalised, floored).
 
     Returns:
-        ``[c, 2]`` float32 (fkl, rkl), or ``[c, 3]`` with akl last. Differentiable: autograd
-        through it is the reference the closed-form backward is tested against.
+        ``[c, 2]`` float32 (fkl, rkl), or ``[c, 3]`` with the `extra` loss last. Differentiable:
+        autograd through it is the reference the closed-form backward is tested against.
     """
     raw, _ = _student_buckets(logits, ids)
-    return _bucket_losses(raw, teacher, mu, with_akl)
+    return _bucket_losses(raw, teacher, mu, extra)
 
 
-def _bucket_losses(raw: torch.Tensor, teacher: torch.Tensor, mu: float, with_akl: bool) -> torch.Tensor:
+def _bucket_losses(raw: torch.Tensor, teacher: torch.Tensor, mu: float, extra: str | None) -> torch.Tensor:
     """The losses from the student's unfloored bucket log-probs ``raw`` ``[c, k+1]``.
 
-    Returns ``[c, 2]`` float32 (fkl, rkl), or ``[c, 3]`` with akl last.
+    Returns ``[c, 2]`` float32 (fkl, rkl), or ``[c, 3]`` with the `extra` loss (`_EXTRA`) last.
     """
     student = raw.clamp_min(_LOG_FLOOR)
     p_t = teacher.exp()
@@ -403,11 +409,10 @@ def _bucket_losses(raw: torch.Tensor, teacher: torch.Tensor, mu: float, with_akl
     # difference: it adds exactly 0 to the sum and 0 to the gradient.
     fkl = (p_t * (teacher - student)).sum(-1)
     rkl = (p_s * (student - teacher)).sum(-1)
-    if not with_akl:
+    if extra is None:
         return torch.stack([fkl, rkl], dim=-1)
-    w_head, w_tail = _akl_mix(p_t, p_s, mu)
-    akl = w_head * fkl + w_tail * rkl
-    return torch.stack([fkl, rkl, akl], dim=-1)
+    value, _ = _EXTRA[extra]
+    return torch.stack([fkl, rkl, value(p_t, p_s, teacher, student, fkl, rkl, mu)], dim=-1)
 
 
 def _akl_mix(p_t: torch.Tensor, p_s: torch.Tensor, mu: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -467,6 +472,27 @@ def _akl_mix(p_t: torch.Tensor, p_s: torch.Tensor, mu: float) -> tuple[torch.Ten
     return w_head, w_tail
 
 
+def _akl_value(p_t, p_s, teacher, student, fkl, rkl, mu):
+    """akl = w_head fkl + w_tail rkl, ``[c]``."""
+    w_head, w_tail = _akl_mix(p_t, p_s, mu)
+    return w_head * fkl + w_tail * rkl
+
+
+def _akl_grad(p_t, p_s, teacher, student, g, mu):
+    """d(g * akl)/d(student bucket log-probs), ``[c, k+1]``: the weights are constants (Wu et al.
+    detach the student in them), so it is w_head fkl's and w_tail rkl's (`_bucket_grads`)."""
+    w_head, w_tail = _akl_mix(p_t, p_s, mu)
+    return (g * w_tail)[:, None] * p_s * (student - teacher + 1) - (g * w_head)[:, None] * p_t
+
+
+# The losses computed only when trained on, as a third column after fkl and rkl: each one's value
+# and its closed-form gradient from the k+1 buckets (teacher and student log-probs and probs, its
+# column's incoming gradient g). A new loss adds its pair here, its name to `LOSSES`, and its
+# definition to tests/loss_references.py, which both are checked against.
+_EXTRA = {"akl": (_akl_value, _akl_grad)}
+assert set(LOSSES) == {"fkl", "rkl", *_EXTRA}, "a loss is fkl, rkl or one of _EXTRA"
+
+
 def _student_buckets(logits: torch.Tensor, ids: torch.Tensor, scratch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Student log-probs over the k+1 buckets before the floor, and the log-sum-exp outside the top-k.
 
@@ -511,7 +537,7 @@ def _logsumexp_(x: torch.Tensor) -> torch.Tensor:
 
 
 def _bucket_grads(
-    raw: torch.Tensor, teacher: torch.Tensor, grad_out: torch.Tensor, mu: float, with_akl: bool
+    raw: torch.Tensor, teacher: torch.Tensor, grad_out: torch.Tensor, mu: float, extra: str | None
 ) -> torch.Tensor:
     """d(sum grad_out * losses)/d(student bucket log-probs), closed form: ``[c, k+1]`` float32.
 
@@ -529,12 +555,10 @@ def _bucket_grads(
     p_t = teacher.exp()
     p_s = student.exp()
     g = grad_out.to(raw.dtype)
-    c_fkl, c_rkl = g[:, 0], g[:, 1]
-    if with_akl:
-        w_head, w_tail = _akl_mix(p_t, p_s, mu)
-        c_fkl = c_fkl + g[:, 2] * w_head
-        c_rkl = c_rkl + g[:, 2] * w_tail
-    d = c_rkl[:, None] * p_s * (student - teacher + 1) - c_fkl[:, None] * p_t
+    d = g[:, 1, None] * p_s * (student - teacher + 1) - g[:, 0, None] * p_t
+    if extra is not None:
+        _, grad = _EXTRA[extra]
+        d = d + grad(p_t, p_s, teacher, student, g[:, 2], mu)
     return torch.where(raw >= _LOG_FLOOR, d, 0.0)
 
 
