@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -173,3 +174,24 @@ def test_an_earlier_eval_reads_as_baseline_and_is_refused_as_out(chain, student_
               "--max-new-tokens", "6", "--verifier", "exact")
     assert r.exit_code == 2 and "not a paced eval directory (it holds notes.txt)" in r.stderr
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_the_readme_chain_runs_as_written(tmp_path, student_dir):
+    """README's chained example under 'The pipeline', run by bash as written, after its problems
+    block (under 'problems: the input') and with the tiny model its comment names as student/."""
+    import subprocess
+    import sys
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## The pipeline"):]
+    chain = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    problems = section[section.index("### problems: the input"):].split("```python\n", 1)[1].split("```", 1)[0]
+    assert "--model student/" in chain and "examples/tiny_model.py --out student" in chain
+    exec(compile(problems.replace('"problems.parquet"', repr(str(tmp_path / "problems.parquet"))), "README.md", "exec"), {})  # noqa: S102
+    shutil.copytree(student_dir, tmp_path / "student")
+    bin_dir = str(Path(sys.executable).parent)  # where pip put the `paced` command
+    run = subprocess.run(["bash", "-c", chain + '\necho "$WEIGHTS"'], cwd=tmp_path, capture_output=True, text=True,
+                         env=os.environ | {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "runs/weights.parquet"
+    assert pl.read_parquet(tmp_path / "runs" / "weights.parquet").height == 2
