@@ -36,6 +36,8 @@ from stages.options import INPUT, RUNTIME, option
 
 MAX_DEPTH = 8  # inputs followed back at most this far (a lineage is 3-4 deep)
 LIST_SHOWN = 6  # items of a list cell shown in the head
+INNER_SHOWN = 3  # items of a list inside a list cell
+WIDE = 5  # an artifact of more columns shows its head row by row, a column a line
 MAX_HEAD = 1_000_000  # rows --head may show
 
 
@@ -317,14 +319,20 @@ def head(path: Path, n: int) -> list[dict[str, Any]]:
         frame = pl.read_parquet(files[0], n_rows=n, glob=False)
     except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as e:
         raise _damaged(files[0], e) from None
-    rows = frame.to_dicts()
-    for row in rows:
-        for k, v in row.items():
-            if isinstance(v, list) and len(v) > LIST_SHOWN:
-                row[k] = v[:LIST_SHOWN] + [f"... {len(v)} items"]
-            elif isinstance(v, str) and len(v) > 80:
-                row[k] = v[:77] + "..."
-    return rows
+    return [{k: _shortened(v) for k, v in row.items()} for row in frame.to_dicts()]
+
+
+def _shortened(v: Any, depth: int = 0) -> Any:
+    """A cell as the head shows it: a list's first LIST_SHOWN items (INNER_SHOWN in a list inside
+    a list: a teacher's top-k at each position), then how many there are; a string's first 80
+    characters."""
+    if isinstance(v, list):
+        shown = LIST_SHOWN if depth == 0 else INNER_SHOWN
+        cut = [_shortened(x, depth + 1) for x in v[:shown]]
+        return cut + [f"... {len(v)} items"] if len(v) > shown else cut
+    if isinstance(v, str) and len(v) > 80:
+        return v[:77] + "..."
+    return v
 
 
 # ---------------------------------------------------------------------------------------
@@ -357,7 +365,7 @@ def _print(info: dict[str, Any], rows: list[dict[str, Any]], out: Console) -> No
         if x.get("rows") is not None:
             size.append(f"{x['rows']:,} rows")
         if x.get("parts"):
-            size.append(f"{x['parts']:,} parts")
+            size.append(f"{x['parts']:,} part{'s' * (x['parts'] != 1)}")
         if x.get("shards"):
             size.append(f"shards {x['shards']}")
         if x.get("bytes"):
@@ -391,7 +399,16 @@ def _print(info: dict[str, Any], rows: list[dict[str, Any]], out: Console) -> No
 
     block(info, Path(info["path"]).name)
     walk(info, Path(info["path"]).name)
-    if rows:
+    if rows and len(rows[0]) > WIDE:  # (side by side, each column would be a few characters wide)
+        out.print(f"first {len(rows)} rows")
+        for i, r in enumerate(rows, start=1):
+            t = Table(title=f"row {i}", title_justify="left", box=box.SIMPLE_HEAD, show_header=False)
+            t.add_column("", style="bold")
+            t.add_column("", overflow="fold")
+            for k, v in r.items():
+                t.add_row(k, str(v))
+            out.print(t)
+    elif rows:
         t = Table(title=f"first {len(rows)} rows", title_justify="left", box=box.SIMPLE_HEAD)
         for k in rows[0]:
             t.add_column(k, overflow="fold")

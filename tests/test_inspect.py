@@ -141,3 +141,19 @@ def test_damaged_records_named_pipes_and_half_made_shards_are_described_not_trac
     (tmp_path / "sharded" / "shard-00000-of-00002").mkdir(parents=True)
     info = inspect_json(tmp_path / "sharded")
     assert info["kind"] == "sharded job" and info["note"] == "1 shard(s) missing, 1 unfinished" and info["command"] is None
+
+
+def test_a_wide_artifact_shows_its_head_row_by_row_and_lists_inside_lists_cut(chain):
+    """Teacher logits hold a list of top-k lists per row and a dozen columns: side by side each
+    column was a few characters wide and every inner list printed whole (thousands of lines
+    for a small artifact). Row by row, a column a line, with inner lists cut."""
+    r = paced("inspect", chain / "tl", "--no-lineage", "--head", "2")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "first 2 rows" in r.stdout and "row 1" in r.stdout and "row 2" in r.stdout
+    assert any(line.split()[:1] == ["topk_ids"] for line in lines) and "items" in r.stdout
+    assert len(lines) < 120, len(lines)
+    head = inspect_json(chain / "tl", "--no-lineage", "--head", "1")["head"][0]
+    positions = head["topk_ids"]
+    assert len(positions) <= 7 and all(len(p) <= 4 for p in positions if isinstance(p, list))
+    assert positions[0][:3] == [int(x) for x in positions[0][:3]]  # the first ids as stored
