@@ -286,6 +286,7 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
         except InputError:
             job.abandon()
             raise
+        _note_untaught(weights, data, tl.path)
         held["data"] = data
         return stats
 
@@ -371,6 +372,21 @@ def _setup(config: DistillConfig, launch: Launch | None, command: str | None) ->
     return _Run(launch=launch, main=main, job=job, prov=prov, weights=weights, tokenizer=tokenizer, data=data,
                 stats=stats, total=total, start=start, log=log, model=model, optimizer=optimizer, scheduler=scheduler,
                 stepper=stepper, params=params, device=device, autocast=autocast)
+
+
+def _note_untaught(weights: schemas.Artifact, data: train_data.TrainData, tl: Path) -> None:
+    """Say so when problems the weights train have no teacher logits: teacher-logits --weights
+    scored only the problems its weights kept, so weights made again with other options (a
+    posterior estimate, a smaller beta) can weigh problems it never scored, which distill then
+    leaves out with nothing but a count in its summary."""
+    wanted = weights.frame.filter(pl.col("weight") > 0).get_column("problem_id")
+    lacking = wanted.filter(~wanted.is_in(list(data.problems)))
+    if lacking.len():
+        notice("warning", (
+            f"--weights {weights.path}: {lacking.len():,} of its {wanted.len():,} problems with weight > 0 have no "
+            f"teacher logits in --teacher-logits {tl} ({', '.join(repr(x) for x in lacking.head(5))}), so they are "
+            f"not trained; if teacher-logits ran with other --weights, rerun it with these to score them"
+        ))
 
 
 def _train(config: DistillConfig, r: _Run) -> None:

@@ -226,6 +226,21 @@ def test_the_log_and_summary_say_which_problems_were_visited_and_the_step_weight
     assert log["visited"].to_list() == [3, 6, 6]
     assert "epochs per trained problem" in r.stderr and "1.50" in r.stderr
     assert "never visited" in r.stderr and "2 of 8" in r.stderr and "weight 0 2" in r.stderr
+    assert "have no teacher logits" not in r.stderr  # the weight-0 problems are not owed any
+
+
+def test_problems_weighted_without_teacher_logits_are_said(tmp_path, setup, student_dir):
+    """Weights made again after teacher-logits --weights (a posterior estimate keeps every
+    problem) can weigh problems that were never scored: distill trains the others and says so
+    on stderr, naming them, where only a count in its summary said it before."""
+    weights = pl.read_parquet(setup / "weights.parquet")
+    extra = weights.head(2).with_columns(problem_id=pl.Series(["q-new-1", "q-new-2"]), weight=pl.lit(1.0))
+    pl.concat([weights, extra]).write_parquet(tmp_path / "weights.parquet")
+    r = paced("distill", "--student", student_dir, "--teacher-logits", setup / "tl", "--weights", tmp_path / "weights.parquet",
+              "--out", tmp_path / "student", *ARGS, "--max-steps", "1", "--save-steps", "0")
+    assert r.exit_code == 0, r.stderr
+    assert "2 of its 8 problems with weight > 0 have no teacher logits" in r.stderr
+    assert "'q-new-1', 'q-new-2'" in r.stderr and "rerun it with these" in r.stderr
 
 
 def test_export_steps_save_loadable_models_equal_to_shorter_runs(tmp_path, setup, student_dir):
