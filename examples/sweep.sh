@@ -51,10 +51,12 @@ ROLLOUTS=$(paced rollout --problems "$DATA/train.parquet" --model "$STUDENT" --o
 SCORES=$(paced score --rollouts "$ROLLOUTS" --problems "$DATA/train.parquet" --out "$WORK/scores" --verifier exact)
 SUPPORT=$(paced weight --scores "$SCORES" --out "$WORK/support.parquet" --scheme hard-filter)
 # The teacher reads each problem's reference solution (--context reference); the student never does.
+# --threads 2, as the quickstart: the teacher's log-probs differ in their last bits with torch's
+# thread count, which paced otherwise takes from the idle cores, and the README's table was made so.
 TEACHER_SEQ=$(paced rollout --problems "$DATA/train.parquet" --model "$TEACHER" --out "$WORK/teacher_rollouts" \
   --samples 1 --temperature 0 --max-new-tokens $MAX_NEW --context "$TEACHER_CONTEXT" --batch-size 64 --part-size 2048)
 TL=$(paced teacher-logits --problems "$DATA/train.parquet" --sequences "$TEACHER_SEQ" --teacher "$TEACHER" \
-  --context "$TEACHER_CONTEXT" --weights "$SUPPORT" --out "$WORK/teacher_logits" --top-k 16 --batch-size 64 --part-size 2048)
+  --context "$TEACHER_CONTEXT" --weights "$SUPPORT" --out "$WORK/teacher_logits" --top-k 16 --batch-size 64 --part-size 2048 --threads 2)
 once=$(( $(date +%s) - started ))
 
 # --- Per setting ---------------------------------------------------------------------------
