@@ -294,6 +294,9 @@ def lineage(path: Path, depth: int = 0, above: tuple[str, ...] = ()) -> dict[str
         p = Path(x["path"])
         if x["now"] not in ("missing", "not a regular file") and str(p.resolve()) not in above:
             below[name] = lineage(p, depth + 1, above)
+            if x["now"] == "changed":
+                _add_note(below[name], f"described as it is now: it changed after {Path(info['path']).name} read it "
+                                       f"(then {x['fingerprint']})")
     if below:
         info["lineage"] = below
     return info

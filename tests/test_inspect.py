@@ -66,6 +66,8 @@ def test_unfinished_changed_and_sharded(chain, tmp_path, student_dir):
     assert r.exit_code == 0, r.stderr
     make_problems(7).write_parquet(problems)
     assert inspect_json(tmp_path / "r")["inputs"]["problems"]["now"] == "changed"
+    below = inspect_json(tmp_path / "r")["lineage"]["problems"]  # the file as it is now, said
+    assert below["rows"] == 7 and "described as it is now: it changed after r read it" in below["note"]
     # A sharded job: both shards, their rows together; one shard missing says so.
     for i in range(2):
         r = paced("rollout", "--problems", problems, "--model", student_dir, "--out", tmp_path / "sh", "--samples", "1",
