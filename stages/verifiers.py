@@ -74,11 +74,66 @@ def user_error(spec: str, problem_id: str, sample_index: int, verdict: Verdict) 
     )
 
 
-def resolve(spec: str) -> str:
+def resolve(spec: str, *, load: bool = True) -> str:
     """Validate a --verifier spec (import the user module, compile the regex); return it
-    normalised. Raises InputError naming --verifier and the fix."""
-    _build(spec)
-    return _normalise_spec(spec)
+    normalised. Raises InputError naming --verifier and the fix. A user's module is imported in
+    a child process, within the time a check worker has to start (`_STARTUP_LIMIT_S`): importing
+    it runs the user's code, which could loop for ever in this one. `load=False` leaves the
+    import to the caller's own workers (CheckPool's, bounded the same way)."""
+    s = _normalise_spec(spec)
+    if not _is_module(s):
+        _build(spec)
+    elif load:
+        _build_bounded(s)
+    return s
+
+
+def _is_module(spec: str) -> bool:
+    """A user's module:function (a normalised spec; `regex:x` has the same shape but is not)."""
+    return not spec.startswith("regex:") and _MODULE_SPEC.fullmatch(spec) is not None
+
+
+def _build_bounded(spec: str) -> None:
+    """`_build(spec)` in a spawned process, bounded by `_STARTUP_LIMIT_S`; its InputError raised
+    here."""
+    ctx = mp.get_context("spawn")
+    here, there = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_build_in_child, args=(there, spec, os.getpid()), name="paced-verifier-import", daemon=True)
+    proc.start()
+    there.close()  # so that the child's end reads as EOF here
+    module = spec.split(":", 1)[0]
+    try:
+        if not here.poll(_STARTUP_LIMIT_S):
+            raise InputError(
+                f"--verifier {spec}: importing {module!r} did not finish within {_STARTUP_LIMIT_S:.0f} s (a loop or "
+                f"a download at import time?); make the module quick to import, with the work inside the function"
+            )
+        try:
+            kind, message = here.recv()
+        except EOFError:  # it ended the process: os._exit, a crash in C
+            proc.join(5)
+            raise InputError(f"--verifier {spec}: importing {module!r} ended its process (exit code {proc.exitcode}); "
+                             f"fix the module") from None
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        here.close()
+    if kind != "ok":
+        raise InputError(message)
+
+
+def _build_in_child(conn: Connection, spec: str, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent decides, and kills us
+    _die_with_parent(parent)
+    try:
+        _build(spec)
+    except InputError as e:
+        conn.send(("refused", str(e)))
+    except BaseException as e:  # (SystemExit from the module, say)
+        conn.send(("refused", f"--verifier {spec}: importing it failed: {type(e).__name__}: {e}; fix the module"))
+    else:
+        conn.send(("ok", None))
 
 
 BUILT_IN = ("math", "exact")  # and regex:PATTERN
@@ -125,7 +180,7 @@ def _build(spec: str) -> Check:
 
 def _uses_whole_problem(spec: str) -> bool:
     """Only user functions see the whole row; built-ins need the answer alone."""
-    return _MODULE_SPEC.fullmatch(_normalise_spec(spec)) is not None
+    return _is_module(_normalise_spec(spec))
 
 
 # ---------------------------------------------------------------------------------------
@@ -571,7 +626,7 @@ class CheckPool:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-        self.spec = resolve(spec)
+        self.spec = resolve(spec, load=False)  # (a user's module: each worker imports it, within the startup limit)
         self.workers = workers
         self.timeout = float(timeout)
         self._whole_problem = _uses_whole_problem(self.spec)

@@ -325,6 +325,34 @@ def test_module_failing_import_is_reported(tmp_path, monkeypatch):
         resolve(f"{name}:f")
 
 
+@pytest.mark.parametrize("body, message", [
+    ("while True:\n    pass\n", "did not finish within 3 s (a loop or a download at import time?)"),
+    ("import os\nos._exit(3)\n", "ended its process (exit code 3)"),
+    ("raise SystemExit('no')\n", "importing it failed: SystemExit: no"),
+])
+def test_a_module_whose_import_hangs_or_exits_is_refused_in_bounded_time(tmp_path, monkeypatch, body, message):
+    """Importing a user's module runs its code: a loop at import time hung `paced score` with no
+    output (it was imported in paced's own process, with no bound). It is imported in a child,
+    within the time a check worker has to start."""
+    import stages.verifiers as verifiers
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(verifiers, "_STARTUP_LIMIT_S", 3.0)
+    name = f"import_time_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(body + "def f(completion, problem):\n    return True\n")
+    with pytest.raises(InputError, match=re.escape(f"--verifier {name}:f: ")) as e:
+        resolve(f"{name}:f")
+    assert message in str(e.value)
+    assert name not in sys.modules  # never imported here
+
+
+def test_a_regex_spec_is_not_a_users_function():
+    from stages.verifiers import _uses_whole_problem
+
+    assert not _uses_whole_problem("regex:(\\d+)") and _uses_whole_problem("checks:is_right")
+
+
 # ---------------------------------------------------------------------------------------
 # specs
 
