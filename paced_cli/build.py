@@ -73,4 +73,5 @@ def command(config_cls: type, run: Callable[..., Any], doc: str, name: str,
     callback.__annotations__ = {p.name: p.annotation for p in params}
     callback.__doc__ = doc
     callback.__name__ = callback.__qualname__ = name
+    callback.config_cls, callback.uses_torch = config_cls, uses_torch  # type: ignore[attr-defined]  # (for the tests)
     return callback

@@ -531,3 +531,18 @@ def test_pool_needs_a_with_block():
 def test_pool_validates_its_spec_in_the_parent():
     with pytest.raises(InputError, match="unknown verifier"):
         CheckPool("nope")
+
+
+def test_every_built_in_verifier_is_named_wherever_the_verifiers_are_listed():
+    """A built-in's name is written in its check's dispatch (`_build`), BUILT_IN, USAGE, the
+    --verifier help, score's docstring and the README's table: adding one in some of them only
+    fails here, not in a user's run. maj@k's answer equality (SameAnswer) must know it too."""
+    from stages import options, score, verifiers
+
+    readme = (ROOT / "README.md").read_text()
+    for name in verifiers.BUILT_IN:
+        assert f"{name}," in verifiers.USAGE or f"{name} " in verifiers.USAGE, name
+        assert options.VERIFIER.count(name) >= 1 and f"`{name}`" in score.__doc__, name
+        assert f"| `{name}`" in readme, name
+        with verifiers.SameAnswer(name) as same:
+            assert same([("7", "7.")]) in ([True], [False])  # answered, not an AssertionError
