@@ -377,7 +377,7 @@ def _evaluate(
     with verifiers.SameAnswer(spec, workers=config.workers, timeout=config.timeout) as same:
         summary = summarize(
             results.frame, set(config.retain), baseline.frame if baseline is not None else None, config.model,
-            config.at_k or config.samples, same,
+            config.at_k or config.samples, same, votes=verifiers.extracts_answers(spec),
         )
     if baseline is not None:
         missing = summary.filter(pl.col("baseline_accuracy").is_null())["benchmark"].to_list()

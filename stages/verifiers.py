@@ -88,6 +88,12 @@ def resolve(spec: str, *, load: bool = True) -> str:
     return s
 
 
+def extracts_answers(spec: str) -> bool:
+    """Whether the verifier of a resolved spec extracts an answer from each response (the
+    built-ins and regex:; a user's module:function returns a verdict only)."""
+    return not _is_module(spec)
+
+
 def _is_module(spec: str) -> bool:
     """A user's module:function (a normalised spec; `regex:x` has the same shape but is not)."""
     return not spec.startswith("regex:") and _MODULE_SPEC.fullmatch(spec) is not None

@@ -110,7 +110,13 @@ def test_maj_at_k_votes_over_extracted_answers_with_ties_to_the_first():
     # The sample order decides ties, not the order of the rows.
     assert summarize(frame.reverse(), set(), None, "m", 3)["maj_at_k"].item() == pytest.approx(1 / 4)
     # A verifier that extracts no answer at all (module:function): no vote to count.
-    assert summarize(frame.with_columns(extracted=pl.lit(None, pl.String)), set(), None, "m", 3)["maj_at_k"].item() is None
+    silent = frame.with_columns(extracted=pl.lit(None, pl.String))
+    assert summarize(silent, set(), None, "m", 3, votes=False)["maj_at_k"].item() is None
+    # One that extracts answers but found none: every problem is wrong, 0, whatever other
+    # benchmarks of the run answered (it was null when none of the run's responses had one).
+    assert summarize(silent, set(), None, "m", 3)["maj_at_k"].item() == 0.0
+    both = pl.concat([frame, silent.with_columns(benchmark=pl.lit("mute"), problem_id="mute-" + pl.col("problem_id"))])
+    assert summarize(both, set(), None, "m", 3)["maj_at_k"].to_list() == [pytest.approx(1 / 4), 0.0]
 
 
 def votes_frame(rows) -> pl.DataFrame:

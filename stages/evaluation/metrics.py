@@ -78,12 +78,12 @@ def majority(results: pl.DataFrame, k: int, same: SameFn | None = None) -> pl.Da
                         orient="row")
 
 
-def benchmark_metrics(results: pl.DataFrame, k: int, same: SameFn | None = None) -> pl.DataFrame:
+def benchmark_metrics(results: pl.DataFrame, k: int, same: SameFn | None = None, votes: bool = True) -> pl.DataFrame:
     """Per benchmark: problems, samples, accuracy mean and std over sample indices, pass@k, maj@k.
 
     `results` needs problem_id, sample_index, benchmark and correct, and `extracted` for maj@k
-    (null without it, or when no response has an extracted answer: module:function verifiers
-    extract none). The accuracy of sample index s is the fraction of a benchmark's
+    (null without it, or without `votes`: a module:function verifier extracts no answers to
+    vote; with it, a benchmark whose responses gave no answer has maj@k 0). The accuracy of sample index s is the fraction of a benchmark's
     problems whose response s is correct; accuracy_mean and accuracy_std (ddof=0) are over
     those per-index accuracies. pass@k is the mean over problems of Chen et al.'s unbiased
     estimate from c correct of n responses (stats.pass_at_k); maj@k the share of problems whose
@@ -104,7 +104,7 @@ def benchmark_metrics(results: pl.DataFrame, k: int, same: SameFn | None = None)
         pass_at_k=pl.Series([stats.pass_at_k(n, c, k) if n >= k else None
                              for n, c in per_problem.select("n", "c").iter_rows()], dtype=pl.Float64),
     )
-    if "extracted" in results.columns and results["extracted"].null_count() < results.height:
+    if votes and "extracted" in results.columns:
         per_problem = per_problem.join(majority(results, k, same), on=["benchmark", "problem_id"], how="left",
                                        maintain_order="left")
         per_problem = per_problem.with_columns(maj=pl.col("maj").fill_null(False).cast(pl.Float64))
@@ -123,13 +123,14 @@ def benchmark_metrics(results: pl.DataFrame, k: int, same: SameFn | None = None)
 
 
 def summarize(results: pl.DataFrame, retain: set[str], baseline: pl.DataFrame | None, model: str, k: int,
-              same: SameFn | None = None) -> pl.DataFrame:
+              same: SameFn | None = None, votes: bool = True) -> pl.DataFrame:
     """One row per benchmark, in the EVAL_SUMMARY columns, from per-response results
     (benchmark_metrics at k). `baseline`: another eval's per-response results, measured at the
     same k; benchmarks it lacks get nulls. Forgetting is only for `retain` benchmarks, and null
-    where the baseline accuracy is 0. `same`: which extracted answers are one (maj@k).
+    where the baseline accuracy is 0. `same`: which extracted answers are one (maj@k); `votes`:
+    whether the verifier extracts answers to vote on (not a module:function one).
     """
-    summary = benchmark_metrics(results, k, same).with_columns(
+    summary = benchmark_metrics(results, k, same, votes).with_columns(
         model=pl.lit(model, pl.String),
         retain=pl.col("benchmark").is_in(sorted(retain)),
     )
@@ -137,7 +138,7 @@ def summarize(results: pl.DataFrame, retain: set[str], baseline: pl.DataFrame | 
     if baseline is None:
         summary = summary.with_columns(pl.lit(None, pl.Float64).alias(b) for b in names.values())
     else:
-        base = benchmark_metrics(baseline, k, same).select("benchmark", *(pl.col(a).alias(b) for a, b in names.items()))
+        base = benchmark_metrics(baseline, k, same, votes).select("benchmark", *(pl.col(a).alias(b) for a, b in names.items()))
         summary = summary.join(base, on="benchmark", how="left", maintain_order="left")
     base = pl.col("baseline_accuracy")
     summary = summary.with_columns(
