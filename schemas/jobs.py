@@ -196,6 +196,17 @@ def _gone(d: Path, manifest: dict[str, Any]) -> list[str]:
     return [p["file"] for p in manifest.get("parts") or [] if not (d / p["file"]).exists()]
 
 
+def _resized(d: Path, manifest: dict[str, Any]) -> list[str]:
+    """The part files `manifest` lists whose size in `d` is not the one it recorded: changed after
+    paced wrote them (a part of the same size but other bytes is found by the sha256 on read)."""
+    out = []
+    for p in manifest.get("parts") or []:
+        f = d / p["file"]
+        if f.is_file() and isinstance(p.get("bytes"), int) and f.stat().st_size != p["bytes"]:
+            out.append(f"{p['file']} ({f.stat().st_size:,} bytes, the manifest recorded {p['bytes']:,})")
+    return out
+
+
 def _another(holder: dict[str, Any]) -> str:
     """How a refusal names the live process that holds a lock."""
     since = f", since {holder['since']}" if holder.get("since") else ""
@@ -338,6 +349,13 @@ class Job:
         if job.get("key") == self.key:
             self.dir = d
             complete = self.complete
+            if complete:
+                changed = _resized(d, _load_record(record_path(d, MANIFEST_FILE), "--out"))
+                if changed:  # (not written over: the part is the user's now, as an edited single file is)
+                    raise InputError(
+                        f"--out {d}: the finished job's {', '.join(changed[:5])} changed after paced wrote it; move it "
+                        f"out (it is yours now), or delete it, and rerun this command to write it again"
+                    )
             if complete and self.missing_parts():  # deleted since: the same command writes them again
                 record_path(d, MANIFEST_FILE).unlink()
                 complete = False

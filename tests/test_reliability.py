@@ -193,3 +193,25 @@ def test_a_finished_job_with_a_part_deleted_writes_it_again(tmp_path, problems_f
     assert r.exit_code == 0 and "already complete" not in r.stderr, r.stderr
     assert pl.read_parquet(out).equals(full)
     assert schemas.read(out, schemas.ROLLOUTS, option="--rollouts").frame.height == full.height
+
+
+def test_a_finished_job_with_a_part_edited_is_refused_not_said_complete(tmp_path, problems_file, student_dir):
+    """A part rewritten by hand after the job finished (a row edited with polars): the readers
+    refused the artifact, but the same command, with --overwrite too, said "already complete"
+    with exit 0. It is refused, naming the part, and the part is left as it is (the user's, as
+    an edited single file is); deleting it and rerunning writes it again."""
+    out = tmp_path / "r"
+    base = ["rollout", "--problems", problems_file, "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base).exit_code == 0
+    full = pl.read_parquet(out)
+    part = out / "part-00001.parquet"
+    pl.read_parquet(part).with_columns(completion=pl.lit("edited by hand")).write_parquet(part)
+    edited = part.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        r = paced(*base, *extra)
+        assert r.exit_code == 2, r.stderr
+        assert "part-00001.parquet (" in r.stderr and "changed after paced wrote it" in r.stderr
+        assert part.read_bytes() == edited
+    part.unlink()
+    assert paced(*base).exit_code == 0
+    assert pl.read_parquet(out).equals(full)
