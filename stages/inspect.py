@@ -196,6 +196,12 @@ def _job_dir(d: Path) -> dict[str, Any]:
             damaged.append("manifest parts that are not objects")
         info |= {"rows": manifest.get("rows"), "parts": len(listed),
                  "bytes": sum(b for p in listed if isinstance(b := p.get("bytes", 0), int))}
+        changed = [f"{p['file']} {'missing' if not (d / p['file']).is_file() else 'resized'}" for p in listed
+                   if isinstance(p.get("file"), str) and isinstance(p.get("bytes"), int)
+                   and (not (d / p["file"]).is_file() or (d / p["file"]).stat().st_size != p["bytes"])]
+        if changed:
+            _add_note(info, f"parts changed since it finished ({', '.join(changed[:5])}): it no longer reads as "
+                            f"it is; rerun its command (a deleted part is written again)")
         if manifest.get("provenance"):
             info["provenance"] = _provenance(manifest["provenance"])
     else:
@@ -224,6 +230,14 @@ def _directory(d: Path) -> dict[str, Any]:
         waiting = [s["path"] for s in each if not s["finished"]]
         if waiting or len(shards) != expected:
             info["note"] = f"{expected - len(shards)} shard(s) missing, {len(waiting)} unfinished"
+        options = [{k: v for k, v in (s.get("options") or {}).items() if k != "shard"} for s in each]
+        if any(o != options[0] for o in options[1:]):
+            differ = sorted({k for o in options[1:] for k in set(o) | set(options[0]) if o.get(k) != options[0].get(k)})
+            _add_note(info, f"its shards were made with different options ({', '.join(differ[:6])}): they do not "
+                            f"read as one artifact")
+        for s in each:
+            if s.get("note") and s["finished"]:
+                _add_note(info, f"{Path(s['path']).name}: {s['note']}")
         return info
     results = d / "results"  # an eval --out: its results job and summary.parquet
     if results.is_dir() and (record_path(results, JOB_FILE) or _shards(results)):

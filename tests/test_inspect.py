@@ -159,3 +159,16 @@ def test_a_wide_artifact_shows_its_head_row_by_row_and_lists_inside_lists_cut(ch
     positions = head["topk_ids"]
     assert len(positions) <= 7 and all(len(p) <= 4 for p in positions if isinstance(p, list))
     assert positions[0][:3] == [int(x) for x in positions[0][:3]]  # the first ids as stored
+
+
+def test_a_finished_job_whose_parts_changed_says_so(chain, tmp_path):
+    """inspect said 'finished yes' of a job with a part deleted or rewritten since, which no
+    stage reads: its note names them."""
+    job = tmp_path / "rollouts"
+    shutil.copytree(chain / "rollouts", job)
+    parts = sorted(job.glob("part-*.parquet"))
+    parts[0].unlink()
+    pl.read_parquet(parts[1]).with_columns(completion=pl.lit("edited by hand")).write_parquet(parts[1])
+    info = inspect_json(job, "--no-lineage")
+    assert info["finished"] is True
+    assert f"{parts[0].name} missing, {parts[1].name} resized" in info["note"] and "rerun its command" in info["note"]
