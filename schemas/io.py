@@ -345,8 +345,19 @@ def check_shards_agree(p: Path, shards: list[Path], option: str) -> None:
     """The shards of one artifact must be one job split by --shard: the same schema and the
     same options (those that define the output, from each shard's job record, less --shard).
     Shards a user assembled without paced's job files are left to the row checks."""
-    jobs = [(d, read_job(d, option)) for d in shards if record_path(d, JOB_FILE)]
+    jobs = [(d.name, read_job(d, option)) for d in shards if record_path(d, JOB_FILE)]
+    problems = shard_disagreements(jobs[0], jobs[1:]) if len(jobs) > 1 else []
+    if problems:
+        raise InputError(
+            f"{option} {p}: its shards were made with different options ({'; '.join(problems[:5])}"
+            f"{' ...' if len(problems) > 5 else ''}); every shard of one artifact is the same command but "
+            f"for --shard: rerun the odd shard(s) with the others' options (add --overwrite)"
+        )
 
+
+def shard_disagreements(reference: tuple[str, dict[str, Any]], others: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Where job records of shards (name, record) differ from `reference`'s in what defines the
+    output: schema, version, options and inputs, less --shard."""
     def identity(job: dict[str, Any]) -> dict[str, Any]:
         options = job.get("options") if isinstance(job.get("options"), dict) else {}
         inputs = options.get("inputs") if isinstance(options.get("inputs"), dict) else {}
@@ -358,21 +369,14 @@ def check_shards_agree(p: Path, shards: list[Path], option: str) -> None:
         text = repr(v)
         return text if len(text) <= 40 else text[:37] + "..."
 
-    if len(jobs) < 2:
-        return
-    first, ref = jobs[0][0], identity(jobs[0][1])
+    first, ref = reference[0], identity(reference[1])
     problems = []
-    for d, job in jobs[1:]:
+    for name, job in others:
         got = identity(job)
         for k in sorted(ref.keys() | got.keys()):
             if ref.get(k) != got.get(k):
-                problems.append(f"{d.name} has {k} {shown(got.get(k))} where {first.name} has {shown(ref.get(k))}")
-    if problems:
-        raise InputError(
-            f"{option} {p}: its shards were made with different options ({'; '.join(problems[:5])}"
-            f"{' ...' if len(problems) > 5 else ''}); every shard of one artifact is the same command but "
-            f"for --shard: rerun the odd shard(s) with the others' options (add --overwrite)"
-        )
+                problems.append(f"{name} has {k} {shown(got.get(k))} where {first} has {shown(ref.get(k))}")
+    return problems
 
 
 def headers_to_check(files: list[Path]) -> list[Path]:

@@ -43,6 +43,7 @@ from schemas.io import (
     _with_metadata,
     hash_options,
     record_table,
+    shard_disagreements,
 )
 from schemas.outputs import JOB_FILE, LEGACY, LOCK_FILE, MANIFEST_FILE, load_record, part_name, record_path
 
@@ -302,6 +303,8 @@ class Job:
         """Refuse an --out that holds something else; decide where to write (`dir`)."""
         d = self.out
         self._finish_cut_swap()
+        if self.is_shard and not self.overwrite:
+            self._check_other_shards()
         if d.exists() and not d.is_dir():
             raise InputError(f"--out {d}: is a file; {self.schema.name} is written to a directory")
         if not d.exists():
@@ -437,6 +440,32 @@ class Job:
         self.dir = new
         if self.complete:  # finished, but stopped before it was swapped in: finish that now
             self._swap()
+
+    def _check_other_shards(self) -> None:
+        """Refuse a shard made with other options than the shards already in its root (less
+        --shard): they would not read as one artifact, which the reader finds only once every
+        shard has run. --overwrite skips this, to redo the shards with new options one by one."""
+        root = self.out.parent  # (another N in it is refused by stages.common.shard_out)
+        if not root.is_dir():
+            return
+        others = []
+        for e in sorted(root.iterdir()):
+            if not outputs.SHARD_NAME.match(e.name) or e.name == self.out.name or not e.is_dir() or record_path(e, JOB_FILE) is None:
+                continue
+            try:
+                others.append((e.name, load_record(record_path(e, JOB_FILE))))
+            except (OSError, ValueError):  # a damaged record: the reader names it
+                continue
+            break  # (one is enough: the others are the reader's to compare)
+        mine = {"schema": self.schema.name, "version": self.schema.version, "options": self.options}
+        problems = shard_disagreements((self.out.name, mine), others)
+        if problems:
+            raise InputError(
+                f"--out {self.out}: the other shards in {root} were made otherwise ({'; '.join(problems[:5])}"
+                f"{' ...' if len(problems) > 5 else ''}), and every shard of one artifact is the same command but "
+                f"for --shard: give this one their options, or another --out (--overwrite redoes the shards with "
+                f"these, each in turn)"
+            )
 
     def _finish_cut_swap(self) -> None:
         """Finish a swap cut between its renames (`_finish_cut_swap_held`), one process of this

@@ -65,11 +65,24 @@ def test_missing_and_unfinished_shards_are_refused_by_name(tmp_path, problems, s
     assert not (tmp_path / "s").exists()
 
 
+def test_a_shard_with_other_options_than_its_siblings_is_refused_before_it_runs(tmp_path, problems, student_dir):
+    """A shard given other options than the shards already in its --out ran to the end and was
+    refused only when the whole was read (eval's last shard, after all its generation)."""
+    out = tmp_path / "rollouts"
+    base = ["rollout", "--problems", problems, "--model", student_dir, "--out", out, *FAST]
+    assert paced(*base, "--shard", "0/2", "--seed", "0").exit_code == 0
+    r = paced(*base, "--shard", "1/2", "--seed", "1")
+    assert r.exit_code == 2, r.stderr
+    assert "the other shards in" in r.stderr and "shard-00000-of-00002 has seed 0 where shard-00001-of-00002 has 1" in r.stderr
+    assert not (out / "shard-00001-of-00002").exists()
+    assert paced(*base, "--shard", "1/2", "--seed", "0").exit_code == 0  # theirs: accepted
+
+
 def test_shards_made_with_different_options_are_refused_at_read_time(tmp_path, problems, student_dir):
     out = tmp_path / "rollouts"
-    for i, seed in ((0, "0"), (1, "1")):
+    for i, seed in ((0, "0"), (1, "1")):  # (--overwrite: past the check when each shard begins)
         r = paced("rollout", "--problems", problems, "--model", student_dir, "--out", out, *FAST, "--shard", f"{i}/2",
-                  "--seed", seed)
+                  "--seed", seed, "--overwrite")
         assert r.exit_code == 0, r.stderr
     r = paced("score", "--rollouts", out, "--problems", problems, "--out", tmp_path / "s", "--verifier", "exact")
     assert r.exit_code == 2, r.stderr
