@@ -228,7 +228,10 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
     prompts.check_references(problems.frame.join(seqs.select("problem_id").unique(), on="problem_id"),
                              config.context, f"--problems {problems.path}")
     shard = parse_shard(config.shard)
-    seqs, skipped, weights_art = apply_weights(select_shard(seqs, shard), config.weights)
+    kept, skipped, weights_art = apply_weights(seqs, config.weights)  # (every shard's: weights for all, one of them > 0)
+    if weights_art is not None and kept.height == 0:
+        raise InputError(f"--weights {config.weights}: every problem of --sequences has weight 0; there is nothing to distill on")
+    seqs, skipped = select_shard(kept, shard), select_shard(skipped, shard)
     for flag, art in (("--sequences", seq_art), ("--weights", weights_art)):
         if art is not None and art is not problems:
             stale = schemas.io.check_lineage(problems.fingerprint, f"--problems {problems.path}", art, flag, config.allow_stale)
@@ -314,8 +317,6 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
     if job.complete:
         console.print(f"{config.out}: already complete ({n} sequences); nothing to do")
         return config.out
-    if n == 0 and shard is None:
-        raise InputError(f"--weights {config.weights}: every problem of --sequences has weight 0; there is nothing to distill on")
     if n == 0:  # as rollout does: a finished empty shard, so the sharded artifact can complete
         job.start()
         job.finish(0)

@@ -683,3 +683,14 @@ def test_a_finished_sharded_eval_is_a_baseline(world, tmp_path):
     assert r.exit_code == 0, r.stderr
     summary = pl.read_parquet(tmp_path / "after" / "summary.parquet")
     assert summary["baseline_accuracy"].null_count() == 0
+
+
+def test_every_weight_zero_is_refused_with_shard_too(world, tmp_path):
+    """Unsharded, weights all 0 are refused; with --shard I/N each shard finished empty and the
+    whole made a finished artifact of no rows. The weights are read whole in every shard."""
+    zero = write(tmp_path / "w.parquet", weights_frame(world).with_columns(weight=pl.lit(0.0)))
+    for shard in ("0/1", "1/3"):
+        r = paced("teacher-logits", "--problems", world["problems"], "--sequences", world["rollouts"], "--teacher",
+                  world["teacher"], "--top-k", "4", "--out", tmp_path / "tl", "--weights", zero, "--shard", shard)
+        assert r.exit_code == 2 and "every problem of --sequences has weight 0" in r.stderr, r.stderr
+        assert not (tmp_path / "tl").exists()
