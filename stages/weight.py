@@ -200,9 +200,10 @@ def run(config: WeightConfig, command: str | None = None) -> Path:
     inputs = {"scores": art.fingerprint}
     fit = None
     if config.from_snr is not None:
-        if (config.alpha, config.beta) != (1.0, 1.0):
-            raise InputError(f"--from-snr with --alpha {config.alpha:g} --beta {config.beta:g}: the fit gives alpha and "
-                             f"beta; leave --alpha and --beta out, or drop --from-snr")
+        given = changed(config, "alpha", "beta")
+        if given:
+            raise InputError(f"--from-snr with {' '.join(f'{g} {getattr(config, g[2:]):g}' for g in given)}: the fit gives "
+                             f"alpha and beta; leave --alpha and --beta out, or drop --from-snr")
         fit = schemas.snr.read_fit(config.from_snr, "--from-snr")
         if fit["alpha"] < 0 or fit["beta"] < 0:
             raise InputError(
