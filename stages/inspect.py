@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas import InputError
-from schemas.io import META_PROVENANCE, META_SCHEMA, META_VERSION, PROVENANCE_TYPES, SHARD_NAME, fingerprint, wrong_types
+from schemas.io import META_PROVENANCE, META_SCHEMA, META_VERSION, PROVENANCE_TYPES, SHARD_NAME, fingerprint, shard_disagreements, wrong_types
 from schemas.outputs import JOB_FILE, MANIFEST_FILE, PART, load_record, record_path
 from stages.options import INPUT, RUNTIME, option
 
@@ -230,11 +230,11 @@ def _directory(d: Path) -> dict[str, Any]:
         waiting = [s["path"] for s in each if not s["finished"]]
         if waiting or len(shards) != expected:
             info["note"] = f"{expected - len(shards)} shard(s) missing, {len(waiting)} unfinished"
-        options = [{k: v for k, v in (s.get("options") or {}).items() if k != "shard"} for s in each]
-        if any(o != options[0] for o in options[1:]):
-            differ = sorted({k for o in options[1:] for k in set(o) | set(options[0]) if o.get(k) != options[0].get(k)})
-            _add_note(info, f"its shards were made with different options ({', '.join(differ[:6])}): they do not "
-                            f"read as one artifact")
+        named = [(Path(s["path"]).name, s) for s in each if s.get("options") is not None]
+        differ = shard_disagreements(named[0], named[1:]) if len(named) > 1 else []
+        if differ:
+            _add_note(info, f"its shards were made with different options ({'; '.join(differ[:3])}"
+                            f"{' ...' if len(differ) > 3 else ''}): they do not read as one artifact")
         for s in each:
             if s.get("note") and s["finished"]:
                 _add_note(info, f"{Path(s['path']).name}: {s['note']}")

@@ -89,6 +89,8 @@ def test_shards_made_with_different_options_are_refused_at_read_time(tmp_path, p
     assert "shards were made with different options" in r.stderr
     assert "shard-00001-of-00002 has seed 1 where shard-00000-of-00002 has 0" in r.stderr
     assert not (tmp_path / "s").exists()
+    r = paced("inspect", out, "--json", "--no-lineage")  # it said "finished" and nothing more
+    assert r.exit_code == 0 and "shards were made with different options (shard-00001-of-00002 has seed 1" in r.stdout
 
 
 @pytest.mark.parametrize("bad", ["2/2", "x", "1/0", "-1/3"])
