@@ -192,19 +192,20 @@ def _any_key(d: Path) -> str | None:
     return None
 
 
-def _gone(d: Path, manifest: dict[str, Any]) -> list[str]:
+def gone_parts(d: Path, manifest: dict[str, Any]) -> list[str]:
     """The part files `manifest` lists that are not in job directory `d`."""
     return [p["file"] for p in manifest.get("parts") or [] if not (d / p["file"]).exists()]
 
 
-def _resized(d: Path, manifest: dict[str, Any]) -> list[str]:
-    """The part files `manifest` lists whose size in `d` is not the one it recorded: changed after
-    paced wrote them (a part of the same size but other bytes is found by the sha256 on read)."""
+def resized_parts(d: Path, manifest: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(file, size, recorded size) of the part files `manifest` lists whose size in `d` is not the
+    one it recorded: changed after paced wrote them (a part of the same size but other bytes is
+    found by the sha256 on read)."""
     out = []
     for p in manifest.get("parts") or []:
         f = d / p["file"]
         if f.is_file() and isinstance(p.get("bytes"), int) and f.stat().st_size != p["bytes"]:
-            out.append(f"{p['file']} ({f.stat().st_size:,} bytes, the manifest recorded {p['bytes']:,})")
+            out.append((p["file"], f.stat().st_size, p["bytes"]))
     return out
 
 
@@ -352,14 +353,14 @@ class Job:
         if job.get("key") == self.key:
             self.dir = d
             complete = self.complete
-            if complete:
-                changed = _resized(d, _load_record(record_path(d, MANIFEST_FILE), "--out"))
-                if changed:  # (not written over: the part is the user's now, as an edited single file is)
-                    raise InputError(
-                        f"--out {d}: the finished job's {', '.join(changed[:5])} changed after paced wrote it; move it "
-                        f"out (it is yours now), or delete it, and rerun this command to write it again"
-                    )
-            if complete and self.missing_parts():  # deleted since: the same command writes them again
+            manifest = _load_record(record_path(d, MANIFEST_FILE), "--out") if complete else {}
+            changed = [f"{f} ({size:,} bytes, the manifest recorded {recorded:,})" for f, size, recorded in resized_parts(d, manifest)]
+            if changed:  # (not written over: the part is the user's now, as an edited single file is)
+                raise InputError(
+                    f"--out {d}: the finished job's {', '.join(changed[:5])} changed after paced wrote it; move it "
+                    f"out (it is yours now), or delete it, and rerun this command to write it again"
+                )
+            if complete and gone_parts(d, manifest):  # deleted since: the same command writes them again
                 record_path(d, MANIFEST_FILE).unlink()
                 complete = False
             if complete:  # a finished job (of an earlier version too) is read as it is
@@ -450,10 +451,13 @@ class Job:
             return
         others = []
         for e in sorted(root.iterdir()):
-            if not outputs.SHARD_NAME.match(e.name) or e.name == self.out.name or not e.is_dir() or record_path(e, JOB_FILE) is None:
+            if not outputs.SHARD_NAME.match(e.name) or e.name == self.out.name or not e.is_dir():
+                continue
+            record = record_path(e, JOB_FILE)
+            if record is None:
                 continue
             try:
-                others.append((e.name, load_record(record_path(e, JOB_FILE))))
+                others.append((e.name, load_record(record)))
             except (OSError, ValueError):  # a damaged record: the reader names it
                 continue
             break  # (one is enough: the others are the reader's to compare)
@@ -627,12 +631,7 @@ class Job:
     def _finished(self, d: Path) -> bool:
         """Whether `d` holds this job, finished, with every part its manifest lists."""
         record = self._manifest(d)
-        return record is not None and not _gone(d, record)
-
-    def missing_parts(self) -> list[str]:
-        """The parts a finished job's manifest lists that are gone from `dir`."""
-        m = record_path(self.dir, MANIFEST_FILE)
-        return [] if m is None else _gone(self.dir, _load_record(m, "--out"))
+        return record is not None and not gone_parts(d, record)
 
     @property
     def began(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from rich.table import Table
 
 from schemas import InputError
 from schemas.io import META_PROVENANCE, META_SCHEMA, META_VERSION, PROVENANCE_TYPES, SHARD_NAME, fingerprint, shard_disagreements, wrong_types
+from schemas.jobs import gone_parts, resized_parts
 from schemas.outputs import JOB_FILE, MANIFEST_FILE, PART, load_record, record_path
 from stages.options import INPUT, RUNTIME, option
 
@@ -196,9 +197,8 @@ def _job_dir(d: Path) -> dict[str, Any]:
             damaged.append("manifest parts that are not objects")
         info |= {"rows": manifest.get("rows"), "parts": len(listed),
                  "bytes": sum(b for p in listed if isinstance(b := p.get("bytes", 0), int))}
-        changed = [f"{p['file']} {'missing' if not (d / p['file']).is_file() else 'resized'}" for p in listed
-                   if isinstance(p.get("file"), str) and isinstance(p.get("bytes"), int)
-                   and (not (d / p["file"]).is_file() or (d / p["file"]).stat().st_size != p["bytes"])]
+        named = {"parts": [p for p in listed if isinstance(p.get("file"), str)]}
+        changed = [f"{f} missing" for f in gone_parts(d, named)] + [f"{f} resized" for f, _, _ in resized_parts(d, named)]
         if changed:
             _add_note(info, f"parts changed since it finished ({', '.join(changed[:5])}): it no longer reads as "
                             f"it is; rerun its command (a deleted part is written again)")
