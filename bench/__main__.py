@@ -11,7 +11,8 @@ savings (6: compute saved by weight-0 problems), adaptive (7: rollout --min-samp
 sweep (8: a 3 x 3 alpha/beta sweep against nine TRL runs), busy (9: a stage's speed beside one
 other busy process), sparse (10: teacher logits as top-k, drawn tokens or both, at equal
 bytes), sparse-steps (11: the drawn-token student's gap to dense against sequences per step),
-sparse-seeds (12: section 10's primary comparison over replicates, with its interval).
+sparse-seeds (12: section 10's primary comparison over replicates, with its interval),
+sparse-trained (13: section 12 on an English-text teacher trained longer, of lower entropy).
 Every figure is a ratio, or a number beside the floor it is compared with, measured side by
 side in this run on this machine; each is the median of several runs after a warm-up, printed
 with its spread. The table goes to
@@ -46,6 +47,7 @@ SECTIONS = {
     "sparse": ("bench.sparse", "section"),
     "sparse-steps": ("bench.sparse", "section_steps"),
     "sparse-seeds": ("bench.sparse", "section_seeds"),
+    "sparse-trained": ("bench.sparse", "section_trained"),
 }
 
 

@@ -249,6 +249,34 @@ def test_sparse_seeds_quick_section_pairs_the_replicates(tmp_path):
     assert (summary[-1] == "yes") == (hi <= 0.05)
 
 
+def test_sparse_trained_quick_section_states_its_premise_then_pairs_drawn_and_topk(tmp_path):
+    # bench section 13: section 12 on a teacher trained longer; the premise rows come first, then
+    # dense, drawn and top-k students over 2 replicates (quick: 5 short runs), each gap paired.
+    rows = quick_rows("sparse-trained", 13, tmp_path / "results.md")
+    assert len(rows) == 8, rows
+    assert "held-out loss" in rows[0][1] and "share of tokens below 2 nats" in rows[1][1]
+    loss, student, before = rows[0][2].split("; ")
+    assert float(loss) < float(student) and float(loss) < float(before)  # trained longer than section 10's
+    gaps = {"drawn": [], "top-k": []}
+    for c in [c for c in rows if "replicate" in c[1] and "dense; then" in c[1]]:
+        dense, *cells = c[2].split("; ")
+        for cell in cells:
+            name = cell.split(" (")[0]
+            kl = float(cell.rsplit(") ", 1)[1].split(" / ")[0])
+            gaps[name].append(kl / float(dense.split(" / ")[0]) - 1)
+            assert abs(gaps[name][-1] - float(cell.rsplit("(", 1)[1].rstrip(")%")) / 100) < 1e-3
+    assert len(gaps["drawn"]) == 2 and gaps["drawn"][0] != gaps["drawn"][1]
+    assert len(gaps["top-k"]) == 2
+    drawn, topk = rows[-2], rows[-1]
+    assert "drawn student" in drawn[1] and drawn[-1] in ("yes", "**no**")  # the goal is judged on drawn only
+    assert "top-k student" in topk[1] and topk[-1] == ""
+    for summary, name in ((drawn, "drawn"), (topk, "top-k")):
+        mean = float(summary[2].split(", 95 % CI [")[0].strip("%")) / 100
+        assert abs(mean - sum(gaps[name]) / 2) < 1e-3
+    hi = float(drawn[2].split("]")[0].rsplit(", ", 1)[1].strip("%")) / 100
+    assert (drawn[-1] == "yes") == (hi <= 0.05)
+
+
 def test_bf16_cost_times_one_step_both_ways():
     """bench.text_teacher's check of the bfloat16 emulation times one forward and backward pass of
     a recipe's batch in float32 and under autocast (here a recipe a few thousand times smaller)."""
