@@ -39,8 +39,6 @@ from schemas import InputError
 
 __all__ = ["Verdict", "resolve", "check_one", "CheckPool", "extract_boxed"]
 
-USAGE = "use math, exact, regex:PATTERN or module:function"
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -95,8 +93,9 @@ def extracts_answers(spec: str) -> bool:
 
 
 def _is_module(spec: str) -> bool:
-    """A user's module:function (a normalised spec; `regex:x` has the same shape but is not)."""
-    return not spec.startswith("regex:") and _MODULE_SPEC.fullmatch(spec) is not None
+    """A user's module:function (`regex:x` has the same shape but is not). Only a user's function
+    sees the whole problem row; the others extract an answer and need the gold answer alone."""
+    return not spec.startswith("regex:") and _MODULE_SPEC.fullmatch(_normalise_spec(spec)) is not None
 
 
 def _build_bounded(spec: str) -> None:
@@ -142,9 +141,6 @@ def _build_in_child(conn: Connection, spec: str, parent: int) -> None:
         conn.send(("ok", None))
 
 
-BUILT_IN = ("math", "exact")  # and regex:PATTERN
-
-
 def _normalise_spec(spec: str) -> str:
     if spec.startswith("regex:"):
         return spec  # whitespace in a pattern is significant
@@ -173,20 +169,13 @@ Check = Callable[[str, dict, "int | None"], Verdict]
 
 def _build(spec: str) -> Check:
     s = _normalise_spec(spec)
-    if s == "math":
-        return _check_math
-    if s == "exact":
-        return _check_exact
+    if s in BUILT_IN:
+        return BUILT_IN[s].check
     if s.startswith("regex:"):
         return _regex_check(spec, s[len("regex:") :])
     if _MODULE_SPEC.fullmatch(s):
         return _module_check(s)
     raise InputError(f"--verifier {spec}: unknown verifier; {USAGE}")
-
-
-def _uses_whole_problem(spec: str) -> bool:
-    """Only user functions see the whole row; built-ins need the answer alone."""
-    return _is_module(_normalise_spec(spec))
 
 
 # ---------------------------------------------------------------------------------------
@@ -382,6 +371,42 @@ def _check_math(completion: str, problem: dict, mv_timeout: int | None) -> Verdi
 
 
 # ---------------------------------------------------------------------------------------
+# The registry of built-ins (regex:PATTERN and module:function are forms, not names)
+
+
+def _same_normalised(a: str, b: str) -> bool:
+    return _normalise(a) == _normalise(b)
+
+
+def _same_math(a: str, b: str) -> bool | None:
+    """Plain integers by value, an answer that cannot travel in a box is another answer; None:
+    ask math-verify (SameAnswer does, in a CheckPool)."""
+    if _PLAIN_INTEGER.fullmatch(a) and _PLAIN_INTEGER.fullmatch(b):
+        return int(a) == int(b)
+    if extract_boxed(f"\\boxed{{{b}}}") != b:  # unbalanced braces
+        return False
+    return None
+
+
+@dataclass(frozen=True)
+class BuiltIn:
+    """A built-in verifier: its check, its words in --verifier's help, and maj@k's equality of two
+    answers it extracted (SameAnswer): True or False, or None where the check itself must say."""
+    check: Check
+    help: str
+    same: Callable[[str, str], "bool | None"]
+
+
+BUILT_IN = {
+    "math": BuiltIn(_check_math, "math-verify equivalence", _same_math),
+    "exact": BuiltIn(_check_exact, "normalised string", _same_normalised),
+}
+USAGE = f"use {', '.join(BUILT_IN)}, regex:PATTERN or module:function"
+HELP = (", ".join(f"{name} ({b.help})" for name, b in BUILT_IN.items())
+        + ", regex:PATTERN (first group), or module:function (your fn(completion, problem_row) -> bool).")
+
+
+# ---------------------------------------------------------------------------------------
 # User verifiers
 
 
@@ -472,7 +497,7 @@ def check_one(spec: str, completion: str, problem: dict) -> Verdict:
         # No math-verify timeout: its signal alarm only works in a main thread.
         return check(completion, problem, None)
     except Exception as e:
-        return _error(e, user_error=_uses_whole_problem(spec))
+        return _error(e, user_error=_is_module(spec))
 
 
 # ---------------------------------------------------------------------------------------
@@ -493,7 +518,6 @@ class SameAnswer:
 
     def __init__(self, spec: str, workers: int = 2, timeout: float = 5.0):
         self.spec = resolve(spec, load=False)  # (a user's function is never called here: equal strings only)
-        self._math = self.spec == "math"
         self._workers, self._timeout = workers, timeout
         self._pool: CheckPool | None = None  # started on the first pair that needs math-verify
 
@@ -521,17 +545,11 @@ class SameAnswer:
         """The answer without math-verify, or None where it must be asked."""
         if a == b:
             return True
-        if self.spec in ("exact",) or self.spec.startswith("regex:"):
-            return _normalise(a) == _normalise(b)
+        if self.spec.startswith("regex:"):
+            return _same_normalised(a, b)
         if _is_module(self.spec):
             return False
-        if not self._math:  # a built-in added without its equality would vote by strings unnoticed
-            raise AssertionError(f"SameAnswer: no answer equality for the built-in verifier {self.spec!r}; give it one here")
-        if _PLAIN_INTEGER.fullmatch(a) and _PLAIN_INTEGER.fullmatch(b):
-            return int(a) == int(b)
-        if extract_boxed(f"\\boxed{{{b}}}") != b:  # unbalanced braces: it cannot travel in a box
-            return False
-        return None
+        return BUILT_IN[self.spec].same(a, b)
 
 
 # ---------------------------------------------------------------------------------------
@@ -599,7 +617,7 @@ def _worker_main(conn: Connection, spec: str, mv_timeout: int | None, parent: in
             try:
                 verdict = check(completion, problem, mv_timeout)
             except Exception as e:  # the built-ins catch their own; this is a last guard
-                verdict = _error(e, user_error=_uses_whole_problem(spec))
+                verdict = _error(e, user_error=_is_module(spec))
             conn.send(("done", idx, verdict))
 
 
@@ -637,7 +655,7 @@ class CheckPool:
         self.spec = resolve(spec, load=False)  # (a user's module: each worker imports it, within the startup limit)
         self.workers = workers
         self.timeout = float(timeout)
-        self._whole_problem = _uses_whole_problem(self.spec)
+        self._whole_problem = _is_module(self.spec)
         # math-verify's alarms take whole seconds; at half the budget they usually fire
         # before the kill, and a check they stop costs no worker restart.
         self._mv_timeout = max(1, int(self.timeout / 2))

@@ -348,11 +348,11 @@ def test_a_module_whose_import_hangs_or_exits_is_refused_in_bounded_time(tmp_pat
 
 
 def test_a_regex_spec_is_not_a_users_function():
-    from stages.verifiers import _uses_whole_problem
+    from stages.verifiers import extracts_answers
 
     # (a pattern shaped like a function name was taken for one: regex:answer is module `regex`)
-    assert not _uses_whole_problem("regex:answer") and not _uses_whole_problem("regex:(\\d+)")
-    assert _uses_whole_problem("checks:is_right")
+    assert extracts_answers("regex:answer") and extracts_answers("regex:(\\d+)") and extracts_answers(" Math ")
+    assert not extracts_answers("checks:is_right") and not extracts_answers(" checks:is_right ")
 
 
 # ---------------------------------------------------------------------------------------
@@ -536,9 +536,9 @@ def test_pool_validates_its_spec_in_the_parent():
 
 
 def test_every_built_in_verifier_is_named_wherever_the_verifiers_are_listed():
-    """A built-in's name is written in its check's dispatch (`_build`), BUILT_IN, USAGE, the
-    --verifier help, score's docstring and the README's table: adding one in some of them only
-    fails here, not in a user's run. maj@k's answer equality (SameAnswer) must know it too."""
+    """A built-in is one entry of the registry BUILT_IN (its check, help and maj@k equality), from
+    which USAGE, the --verifier help and the dispatch are built; score's docstring and the README's
+    table are written by hand: a built-in missing from them fails here, not in a user's run."""
     from stages import options, score, verifiers
 
     readme = (ROOT / "README.md").read_text()
