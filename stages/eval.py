@@ -55,7 +55,7 @@ from stages.backends.generation import (
 from stages.common import advance, console, notice, parse_shard, progress, select_shard, shard_out
 from stages.evaluation.metrics import summarize
 from stages.options import (check_problems_options, check_timeout_option, check_workers_option, option, redefault,
-                            verifier_option, INPUT, RUNTIME, SHARD_DIR, TOP_K)
+                            verifier_option, INPUT, RUNTIME, SHARD_NAME, TOP_K)
 
 SUMMARY_FILE = EVAL_SUMMARY_FILE
 RESULTS_DIR = EVAL_RESULTS_DIR
@@ -82,7 +82,7 @@ class EvalConfig(GenerationConfig):
     baseline: Path | None = option("Another eval's --out (e.g. the student before distillation): report the gain over it per benchmark.", None, role=INPUT)
     at_k: int | None = option("k of pass@k and maj@k in the summary, from 1 to --samples (default: --samples).", None)
     retain: list[str] = option("A benchmark that measures retention (repeat for several): with --baseline, report forgetting = (baseline - accuracy) / baseline * 100.", default_factory=list)
-    shard: str | None = option(f"Evaluate one shard I/N of the problems into {SHARD_DIR.replace('--out/', '--out/results/')}; the last shard to finish writes the summary.", None)
+    shard: str | None = option(f"Evaluate one shard I/N of the problems into --out/results/{SHARD_NAME}; the last shard to finish writes the summary.", None)
 
     def __post_init__(self) -> None:
         problems = self.generation_problems()

@@ -40,7 +40,8 @@ TOP_K = "Sample only from the k most likely tokens at each step; 0 is off (the p
 CHAT_TEMPLATE_KWARGS = 'Variables for the chat template, as a JSON object, e.g. \'{"enable_thinking": false}\' for Qwen3 (whose template thinks by default).'
 LOSS = "fkl: KL(teacher||student); rkl: KL(student||teacher), on-policy on student rollouts; akl: adaptive mix (Wu et al. 2025)."
 MU = "AKL: teacher cumulative mass that defines the head."
-SHARD_DIR = "--out/shard-IIIII-of-NNNNN (zero-padded: shard-00000-of-00002)"
+SHARD_NAME = "shard-IIIII-of-NNNNN (zero-padded: shard-00000-of-00002)"
+SHARD_DIR = f"--out/{SHARD_NAME}"
 SHARD = f"Run one shard I/N of the job (problems split by a stable hash of problem_id) into {SHARD_DIR}; downstream stages read --out as one artifact once every shard is done."
 ROLES = (IDENTITY, INPUT, RUNTIME)
 
