@@ -588,8 +588,9 @@ def section_trained(ctx: Context) -> Section:
     Section 12 misses the goal (+12 % on the run of 2026-12-05) on a teacher of 6.2 nats of mean
     entropy on its own samples (150 training steps, held-out loss 6.43 nats/token): no token of it
     below 2 nats, where a real language model on its own samples has many. This section trains the same model on the
-    same corpus for 1,000 steps (text_teacher.TRAINED; all else equal, its student the same step's
-    checkpoint) and repeats section 12 on it. Premise, printed first: the teacher's held-out loss,
+    same corpus for 1,000 steps (text_teacher.TRAINED; all else equal; its student is this run's
+    checkpoint at the same step, 30, which is not section 12's student: the warm-up, 5 % of the
+    steps, is longer) and repeats section 12 on it. Premise, printed first: the teacher's held-out loss,
     its mean entropy on its training sequences and the share of their tokens below 2 nats, beside
     the student's distance from it before distillation.
 

@@ -147,7 +147,7 @@ class TextRecipe:
 FULL = TextRecipe("full", "docs", 32_000, hidden=256, layers=4, heads=4, context=256, batch=8, steps=150, lr=5e-3,
                   student_step=30, prompt_tokens=24)
 # FULL trained longer: 1,000 steps (about 2.4 passes over the training split) instead of 150, all else
-# the same (its student is the same step-30 checkpoint). FULL's 150 steps leave a teacher of 6.2 nats of
+# the same (its student is this run's step-30 checkpoint). FULL's 150 steps leave a teacher of 6.2 nats of
 # entropy on its own samples, far above a real language model's; section `sparse-trained` measures
 # the drawn-token student on this one to see how the gap to dense moves with the teacher's entropy.
 TRAINED = replace(FULL, name="trained", steps=1_000)
