@@ -25,15 +25,12 @@ import dataclasses
 from dataclasses import MISSING, asdict, fields
 from typing import Any
 
-from stages import verifiers
-
 IDENTITY, INPUT, RUNTIME = "identity", "input", "runtime"
 
 # Help of the options several commands share, worded once.
 TRUST_REMOTE_CODE = "Allow the model repository's own Python code to run. Off unless you trust it."
 DEVICE = "auto, cpu, cuda or cuda:N (hf; vllm takes auto only: pick its GPUs with CUDA_VISIBLE_DEVICES)."
 ALLOW_STALE = "Accept inputs made from another problems file than the others (normally refused as stale)."
-VERIFIER = verifiers.HELP  # from the registry of built-in verifiers
 CHECK_TIMEOUT = "Seconds one check may take; past it the check is killed and scores false with reason 'timeout'."
 CHECK_WORKERS = "Checker processes."
 TOP_K = "Sample only from the k most likely tokens at each step; 0 is off (the paper samples rollouts without it)."
@@ -78,7 +75,11 @@ def allow_stale_option() -> Any:
 
 
 def verifier_option(prefix: str = "", **kw: Any) -> Any:
-    return option(prefix + VERIFIER, "math", **kw)
+    """--verifier, its help built from the registry of built-in verifiers (imported here: only the
+    commands that check answers load it)."""
+    from stages import verifiers
+
+    return option(prefix + verifiers.HELP, "math", **kw)
 
 
 def check_timeout_option(prefix: str = "", **kw: Any) -> Any:
