@@ -93,6 +93,7 @@ class Teacher:
     held_problems: Path
     held: Path             # rollouts: held-out sequences
     vocab: int
+    record: dict | None = None  # a trained English-text teacher's (bench.text_teacher's marker)
 
 
 def english(ctx: Context, d: Path, size: Sizes, recipe: text_teacher.TextRecipe | None = None) -> Teacher:
@@ -117,7 +118,8 @@ def english(ctx: Context, d: Path, size: Sizes, recipe: text_teacher.TextRecipe 
     held = sample(d / "held.parquet", tt.teacher, d / "held_rollouts", new, 16)
     label = "English-text teacher (trained)" if recipe.name in ("full", "quick") else \
         f"English-text teacher (trained {recipe.steps:,} steps)"
-    return Teacher(label, tt.teacher, tt.student, d / "train.parquet", train, d / "held.parquet", held, len(tokenizer))
+    return Teacher(label, tt.teacher, tt.student, d / "train.parquet", train, d / "held.parquet", held, len(tokenizer),
+                   tt.record)
 
 
 def synthetic(ctx: Context, d: Path, size: Sizes) -> Teacher:
@@ -187,6 +189,18 @@ def held_set(t: Teacher, d: Path):
 
 def response_tokens(data) -> int:
     return int(sum(len(x) for x in data.table["token_ids"].to_pylist()))
+
+
+def grid_bytes(t: Teacher, grid: dict, d: Path, few: Path) -> dict:
+    """Bytes per response token of every setting of `grid` (representation -> settings), keyed
+    (representation, index), each written as a real artifact of the problems `few` keeps."""
+    return {(rep, i): artifact(t, rep, cfg, d / f"grid-{slug(rep)}-{i}", weights=few)
+            for rep, cfgs in grid.items() for i, cfg in enumerate(cfgs)}
+
+
+def closest(grid: dict, sizes: dict, rep: str, budget: float) -> dict:
+    """The setting of representation `rep` whose bytes per token (`grid_bytes`) is nearest `budget`."""
+    return grid[rep][min(range(len(grid[rep])), key=lambda i: abs(sizes[(rep, i)] - budget))]
 
 
 def few_weights(t: Teacher, d: Path, keep: int) -> Path:
@@ -327,15 +341,12 @@ def measure(ctx: Context, t: Teacher, d: Path, size: Sizes) -> dict:
 
     t0 = time.perf_counter()
     few = few_weights(t, d, size.few)
-    grid = {}  # bytes per token of every setting, on the first problems' sequences
-    for rep, cfgs in GRID.items():
-        for i, cfg in enumerate(cfgs):
-            grid[(rep, i)] = artifact(t, rep, cfg, d / f"grid-{slug(rep)}-{i}", weights=few)
+    grid = grid_bytes(t, GRID, d, few)  # bytes per token of every setting, on the first problems' sequences
     chosen = {}  # per budget and representation: (setting, bytes per token of the whole artifact, its path)
     for b in BUDGETS:
         chosen[b] = {}
         for rep in GRID:
-            cfg = GRID[rep][min(range(len(GRID[rep])), key=lambda i: abs(grid[(rep, i)] - b))]
+            cfg = closest(GRID, grid, rep, b)
             path = d / f"{slug(rep)}-{b}"
             chosen[b][rep] = (cfg, artifact(t, rep, cfg, path), path)
     log(f"sparse: {t.label}: {len(grid)} grid artifacts and {len(BUDGETS) * len(GRID)} whole ones in "
@@ -610,20 +621,16 @@ def section_trained(ctx: Context) -> Section:
     d = ctx.work / "sparse-trained"
     t0 = time.perf_counter()
     t = english(ctx, d / "english", size, recipe)
-    record = text_teacher.english_teacher(recipe, log=log).record
-    few = few_weights(t, d, size.few)
-    chosen = {}
-    for rep, cfgs in TRAINED_GRID.items():
-        grid = [artifact(t, rep, cfg, d / f"grid-{rep}-{i}", weights=few) for i, cfg in enumerate(cfgs)]
-        best = min(range(len(cfgs)), key=lambda i: abs(grid[i] - TRAINED_BUDGET))
-        chosen[rep] = cfgs[best]
+    record = t.record
+    grid = grid_bytes(t, TRAINED_GRID, d, few_weights(t, d, size.few))
+    chosen = {rep: closest(TRAINED_GRID, grid, rep, TRAINED_BUDGET) for rep in TRAINED_GRID}
     log(f"sparse-trained: settings at about {TRAINED_BUDGET} B/token: {chosen} ({time.perf_counter() - t0:.0f} s)")
     n = SEED_REPLICATES[ctx.quick]
     names = {"drawn": ("sampled", chosen["sampled"]), "top-k": ("topk", chosen["topk"])}
     out = replicate(t, d, size, names, n, "sparse-trained")
     ev = out["evals"]
     entropy = np.concatenate([np.asarray(x, dtype=float) for x in out["entropy"]])
-    who = f"{t.label}"
+    who = t.label
     base = text_teacher.QUICK if ctx.quick else text_teacher.FULL
     before = text_teacher.english_teacher(base, log=log).record  # cached, or trained now (minutes)
     sec.add(f"{who}: held-out loss, nats/token; its student's (step {recipe.student_step}); section 10's teacher's "
