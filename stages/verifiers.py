@@ -246,7 +246,7 @@ def _check_exact(completion: str, problem: dict, mv_timeout: int | None) -> Verd
     found = _final_answer(completion)
     if found is None:
         return Verdict(False, None, "no_answer")
-    return Verdict(_normalise(found) == _normalise(problem["answer"]), found, None)
+    return Verdict(_same_normalised(found, problem["answer"]), found, None)
 
 
 def _regex_check(spec: str, pattern: str) -> Check:
@@ -269,7 +269,7 @@ def _regex_check(spec: str, pattern: str) -> Check:
         found = last.group(1) if compiled.groups else last.group(0)
         if found is None:  # the group did not take part in the last match
             return Verdict(False, None, "no_answer")
-        return Verdict(_normalise(found) == _normalise(problem["answer"]), found, None)
+        return Verdict(_same_normalised(found, problem["answer"]), found, None)
 
     return check
 
