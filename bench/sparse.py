@@ -529,18 +529,31 @@ def replicate(t: Teacher, d: Path, size: Sizes, reps: dict, n: int, log_name: st
             "entropy": data.table["entropy"].to_pylist() if "entropy" in data.table.column_names else None}
 
 
-def gap_row(sec: Section, label: str, ev: dict, name: str, n: int, bytes_: float, goal: bool) -> dict:
-    """The paired relative gap of student `name` to the dense one over n replicates, as a row."""
+def gap_row(sec: Section, label: str, ev: dict, name: str, n: int, bytes_: float, goal: bool, who: str) -> dict:
+    """The paired relative gap of student `name` to the dense one over n replicates, as a row; then
+    a row of what that gap is in absolute terms: nats/token, and its share of what the dense
+    student gained over the epoch (held-out KL before distillation minus after). The share is what
+    compares teachers whose students end at different distances from them."""
     from stages.stats import paired
 
+    def interval(st: dict, fmt: str) -> str:
+        mean = format(st["mean"], fmt)
+        return f"{mean} (one replicate: no interval)" if st["lo"] is None else \
+            f"{mean}, 95 % CI [{format(st['lo'], fmt)}, {format(st['hi'], fmt)}]"
+
     st = paired([ev[(name, r)]["kl"] / ev[("dense", r)]["kl"] - 1 for r in range(n)])
-    if st["lo"] is None:
-        value, met = f"{st['mean']:+.1%} (one replicate: no interval)", None
-    else:
-        value = f"{st['mean']:+.1%}, 95 % CI [{st['lo']:+.1%}, {st['hi']:+.1%}], detectable {st['mde']:.1%}"
+    value, met = interval(st, "+.1%"), None
+    if st["lo"] is not None:
+        value += f", detectable {st['mde']:.1%}"
         met = st["hi"] <= 0.05
     sec.add(label.format(bytes=round(bytes_), n=n), value, runs=str(n),
             goal="within +5 % (the interval's upper end)" if goal else "", met=met if goal else None)
+    before = ev["before"]["kl"]
+    gap = paired([ev[(name, r)]["kl"] - ev[("dense", r)]["kl"] for r in range(n)])
+    share = paired([(ev[(name, r)]["kl"] - ev[("dense", r)]["kl"]) / (before - ev[("dense", r)]["kl"]) for r in range(n)])
+    sec.add(f"{who}: {name} student's held-out KL minus the dense student's, nats/token; that gap as a share of the "
+            f"dense student's gain over the epoch (KL before distillation minus after), paired over {n} replicates",
+            f"{interval(gap, '+.4f')}; {interval(share, '.1%')}", runs=str(n))
     return st
 
 
@@ -554,7 +567,9 @@ def section_seeds(ctx: Context) -> Section:
     trains both students on distill's problem order of seed r; the student starts from the same
     checkpoint in every replicate (a distillation starts from a given student; it has no dropout),
     the teacher's samples and the held-out set are the same. The goal (within +5 %) is met when the
-    95 % interval of the paired relative gap lies below +5 %.
+    95 % interval of the paired relative gap lies below +5 %. The gap is also printed in nats/token
+    and as a share of the dense student's gain over the epoch (gap_row; added on 2026-12-06, after
+    the first run, to compare this teacher with section 13's).
     """
     sec = Section("sparse-seeds", "12. sparse teacher: the primary comparison, replicated")
     size = SIZES[ctx.quick]
@@ -577,7 +592,7 @@ def section_seeds(ctx: Context) -> Section:
             f"{statistics.median(dense_kl):.4f}", spread=f"{min(dense_kl):.4f}-{max(dense_kl):.4f}", runs=str(n))
     gap_row(sec, "English-text teacher, about {bytes} B/token, one epoch: drawn student's held-out KL vs dense, paired "
             "over {n} replicates (mean, interval, smallest effect the design detects at about 80 % power)", ev, "drawn",
-            n, sum(out["sizes"].values()) / n, goal=True)
+            n, sum(out["sizes"].values()) / n, goal=True, who="English-text teacher")
     sec.notes.append(
         f"sparse-seeds: section 10's English-text teacher, student and primary regime: {size.prompts} training prompts x "
         f"{size.samples} teacher samples ({out['tokens']:,} response tokens), one epoch of {size.steps} steps of "
@@ -611,7 +626,10 @@ def section_trained(ctx: Context) -> Section:
     relative to the dense student's, paired over 5 replicates (draw seed r, order seed r), as in
     section 12. The goal (within +5 %) is met when the 95 % interval's upper end is at most +5 %.
     Secondary, also paired: the top-k student at about 90 B/token (the top-k setting closest to
-    it), trained on the same orders.
+    it), trained on the same orders. Each gap is also printed in nats/token and as a share of the
+    dense student's gain over the epoch (gap_row; added on 2026-12-06, after the first run, since
+    the relative gap alone mixes the draws' cost with how far the dense student ends from its
+    teacher).
     """
     import numpy as np
 
@@ -653,7 +671,7 @@ def section_trained(ctx: Context) -> Section:
         mean_bytes = sum(out["sizes"][(name, r)] for r in range(n)) / n
         gap_row(sec, f"{who}, about {{bytes}} B/token, one epoch: {name} student ({describe(rep, cfg)}) held-out KL vs "
                 f"dense, paired over {{n}} replicates (mean, interval, smallest effect the design detects at about 80 % "
-                f"power)", ev, name, n, mean_bytes, goal=name == "drawn")
+                f"power)", ev, name, n, mean_bytes, goal=name == "drawn", who=who)
     sec.notes.append(
         f"sparse-trained: {t.label}: text_teacher.{'TRAINED_QUICK' if ctx.quick else 'TRAINED'} ({recipe.steps:,} steps of "
         f"{recipe.batch} x {recipe.context} tokens, lr {recipe.lr:g}; trained in {record['train_seconds']:.0f} s); section "

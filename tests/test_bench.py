@@ -231,17 +231,30 @@ def test_sparse_steps_quick_section_compares_dense_and_drawn_at_each_batch(tmp_p
     assert "sparse-steps: the English-text teacher" in (tmp_path / "results.md").read_text()
 
 
+def check_cost_row(row: list, kl_before: float, kls: list) -> None:
+    """A gap row's companion: the gap in nats/token and as a share of the dense student's gain,
+    each the mean of the replicates' (dense, other) held-out KLs within the rounding of the rows."""
+    assert "minus the dense student's, nats/token" in row[1] and row[-1] == ""
+    gap, share = (cell.split(",")[0] for cell in row[2].split("; "))
+    n = len(kls)
+    assert abs(float(gap) - sum(b - a for a, b in kls) / n) < 2e-4
+    assert abs(float(share.rstrip("%")) / 100 - sum((b - a) / (kl_before - a) for a, b in kls) / n) < 2e-3
+    assert row[2].count("95 % CI [") == 2
+
+
 def test_sparse_seeds_quick_section_pairs_the_replicates(tmp_path):
     # bench section 12: section 10's primary cell over 2 replicates (quick: 4 short runs), paired, with its interval.
     rows = quick_rows("sparse-seeds", 12, tmp_path / "results.md")
-    assert len(rows) == 5, rows
-    gaps = []
+    assert len(rows) == 6, rows
+    gaps, kls = [], []
     for c in [c for c in rows if "dense vs 12 systematic draws" in c[1]]:
         dense, drawn = c[2].split(" vs ")
-        gaps.append(float(drawn.split(" / ")[0]) / float(dense.split(" / ")[0]) - 1)
+        kls.append((float(dense.split(" / ")[0]), float(drawn.split(" / ")[0])))
+        gaps.append(kls[-1][1] / kls[-1][0] - 1)
         assert abs(gaps[-1] - float(drawn.rsplit("(", 1)[1].rstrip(")%")) / 100) < 1e-3
     assert len(gaps) == 2 and gaps[0] != gaps[1]  # the replicates differ (draw seed and order)
-    summary = rows[-1]
+    check_cost_row(rows[-1], float(rows[0][2]), kls)
+    summary = rows[-2]
     assert "paired over 2 replicates" in summary[1] and summary[-1] in ("yes", "**no**")
     mean, rest = summary[2].split(", 95 % CI [")
     lo, hi = (float(x.strip("%")) / 100 for x in rest.split("]")[0].split(", "))
@@ -253,21 +266,25 @@ def test_sparse_trained_quick_section_states_its_premise_then_pairs_drawn_and_to
     # bench section 13: section 12 on a teacher trained longer; the premise rows come first, then
     # dense, drawn and top-k students over 2 replicates (quick: 5 short runs), each gap paired.
     rows = quick_rows("sparse-trained", 13, tmp_path / "results.md")
-    assert len(rows) == 8, rows
+    assert len(rows) == 10, rows
     assert "held-out loss" in rows[0][1] and "share of tokens below 2 nats" in rows[1][1]
     loss, student, before = rows[0][2].split("; ")
     assert float(loss) < float(student) and float(loss) < float(before)  # trained longer than section 10's
-    gaps = {"drawn": [], "top-k": []}
+    gaps, kls = {"drawn": [], "top-k": []}, {"drawn": [], "top-k": []}
     for c in [c for c in rows if "replicate" in c[1] and "dense; then" in c[1]]:
         dense, *cells = c[2].split("; ")
         for cell in cells:
             name = cell.split(" (")[0]
             kl = float(cell.rsplit(") ", 1)[1].split(" / ")[0])
+            kls[name].append((float(dense.split(" / ")[0]), kl))
             gaps[name].append(kl / float(dense.split(" / ")[0]) - 1)
             assert abs(gaps[name][-1] - float(cell.rsplit("(", 1)[1].rstrip(")%")) / 100) < 1e-3
     assert len(gaps["drawn"]) == 2 and gaps["drawn"][0] != gaps["drawn"][1]
     assert len(gaps["top-k"]) == 2
-    drawn, topk = rows[-2], rows[-1]
+    kl_before = float(rows[2][2])
+    check_cost_row(rows[-3], kl_before, kls["drawn"])
+    check_cost_row(rows[-1], kl_before, kls["top-k"])
+    drawn, topk = rows[-4], rows[-2]
     assert "drawn student" in drawn[1] and drawn[-1] in ("yes", "**no**")  # the goal is judged on drawn only
     assert "top-k student" in topk[1] and topk[-1] == ""
     for summary, name in ((drawn, "drawn"), (topk, "top-k")):
