@@ -57,7 +57,7 @@ from stages.common import console, notice, progress, summary_table
 from stages.training import checkpoints, data as train_data, forward, losses, schedules, tracking
 from stages.training.launch import Launch, launched
 from stages.options import (allow_stale_option, key_options, mu_option, option, seed_problems,
-                            trust_remote_code_option, INPUT, RUNTIME, LOSS)
+                            trust_remote_code_option, INPUT, RUNTIME)
 
 DATA_CACHE = ".train_data.arrow"
 TRAIN_LOG_FILE = "train_log.parquet"
@@ -69,7 +69,7 @@ class DistillConfig:
     teacher_logits: Path = option("teacher_logits artifact (`paced teacher-logits` output).", role=INPUT)
     weights: Path = option("Weights artifact (`paced weight` output): one scalar per problem; weight-0 problems are never loaded.", role=INPUT)
     out: Path = option("Output directory: a Hugging Face checkpoint plus train_log.parquet.", role=RUNTIME)
-    loss: str = option(LOSS, "fkl")
+    loss: str = option(losses.HELP, "fkl")
     mu: float = mu_option()
     lr: float = option("Peak learning rate (AdamW).", 1e-6)
     weight_decay: float = option("AdamW weight decay.", 0.1)

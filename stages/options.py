@@ -35,7 +35,6 @@ CHECK_TIMEOUT = "Seconds one check may take; past it the check is killed and sco
 CHECK_WORKERS = "Checker processes."
 TOP_K = "Sample only from the k most likely tokens at each step; 0 is off (the paper samples rollouts without it)."
 CHAT_TEMPLATE_KWARGS = 'Variables for the chat template, as a JSON object, e.g. \'{"enable_thinking": false}\' for Qwen3 (whose template thinks by default).'
-LOSS = "fkl: KL(teacher||student); rkl: KL(student||teacher), on-policy on student rollouts; akl: adaptive mix (Wu et al. 2025)."
 MU = "AKL: teacher cumulative mass that defines the head."
 SHARD_NAME = "shard-IIIII-of-NNNNN (zero-padded: shard-00000-of-00002)"
 SHARD_DIR = f"--out/{SHARD_NAME}"

@@ -72,7 +72,7 @@ from stages.training.snr_stats import (  # noqa: F401 - the statistics `paced sn
     identical_by_bin, per_problem_bin_stats, pooled_bin_stats, problem_snr,
 )
 from stages.common import advance, console, notice, progress, summary_table
-from stages.options import key_options, mu_option, option, seed_problems, trust_remote_code_option, INPUT, RUNTIME, LOSS
+from stages.options import key_options, mu_option, option, seed_problems, trust_remote_code_option, INPUT, RUNTIME
 
 # Figure 3's collapse zones: SNR vanishes for p < 0.2 and p > 0.8 (docs/method.md).
 LOW, HIGH = 0.2, 0.8
@@ -89,7 +89,7 @@ class SnrConfig:
     bins: int = option("Equal-width pass-rate bins over [0, 1] (p = 1 falls in the last), 1 to 1,000.", 10)
     estimator: str = option("per-problem: each problem's SNR over its K rollouts, averaged per bin with a bootstrap 95% interval (the paper's Figure 3). pooled: one SNR per bin over one gradient per problem, minus 1/n (how alike the bin's problems are).", "per-problem")
     param: str | None = option("Parameter to take the gradient at, by its model.named_parameters() name (default: the output embedding weight, lm_head.weight; tied to the input embedding in some models).", None)
-    loss: str = option("The distillation loss whose gradient is measured, as in distill: " + LOSS, "fkl")
+    loss: str = option("The distillation loss whose gradient is measured, as in distill: " + losses.HELP, "fkl")
     mu: float = mu_option()
     plot: Path | None = option("Also draw normalised SNR per bin to this PNG (the paper's Figure 3).", None, role=RUNTIME)
     fit: bool = option("Print the Beta kernel p^alpha (1-p)^beta fitted to the bin means (weighted least squares on log(SNR - 1/K), with 95% intervals) and draw it on --plot. The fit is stored in --out either way; `paced weight --from-snr` takes its alpha and beta.", False, role=RUNTIME)

@@ -558,3 +558,33 @@ def test_closed_form_backward_equals_autograd_through_the_forward(loss, k):
     (want,) = torch.autograd.grad(sum((col[n] * mix[n][mask]).sum() for n in mix), s2)
     close(got, want, atol=1e-6, rtol=1e-5)
     assert (got[~mask] == 0).all()
+
+
+def test_every_loss_is_named_wherever_the_losses_are_listed():
+    """A loss is one entry of the registry BUILT_IN (its help words, whether drawn teacher tokens
+    estimate it, its value and gradient when it is a third column), from which LOSSES, distill's
+    and snr's --loss help and the drawn-token refusal are built; the README's table and the brute-
+    force references are written by hand: a loss missing from them fails here."""
+    import dataclasses
+    from pathlib import Path
+
+    from schemas import InputError
+    from stages import distill, snr
+    from stages.training import data, losses
+    from tests.loss_references import bucket_losses
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    helps = [next(f.metadata["help"] for f in dataclasses.fields(config) if f.name == "loss")
+             for config in (distill.DistillConfig, snr.SnrConfig)]
+    teacher, student = torch.log(torch.tensor([[0.6, 0.3, 0.1]])), torch.log(torch.tensor([[0.2, 0.5, 0.3]]))
+    references = bucket_losses(teacher, student, 0.5)
+    for name, loss in losses.BUILT_IN.items():
+        assert all(f"{name}: {loss.help}" in h for h in helps), name
+        assert f"| `{name}` |" in readme and name in references, name
+        data.check_loss("topk", name)  # every loss on top-k
+        if loss.not_drawn:
+            with pytest.raises(InputError, match=f"--loss {name}: .* a sampled representation .*: {name} {loss.not_drawn[:20]}"):
+                data.check_loss("sampled", name)
+        else:
+            data.check_loss("hybrid", name)
+    assert [n for n, loss in losses.BUILT_IN.items() if not loss.not_drawn] == ["fkl"]  # the README says so

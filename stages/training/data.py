@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import schemas
 from schemas import InputError
 from stages import models
+from stages.training import losses
 
 
 @dataclass
@@ -125,12 +126,13 @@ def representation(k: int, draws: int) -> str:
 
 def check_loss(representation: str, loss: str, option: str = "--loss") -> None:
     """Refuse a loss the representation cannot estimate (exit 2, with the reason)."""
-    if representation != "topk" and loss != "fkl":
+    why = losses.BUILT_IN[loss].not_drawn
+    if representation != "topk" and why:
+        drawn = [name for name, each in losses.BUILT_IN.items() if not each.not_drawn]
         raise InputError(
             f"{option} {loss}: --teacher-logits holds a {representation} representation (tokens drawn from the "
-            f"teacher), which gives an unbiased forward KL only: the reverse KL and AKL need the teacher's "
-            f"probability of every token the student puts mass on, and draws give it only for the tokens drawn; "
-            f"use --loss fkl, or teacher logits made with --logits topk"
+            f"teacher), which gives an unbiased estimate of {', '.join(drawn)} only: {loss} {why}; use --loss {drawn[0]}, or "
+            f"teacher logits made with --logits topk"
         )
 
 

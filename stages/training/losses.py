@@ -53,9 +53,10 @@ is what the closed-form backward is tested against.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import Callable
 
-LOSSES = ("fkl", "rkl", "akl")
+import torch
 
 # Stand-in for log(0). -inf would turn 0 * (log p - log q) into NaN and give NaN gradients;
 # exp(-1e4) is exactly 0 in float32, so a floored bucket still has probability 0 and adds
@@ -167,8 +168,8 @@ def fused_head_losses(
 
 def extra_of(loss: str) -> str | None:
     """The loss computed as a third column after fkl and rkl (which are always computed, for the
-    train log): `loss` itself when it is one of `_EXTRA` (akl), else None."""
-    return loss if loss in _EXTRA else None
+    train log): `loss` itself when it has an `extra` in `BUILT_IN` (akl), else None."""
+    return loss if loss in BUILT_IN and BUILT_IN[loss].extra is not None else None
 
 
 def _named(columns: tuple[torch.Tensor, ...], loss: str) -> dict[str, torch.Tensor]:
@@ -400,7 +401,7 @@ def _chunk_losses(
 def _bucket_losses(raw: torch.Tensor, teacher: torch.Tensor, mu: float, extra: str | None) -> torch.Tensor:
     """The losses from the student's unfloored bucket log-probs ``raw`` ``[c, k+1]``.
 
-    Returns ``[c, 2]`` float32 (fkl, rkl), or ``[c, 3]`` with the `extra` loss (`_EXTRA`) last.
+    Returns ``[c, 2]`` float32 (fkl, rkl), or ``[c, 3]`` with the `extra` loss (`BUILT_IN`) last.
     """
     student = raw.clamp_min(_LOG_FLOOR)
     p_t = teacher.exp()
@@ -411,7 +412,7 @@ def _bucket_losses(raw: torch.Tensor, teacher: torch.Tensor, mu: float, extra: s
     rkl = (p_s * (student - teacher)).sum(-1)
     if extra is None:
         return torch.stack([fkl, rkl], dim=-1)
-    value, _ = _EXTRA[extra]
+    value, _ = BUILT_IN[extra].extra
     return torch.stack([fkl, rkl, value(p_t, p_s, teacher, student, fkl, rkl, mu)], dim=-1)
 
 
@@ -485,12 +486,33 @@ def _akl_grad(p_t, p_s, teacher, student, g, mu):
     return (g * w_tail)[:, None] * p_s * (student - teacher + 1) - (g * w_head)[:, None] * p_t
 
 
-# The losses computed only when trained on, as a third column after fkl and rkl: each one's value
-# and its closed-form gradient from the k+1 buckets (teacher and student log-probs and probs, its
-# column's incoming gradient g). A new loss adds its pair here, its name to `LOSSES`, and its
-# definition to tests/loss_references.py, which both are checked against.
-_EXTRA = {"akl": (_akl_value, _akl_grad)}
-assert set(LOSSES) == {"fkl", "rkl", *_EXTRA}, "a loss is fkl, rkl or one of _EXTRA"
+@dataclass(frozen=True)
+class Loss:
+    """A loss as distill and snr know it: its words in `--loss`'s help; why teacher tokens drawn
+    (teacher-logits --logits sampled|hybrid) do not estimate it ("" where they do, without
+    bias); and, for a loss computed only when trained on (a third column after fkl and rkl, which
+    are always computed, for the train log), its value and closed-form gradient from the k+1
+    buckets (teacher and student log-probs and probs, its column's incoming gradient g)."""
+
+    help: str
+    not_drawn: str = ""  # a predicate after the loss's name: "rkl needs ..."
+    extra: tuple[Callable, Callable] | None = None
+
+
+_NEEDS_EVERY_TOKEN = ("needs the teacher's probability of every token the student puts mass on, and draws give it only "
+                      "for the tokens drawn")
+# The losses: a new one is an entry here (`extra`: its value and gradient, as akl's) and its
+# definition in tests/loss_references.py, which both the loss and its gradient are checked against.
+BUILT_IN = {
+    "fkl": Loss("KL(teacher||student)"),
+    "rkl": Loss("KL(student||teacher), on-policy on student rollouts", not_drawn=_NEEDS_EVERY_TOKEN),
+    "akl": Loss("adaptive mix (Wu et al. 2025)", not_drawn=f"mixes in the reverse KL, which {_NEEDS_EVERY_TOKEN}",
+                extra=(_akl_value, _akl_grad)),
+}
+LOSSES = tuple(BUILT_IN)
+HELP = "; ".join(f"{name}: {loss.help}" for name, loss in BUILT_IN.items()) + "."
+assert {name for name, loss in BUILT_IN.items() if loss.extra is None} == {"fkl", "rkl"}, \
+    "fkl and rkl are always computed; any other loss is a third column, with its value and gradient"
 
 
 def _student_buckets(logits: torch.Tensor, ids: torch.Tensor, scratch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -557,7 +579,7 @@ def _bucket_grads(
     g = grad_out.to(raw.dtype)
     d = g[:, 1, None] * p_s * (student - teacher + 1) - g[:, 0, None] * p_t
     if extra is not None:
-        _, grad = _EXTRA[extra]
+        _, grad = BUILT_IN[extra].extra
         d = d + grad(p_t, p_s, teacher, student, g[:, 2], mu)
     return torch.where(raw >= _LOG_FLOOR, d, 0.0)
 
