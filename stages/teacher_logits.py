@@ -364,12 +364,40 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
             ("representation", config.logits + (f", top-k {config.top_k}" if config.top_k else "")
              + (f", {config.draws} {config.draw_scheme} draws per token" if config.logits != "topk" else "")
              + (f" at temperature {config.sample_temperature:g}" if config.logits != "topk" and config.sample_temperature != 1 else "")),
+            *teacher_profile([job.part(i) for i in range(n_parts)], config.logits),
             ("bytes per token on disk", f"{size / max(total_tokens, 1):.1f}"),
             ("tokens / second", f"{tokens_now / max(seconds, 1e-9):,.1f} (scoring: from the model loaded)"),
             ("seconds: model load or engine start / scoring", f"{ready - started:.1f} / {seconds:.1f}"),
         ],
     )
     return config.out
+
+
+LOW_ENTROPY = 2.0  # nats: the summary counts the tokens below it (README: "which representation for which teacher")
+
+
+def teacher_profile(parts: list[Path], logits: str) -> list[tuple[str, str]]:
+    """Summary rows of what decides the representation (README, "Drawn tokens instead of, or
+    beside, the top-k"): the teacher's entropy over every response token of the job, and for a
+    top-k the mass it leaves in the tail bucket. No entropy row where the scorer stores none (vLLM)."""
+    if not parts:
+        return []
+    # Per-row sums, then over rows, streamed: an artifact of 10^8 tokens is never exploded in memory.
+    entropy, tail = (pl.col(c).cast(pl.List(pl.Float64)) for c in ("entropy", "tail_logprob"))
+    h, n_h, low, t, n_t = pl.scan_parquet(parts).select(
+        entropy.list.sum().sum(), entropy.list.len().sum().alias("n_h"),
+        entropy.list.eval((pl.element() < LOW_ENTROPY).cast(pl.Int64)).list.sum().sum().alias("low"),
+        tail.list.eval(pl.element().exp()).list.sum().sum().alias("t"), tail.list.len().sum().alias("n_t"),
+    ).collect(engine="streaming").row(0)
+    entropy = h / n_h if n_h else None
+    low = low / n_h if n_h else None
+    tail = t / n_t if n_t else None
+    rows = []
+    if entropy is not None:
+        rows.append(("teacher entropy, nats per token", f"mean {entropy:.2f}; {low:.1%} of tokens under {LOW_ENTROPY:g} nats"))
+    if logits != "sampled" and tail is not None:
+        rows.append(("teacher mass outside the top-k", f"mean {tail:.1%}"))
+    return rows
 
 
 def draw_seed(seed: int, problem_id: str, sample_index: int) -> int:

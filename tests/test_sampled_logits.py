@@ -190,6 +190,8 @@ def drawn(chain, teacher_dir, tmp_path_factory):
                   "--teacher", teacher_dir, "--out", d / name, *extra)
         assert r.exit_code == 0, r.stderr
         assert "representation" in r.stderr and name in r.stderr
+        assert "teacher entropy, nats per token" in r.stderr
+        assert ("teacher mass outside the top-k" in r.stderr) == (name == "hybrid")  # a sampled one has no top-k
     return d
 
 

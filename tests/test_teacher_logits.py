@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 import torch
@@ -51,6 +53,14 @@ def test_topk_logprobs_are_the_teachers_log_softmax(tmp_path, rollouts, teacher_
         target = logp.gather(1, torch.tensor(y)[:, None]).squeeze(1)
         assert torch.allclose(torch.tensor(row["target_logprobs"], dtype=torch.float64), target, atol=1e-4)
     assert "bytes per token on disk" in r.stderr
+    # what decides the representation, over every response token of the job
+    tokens = tl.select(pl.col("entropy").explode(), pl.col("tail_logprob").explode())
+    m = re.search(r"teacher entropy, nats per token\s*│\s*mean ([\d.]+); ([\d.]+)% of tokens under 2", r.stderr)
+    assert m, r.stderr
+    assert float(m[1]) == pytest.approx(tokens["entropy"].mean(), abs=0.006)
+    assert float(m[2]) == pytest.approx(100 * (tokens["entropy"] < 2).mean(), abs=0.06)
+    t = re.search(r"teacher mass outside the top-k\s*│\s*mean ([\d.]+)%", r.stderr)
+    assert t and float(t[1]) == pytest.approx(100 * tokens["tail_logprob"].exp().mean(), abs=0.06)
 
 
 def test_context_reference_changes_the_teacher_not_the_tokens(tmp_path, rollouts, teacher_dir):
@@ -99,3 +109,20 @@ def test_refusals(tmp_path, rollouts, teacher_dir, raw_model_dir):
     r = paced("teacher-logits", "--problems", problems, "--sequences", seqs, "--teacher", teacher_dir, "--out", tmp_path / "c", "--weights", w)
     assert r.exit_code == 2 and "has no weight for 3 problem(s)" in r.stderr
     assert not any((tmp_path / x).exists() for x in "abc")
+
+
+def test_the_summary_profile_of_a_teacher_without_entropy(tmp_path):
+    """vLLM stores no entropy (null): the summary then shows the top-k's tail mass only."""
+    import math
+
+    from stages.teacher_logits import teacher_profile
+
+    f = tmp_path / "part-00000.parquet"
+    pl.DataFrame({"entropy": [None, None], "tail_logprob": [[math.log(0.5), math.log(0.1)], [math.log(0.3)]]},
+                 schema={"entropy": pl.List(pl.Float32), "tail_logprob": pl.List(pl.Float32)}).write_parquet(f)
+    rows = dict(teacher_profile([f], "topk"))
+    assert list(rows) == ["teacher mass outside the top-k"] and rows["teacher mass outside the top-k"] == "mean 30.0%"
+    g = tmp_path / "part-00001.parquet"
+    pl.DataFrame({"entropy": [[0.5, 3.0], [1.0]], "tail_logprob": [[0.0, 0.0], [0.0]]},
+                 schema={"entropy": pl.List(pl.Float32), "tail_logprob": pl.List(pl.Float32)}).write_parquet(g)
+    assert teacher_profile([g], "sampled") == [("teacher entropy, nats per token", "mean 1.50; 66.7% of tokens under 2 nats")]
