@@ -382,13 +382,16 @@ def teacher_profile(parts: list[Path], logits: str) -> list[tuple[str, str]]:
     top-k the mass it leaves in the tail bucket. No entropy row where the scorer stores none (vLLM)."""
     if not parts:
         return []
-    # Per-row sums, then over rows, streamed: an artifact of 10^8 tokens is never exploded in memory.
+    # Sums over each part (of --part-size sequences), then over parts: the job is never held whole.
     entropy, tail = (pl.col(c).cast(pl.List(pl.Float64)) for c in ("entropy", "tail_logprob"))
-    h, n_h, low, t, n_t = pl.scan_parquet(parts).select(
-        entropy.list.sum().sum(), entropy.list.len().sum().alias("n_h"),
-        entropy.list.eval((pl.element() < LOW_ENTROPY).cast(pl.Int64)).list.sum().sum().alias("low"),
-        tail.list.eval(pl.element().exp()).list.sum().sum().alias("t"), tail.list.len().sum().alias("n_t"),
-    ).collect(engine="streaming").row(0)
+    h = n_h = low = t = n_t = 0.0
+    for part in parts:
+        sums = pl.scan_parquet(part).select(
+            entropy.list.sum().sum().alias("h"), entropy.list.len().sum().alias("n_h"),
+            entropy.list.eval((pl.element() < LOW_ENTROPY).cast(pl.Int64)).list.sum().sum().alias("low"),
+            tail.list.eval(pl.element().exp()).list.sum().sum().alias("t"), tail.list.len().sum().alias("n_t"),
+        ).collect().row(0)
+        h, n_h, low, t, n_t = (a + (b or 0) for a, b in zip((h, n_h, low, t, n_t), sums))
     entropy = h / n_h if n_h else None
     low = low / n_h if n_h else None
     tail = t / n_t if n_t else None

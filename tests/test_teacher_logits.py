@@ -126,3 +126,6 @@ def test_the_summary_profile_of_a_teacher_without_entropy(tmp_path):
     pl.DataFrame({"entropy": [[0.5, 3.0], [1.0]], "tail_logprob": [[0.0, 0.0], [0.0]]},
                  schema={"entropy": pl.List(pl.Float32), "tail_logprob": pl.List(pl.Float32)}).write_parquet(g)
     assert teacher_profile([g], "sampled") == [("teacher entropy, nats per token", "mean 1.50; 66.7% of tokens under 2 nats")]
+    # over parts: the entropy of the tokens that have one, the tail mass of every token
+    assert dict(teacher_profile([f, g], "hybrid")) == {"teacher entropy, nats per token": "mean 1.50; 66.7% of tokens under 2 nats",
+                                                       "teacher mass outside the top-k": "mean 65.0%"}
