@@ -335,9 +335,7 @@ def held_out(t: Teacher, held, students: dict, teacher) -> dict:
 
 
 def measure(ctx: Context, t: Teacher, d: Path, size: Sizes) -> dict:
-    import numpy as np
-
-    from stages import models
+    from stages import models, teacher_logits
 
     t0 = time.perf_counter()
     few = few_weights(t, d, size.few)
@@ -366,7 +364,7 @@ def measure(ctx: Context, t: Teacher, d: Path, size: Sizes) -> dict:
                 students[(b, rep, regime)] = train(t, data, rep, size.steps, size.batch)
         log(f"sparse: {t.label}: distillations of regime {regime!r} done at {time.perf_counter() - t0:.0f} s")
     evals = held_out(t, held_set(t, d), students, teacher)
-    entropy = float(np.mean(np.concatenate([np.asarray(x) for x in refs["one"].table["entropy"].to_pylist()])))
+    entropy = teacher_logits.entropy_profile(sorted(ref_dir.glob("part-*.parquet")))["entropy"]
     log(f"sparse: {t.label}: done in {time.perf_counter() - t0:.0f} s")
     return {"chosen": chosen, "grads": grads, "evals": evals, "entropy": entropy,
             "sequences": {r: data.table.num_rows for r, data in refs.items()},
@@ -525,8 +523,7 @@ def replicate(t: Teacher, d: Path, size: Sizes, reps: dict, n: int, log_name: st
                 students[("dense", r)] = train(t, data, "dense", size.steps, size.batch, teacher, order=r)
             students[(name, r)] = train(t, data, rep, size.steps, size.batch, order=r)
         log(f"{log_name}: replicate {r} done at {time.perf_counter() - t0:.0f} s")
-    return {"evals": held_out(t, held, students, teacher), "sizes": sizes, "tokens": response_tokens(data),
-            "entropy": data.table["entropy"].to_pylist() if "entropy" in data.table.column_names else None}
+    return {"evals": held_out(t, held, students, teacher), "sizes": sizes, "tokens": response_tokens(data)}
 
 
 def gap_row(sec: Section, label: str, ev: dict, name: str, n: int, bytes_: float, goal: bool, who: str) -> dict:
@@ -605,7 +602,6 @@ def section_seeds(ctx: Context) -> Section:
 TRAINED_RECIPES = (text_teacher.TRAINED, text_teacher.TRAINED_QUICK)   # section 13's teacher (full, quick)
 TRAINED_BUDGET = 90
 TRAINED_GRID = {"sampled": [{"draws": s} for s in DRAWS], "topk": GRID["topk"]}
-LOW_ENTROPY = 2.0  # nats: the premise counts the tokens below it
 
 
 def section_trained(ctx: Context) -> Section:
@@ -631,7 +627,7 @@ def section_trained(ctx: Context) -> Section:
     the relative gap alone mixes the draws' cost with how far the dense student ends from its
     teacher).
     """
-    import numpy as np
+    from stages import teacher_logits
 
     sec = Section("sparse-trained", "13. sparse teacher: the primary comparison on a teacher trained longer")
     size = SIZES[ctx.quick]
@@ -647,7 +643,8 @@ def section_trained(ctx: Context) -> Section:
     names = {"drawn": ("sampled", chosen["sampled"]), "top-k": ("topk", chosen["topk"])}
     out = replicate(t, d, size, names, n, "sparse-trained")
     ev = out["evals"]
-    entropy = np.concatenate([np.asarray(x, dtype=float) for x in out["entropy"]])
+    # the teacher's entropy on the training sequences (every artifact holds it; the drawn one of replicate 0's)
+    profile = teacher_logits.entropy_profile(sorted((d / f"{slug(names['drawn'][0])}-seed0").glob("part-*.parquet")))
     who = t.label
     base = text_teacher.QUICK if ctx.quick else text_teacher.FULL
     before = text_teacher.english_teacher(base, log=log).record  # cached, or trained now (minutes)
@@ -655,7 +652,7 @@ def section_trained(ctx: Context) -> Section:
             f"({base.steps} steps)", f"{record['held_out_loss']:.2f}; {record['student_held_out_loss']:.2f}; "
             f"{before['held_out_loss']:.2f}", runs="1")
     sec.add(f"{who}: entropy on its training sequences, mean nats (section 10 gives its teacher's); share of tokens "
-            f"below {LOW_ENTROPY:g} nats", f"{entropy.mean():.2f}; {(entropy < LOW_ENTROPY).mean():.1%}", runs="1")
+            f"below {teacher_logits.LOW_ENTROPY:g} nats", f"{profile['entropy']:.2f}; {profile['low']:.1%}", runs="1")
     sec.add(f"{who}: held-out KL(teacher ‖ student) before distillation", f"{ev['before']['kl']:.4f}", runs="1")
     for r in range(n):
         dense = ev[("dense", r)]

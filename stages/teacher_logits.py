@@ -376,13 +376,11 @@ def run(config: TeacherLogitsConfig, command: str | None = None) -> Path:
 LOW_ENTROPY = 2.0  # nats: the summary counts the tokens below it (README: "which representation for which teacher")
 
 
-def teacher_profile(parts: list[Path], logits: str) -> list[tuple[str, str]]:
-    """Summary rows of what decides the representation (README, "Drawn tokens instead of, or
-    beside, the top-k"): the teacher's entropy over every response token of the job, and for a
-    top-k the mass it leaves in the tail bucket. No entropy row where the scorer stores none (vLLM)."""
-    if not parts:
-        return []
-    # Sums over each part (of --part-size sequences), then over parts: the job is never held whole.
+def entropy_profile(parts: list[Path]) -> dict[str, float | None]:
+    """Over every response token of the part files: the teacher's mean entropy (`entropy`), the
+    share of tokens under LOW_ENTROPY (`low`), and the mean mass outside the top-k (`tail`); None
+    where no token has one (vLLM stores no entropy). Summed part by part (of --part-size
+    sequences), so the job is never held whole."""
     entropy, tail = (pl.col(c).cast(pl.List(pl.Float64)) for c in ("entropy", "tail_logprob"))
     h = n_h = low = t = n_t = 0.0
     for part in parts:
@@ -392,14 +390,20 @@ def teacher_profile(parts: list[Path], logits: str) -> list[tuple[str, str]]:
             tail.list.eval(pl.element().exp()).list.sum().sum().alias("t"), tail.list.len().sum().alias("n_t"),
         ).collect().row(0)
         h, n_h, low, t, n_t = (a + (b or 0) for a, b in zip((h, n_h, low, t, n_t), sums))
-    entropy = h / n_h if n_h else None
-    low = low / n_h if n_h else None
-    tail = t / n_t if n_t else None
+    return {"entropy": h / n_h if n_h else None, "low": low / n_h if n_h else None, "tail": t / n_t if n_t else None}
+
+
+def teacher_profile(parts: list[Path], logits: str) -> list[tuple[str, str]]:
+    """Summary rows of what decides the representation (README, "Drawn tokens instead of, or
+    beside, the top-k"): `entropy_profile`'s entropy, and for a top-k the mass it leaves in the
+    tail bucket. No entropy row where the scorer stores none (vLLM)."""
+    profile = entropy_profile(parts)
     rows = []
-    if entropy is not None:
-        rows.append(("teacher entropy, nats per token", f"mean {entropy:.2f}; {low:.1%} of tokens under {LOW_ENTROPY:g} nats"))
-    if logits != "sampled" and tail is not None:
-        rows.append(("teacher mass outside the top-k", f"mean {tail:.1%}"))
+    if profile["entropy"] is not None:
+        rows.append(("teacher entropy, nats per token",
+                     f"mean {profile['entropy']:.2f}; {profile['low']:.1%} of tokens under {LOW_ENTROPY:g} nats"))
+    if logits != "sampled" and profile["tail"] is not None:
+        rows.append(("teacher mass outside the top-k", f"mean {profile['tail']:.1%}"))
     return rows
 
 
